@@ -1,0 +1,81 @@
+"""Small shared helpers: user-facing errors, atomic writes, safe checkpoint loading, the scripts' CLI entry point."""
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad path, bad file, wrong flag). Scripts print its message as one line and exit 1."""
+
+
+def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Entry point of every script: jsonargparse CLI over `fn`; a UserError becomes one line on stderr and exit 1."""
+    from jsonargparse import CLI
+
+    try:
+        return CLI(fn, *args, **kwargs)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def atomic_path(path: "str | Path") -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it over `path` only if the block finishes without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: "str | Path", text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_torch_save(obj: Any, path: "str | Path") -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def check_writable_dir(path: "str | Path") -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"{path}: cannot write here ({e.strerror}); choose another --out_dir") from None
+    return path
+
+
+def load_state_dict(path: "str | Path", mmap: bool = True) -> dict:
+    """torch.load with weights_only=True, memory-mapped so a 7B model does not need its size in RAM twice."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError/zipfile errors for damaged files
+        raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "the file is truncated or corrupt, convert or download it again") from None
+
+
+def num_parameters(module: torch.nn.Module, requires_grad: "bool | None" = None) -> int:
+    return sum(p.numel() for p in module.parameters() if requires_grad is None or p.requires_grad == requires_grad)
