@@ -1,0 +1,158 @@
+"""One Tokenizer over SentencePiece (`tokenizer.model`) and HF tokenizers (`tokenizer.json`) files.
+
+BOS/EOS come from `tokenizer_config.json` and `generation_config.json`. Special tokens are added by us, never by the
+backend, so a BOS is never doubled and prompt/response pieces can be tokenized without surprises.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import torch
+
+from lit_gpt.utils import UserError
+
+
+class Tokenizer:
+    def __init__(self, checkpoint_dir: "str | Path") -> None:
+        checkpoint_dir = Path(checkpoint_dir)
+        if not checkpoint_dir.is_dir():
+            raise UserError(f"{checkpoint_dir}: tokenizer directory not found")
+        self.checkpoint_dir = checkpoint_dir
+        config = _read_json(checkpoint_dir / "tokenizer_config.json")
+        generation_config = _read_json(checkpoint_dir / "generation_config.json")
+
+        if (checkpoint_dir / "tokenizer.model").is_file():
+            import sentencepiece as spm
+
+            self.backend = "sentencepiece"
+            self.model_file = checkpoint_dir / "tokenizer.model"
+            try:
+                self.processor = spm.SentencePieceProcessor(model_file=str(self.model_file))
+            except Exception as e:
+                raise UserError(f"{self.model_file}: not a SentencePiece model ({e})") from None
+            self.vocab_size = self.processor.vocab_size()
+        elif (checkpoint_dir / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer as HFTokenizer
+
+            self.backend = "huggingface"
+            self.model_file = checkpoint_dir / "tokenizer.json"
+            try:
+                self.processor = HFTokenizer.from_file(str(self.model_file))
+            except Exception as e:
+                raise UserError(f"{self.model_file}: not a tokenizers file ({e})") from None
+            # some tokenizer.json files ship with truncation/padding switched on; we want every token, unpadded
+            self.processor.no_truncation()
+            self.processor.no_padding()
+            self.vocab_size = self.processor.get_vocab_size(with_added_tokens=True)
+        else:
+            raise UserError(f"{checkpoint_dir}: no tokenizer.model or tokenizer.json; "
+                            "download the tokenizer with `python scripts/download.py --repo_id ORG/NAME --tokenizer_only`")
+
+        self.bos_id = self._special_id(config.get("bos_token"), generation_config.get("bos_token_id"))
+        eos = generation_config.get("eos_token_id")
+        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        config_eos = self._special_id(config.get("eos_token"), None)
+        self.eos_id = config_eos if config_eos is not None else (eos_ids[0] if eos_ids else None)
+        # every id that ends a generated answer: the configured EOS plus generation_config's extra ones
+        self.stop_ids = list(dict.fromkeys([i for i in [self.eos_id, *eos_ids] if i is not None]))
+        self.use_bos = self._uses_bos(config)
+        self.chat_template = config.get("chat_template")
+        if self.chat_template is None and (checkpoint_dir / "chat_template.jinja").is_file():
+            self.chat_template = (checkpoint_dir / "chat_template.jinja").read_text()
+
+    # ---- ids of special tokens -------------------------------------------------------------------------------
+    def token_to_id(self, token: str) -> Optional[int]:
+        if self.backend == "sentencepiece":
+            i = self.processor.piece_to_id(token)
+            return None if i == self.processor.unk_id() and token != self.processor.id_to_piece(i) else i
+        return self.processor.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str:
+        return self.processor.id_to_piece(i) if self.backend == "sentencepiece" else self.processor.id_to_token(i)
+
+    def _special_id(self, token, fallback_id) -> Optional[int]:
+        if isinstance(token, dict):  # {"content": "<s>", ...} in older tokenizer_config files
+            token = token.get("content")
+        if token:
+            i = self.token_to_id(token)
+            if i is not None:
+                return i
+        return fallback_id
+
+    def _uses_bos(self, config: dict) -> bool:
+        if "add_bos_token" in config:
+            return bool(config["add_bos_token"]) and self.bos_id is not None
+        if self.backend == "sentencepiece":
+            return self.bos_id is not None  # Llama-style models are trained with a leading BOS
+        post = json.loads(self.processor.to_str()).get("post_processor") or {}
+        return self.bos_id is not None and self.id_to_token(self.bos_id) in json.dumps(post.get("single", []))
+
+    # ---- encode / decode ------------------------------------------------------------------------------------
+    def encode(self, text: str, bos: Optional[bool] = None, eos: bool = False,
+               device: Optional[torch.device] = None) -> torch.Tensor:
+        """Token ids of `text`. bos=None adds BOS iff the model uses one; a text that already starts with BOS keeps one."""
+        ids = self.encode_ids(text)
+        if (self.use_bos if bos is None else bos) and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            ids = [self.bos_id] + ids
+        if eos and self.eos_id is not None:
+            ids = ids + [self.eos_id]
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
+    def encode_ids(self, text: str) -> list[int]:
+        """Plain ids, no BOS/EOS added."""
+        if self.backend == "sentencepiece":
+            return self.processor.encode(text)
+        return self.processor.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Plain ids of many texts at once (multi-threaded in both backends)."""
+        if self.backend == "sentencepiece":
+            return self.processor.encode(list(texts))
+        return [e.ids for e in self.processor.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_with_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """For each text, its ids and each token's (start, end) character span in the text. The data pipeline uses
+        the spans to decide which tokens belong to a response, after tokenizing the whole conversation in one go."""
+        if self.backend == "huggingface":
+            return [(e.ids, list(e.offsets)) for e in self.processor.encode_batch(list(texts), add_special_tokens=False)]
+        out = []
+        for text, proto in zip(texts, self.processor.encode(list(texts), return_type="proto")):
+            byte_to_char = _byte_to_char_index(text)
+            out.append(([p.id for p in proto.pieces],
+                        [(byte_to_char[p.begin], byte_to_char[p.end]) for p in proto.pieces]))
+        return out
+
+    def decode(self, ids: Union[torch.Tensor, Iterable[int]], skip_special_tokens: bool = False) -> str:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if self.backend == "sentencepiece":
+            if skip_special_tokens:
+                ids = [i for i in ids if not self.processor.is_control(i)]
+            return self.processor.decode(ids)
+        return self.processor.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the tokenizer file and the BOS/EOS policy: prepared data records it to detect a stale tokenizer."""
+        h = hashlib.sha256(self.model_file.read_bytes())
+        h.update(json.dumps([self.bos_id, self.eos_id, self.use_bos]).encode())
+        return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def _byte_to_char_index(text: str) -> list[int]:
+    """index[b] = character index that byte b of text's UTF-8 encoding belongs to (with one entry past the end)."""
+    index = []
+    for i, ch in enumerate(text):
+        index.extend([i] * len(ch.encode("utf-8")))
+    index.append(len(text))
+    return index
