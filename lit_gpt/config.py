@@ -74,11 +74,15 @@ class Config:
     @classmethod
     def from_hf_config(cls, hf: dict, name: str = "") -> "Config":
         """Derive a Config from a Hugging Face `config.json` dict (community fine-tunes have arbitrary names)."""
-        arch = (hf.get("architectures") or [""])[0]
+        # some configs (e.g. GGUF exports) name only the model_type
+        arch = (hf.get("architectures") or [MODEL_TYPE_TO_ARCHITECTURE.get(hf.get("model_type"), "")])[0]
         n_head = hf.get("num_attention_heads") or hf.get("n_head")
-        common = dict(name=name, architecture=arch, tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+        # Falcon is the one family whose transformers class ties the embeddings when config.json does not say
+        tied = bool(hf.get("tie_word_embeddings", arch == "FalconForCausalLM"))
+        common = dict(name=name, architecture=arch, tie_embeddings=tied)
+        if arch in MODEL_TYPE_TO_ARCHITECTURE.values():
+            rope_base, rope_partial = _hf_rope(hf, name)
         if arch in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
-            rope_base = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
             n_embd = hf["hidden_size"]
             return cls(
                 **common,
@@ -103,8 +107,8 @@ class Config:
                 n_layer=hf["num_hidden_layers"],
                 n_head=n_head,
                 n_embd=hf["hidden_size"],
-                rotary_percentage=hf.get("rotary_pct", 1.0),
-                rope_base=hf.get("rotary_emb_base") or hf.get("rope_theta", 10000.0),
+                rotary_percentage=rope_partial or 1.0,
+                rope_base=rope_base,
                 parallel_residual=hf.get("use_parallel_residual", True),
                 bias=True,
                 norm_class_name="LayerNorm",
@@ -121,8 +125,8 @@ class Config:
                 n_head=n_head,
                 n_embd=hf["hidden_size"],
                 n_query_groups=hf.get("num_key_value_heads") or n_head,
-                rotary_percentage=hf.get("partial_rotary_factor", 0.5),
-                rope_base=hf.get("rope_theta", 10000.0),
+                rotary_percentage=rope_partial or 0.5,
+                rope_base=rope_base,
                 parallel_residual=True,
                 shared_attention_norm=True,
                 bias=True,
@@ -145,7 +149,7 @@ class Config:
                 n_head=n_head,
                 n_embd=n_embd,
                 n_query_groups=1 if hf.get("multi_query", True) else n_head,
-                rope_base=hf.get("rope_theta", 10000.0),
+                rope_base=rope_base,
                 parallel_residual=True,
                 shared_attention_norm=True,
                 bias=bool(hf.get("bias", False)),
@@ -186,6 +190,22 @@ class Config:
         from lit_gpt.utils import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+
+MODEL_TYPE_TO_ARCHITECTURE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                              "gpt_neox": "GPTNeoXForCausalLM", "phi": "PhiForCausalLM", "falcon": "FalconForCausalLM"}
+
+
+def _hf_rope(hf: dict, name: str) -> "tuple[float, Optional[float]]":
+    """(rope theta, partial rotary factor or None) from the transformers 4 top-level fields or transformers 5's
+    `rope_parameters`. Scaled variants (llama3, yarn, linear, dynamic) would silently give wrong logits: refused."""
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = params.get("rope_type") or params.get("type") or "default"
+    if rope_type != "default":
+        raise UserError(f"{name or 'config.json'}: rope scaling {rope_type!r} is not supported (plain rotary only)")
+    theta = hf.get("rope_theta") or hf.get("rotary_emb_base") or params.get("rope_theta") or 10000.0
+    partial = hf.get("partial_rotary_factor") or hf.get("rotary_pct") or params.get("partial_rotary_factor")
+    return float(theta), partial
 
 
 # ---- registry ------------------------------------------------------------------------------------------------------
@@ -262,6 +282,7 @@ configs.append(dict(
     name="falcon-7b", hf_repo_id="tiiuae/falcon-7b", architecture="FalconForCausalLM", block_size=2048,
     vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1, parallel_residual=True,
     shared_attention_norm=True, norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP", intermediate_size=18176,
+    tie_embeddings=True,  # FalconForCausalLM ties lm_head to the word embeddings
 ))
 
 name_to_config = {c["name"]: c for c in configs}
