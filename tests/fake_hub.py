@@ -1,0 +1,204 @@
+"""A stand-in Hugging Face Hub on 127.0.0.1 for the download tests: real huggingface_hub code talks HTTP to it.
+
+It answers the endpoints huggingface_hub 2.x uses for snapshot_download / hf_hub_download / repo_info:
+    GET       /api/{models,datasets}/ORG/NAME[/revision/REV]      repo info with `sha` and `siblings`
+    GET       /api/{models,datasets}/ORG/NAME/tree/REV[/PATH]     file listing (recursive)
+    HEAD/GET  /ORG/NAME/resolve/REV/FILE, /datasets/ORG/NAME/resolve/REV/FILE
+with the headers the client relies on (ETag, X-Repo-Commit, Content-Length) and the Hub's error signalling
+(X-Error-Code: RepoNotFound / GatedRepo / RevisionNotFound / EntryNotFound, X-Error-Message). As on the real Hub,
+a gated repo's metadata is public and only its files need a token with access. Every request is recorded.
+"""
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class FakeRepo:
+    files: dict  # path in repo -> bytes
+    gated: bool = False
+    allowed_tokens: set = field(default_factory=set)  # tokens whose account accepted the gated repo's licence
+    server_error: Optional[int] = None  # answer every request with this 5xx status
+
+    @property
+    def sha(self) -> str:
+        digest = hashlib.sha1()
+        for path in sorted(self.files):
+            digest.update(path.encode() + b"\0" + self.files[path] + b"\0")
+        return digest.hexdigest()
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    authorization: Optional[str]
+
+
+def git_blob_sha(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class FakeHub:
+    """`with FakeHub() as hub: hub.add_repo(...); env["HF_ENDPOINT"] = hub.url`"""
+
+    def __init__(self, valid_tokens: tuple = ()) -> None:
+        self.repos: dict[tuple[str, str], FakeRepo] = {}  # (repo_type, repo_id) -> repo
+        self.valid_tokens = set(valid_tokens)  # any other bearer token gets 401 "Invalid credentials"
+        self.requests: list[RecordedRequest] = []
+        self._server: Optional[ThreadingHTTPServer] = None
+
+    def add_repo(self, repo_id: str, files: dict, repo_type: str = "model", **kwargs) -> FakeRepo:
+        repo = FakeRepo(files={k: v.encode() if isinstance(v, str) else v for k, v in files.items()}, **kwargs)
+        self.repos[(repo_type, repo_id)] = repo
+        return repo
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def requests_for(self, fragment: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if fragment in r.path]
+
+    def __enter__(self) -> "FakeHub":
+        hub = self
+
+        class Handler(_HubHandler):
+            fake_hub = hub
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _HubHandler(BaseHTTPRequestHandler):
+    fake_hub: FakeHub
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        self._handle(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._handle(send_body=False)
+
+    # ---- routing ----------------------------------------------------------------------------------------------------
+    def _handle(self, send_body: bool) -> None:
+        hub = self.fake_hub
+        auth = self.headers.get("Authorization")
+        path = urlsplit(self.path).path
+        hub.requests.append(RecordedRequest(self.command, path, auth))
+        self.send_body = send_body
+        token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
+        if token is not None and token not in hub.valid_tokens:
+            return self._error(401, None, "Invalid credentials in Authorization header")
+
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in ("models", "datasets"):
+            repo_type = parts[1][:-1]
+            repo_id, rest = "/".join(parts[2:4]), parts[4:]
+            repo = self._repo(repo_type, repo_id)
+            if repo is None:
+                return
+            if not rest or rest[0] == "revision":
+                if not self._check_revision(repo, rest[1] if len(rest) > 1 else "main"):
+                    return
+                return self._json({"id": repo_id, "sha": repo.sha, "private": False,
+                                   "gated": "manual" if repo.gated else False,
+                                   "siblings": [{"rfilename": f} for f in sorted(repo.files)]})
+            if rest[0] == "tree" and len(rest) >= 2:
+                if not self._check_revision(repo, rest[1]):
+                    return
+                return self._json(self._tree(repo, "/".join(rest[2:])))
+            return self._error(404, None, "Not Found")
+
+        repo_type = "model"
+        if parts[:1] == ["datasets"]:
+            repo_type, parts = "dataset", parts[1:]
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo = self._repo(repo_type, "/".join(parts[:2]))
+            if repo is None or not self._check_revision(repo, parts[3]):
+                return
+            return self._resolve(repo, "/".join(parts[4:]), token)
+        return self._error(404, None, "Not Found")
+
+    def _repo(self, repo_type: str, repo_id: str) -> Optional[FakeRepo]:
+        repo = self.fake_hub.repos.get((repo_type, repo_id))
+        if repo is None:
+            self._error(404, "RepoNotFound", "Repository not found")
+        elif repo.server_error:
+            self._error(repo.server_error, None, "Service Unavailable")
+            return None
+        return repo
+
+    def _check_revision(self, repo: FakeRepo, revision: str) -> bool:
+        if revision in ("main", repo.sha):
+            return True
+        self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return False
+
+    def _tree(self, repo: FakeRepo, prefix: str) -> list[dict]:
+        entries, folders = [], set()
+        for path, content in sorted(repo.files.items()):
+            if prefix and not path.startswith(prefix + "/"):
+                continue
+            parents = path.split("/")[:-1]
+            folders.update("/".join(parents[: i + 1]) for i in range(len(parents)))
+            entries.append({"type": "file", "oid": git_blob_sha(content), "size": len(content), "path": path})
+        entries += [{"type": "directory", "oid": git_blob_sha(f.encode()), "size": 0, "path": f}
+                    for f in sorted(folders) if not prefix or f.startswith(prefix + "/")]
+        return entries
+
+    def _resolve(self, repo: FakeRepo, filename: str, token: Optional[str]) -> None:
+        if repo.gated and token not in repo.allowed_tokens:
+            # 401 for anonymous requests, 403 for an account that has not accepted the licence (as the Hub does)
+            return self._error(401 if token is None else 403, "GatedRepo",
+                               "Access to this repo is restricted. You must have access to it and be authenticated.",
+                               commit=repo.sha)
+        content = repo.files.get(filename)
+        if content is None:
+            return self._error(404, "EntryNotFound", f"{filename} does not exist on \"main\"", commit=repo.sha)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(content)))
+        self.send_header("ETag", f'"{git_blob_sha(content)}"')
+        self.send_header("X-Repo-Commit", repo.sha)
+        self.end_headers()
+        if self.send_body:
+            self.wfile.write(content)
+
+    # ---- responses --------------------------------------------------------------------------------------------------
+    def _json(self, data) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.send_body:
+            self.wfile.write(body)
+
+    def _error(self, status: int, code: Optional[str], message: str, commit: Optional[str] = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        if commit:
+            self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.send_body:
+            self.wfile.write(body)
