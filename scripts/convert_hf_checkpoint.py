@@ -1,0 +1,37 @@
+"""Converts a downloaded Hugging Face checkpoint into ours: writes lit_model.pth and lit_config.json beside its files.
+
+    python scripts/convert_hf_checkpoint.py --checkpoint_dir checkpoints/EleutherAI/pythia-70m [--dtype bfloat16]
+
+Reads model.safetensors or pytorch_model.bin, sharded or not, one tensor at a time: peak memory stays near one shard.
+The tokenizer files stay where they are; the directory is then a complete checkpoint for the other scripts.
+"""
+
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.convert import convert_hf_checkpoint
+from lit_gpt.utils import run_cli
+
+
+def main(
+    *,
+    checkpoint_dir: Path,
+    model_name: Optional[str] = None,
+    dtype: Optional[Literal["float32", "bfloat16", "float16"]] = None,
+) -> None:
+    """Convert an HF checkpoint directory in place.
+
+    Args:
+        checkpoint_dir: the downloaded HF checkpoint (config.json + weights + tokenizer files)
+        model_name: a registered model name to use instead of deriving the config from config.json
+        dtype: cast the weights; default keeps the checkpoint's dtype
+    """
+    path = convert_hf_checkpoint(checkpoint_dir, model_name=model_name, dtype=dtype)
+    print(f"wrote {path} and {path.with_name('lit_config.json')}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
