@@ -125,6 +125,9 @@ def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: s
         raise HubUnreachable(f"{repo_id}: cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
                              f"({type(e).__name__}); check the network connection (or HF_ENDPOINT / proxy settings) "
                              "and retry") from None
+    except OSError as e:  # after the Hub's own errors, most of which are OSErrors too: disk full, permissions
+        raise UserError(f"{e.filename or repo_id}: cannot write the download ({e.strerror or e}); check the free disk "
+                        "space and the folder's permissions") from None
 
 
 def list_repo_files(repo_id: str, token: Optional[str] = None, repo_type: str = "model") -> list[str]:

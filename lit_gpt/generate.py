@@ -1,0 +1,130 @@
+"""Autoregressive sampling with the KV cache: prefill the prompt once, then feed one token per step.
+
+`sample` turns one logits vector into a token (greedy, temperature, top-k, nucleus/top-p); `generate` loops it until
+EOS or `max_new_tokens`; `TextStreamer` prints the tokens as text while they arrive.
+"""
+
+import sys
+from typing import Callable, Iterable, Optional, TextIO, Union
+
+import torch
+
+from lit_gpt.model import GPT
+from lit_gpt.utils import UserError
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+           top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One token id per row of `logits` (..., vocab) -> (..., 1). temperature 0 (or top_k 1) is greedy argmax."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    logits = logits.float()  # softmax and cumulative sums of bf16/fp16 logits are too coarse
+    if temperature == 0.0 or top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs.view(-1, probs.size(-1)), 1, generator=generator).view(*probs.shape[:-1], 1)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keeps the nucleus: the most likely tokens whose probabilities sum to at least top_p; the rest get -inf.
+    A token stays iff the mass of the tokens more likely than it is still below top_p, so the top token always stays."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    drop_sorted = mass_before >= top_p
+    drop_sorted[..., 0] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+@torch.inference_mode()
+def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None,
+             eos_id: Union[int, Iterable[int], None] = None, stream: Optional[Callable[[int], None]] = None,
+             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Samples up to `max_new_tokens` tokens after `prompt_ids` (1D) and returns them (1D, without the prompt).
+
+    Generation stops at the first token in `eos_id`; that token is neither returned nor streamed. `stream` is
+    called with each new token id as soon as it is sampled. The KV cache is sized to prompt + max_new_tokens and
+    freed at the end."""
+    if prompt_ids.ndim != 1 or prompt_ids.numel() == 0:
+        raise ValueError(f"prompt_ids must be a non-empty 1D tensor, got shape {tuple(prompt_ids.shape)}")
+    prompt_len, config = prompt_ids.numel(), model.config
+    if prompt_len + max_new_tokens > config.block_size:
+        raise UserError(f"the prompt has {prompt_len} tokens; with --max_new_tokens {max_new_tokens} that exceeds "
+                        f"the model's context of {config.block_size} tokens; shorten the prompt or lower "
+                        "--max_new_tokens")
+    if int(prompt_ids.max()) >= config.vocab_size:
+        raise UserError(f"the prompt has token id {int(prompt_ids.max())} but the model's vocabulary has "
+                        f"{config.vocab_size} entries; the tokenizer files do not belong to this checkpoint")
+    stop_ids = set([eos_id] if isinstance(eos_id, int) else eos_id or [])
+    device = prompt_ids.device
+    new_ids: list[int] = []
+    if max_new_tokens <= 0:
+        return torch.tensor(new_ids, dtype=torch.long, device=device)
+
+    model.set_kv_cache(batch_size=1, max_seq_length=prompt_len + max_new_tokens, device=device)
+    try:
+        logits = model(prompt_ids.view(1, -1), input_pos=torch.arange(prompt_len, device=device))[0, -1]
+        for step in range(max_new_tokens):
+            token = sample(logits, temperature, top_k, top_p, generator)
+            token_id = int(token)
+            if token_id in stop_ids:
+                break
+            new_ids.append(token_id)
+            if stream is not None:
+                stream(token_id)
+            if step + 1 < max_new_tokens:  # the last token's logits would be thrown away
+                position = torch.tensor([prompt_len + step], device=device)
+                logits = model(token.view(1, 1), input_pos=position)[0, -1]
+    finally:
+        model.clear_kv_cache()
+    return torch.tensor(new_ids, dtype=torch.long, device=device)
+
+
+class TextStreamer:
+    """Prints generated tokens as text as they arrive (pass the instance as `generate(..., stream=streamer)`).
+
+    It decodes all tokens so far and prints what is new: decoding token by token would lose SentencePiece's word
+    spaces, and a character split over several byte tokens decodes to U+FFFD until its last byte arrives, so text
+    ending in U+FFFD is held back and only complete UTF-8 text is printed."""
+
+    def __init__(self, tokenizer, file: Optional[TextIO] = None) -> None:
+        self.tokenizer = tokenizer
+        self.file = file
+        self.token_ids: list[int] = []
+        self.printed = 0  # characters of the decoded text already printed
+
+    def __call__(self, token_id: int) -> None:
+        self.put(token_id)
+
+    def put(self, token_id: int) -> None:
+        self.token_ids.append(int(token_id))
+        text = self.tokenizer.decode(self.token_ids)
+        if not text.endswith("\ufffd"):
+            self._emit(text)
+
+    def end(self) -> str:
+        """Prints whatever is held back (even an incomplete character) and returns the whole text."""
+        text = self.tokenizer.decode(self.token_ids) if self.token_ids else ""
+        self._emit(text)
+        return text
+
+    def _emit(self, text: str) -> None:
+        new = text[self.printed:]
+        if new:
+            file = self.file or sys.stdout
+            file.write(new)
+            file.flush()
+            self.printed = len(text)
+

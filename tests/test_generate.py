@@ -1,0 +1,205 @@
+"""KV-cached generation against full forwards, the samplers, the text streamer and generate/base.py end to end."""
+
+import importlib.util
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from lit_gpt.generate import TextStreamer, generate, sample, top_p_filter
+from lit_gpt.model import GPT
+from lit_gpt.utils import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ARCHITECTURES = {
+    "llama-gqa": {},
+    "neox-parallel-partial-rope": dict(mlp_class_name="GptNeoxMLP", norm_class_name="LayerNorm",
+                                       parallel_residual=True, rotary_percentage=0.25, bias=True, n_query_groups=4),
+    "sliding-window": dict(sliding_window=6),  # prompt + generation run past the window
+}
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(**overrides)).double().eval()  # float64: the KV-cached and full paths agree to ~1e-15
+    with torch.no_grad():  # spread the logits so that argmax is decisive
+        model.lm_head.weight.normal_(0.0, 1.0)
+    return model
+
+
+def greedy_by_full_forwards(model: GPT, prompt: torch.Tensor, n: int) -> list[int]:
+    ids = prompt.clone()
+    with torch.no_grad():
+        for _ in range(n):
+            next_id = model(ids[None])[0, -1].argmax()
+            ids = torch.cat([ids, next_id[None]])
+    return ids[len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_greedy_kv_cached_equals_full_forwards(arch):
+    model = tiny_model(**ARCHITECTURES[arch])
+    prompt = torch.randint(0, model.config.vocab_size, (5,))
+    streamed = []
+    out = generate(model, prompt, 12, temperature=0.0, stream=streamed.append)
+    expected = greedy_by_full_forwards(model, prompt, 12)
+    assert out.tolist() == expected
+    assert streamed == expected
+    assert all(block.attn.kv_cache is None for block in model.blocks)  # the cache is freed afterwards
+
+
+def test_eos_stops_generation():
+    model = tiny_model()
+    prompt = torch.tensor([3, 1, 4, 1, 5])
+    full = greedy_by_full_forwards(model, prompt, 10)
+    eos = full[4]
+    stop_at = full.index(eos)  # the first time the EOS token would be produced
+    out = generate(model, prompt, 10, temperature=0.0, eos_id=eos)
+    assert out.tolist() == full[:stop_at]  # EOS itself is not returned
+    out = generate(model, prompt, 10, temperature=0.0, eos_id=[10**6, eos])  # a list of stop ids
+    assert out.tolist() == full[:stop_at]
+    assert generate(model, prompt, 10, temperature=0.0, eos_id=full[0]).numel() == 0
+
+
+def test_top_k_1_equals_greedy():
+    model = tiny_model()
+    prompt = torch.tensor([7, 8, 9])
+    greedy = generate(model, prompt, 8, temperature=0.0)
+    torch.manual_seed(123)
+    assert torch.equal(generate(model, prompt, 8, temperature=1.0, top_k=1), greedy)
+    logits = torch.randn(3, 50)
+    assert torch.equal(sample(logits, temperature=0.7, top_k=1), logits.argmax(-1, keepdim=True))
+
+
+def test_top_k_samples_only_the_k_most_likely():
+    logits = torch.tensor([0.0, 3.0, 1.0, 2.9, -1.0, 2.8])
+    generator = torch.Generator().manual_seed(0)
+    drawn = {int(sample(logits, top_k=3, generator=generator)) for _ in range(500)}
+    assert drawn == {1, 3, 5}
+
+
+def test_top_p_samples_only_the_nucleus():
+    # probabilities 0.05, 0.5, 0.15, 0.3 (shuffled so that the sort/scatter back is exercised)
+    probs = torch.tensor([0.05, 0.5, 0.15, 0.3], dtype=torch.float64)
+    logits = probs.log()
+    nuclei = {0.3: {1}, 0.5: {1}, 0.7: {1, 3}, 0.79: {1, 3}, 0.81: {1, 2, 3}, 0.96: {0, 1, 2, 3}, 1.0: {0, 1, 2, 3}}
+    for top_p, nucleus in nuclei.items():
+        kept = set(torch.isfinite(top_p_filter(logits, top_p)).nonzero().flatten().tolist())
+        assert kept == nucleus, top_p
+    generator = torch.Generator().manual_seed(0)
+    drawn = [int(sample(logits, top_p=0.7, generator=generator)) for _ in range(2000)]
+    assert set(drawn) == {1, 3}
+    share_of_1 = drawn.count(1) / len(drawn)
+    assert abs(share_of_1 - 0.5 / 0.8) < 0.05  # renormalized within the nucleus
+    batch = torch.stack([logits, logits.flip(0)])
+    assert torch.isfinite(top_p_filter(batch, 0.7)).tolist() == [[False, True, False, True], [True, False, True, False]]
+
+
+def test_seeded_sampling_is_reproducible():
+    model = tiny_model()
+    prompt = torch.tensor([1, 2, 3])
+    runs = []
+    for seed in (42, 42, 7):
+        torch.manual_seed(seed)
+        runs.append(generate(model, prompt, 10, temperature=1.0, top_k=50, top_p=0.95).tolist())
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    with_generator = [generate(model, prompt, 10, temperature=1.0, generator=torch.Generator().manual_seed(3)).tolist()
+                      for _ in range(2)]
+    assert with_generator[0] == with_generator[1]
+
+
+def test_generate_rejects_prompt_past_context_and_foreign_token_ids():
+    model = tiny_model(block_size=16)
+    with pytest.raises(UserError, match="exceeds the model's context of 16 tokens"):
+        generate(model, torch.zeros(10, dtype=torch.long), 7)
+    with pytest.raises(UserError, match="tokenizer files do not belong"):
+        generate(model, torch.tensor([1, model.config.vocab_size]), 2)
+
+
+@pytest.mark.parametrize("tokenizer_name", ["gpt2", "llama-2"])  # byte-level BPE, SentencePiece with byte fallback
+def test_text_streamer_prints_only_complete_utf8(shared_dir, tokenizer_name):
+    from lit_gpt.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(shared_dir / "tokenizers" / tokenizer_name)
+    text = "Llamas 🦙 eat grass, café and 世界."
+    ids = tokenizer.encode(text, bos=False).tolist()
+    assert len(ids) > len(text.split())  # the emoji and CJK characters are split over several byte tokens
+
+    class Recorder(io.StringIO):
+        writes: list = []
+
+        def write(self, s):
+            self.writes.append(s)
+            return super().write(s)
+
+    out = Recorder()
+    streamer = TextStreamer(tokenizer, file=out)
+    for i in ids:
+        streamer(i)
+    assert streamer.end() == text
+    assert out.getvalue() == text
+    assert all("\ufffd" not in w for w in out.writes)
+    assert len(out.writes) > 5  # printed while streaming, not all at the end
+
+
+# ---- generate/base.py ------------------------------------------------------------------------------------------------
+def load_base_script():
+    spec = importlib.util.spec_from_file_location("generate_base", ROOT / "generate" / "base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, shared_dir) -> Path:
+    from lit_gpt.tokenizer import Tokenizer
+
+    checkpoint_dir = tmp_path / "tiny-gpt2"
+    checkpoint_dir.mkdir()
+    for f in (shared_dir / "tokenizers" / "gpt2").iterdir():
+        shutil.copy(f, checkpoint_dir / f.name)
+    config = tiny_config(vocab_size=Tokenizer(checkpoint_dir).vocab_size, block_size=64)
+    torch.manual_seed(0)
+    model = GPT(config)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 1.0)  # decisive logits: greedy output does not hinge on rounding
+    torch.save(model.state_dict(), checkpoint_dir / "lit_model.pth")
+    config.save(checkpoint_dir / "lit_config.json")
+    return checkpoint_dir
+
+
+def test_base_script_generates_text(tiny_checkpoint):
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.tokenizer import Tokenizer
+
+    prompt = "Hello, my name is"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "generate" / "base.py"), "--checkpoint_dir", str(tiny_checkpoint),
+         "--prompt", prompt, "--max_new_tokens", "8", "--temperature", "0", "--num_samples", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Sample 2: " in proc.stderr and "tokens/s" in proc.stderr
+
+    tokenizer = Tokenizer(tiny_checkpoint)
+    prompt_ids = tokenizer.encode(load_base_script().format_prompt(prompt, tiny_checkpoint))
+    expected_ids = generate(load_model(tiny_checkpoint), prompt_ids, 8, temperature=0.0, eos_id=tokenizer.stop_ids)
+    expected = tokenizer.decode(expected_ids)
+    assert expected.strip()
+    assert proc.stdout == f"{expected}\n\n{expected}\n"  # two greedy samples, a blank line between them
+
+
+def test_base_script_missing_checkpoint(tmp_path):
+    missing = tmp_path / "no-such-checkpoint"
+    proc = subprocess.run([sys.executable, str(ROOT / "generate" / "base.py"), "--checkpoint_dir", str(missing)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0] and "not found" in lines[0]
