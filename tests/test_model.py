@@ -1,0 +1,133 @@
+"""GPT: KV-cached decoding equals full forwards and transformers' greedy generate; sliding window; output_mask."""
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from lit_gpt.config import Config
+from lit_gpt.convert import hf_state_dict_to_lit
+from lit_gpt.model import GPT
+
+FAMILY_SWITCHES = {
+    "llama-gqa": dict(),
+    "neox-partial-rotary": dict(n_query_groups=4, rotary_percentage=0.25, parallel_residual=True, bias=True,
+                                norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP"),
+    "falcon-mqa": dict(n_query_groups=1, parallel_residual=True, shared_attention_norm=True,
+                       norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP"),
+    "mistral-window": dict(sliding_window=3),
+}
+
+
+def random_model(config: Config, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if p.ndim == 1 and name.endswith("weight") else 0.0, 0.2)
+    return model
+
+
+@torch.no_grad()
+def greedy_full_forward(model: GPT, prompt: torch.Tensor, n: int) -> "tuple[torch.Tensor, list[torch.Tensor]]":
+    """The reference: the whole sequence through the model at every step, no cache."""
+    ids, step_logits = prompt, []
+    for _ in range(n):
+        logits = model(ids)[:, -1]
+        step_logits.append(logits)
+        ids = torch.cat((ids, logits.argmax(-1, keepdim=True)), dim=1)
+    return ids, step_logits
+
+
+@torch.no_grad()
+def greedy_kv_cache(model: GPT, prompt: torch.Tensor, n: int) -> "tuple[torch.Tensor, list[torch.Tensor]]":
+    """Prefill the prompt once, then one token per step at its position."""
+    B, T = prompt.shape
+    model.set_kv_cache(batch_size=B, max_seq_length=T + n)
+    logits = model(prompt, input_pos=torch.arange(T))[:, -1]
+    ids, step_logits = prompt, [logits]
+    for pos in range(T, T + n):
+        token = logits.argmax(-1, keepdim=True)
+        ids = torch.cat((ids, token), dim=1)
+        if pos == T + n - 1:
+            break
+        logits = model(token, input_pos=torch.tensor([pos]))[:, -1]
+        step_logits.append(logits)
+    model.clear_kv_cache()
+    return ids, step_logits
+
+
+@pytest.mark.parametrize("family", list(FAMILY_SWITCHES))
+def test_kv_cached_greedy_equals_full_forward(family):
+    model = random_model(tiny_config(**FAMILY_SWITCHES[family]))
+    prompt = torch.tensor([[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]])
+    expected_ids, expected_logits = greedy_full_forward(model, prompt, 10)
+    ids, logits = greedy_kv_cache(model, prompt, 10)
+    assert torch.equal(ids, expected_ids)
+    for ours, reference in zip(logits, expected_logits):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+HF_GENERATE_CASES = {
+    "llama": lambda t: t.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, rope_theta=5000.0,
+                                     max_position_embeddings=64),
+    "gpt-neox": lambda t: t.GPTNeoXConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                          num_attention_heads=4, rotary_pct=0.25, max_position_embeddings=64),
+}
+
+
+@pytest.mark.parametrize("family", list(HF_GENERATE_CASES))
+def test_greedy_decoding_equals_transformers_generate(family):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = HF_GENERATE_CASES[family](transformers)
+    hf_model = transformers.AutoModelForCausalLM.from_config(hf_config).eval()
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            p.normal_(1.0 if p.ndim == 1 and name.endswith("weight") else 0.0, 0.2)
+    config = Config.from_hf_config(hf_config.to_dict(), name=family)
+    model = GPT(config).eval()
+    model.load_state_dict(hf_state_dict_to_lit(hf_model.state_dict(), config))
+
+    prompt = torch.tensor([[7, 99, 4, 23, 56, 1]])
+    ids, _ = greedy_kv_cache(model, prompt, 16)
+    expected = hf_model.generate(prompt, max_new_tokens=16, do_sample=False, attention_mask=torch.ones_like(prompt),
+                                 pad_token_id=0, eos_token_id=None)
+    assert len(set(ids[0, 6:].tolist())) > 3  # not a degenerate repeat of one token
+    assert torch.equal(ids, expected)
+
+
+@torch.no_grad()
+def test_sliding_window_attends_to_the_last_window_tokens_only():
+    """One layer, so a position sees exactly its window. Rotary embeddings are relative, so the logits at position t
+    equal those of the window's tokens run alone."""
+    window = 4
+    model = random_model(tiny_config(n_layer=1, sliding_window=window))
+    unlimited = random_model(tiny_config(n_layer=1))
+    idx = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(1))
+    logits = model(idx)
+    for t in range(idx.shape[1]):
+        alone = model(idx[:, max(0, t - window + 1): t + 1])[:, -1]
+        torch.testing.assert_close(logits[:, t], alone, atol=1e-5, rtol=1e-5)
+    # the same weights without the window differ once a position has more than `window` tokens to look back on
+    assert torch.allclose(unlimited(idx)[:, :window], logits[:, :window], atol=1e-5)
+    assert not torch.allclose(unlimited(idx)[:, window:], logits[:, window:], atol=1e-3)
+
+
+@torch.no_grad()
+def test_output_mask_returns_the_selected_rows_of_the_full_logits():
+    model = random_model(tiny_config())
+    idx = torch.randint(0, 256, (3, 9), generator=torch.Generator().manual_seed(2))
+    output_mask = torch.zeros(3, 9, dtype=torch.bool)
+    output_mask[0, 4:] = True
+    output_mask[2, [1, 7, 8]] = True
+    selected = model(idx, output_mask=output_mask)
+    assert selected.shape == (int(output_mask.sum()), 256)
+    torch.testing.assert_close(selected, model(idx)[output_mask], atol=1e-6, rtol=1e-6)
+
+
+def test_kv_cache_refuses_positions_past_its_length():
+    model = random_model(tiny_config())
+    model.set_kv_cache(batch_size=1, max_seq_length=4)
+    with pytest.raises(ValueError, match="past the KV cache length"):
+        model(torch.tensor([[1]]), input_pos=torch.tensor([4]))
