@@ -1,0 +1,37 @@
+"""Convert a GGUF file (llama.cpp's format, possibly quantized) into a checkpoint dir.
+
+    python scripts/convert_gguf_checkpoint.py --gguf_path SmolLM2-135M-Instruct.Q4_1.gguf \
+        --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
+
+Weights are dequantized (F32, F16, BF16, Q8_0, Q4_0, Q4_1, K-quants, ...) to --dtype; the Config comes from the
+GGUF metadata and the tokenizer files are rebuilt from the vocabulary stored in the file. Architecture `llama` only.
+"""
+
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.gguf_import import convert_gguf
+from lit_gpt.utils import run_cli
+
+
+def main(*, gguf_path: Path, checkpoint_dir: Path, dtype: Literal["float32", "bfloat16", "float16"] = "float32") -> None:
+    """Convert a GGUF file into checkpoint_dir (lit_config.json, lit_model.pth, tokenizer files).
+
+    Args:
+        gguf_path: The .gguf file.
+        checkpoint_dir: Output folder, e.g. checkpoints/ORG/NAME; its name picks the registry entry to match.
+        dtype: Precision of the saved weights.
+    """
+    start = time.perf_counter()
+    config = convert_gguf(gguf_path, checkpoint_dir, dtype)
+    repo = f" ({config.hf_repo_id})" if config.hf_repo_id else ""
+    print(f"Converted {gguf_path} to {checkpoint_dir}: {config.name}{repo}, {config.n_layer} layers, width "
+          f"{config.n_embd}, {dtype}, in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    run_cli(main)
