@@ -567,13 +567,17 @@ def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = 
     def drop(reason: str, i: int) -> None:
         dropped.setdefault(reason, []).append(i)
 
+    if method == "heuristics" and (min_score is not None or top_fraction is not None or max_score is not None):
+        raise UserError("--method heuristics keeps the rows that pass every check; it takes no --min_score, "
+                        "--top_fraction or --max_score")
+    if method != "heuristics" and (min_score is None) == (top_fraction is None):
+        raise UserError("give exactly one of --min_score or --top_fraction")
+    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+        raise UserError(f"--top_fraction {top_fraction}: must be in (0, 1]")
     if not any(column in row for row in rows):
         raise UserError(f"no row has a {column!r} column; score the file first with "
                         f"`python scripts/score_dataset.py --method {method}`")
     if method == "heuristics":
-        if min_score is not None or top_fraction is not None or max_score is not None:
-            raise UserError("--method heuristics keeps the rows that pass every check; it takes no --min_score, "
-                            "--top_fraction or --max_score")
         kept = []
         for i, row in enumerate(rows):
             if row.get(column) is None:
@@ -584,10 +588,6 @@ def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = 
                 for flag in row.get(FLAGS_COLUMN) or ["failed"]:
                     drop(flag, i)
         return kept, dropped
-    if (min_score is None) == (top_fraction is None):
-        raise UserError("give exactly one of --min_score or --top_fraction")
-    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-        raise UserError(f"--top_fraction {top_fraction}: must be in (0, 1]")
     eligible = []
     for i, row in enumerate(rows):
         score = row.get(column)

@@ -1,0 +1,80 @@
+"""Keeps the best rows of a scored dataset (from scripts/score_dataset.py) and says what was dropped and why.
+
+    # AlpaGasus: keep rows the judge rated >= 4.5 (9k of Alpaca's 52k in the paper)
+    python scripts/filter_dataset.py --scores data/alpaca.scored.json --method alpagasus --min_score 4.5
+    # Superfiltering: drop IFD >= 1 (the instruction does not help), keep the hardest 10% of the dataset
+    python scripts/filter_dataset.py --scores data/alpaca.scored.json --method ifd --top_fraction 0.1 --max_score 1
+    # rule-based: keep rows without any heuristics flag
+    python scripts/filter_dataset.py --scores data/alpaca.scored.json --method heuristics
+
+The kept rows keep their order and layout (the score columns stay unless --drop_score_columns), so the output goes
+straight to scripts/prepare_json.py / prepare_alpaca.py --data_path. `<output>.manifest.json` records the rule, the
+counts, the score statistics and, per reason, the indices of the dropped rows.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.quality import (FLAGS_COLUMN, SCORE_COLUMNS, default_output, log, read_rows, score_stats, select_rows,
+                             write_rows)
+from lit_gpt.utils import UserError, atomic_write_text, run_cli
+
+
+def main(
+    *,
+    scores: Path,
+    method: Literal["alpagasus", "ifd", "heuristics"],
+    min_score: Optional[float] = None,
+    top_fraction: Optional[float] = None,
+    max_score: Optional[float] = None,
+    output: Optional[Path] = None,
+    drop_score_columns: bool = False,
+) -> Path:
+    """Write the rows of a scored dataset that pass the rule, plus a manifest.
+
+    Args:
+        scores: a file written by scripts/score_dataset.py
+        method: whose score column to filter on: alpagasus, ifd or heuristics (keeps rows that pass every check)
+        min_score: keep rows with score >= this
+        top_fraction: keep the round(top_fraction * rows) highest-scoring rows instead (ties: earlier row first)
+        max_score: drop rows above this first (IFD >= 1 means the instruction does not help)
+        output: where to write the kept rows (default: <scores stem>.<method>_kept.<suffix>)
+        drop_score_columns: remove the score columns from the kept rows
+    """
+    scores = Path(scores)
+    rows = read_rows(scores)
+    try:
+        kept, dropped = select_rows(rows, method, min_score=min_score, top_fraction=top_fraction, max_score=max_score)
+    except UserError as e:
+        raise UserError(f"{scores}: {e}") from None
+    output = Path(output) if output is not None else default_output(scores, f"{method}_kept")
+    column = SCORE_COLUMNS[method]
+    score_columns = set(SCORE_COLUMNS.values()) | {FLAGS_COLUMN}
+    kept_rows = [{k: v for k, v in rows[i].items() if not (drop_score_columns and k in score_columns)} for i in kept]
+    write_rows(output, kept_rows)
+
+    manifest = {
+        "input": str(scores), "output": str(output), "method": method, "column": column,
+        "rule": {"min_score": min_score, "top_fraction": top_fraction, "max_score": max_score},
+        "counts": {"input": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept),
+                   "dropped_by_reason": {reason: len(indices) for reason, indices in sorted(dropped.items())}},
+        "dropped": {reason: indices for reason, indices in sorted(dropped.items())},
+    }
+    if method != "heuristics":
+        kept_scores = [rows[i][column] for i in kept]
+        # the score of the last row kept: the effective threshold of a --top_fraction cut
+        manifest["threshold"] = min_score if min_score is not None else (min(kept_scores) if kept_scores else None)
+        manifest["score_stats"] = {"all": score_stats(r.get(column) for r in rows), "kept": score_stats(kept_scores)}
+    manifest_path = output.with_name(output.name + ".manifest.json")
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    reasons = ", ".join(f"{k}: {v}" for k, v in manifest["counts"]["dropped_by_reason"].items()) or "none"
+    log(f"kept {len(kept)} of {len(rows)} rows -> {output} (dropped {reasons}); manifest {manifest_path}")
+    return output
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,121 @@
+"""Scores every row of an instruction dataset and writes the scores back as a column (quality beats quantity).
+
+    # AlpaGasus: a judge rates accuracy/helpfulness 0-5 -> score_alpagasus
+    python scripts/score_dataset.py --data_path data/alpaca.json --method alpagasus \\
+        --judge_checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
+    # Instruction-Following Difficulty with a small LM -> score_ifd
+    python scripts/score_dataset.py --data_path data/alpaca.json --method ifd --checkpoint_dir checkpoints/gpt2
+    # rule-based flags -> heuristics_flags, heuristics_pass
+    python scripts/score_dataset.py --data_path data/alpaca.json --method heuristics
+
+The output (default `<name>.scored.json[l]` beside the input; pass it as --data_path again to add another method's
+column) keeps every row and column of the input. Scores are appended batch by batch to a sidecar
+`<output>.<method>.scores.jsonl`: an interrupted run (or one stopped by --limit) resumes where it stopped, and rows
+that did not change are never scored twice. Then keep the best rows with scripts/filter_dataset.py.
+"""
+
+import sys
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.quality import (SCORE_COLUMNS, HeuristicConfig, HeuristicScorer, IFDScorer, Judge, ScoreCache,
+                             default_output, load_scoring_model, log, read_rows, result_columns, score_examples, score_stats, sidecar_path,
+                             to_example, write_rows)
+from lit_gpt.utils import UserError, run_cli
+
+
+def main(
+    *,
+    data_path: Path,
+    method: Literal["alpagasus", "ifd", "heuristics"],
+    judge_checkpoint_dir: Optional[Path] = None,
+    checkpoint_dir: Optional[Path] = None,
+    output: Optional[Path] = None,
+    columns: Optional[dict[str, str]] = None,
+    batch_size: int = 8,
+    limit: Optional[int] = None,
+    score_from: Literal["logits", "generate"] = "logits",
+    max_seq_length: Optional[int] = None,
+    device: Optional[str] = None,
+    precision: Optional[str] = None,
+    restart: bool = False,
+    min_response_chars: int = 1,
+    max_response_words: int = 2000,
+) -> Path:
+    """Score a JSON/JSONL instruction dataset with one method and write it back with the score column.
+
+    Args:
+        data_path: JSON or JSONL dataset (Alpaca, Dolly, ShareGPT/messages, LIMA conversations, ...)
+        method: alpagasus (LLM judge, 0-5), ifd (instruction-following difficulty), heuristics (rule flags)
+        judge_checkpoint_dir: the judge for alpagasus (an instruct model is best; any checkpoint works)
+        checkpoint_dir: the language model for ifd (GPT-2-sized is enough); also accepted as the judge
+        output: where to write the scored rows (default: <data_path stem>.scored.<suffix> beside it)
+        columns: our field -> the file's column, e.g. '{"input": "context", "output": "response"}' for Dolly
+        batch_size: examples per forward pass
+        limit: score at most this many not-yet-scored rows in this run (the rest stay null until a rerun)
+        score_from: alpagasus: 'logits' = expected score from the digit probabilities (one forward pass);
+            'generate' = parse the number in the judge's greedy answer
+        max_seq_length: cap on tokens per example (default: the model's context); longer prompts lose their middle
+        device: cpu, cuda, cuda:1, ...; default cuda when available
+        precision: 32-true, bf16-true or 16-true; default bf16 where the hardware has it natively, else 32-true
+        restart: discard the scores saved by an earlier run with other settings
+        min_response_chars: heuristics: shorter responses (and those without any letter or digit) are flagged
+            too_short
+        max_response_words: heuristics: longer responses are flagged too_long
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch_size {batch_size}: must be at least 1")
+    data_path = Path(data_path)
+    rows = read_rows(data_path)  # written back as they are
+    if not rows:
+        raise UserError(f"{data_path}: no rows to score")
+    examples = [to_example(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
+    output = Path(output) if output is not None else default_output(data_path, "scored")
+
+    if method == "heuristics":
+        scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,
+                                                 max_response_words=max_response_words))
+        settings = {"method": method, **scorer.settings}
+    else:
+        model_dir = (judge_checkpoint_dir or checkpoint_dir) if method == "alpagasus" else (checkpoint_dir or judge_checkpoint_dir)
+        if model_dir is None:
+            flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"
+            raise UserError(f"--method {method} needs a model: pass {flag} checkpoints/ORG/NAME")
+        model, tokenizer, style = load_scoring_model(Path(model_dir), device, precision)
+        if method == "alpagasus":
+            scorer = Judge(model, tokenizer, style, max_seq_length=max_seq_length, score_from=score_from)
+        else:
+            scorer = IFDScorer(model, tokenizer, style, max_seq_length=max_seq_length)
+        settings = {"method": method, "checkpoint": str(Path(model_dir).resolve()), **scorer.settings}
+
+    cache = ScoreCache(sidecar_path(output, method), method, settings, restart=restart)
+    already = sum(cache.get(e) is not None for e in examples)
+    log(f"{data_path}: {len(rows)} rows, {already} already scored in {cache.path}")
+    started = last_log = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_log
+        now = time.perf_counter()
+        if now - last_log >= 10 or done == total:  # a line every 10 s
+            last_log = now
+            log(f"scored {done}/{total} ({done / max(now - started, 1e-9):.1f} rows/s)")
+
+    results = score_examples(examples, scorer, cache, batch_size=batch_size, limit=limit,
+                             sort_by_length=method != "heuristics", progress=progress)
+    empty = result_columns(method, {"score": None, "flags": None})
+    scored_rows = [{**row, **(result_columns(method, results[i]) if i in results else empty)}
+                   for i, row in enumerate(rows)]
+    write_rows(output, scored_rows)
+    column = SCORE_COLUMNS[method]
+    stats = score_stats(r["score"] for r in results.values())
+    missing = len(rows) - len(results)
+    log(f"wrote {output}: {len(results)} of {len(rows)} rows scored ({column}: {stats})"
+        + (f"; {missing} left, run again to finish" if missing else ""))
+    return output
+
+
+if __name__ == "__main__":
+    run_cli(main)
