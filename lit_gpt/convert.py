@@ -148,7 +148,7 @@ def hf_to_lit(name: str, tensor: torch.Tensor, config: Config, source: "str | Pa
     module, _, param = name.rpartition(".")
     template, layer = _layer_template(module)
     names = family_names(config)
-    if template not in names:
+    if template not in names or param not in ("weight", "bias"):
         raise UserError(f"{source}: unexpected weight {name!r} for {config.architecture}; "
                         "the checkpoint and its config.json disagree, or pass the right --model_name")
     ours = names[template].format(layer)
@@ -182,7 +182,7 @@ def lit_to_hf(state_dict: dict, config: Config, source: "str | Path" = "") -> di
             prefix = module[: -len("q")]
             tensor = fuse_qkv(*(state_dict[f"{prefix}{part}.{param}"] for part in "qkv"), config)
             template = f"{template[: -len('q')]}qkv"
-        if template not in hf_names:
+        if template not in hf_names or param not in ("weight", "bias"):  # e.g. unmerged LoRA matrices
             raise UserError(f"{source}: weight {name!r} has no counterpart in {config.architecture}")
         out[f"{hf_names[template].format(layer)}.{param}"] = tensor
     return out
@@ -229,11 +229,14 @@ def read_hf_shard(path: Path, meta: bool = False) -> Iterator["tuple[str, torch.
             for name in shard.keys():
                 if meta:
                     view = shard.get_slice(name)
+                    if view.get_dtype() not in SAFETENSORS_DTYPES:
+                        raise UserError(f"{path}: {name} has dtype {view.get_dtype()}, which is not supported "
+                                        "(quantized checkpoints are not); use the unquantized checkpoint")
                     yield name, torch.empty(view.get_shape(), dtype=SAFETENSORS_DTYPES[view.get_dtype()], device="meta")
                 else:
                     yield name, shard.get_tensor(name)
-    except (OSError, KeyError) as e:
-        raise UserError(f"{path}: cannot read ({e}); download it again") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e}); download it again") from None
     except Exception as e:  # safetensors' own error type is not exported under a stable name
         if type(e).__name__ != "SafetensorError":
             raise
@@ -245,7 +248,7 @@ def read_hf_shard(path: Path, meta: bool = False) -> Iterator["tuple[str, torch.
 class StateDictWriter:
     """Fills a `torch.save` archive of a state dict one tensor at a time, so the model is never whole in memory.
 
-    `layout` (name -> (shape, dtype)) is saved first with `torch.serialization.skip_data`: the archive then holds the
+    Use it as a context manager. `layout` (name -> (shape, dtype)) is saved first with `torch.serialization.skip_data`: the archive then holds the
     pickled layout and a zero-filled record per tensor. torch.save numbers storages in the order it pickles them,
     so the i-th tensor of the layout is record data/i; `write` puts a tensor's bytes at that record's offset.
     """
@@ -279,9 +282,12 @@ class StateDictWriter:
         self.file.write(data.numpy())
         self.missing.discard(name)
 
-    def close(self) -> None:
+    def __enter__(self) -> "StateDictWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
         self.file.close()
-        if self.missing:
+        if exc_type is None and self.missing:
             raise RuntimeError(f"tensors never written: {sorted(self.missing)[:3]}")
 
 
@@ -306,23 +312,24 @@ def convert_hf_checkpoint(checkpoint_dir: "str | Path", model_name: Optional[str
         for hf_name, tensor in read_hf_shard(path, meta=True):
             for name, t in hf_to_lit(hf_name, tensor, config, path):
                 found[name] = (t.shape, target_dtype or t.dtype)
-    layout = _check_layout(found, config, checkpoint_dir)
+    layout = _check_layout(found, config, checkpoint_dir, "the checkpoint")
 
     # pass 2: tensor by tensor into their slots
     with atomic_path(checkpoint_dir / "lit_model.pth") as tmp:
-        writer = StateDictWriter(tmp, layout)
         try:
-            for path in files:
-                for hf_name, tensor in read_hf_shard(path):
-                    for name, t in hf_to_lit(hf_name, tensor, config, path):
-                        writer.write(name, t.to(layout[name][1]))
-        finally:
-            writer.close()
+            with StateDictWriter(tmp, layout) as writer:
+                for path in files:
+                    for hf_name, tensor in read_hf_shard(path):
+                        for name, t in hf_to_lit(hf_name, tensor, config, path):
+                            writer.write(name, t.to(layout[name][1]))
+        except OSError as e:
+            raise UserError(f"{checkpoint_dir}: cannot write lit_model.pth ({e.strerror or e}); "
+                            "check the free disk space") from None
     config.save(checkpoint_dir / "lit_config.json")
     return checkpoint_dir / "lit_model.pth"
 
 
-def _check_layout(found: dict, config: Config, checkpoint_dir: Path) -> dict:
+def _check_layout(found: dict, config: Config, source: Path, what: str) -> dict:
     """The converted names/shapes must be exactly the model's; returns them in the model's order."""
     with torch.device("meta"):
         expected = GPT(config).state_dict()
@@ -330,15 +337,15 @@ def _check_layout(found: dict, config: Config, checkpoint_dir: Path) -> dict:
         expected.pop("lm_head.weight")
     missing = [name for name in expected if name not in found]
     if missing:
-        raise UserError(f"{checkpoint_dir}: the checkpoint lacks {len(missing)} weights the config needs "
-                        f"(e.g. {missing[:2]}); the download is incomplete or the config does not match")
+        raise UserError(f"{source}: {what} lacks {len(missing)} weights the config needs "
+                        f"(e.g. {missing[:2]}); the files are incomplete or belong to another config (check config.json, --model_name)")
     unexpected = [name for name in found if name not in expected]
     if unexpected:
-        raise UserError(f"{checkpoint_dir}: the checkpoint has weights the config does not know (e.g. {unexpected[:2]}); "
-                        "it has more layers than config.json says, or pass the right --model_name")
+        raise UserError(f"{source}: {what} has weights the config does not know (e.g. {unexpected[:2]}); "
+                        "they belong to another config (check config.json, --model_name)")
     for name, tensor in expected.items():
         if found[name][0] != tensor.shape:
-            raise UserError(f"{checkpoint_dir}: {name} has shape {tuple(found[name][0])}, the config expects "
+            raise UserError(f"{source}: {name} has shape {tuple(found[name][0])}, the config expects "
                             f"{tuple(tensor.shape)}; the checkpoint and its config disagree")
     return {name: found[name] for name in expected}
 
@@ -410,8 +417,11 @@ def convert_lit_checkpoint(checkpoint_dir: "str | Path", output_dir: "str | Path
     hf_config_dict(config)  # fail on a config transformers cannot express before reading any weights
     source = checkpoint_dir / "lit_model.pth"
     state_dict = load_state_dict(source)
-    if not isinstance(state_dict, dict) or "wte.weight" not in state_dict:
-        raise UserError(f"{source}: not a model state dict (no wte.weight); convert the checkpoint again")
+    if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
+        raise UserError(f"{source}: not a model state dict; convert the checkpoint again")
+    if config.tie_embeddings:  # model.state_dict() of a tied model lists the head too
+        state_dict.pop("lm_head.weight", None)
+    _check_layout({name: (t.shape, t.dtype) for name, t in state_dict.items()}, config, source, "the file")
     hf_state_dict = {name: t.contiguous() for name, t in lit_to_hf(state_dict, config, source).items()}
     check_writable_dir(output_dir)
     with atomic_path(output_dir / "model.safetensors") as tmp:

@@ -141,10 +141,9 @@ def test_tied_head_is_dropped_and_file_loads_without_mmap(tmp_path):
 def test_state_dict_writer_matches_torch_save(tmp_path):
     tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int64), "c": torch.randn(4).bfloat16(),
                "scalar": torch.tensor(2.5)}
-    writer = StateDictWriter(tmp_path / "out.pth", {n: (t.shape, t.dtype) for n, t in tensors.items()})
-    for name in ["c", "scalar", "a", "b"]:  # any order
-        writer.write(name, tensors[name])
-    writer.close()
+    with StateDictWriter(tmp_path / "out.pth", {n: (t.shape, t.dtype) for n, t in tensors.items()}) as writer:
+        for name in ["c", "scalar", "a", "b"]:  # any order
+            writer.write(name, tensors[name])
     for mmap in (True, False):
         loaded = torch.load(tmp_path / "out.pth", weights_only=True, mmap=mmap)
         assert list(loaded) == list(tensors)
@@ -153,9 +152,9 @@ def test_state_dict_writer_matches_torch_save(tmp_path):
 
 
 def test_writer_refuses_to_leave_unwritten_tensors(tmp_path):
-    writer = StateDictWriter(tmp_path / "out.pth", {"a": (torch.Size([2]), torch.float32)})
     with pytest.raises(RuntimeError, match="never written"):
-        writer.close()
+        with StateDictWriter(tmp_path / "out.pth", {"a": (torch.Size([2]), torch.float32)}):
+            pass
 
 
 def test_subprocess_dtype_bfloat16_and_back(tmp_path, shared_dir):
@@ -206,6 +205,27 @@ def test_checkpoint_with_extra_layers_is_refused(tmp_path):
     with pytest.raises(UserError, match="weights the config does not know"):
         convert_hf_checkpoint(checkpoint_dir)
     assert not (checkpoint_dir / "lit_model.pth").exists()
+
+
+def test_config_that_does_not_fit_the_weights_is_refused(tmp_path):
+    checkpoint_dir = save_hf(random_hf_model("phi"), tmp_path / "phi", "safetensors")
+    with pytest.raises(UserError, match="lacks .* weights the config needs"):  # --model_name of a bigger model
+        convert_hf_checkpoint(checkpoint_dir, model_name="phi-2")
+    hf_config = json.loads((checkpoint_dir / "config.json").read_text())
+    (checkpoint_dir / "config.json").write_text(json.dumps({**hf_config, "intermediate_size": 80}))
+    with pytest.raises(UserError, match=r"mlp.fc.weight has shape \(96, 64\), the config expects \(80, 64\)"):
+        convert_hf_checkpoint(checkpoint_dir)
+    assert not (checkpoint_dir / "lit_model.pth").exists() and not (checkpoint_dir / "lit_config.json").exists()
+
+
+def test_convert_lit_refuses_weights_without_hf_counterpart(tmp_path):
+    checkpoint_dir = save_hf(random_hf_model("llama-gqa"), tmp_path / "llama", "safetensors")
+    convert_hf_checkpoint(checkpoint_dir)
+    state_dict = torch.load(checkpoint_dir / "lit_model.pth", weights_only=True)
+    torch.save({**state_dict, "blocks.0.attn.q.lora_A": torch.zeros(2, 32)}, checkpoint_dir / "lit_model.pth")
+    with pytest.raises(UserError, match="lit_model.pth: the file has weights the config does not know"):
+        convert_lit_script.main(checkpoint_dir=checkpoint_dir, output_dir=tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 # ---- bad input: one line, exit 1, no traceback, the file named ------------------------------------------------------
