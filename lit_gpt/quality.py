@@ -719,6 +719,7 @@ def parse_generated_tasks(text: str, complete: bool = True) -> list[dict]:
         if not match:
             continue
         instruction, input, output = (g.strip() for g in match.groups())
+        instruction = re.sub(r"^(?:instruction:\s*)+", "", instruction, flags=re.IGNORECASE)  # a repeated label
         if input.lower() in (NO_INPUT, "<no input>", "none", "n/a", ""):
             input = ""
         tasks.append({"instruction": instruction, "input": input, "output": output})
@@ -752,11 +753,8 @@ def read_unlabelled(path: "str | Path", field_names: Sequence[str] = ("text", "o
     if path.suffix == ".txt":
         return [t.strip() for t in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if t.strip()]
     texts = []
-    for i, row in enumerate(read_rows(path)):
-        if isinstance(row, str):
-            texts.append(row)
-            continue
-        value = next((row[k] for k in field_names if isinstance(row, dict) and isinstance(row.get(k), str)), None)
+    for i, row in enumerate(read_rows(path), 1):
+        value = next((row[k] for k in field_names if isinstance(row.get(k), str)), None)
         if value is None:
             raise UserError(f"{path}: row {i} has none of the fields {', '.join(field_names)}; "
                             "unlabelled texts need a 'text' field (or a .txt file)")
