@@ -33,3 +33,33 @@ def tiny_config(**overrides):
               intermediate_size=64)
     kw.update(overrides)
     return Config(**kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(tmp_path_factory, shared_dir):
+    """Factory: `tiny_checkpoint_dir("smollm2" | "llama-2" | "mistral-v1" | "gpt-neox" | "gpt2", weights=False,
+    **config_overrides)` -> a fresh checkpoint dir holding a copy of that shared tokenizer and the lit_config.json of
+    a tiny_config whose vocab_size is the tokenizer's (plus random lit_model.pth weights when weights=True)."""
+    import shutil
+
+    from lit_gpt.checkpoint import TOKENIZER_FILES
+    from lit_gpt.tokenizer import Tokenizer
+
+    def make(tokenizer_name: str, weights: bool = False, **overrides) -> Path:
+        source = shared_dir / "tokenizers" / tokenizer_name
+        if not source.is_dir():
+            pytest.fail(f"{source}: no such shared tokenizer")
+        checkpoint_dir = tmp_path_factory.mktemp(f"checkpoint-{tokenizer_name}")
+        for file in TOKENIZER_FILES:
+            if (source / file).is_file():
+                shutil.copy(source / file, checkpoint_dir / file)
+        config = tiny_config(**{"vocab_size": Tokenizer(checkpoint_dir).vocab_size, **overrides})
+        config.save(checkpoint_dir / "lit_config.json")
+        if weights:
+            from lit_gpt.model import GPT
+
+            torch.manual_seed(0)
+            torch.save(GPT(config).state_dict(), checkpoint_dir / "lit_model.pth")
+        return checkpoint_dir
+
+    return make
