@@ -149,8 +149,10 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
-def _byte_to_char_index(text: str) -> list[int]:
+def _byte_to_char_index(text: str) -> "list[int] | range":
     """index[b] = character index that byte b of text's UTF-8 encoding belongs to (with one entry past the end)."""
+    if text.isascii():  # one byte per character, the identity: skips the per-character loop for most texts
+        return range(len(text) + 1)
     index = []
     for i, ch in enumerate(text):
         index.extend([i] * len(ch.encode("utf-8")))
