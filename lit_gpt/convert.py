@@ -88,7 +88,8 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
                       "BOOL": torch.bool}
 # the switches each HF family fixes (the others are free: sizes, eps, rope, parallel residual for GPT-NeoX, ...)
 _LLAMA_SWITCHES = dict(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", parallel_residual=False,
-                       shared_attention_norm=False, bias=False, attn_bias=False, lm_head_bias=False, rotary_percentage=1.0)
+                       shared_attention_norm=False, bias=False, attn_bias=False, lm_head_bias=False,
+                       rotary_percentage=1.0)
 _GELU_SWITCHES = dict(norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP", sliding_window=None)
 FAMILY_SWITCHES = {
     "llama": dict(_LLAMA_SWITCHES, sliding_window=None),
@@ -141,7 +142,8 @@ def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: Config) 
     return torch.cat((q, k, v), dim=1).reshape(-1, *rest)
 
 
-def hf_to_lit(name: str, tensor: torch.Tensor, config: Config, source: "str | Path" = "") -> "list[tuple[str, torch.Tensor]]":
+def hf_to_lit(name: str, tensor: torch.Tensor, config: Config,
+              source: "str | Path" = "") -> "list[tuple[str, torch.Tensor]]":
     """One HF tensor -> our (name, tensor) pairs: none for ignored buffers and tied heads, three for a fused qkv."""
     if IGNORED_HF_NAMES.search(name) or (name == "lm_head.weight" and config.tie_embeddings):
         return []
@@ -248,10 +250,11 @@ def read_hf_shard(path: Path, meta: bool = False) -> Iterator["tuple[str, torch.
 class StateDictWriter:
     """Fills a `torch.save` archive of a state dict one tensor at a time, so the model is never whole in memory.
 
-    Use it as a context manager. `layout` (name -> (shape, dtype)) is saved first with `torch.serialization.skip_data`: the archive then holds the
-    pickled layout and a zero-filled record per tensor. torch.save numbers storages in the order it pickles them,
-    so the i-th tensor of the layout is record data/i; `write` puts a tensor's bytes at that record's offset.
-    """
+    Use it as a context manager. `layout` (name -> (shape, dtype)) is saved first with
+    `torch.serialization.skip_data`: the archive then holds the pickled layout and an empty (sparse) record per
+    tensor. torch.save numbers storages in the order it pickles them, so the i-th tensor of the layout is record
+    data/i; `write` puts a tensor's bytes at that record's offset. FakeTensorMode gives the skeleton tensors shapes
+    and dtypes without memory (its first use imports torch._dynamo: about two seconds, once)."""
 
     def __init__(self, path: Path, layout: "dict[str, tuple[torch.Size, torch.dtype]]") -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -268,7 +271,8 @@ class StateDictWriter:
             record = records[f"data/{i}"]
             nbytes = math.prod(shape) * dtype.itemsize
             if record.file_size != nbytes:
-                raise RuntimeError(f"torch.save laid out {name} in an unexpected order ({record.file_size} != {nbytes} bytes)")
+                raise RuntimeError(f"torch.save laid out {name} in an unexpected order "
+                                   f"({record.file_size} != {nbytes} bytes)")
             self.file.seek(record.header_offset + 26)  # zip local header: name and extra-field lengths at byte 26
             name_len, extra_len = struct.unpack("<HH", self.file.read(4))
             self.slots[name] = (record.header_offset + 30 + name_len + extra_len, nbytes)
@@ -338,7 +342,8 @@ def _check_layout(found: dict, config: Config, source: Path, what: str) -> dict:
     missing = [name for name in expected if name not in found]
     if missing:
         raise UserError(f"{source}: {what} lacks {len(missing)} weights the config needs "
-                        f"(e.g. {missing[:2]}); the files are incomplete or belong to another config (check config.json, --model_name)")
+                        f"(e.g. {missing[:2]}); the files are incomplete or belong to another config "
+                        "(check config.json, --model_name)")
     unexpected = [name for name in found if name not in expected]
     if unexpected:
         raise UserError(f"{source}: {what} has weights the config does not know (e.g. {unexpected[:2]}); "
@@ -412,7 +417,8 @@ def convert_lit_checkpoint(checkpoint_dir: "str | Path", output_dir: "str | Path
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     output_dir = Path(output_dir)
     if output_dir.resolve() == checkpoint_dir.resolve():
-        raise UserError(f"{output_dir}: --output_dir must differ from --checkpoint_dir (its config.json would be replaced)")
+        raise UserError(f"{output_dir}: --output_dir must differ from --checkpoint_dir "
+                        "(its config.json would be replaced)")
     config = Config.from_file(checkpoint_dir / "lit_config.json")
     hf_config_dict(config)  # fail on a config transformers cannot express before reading any weights
     source = checkpoint_dir / "lit_model.pth"

@@ -50,7 +50,8 @@ def write_random_checkpoint(directory: Path, config: Config, dtype: torch.dtype,
     files, weight_map = [], {}
     for i in range(n_shards):
         file = directory / f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
-        shard = {name: (torch.randn(shapes[name]) * 0.02).to(dtype) for name in names[i * per_shard:(i + 1) * per_shard]}
+        shard_names = names[i * per_shard:(i + 1) * per_shard]
+        shard = {name: (torch.randn(shapes[name]) * 0.02).to(dtype) for name in shard_names}
         save_file(shard, str(file), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, file.name))
         files.append(file)

@@ -133,8 +133,8 @@ def test_tied_head_is_dropped_and_file_loads_without_mmap(tmp_path):
     assert "lm_head.weight" not in state_dict
     hf_state_dict = hf_model.state_dict()
     torch.testing.assert_close(state_dict["wte.weight"], hf_state_dict["model.embed_tokens.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(state_dict["blocks.1.attn.k.bias"], hf_state_dict["model.layers.1.self_attn.k_proj.bias"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(state_dict["blocks.1.attn.k.bias"],
+                               hf_state_dict["model.layers.1.self_attn.k_proj.bias"], rtol=0, atol=0)
     assert list(state_dict) == [n for n in load_model(checkpoint_dir).state_dict() if n != "lm_head.weight"]
 
 
