@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+MATRIX_ELEMENTS = 1 << 25
 EXACT_PAIR_LIMIT = 200_000_000  # dedup_indices(method="auto") switches to MinHash above this many pairs
 _MERSENNE_PRIME = (1 << 31) - 1  # hashes and permutations stay below 2**31 so a*x+b fits in int64
 
@@ -121,7 +122,7 @@ class _LCSBound:
 
 
 def near_duplicates(texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = None, threshold: float = 0.7,
-                    chunk_size: int = 2048) -> list[tuple[int, int, float]]:
+                    chunk_size: Optional[int] = None) -> list[tuple[int, int, float]]:
     """All pairs (i, j, rouge_l) with ROUGE-L F(texts_a[i], texts_b[j]) >= threshold, exact.
 
     texts_b=None compares texts_a with itself and returns each pair once (i < j). Pairs are pruned with the bound
@@ -132,6 +133,8 @@ def near_duplicates(texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = N
     if not tokens_a or not tokens_b:
         return []
     bound = _LCSBound(tokens_b)
+    if chunk_size is None:  # rows of a per chunk: keeps each (chunk, len(b)) float matrix near 128 MB at most
+        chunk_size = max(16, min(2048, MATRIX_ELEMENTS // len(tokens_b)))
     len_b = torch.tensor([len(t) for t in tokens_b], dtype=torch.float32)
     pairs = []
     for start in range(0, len(tokens_a), chunk_size):
