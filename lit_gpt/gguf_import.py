@@ -186,7 +186,8 @@ def _dequantize(data: np.ndarray, tensor, source: "str | Path") -> np.ndarray:
         return gguf.quants.dequantize(data, tensor.tensor_type)
     except NotImplementedError:
         raise UserError(f"{source}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the gguf "
-                        "package cannot dequantize; use a GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_1/K-quant tensors") from None
+                        "package cannot dequantize; use a GGUF with F32/F16/BF16/Q8_0/Q4_0/Q4_1/K-quant "
+                        "tensors") from None
 
 
 def dequantize_tensor(tensor, source: "str | Path") -> torch.Tensor:
@@ -266,7 +267,8 @@ def write_weights(gguf_file: GGUFFile, config: Config, layout: dict, path: "str 
                 for name, weight in gguf_weights(gguf_file, config):
                     writer.write(name, weight.to(layout[name][1]))
         except OSError as e:
-            raise UserError(f"{path}: cannot write the weights ({e.strerror or e}); check the free disk space") from None
+            raise UserError(f"{path}: cannot write the weights ({e.strerror or e}); "
+                            "check the free disk space") from None
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------------------------

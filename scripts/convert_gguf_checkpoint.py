@@ -18,7 +18,8 @@ from lit_gpt.gguf_import import convert_gguf
 from lit_gpt.utils import run_cli
 
 
-def main(*, gguf_path: Path, checkpoint_dir: Path, dtype: Literal["float32", "bfloat16", "float16"] = "float32") -> None:
+def main(*, gguf_path: Path, checkpoint_dir: Path,
+         dtype: Literal["float32", "bfloat16", "float16"] = "float32") -> None:
     """Convert a GGUF file into checkpoint_dir (lit_config.json, lit_model.pth, tokenizer files).
 
     Args:
