@@ -1,0 +1,250 @@
+"""No speed trick changes the maths: each optimization of the training step gives the same losses and gradients as
+the plain computation it replaces (float64 where the comparison should be exact up to summation order).
+
+Covered: the output-masked LM head vs full logits + masked cross-entropy; length-grouped vs plain batching (padding
+never changes an example's loss); gradient checkpointing on/off; LoRA's frozen base weights (no weight gradient is
+ever computed, W + BA never materialized); the benchmark script's harness on a tiny model.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from conftest import tiny_config
+from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
+from lit_gpt.model import GPT
+from lit_gpt.training import Examples, epoch_batches, split_batch
+
+
+def make_model(dtype=torch.float64, lora=False, seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = GPT(tiny_config(**overrides)).to(dtype)
+    if lora:
+        LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value")).apply(model)
+        mark_only_lora_as_trainable(model)
+        for name, p in model.named_parameters():  # B starts at zero; make the update non-trivial
+            if name.endswith("lora_B"):
+                torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+def random_examples(n, vocab_size=256, min_len=3, max_len=40, seed=0):
+    """Prepared-data style examples: a masked prompt, then trained answer tokens."""
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for _ in range(n):
+        length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
+        ids = torch.randint(0, vocab_size, (length,), generator=g)
+        prompt = int(torch.randint(1, length - 1, (1,), generator=g))
+        labels = ids.clone()
+        labels[:prompt] = -100
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_grads(a, b, rtol=1e-9, atol=1e-12):
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=rtol, atol=atol, msg=name)
+
+
+def masked_head_loss(model, input_ids, targets):
+    """What the training step computes: LM head only where there is a target, summed CE."""
+    mask = targets != -100
+    logits = model(input_ids, output_mask=mask)
+    return F.cross_entropy(logits.float() if logits.dtype != torch.float64 else logits, targets[mask], reduction="sum")
+
+
+def full_logits_loss(model, input_ids, targets):
+    """The plain way: logits everywhere, cross-entropy ignoring -100."""
+    logits = model(input_ids)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).to(torch.float64 if logits.dtype == torch.float64
+                                                                   else torch.float32),
+                           targets.reshape(-1), ignore_index=-100, reduction="sum")
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_output_mask_equals_full_logits(lora, tied):
+    data = Examples(random_examples(6), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
+    model = make_model(lora=lora, tie_embeddings=tied)
+
+    loss_masked = masked_head_loss(model, input_ids, targets)
+    loss_masked.backward()
+    grads_masked = grads(model)
+    model.zero_grad(set_to_none=True)
+    loss_full = full_logits_loss(model, input_ids, targets)
+    loss_full.backward()
+
+    torch.testing.assert_close(loss_masked, loss_full, rtol=1e-12, atol=1e-12)
+    assert_same_grads(grads_masked, grads(model))
+
+
+def test_output_mask_equals_full_logits_bf16():
+    """In bf16-true the masked head agrees with full logits to bf16 rounding (same per-position computation)."""
+    data = Examples(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    model = make_model(dtype=torch.bfloat16)
+    loss_masked = masked_head_loss(model, input_ids, targets)
+    loss_masked.backward()
+    grads_masked = grads(model)
+    model.zero_grad(set_to_none=True)
+    loss_full = full_logits_loss(model, input_ids, targets)
+    loss_full.backward()
+    torch.testing.assert_close(loss_masked, loss_full, rtol=1e-2, atol=1e-2)
+    for name, g in grads(model).items():
+        torch.testing.assert_close(grads_masked[name].float(), g.float(), rtol=5e-2, atol=5e-3, msg=name)
+
+
+def per_example_losses(model, data, micro_batches):
+    """{example index: summed CE over its targets} computed inside the given (padded) micro-batches."""
+    out = {}
+    for indices in micro_batches:
+        input_ids, targets = data.collate(indices, torch.device("cpu"))
+        logits = model(input_ids)
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1)
+        out.update({i: losses[row] for row, i in enumerate(indices)})
+    return out
+
+
+def test_length_grouping_keeps_each_example_loss():
+    """The loop's length-grouped batches and plain batches in data order give every example the same loss
+    (right padding is invisible to causal attention), and the grouped plan is a permutation of the data."""
+    data = Examples(random_examples(40, max_len=30), 64, "test", 256)
+    model = make_model().eval()
+    batches = epoch_batches(data, epoch=0, seed=3, order="shuffle", batch_size=8)
+    grouped = [mb for b in batches for mb in split_batch(b, 2)]
+    assert sorted(i for mb in grouped for i in mb) == list(range(len(data)))
+    plain = [list(range(s, min(s + 4, len(data)))) for s in range(0, len(data), 4)]
+    alone = [[i] for i in range(len(data))]
+    with torch.no_grad():
+        losses_grouped = per_example_losses(model, data, grouped)
+        losses_plain = per_example_losses(model, data, plain)
+        losses_alone = per_example_losses(model, data, alone)
+    for i in range(len(data)):
+        torch.testing.assert_close(losses_grouped[i], losses_alone[i], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(losses_plain[i], losses_alone[i], rtol=1e-12, atol=1e-12)
+    padded = lambda mbs: sum(len(mb) * max(data.lengths[i] for i in mb) for mb in mbs)  # noqa: E731
+    assert padded(grouped) < padded(plain)  # and it does save padding
+
+
+def test_length_grouping_keeps_the_batch_gradient():
+    """Summed over a batch, the gradient does not depend on how its examples are grouped into micro-batches."""
+    data = Examples(random_examples(12, max_len=30, seed=1), 64, "test", 256)
+    model = make_model(lora=True)
+    by_length = sorted(range(12), key=data.lengths.__getitem__)
+    results = []
+    for micro_batches in ([list(range(0, 6)), list(range(6, 12))], [by_length[:6], by_length[6:]]):
+        model.zero_grad(set_to_none=True)
+        for indices in micro_batches:
+            masked_head_loss(model, *data.collate(indices, torch.device("cpu"))).backward()
+        results.append(grads(model))
+    assert_same_grads(*results)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_same_loss_and_grads(lora):
+    data = Examples(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    results = []
+    for checkpointing in (False, True):
+        model = make_model(lora=lora, parallel_residual=lora)  # also the parallel-residual block layout
+        model.gradient_checkpointing = checkpointing
+        model.train()
+        loss = masked_head_loss(model, input_ids, targets)
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    assert_same_grads(results[0][1], results[1][1], rtol=0, atol=0)
+
+
+class RecordAllocations(TorchDispatchMode):
+    """Records (op, shape) of every freshly allocated tensor output (views of existing storage are left out)."""
+
+    def __init__(self, existing_storages):
+        super().__init__()
+        self.existing = existing_storages
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.existing:
+                self.outputs.append((str(func), tuple(t.shape)))
+        return out
+
+
+def test_lora_frozen_weights_get_no_gradient_and_no_merged_weight():
+    """In a LoRA training step no tensor shaped like a frozen weight is ever computed: no weight gradient for
+    frozen weights (autograd skips them) and no W + BA materialized in the forward."""
+    model = make_model(lora=True)
+    model.train()
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(p.grad is None for p in frozen.values())
+    weight_shapes = {tuple(p.shape) for p in frozen.values() if p.ndim == 2}
+    # B*T = 26, T = 13 and the 14 target positions differ from every weight dimension (16, 32, 64, 256), so no
+    # activation or activation gradient has a weight's shape
+    B, T = 2, 13
+    input_ids = torch.randint(0, 256, (B, T))
+    targets = torch.randint(0, 256, (B, T))
+    targets[:, :6] = -100
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with RecordAllocations(storages) as recorder:
+        loss = masked_head_loss(model, input_ids, targets)
+        loss.backward()
+    weight_like = [(op, shape) for op, shape in recorder.outputs if shape in weight_shapes]
+    assert not weight_like, f"weight-shaped tensors computed in a LoRA step: {weight_like[:5]}"
+    assert all(p.grad is None for p in frozen.values())
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    assert len(recorder.outputs) > 50  # the recorder did see the step
+
+
+def test_lora_recorder_detects_full_weight_gradients():
+    """The check above can fail: with full fine-tuning the weight gradients are weight-shaped tensors."""
+    model = make_model(lora=False)
+    weight_shapes = {tuple(p.shape) for p in model.parameters() if p.ndim == 2}
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    input_ids = torch.randint(0, 256, (2, 13))
+    with RecordAllocations(storages) as recorder:
+        masked_head_loss(model, input_ids, input_ids).backward()
+    assert any(shape in weight_shapes for _, shape in recorder.outputs)
+
+
+def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
+    """The harness end to end on a 2-layer model: real Dolly lengths, JSON with throughput, memory and MFU."""
+    config = tiny_config(vocab_size=512, block_size=256, n_embd=64, intermediate_size=128)
+    config.save(tmp_path / "lit_config.json")
+    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
+           "--method", "lora", "--precision", "32-true", "--dataset", "dolly", "--max_examples", "200",
+           "--max_seq_length", "128", "--micro_batch_size", "4", "--batch_size", "8", "--steps_per_run", "2",
+           "--warmup_steps", "1", "--runs", "2", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    ours = report["ours"]
+    assert ours["tokens_per_s"] >= ours["non_padding_tokens_per_s"] > 0
+    assert ours["peak_memory_gb"] > 0 and ours["matmul_tflops"] > 0 and 0 < ours["mfu"]
+    assert len(ours["run_seconds"]) == 2
+    r, d, kv = 8, 64, 2 * 16  # LoRA r=8 on q (64 -> 64) and v (64 -> 2 groups x 16) in each of 2 layers
+    assert ours["trainable_parameters"] == 2 * ((r * d + d * r) + (r * d + kv * r))
+    data = report["data"]
+    assert 0 < data["non_padding_share_epoch_plain_batching"] < data["non_padding_share_epoch_loop_batching"] <= 1
+    assert data["prepare_seconds"] > 0 and report["setting"]["method"] == "lora"
+
+
+def test_benchmark_script_user_errors(tmp_path, root_dir):
+    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--compare_litgpt", "true",
+           "--litgpt_python", str(tmp_path / "nowhere" / "python")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "nowhere" in proc.stderr and "pip install" in proc.stderr
