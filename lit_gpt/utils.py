@@ -38,6 +38,10 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes the file 0600; give the result the usual permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -79,3 +83,31 @@ def load_state_dict(path: "str | Path", mmap: bool = True) -> dict:
 
 def num_parameters(module: torch.nn.Module, requires_grad: "bool | None" = None) -> int:
     return sum(p.numel() for p in module.parameters() if requires_grad is None or p.requires_grad == requires_grad)
+
+
+def space_separated_lists(argv: list, flags: "tuple[str, ...] | list[str]") -> list:
+    """`--inputs a b --weights 1 0.5` -> `--inputs ["a", "b"] --weights [1, 0.5]` for the given list-valued flags,
+    so they can be written shell-style (jsonargparse reads one value per flag). A value already in brackets stays."""
+    import json
+
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:] if arg.startswith("--") else None
+        if name in flags and i + 1 < len(argv) and not argv[i + 1].lstrip().startswith("["):
+            values = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                i += 1
+                values.append(argv[i])
+            items = []
+            for value in values:
+                try:
+                    float(value)
+                    items.append(value)
+                except ValueError:
+                    items.append(json.dumps(value))
+            out += [arg, "[" + ", ".join(items) + "]"]
+        else:
+            out.append(arg)
+        i += 1
+    return out
