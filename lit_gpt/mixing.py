@@ -1,0 +1,391 @@
+"""Mixing instruction datasets (`scripts/mix_datasets.py`): several inputs -> one prepared dataset.
+
+Inputs are prepared dataset directories (train.pt / test.pt / manifest.json of `lit_gpt.data.prepare`) and, when
+convenient, normalized record files (JSON / JSONL / CSV rows that `lit_gpt.data.normalize` understands), which are
+split and tokenized here with the same settings as the prepared inputs (or those of --checkpoint_dir). Prepared
+inputs must share the tokenizer, the prompt style and max_seq_length: their token ids are concatenated as they are.
+
+How much of each input goes into the training set (test sets are never sampled):
+- `weights`: a fraction of each input's usable training examples (1 = all, 0.5 = a seeded random half, 2 = every
+  example twice); "usable" means left after the cleaning below, so the counts in the output are exact.
+- `counts`: that many examples of each input.
+Asking for more than an input has is an error unless `allow_oversample` is set; then every example is repeated
+as often as it fits whole and a seeded random part of them once more. Sampled examples keep their order; train.pt
+lists the inputs one after the other (the training loop's --order decides the order it trains in).
+
+Cleaning, in input order (an earlier input wins every conflict, so list the input you trust most first):
+1. test set = the union of the inputs' test sets without exact duplicates and without near-duplicates across inputs;
+2. a training example is dropped as `duplicate` when its whole conversation (case and spacing aside) equals one
+   already taken, as `test_overlap` when its instruction equals or near-duplicates a test instruction (the test set
+   must measure generalisation, so nothing of it may be trained on), and as `near_duplicate` when its instruction
+   near-duplicates one taken from an earlier input. Near-duplicates within one input are left alone: the
+   dataset's authors chose them (e.g. one paragraph with several questions).
+3. the input is sampled from what is left, and what it contributes is what later inputs are compared against.
+
+Near-duplicate: ROUGE-L F >= `near_dup_threshold` (0.7, Self-Instruct's rule) between the instruction texts (with
+the input appended when there is one: "Summarize this paragraph." over two different paragraphs is not a duplicate).
+Up to EXACT_SEARCH_LIMIT texts in all, every pair is checked exactly (`text_similarity.near_duplicates`, pruned by an
+LCS bound); above it the all-pairs search grows quadratically (20k texts = 2*10^8 pairs), so MinHash/LSH over word
+sets proposes candidates in about linear time and ROUGE-L confirms them (no false positives; LSH is probabilistic,
+so a true pair can be missed). Known weakness of the 0.7 rule on very short instructions: "What is a homonym?" and
+"What is a haiku?" score 0.75; raise --near_dup_threshold when the inputs are mostly one-line questions. The manifest records which was used and why.
+"""
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from lit_gpt.text_similarity import lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l_tokens, word_tokens
+from lit_gpt.utils import UserError, atomic_torch_save, atomic_write_text
+
+EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
+MUST_MATCH = ("tokenizer_fingerprint", "prompt_style", "max_seq_length")
+DROP_REASONS = ("duplicate", "test_overlap", "near_duplicate")
+MIX_VERSION = 1
+
+
+# ---- texts compared ------------------------------------------------------------------------------------------------
+def instruction_text(example: dict) -> str:
+    """What near-duplicate search compares: the instruction, with its input when there is one."""
+    extra = example.get("input") or ""
+    return f"{example['instruction']}\n{extra}" if extra.strip() else example["instruction"]
+
+
+def _squeezed(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def instruction_key(example: dict) -> str:
+    return _squeezed(instruction_text(example))
+
+
+def content_key(example: dict) -> str:
+    """Exact-duplicate key: the whole conversation, case and spacing aside."""
+    from lit_gpt.data import conversation
+
+    turns = [[m["role"], _squeezed(m["content"]), _squeezed(m.get("input", ""))] for m in conversation(example)]
+    return hashlib.sha256(json.dumps(turns).encode()).hexdigest()
+
+
+class NearDuplicateFinder:
+    """Pairs (i, j) of texts_a x texts_b with ROUGE-L F >= threshold: exact search or MinHash/LSH + ROUGE-L check."""
+
+    def __init__(self, method: str, threshold: float, seed: int = 0) -> None:
+        if method not in ("exact", "minhash"):
+            raise UserError(f"near-duplicate method {method!r}: use auto, exact or minhash")
+        if not 0 < threshold <= 1:
+            raise UserError(f"--near_dup_threshold {threshold}: must be in (0, 1]")
+        self.method, self.threshold, self.seed = method, threshold, seed
+
+    def pairs(self, texts_a: Sequence[str], texts_b: Sequence[str]) -> list[tuple[int, int]]:
+        if not texts_a or not texts_b:
+            return []
+        if self.method == "exact":
+            return [(i, j) for i, j, _ in near_duplicates(texts_a, texts_b, self.threshold)]
+        # word sets, not bigrams: ROUGE-L F >= t needs a word-overlap Dice >= t, i.e. a Jaccard >= t / (2 - t), so
+        # banding at that Jaccard keeps the true pairs likely; bigrams of a lightly edited text overlap far less
+        signatures = minhash_signatures([*texts_a, *texts_b], ngram=1, seed=self.seed)
+        n_a = len(texts_a)
+        found = []
+        jaccard = self.threshold / (2 - self.threshold)
+        for x, y in lsh_candidate_pairs(signatures, jaccard):  # x < y: only a-b pairs matter
+            if x < n_a <= y:
+                i, j = x, y - n_a
+                if rouge_l_tokens(word_tokens(texts_a[i]), word_tokens(texts_b[j])) >= self.threshold:
+                    found.append((i, j))
+        return found
+
+
+# ---- inputs ----------------------------------------------------------------------------------------------------------
+@dataclass
+class MixInput:
+    path: Path
+    kind: str  # "prepared" or "records"
+    name: str
+    train: list
+    test: list
+    manifest: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    report: dict = field(default_factory=dict)
+
+
+def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed: int = 42,
+               test_split_fraction: float = 0.05) -> MixInput:
+    """A prepared dataset directory, or a record file tokenized with `settings` (prompt_style, max_seq_length,
+    mask_inputs, truncation) and `tokenizer`."""
+    from lit_gpt.data import file_sha256, load_prepared
+
+    path = Path(path)
+    if path.is_dir():
+        train, test, manifest = load_prepared(path)
+        name = manifest.get("name") or path.name
+        return MixInput(path, "prepared", name, train, test, manifest, manifest.get("fingerprint", ""))
+    if not path.is_file():
+        raise UserError(f"{path}: not found; pass prepared dataset directories (data/<name>) or JSON/JSONL record files")
+    if settings is None or tokenizer is None:
+        raise UserError(f"{path}: a record file must be tokenized; pass --checkpoint_dir (its tokenizer) or mix it "
+                        "with a prepared dataset whose tokenizer directory still exists")
+    from lit_gpt.data import BadRecord, load_records, normalize, split_examples, tokenize_examples
+    from lit_gpt.prompts import get_prompt_style
+
+    name = path.name.split(".")[0]
+    examples, bad = [], Counter()
+    for i, record in enumerate(load_records(path), 1):
+        try:
+            example = normalize(record, source=name)
+        except BadRecord as e:
+            bad[str(e)] += 1
+            continue
+        example.setdefault("id", f"{name}-{i}")
+        examples.append(example)
+    if not examples:
+        raise UserError(f"{path}: no usable rows ({dict(bad)}); rows need instruction and output fields (or a "
+                        "conversation); prepare other layouts with their scripts/prepare_*.py first")
+    style = get_prompt_style(settings["prompt_style"])
+    rows_train, rows_test = split_examples(examples, test_split_fraction, seed)
+    args = (tokenizer, style, settings["max_seq_length"], settings.get("mask_inputs", True),
+            settings.get("truncation", "truncate"))
+    train, dropped_train = tokenize_examples(rows_train, *args)
+    test, dropped_test = tokenize_examples(rows_test, *args)
+    skipped = dict(bad + dropped_train + dropped_test)
+    manifest = {"name": name, "tokenizer_fingerprint": tokenizer.fingerprint, "prompt_style": style.name,
+                "max_seq_length": settings["max_seq_length"], "skipped_rows": skipped,
+                "test_split_fraction": test_split_fraction}
+    return MixInput(path, "records", name, train, test, manifest, file_sha256(path))
+
+
+def check_compatible(inputs: Sequence[MixInput]) -> None:
+    """One error naming every setting on which the inputs disagree."""
+    problems = []
+    for key in MUST_MATCH:
+        values = {str(i.path): i.manifest.get(key) for i in inputs}
+        if len(set(map(str, values.values()))) > 1:
+            problems.append(f"{key} differs (" + ", ".join(f"{p}: {v}" for p, v in values.items()) + ")")
+    if problems:
+        raise UserError("cannot mix " + ", ".join(str(i.path) for i in inputs) + ": " + "; ".join(problems)
+                        + "; prepare them again with the same --checkpoint_dir, --prompt_style and --max_seq_length")
+
+
+# ---- the mix ---------------------------------------------------------------------------------------------------------
+def requested_counts(available: int, weight: Optional[float], count: Optional[int]) -> int:
+    return count if count is not None else int(round(weight * available))
+
+
+def sample_indices(available: int, requested: int, rng: random.Random, allow_oversample: bool,
+                   where: str) -> list[int]:
+    """`requested` indices into range(available) in their original order; repeats only with allow_oversample."""
+    if requested <= available:
+        return sorted(rng.sample(range(available), requested))
+    if not allow_oversample:
+        raise UserError(f"{where}: asks for {requested} training examples but only {available} are available (after "
+                        "removing duplicates and test overlap); ask for at most that many, or pass "
+                        "--allow_oversample true to repeat examples")
+    if available == 0:
+        raise UserError(f"{where}: no training example left to repeat (all were duplicates or overlapped the test set)")
+    whole, rest = divmod(requested, available)
+    return list(range(available)) * whole + sorted(rng.sample(range(available), rest))
+
+
+def mix(
+    inputs: Sequence["str | Path"],
+    destination_path: "str | Path",
+    weights: Optional[Sequence[float]] = None,
+    counts: Optional[Sequence[int]] = None,
+    seed: int = 42,
+    allow_oversample: bool = False,
+    near_dup_threshold: float = 0.7,
+    dedup_method: str = "auto",
+    checkpoint_dir: Optional["str | Path"] = None,
+    test_split_fraction: float = 0.05,
+    name: Optional[str] = None,
+) -> dict:
+    """Mixes the inputs into destination_path/{train.pt, test.pt, manifest.json}; returns the manifest.
+    See the module docstring for what weights/counts mean and how duplicates and test overlap are removed."""
+    from lit_gpt.data import MANIFEST_FILE, length_stats, trained_token_share
+
+    started = time.perf_counter()
+    inputs = [Path(p) for p in inputs]
+    destination_path = Path(destination_path)
+    if len(inputs) < 1:
+        raise UserError("--inputs: give at least one dataset")
+    if weights is not None and counts is not None:
+        raise UserError("pass either --weights or --counts, not both")
+    amounts = weights if weights is not None else counts
+    if amounts is not None and len(amounts) != len(inputs):
+        raise UserError(f"{'--weights' if weights is not None else '--counts'} has {len(amounts)} values for "
+                        f"{len(inputs)} inputs; give one per input, in the same order")
+    if weights is not None and any(w < 0 for w in weights):
+        raise UserError(f"--weights {list(weights)}: must be >= 0")
+    if counts is not None and any(int(c) != c or c < 0 for c in counts):
+        raise UserError(f"--counts {list(counts)}: must be whole numbers >= 0")
+    if weights is None and counts is None:
+        weights = [1.0] * len(inputs)
+    if destination_path.resolve() in [p.resolve() for p in inputs]:
+        raise UserError(f"{destination_path}: the destination is one of the inputs; choose another --destination_path")
+
+    loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
+    check_compatible(loaded)
+    n_texts = sum(len(i.train) + len(i.test) for i in loaded)
+    if dedup_method == "auto":
+        dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
+    finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
+
+    test = _mix_test_sets(loaded, finder)
+    test_texts = [instruction_text(e) for e in test]
+    test_keys = {instruction_key(e) for e in test}
+    train: list[dict] = []
+    taken_keys: set[str] = set()
+    for k, item in enumerate(loaded):
+        candidates, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
+        for example in item.train:
+            key = content_key(example)
+            if key in taken_keys:
+                dropped["duplicate"] += 1
+            elif instruction_key(example) in test_keys:
+                dropped["test_overlap"] += 1
+            else:
+                taken_keys.add(key)  # also catches a repeat inside this input
+                candidates.append(example)
+        texts = [instruction_text(e) for e in candidates]
+        bad = {i for i, _ in finder.pairs(texts, test_texts)}
+        dropped["test_overlap"] += len(bad)
+        earlier = [instruction_text(e) for e in train]
+        near = {i for i, _ in finder.pairs(texts, earlier)} - bad
+        dropped["near_duplicate"] += len(near)
+        pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
+        for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
+            if i in bad or i in near:
+                taken_keys.discard(content_key(e))
+        weight = weights[k] if weights is not None else None
+        count = int(counts[k]) if counts is not None else None
+        requested = requested_counts(len(pool), weight, count)
+        rng = random.Random(f"mix/{seed}/{k}")
+        chosen = sample_indices(len(pool), requested, rng, allow_oversample, f"{item.path} (input {k + 1})")
+        chosen_set = set(chosen)
+        for i, e in enumerate(pool):  # not taken: a later input may contribute the same example
+            if i not in chosen_set:
+                taken_keys.discard(content_key(e))
+        train.extend(pool[i] for i in chosen)
+        item.report["train"] = {"in": len(item.train), **({"weight": weight} if weight is not None else {}),
+                                "requested": requested, "available": len(pool), "taken": len(chosen),
+                                "unique_taken": len(chosen_set), "dropped": dict(dropped)}
+    if not train:
+        raise UserError(f"{', '.join(map(str, inputs))}: the mix has no training example; raise --weights/--counts")
+
+    why = (f"{n_texts} instructions <= {EXACT_SEARCH_LIMIT}: every pair checked exactly (bound-pruned ROUGE-L)"
+           if dedup_method == "exact" else
+           f"{n_texts} instructions: all-pairs ROUGE-L grows quadratically, MinHash/LSH proposes "
+           "candidates from word sets, ROUGE-L confirms them; LSH may miss a few true pairs")
+    first = loaded[0].manifest
+    settings = {
+        "mix_version": MIX_VERSION, "seed": seed, "allow_oversample": allow_oversample,
+        "weights": list(weights) if weights is not None else None,
+        "counts": [int(c) for c in counts] if counts is not None else None,
+        "near_duplicates": {"measure": "ROUGE-L F on instruction (+ input)", "threshold": near_dup_threshold,
+                            "method": dedup_method, "why": why},
+        "inputs": [{"path": str(i.path), "kind": i.kind, "name": i.name, "fingerprint": i.fingerprint}
+                   for i in loaded],
+    }
+    fingerprint = hashlib.sha256(json.dumps(
+        {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}, sort_keys=True).encode()).hexdigest()[:16]
+    kept = train + test
+    manifest = {
+        "name": name or destination_path.name,
+        "kind": "mixture",
+        **{key: first.get(key) for key in ("prompt_style", "prompt_style_fingerprint", "tokenizer_fingerprint",
+                                           "tokenizer_dir", "tokenizer_backend", "bos_id", "eos_id", "use_bos",
+                                           "max_seq_length")},
+        **{key: _agreed(loaded, key) for key in ("mask_inputs", "truncation", "masking")},
+        "fingerprint": fingerprint,
+        **settings,
+        "per_input": [{"path": str(i.path), "name": i.name, **i.report} for i in loaded],
+        "counts": {"train": len(train), "test": len(test), "unique_train": len({content_key(e) for e in train})},
+        "sources": dict(sorted(Counter(e.get("source", "unknown") for e in kept).items())),
+        "train_sources": dict(sorted(Counter(e.get("source", "unknown") for e in train).items())),
+        "token_lengths": length_stats(kept),
+        "trained_token_share": trained_token_share(kept),
+        "seconds": round(time.perf_counter() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    # the old manifest goes first: an interrupted write leaves no manifest, so nothing reads a half-updated mix
+    (destination_path / MANIFEST_FILE).unlink(missing_ok=True)
+    atomic_torch_save(train, destination_path / "train.pt")
+    atomic_torch_save(test, destination_path / "test.pt")
+    atomic_write_text(destination_path / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def _agreed(inputs: Sequence[MixInput], key: str):
+    values = {json.dumps(i.manifest.get(key)) for i in inputs}
+    if len(values) == 1:
+        return inputs[0].manifest.get(key)
+    return {str(i.path): i.manifest.get(key) for i in inputs}
+
+
+def _load_inputs(paths: Sequence[Path], checkpoint_dir, seed: int, test_split_fraction: float) -> list[MixInput]:
+    """Prepared inputs first (they fix the tokenization settings), then record files tokenized to match."""
+    from lit_gpt.data import _block_size
+    from lit_gpt.prompts import default_prompt_style
+
+    prepared = {p: load_input(p) for p in paths if p.is_dir()}
+    settings, tokenizer = None, None
+    if any(not p.is_dir() for p in paths):
+        from lit_gpt.tokenizer import Tokenizer
+
+        reference = next(iter(prepared.values()), None)
+        if checkpoint_dir is None and reference is not None and Path(reference.manifest.get("tokenizer_dir", "")).is_dir():
+            checkpoint_dir = reference.manifest["tokenizer_dir"]
+        if checkpoint_dir is not None:
+            tokenizer = Tokenizer(checkpoint_dir)
+            if reference is not None:
+                settings = {k: reference.manifest.get(k) for k in ("prompt_style", "max_seq_length", "mask_inputs",
+                                                                    "truncation")}
+            else:
+                settings = {"prompt_style": default_prompt_style(checkpoint_dir).name,
+                            "max_seq_length": _block_size(Path(checkpoint_dir)), "mask_inputs": True,
+                            "truncation": "truncate"}
+    return [prepared[p] if p in prepared else load_input(p, settings, tokenizer, seed, test_split_fraction)
+            for p in paths]
+
+
+def _mix_test_sets(inputs: Sequence[MixInput], finder: NearDuplicateFinder) -> list[dict]:
+    """The union of the test sets: exact repeats (same instruction) dropped, near-duplicates across inputs dropped."""
+    test: list[dict] = []
+    seen: set[str] = set()
+    for item in inputs:
+        unique, duplicates = [], 0
+        for example in item.test:
+            key = instruction_key(example)
+            if key in seen:
+                duplicates += 1
+            else:
+                seen.add(key)
+                unique.append(example)
+        near = {i for i, _ in finder.pairs([instruction_text(e) for e in unique],
+                                           [instruction_text(e) for e in test])}
+        for i in near:
+            seen.discard(instruction_key(unique[i]))
+        kept = [e for i, e in enumerate(unique) if i not in near]
+        test.extend(kept)
+        item.report["test"] = {"in": len(item.test), "kept": len(kept),
+                               "dropped": {"duplicate": duplicates, "near_duplicate": len(near)}}
+    return test
+
+
+def summary_table(manifest: dict) -> str:
+    """The per-input counts as a small text table."""
+    header = ["input", "requested", "available", "taken", "duplicate", "near-dup", "test overlap", "test kept"]
+    rows = []
+    for item in manifest["per_input"]:
+        t = item["train"]
+        rows.append([item["path"], t["requested"], t["available"], t["taken"], t["dropped"]["duplicate"],
+                     t["dropped"]["near_duplicate"], t["dropped"]["test_overlap"], item["test"]["kept"]])
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    lines = ["  ".join(str(v).rjust(w) if c else str(v).ljust(w) for c, (v, w) in enumerate(zip(r, widths)))
+             for r in [header, *rows]]
+    return "\n".join(lines)
