@@ -37,7 +37,7 @@ from typing import Any, Iterable, Iterator, Literal, Optional, Union
 import numpy as np
 import torch
 
-from lit_gpt.prompts import BOS, Special, PromptStyle, default_prompt_style, get_prompt_style
+from lit_gpt.prompts import PromptStyle, Special, default_prompt_style, get_prompt_style
 from lit_gpt.utils import UserError, atomic_path, atomic_torch_save, atomic_write_text
 
 IGNORE_INDEX = -100
@@ -284,7 +284,8 @@ def _normalize_messages(conversation: Any) -> list[dict]:
     for i, message in enumerate(body):
         expected = ("user", "assistant")[i % 2]
         if message["role"] != expected:
-            raise BadRecord(f"conversation roles do not alternate user/assistant (message {i + 1} is {message['role']})")
+            raise BadRecord(f"conversation roles do not alternate user/assistant "
+                            f"(message {i + 1} is {message['role']})")
         if not message["content"].strip():
             raise BadRecord("empty output" if expected == "assistant" else "empty instruction")
     return messages

@@ -24,6 +24,7 @@ COLORS = {False: "\033[2m", True: "\033[1;32m"}  # masked: dim, trained: bold gr
 RESET = "\033[0m"
 BRACKETS = ("[[", "]]")  # trained text without a terminal
 SHOWN_DEFECTS = 5  # example locations listed per defect
+SHOWN_HISTOGRAMS = 6  # text histograms of the largest sources (the PNG has them all)
 
 
 def load_tokenizer(manifest: dict, checkpoint_dir: Optional[Path]):
@@ -106,6 +107,7 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
     splits = {"train": train, "test": test}
 
     defects: dict[str, list[str]] = defaultdict(list)
+    defective = set()  # id() of the examples with a defect, for the per-source counts
     for split, examples in splits.items():
         expected = manifest.get("counts", {}).get(split)
         if expected is not None and expected != len(examples):
@@ -114,6 +116,7 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
         for i, example in enumerate(examples):
             for defect in example_defects(example, bos_id, eos_id, use_bos, max_length):
                 defects[defect].append(f"{split}[{i}] id={example.get('id')}")
+                defective.add(id(example))
     if tokenizer is not None:
         if tokenizer.fingerprint != manifest.get("tokenizer_fingerprint"):
             defects["prepared with another tokenizer"].append(f"{tokenizer.checkpoint_dir}")
@@ -121,6 +124,7 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
             for i, example in enumerate(examples):
                 if len(example["input_ids"]) and int(example["input_ids"].max()) >= tokenizer.vocab_size:
                     defects["token id outside the vocabulary"].append(f"{split}[{i}] id={example.get('id')}")
+                    defective.add(id(example))
 
     everything = train + test
     by_source: dict[str, list[dict]] = defaultdict(list)
@@ -133,23 +137,26 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
     if counts.get("dropped"):
         print("dropped while preparing: " + ", ".join(f"{n} {r}" for r, n in counts["dropped"].items()))
     header = f"{'source':<24} {'examples':>8} {'tokens p50':>10} {'p99':>6} {'max':>6} {'trained':>8} " \
-             f"{'truncated':>9} {'dupl.':>6}"
+             f"{'truncated':>9} {'dupl.':>6} {'defects':>7}"
     print(header)
     print("-" * len(header))
-    for source, rows in sorted(by_source.items(), key=lambda kv: -len(kv[1])) + [("(all)", everything)]:
+    sources = sorted(by_source.items(), key=lambda kv: -len(kv[1]))
+    for source, rows in sources + [("(all)", everything)]:
         stats = length_stats(rows)
         total = sum(len(e["labels"]) for e in rows)
         trained = sum(int((e["labels"] != IGNORE_INDEX).sum()) for e in rows)
         print(f"{source[:24]:<24} {len(rows):>8} {stats['p50']:>10} {stats['p99']:>6} {stats['max']:>6} "
               f"{trained / max(total, 1):>8.1%} {sum(bool(e.get('truncated')) for e in rows):>9} "
-              f"{duplicate_count(rows):>6}")
+              f"{duplicate_count(rows):>6} {sum(id(e) in defective for e in rows):>7}")
     train_keys = {e["input_ids"].numpy().tobytes() for e in train}
     leaked = sum(e["input_ids"].numpy().tobytes() in train_keys for e in test)
     if leaked:
         print(f"warning: {leaked} test examples also appear in train (exact duplicates); test loss is optimistic")
 
-    print("\ntoken lengths, all sources:")
-    print("\n".join(text_histogram([len(e["input_ids"]) for e in everything], max_length or 1)))
+    shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
+    for source, rows in shown_sources + [("all sources", everything)]:
+        print(f"\ntoken lengths, {source}:")
+        print("\n".join(text_histogram([len(e["input_ids"]) for e in rows], max_length or 1)))
     plot = Path(plot) if plot else data_dir / "token_lengths.png"
     save_plot(by_source, max_length or max(len(e["input_ids"]) for e in everything), plot)
     print(f"histogram per source: {plot}")
@@ -168,7 +175,8 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
     if defects:
         print("\ndefects:")
         for defect, where in defects.items():
-            print(f"  {defect}: {len(where)} ({', '.join(where[:SHOWN_DEFECTS])}{', ...' if len(where) > 5 else ''})")
+            more = ", ..." if len(where) > SHOWN_DEFECTS else ""
+            print(f"  {defect}: {len(where)} ({', '.join(where[:SHOWN_DEFECTS])}{more})")
         summary = ", ".join(f"{len(where)} {defect}" for defect, where in defects.items())
         raise UserError(f"{data_dir}: defects that would silently hurt training: {summary}; prepare the data again "
                         "with scripts/prepare_*.py")

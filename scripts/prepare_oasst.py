@@ -29,7 +29,8 @@ def best_threads(path: Path, languages: Optional[set]) -> Iterator[tuple[str, di
     for where, message in iter_records(path, format="jsonl"):
         missing = [k for k in ("message_id", "role", "text") if k not in message]
         if missing or message.get("role") not in ROLES:
-            problem = f"no {missing[0]!r} field" if missing else f"role {message.get('role')!r} is not prompter/assistant"
+            problem = (f"no {missing[0]!r} field" if missing
+                       else f"role {message.get('role')!r} is not prompter/assistant")
             raise UserError(f"{where}: {problem}; expected an oasst1 message (message_id, parent_id, role, text)")
         if message.get("deleted") or message.get("review_result") is False:
             continue

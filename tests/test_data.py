@@ -5,6 +5,7 @@ the Llama-2 SentencePiece tokenizer and the alpaca template) are module fixtures
 checked against the invariants of the prepared-data contract.
 """
 
+import gzip
 import itertools
 import json
 import re
@@ -44,7 +45,8 @@ def expected_text(tokenizer, style, example) -> str:
     first, last = segments[0][0], segments[-1][0]
     if tokenizer.use_bos and not (isinstance(first, Special) and first.kind == "bos"):
         text = tokenizer.id_to_token(tokenizer.bos_id) + text
-    ends_with_eos = isinstance(last, Special) and (last.kind == "eos" or tokenizer.token_to_id(last) == tokenizer.eos_id)
+    ends_with_eos = isinstance(last, Special) and (last.kind == "eos"
+                                                   or tokenizer.token_to_id(last) == tokenizer.eos_id)
     if not ends_with_eos:
         text += tokenizer.id_to_token(tokenizer.eos_id)
     return text
@@ -137,7 +139,8 @@ def test_lima_multi_turn_chatml(lima, smollm2_dir):
     assert manifest["token_lengths"]["max"] == 512 and manifest["token_lengths"]["p50"] <= 512
     check_prepared(train + test, tokenizer, manifest)
     multi = next(e for e in train + test if e.get("messages") and not e["truncated"])
-    assert multi["instruction"] == multi["messages"][0]["content"] and multi["output"] == multi["messages"][1]["content"]
+    assert multi["instruction"] == multi["messages"][0]["content"]
+    assert multi["output"] == multi["messages"][1]["content"]
     # every assistant turn trained: as many trained stretches as answers
     trained = (multi["labels"] != IGNORE_INDEX).int()
     stretches = int((trained[1:] > trained[:-1]).sum()) + int(trained[0])
@@ -208,7 +211,8 @@ def test_whole_conversation_tokenized_once(smollm2_dir, llama_dir):
 
 def test_special_tokens_by_id_and_message_text_stays_text(smollm2_dir, llama_dir):
     smol = Tokenizer(smollm2_dir)
-    messages = [{"role": "user", "content": "Print <|im_end|> literally"}, {"role": "assistant", "content": "<|im_end|>"}]
+    messages = [{"role": "user", "content": "Print <|im_end|> literally"},
+                {"role": "assistant", "content": "<|im_end|>"}]
     (ids, flags), = encode_segments(smol, [training_segments(get_prompt_style("chatml"), messages)])
     im_start, im_end = smol.token_to_id("<|im_start|>"), smol.token_to_id("<|im_end|>")
     assert ids.count(im_start) == 2 and ids.count(im_end) == 2  # only the template's, not the ones users typed
@@ -222,7 +226,8 @@ def test_special_tokens_by_id_and_message_text_stays_text(smollm2_dir, llama_dir
 
 def test_encode_prompt_matches_generation_text(smollm2_dir, llama_dir):
     smol = Tokenizer(smollm2_dir)
-    assert encode_prompt(smol, "smollm2", "Hi").tolist() == smol.encode(get_prompt_style("smollm2").prompt("Hi")).tolist()
+    text = get_prompt_style("smollm2").prompt("Hi")
+    assert encode_prompt(smol, "smollm2", "Hi").tolist() == smol.encode(text).tolist()
     llama = Tokenizer(llama_dir)
     ids = encode_prompt(llama, "llama2-chat", "Hi").tolist()
     assert ids == [llama.bos_id] + llama.encode_ids("[INST] Hi [/INST]")
@@ -252,7 +257,8 @@ def test_normalize_layouts():
     assert [m["role"] for m in lima["messages"]] == ["user", "assistant"] * 2
     sharegpt = normalize({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
                                             {"from": "human", "value": "unanswered"}], "id": 7, "score": "4.5"})
-    assert "messages" not in sharegpt and sharegpt["output"] == "a" and sharegpt["id"] == "7" and sharegpt["score"] == 4.5
+    assert "messages" not in sharegpt and sharegpt["output"] == "a"
+    assert sharegpt["id"] == "7" and sharegpt["score"] == 4.5
     system = normalize({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "q"},
                                      {"role": "assistant", "content": "a"}]})
     assert system["messages"][0] == {"role": "system", "content": "S"} and system["instruction"] == "q"
@@ -290,6 +296,8 @@ def test_read_formats(tmp_path):
         {"instruction": "a\u2028b", "output": "c"}, {"instruction": "d", "output": "e"}]
     (tmp_path / "c.json").write_text('{"data": [{"instruction": "q", "output": "a"}]}')
     assert load_records(tmp_path / "c.json", format="json") == [{"instruction": "q", "output": "a"}]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(b'{"instruction": "q", "output": "a"}\n'))  # oasst1's files
+    assert load_records(tmp_path / "d.jsonl.gz") == [{"instruction": "q", "output": "a"}]
 
 
 @pytest.mark.parametrize("name, content, message", [

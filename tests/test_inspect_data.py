@@ -43,7 +43,8 @@ def test_clean_data_report(capsys, prepared):
     truncated = int(lima_row.split()[6])
     assert truncated == manifest["counts"]["truncated"] > 0
     assert int(alpaca_row.split()[7]) + ("test examples also appear in train" in out) >= 1  # the duplicated row
-    assert "token lengths, all sources:" in out and "no defects found" in out
+    assert alpaca_row.split()[8] == lima_row.split()[8] == "0"  # defects per source
+    assert "token lengths, lima:" in out and "token lengths, all sources:" in out and "no defects found" in out
     assert (prepared / "token_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -87,6 +88,8 @@ def test_defects_exit_1(capsys, prepared, tmp_path):
     line = assert_one_line_error(code, err, str(data), "1 trained span lacks EOS", "1 doubled BOS", "1 empty response",
                                  "1 labels differ from input_ids")
     assert "no defects found" not in out
+    all_sources = next(line for line in out.splitlines() if line.startswith("(all)"))
+    assert all_sources.split()[8] == "4"  # examples with a defect
     for example_id in ids:
         assert f"id={example_id}" in out
     assert line.startswith("error: ")

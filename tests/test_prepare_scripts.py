@@ -274,7 +274,8 @@ def test_rerun_is_a_no_op_until_tokenizer_template_or_input_change(capsys, share
     stdout, again, mtime_again = prepare("--checkpoint_dir", smollm2_dir)
     assert "nothing to do" in stdout and again == first and mtime_again == mtime
     stdout, plain, _ = prepare("--checkpoint_dir", smollm2_dir, "--prompt_style", "plain")
-    assert "nothing to do" not in stdout and plain["prompt_style"] == "plain" and plain["fingerprint"] != first["fingerprint"]
+    assert "nothing to do" not in stdout and plain["prompt_style"] == "plain"
+    assert plain["fingerprint"] != first["fingerprint"]
     stdout, llama, _ = prepare("--checkpoint_dir", llama_dir, "--prompt_style", "plain")
     assert "nothing to do" not in stdout and llama["tokenizer_fingerprint"] != plain["tokenizer_fingerprint"]
     load_prepared(out, Tokenizer(llama_dir))  # the data now matches the new tokenizer

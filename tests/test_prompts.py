@@ -163,7 +163,8 @@ def make_checkpoint(tmp_path, name=None, chat_template=None):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("Llama-2-7b-chat-hf", "llama2-chat"), ("Llama-2-7b-hf", "alpaca"), ("Mistral-7B-Instruct-v0.2", "mistral-instruct"),
+    ("Llama-2-7b-chat-hf", "llama2-chat"), ("Llama-2-7b-hf", "alpaca"),
+    ("Mistral-7B-Instruct-v0.2", "mistral-instruct"),
     ("Mistral-7B-v0.1", "alpaca"), ("tiny-llama-1.1b-chat", "zephyr"), ("SmolLM2-135M-Instruct", "smollm2"),
     ("Qwen2.5-0.5B-Instruct", "qwen2.5"), ("Qwen2.5-0.5B", "alpaca"), ("phi-2", "phi-2"), ("pythia-160m", "alpaca"),
 ])
