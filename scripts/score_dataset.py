@@ -43,7 +43,7 @@ def main(
     precision: Optional[str] = None,
     restart: bool = False,
     min_response_chars: int = 1,
-    max_response_words: int = 2000,
+    max_response_words: int = 4000,
 ) -> Path:
     """Score a JSON/JSONL instruction dataset with one method and write it back with the score column.
 
