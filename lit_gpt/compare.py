@@ -1,0 +1,482 @@
+"""Comparing dataset variants (`scripts/compare_datasets.py`): which data makes the better fine-tune?
+
+Every variant (a prepared data directory x a training order x a number of epochs) is trained from the same
+checkpoint with the same hyperparameters and seed by the one training loop (`lit_gpt.training.run_script`, with
+the constants of finetune/lora.py or finetune/full.py as defaults), in-process, one after the other, into
+out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
+
+- eval loss: mean cross-entropy on the response tokens of the held-out examples that have a reference answer,
+  tokenized with the variants' tokenizer and prompt style (the training loop's `validate`);
+- EOS rate: the share of greedy answers to held-out prompts that end with a stop token within max_new_tokens (a
+  model that never stops has not learned the answer format);
+- win rate (with a judge checkpoint): for each prompt a judge model compares the variant's answer with the first
+  variant's (the baseline) and names the better one, asked twice with the answers in both positions, because small
+  judges prefer a position; the judge's expected choice from its digit probabilities (`lit_gpt.quality.Judge`) is
+  averaged over the two orders. p > 0.5 + TIE_BAND is a win, p < 0.5 - TIE_BAND a loss, else a tie (half a win).
+
+The held-out set is --eval_path (a prepared data directory's test.pt, or a JSON/JSONL file of instruction rows:
+the data pipeline's layouts, or Vicuna's {"text"}, Self-Instruct's {"instruction", "instances": [{"input",
+"output"}]}, MT-bench's {"turns"}; rows without an answer count for the EOS rate and the judge only); by default
+the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate (ROUGE-L >= 0.7) a
+variant's training instructions are counted and warned about, since they make that variant look better.
+Results: comparison.md (a markdown table), comparison.png, comparison.json (numbers and every answer).
+"""
+
+import importlib.util
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from lit_gpt.quality import Example, Judge, RatingPrompt
+from lit_gpt.text_similarity import near_duplicates
+from lit_gpt.utils import UserError, atomic_path, atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+TIE_BAND = 0.05
+CONTAMINATION_THRESHOLD = 0.7
+COMPARE_DEFAULTS = {"sample_max_new_tokens": 0}  # no sample answer at every validation: variants train faster
+
+PAIRWISE_PROMPT = RatingPrompt(
+    name="pairwise",
+    request=(
+        "You are comparing two AI assistant responses to the same instruction. Decide which one follows the "
+        "instruction better: more accurate, more helpful, complete and to the point.\n\n"
+        "[Instruction]\n{instruction}\n\n[Input]\n{input}\n\n{response}\n\n"
+        "Which response is better? Write only its number, 1 or 2. Do not let the order, the length or the style of "
+        "the responses sway you."),
+    low=1, high=2, answer_prefix="Better response:")
+
+
+@dataclass
+class Variant:
+    name: str
+    data_dir: Path
+    order: str
+    epochs: int
+
+
+def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str], epochs: Sequence[int]) -> list[Variant]:
+    """Every data dir x order x epochs; names say only what varies (alpaca, alpaca-by_length_asc, alpaca-3ep)."""
+    if not data_dirs:
+        raise UserError("--data_dirs: give at least one prepared data directory")
+    from lit_gpt.data_order import check_order
+
+    for order in orders:
+        check_order(order)
+    for n in epochs:
+        if n < 1:
+            raise UserError(f"--epochs {n}: must be >= 1")
+    data_dirs = [Path(d) for d in data_dirs]
+    base = [d.name for d in data_dirs]
+    base = [f"{n}-{i + 1}" if base.count(n) > 1 else n for i, n in enumerate(base)]
+    variants = []
+    for name, data_dir in zip(base, data_dirs):
+        for order in orders:
+            for n in epochs:
+                parts = [name] + ([order] if len(orders) > 1 else []) + ([f"{n}ep"] if len(epochs) > 1 else [])
+                variants.append(Variant("-".join(parts), data_dir, order, n))
+    return variants
+
+
+# ---- training -------------------------------------------------------------------------------------------------------
+def script_constants(method: str) -> dict:
+    """The hyperparameter constants of finetune/<method>.py (the defaults its command line would use)."""
+    path = ROOT / "finetune" / f"{method}.py"
+    if not path.is_file():
+        raise UserError(f"--method {method!r}: no {path}; use lora or full")
+    spec = importlib.util.spec_from_file_location(f"finetune_{method}_constants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(module)
+
+
+def train_variant(method: str, checkpoint_dir: Path, variant: Variant, run_dir: Path, hyperparameters: dict,
+                  resume: bool) -> dict:
+    from lit_gpt.training import run_script
+
+    overrides = {**hyperparameters, "order": variant.order, "epochs": variant.epochs}
+    return run_script(method, script_constants(method), checkpoint_dir, variant.data_dir, run_dir,
+                      "auto" if resume else None, overrides)
+
+
+def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, dtype: torch.dtype):
+    """The fine-tuned model of a run directory in eval mode: base + LoRA tensors, or the full weights."""
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.lora import LORA_WEIGHTS_FILE, LoRAConfig, load_lora_weights
+
+    if method == "full":
+        return load_model(run_dir, device=device, dtype=dtype).eval()
+    model = load_model(checkpoint_dir, dtype=dtype)
+    LoRAConfig.from_file(run_dir).apply(model)
+    load_lora_weights(model, run_dir / LORA_WEIGHTS_FILE)
+    return model.to(device).eval()
+
+
+# ---- the held-out set -----------------------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    description: str
+    prompts: list  # dicts with instruction, input and (maybe None) output
+    scored: list  # prepared examples (input_ids, labels) of the prompts that have a reference answer
+
+
+def eval_rows(path: Path) -> list[dict]:
+    """{instruction, input, output or None} per row of an eval file (see the module docstring for the layouts)."""
+    from lit_gpt.data import BadRecord, load_records, normalize
+
+    rows = []
+    for number, record in enumerate(load_records(path), 1):
+        try:
+            example = normalize(record)
+            rows.append({"instruction": example["instruction"], "input": example["input"],
+                         "output": example["output"], "messages": example.get("messages")})
+            continue
+        except BadRecord:
+            pass
+        turns = record.get("turns") if isinstance(record.get("turns"), list) else []
+        instruction = next((v for v in (record.get("instruction"), record.get("text"), record.get("question"),
+                                        record.get("prompt"), *turns[:1]) if isinstance(v, str) and v.strip()), None)
+        if instruction is None:
+            raise UserError(f"{path}: row {number}: no instruction (looked for instruction, text, question, prompt, "
+                            "turns); give rows with an instruction and optionally an output")
+        instances = record.get("instances") if isinstance(record.get("instances"), list) else []
+        first = instances[0] if instances and isinstance(instances[0], dict) else {}
+        output = next((v for v in (record.get("output"), record.get("response"), record.get("answer"),
+                                   first.get("output")) if isinstance(v, str) and v.strip()), None)
+        rows.append({"instruction": instruction, "input": str(record.get("input") or first.get("input") or ""),
+                     "output": output})
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows
+
+
+def build_eval_set(eval_path: Optional[Path], tokenizer, prompt_style: str, max_seq_length: int,
+                   variant_tests: dict) -> EvalSet:
+    from lit_gpt.data import load_prepared, tokenize_examples
+    from lit_gpt.mixing import instruction_key
+    from lit_gpt.prompts import get_prompt_style
+
+    if eval_path is None:  # the union of the variants' test sets, each instruction once
+        seen, scored = set(), []
+        for examples in variant_tests.values():
+            for example in examples:
+                if instruction_key(example) not in seen:
+                    seen.add(instruction_key(example))
+                    scored.append(example)
+        names = ", ".join(variant_tests)
+        description = f"union of the variants' test sets ({names}): {len(scored)} examples"
+        return EvalSet(description, [_prompt(e) for e in scored], scored)
+    eval_path = Path(eval_path)
+    if eval_path.is_dir():
+        _, test, manifest = load_prepared(eval_path, tokenizer)
+        if manifest.get("prompt_style") != prompt_style:
+            raise UserError(f"{eval_path}: prepared with prompt style {manifest.get('prompt_style')!r}, the variants "
+                            f"with {prompt_style!r}; prepare it again with --prompt_style {prompt_style}")
+        return EvalSet(f"{eval_path}/test.pt: {len(test)} examples", [_prompt(e) for e in test], test)
+    rows = eval_rows(eval_path)
+    with_answer = [{**r, "source": "eval", "id": f"eval-{i}"} for i, r in enumerate(rows) if r["output"]]
+    for row in with_answer:
+        if not row.get("messages"):
+            row.pop("messages", None)
+    scored, _ = tokenize_examples(with_answer, tokenizer, get_prompt_style(prompt_style), max_seq_length)
+    return EvalSet(f"{eval_path}: {len(rows)} prompts, {len(scored)} with a reference answer", rows, scored)
+
+
+def _prompt(example: dict) -> dict:
+    return {"instruction": example["instruction"], "input": example.get("input", ""), "output": example.get("output")}
+
+
+def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[int, int, float]]:
+    """(held-out index, train index, ROUGE-L) for held-out prompts whose instruction near-duplicates a training one."""
+    from lit_gpt.mixing import instruction_text
+
+    pairs = near_duplicates([instruction_text(p) for p in prompts], [instruction_text(e) for e in train],
+                            CONTAMINATION_THRESHOLD)
+    best: dict[int, tuple[int, int, float]] = {}
+    for i, j, score in pairs:
+        if i not in best or score > best[i][2]:
+            best[i] = (i, j, score)
+    return sorted(best.values())
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------------
+def eval_loss(model, examples: Sequence[dict], micro_batch_size: int = 4) -> Optional[float]:
+    """Mean response-token loss over prepared examples, as the training loop validates."""
+    import lightning as L
+
+    from lit_gpt.training import Examples, validate
+
+    if not examples:
+        return None
+    device = next(model.parameters()).device
+    data = Examples(list(examples), model.config.block_size, "held-out set", model.config.vocab_size)
+    fabric = L.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1)
+    return validate(fabric, model, data, micro_batch_size)
+
+
+def greedy_answers(model, tokenizer, style, prompts: Sequence[dict], max_new_tokens: int) -> list[dict]:
+    """{"answer", "finished"} per prompt: greedy, stopped at a stop token or after max_new_tokens."""
+    from lit_gpt.quality import encode_prompt_ids, generate_text
+
+    answers = []
+    for prompt in prompts:
+        ids = encode_prompt_ids(tokenizer, style, prompt["instruction"], prompt.get("input") or "")
+        text, finished = generate_text(model, tokenizer, ids, max_new_tokens, temperature=0.0, top_p=None)
+        answers.append({"answer": text.strip(), "finished": finished})
+    return answers
+
+
+def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequence[str], answers_b: Sequence[str],
+                        batch_size: int = 4) -> list[dict]:
+    """Per prompt: the judge's probability that answer b is better than answer a, asked in both orders."""
+
+    def pair(prompt: dict, first: str, second: str, index: int) -> Example:
+        both = f"[Response 1]\n{first.strip() or '(empty)'}\n\n[Response 2]\n{second.strip() or '(empty)'}"
+        return Example(index, prompt["instruction"], prompt.get("input") or "", both)
+
+    results = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = range(start, min(start + batch_size, len(prompts)))
+        b_second = judge.score([pair(prompts[i], answers_a[i], answers_b[i], i) for i in chunk])
+        b_first = judge.score([pair(prompts[i], answers_b[i], answers_a[i], i) for i in chunk])
+        for r2, r1 in zip(b_second, b_first):
+            # score 1 = "response 1 is better", 2 = "response 2"; in [1, 2] as an expectation
+            p_second = None if r2["score"] is None else r2["score"] - 1
+            p_first = None if r1["score"] is None else 2 - r1["score"]
+            known = [p for p in (p_second, p_first) if p is not None]
+            results.append({"p_b_better": sum(known) / len(known) if known else None,
+                            "b_second": p_second, "b_first": p_first})
+    return results
+
+
+def win_rate(preferences: Sequence[dict]) -> dict:
+    values = [p["p_b_better"] for p in preferences if p["p_b_better"] is not None]
+    wins = sum(v > 0.5 + TIE_BAND for v in values)
+    losses = sum(v < 0.5 - TIE_BAND for v in values)
+    ties = len(values) - wins - losses
+    consistent = sum((p["b_second"] > 0.5) == (p["b_first"] > 0.5) for p in preferences
+                     if p["b_second"] is not None and p["b_first"] is not None)
+    return {"win_rate": (wins + 0.5 * ties) / len(values) if values else None, "wins": wins, "ties": ties,
+            "losses": losses, "mean_preference": sum(values) / len(values) if values else None,
+            "order_consistent": consistent / len(values) if values else None}
+
+
+# ---- the comparison -------------------------------------------------------------------------------------------------
+def compare(
+    checkpoint_dir: "str | Path",
+    data_dirs: Sequence["str | Path"],
+    out_dir: "str | Path" = Path("out/compare"),
+    orders: Sequence[str] = ("shuffle",),
+    epochs: Sequence[int] = (1,),
+    eval_path: Optional["str | Path"] = None,
+    judge_checkpoint_dir: Optional["str | Path"] = None,
+    method: str = "lora",
+    hyperparameters: Optional[dict] = None,
+    eval_prompts: int = 40,
+    eval_examples: int = 200,
+    max_new_tokens: int = 128,
+    resume: bool = False,
+    seed: int = 42,
+) -> dict:
+    """Trains every variant, evaluates each on the common held-out set, writes comparison.md/.png/.json.
+    Returns the comparison (what comparison.json holds)."""
+    from lit_gpt.checkpoint import check_checkpoint_dir
+    from lit_gpt.data import load_prepared
+    from lit_gpt.precision import choose_precision, param_dtype
+    from lit_gpt.prompts import get_prompt_style
+    from lit_gpt.tokenizer import Tokenizer
+    from lit_gpt.training import checkpoint_steps
+
+    checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
+    out_dir = Path(out_dir)
+    if eval_prompts < 0 or eval_examples < 0 or max_new_tokens < 1:
+        raise UserError("--eval_prompts and --eval_examples must be >= 0, --max_new_tokens >= 1")
+    variants = make_variants(data_dirs, orders, epochs)
+    tokenizer = Tokenizer(checkpoint_dir)
+    data = {}
+    for variant in variants:
+        if variant.data_dir not in data:
+            data[variant.data_dir] = load_prepared(variant.data_dir, tokenizer)
+    styles = {str(d): m.get("prompt_style") for d, (_, _, m) in data.items()}
+    if len(set(styles.values())) > 1:
+        raise UserError("the variants use different prompt styles (" + ", ".join(f"{d}: {s}" for d, s in
+                        styles.items()) + "); prepare them with the same --prompt_style so one held-out set fits all")
+    prompt_style = next(iter(styles.values())) or "alpaca"
+    max_seq_length = max(m.get("max_seq_length") or 0 for _, _, m in data.values()) or None
+    for variant in variants:
+        run_dir = out_dir / variant.name
+        if not resume and checkpoint_steps(run_dir):
+            raise UserError(f"{run_dir}: holds a run of an earlier comparison; pass --resume true to reuse finished "
+                            "runs (and continue unfinished ones), or choose another --out_dir")
+
+    eval_set = build_eval_set(eval_path, tokenizer, prompt_style, max_seq_length,
+                              {str(d): test for d, (_, test, _) in data.items()})
+    rng = random.Random(seed)
+    prompt_index = sorted(rng.sample(range(len(eval_set.prompts)), min(eval_prompts, len(eval_set.prompts))))
+    prompts = [eval_set.prompts[i] for i in prompt_index]
+    scored = eval_set.scored
+    if len(scored) > eval_examples:
+        scored = [scored[i] for i in sorted(random.Random(seed + 1).sample(range(len(scored)), eval_examples))]
+    _log(f"held-out set: {eval_set.description}; {len(prompts)} prompts answered, {len(scored)} examples for the loss")
+
+    leaks = {}
+    for data_dir, (train, _, _) in data.items():
+        found = contamination(train, eval_set.prompts)
+        leaks[str(data_dir)] = found
+        if found:
+            i, j, score = found[0]
+            _log(f"warning: {data_dir}: {len(found)} of {len(eval_set.prompts)} held-out prompts near-duplicate "
+                 f"training instructions (ROUGE-L >= {CONTAMINATION_THRESHOLD}), e.g. "
+                 f"{eval_set.prompts[i]['instruction'][:80]!r} ~ {train[j]['instruction'][:80]!r} ({score:.2f}); "
+                 "its scores are optimistic")
+
+    hyperparameters = {**COMPARE_DEFAULTS, **(hyperparameters or {})}
+    known = script_constants(method)
+    unknown = sorted(k for k in hyperparameters if k not in known or k.startswith("_"))
+    if unknown:
+        raise UserError(f"hyperparameters {unknown} are not constants of finetune/{method}.py; see its --help")
+    for fixed in ("order", "epochs"):
+        if fixed in hyperparameters:
+            raise UserError(f"{fixed!r} is set per variant: use --{fixed}s instead of --hyperparameters")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = param_dtype(choose_precision(hyperparameters.get("precision"), cuda=device.type == "cuda"))
+    style = get_prompt_style(prompt_style)
+    rows = []
+    for variant in variants:
+        run_dir = out_dir / variant.name
+        _log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}, {variant.epochs} epoch(s))")
+        summary = train_variant(method, checkpoint_dir, variant, run_dir, hyperparameters, resume)
+        model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
+        _log(f"=== {variant.name}: evaluating")
+        with torch.inference_mode():
+            loss = eval_loss(model, scored)
+            answers = greedy_answers(model, tokenizer, style, prompts, max_new_tokens)
+        del model
+        train, _, _ = data[variant.data_dir]
+        rows.append({
+            "variant": variant.name, "data_dir": str(variant.data_dir), "order": variant.order,
+            "epochs": variant.epochs, "train_examples": len(train), "steps": summary.get("steps"),
+            "final_train_loss": summary.get("final_train_loss"), "best_val_loss": summary.get("best_val_loss"),
+            "eval_loss": loss,
+            "eos_rate": sum(a["finished"] for a in answers) / len(answers) if answers else None,
+            "contaminated_prompts": len(leaks[str(variant.data_dir)]),
+            "answers": answers, "run_dir": str(run_dir),
+        })
+
+    judge_info = None
+    if judge_checkpoint_dir is not None and len(rows) > 1 and prompts:
+        judge_info = _judge_all(judge_checkpoint_dir, rows, prompts, device)
+    comparison = {"checkpoint_dir": str(checkpoint_dir), "method": method, "hyperparameters": hyperparameters,
+                  "eval_set": eval_set.description, "prompts": prompts, "max_new_tokens": max_new_tokens,
+                  "eval_examples": len(scored), "judge": judge_info, "variants": rows,
+                  "contamination": {d: [{"held_out": i, "train": j, "rouge_l": round(s, 3)} for i, j, s in found]
+                                    for d, found in leaks.items()}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "comparison.json", json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out_dir / "comparison.md", markdown_report(comparison))
+    plot_comparison(rows, out_dir / "comparison.png")
+    return comparison
+
+
+def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], device: torch.device) -> dict:
+    from lit_gpt.quality import load_scoring_model
+
+    model, tokenizer, style = load_scoring_model(judge_checkpoint_dir, device=str(device))
+    judge = Judge(model, tokenizer, style, rating=PAIRWISE_PROMPT)
+    baseline = rows[0]
+    _log(f"=== judging every variant against {baseline['variant']} with {judge_checkpoint_dir}")
+    for row in rows[1:]:
+        preferences = pairwise_preference(judge, prompts, [a["answer"] for a in baseline["answers"]],
+                                          [a["answer"] for a in row["answers"]])
+        row.update(win_rate(preferences))
+        for answer, preference in zip(row["answers"], preferences):
+            answer["p_better_than_baseline"] = preference["p_b_better"]
+    del model
+    return {"checkpoint_dir": str(judge_checkpoint_dir), "baseline": baseline["variant"], "tie_band": TIE_BAND,
+            "prompt": PAIRWISE_PROMPT.request}
+
+
+def _fmt(value, digits: int = 3, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if percent:
+        return f"{100 * value:.0f}%"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(comparison: dict) -> str:
+    judged = comparison.get("judge") is not None
+    header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
+              "eval loss", "EOS rate", "contaminated prompts"]
+    if judged:
+        header.append(f"win rate vs {comparison['judge']['baseline']}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in comparison["variants"]:
+        cells = [row["variant"], f"`{row['data_dir']}`", row["order"], row["epochs"], row["train_examples"],
+                 row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]), _fmt(row["eval_loss"]),
+                 _fmt(row["eos_rate"], percent=True), row["contaminated_prompts"]]
+        if judged:
+            cells.append("baseline" if row is comparison["variants"][0] else
+                         f"{_fmt(row.get('win_rate'), percent=True)} ({row.get('wins')}-{row.get('ties')}-"
+                         f"{row.get('losses')})")
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(comparison: dict) -> str:
+    n_prompts = len(comparison["prompts"])
+    notes = [
+        f"Model: `{comparison['checkpoint_dir']}` ({comparison['method']}), same hyperparameters and seed for every "
+        f"variant: `{json.dumps(comparison['hyperparameters'])}` (the rest: finetune/{comparison['method']}.py's "
+        "constants).",
+        f"Held-out set: {comparison['eval_set']}. Eval loss: response tokens of {comparison['eval_examples']} "
+        f"examples. EOS rate: greedy answers to {n_prompts} prompts that stop within "
+        f"{comparison['max_new_tokens']} new tokens. Best val loss: each variant's own test set (not comparable "
+        "across data).",
+        "Contaminated prompts: held-out prompts whose instruction near-duplicates a training instruction "
+        f"(ROUGE-L >= {CONTAMINATION_THRESHOLD}).",
+    ]
+    if comparison.get("judge"):
+        judge = comparison["judge"]
+        notes.append(f"Win rate: judge `{judge['checkpoint_dir']}` compares each variant's answer with "
+                     f"{judge['baseline']}'s on the same {n_prompts} prompts, asked in both orders; wins-ties-losses, "
+                     f"a tie (preference within 0.5 ± {judge['tie_band']}) counts half.")
+    return "# Dataset comparison\n\n" + markdown_table(comparison) + "\n" + "\n\n".join(notes) + "\n"
+
+
+def plot_comparison(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("eval loss", "eval_loss", False), ("EOS rate", "eos_rate", True)]
+    if any(row.get("win_rate") is not None for row in rows):
+        panels.append(("win rate vs " + rows[0]["variant"], "win_rate", True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    names = [row["variant"] for row in rows]
+    for ax, (title, key, percent) in zip(axes[0], panels):
+        values = [row.get(key) if row.get(key) is not None else float("nan") for row in rows]
+        bars = ax.bar(range(len(rows)), [v * 100 if percent else v for v in values], color="tab:blue")
+        for bar, value in zip(bars, values):
+            if not math.isnan(value):
+                ax.annotate(_fmt(value, percent=percent), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+        ax.set_title(title)
+        ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+        if percent:
+            ax.set_ylim(0, 105)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
