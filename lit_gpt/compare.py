@@ -17,8 +17,8 @@ out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-o
 The held-out set is --eval_path (a prepared data directory's test.pt, or a JSON/JSONL file of instruction rows:
 the data pipeline's layouts, or Vicuna's {"text"}, Self-Instruct's {"instruction", "instances": [{"input",
 "output"}]}, MT-bench's {"turns"}; rows without an answer count for the EOS rate and the judge only); by default
-the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate (ROUGE-L >= 0.7) a
-variant's training instructions are counted and warned about, since they make that variant look better.
+the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate a variant's training
+examples (ROUGE-L >= 0.7 as `lit_gpt.mixing` defines it) are counted and warned about: they flatter that variant.
 Results: comparison.md (a markdown table), comparison.png, comparison.json (numbers and every answer).
 """
 
@@ -34,7 +34,6 @@ from typing import Optional, Sequence
 import torch
 
 from lit_gpt.quality import Example, Judge, RatingPrompt
-from lit_gpt.text_similarity import near_duplicates
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,10 +193,9 @@ def _prompt(example: dict) -> dict:
 
 def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[int, int, float]]:
     """(held-out index, train index, ROUGE-L) for held-out prompts whose instruction near-duplicates a training one."""
-    from lit_gpt.mixing import instruction_text
+    from lit_gpt.mixing import NearDuplicateFinder
 
-    pairs = near_duplicates([instruction_text(p) for p in prompts], [instruction_text(e) for e in train],
-                            CONTAMINATION_THRESHOLD)
+    pairs = NearDuplicateFinder("exact", CONTAMINATION_THRESHOLD).pairs(prompts, train)
     best: dict[int, tuple[int, int, float]] = {}
     for i, j, score in pairs:
         if i not in best or score > best[i][2]:

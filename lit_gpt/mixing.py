@@ -22,13 +22,16 @@ Cleaning, in input order (an earlier input wins every conflict, so list the inpu
    dataset's authors chose them (e.g. one paragraph with several questions).
 3. the input is sampled from what is left, and what it contributes is what later inputs are compared against.
 
-Near-duplicate: ROUGE-L F >= `near_dup_threshold` (0.7, Self-Instruct's rule) between the instruction texts (with
-the input appended when there is one: "Summarize this paragraph." over two different paragraphs is not a duplicate).
-Up to EXACT_SEARCH_LIMIT texts in all, every pair is checked exactly (`text_similarity.near_duplicates`, pruned by an
-LCS bound); above it the all-pairs search grows quadratically (20k texts = 2*10^8 pairs), so MinHash/LSH over word
-sets proposes candidates in about linear time and ROUGE-L confirms them (no false positives; LSH is probabilistic,
-so a true pair can be missed). Known weakness of the 0.7 rule on very short instructions: "What is a homonym?" and
-"What is a haiku?" score 0.75; raise --near_dup_threshold when the inputs are mostly one-line questions. The manifest records which was used and why.
+Near-duplicate: ROUGE-L F >= `near_dup_threshold` (0.7, Self-Instruct's rule) between the instructions, and, when
+either example has an input, between the inputs too: "Summarize this paragraph." over two different paragraphs is
+not a duplicate, nor are two different questions about one paragraph. Up to EXACT_SEARCH_LIMIT texts in all, every
+pair is checked exactly (`text_similarity.near_duplicates`, pruned by an LCS bound). Above it the all-pairs search
+grows quadratically (20k texts = 2*10^8 pairs), so MinHash/LSH over word sets proposes candidates in about linear
+time and ROUGE-L confirms them (no false positives; LSH is probabilistic, so a true pair can be missed). The
+manifest records which search was used and why. The 0.7 rule also joins instructions made from one template
+("Identify which instrument is string or percussion: Kpanlogo, Shamisen" vs "...: Agiarut, Agung", 0.78) and very
+short questions ("What is a homonym?" vs "What is a haiku?", 0.75); the manifest counts what it dropped, and a
+higher --near_dup_threshold keeps more.
 """
 
 import hashlib
@@ -40,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lit_gpt.text_similarity import lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l_tokens, word_tokens
+from lit_gpt.text_similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
+                                     word_tokens)
 from lit_gpt.utils import UserError, atomic_torch_save, atomic_write_text
 
 EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
@@ -51,7 +55,7 @@ MIX_VERSION = 1
 
 # ---- texts compared ------------------------------------------------------------------------------------------------
 def instruction_text(example: dict) -> str:
-    """What near-duplicate search compares: the instruction, with its input when there is one."""
+    """The instruction with its input (when there is one), as one text."""
     extra = example.get("input") or ""
     return f"{example['instruction']}\n{extra}" if extra.strip() else example["instruction"]
 
@@ -73,7 +77,9 @@ def content_key(example: dict) -> str:
 
 
 class NearDuplicateFinder:
-    """Pairs (i, j) of texts_a x texts_b with ROUGE-L F >= threshold: exact search or MinHash/LSH + ROUGE-L check."""
+    """Near-duplicate pairs between two lists of examples (dicts with `instruction` and optional `input`): ROUGE-L F
+    >= threshold between the instructions (exact search, or MinHash/LSH candidates confirmed by ROUGE-L) and, when
+    either has an input, between the inputs."""
 
     def __init__(self, method: str, threshold: float, seed: int = 0) -> None:
         if method not in ("exact", "minhash"):
@@ -82,11 +88,22 @@ class NearDuplicateFinder:
             raise UserError(f"--near_dup_threshold {threshold}: must be in (0, 1]")
         self.method, self.threshold, self.seed = method, threshold, seed
 
-    def pairs(self, texts_a: Sequence[str], texts_b: Sequence[str]) -> list[tuple[int, int]]:
+    def pairs(self, examples_a: Sequence[dict], examples_b: Sequence[dict]) -> list[tuple[int, int, float]]:
+        """(i, j, ROUGE-L of the instructions) for each near-duplicate pair."""
+        found = self._instruction_pairs([e["instruction"] for e in examples_a], [e["instruction"] for e in examples_b])
+        return [(i, j, score) for i, j, score in found if self._inputs_match(examples_a[i], examples_b[j])]
+
+    def _inputs_match(self, a: dict, b: dict) -> bool:
+        input_a, input_b = (a.get("input") or "").strip(), (b.get("input") or "").strip()
+        if not input_a and not input_b:
+            return True
+        return bool(input_a and input_b) and (input_a == input_b or rouge_l(input_a, input_b) >= self.threshold)
+
+    def _instruction_pairs(self, texts_a: Sequence[str], texts_b: Sequence[str]) -> list[tuple[int, int, float]]:
         if not texts_a or not texts_b:
             return []
         if self.method == "exact":
-            return [(i, j) for i, j, _ in near_duplicates(texts_a, texts_b, self.threshold)]
+            return near_duplicates(texts_a, texts_b, self.threshold)
         # word sets, not bigrams: ROUGE-L F >= t needs a word-overlap Dice >= t, i.e. a Jaccard >= t / (2 - t), so
         # banding at that Jaccard keeps the true pairs likely; bigrams of a lightly edited text overlap far less
         signatures = minhash_signatures([*texts_a, *texts_b], ngram=1, seed=self.seed)
@@ -96,8 +113,9 @@ class NearDuplicateFinder:
         for x, y in lsh_candidate_pairs(signatures, jaccard):  # x < y: only a-b pairs matter
             if x < n_a <= y:
                 i, j = x, y - n_a
-                if rouge_l_tokens(word_tokens(texts_a[i]), word_tokens(texts_b[j])) >= self.threshold:
-                    found.append((i, j))
+                score = rouge_l_tokens(word_tokens(texts_a[i]), word_tokens(texts_b[j]))
+                if score >= self.threshold:
+                    found.append((i, j, score))
         return found
 
 
@@ -126,7 +144,8 @@ def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed
         name = manifest.get("name") or path.name
         return MixInput(path, "prepared", name, train, test, manifest, manifest.get("fingerprint", ""))
     if not path.is_file():
-        raise UserError(f"{path}: not found; pass prepared dataset directories (data/<name>) or JSON/JSONL record files")
+        raise UserError(f"{path}: not found; pass prepared dataset directories (data/<name>) or JSON/JSONL "
+                        "record files")
     if settings is None or tokenizer is None:
         raise UserError(f"{path}: a record file must be tokenized; pass --checkpoint_dir (its tokenizer) or mix it "
                         "with a prepared dataset whose tokenizer directory still exists")
@@ -236,7 +255,6 @@ def mix(
     finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
 
     test = _mix_test_sets(loaded, finder)
-    test_texts = [instruction_text(e) for e in test]
     test_keys = {instruction_key(e) for e in test}
     train: list[dict] = []
     taken_keys: set[str] = set()
@@ -251,11 +269,9 @@ def mix(
             else:
                 taken_keys.add(key)  # also catches a repeat inside this input
                 candidates.append(example)
-        texts = [instruction_text(e) for e in candidates]
-        bad = {i for i, _ in finder.pairs(texts, test_texts)}
+        bad = {i for i, _, _ in finder.pairs(candidates, test)}
         dropped["test_overlap"] += len(bad)
-        earlier = [instruction_text(e) for e in train]
-        near = {i for i, _ in finder.pairs(texts, earlier)} - bad
+        near = {i for i, _, _ in finder.pairs(candidates, train)} - bad
         dropped["near_duplicate"] += len(near)
         pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
         for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
@@ -286,13 +302,13 @@ def mix(
         "mix_version": MIX_VERSION, "seed": seed, "allow_oversample": allow_oversample,
         "weights": list(weights) if weights is not None else None,
         "counts": [int(c) for c in counts] if counts is not None else None,
-        "near_duplicates": {"measure": "ROUGE-L F on instruction (+ input)", "threshold": near_dup_threshold,
-                            "method": dedup_method, "why": why},
+        "near_duplicates": {"measure": "ROUGE-L F of the instructions (and of the inputs when there are any)",
+                            "threshold": near_dup_threshold, "method": dedup_method, "why": why},
         "inputs": [{"path": str(i.path), "kind": i.kind, "name": i.name, "fingerprint": i.fingerprint}
                    for i in loaded],
     }
-    fingerprint = hashlib.sha256(json.dumps(
-        {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint_settings = {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}
+    fingerprint = hashlib.sha256(json.dumps(fingerprint_settings, sort_keys=True).encode()).hexdigest()[:16]
     kept = train + test
     manifest = {
         "name": name or destination_path.name,
@@ -338,8 +354,9 @@ def _load_inputs(paths: Sequence[Path], checkpoint_dir, seed: int, test_split_fr
         from lit_gpt.tokenizer import Tokenizer
 
         reference = next(iter(prepared.values()), None)
-        if checkpoint_dir is None and reference is not None and Path(reference.manifest.get("tokenizer_dir", "")).is_dir():
-            checkpoint_dir = reference.manifest["tokenizer_dir"]
+        recorded = Path(reference.manifest.get("tokenizer_dir") or "") if reference is not None else None
+        if checkpoint_dir is None and recorded is not None and recorded.is_dir():
+            checkpoint_dir = recorded
         if checkpoint_dir is not None:
             tokenizer = Tokenizer(checkpoint_dir)
             if reference is not None:
@@ -366,8 +383,7 @@ def _mix_test_sets(inputs: Sequence[MixInput], finder: NearDuplicateFinder) -> l
             else:
                 seen.add(key)
                 unique.append(example)
-        near = {i for i, _ in finder.pairs([instruction_text(e) for e in unique],
-                                           [instruction_text(e) for e in test])}
+        near = {i for i, _, _ in finder.pairs(unique, test)}
         for i in near:
             seen.discard(instruction_key(unique[i]))
         kept = [e for i, e in enumerate(unique) if i not in near]

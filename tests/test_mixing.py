@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT
 from lit_gpt.data import iter_records, load_prepared, prepare
-from lit_gpt.mixing import content_key, instruction_key, instruction_text, mix
-from lit_gpt.text_similarity import near_duplicates, rouge_l
+from lit_gpt.mixing import NearDuplicateFinder, content_key, instruction_key, mix
+from lit_gpt.text_similarity import rouge_l
 from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 DOLLY_COLUMNS = {"input": "context", "output": "response", "source": "category"}
@@ -95,7 +95,7 @@ def test_no_example_in_both_train_and_test(data, tmp_path):
     assert set(ids(test)) <= set(ids(lima_test + dolly_test))
     assert len(test) == sum(r["test"]["kept"] for r in manifest["per_input"])
     assert {instruction_key(e) for e in train}.isdisjoint(instruction_key(e) for e in test)
-    assert not near_duplicates([instruction_text(e) for e in train], [instruction_text(e) for e in test], 0.7)
+    assert not NearDuplicateFinder("exact", 0.7).pairs(train, test)
     kept_dolly = [e for e in train if e["id"] in set(ids(dolly_train))]
     assert len(kept_dolly) == len(dolly_train) - sum(manifest["per_input"][1]["train"]["dropped"].values())
 
