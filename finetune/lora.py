@@ -1,0 +1,68 @@
+"""Fine-tune a checkpoint with LoRA: the base weights stay frozen, small low-rank updates are trained.
+
+    python finetune/lora.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct --data_dir data/alpaca
+
+The constants below are the defaults; each is also a flag (`--learning_rate 1e-4`) and can come from a YAML file
+(`--config my.yaml`, e.g. the hyperparameters.yaml of an earlier run). Output (default out/lora/<data name>):
+lit_model.pth.lora (LoRA tensors only) + lora_config.json, beside lit_config.json, the tokenizer files,
+prompt_style.json and hyperparameters.yaml of the run; checkpoints/step-N/, logs/, loss.png.
+"""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# ---- hyperparameters: edit to change the defaults ----
+learning_rate = 3e-4
+batch_size = 128  # examples per optimizer step, over all devices
+micro_batch_size = 4  # examples per forward pass on one device (gradients are accumulated)
+max_iters = None  # optimizer steps; None = all epochs
+epochs = 1
+weight_decay = 0.01
+warmup_steps = 100
+grad_clip = 1.0
+lora_r = 8
+lora_alpha = 16
+lora_dropout = 0.05
+lora_query = True
+lora_key = False
+lora_value = True
+lora_projection = False
+lora_mlp = False
+lora_head = False
+override_max_seq_length = None  # None = the longest example
+eval_interval = 100
+eval_iters = None  # None = the whole test set
+sample_max_new_tokens = 64
+save_interval = 1000
+seed = 1337
+precision = None  # None = bf16-true where the hardware has native bf16, else 32-true
+quantize = None  # bnb.nf4, bnb.nf4-dq, bnb.fp4, bnb.fp4-dq, bnb.int8-training (CUDA)
+devices = 1
+num_nodes = 1
+strategy = "auto"
+order = "shuffle"
+early_stopping_patience = None
+gradient_checkpointing = False
+
+from lit_gpt.training import run_script, script_cli  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
+
+
+def main(*, checkpoint_dir: Path, data_dir: Path, out_dir: Optional[Path] = None, resume: Optional[str] = None,
+         **hyperparameters) -> dict:
+    """Fine-tune with LoRA.
+
+    Args:
+        checkpoint_dir: the base model (lit_config.json, lit_model.pth, tokenizer files)
+        data_dir: prepared data (train.pt, test.pt, manifest.json) for this checkpoint's tokenizer
+        out_dir: where weights, checkpoints and logs go (default: out/lora/<data name>)
+        resume: continue an interrupted run: "auto" (the newest checkpoint in out_dir) or a checkpoint path
+    """
+    return run_script("lora", globals(), checkpoint_dir, data_dir, out_dir, resume, hyperparameters)
+
+
+if __name__ == "__main__":
+    run_cli(script_cli(main, globals()))

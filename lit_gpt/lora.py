@@ -1,0 +1,255 @@
+"""Low-rank adaptation (LoRA): train a small update B A beside each chosen frozen weight W.
+
+A wrapped layer computes W x + b + (alpha / r) B A dropout(x) with A (r x in) random and B (out x r) zero at the
+start, so training begins exactly at the base model. The base layer stays a child `linear` of `LoRALinear`, which
+keeps it a plain `nn.Linear` that quantization (bitsandbytes) can replace; only the LoRA tensors are saved:
+`lit_model.pth.lora` holds {"blocks.0.attn.q.lora_A": (r, in), "blocks.0.attn.q.lora_B": (out, r), ...} and
+`lora_config.json` the `LoRAConfig` needed to rebuild the layers. `merge_lora_weights` folds the updates back into
+a plain GPT state dict with the usual parameter names.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT
+from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
+
+# what each LoRA target means in our GPT
+LORA_TARGETS = {
+    "query": "attn.q",
+    "key": "attn.k",
+    "value": "attn.v",
+    "projection": "attn.proj (attention output)",
+    "mlp": "mlp.fc_1/fc_2/proj or mlp.fc/proj",
+    "head": "lm_head (the output layer; stays tied to the embedding when the model ties them)",
+}
+LORA_CONFIG_FILE = "lora_config.json"
+LORA_WEIGHTS_FILE = "lit_model.pth.lora"
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: tuple = ("query", "value")
+
+    def __post_init__(self) -> None:
+        self.targets = tuple(self.targets)
+        if self.r < 1:
+            raise UserError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown:
+            raise UserError(f"unknown LoRA targets {unknown}; choose from {', '.join(LORA_TARGETS)}")
+        if not self.targets:
+            raise UserError("LoRA needs at least one target layer (e.g. --lora_query true)")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+    @classmethod
+    def from_flags(cls, r: int = 8, alpha: float = 16.0, dropout: float = 0.05, query: bool = True,
+                   key: bool = False, value: bool = True, projection: bool = False, mlp: bool = False,
+                   head: bool = False) -> "LoRAConfig":
+        flags = dict(query=query, key=key, value=value, projection=projection, mlp=mlp, head=head)
+        return cls(r=r, alpha=alpha, dropout=dropout, targets=tuple(t for t, on in flags.items() if on))
+
+    def flags(self) -> dict:
+        return {t: t in self.targets for t in LORA_TARGETS}
+
+    def apply(self, model: GPT) -> "LoRAConfig":
+        return apply_lora(model, r=self.r, alpha=self.alpha, dropout=self.dropout, **self.flags())
+
+    def save(self, directory: "str | Path") -> Path:
+        path = Path(directory) / LORA_CONFIG_FILE
+        atomic_write_text(path, json.dumps({**asdict(self), "targets": list(self.targets)}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_file(cls, path: "str | Path") -> "LoRAConfig":
+        """Reads lora_config.json (or the file in the given directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / LORA_CONFIG_FILE
+        if not path.is_file():
+            raise UserError(f"{path}: LoRA config not found; point to the output directory of finetune/lora.py")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(r=int(data["r"]), alpha=float(data["alpha"]), dropout=float(data.get("dropout", 0.0)),
+                       targets=tuple(data["targets"]))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}: not a valid LoRA config ({type(e).__name__}: {e})") from None
+
+
+class LoRALinear(nn.Module):
+    """nn.Linear plus a trainable low-rank update. `tied` marks a base weight shared with another module (the LM
+    head tied to the embedding): merging then builds a separate merged weight instead of editing the shared one."""
+
+    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, tied: bool = False) -> None:
+        super().__init__()
+        self.linear = linear
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.r, self.scaling, self.tied = r, alpha / r, tied
+        weight = linear.weight
+        dtype = weight.dtype if weight.is_floating_point() else torch.get_default_dtype()
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=weight.device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, r, device=weight.device, dtype=dtype))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self._unmerged_weight: tuple = ()  # the shared weight while a tied layer is merged
+        self.reset_lora_parameters()
+
+    def reset_lora_parameters(self) -> None:
+        # A like nn.Linear's default init, B zero: the update B A starts at exactly zero
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        """(alpha / r) B A, the (out x in) update this layer adds to W."""
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if self.merged:
+            return y
+        lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+        return y + lora * self.scaling
+
+    def merge(self) -> None:
+        """Folds B A into the base weight so forward costs one matmul (inference)."""
+        if self.merged:
+            return
+        weight = self._plain_weight()
+        merged = weight.data + self.delta_weight().detach().to(weight.dtype)
+        if self.tied:
+            self._unmerged_weight = (weight,)
+            self.linear.weight = nn.Parameter(merged, requires_grad=False)
+        else:
+            weight.data.copy_(merged)
+        self.merged = True
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        if self.tied:
+            self.linear.weight = self._unmerged_weight[0]
+            self._unmerged_weight = ()
+        else:
+            weight = self._plain_weight()
+            weight.data.sub_(self.delta_weight().detach().to(weight.dtype))
+        self.merged = False
+
+    def _plain_weight(self) -> torch.Tensor:
+        weight = self.linear.weight
+        if not weight.is_floating_point() or type(self.linear) is not nn.Linear:
+            raise UserError("cannot merge LoRA into a quantized base layer; load the base model without --quantize "
+                            "to merge")
+        return weight
+
+
+def _target_layers(model: GPT, targets: "set[str] | tuple") -> Iterator[tuple[nn.Module, str]]:
+    """(parent module, attribute name) of every Linear that `targets` selects."""
+    for block in model.blocks:
+        attn, mlp = block.attn, block.mlp
+        for target, name in (("query", "q"), ("key", "k"), ("value", "v"), ("projection", "proj")):
+            if target in targets:
+                yield attn, name
+        if "mlp" in targets:
+            for name in ("fc_1", "fc_2", "fc", "proj"):
+                if hasattr(mlp, name):
+                    yield mlp, name
+    if "head" in targets:
+        yield model, "lm_head"
+
+
+def apply_lora(model: GPT, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, query: bool = True,
+               key: bool = False, value: bool = True, projection: bool = False, mlp: bool = False,
+               head: bool = False) -> LoRAConfig:
+    """Replaces the selected Linears of `model` in place by LoRALinear wrappers around them; returns the config.
+    Base weights are kept as they are (same tensors, same dtype and device; a tied head stays tied)."""
+    config = LoRAConfig.from_flags(r=r, alpha=alpha, dropout=dropout, query=query, key=key, value=value,
+                                   projection=projection, mlp=mlp, head=head)
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("the model already has LoRA layers")
+    for parent, name in _target_layers(model, config.targets):
+        linear = getattr(parent, name)
+        tied = parent is model and name == "lm_head" and linear.weight is model.wte.weight
+        setattr(parent, name, LoRALinear(linear, r, alpha, dropout, tied=tied))
+    return config
+
+
+def is_lora_name(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
+
+
+def mark_only_lora_as_trainable(model: nn.Module) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad = is_lora_name(name)
+
+
+def lora_state_dict(model: nn.Module) -> dict:
+    """Only the LoRA tensors, under their parameter names ("blocks.0.attn.q.lora_A", ...)."""
+    return {k: v for k, v in model.state_dict().items() if is_lora_name(k)}
+
+
+def merge_lora_weights(model: GPT) -> dict:
+    """A plain GPT state dict (no LoRA names, no `.linear.`) with every update folded in; the model is unchanged.
+    With LoRA on a tied head the result has its own `lm_head.weight` (W + update) while `wte.weight` stays W: save
+    it with `merged_config(model)`, which unties the embeddings."""
+    state = model.state_dict()
+    for prefix, module in model.named_modules():
+        if not isinstance(module, LoRALinear):
+            continue
+        p = f"{prefix}."
+        weight = state.pop(p + "linear.weight")
+        if not module.merged:
+            if not weight.is_floating_point():
+                raise UserError("cannot merge LoRA into a quantized base layer; load the base model without "
+                                "--quantize to merge")
+            weight = weight + module.delta_weight().detach().to(weight.dtype)
+        state[p + "weight"] = weight
+        if p + "linear.bias" in state:
+            state[p + "bias"] = state.pop(p + "linear.bias")
+        del state[p + "lora_A"], state[p + "lora_B"]
+    return state
+
+
+def merged_config(model: GPT) -> Config:
+    """The model config for `merge_lora_weights(model)`: a tied head with LoRA becomes an untied head."""
+    head = model.lm_head
+    if isinstance(head, LoRALinear) and head.tied:
+        return Config(**{**model.config.to_dict(), "tie_embeddings": False})
+    return model.config
+
+
+def load_lora_weights(model: GPT, source: "str | Path | dict") -> None:
+    """Loads LoRA tensors (a `lit_model.pth.lora` file or its dict) into a model that `apply_lora` prepared.
+    Every LoRA layer of the model must get its tensors and every tensor must fit, else UserError."""
+    state = source if isinstance(source, dict) else load_state_dict(source)
+    name = "LoRA weights" if isinstance(source, dict) else str(source)
+    expected = set(lora_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise UserError(f"{name}: LoRA weights do not fit the model (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}); use the lora_config.json and base checkpoint they were trained with")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"{name}: LoRA weights do not fit the model ({str(e).splitlines()[-1].strip()}); "
+                        "use the lora_config.json and base checkpoint they were trained with") from None
+
+
+__all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "mark_only_lora_as_trainable", "lora_state_dict",
+           "merge_lora_weights", "merged_config", "load_lora_weights", "LORA_TARGETS", "LORA_CONFIG_FILE",
+           "LORA_WEIGHTS_FILE"]

@@ -1,0 +1,125 @@
+"""finetune/lora.py and finetune/full.py as a user runs them: constants are the defaults, a --config file and flags
+beat them, bad input gives one line and exit 1, and 2 DDP processes train exactly like 1 process."""
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from test_training import (capital_pairs, checkpoint, fast_args, make_data,  # noqa: F401
+                           metrics_rows, one_thread)
+from lit_gpt.lora import LoRAConfig
+from lit_gpt.training import finetune, script_cli
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+QUIET = ["--eval_interval", "1000", "--sample_max_new_tokens", "0", "--precision", "32-true"]
+
+
+def run(args: list, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, checkpoint) -> Path:  # noqa: F811
+    pairs = capital_pairs()
+    return make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
+
+
+def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint, data):  # noqa: F811
+    script = tmp_path / "my_lora.py"
+    source = (ROOT / "finetune" / "lora.py").read_text()
+    assert "\nmax_iters = None" in source and "\nlearning_rate = 3e-4" in source
+    script.write_text(source.replace("\nmax_iters = None", "\nmax_iters = 2"))
+
+    help_text = run([script, "--help"]).stdout
+    options = help_text[help_text.index("options:"):]
+    max_iters_help = options[options.index("--max_iters"):options.index("--epochs")]
+    assert "default: 2" in max_iters_help  # the CLI shows the edited constant
+    assert "--lora_r" in help_text and "--quantize" in help_text
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text("lora_r: 2\nlearning_rate: 0.005\nbatch_size: 4\n")
+    out = tmp_path / "out"
+    result = run([script, "--checkpoint_dir", checkpoint, "--data_dir", data, "--out_dir", out, "--config", config,
+                  "--learning_rate", "0.002", "--micro_batch_size", "2", *QUIET])
+    assert result.returncode == 0, result.stderr[-3000:]
+    hparams = yaml.safe_load((out / "hyperparameters.yaml").read_text())
+    assert hparams["max_iters"] == 2  # edited constant
+    assert hparams["lora_r"] == 2 and hparams["batch_size"] == 4  # config file beats constants
+    assert hparams["learning_rate"] == 0.002  # a flag after --config beats it
+    assert hparams["lora_alpha"] == 16 and hparams["checkpoint_dir"] == str(checkpoint.resolve())
+    assert LoRAConfig.from_file(out).r == 2
+    assert [int(r["iter"]) for r in metrics_rows(out)] == [1, 2]
+    assert (out / "lit_model.pth.lora").is_file()
+
+
+def test_a_misspelled_constant_is_refused():
+    def main(*, checkpoint_dir: Path, **hyperparameters):
+        """Args:
+        checkpoint_dir: x
+        """
+
+    cli = script_cli(main, {"learning_rate": 1e-3, "lora_r": 4, "__file__": "my.py"})
+    assert list(inspect.signature(cli).parameters) == ["checkpoint_dir", "learning_rate", "lora_r"]
+    with pytest.raises(TypeError, match="learnig_rate"):
+        script_cli(main, {"learnig_rate": 1e-3, "__file__": "my.py"})
+
+
+def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data):  # noqa: F811
+    no_train = tmp_path / "no_train"
+    no_train.mkdir()
+    (no_train / "manifest.json").write_text("{}")
+    other_tokenizer = make_data(tmp_path / "other", checkpoint, capital_pairs()[:2], [], fingerprint="0123456789abcdef")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    lora, full = ROOT / "finetune" / "lora.py", ROOT / "finetune" / "full.py"
+    cases = {  # (script, data_dir, out_dir, extra flags) -> what the message must name
+        "train.pt": (lora, no_train, tmp_path / "o1", []),
+        "another tokenizer": (full, other_tokenizer, tmp_path / "o2", []),
+        "a_file": (lora, data, a_file / "out", []),
+        "CUDA": (lora, data, tmp_path / "o4", ["--quantize", "bnb.nf4"]),
+    }
+    procs = {name: subprocess.Popen([sys.executable, str(script), "--checkpoint_dir", str(checkpoint), "--data_dir",
+                                     str(data_dir), "--out_dir", str(out_dir), *extra], env=ENV, cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (script, data_dir, out_dir, extra) in cases.items()}
+    for name, proc in procs.items():
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 1, (name, stderr)
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        assert name in stderr, stderr
+
+
+def test_ddp_two_processes_equal_one_process_same_global_batch(tmp_path, checkpoint, data):  # noqa: F811
+    # 14 examples, batch 8: steps of 8 and 6 examples (the short one spreads 2,2,1,1 over 2 ranks x 2 micro-batches)
+    common = dict(batch_size=8, epochs=2, learning_rate=1e-2, eval_interval=2, warmup_steps=1)
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value", "head"))
+    one = finetune("lora", checkpoint, data, tmp_path / "one", fast_args(micro_batch_size=4, **common), lora)
+
+    flags = [f"--{k}={v}" for k, v in common.items()]
+    result = run([ROOT / "finetune" / "lora.py", "--checkpoint_dir", checkpoint, "--data_dir", data, "--out_dir",
+                  tmp_path / "two", "--devices", "2", "--strategy", "ddp", "--micro_batch_size", "2",
+                  "--precision", "32-true", "--sample_max_new_tokens", "0", "--lora_r", "4", "--lora_alpha", "8",
+                  "--lora_dropout", "0", "--lora_head", "true", *flags])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 device(s), 2 micro-batch(es) of 2" in result.stdout
+
+    rows_one, rows_two = metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "two")
+    assert len(rows_one) == len(rows_two) == 4
+    for a, b in zip(rows_one, rows_two):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-5)
+        if a["val_loss"]:
+            assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), abs=1e-5)
+    assert float(rows_one[-1]["train_loss"]) < float(rows_one[0]["train_loss"])
+    w1 = torch.load(tmp_path / "one" / "lit_model.pth.lora", weights_only=True)
+    w2 = torch.load(tmp_path / "two" / "lit_model.pth.lora", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=0)
+    assert one["steps"] == 4

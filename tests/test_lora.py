@@ -1,0 +1,178 @@
+"""LoRA: the layer computes W x + b + (alpha/r) B A x, q/k/v under grouped-query attention match per-projection
+math done by hand, merging gives the same model, a tied head stays tied, only LoRA tensors train and get saved."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import tiny_config
+from test_training import one_thread  # noqa: F401  (autouse fixture)
+from lit_gpt.lora import (LoRAConfig, LoRALinear, apply_lora, load_lora_weights, lora_state_dict,
+                          mark_only_lora_as_trainable, merge_lora_weights, merged_config)
+from lit_gpt.model import GPT
+from lit_gpt.utils import UserError
+
+
+def randomize_lora(model: nn.Module, seed: int = 0) -> None:
+    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
+
+
+def test_lora_linear_is_w_x_plus_scaled_b_a_x():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5, bias=True)
+    layer = LoRALinear(base, r=3, alpha=6.0, dropout=0.0)
+    x = torch.randn(2, 4, 6)
+    torch.testing.assert_close(layer(x), base(x))  # B = 0: starts exactly at the base layer
+    layer.lora_B.data = torch.randn(5, 3)
+    A, B, W, b = layer.lora_A, layer.lora_B, base.weight, base.bias
+    expected = x @ W.T + b + (6.0 / 3) * (x @ A.T @ B.T)
+    torch.testing.assert_close(layer(x), expected)
+    W_before = W.detach().clone()
+    layer.merge()
+    torch.testing.assert_close(base.weight, W_before + 2.0 * B @ A)
+    torch.testing.assert_close(layer(x), expected)
+    layer.unmerge()
+    torch.testing.assert_close(base.weight, W_before)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_lora_dropout_only_on_the_lora_path():
+    torch.manual_seed(0)
+    base = nn.Linear(8, 8, bias=False)
+    layer = LoRALinear(base, r=2, alpha=2.0, dropout=0.5).train()
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer(x), base(x))  # B = 0: dropout cannot leak into the base path
+    layer.lora_B.data.fill_(1.0)
+    assert not torch.allclose(layer(x), layer(x))  # random masks in training
+    layer.eval()
+    torch.testing.assert_close(layer(x), layer(x))
+
+
+def test_qkv_lora_under_gqa_matches_per_projection_math():
+    config = tiny_config(n_head=4, n_query_groups=2)  # 2 query heads share each key/value head
+    torch.manual_seed(0)
+    model = GPT(config)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    lora = apply_lora(model, r=4, alpha=8, dropout=0.0, query=True, key=True, value=True)
+    assert lora.targets == ("query", "key", "value") and lora.scaling == 2.0
+    randomize_lora(model)
+    attn = model.blocks[1].attn
+    assert attn.q.lora_B.shape == (config.n_head * config.head_size, 4)
+    assert attn.k.lora_B.shape == attn.v.lora_B.shape == (config.n_query_groups * config.head_size, 4)
+
+    # each projection's output, seen on its actual input, is W x + b + 2 B A x
+    seen = {}
+    hooks = [getattr(attn, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, (i[0], o)))
+             for n in ("q", "k", "v")]
+    idx = torch.randint(0, config.vocab_size, (2, 9))
+    out = model(idx)
+    for h in hooks:
+        h.remove()
+    for n in ("q", "k", "v"):
+        x, y = seen[n]
+        layer = getattr(attn, n)
+        W, b = base[f"blocks.1.attn.{n}.weight"], base.get(f"blocks.1.attn.{n}.bias")
+        expected = x @ W.T + (0 if b is None else b) + 2.0 * (x @ layer.lora_A.T) @ layer.lora_B.T
+        torch.testing.assert_close(y, expected)
+
+    # and the whole model equals a plain GPT whose q/k/v weights carry the updates, built by hand
+    by_hand = dict(base)
+    for i, block in enumerate(model.blocks):
+        for n in ("q", "k", "v"):
+            layer = getattr(block.attn, n)
+            by_hand[f"blocks.{i}.attn.{n}.weight"] = base[f"blocks.{i}.attn.{n}.weight"] + 2.0 * layer.lora_B @ layer.lora_A
+    plain = GPT(config)
+    plain.load_state_dict(by_hand)
+    torch.testing.assert_close(plain(idx), out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(tie_embeddings=True), dict(mlp_class_name="GptNeoxMLP", bias=True,
+                                                                       norm_class_name="LayerNorm")])
+def test_merge_equals_unmerged_forward_all_targets(overrides):
+    config = tiny_config(**overrides)
+    torch.manual_seed(1)
+    model = GPT(config)
+    apply_lora(model, r=2, alpha=4, dropout=0.1, query=True, key=True, value=True, projection=True, mlp=True,
+               head=True)
+    model.eval()  # after apply_lora: the new dropout layers must be switched off too
+    randomize_lora(model)
+    n_lora = sum(isinstance(m, LoRALinear) for m in model.modules())
+    assert n_lora == config.n_layer * (4 + (3 if config.mlp_class_name == "LLaMAMLP" else 2)) + 1
+    idx = torch.randint(0, config.vocab_size, (2, 7))
+    unmerged = model(idx)
+    wte = model.wte.weight.detach().clone()
+
+    merged_state = merge_lora_weights(model)
+    assert not any("lora_" in k or ".linear." in k for k in merged_state)
+    plain = GPT(merged_config(model)).eval()
+    plain.load_state_dict(merged_state)
+    torch.testing.assert_close(plain(idx), unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx), unmerged)  # merge_lora_weights leaves the model as it was
+    if config.tie_embeddings:  # the head's update must not leak into the embedding
+        assert merged_config(model).tie_embeddings is False
+        torch.testing.assert_close(merged_state["wte.weight"], wte)
+        assert not torch.allclose(merged_state["lm_head.weight"], wte)
+
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.merge()
+    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.wte.weight, wte)  # in-place merge of a tied head leaves the embedding alone
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.unmerge()
+    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
+    if config.tie_embeddings:
+        assert model.lm_head.linear.weight is model.wte.weight
+
+
+def test_only_lora_trains_and_is_saved_tied_head_stays_tied():
+    config = tiny_config(tie_embeddings=True)
+    model = GPT(config)
+    apply_lora(model, r=2, alpha=4, query=True, value=True, head=True)
+    assert model.lm_head.linear.weight is model.wte.weight  # LoRA on the head did not untie it
+    mark_only_lora_as_trainable(model)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    assert "lm_head.lora_A" in trainable and "blocks.0.attn.q.lora_B" in trainable and "blocks.0.attn.k.lora_A" not in trainable
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.randint(0, config.vocab_size, (2, 5))).sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
+    optimizer.step()
+    for n, p in model.named_parameters():
+        if n in frozen:
+            torch.testing.assert_close(p, frozen[n])
+
+    saved = lora_state_dict(model)
+    assert sorted(saved) == trainable
+    fresh = GPT(config)
+    apply_lora(fresh, r=2, alpha=4, query=True, value=True, head=True)
+    load_lora_weights(fresh, saved)
+    torch.testing.assert_close(fresh.lm_head.lora_B, model.lm_head.lora_B)
+    with pytest.raises(UserError, match="missing"):
+        load_lora_weights(fresh, {k: v for k, v in saved.items() if "lm_head" not in k})
+
+
+def test_lora_config_roundtrip_and_errors(tmp_path):
+    config = LoRAConfig.from_flags(r=4, alpha=8, dropout=0.0, query=True, value=False, mlp=True)
+    assert config.targets == ("query", "mlp")
+    path = config.save(tmp_path)
+    assert path.name == "lora_config.json"
+    assert LoRAConfig.from_file(tmp_path) == config
+    (tmp_path / "bad.json").write_text("{\"r\": 4}")
+    with pytest.raises(UserError, match="bad.json"):
+        LoRAConfig.from_file(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="at least one target"):
+        LoRAConfig.from_flags(query=False, value=False)
+    with pytest.raises(UserError, match="unknown LoRA targets"):
+        LoRAConfig(targets=("queries",))
+    model = GPT(tiny_config())
+    apply_lora(model)
+    with pytest.raises(ValueError, match="already"):
+        apply_lora(model)
