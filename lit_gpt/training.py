@@ -14,7 +14,7 @@ gradient is the token mean over the batch however it is split.
 
 Checkpoints: `out_dir/checkpoints/step-NNNNNN/` holds the weights (`lit_model.pth` or only the LoRA tensors in
 `lit_model.pth.lora`) and `train_state.pth` (trainable weights, optimizer, scheduler, data position), the latter
-only in the newest checkpoint. Dropout draws come from a generator re-seeded from (seed, step, rank) every step, so
+only in the newest checkpoint. Torch's RNG (dropout) is re-seeded from (seed, step, rank) before every step, so
 resuming reproduces an uninterrupted run.
 """
 
@@ -346,6 +346,8 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
                  f"parameters; precision {precision}{', base quantized ' + train.quantize if train.quantize else ''}; "
                  f"{fabric.world_size} device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
     model = fabric.setup_module(model)
+    if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
+        mark_only_lora_as_trainable(model)
     optimizer = fabric.setup_optimizers(make_optimizer(model, train))
 
     steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
@@ -731,8 +733,7 @@ def _make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path):
         from lit_gpt.model import Block
 
         # full state dicts: checkpoints are single files; use_orig_params: LoRA mixes frozen and trainable weights
-        strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True,
-                                limit_all_gathers=True, sharding_strategy="FULL_SHARD")
+        strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
     loggers = [CSVLogger(root_dir=out_dir / "logs", name="csv", flush_logs_every_n_steps=10),
                TensorBoardLogger(root_dir=out_dir / "logs", name="tensorboard")]
     try:

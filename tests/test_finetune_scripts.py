@@ -58,6 +58,8 @@ def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint,
     assert LoRAConfig.from_file(out).r == 2
     assert [int(r["iter"]) for r in metrics_rows(out)] == [1, 2]
     assert (out / "lit_model.pth.lora").is_file()
+    again = run([script, "--config", out / "hyperparameters.yaml", "--print_config"])  # the run's settings reload
+    assert again.returncode == 0 and yaml.safe_load(again.stdout)["lora_r"] == 2, again.stderr
 
 
 def test_a_misspelled_constant_is_refused():

@@ -19,7 +19,7 @@ from lit_gpt.model import GPT
 from lit_gpt.precision import choose_precision, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.training import (Examples, TrainArgs, TrainingDiverged, epoch_batches, finetune, lr_factor,
-                              padding_stats, split_batch)
+                              padding_stats, split_batch, validate)
 from lit_gpt.utils import UserError
 
 TOKENIZER = SHARED / "tokenizers" / "smollm2"
@@ -180,6 +180,36 @@ def test_examples_shift_truncate_and_drop():
     assert input_ids.shape == (2, 3) and targets[0].tolist() == [-100, 6, 7]
     with pytest.raises(UserError, match="t.pt example 0"):
         Examples([{"input_ids": torch.tensor([1, 99])}], 8, "t.pt", 10)
+
+
+class FakeRank:
+    """The bits of Fabric that `validate` uses, for rank `rank` of `world`; all_reduce records the local sums."""
+
+    def __init__(self, rank: int, world: int):
+        self.global_rank, self.world_size, self.device, self.reduced = rank, world, torch.device("cpu"), []
+
+    def all_reduce(self, tensor, reduce_op):
+        self.reduced.append(tensor.clone())
+        return tensor
+
+
+def test_validation_splits_the_test_set_over_ranks_and_reduces_sums():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    raw = [{"input_ids": torch.randint(0, 256, (n,)), "labels": torch.randint(0, 256, (n,))} for n in (5, 9, 3, 7, 12)]
+    data = Examples(raw, max_seq_length=64, source="test.pt", vocab_size=256)
+    one = FakeRank(0, 1)
+    loss = validate(one, model, data, micro_batch_size=2)
+    ranks = [FakeRank(r, 2) for r in range(2)]
+    for fake in ranks:
+        validate(fake, model, data, micro_batch_size=2)
+    torch.testing.assert_close(ranks[0].reduced[0] + ranks[1].reduced[0], one.reduced[0])
+    assert one.reduced[0][1] == sum(data.n_targets) and loss == pytest.approx(float(one.reduced[0][0] / sum(data.n_targets)))
+    assert ranks[1].reduced[0][1] > 0  # both ranks did part of the work
+    limited = FakeRank(0, 1)
+    validate(limited, model, data, micro_batch_size=2, eval_iters=1)  # only the first 2 examples
+    assert limited.reduced[0][1] == data.n_targets[0] + data.n_targets[1]
+    assert model.training  # validate restores the mode it found
 
 
 # ---- training runs --------------------------------------------------------------------------------------------------
