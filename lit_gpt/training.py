@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from lit_gpt.checkpoint import TOKENIZER_FILES, check_checkpoint_dir, load_model
 from lit_gpt.config import Config
 from lit_gpt.data import encode_prompt, load_prepared
-from lit_gpt.data_order import ORDERS, check_order, epoch_order, may_regroup_by_length
+from lit_gpt.data_order import ORDERS, check_order, epoch_order, may_regroup_by_length, order_hash
 from lit_gpt.lora import LORA_TARGETS, LORA_WEIGHTS_FILE, LoRAConfig, is_lora_name, mark_only_lora_as_trainable
 from lit_gpt.precision import QUANTIZE_MODES, choose_precision, param_dtype, quantization_plugin
 from lit_gpt.prompts import save_prompt_style
@@ -44,6 +44,7 @@ from lit_gpt.utils import UserError, atomic_path, atomic_torch_save, atomic_writ
 
 LENGTH_GROUP_EXAMPLES = 400  # sort chunks of about 100 micro-batches of 4 by length (rounded up to whole batches)
 TRAIN_STATE_FILE = "train_state.pth"
+BEST_DIR = "best"  # out_dir/best/: the weights of the best validation (multi-epoch runs, early stopping)
 FULL_WEIGHTS_FILE = "lit_model.pth"
 
 
@@ -369,10 +370,15 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
         fabric.print(f"resumed from {resume_file.parent} at step {progress['iter_num']} "
                      f"(epoch {progress['epoch'] + 1}, batch {progress['batch_in_epoch']})")
 
+    # the order actually trained (after any length grouping), fingerprinted so reruns can be checked to match
+    first_epoch = [i for batch in epoch_batches(train_set, 0, train.seed, train.order, train.batch_size) for i in batch]
+    first_epoch_hash = order_hash(first_epoch)
+    fabric.print(f"order {train.order}: first epoch order hash {first_epoch_hash} (seed {train.seed})")
     run = _Run(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train, out_dir=out_dir,
                train_set=train_set, val_set=val_set, accum=accum, total_steps=total_steps,
                steps_per_epoch=steps_per_epoch, progress=progress, lora=lora is not None, tokenizer=tokenizer,
-               sample_prompt=_sample_prompt(tokenizer, manifest, val_set), precision=precision)
+               sample_prompt=_sample_prompt(tokenizer, manifest, val_set), precision=precision,
+               first_epoch_hash=first_epoch_hash)
     try:
         _fit(run)
     finally:
@@ -416,6 +422,7 @@ class _Run:
     tokenizer: Tokenizer
     sample_prompt: Optional[torch.Tensor]
     precision: str
+    first_epoch_hash: str = ""
     last_saved_step: Optional[int] = None
     last_grad_norm: float = math.nan
 
@@ -459,6 +466,8 @@ def _fit(run: _Run) -> None:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(1)
                 stop = last or progress["stop_reason"] is not None
+                if epoch_done or stop:
+                    _record_epoch(run, metrics, bar)
                 if step % args.save_interval == 0 or stop:
                     _save_checkpoint(run)
                 if epoch_done or stop:
@@ -552,8 +561,11 @@ def _evaluate(run: _Run, bar) -> float:
     if best is None or val_loss < best:
         progress["best_val_loss"], progress["best_step"] = val_loss, step
         progress["evals_without_improvement"] = 0
+        progress["best_epoch"] = progress["epoch"] + progress["batch_in_epoch"] / run.steps_per_epoch
         if args.early_stopping_patience is not None:
             _save_checkpoint(run)  # the best weights must survive whatever comes after
+        if args.early_stopping_patience is not None or args.epochs > 1:
+            _save_best(run)
     else:
         progress["evals_without_improvement"] += 1
         if args.early_stopping_patience is not None and progress["evals_without_improvement"] >= args.early_stopping_patience:
@@ -562,6 +574,21 @@ def _evaluate(run: _Run, bar) -> float:
                 bar.write(f"early stopping: no better val loss in {args.early_stopping_patience} validations; "
                           f"best {progress['best_val_loss']:.4f} at step {progress['best_step']}")
     return val_loss
+
+
+def _record_epoch(run: _Run, metrics: dict, bar) -> None:
+    """One entry of progress["epochs"] at the end of an epoch (or of a run stopped inside one): the mean train loss
+    of its steps and the validation loss at its end, for the log and overfitting_summary.json."""
+    progress = run.progress
+    epochs = progress.setdefault("epochs", [])
+    since = epochs[-1]["step"] if epochs else 0
+    losses = [loss for step, loss in progress["history"]["train"] if step > since]
+    entry = {"epoch": round(metrics["epoch"], 4), "step": metrics["iter"],
+             "train_loss": sum(losses) / len(losses) if losses else None, "val_loss": metrics.get("val_loss")}
+    epochs.append(entry)
+    if run.fabric.is_global_zero:
+        bar.write(f"epoch {entry['epoch']:g} (step {entry['step']}): mean train loss {entry['train_loss']:.4f}"
+                  + (f", val loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""))
 
 
 def _sample_prompt(tokenizer: Tokenizer, manifest: dict, val_set: Examples) -> Optional[torch.Tensor]:
@@ -623,6 +650,40 @@ def _save_checkpoint(run: _Run) -> Path:
     return step_dir
 
 
+def _save_best(run: _Run) -> Path:
+    """out_dir/best/{weights, best.json}: the weights at the best validation so far, replaced at each improvement.
+    Reuses the step checkpoint's weights file when one was just written, else saves the weights alone."""
+    fabric, progress = run.fabric, run.progress
+    step, name = progress["iter_num"], weights_file_name(run.lora)
+    best_dir = run.out_dir / BEST_DIR
+    just_saved = run.last_saved_step == step
+    tmp = best_dir / f".{name}.state.tmp"
+    if not just_saved:
+        model_filter = {"model": lambda key, _: is_lora_name(key)} if run.lora else None
+        fabric.save(tmp, {"model": run.model}, filter=model_filter)
+        fabric.barrier()
+    if fabric.is_global_zero:
+        if just_saved:
+            _link_or_copy(run.out_dir / "checkpoints" / f"step-{step:06d}" / name, best_dir / name)
+        else:
+            weights = torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)["model"]
+            atomic_torch_save(weights, best_dir / name)
+            tmp.unlink()
+        info = {"step": step, "epoch": progress["best_epoch"], "val_loss": progress["best_val_loss"], "weights": name}
+        atomic_write_text(best_dir / "best.json", json.dumps(info, indent=2) + "\n")
+    fabric.barrier()
+    return best_dir
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)  # same file system: no second copy of a large file
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def _resume(fabric, path: Path, model, optimizer, scheduler, plan: dict, strict: bool) -> dict:
     try:
         remainder = fabric.load(path, {"model": model, "optimizer": optimizer, "scheduler": scheduler}, strict=strict)
@@ -650,17 +711,13 @@ def _finish(run: _Run) -> dict:
                "final_train_loss": progress["history"]["train"][-1][1] if progress["history"]["train"] else None,
                "final_val_loss": progress["history"]["val"][-1][1] if progress["history"]["val"] else None,
                "best_val_loss": progress["best_val_loss"], "best_step": progress["best_step"],
-               "weights": name, "weights_from_step": source_step}
+               "best_epoch": progress.get("best_epoch"), "weights": name, "weights_from_step": source_step,
+               "order": run.args.order, "first_epoch_order_hash": run.first_epoch_hash}
     if fabric.is_global_zero:
-        source = out_dir / "checkpoints" / f"step-{source_step:06d}" / name
-        with atomic_path(out_dir / name) as tmp:
-            tmp.unlink()
-            try:
-                os.link(source, tmp)  # same file system: no second copy of a large file
-            except OSError:
-                shutil.copyfile(source, tmp)
+        _link_or_copy(out_dir / "checkpoints" / f"step-{source_step:06d}" / name, out_dir / name)
         plot_loss(progress["history"], out_dir / "loss.png")
         atomic_write_text(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_dir / "overfitting_summary.json", json.dumps(overfitting_summary(run), indent=2) + "\n")
         fabric.print(f"done: {summary['steps']} steps, {summary['epochs']:.2f} epochs, final train loss "
                      f"{summary['final_train_loss']:.4f}"
                      + (f", val loss {summary['final_val_loss']:.4f}" if summary["final_val_loss"] is not None else "")
@@ -668,6 +725,25 @@ def _finish(run: _Run) -> dict:
                      f"{out_dir / name}")
     fabric.barrier()
     return summary
+
+
+def overfitting_summary(run: _Run) -> dict:
+    """Where validation was best, how far apart train and val loss ended, and both per epoch."""
+    progress = run.progress
+    epochs = progress.get("epochs", [])
+    history = progress["history"]
+    final_train = epochs[-1]["train_loss"] if epochs else (history["train"][-1][1] if history["train"] else None)
+    final_val = history["val"][-1][1] if history["val"] else None
+    best = run.out_dir / BEST_DIR / weights_file_name(run.lora)
+    return {"best_val_loss": progress["best_val_loss"], "best_step": progress["best_step"],
+            "best_epoch": progress.get("best_epoch"),
+            "best_weights": str(best.relative_to(run.out_dir)) if best.is_file() else None,
+            "final_step": progress["iter_num"], "final_train_loss": final_train, "final_val_loss": final_val,
+            "final_gap": final_val - final_train if final_val is not None and final_train is not None else None,
+            "gap_note": "final val loss minus the mean train loss of the last epoch",
+            "stopped_early": progress["stop_reason"] == "early_stopping",
+            "early_stopping_patience": run.args.early_stopping_patience,
+            "evals_without_improvement": progress["evals_without_improvement"], "per_epoch": epochs}
 
 
 def plot_loss(history: dict, path: Path) -> None:
