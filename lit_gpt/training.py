@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import torch
-import torch.nn.functional as F
 
 from lit_gpt.checkpoint import TOKENIZER_FILES, check_checkpoint_dir, load_model
 from lit_gpt.config import Config
@@ -491,10 +490,9 @@ def _train_step(run: _Run, batch: list) -> tuple[float, int, int]:
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
     for k, indices in enumerate(mine):
         input_ids, targets = data.collate(indices, fabric.device)
-        mask = targets != -100
         with fabric.no_backward_sync(model, enabled=k < len(mine) - 1):
-            logits = model(input_ids, output_mask=mask)
-            loss = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
+            # summed cross-entropy over the target positions; the LM head runs on those alone, chunk by chunk
+            loss = model(input_ids, targets=targets)
             # ranks' gradients are averaged: scale so the total is the token mean over the whole global batch
             fabric.backward(loss * (world / n_targets))
         loss_sum += loss.detach()
@@ -536,10 +534,8 @@ def validate(fabric, model, data: Examples, micro_batch_size: int, eval_iters: O
     totals = torch.zeros(2, device=fabric.device, dtype=torch.float64)
     for indices in mine:
         input_ids, targets = data.collate(indices, fabric.device)
-        mask = targets != -100
-        logits = model(input_ids, output_mask=mask)
-        totals[0] += F.cross_entropy(logits.float(), targets[mask], reduction="sum")
-        totals[1] += mask.sum()
+        totals[0] += model(input_ids, targets=targets)
+        totals[1] += (targets != -100).sum()
     totals = fabric.all_reduce(totals, reduce_op="sum")
     model.train(was_training)
     return float(totals[0] / totals[1].clamp(min=1))

@@ -31,6 +31,7 @@ micro-batch positions (padding included) and, separately, the non-padding tokens
 tokens with `lit_gpt.model.flops_per_token` (minus the weight-gradient matmuls of frozen weights for LoRA).
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -170,10 +171,14 @@ def run_ours(spec: dict) -> dict:
     optimizer = fabric.setup_optimizers(make_optimizer(model, args))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     train_set = Examples(plan["examples"], spec["max_seq_length"], "benchmark", config.vocab_size)
-    run = _Run(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=args,
-               out_dir=Path(tempfile.gettempdir()), train_set=train_set, val_set=None,
-               accum=check_batch_split(args, 1), total_steps=10 ** 9, steps_per_epoch=len(plan["batches"]),
-               progress={"iter_num": 0}, lora=spec["method"] == "lora", tokenizer=None, sample_prompt=None)
+    # the loop's run state; fields the step does not read (validation set, tokenizer, ...) stay None
+    run_state = {f.name: None for f in dataclasses.fields(_Run)
+                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    run_state.update(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=args,
+                     out_dir=Path(tempfile.gettempdir()), train_set=train_set, accum=check_batch_split(args, 1),
+                     total_steps=10 ** 9, steps_per_epoch=len(plan["batches"]), progress={"iter_num": 0},
+                     lora=spec["method"] == "lora", precision=spec["precision"])
+    run = _Run(**{k: v for k, v in run_state.items() if k in {f.name for f in dataclasses.fields(_Run)}})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     init_seconds = time.perf_counter() - start
 
@@ -220,6 +225,12 @@ def run_litgpt(spec: dict) -> dict:
     with torch.device(device):
         model = GPT(config)
     torch.set_default_dtype(torch.float32)
+    with torch.no_grad():  # the same init as ours (LitGPT's GPT keeps PyTorch's defaults): same starting loss
+        for module in model.modules():
+            if type(module) in (torch.nn.Linear, torch.nn.Embedding):
+                module.weight.normal_(0.0, 0.02)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
     if ours["tie_embeddings"]:  # same parameter count and memory as our model
         model.lm_head.linear.weight = model.transformer.wte.weight
     model.max_seq_length = spec["max_seq_length"]

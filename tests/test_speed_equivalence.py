@@ -1,9 +1,10 @@
 """No speed trick changes the maths: each optimization of the training step gives the same losses and gradients as
 the plain computation it replaces (float64 where the comparison should be exact up to summation order).
 
-Covered: the output-masked LM head vs full logits + masked cross-entropy; length-grouped vs plain batching (padding
-never changes an example's loss); gradient checkpointing on/off; LoRA's frozen base weights (no weight gradient is
-ever computed, W + BA never materialized); the benchmark script's harness on a tiny model.
+Covered: the output-masked LM head vs full logits + masked cross-entropy; the fused, chunked head + loss
+(`model(idx, targets=...)`, `linear_cross_entropy`) vs the same; length-grouped vs plain batching (padding never
+changes an example's loss); gradient checkpointing on/off; LoRA's frozen base weights (no weight gradient is ever
+computed, W + BA never materialized); the benchmark script's harness on a tiny model.
 """
 
 import json
@@ -16,21 +17,23 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import tiny_config
+import lit_gpt.model
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
-from lit_gpt.model import GPT
+from lit_gpt.model import GPT, linear_cross_entropy
 from lit_gpt.training import Examples, epoch_batches, split_batch
 
 
 def make_model(dtype=torch.float64, lora=False, seed=0, **overrides):
+    """The same weights for every dtype: initialized in float64, then converted."""
     torch.manual_seed(seed)
-    model = GPT(tiny_config(**overrides)).to(dtype)
+    model = GPT(tiny_config(**overrides)).double()
     if lora:
         LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value")).apply(model)
         mark_only_lora_as_trainable(model)
         for name, p in model.named_parameters():  # B starts at zero; make the update non-trivial
             if name.endswith("lora_B"):
                 torch.nn.init.normal_(p, std=0.1)
-    return model
+    return model.to(dtype)
 
 
 def random_examples(n, vocab_size=256, min_len=3, max_len=40, seed=0):
@@ -57,19 +60,21 @@ def assert_same_grads(a, b, rtol=1e-9, atol=1e-12):
         torch.testing.assert_close(a[name], b[name], rtol=rtol, atol=atol, msg=name)
 
 
+def at_least_float32(logits):
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def masked_head_loss(model, input_ids, targets):
-    """What the training step computes: LM head only where there is a target, summed CE."""
+    """What the training step computed before the fused loss: LM head only where there is a target, summed CE."""
     mask = targets != -100
-    logits = model(input_ids, output_mask=mask)
-    return F.cross_entropy(logits.float() if logits.dtype != torch.float64 else logits, targets[mask], reduction="sum")
+    return F.cross_entropy(at_least_float32(model(input_ids, output_mask=mask)), targets[mask], reduction="sum")
 
 
 def full_logits_loss(model, input_ids, targets):
     """The plain way: logits everywhere, cross-entropy ignoring -100."""
-    logits = model(input_ids)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).to(torch.float64 if logits.dtype == torch.float64
-                                                                   else torch.float32),
-                           targets.reshape(-1), ignore_index=-100, reduction="sum")
+    logits = at_least_float32(model(input_ids))
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -90,20 +95,118 @@ def test_output_mask_equals_full_logits(lora, tied):
     assert_same_grads(grads_masked, grads(model))
 
 
-def test_output_mask_equals_full_logits_bf16():
-    """In bf16-true the masked head agrees with full logits to bf16 rounding (same per-position computation)."""
+def test_output_mask_bf16_as_accurate_as_full_logits():
+    """In bf16-true the masked head is as close to the float64 result as full logits + masked cross-entropy."""
     data = Examples(random_examples(4), 64, "test", 256)
     input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
-    model = make_model(dtype=torch.bfloat16)
-    loss_masked = masked_head_loss(model, input_ids, targets)
-    loss_masked.backward()
-    grads_masked = grads(model)
+    errors = bf16_errors({"masked": masked_head_loss, "full": full_logits_loss}, input_ids, targets)
+    for key, full_error in errors["full"].items():
+        assert full_error < 0.05, key
+        assert errors["masked"][key] <= 1.5 * full_error + 1e-3, (key, errors["masked"][key], full_error)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 3 rows of logits (vocab 256), so every fused computation spans several chunks."""
+    monkeypatch.setattr(lit_gpt.model, "LOGITS_CHUNK_ELEMENTS", 3 * 256)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("head_bias", [False, True], ids=["nobias", "bias"])
+def test_fused_head_loss_equals_full_logits(lora, tied, head_bias, small_chunks):
+    data = Examples(random_examples(6), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
+    model = make_model(lora=lora, tie_embeddings=tied, lm_head_bias=head_bias)
+
+    loss_fused = model(input_ids, targets=targets)
+    (loss_fused * 0.37).backward()  # a non-unit upstream gradient, as the loop's 1 / n_targets scaling
+    grads_fused = grads(model)
     model.zero_grad(set_to_none=True)
-    loss_full = full_logits_loss(model, input_ids, targets)
-    loss_full.backward()
-    torch.testing.assert_close(loss_masked, loss_full, rtol=1e-2, atol=1e-2)
-    for name, g in grads(model).items():
-        torch.testing.assert_close(grads_masked[name].float(), g.float(), rtol=5e-2, atol=5e-3, msg=name)
+    loss_plain = full_logits_loss(model, input_ids, targets)
+    (loss_plain * 0.37).backward()
+
+    torch.testing.assert_close(loss_fused, loss_plain, rtol=1e-12, atol=1e-12)
+    assert_same_grads(grads_fused, grads(model))
+    with torch.no_grad():  # validation: the same loss, no gradient work
+        torch.testing.assert_close(model(input_ids, targets=targets), loss_plain, rtol=1e-12, atol=1e-12)
+
+
+def bf16_errors(loss_fns, input_ids, targets, **overrides):
+    """Relative error (loss, and each gradient's by norm) of each loss function on the model in bf16-true against
+    the same model in float64 with the plain full-logits loss."""
+    reference = make_model(dtype=torch.float64, **overrides)
+    ref_loss = full_logits_loss(reference, input_ids, targets)
+    ref_loss.backward()
+    ref_grads = grads(reference)
+    errors = {}
+    for name, fn in loss_fns.items():
+        model = make_model(dtype=torch.bfloat16, **overrides)
+        loss = fn(model, input_ids, targets)
+        loss.backward()
+        assert loss.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in grads(model).values())
+        errors[name] = {"loss": abs(loss.item() - ref_loss.item()) / abs(ref_loss.item())}
+        for key, g in grads(model).items():
+            errors[name][key] = float((g.double() - ref_grads[key]).norm() / ref_grads[key].norm())
+    return errors
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_fused_head_loss_bf16_as_accurate_as_plain(lora, small_chunks):
+    """In bf16-true the fused head + loss is as close to the float64 result as the plain masked-head path is."""
+    data = Examples(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    errors = bf16_errors({"fused": lambda m, i, t: m(i, targets=t), "plain": masked_head_loss}, input_ids, targets,
+                         tie_embeddings=True, lora=lora)
+    for key, plain_error in errors["plain"].items():
+        assert plain_error < 0.05, key  # bf16 itself is this close
+        assert errors["fused"][key] <= 1.5 * plain_error + 1e-3, (key, errors["fused"][key], plain_error)
+
+
+def test_fused_head_loss_without_targets_is_zero_with_zero_grads():
+    """A micro-batch without any trained token (a rank's empty share) still runs a backward, with zero gradients."""
+    model = make_model()
+    loss = model(torch.zeros(1, 5, dtype=torch.long), targets=torch.full((1, 5), -100))
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(float(g.abs().sum()) == 0.0 for g in grads(model).values())
+
+
+class MaxAllocation(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_fused_head_never_holds_all_logits(small_chunks):
+    """With targets, no tensor of (trained positions x vocab) elements exists in forward or backward; the plain
+    path creates several."""
+    model = make_model(dtype=torch.float32)
+    input_ids = torch.randint(0, 256, (4, 20))
+    with MaxAllocation() as fused:
+        model(input_ids, targets=input_ids).backward()
+    with MaxAllocation() as plain:
+        masked_head_loss(model, input_ids, input_ids).backward()
+    assert plain.largest >= 4 * 20 * 256
+    # the largest left: the head weight (256 x 32), MLP activations (80 x 64), a chunk of logits (3 x 256)
+    assert fused.largest <= 256 * 32
+
+
+def test_linear_cross_entropy_plain_path_for_other_heads():
+    """LoRA on the head (not a plain Linear) goes through the plain head + cross-entropy."""
+    model = make_model()
+    LoRAConfig(r=2, alpha=4, dropout=0.0, targets=("head",)).apply(model)
+    x = torch.randn(7, 32, dtype=torch.float64)
+    targets = torch.randint(0, 256, (7,))
+    expected = F.cross_entropy(model.lm_head(x), targets, reduction="sum")
+    torch.testing.assert_close(linear_cross_entropy(x, model.lm_head, targets).double(), expected)
 
 
 def per_example_losses(model, data, micro_batches):
