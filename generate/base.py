@@ -3,7 +3,8 @@
     python generate/base.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \\
         --prompt "What is the capital of France?" --temperature 0
 
-The prompt is wrapped in the checkpoint's prompt style (chat template) when lit_gpt.prompts provides one.
+The prompt is wrapped in the checkpoint's prompt style (prompt_style.json, else its chat template); generation
+stops at the tokenizer's stop ids and the style's stop strings.
 Timings go to stderr, so stdout holds only the generated text.
 """
 
@@ -14,41 +15,17 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch
-
-from lit_gpt.checkpoint import load_model
-from lit_gpt.generate import TextStreamer, generate
-from lit_gpt.precision import choose_precision, param_dtype
+from lit_gpt.data import encode_prompt
+from lit_gpt.inference import (check_sampling_args, device_and_dtype, generate_samples,
+                               load_finetuned_model, print_loaded)
+from lit_gpt.prompts import load_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, run_cli
-
-try:
-    from lit_gpt.prompts import load_prompt_style
-except ModuleNotFoundError as e:
-    if e.name != "lit_gpt.prompts":
-        raise
-    load_prompt_style = None
+from lit_gpt.utils import run_cli
 
 
 def format_prompt(prompt: str, checkpoint_dir: Path) -> str:
-    """The prompt as the checkpoint expects it: its prompt style if lit_gpt.prompts exists, else unchanged."""
-    if load_prompt_style is None:
-        return prompt
+    """The prompt text in the checkpoint's prompt style (the script encodes it with special tokens by id)."""
     return load_prompt_style(checkpoint_dir).prompt(prompt)
-
-
-def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-                        num_samples: int) -> None:
-    if max_new_tokens < 1:
-        raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
-    if temperature < 0:
-        raise UserError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top_k {top_k}: must be at least 1")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"--top_p {top_p}: must be in (0, 1]")
-    if num_samples < 1:
-        raise UserError(f"--num_samples {num_samples}: must be at least 1")
 
 
 def main(checkpoint_dir: Path = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct"), prompt: str = "What food do llamas eat?", max_new_tokens: int = 100,
@@ -69,30 +46,17 @@ def main(checkpoint_dir: Path = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Ins
         device: cpu, cuda, cuda:1, ...; default cuda when available.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = param_dtype(choose_precision(precision, cuda=device.type == "cuda"))
+    device, dtype = device_and_dtype(device, precision)
 
     t0 = time.perf_counter()
-    model = load_model(checkpoint_dir, device=device, dtype=dtype).eval()
+    model = load_finetuned_model(checkpoint_dir, device=device, dtype=dtype)
     tokenizer = Tokenizer(checkpoint_dir)
-    print(f"Loaded {checkpoint_dir} in {time.perf_counter() - t0:.1f} s ({dtype}, {device})", file=sys.stderr)
+    style = load_prompt_style(checkpoint_dir)
+    print_loaded(str(checkpoint_dir), time.perf_counter() - t0, model)
 
-    prompt_ids = tokenizer.encode(format_prompt(prompt, checkpoint_dir)).to(device)
-    torch.manual_seed(seed)
-    for i in range(num_samples):
-        if i:
-            print()  # a blank line between samples
-        streamer = TextStreamer(tokenizer)
-        t0 = time.perf_counter()
-        new_ids = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           eos_id=tokenizer.stop_ids, stream=streamer)
-        streamer.end()
-        seconds = time.perf_counter() - t0
-        print(flush=True)
-        print(f"Sample {i + 1}: {len(new_ids)} tokens in {seconds:.2f} s ({len(new_ids) / seconds:.1f} tokens/s)",
-              file=sys.stderr)
-    if device.type == "cuda":
-        print(f"Peak GPU memory: {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB", file=sys.stderr)
+    prompt_ids = encode_prompt(tokenizer, style, prompt, device=device)
+    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
 
 
 if __name__ == "__main__":
