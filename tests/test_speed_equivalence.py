@@ -3,8 +3,9 @@ the plain computation it replaces (float64 where the comparison should be exact 
 
 Covered: the output-masked LM head vs full logits + masked cross-entropy; the fused, chunked head + loss
 (`model(idx, targets=...)`, `linear_cross_entropy`) vs the same; length-grouped vs plain batching (padding never
-changes an example's loss); gradient checkpointing on/off; LoRA's frozen base weights (no weight gradient is ever
-computed, W + BA never materialized); the benchmark script's harness on a tiny model.
+changes an example's loss); gradient checkpointing on/off; the fused AdamW vs the per-tensor loop; LoRA's frozen base
+weights (no weight gradient is ever computed, W + BA never materialized); the benchmark script's harness on a tiny
+model.
 """
 
 import json
@@ -20,7 +21,7 @@ from conftest import tiny_config
 import lit_gpt.model
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
 from lit_gpt.model import GPT, linear_cross_entropy
-from lit_gpt.training import Examples, epoch_batches, split_batch
+from lit_gpt.training import Examples, TrainArgs, epoch_batches, make_optimizer, split_batch
 
 
 def make_model(dtype=torch.float64, lora=False, seed=0, **overrides):
@@ -269,6 +270,44 @@ def test_gradient_checkpointing_same_loss_and_grads(lora):
         results.append((loss.detach(), grads(model)))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
     assert_same_grads(results[0][1], results[1][1], rtol=0, atol=0)
+
+
+def train_three_steps(dtype, optimizer_fn):
+    model = make_model(dtype=dtype)
+    optimizer = optimizer_fn(model)
+    input_ids = torch.randint(0, 256, (2, 11), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        model(input_ids, targets=input_ids).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return optimizer, dict(model.named_parameters())
+
+
+def per_tensor_adamw(model, args):
+    """The plain AdamW loop over the same parameter groups as make_optimizer."""
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in make_optimizer(model, args).param_groups]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=False)
+
+
+def test_fused_adamw_same_updates_as_per_tensor_loop():
+    """The loop's optimizer (fused AdamW, decay only on matrices) moves the weights as the plain per-tensor AdamW;
+    in bf16 its updates are at least as close to float64 ones (it rounds once per tensor, not once per op)."""
+    args = TrainArgs(learning_rate=1e-2, weight_decay=0.1)
+    start = dict(make_model().named_parameters())
+    optimizer, fused = train_three_steps(torch.float32, lambda m: make_optimizer(m, args))
+    assert optimizer.defaults["fused"]
+    _, plain = train_three_steps(torch.float32, lambda m: per_tensor_adamw(m, args))
+    for name in fused:
+        torch.testing.assert_close(fused[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.allclose(fused["lm_head.weight"].double(), start["lm_head.weight"])  # they did move
+
+    _, reference = train_three_steps(torch.float64, lambda m: per_tensor_adamw(m, args))
+    _, fused16 = train_three_steps(torch.bfloat16, lambda m: make_optimizer(m, args))
+    _, plain16 = train_three_steps(torch.bfloat16, lambda m: per_tensor_adamw(m, args))
+    for name, ref in reference.items():
+        update = ref.detach() - start[name].detach()
+        error = lambda p: float((p.detach().double() - ref.detach()).norm() / update.norm())  # noqa: E731
+        assert error(fused16[name]) <= 1.5 * error(plain16[name]) + 0.02, (name, error(fused16[name]), error(plain16[name]))
 
 
 class RecordAllocations(TorchDispatchMode):
