@@ -19,7 +19,7 @@ learning_rate = 3e-4
 batch_size = 128  # examples per optimizer step, over all devices
 micro_batch_size = 4  # examples per forward pass on one device (gradients are accumulated)
 max_iters = None  # optimizer steps; None = all epochs
-epochs = 1
+epochs = None  # passes over the data; None = as many as max_iters needs, else 1
 weight_decay = 0.01
 warmup_steps = 100
 grad_clip = 1.0

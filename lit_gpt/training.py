@@ -60,8 +60,8 @@ class TrainArgs:
     micro_batch_size: int = _hp(4, "examples per forward/backward pass on one device; "
                                    "batch_size / (micro_batch_size x devices) passes are accumulated per step")
     max_iters: Optional[int] = _hp(None, "stop after this many optimizer steps (None: train all epochs)")
-    epochs: int = _hp(1, "passes over the training set; training stops at max_iters or after the last epoch, "
-                         "whichever comes first")
+    epochs: Optional[int] = _hp(None, "passes over the training set; training stops at max_iters or after the last "
+                                      "epoch, whichever comes first (None: as many as max_iters needs, else 1)")
     weight_decay: float = _hp(0.01, "AdamW weight decay (norms and biases are not decayed)")
     warmup_steps: int = _hp(100, "linear warmup steps (at most half of all steps), then cosine decay to 0")
     grad_clip: Optional[float] = _hp(1.0, "clip the gradient norm to this (None: no clipping)")
@@ -250,11 +250,11 @@ def make_optimizer(model: torch.nn.Module, args: TrainArgs) -> torch.optim.Optim
 
 # ---- checks -------------------------------------------------------------------------------------------------------
 def check_train_args(args: TrainArgs, method: str) -> None:
-    positive = ("batch_size", "micro_batch_size", "epochs", "eval_interval", "save_interval", "devices", "num_nodes")
+    positive = ("batch_size", "micro_batch_size", "eval_interval", "save_interval", "devices", "num_nodes")
     for name in positive:
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("max_iters", "eval_iters", "early_stopping_patience", "override_max_seq_length"):
+    for name in ("max_iters", "epochs", "eval_iters", "early_stopping_patience", "override_max_seq_length"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} must be >= 1 or None, got {value}")
@@ -354,6 +354,12 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     optimizer = fabric.setup_optimizers(make_optimizer(model, train))
 
     steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
+    if train.epochs is None:  # a Lit-GPT habit: only max_iters set means "train max_iters steps", over epochs as needed
+        train.epochs = math.ceil(train.max_iters / steps_per_epoch) if train.max_iters else 1
+    elif train.max_iters is not None and train.max_iters > train.epochs * steps_per_epoch:
+        fabric.print(f"note: {train.epochs} epoch(s) are {train.epochs * steps_per_epoch} steps, fewer than "
+                     f"max_iters={train.max_iters}; training stops after the last epoch (set epochs = None to run "
+                     "max_iters steps)")
     total_steps = train.epochs * steps_per_epoch
     if train.max_iters is not None:
         total_steps = min(total_steps, train.max_iters)

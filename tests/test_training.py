@@ -348,3 +348,14 @@ def test_precision_default_follows_the_hardware(tmp_path):
     except ImportError:
         with pytest.raises(UserError, match="pip install bitsandbytes"):
             quantization_plugin("bnb.nf4", "bf16-true", cuda=True)
+
+
+def test_max_iters_alone_trains_that_many_steps_across_epochs(tmp_path, checkpoint):
+    """epochs=None (the scripts' default) with max_iters set runs max_iters steps, over as many epochs as needed;
+    an explicit epochs count still stops first."""
+    data = make_data(tmp_path / "data", checkpoint, alpaca_pairs(16, max_chars=60), alpaca_pairs(2, offset=100),
+                     name="alpaca")  # 16 examples / batch 8 = 2 steps per epoch
+    summary = finetune("full", checkpoint, data, tmp_path / "a", fast_args(epochs=None, max_iters=5), None)
+    assert summary["steps"] == 5 and summary["epochs"] == 2.5
+    summary = finetune("full", checkpoint, data, tmp_path / "b", fast_args(epochs=1, max_iters=5), None)
+    assert summary["steps"] == 2
