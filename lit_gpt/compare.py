@@ -445,6 +445,11 @@ def markdown_report(comparison: dict) -> str:
         notes.append(f"Win rate: judge `{judge['checkpoint_dir']}` compares each variant's answer with "
                      f"{judge['baseline']}'s on the same {n_prompts} prompts, asked in both orders; wins-ties-losses, "
                      f"a tie (preference within 0.5 ± {judge['tie_band']}) counts half.")
+        consistency = [f"{row['variant']}: {_fmt(row.get('order_consistent'), percent=True)}"
+                       for row in comparison["variants"][1:]]
+        notes.append("Judge consistency (prompts on which it picked the same answer in both orders): "
+                     + ", ".join(consistency) + ". A judge that follows the position rather than the content "
+                     "produces ties, not evidence.")
     return "# Dataset comparison\n\n" + markdown_table(comparison) + "\n" + "\n\n".join(notes) + "\n"
 
 

@@ -24,8 +24,9 @@ from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = None,
          weights: Optional[list[float]] = None, counts: Optional[list[int]] = None, seed: int = 42,
-         allow_oversample: bool = False, near_dup_threshold: float = 0.7, dedup_method: Literal["auto", "exact", "minhash"] = "auto",
-         checkpoint_dir: Optional[Path] = None, test_split_fraction: float = 0.05) -> dict:
+         allow_oversample: bool = False, near_dup_threshold: float = 0.7,
+         dedup_method: Literal["auto", "exact", "minhash"] = "auto", checkpoint_dir: Optional[Path] = None,
+         test_split_fraction: float = 0.05) -> dict:
     """Mix datasets into destination_path/{train.pt, test.pt, manifest.json}.
 
     Args:
