@@ -57,10 +57,11 @@ class Variant:
     name: str
     data_dir: Path
     order: str
-    epochs: int
+    epochs: Optional[int]  # None: the script's epochs (max_iters alone decides the number of steps)
 
 
-def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str], epochs: Sequence[int]) -> list[Variant]:
+def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str],
+                  epochs: Sequence[Optional[int]] = (None,)) -> list[Variant]:
     """Every data dir x order x epochs; names say only what varies (alpaca, alpaca-by_length_asc, alpaca-3ep)."""
     if not data_dirs:
         raise UserError("--data_dirs: give at least one prepared data directory")
@@ -69,7 +70,7 @@ def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str], epoc
     for order in orders:
         check_order(order)
     for n in epochs:
-        if n < 1:
+        if n is not None and n < 1:
             raise UserError(f"--epochs {n}: must be >= 1")
     data_dirs = [Path(d) for d in data_dirs]
     base = [d.name for d in data_dirs]
@@ -99,7 +100,9 @@ def train_variant(method: str, checkpoint_dir: Path, variant: Variant, run_dir: 
                   resume: bool) -> dict:
     from lit_gpt.training import run_script
 
-    overrides = {**hyperparameters, "order": variant.order, "epochs": variant.epochs}
+    overrides = {**hyperparameters, "order": variant.order}
+    if variant.epochs is not None:
+        overrides["epochs"] = variant.epochs
     return run_script(method, script_constants(method), checkpoint_dir, variant.data_dir, run_dir,
                       "auto" if resume else None, overrides)
 
@@ -271,7 +274,7 @@ def compare(
     data_dirs: Sequence["str | Path"],
     out_dir: "str | Path" = Path("out/compare"),
     orders: Sequence[str] = ("shuffle",),
-    epochs: Sequence[int] = (1,),
+    epochs: Sequence[Optional[int]] = (None,),
     eval_path: Optional["str | Path"] = None,
     judge_checkpoint_dir: Optional["str | Path"] = None,
     method: str = "lora",
@@ -348,7 +351,8 @@ def compare(
     rows = []
     for variant in variants:
         run_dir = out_dir / variant.name
-        _log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}, {variant.epochs} epoch(s))")
+        _log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}"
+             + (f", {variant.epochs} epoch(s))" if variant.epochs is not None else ")"))
         summary = train_variant(method, checkpoint_dir, variant, run_dir, hyperparameters, resume)
         model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
         _log(f"=== {variant.name}: evaluating")
@@ -359,7 +363,8 @@ def compare(
         train, _, _ = data[variant.data_dir]
         rows.append({
             "variant": variant.name, "data_dir": str(variant.data_dir), "order": variant.order,
-            "epochs": variant.epochs, "train_examples": len(train), "steps": summary.get("steps"),
+            "epochs": variant.epochs if variant.epochs is not None else round(summary.get("epochs", 0), 2),
+            "train_examples": len(train), "steps": summary.get("steps"),
             "final_train_loss": summary.get("final_train_loss"), "best_val_loss": summary.get("best_val_loss"),
             "eval_loss": loss,
             "eos_rate": sum(a["finished"] for a in answers) / len(answers) if answers else None,

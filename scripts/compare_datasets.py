@@ -38,7 +38,8 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
         checkpoint_dir: the base model every variant starts from
         data_dirs: prepared data directories (same tokenizer and prompt style), the first is the judge's baseline
         orders: training orders to compare (default: shuffle), e.g. shuffle by_length_asc
-        epochs: epoch counts to compare (default: 1), e.g. 1 3
+        epochs: epoch counts to compare, e.g. 1 3 (default: finetune/<method>.py's; with --max_iters alone, that many
+            steps)
         eval_path: held-out set: a prepared data directory (its test.pt) or a JSON/JSONL file of instructions (with
             or without answers); default: the union of the variants' test sets
         judge_checkpoint_dir: a model that judges answers pairwise (win rate against the first variant)
@@ -64,7 +65,7 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
     flags = {"learning_rate": learning_rate, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
              "max_iters": max_iters, "warmup_steps": warmup_steps, "seed": seed}
     chosen = {**(hyperparameters or {}), **{k: v for k, v in flags.items() if v is not None}}
-    comparison = compare(checkpoint_dir, data_dirs, out_dir, orders=orders or ["shuffle"], epochs=epochs or [1],
+    comparison = compare(checkpoint_dir, data_dirs, out_dir, orders=orders or ["shuffle"], epochs=epochs or [None],
                          eval_path=eval_path, judge_checkpoint_dir=judge_checkpoint_dir, method=method,
                          hyperparameters=chosen, eval_prompts=eval_prompts, eval_examples=eval_examples,
                          max_new_tokens=max_new_tokens, resume=resume, seed=seed if seed is not None else 42)
