@@ -16,6 +16,13 @@ Checkpoints: `out_dir/checkpoints/step-NNNNNN/` holds the weights (`lit_model.pt
 `lit_model.pth.lora`) and `train_state.pth` (trainable weights, optimizer, scheduler, data position), the latter
 only in the newest checkpoint. Torch's RNG (dropout) is re-seeded from (seed, step, rank) before every step, so
 resuming reproduces an uninterrupted run.
+
+Epochs and overfitting: validation runs every `eval_interval` steps and at the end of every epoch; each epoch's mean
+train loss and final val loss are logged. With more than one epoch or with early stopping, `out_dir/best/` keeps the
+weights of the best validation so far (+ best.json); early stopping ends the run after `early_stopping_patience`
+validations without improvement and puts the best weights at the top of out_dir. `overfitting_summary.json` holds
+the best val loss with its epoch and step, the final train/val gap and the per-epoch losses; `train_summary.json`
+the order and a hash of the first epoch's batches (the same for every rerun with the same seed).
 """
 
 import inspect
