@@ -108,16 +108,12 @@ def train_variant(method: str, checkpoint_dir: Path, variant: Variant, run_dir: 
 
 
 def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, dtype: torch.dtype):
-    """The fine-tuned model of a run directory in eval mode: base + LoRA tensors, or the full weights."""
-    from lit_gpt.checkpoint import load_model
-    from lit_gpt.lora import LORA_WEIGHTS_FILE, LoRAConfig, load_lora_weights
+    """The fine-tuned model of a run directory in eval mode, as generate/ loads it (LoRA merged into the base)."""
+    from lit_gpt.inference import find_lora, load_finetuned_model, load_merged_lora_model
 
     if method == "full":
-        return load_model(run_dir, device=device, dtype=dtype).eval()
-    model = load_model(checkpoint_dir, dtype=dtype)
-    LoRAConfig.from_file(run_dir).apply(model)
-    load_lora_weights(model, run_dir / LORA_WEIGHTS_FILE)
-    return model.to(device).eval()
+        return load_finetuned_model(run_dir, device=device, dtype=dtype)
+    return load_merged_lora_model(find_lora(run_dir, checkpoint_dir), device=device, dtype=dtype)
 
 
 # ---- the held-out set -----------------------------------------------------------------------------------------------
