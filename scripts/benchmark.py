@@ -1,7 +1,8 @@
 """Training speed and memory of our fine-tuning step, optionally side by side with LitGPT's.
 
-    python scripts/benchmark.py --model SmolLM2-135M --method lora --precision bf16-true --dataset lima
-    python scripts/benchmark.py --model SmolLM2-135M --method full --precision 32-true --dataset fixed --compare_litgpt true
+    python scripts/benchmark.py --method lora --precision 32-true --dataset fixed --threads 2 --compare_litgpt true
+    python scripts/benchmark.py --method full --precision 32-true --dataset dolly --max_examples 64 \
+        --steps_per_run 0 --compare_litgpt true --litgpt_batching plain
 
 The model is built from a registry name or a lit_config.json path with random weights (nothing is downloaded). The
 examples come from a prepared dataset (`--data_dir`, its train.pt) or are made at run time (`--dataset`): `lima` or
@@ -12,23 +13,28 @@ classic "micro-batch x sequence length" throughput setting). Token ids are taken
 
 The batches are those our training loop would train on (`lit_gpt.training.epoch_batches`: length-grouped for the
 default shuffle order); each optimizer step takes one global batch of --batch_size examples split into micro-batches
-of --micro_batch_size. The timed work is the first --steps_per_run global batches; after --warmup_steps steps, that
-same work is timed --runs times and the medians are reported. Each implementation runs in its own fresh process (so
-peak RSS is its own) with --threads intra-op threads; it first measures the machine's matmul ceiling (a 2048^3
-matmul in the training dtype), the denominator of the model FLOPs utilisation (MFU).
+of --micro_batch_size. The timed work is the first --steps_per_run global batches (0: the whole epoch); after
+--warmup_steps steps, that same work is timed --runs times and the medians are reported. Each implementation runs in
+its own fresh process (so peak RSS is its own) with --threads intra-op threads; it measures the machine's matmul
+ceiling (a 2048^3 matmul in the training dtype, best of a measurement before and after the runs), the denominator of
+the model FLOPs utilisation (MFU).
 
-Our step is the one finetune/lora.py and finetune/full.py run: `lit_gpt.training._train_step` (output-masked LM
-head, loss over response tokens, Fabric precision, gradient clipping, AdamW, LR schedule).
+Our step is the one finetune/lora.py and finetune/full.py run: `lit_gpt.training._train_step` (fused LM head + loss
+on the trained positions only, Fabric precision, gradient clipping, fused AdamW, LR schedule).
 
---compare_litgpt runs LitGPT's own GPT (+ its LoRA classes) in a minimal loop on exactly the same micro-batch
-tensors (same shapes, same padding), same config, threads and optimizer: model(input_ids, lm_head_chunk_size=128),
-litgpt.utils.chunked_cross_entropy, backward, AdamW step. LitGPT lives in its own virtual environment:
+--compare_litgpt runs LitGPT's own GPT (+ its LoRA classes) in a minimal loop on the same examples, same config,
+init distribution, threads and optimizer: model(input_ids, lm_head_chunk_size=128),
+litgpt.utils.chunked_cross_entropy, backward, AdamW step; on exactly our micro-batch tensors (--litgpt_batching
+same) or on those examples batched as its own loader would, in order and padded to the longest (plain). LitGPT lives
+in its own virtual environment:
 
     python -m venv /tmp/litgpt-venv && /tmp/litgpt-venv/bin/pip install torch==2.13.0 litgpt==0.5.13
 
 (pass another with --litgpt_python). Output: one JSON object on stdout (progress on stderr). Tokens/s counts all
-micro-batch positions (padding included) and, separately, the non-padding tokens; MFU credits the non-padding
-tokens with `lit_gpt.model.flops_per_token` (minus the weight-gradient matmuls of frozen weights for LoRA).
+micro-batch positions (padding included) and, separately, the non-padding tokens (the speedup compares those); MFU
+credits the non-padding tokens with `lit_gpt.model.flops_per_token` (minus the weight-gradient matmuls of frozen
+weights for LoRA). Timings taken while other processes use the cores are meaningless: the report carries the load
+average and tokens per CPU-second.
 """
 
 import dataclasses
@@ -81,7 +87,8 @@ def synchronize(device: torch.device) -> None:
 
 def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5,
                   budget_seconds: float = 20.0) -> float:
-    """Best-of-`repeats` TFLOP/s of an n x n x n matmul: the ceiling MFU is measured against. Stops early after
+    """Best-of-`repeats` TFLOP/s of an n x n x n matmul: the ceiling MFU is measured against (the workers take the
+    better of a measurement before and one after the timed runs). Stops early after
     `budget_seconds` (bf16 without native bf16 units takes about a minute per matmul)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
@@ -201,6 +208,7 @@ def run_ours(spec: dict) -> dict:
         return loss
 
     timing = timed_steps(step, plan["batches"], spec["warmup_steps"], spec["runs"], device)
+    ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
                          {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
 
@@ -275,6 +283,7 @@ def run_litgpt(spec: dict) -> dict:
         return total
 
     timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], spec["runs"], device)
+    ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
                          {"implementation": "litgpt", "trainable_parameters": trainable, "litgpt": version("litgpt")})
 
@@ -327,20 +336,30 @@ def load_examples(data_dir: Optional[Path], dataset: str, max_seq_length: int, v
 
 
 def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch_size: int, micro_batch_size: int,
-               steps: int, seed: int, order: str) -> dict:
-    """The first `steps` global batches our loop would train on, their collated micro-batches (for LitGPT) and
-    padding statistics of the whole epoch, for the loop's batching and for plain batching in the given order."""
+               steps: Optional[int], seed: int, order: str, litgpt_batching: str) -> dict:
+    """The first `steps` global batches our loop would train on (all of the epoch for None), and LitGPT's
+    micro-batches of the same examples: the same tensors (`same`), or (`plain`) those examples in the epoch order
+    cut into micro-batches and padded to the longest, as a loader without length grouping does. Plus padding
+    statistics of the whole epoch for the loop's batching and for plain batching."""
     from lit_gpt.data_order import epoch_order
     from lit_gpt.training import Examples, epoch_batches, padding_stats, split_batch
 
     data = Examples(examples, max_seq_length, "benchmark", vocab_size)
     accum = batch_size // micro_batch_size
     epoch = epoch_batches(data, 0, seed, order, batch_size)
-    if len(epoch) < steps:
+    if steps is not None and len(epoch) < steps:
         raise SystemExit(f"only {len(epoch)} batches of {batch_size} in the data; lower --steps_per_run")
-    chosen = epoch[:steps]
-    micro_batches = [[data.collate(mb, torch.device("cpu")) for mb in split_batch(b, accum)] for b in chosen]
+    chosen = epoch[:steps] if steps is not None else epoch
+    timed = [mb for b in chosen for mb in split_batch(b, accum)]
     plain_order = epoch_order(data.raw, 0, seed, order)
+    if litgpt_batching == "plain":
+        position = {i: k for k, i in enumerate(plain_order)}
+        in_order = sorted((i for mb in timed for i in mb), key=position.__getitem__)
+        litgpt_timed = [in_order[s: s + micro_batch_size] for s in range(0, len(in_order), micro_batch_size)]
+    else:
+        litgpt_timed = timed
+    litgpt_steps = [litgpt_timed[s: s + accum] for s in range(0, len(litgpt_timed), accum)]
+    micro_batches = [[data.collate(mb, torch.device("cpu")) for mb in step] for step in litgpt_steps]
     plain = [plain_order[s: s + micro_batch_size] for s in range(0, len(plain_order), micro_batch_size)]
     grouped = [mb for b in epoch for mb in split_batch(b, accum)]
 
@@ -348,23 +367,24 @@ def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch
         real, padded = padding_stats(data, mbs)
         return round(real / padded, 4)
 
-    timed = [mb for b in chosen for mb in split_batch(b, accum)]
     real, padded = padding_stats(data, timed)
     trained = sum(data.n_targets[i] for mb in timed for i in mb)
-    flops_lengths = [data.lengths[i] for mb in timed for i in mb]
     return {"examples": [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in data.raw],
             "batches": chosen, "micro_batches": micro_batches,
-            "stats": {"examples_in_data": len(data), "timed_examples_per_run": sum(len(b) for b in chosen),
-                      "timed_tokens_per_run": padded, "timed_real_tokens_per_run": real,
-                      "timed_trained_tokens_per_run": trained,
-                      "timed_micro_batch_shapes": [list(ids.shape) for step in micro_batches for ids, _ in step],
+            "padded_tokens": {"ours": padded, "litgpt": padding_stats(data, litgpt_timed)[1]},
+            "stats": {"examples_in_data": len(data), "timed_steps_per_run": len(chosen),
+                      "timed_examples_per_run": sum(len(b) for b in chosen),
+                      "timed_real_tokens_per_run": real, "timed_trained_tokens_per_run": trained,
+                      "timed_tokens_per_run_ours": padded,
+                      "timed_tokens_per_run_litgpt": padding_stats(data, litgpt_timed)[1],
+                      "timed_micro_batch_shapes": [[len(mb), max(data.lengths[i] for i in mb)] for mb in timed][:16],
                       "non_padding_share_timed": round(real / padded, 4),
                       "non_padding_share_epoch_loop_batching": share(grouped),
                       "non_padding_share_epoch_plain_batching": share(plain),
                       "trained_token_share": round(sum(data.n_targets) / max(1, sum(data.lengths)), 4),
                       "length_mean": round(sum(data.lengths) / max(1, len(data)), 1),
                       "length_max": max(data.lengths)},
-            "flops_lengths": flops_lengths}
+            "flops_lengths": [data.lengths[i] for mb in timed for i in mb]}
 
 
 def training_flops(config, lengths: list[int], method: str) -> float:
@@ -392,20 +412,20 @@ def launch(python: str, spec: dict, workdir: Path, name: str) -> dict:
     raise UserError(f"the {name} benchmark process failed (exit {proc.returncode}):\n{tail}")
 
 
-def summarize(result: dict, stats: dict, flops: float, steps: int) -> dict:
+def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps: int) -> dict:
     runs = result["run_seconds"]
     median = statistics.median(runs)
     return {
-        "tokens_per_s": round(stats["timed_tokens_per_run"] / median, 1),
+        "tokens_per_s": round(padded_tokens / median, 1),
         "non_padding_tokens_per_s": round(stats["timed_real_tokens_per_run"] / median, 1),
         "examples_per_s": round(stats["timed_examples_per_run"] / median, 3),
         "seconds_per_step_median": round(median / steps, 3),
         "run_seconds": [round(s, 3) for s in runs],
+        "run_tokens_per_s_min_max": [round(padded_tokens / max(runs), 1), round(padded_tokens / min(runs), 1)],
         # CPU time of the process (all threads) per run: on a machine shared with other work, wall time measures the
         # load as much as the code; tokens per CPU-second x threads approximates the unloaded tokens/s from above
-        "tokens_per_cpu_second": round(stats["timed_tokens_per_run"] / statistics.median(result["run_cpu_seconds"]), 1),
-        "run_tokens_per_s_min_max": [round(stats["timed_tokens_per_run"] / max(runs), 1),
-                                     round(stats["timed_tokens_per_run"] / min(runs), 1)],
+        "tokens_per_cpu_second": round(padded_tokens / statistics.median(result["run_cpu_seconds"]), 1),
+        "run_cpu_seconds": [round(s, 3) for s in result["run_cpu_seconds"]],
         "peak_memory_gb": round(result["peak_memory_bytes"] / 1e9, 3),
         "peak_memory_kind": result["peak_memory_kind"],
         "matmul_tflops": round(result["matmul_tflops"], 4),
@@ -463,6 +483,7 @@ def main(
     compile: bool = False,
     seed: int = 1337,
     compare_litgpt: bool = False,
+    litgpt_batching: Literal["same", "plain"] = "same",
     litgpt_python: str = DEFAULT_LITGPT_PYTHON,
     n_layer: Optional[int] = None,
 ) -> dict:
@@ -479,7 +500,7 @@ def main(
         micro_batch_size: examples per forward/backward
         batch_size: examples per optimizer step (default: micro_batch_size, one micro-batch per step)
         order: the training loop's --order (shuffle groups batches by length)
-        steps_per_run: optimizer steps (global batches) in one timed run
+        steps_per_run: optimizer steps (global batches) in one timed run; 0: the whole epoch (all of the data)
         warmup_steps: untimed steps first (kernel selection, compilation, allocator)
         runs: timed runs over the same batches; medians are reported (>= 5 for a report)
         threads: torch intra-op threads (default: all cores)
@@ -491,7 +512,10 @@ def main(
         gradient_checkpointing: recompute activations in backward (ours only)
         compile: torch.compile each transformer block, in both implementations (compile time shows in warmup_seconds)
         seed: seed of the weights, LoRA init, data order
-        compare_litgpt: also run LitGPT's GPT + LoRA on the same batches (needs its venv, see the module docstring)
+        compare_litgpt: also run LitGPT's GPT + LoRA on the same examples (needs its venv, see the module docstring)
+        litgpt_batching: same (LitGPT trains on exactly our micro-batch tensors) or plain (the same examples in
+            epoch order, padded to the longest of each micro-batch, as its own loader does; compare non-padding
+            tokens/s then)
         litgpt_python: the python of the LitGPT venv
         n_layer: override the number of layers (quick checks)
     """
@@ -503,8 +527,8 @@ def main(
     batch_size = batch_size or micro_batch_size
     if batch_size % micro_batch_size:
         raise UserError(f"--batch_size {batch_size} is not a multiple of --micro_batch_size {micro_batch_size}")
-    if runs < 1 or steps_per_run < 1 or warmup_steps < 0:
-        raise UserError("--runs and --steps_per_run must be >= 1, --warmup_steps >= 0")
+    if runs < 1 or steps_per_run < 0 or warmup_steps < 0:
+        raise UserError("--runs must be >= 1, --steps_per_run and --warmup_steps >= 0")
     if max_seq_length > config.block_size:
         raise UserError(f"--max_seq_length {max_seq_length} is longer than {config.name}'s block size {config.block_size}")
     if accelerator == "auto":
@@ -519,8 +543,8 @@ def main(
     start = time.perf_counter()
     examples, data_source = load_examples(data_dir, dataset, max_seq_length, config.vocab_size, max_examples)
     prepare_seconds = time.perf_counter() - start
-    plan = batch_plan(examples, max_seq_length, config.vocab_size, batch_size, micro_batch_size, steps_per_run, seed,
-                      order)
+    plan = batch_plan(examples, max_seq_length, config.vocab_size, batch_size, micro_batch_size, steps_per_run or None,
+                      seed, order, litgpt_batching)
     flops = training_flops(config, plan["flops_lengths"], method)
 
     spec = {"config": config.to_dict(), "method": method, "precision": precision, "micro_batch_size": micro_batch_size,
@@ -531,7 +555,8 @@ def main(
     report = {
         "setting": {"model": config.name, "method": method, "precision": precision, "data": data_source,
                     "max_seq_length": max_seq_length, "micro_batch_size": micro_batch_size, "batch_size": batch_size,
-                    "order": order, "steps_per_run": steps_per_run, "warmup_steps": warmup_steps, "runs": runs,
+                    "order": order, "steps_per_run": steps_per_run or "epoch", "warmup_steps": warmup_steps, "runs": runs,
+                    "litgpt_batching": litgpt_batching if compare_litgpt else None,
                     "threads": threads, "accelerator": accelerator, "compile": compile,
                     "gradient_checkpointing": gradient_checkpointing,
                     "lora": spec["lora"] if method == "lora" else None},
@@ -549,9 +574,11 @@ def main(
         if compare_litgpt:
             results["litgpt"] = launch(litgpt_python, {**spec, "implementation": "litgpt"}, workdir, "litgpt")
     for name, result in results.items():
-        report[name] = summarize(result, plan["stats"], flops, steps_per_run)
-    if compare_litgpt:
-        report["speedup_vs_litgpt"] = round(report["ours"]["tokens_per_s"] / report["litgpt"]["tokens_per_s"], 3)
+        report[name] = summarize(result, plan["stats"], plan["padded_tokens"][name], flops,
+                                 plan["stats"]["timed_steps_per_run"])
+    if compare_litgpt:  # both trained on the same examples: the ratio of useful (non-padding) tokens per second
+        report["speedup_vs_litgpt"] = round(report["ours"]["non_padding_tokens_per_s"]
+                                            / report["litgpt"]["non_padding_tokens_per_s"], 3)
         report["peak_memory_ratio_vs_litgpt"] = round(report["ours"]["peak_memory_gb"] / report["litgpt"]["peak_memory_gb"], 3)
     report["machine"]["load_average_after"] = os.getloadavg()
     # other processes on the cores make wall-clock numbers meaningless: say so in the report itself
