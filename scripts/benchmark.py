@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+READY, RUN_DONE, RESULT = "BENCHMARK_READY", "BENCHMARK_RUN_DONE", "BENCHMARK_RESULT "  # worker -> parent lines
 SHARED_DIR = ROOT.parent / "shared"
 TOKENIZER_DIR = SHARED_DIR / "tokenizers" / "smollm2"
 # shared file and its column mapping (as in scripts/prepare_lima.py / prepare_dolly.py)
@@ -107,14 +108,16 @@ def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repea
 
 
 def compile_blocks(blocks: torch.nn.ModuleList) -> None:
-    """torch.compile each transformer block in place: one compiled graph serves all blocks (same code, parameters as
-    inputs), so compile time is that of one block, and parameter names stay as they are. The head and loss stay eager."""
+    """LitGPT's blocks compiled as ours are (`GPT.compile_blocks`): each block in place, one compiled graph serving
+    all of them; the head and loss stay eager."""
     for block in blocks:
         block.compile()
 
 
-def timed_steps(step, steps: list, warmup_steps: int, runs: int, device: torch.device) -> dict:
-    """Runs `step(work)` on warm-up steps, then `runs` times over all of `steps`; seconds per step and per run."""
+def timed_steps(step, steps: list, warmup_steps: int, device: torch.device) -> dict:
+    """Runs `step(work)` on warm-up steps, then one timed run over all of `steps` each time the parent asks (a line
+    "RUN" on stdin, answered by RUN_DONE), until it says "END": the parent interleaves the implementations' runs,
+    so a slow patch of a shared machine hits all of them alike."""
     start = time.perf_counter()
     for k in range(warmup_steps):
         step(steps[k % len(steps)])
@@ -123,7 +126,10 @@ def timed_steps(step, steps: list, warmup_steps: int, runs: int, device: torch.d
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     run_seconds, run_cpu_seconds, step_seconds, losses = [], [], [], []
-    for _ in range(runs):
+    print(READY, flush=True)
+    for request in sys.stdin:
+        if request.strip() != "RUN":
+            break
         run_start, cpu_start = time.perf_counter(), time.process_time()
         for work in steps:
             t0 = time.perf_counter()
@@ -132,6 +138,7 @@ def timed_steps(step, steps: list, warmup_steps: int, runs: int, device: torch.d
             step_seconds.append(time.perf_counter() - t0)
         run_seconds.append(time.perf_counter() - run_start)
         run_cpu_seconds.append(time.process_time() - cpu_start)  # all threads; less sensitive to other load
+        print(RUN_DONE, flush=True)
     return {"warmup_seconds": warmup_seconds, "run_seconds": run_seconds, "run_cpu_seconds": run_cpu_seconds,
             "step_seconds": step_seconds, "first_losses": losses[: len(steps)], "last_loss": losses[-1] if losses else None}
 
@@ -186,7 +193,7 @@ def run_ours(spec: dict) -> dict:
         mark_only_lora_as_trainable(model)
     model.gradient_checkpointing = spec["gradient_checkpointing"]
     if spec["compile"]:
-        compile_blocks(model.blocks)
+        model.compile_blocks()
     model = fabric.setup_module(model)
     optimizer = fabric.setup_optimizers(make_optimizer(model, args))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -207,7 +214,7 @@ def run_ours(spec: dict) -> dict:
         run.progress["iter_num"] += 1
         return loss
 
-    timing = timed_steps(step, plan["batches"], spec["warmup_steps"], spec["runs"], device)
+    timing = timed_steps(step, plan["batches"], spec["warmup_steps"], device)
     ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
                          {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
@@ -282,7 +289,7 @@ def run_litgpt(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return total
 
-    timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], spec["runs"], device)
+    timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], device)
     ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
                          {"implementation": "litgpt", "trainable_parameters": trainable, "litgpt": version("litgpt")})
@@ -291,7 +298,7 @@ def run_litgpt(spec: dict) -> dict:
 def worker_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = run_ours(spec) if spec["implementation"] == "ours" else run_litgpt(spec)
-    print("BENCHMARK_RESULT " + json.dumps(result))
+    print(RESULT + json.dumps(result), flush=True)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------------
@@ -396,20 +403,71 @@ def training_flops(config, lengths: list[int], method: str) -> float:
 
 
 # ---- the parent -------------------------------------------------------------------------------------------------------
-def launch(python: str, spec: dict, workdir: Path, name: str) -> dict:
-    spec_path = workdir / f"{name}.json"
-    spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
-    print(f"[benchmark] running {name} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run([python, str(Path(__file__).resolve()), WORKER_FLAG, str(spec_path)], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCHMARK_RESULT "):
-            return json.loads(line[len("BENCHMARK_RESULT "):])
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    from lit_gpt.utils import UserError
+class Worker:
+    """One implementation in its own process (its own peak memory), warmed up, timing one run per `run()`."""
 
-    raise UserError(f"the {name} benchmark process failed (exit {proc.returncode}):\n{tail}")
+    def __init__(self, python: str, spec: dict, workdir: Path, name: str) -> None:
+        spec_path = workdir / f"{name}.json"
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
+        print(f"[benchmark] {name}: building and warming up ...", file=sys.stderr, flush=True)
+        self.name, self.stderr = name, open(workdir / f"{name}.stderr", "w+")
+        self.proc = subprocess.Popen([python, str(Path(__file__).resolve()), WORKER_FLAG, str(spec_path)], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     cwd=ROOT)
+        self._expect(READY)
+
+    def _expect(self, marker: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(marker):
+                return line[len(marker):].strip()
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = "\n".join(self.stderr.read().strip().splitlines()[-15:])
+        from lit_gpt.utils import UserError
+
+        raise UserError(f"the {self.name} benchmark process failed (exit {self.proc.returncode}):\n{tail}")
+
+    def run(self) -> None:
+        self.proc.stdin.write("RUN\n")
+        self.proc.stdin.flush()
+        self._expect(RUN_DONE)
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("END\n")
+        self.proc.stdin.flush()
+        result = json.loads(self._expect(RESULT))
+        self.proc.wait()
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def run_all(implementations: dict, workdir: Path, runs: int, interleave: bool) -> dict:
+    """{name: (python, spec)} -> {name: result}. Interleaved: all workers are warmed up one after the other, then
+    run r times each implementation once (the order alternating), so drifts in machine speed hit all alike; else each
+    implementation runs all of its runs alone, one process at a time (needed where two do not fit in memory)."""
+    results, workers = {}, []
+    try:
+        if not interleave:
+            for name, (python, spec) in implementations.items():
+                worker = Worker(python, spec, workdir, name)
+                workers.append(worker)
+                for _ in range(runs):
+                    worker.run()
+                results[name] = worker.finish()
+            return results
+        workers = [Worker(python, spec, workdir, name) for name, (python, spec) in implementations.items()]
+        for r in range(runs):
+            print(f"[benchmark] run {r + 1}/{runs}", file=sys.stderr, flush=True)
+            for worker in workers if r % 2 == 0 else workers[::-1]:
+                worker.run()
+        return {worker.name: worker.finish() for worker in workers}
+    finally:
+        for worker in workers:
+            worker.kill()
 
 
 def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps: int) -> dict:
@@ -462,7 +520,7 @@ def git_commit() -> Optional[str]:
 def main(
     model: str = "SmolLM2-135M",
     method: Literal["lora", "full"] = "lora",
-    precision: Literal["bf16-true", "bf16-mixed", "16-true", "16-mixed", "32-true"] = "bf16-true",
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-true", "16-mixed", "32-true"]] = None,
     data_dir: Optional[Path] = None,
     dataset: Literal["lima", "dolly", "fixed"] = "lima",
     max_examples: Optional[int] = None,
@@ -481,8 +539,11 @@ def main(
     lora_targets: tuple = ("query", "value"),
     gradient_checkpointing: bool = False,
     compile: bool = False,
+    compare_eager: bool = False,
     seed: int = 1337,
     compare_litgpt: bool = False,
+    litgpt_compile: bool = False,
+    interleave: Optional[bool] = None,
     litgpt_batching: Literal["same", "plain"] = "same",
     litgpt_python: str = DEFAULT_LITGPT_PYTHON,
     n_layer: Optional[int] = None,
@@ -492,7 +553,8 @@ def main(
     Args:
         model: registry name (e.g. SmolLM2-135M) or path to a lit_config.json
         method: lora (only LoRA tensors trained) or full
-        precision: training precision (Fabric's names)
+        precision: training precision (Fabric's names); default: what finetune/ picks here (bf16-true where bf16 is
+            native: CUDA with bf16, CPUs with AMX or AVX512-bf16; else 32-true)
         data_dir: a prepared dataset (its train.pt); overrides --dataset
         dataset: lima or dolly (real rows, tokenized at run time) or fixed (rows of exactly max_seq_length tokens)
         max_examples: use only the first N rows of the data
@@ -510,9 +572,13 @@ def main(
         lora_dropout: LoRA dropout
         lora_targets: LoRA targets (query, key, value, projection, mlp, head)
         gradient_checkpointing: recompute activations in backward (ours only)
-        compile: torch.compile each transformer block, in both implementations (compile time shows in warmup_seconds)
+        compile: run ours with --compile true (torch.compile'd blocks; compile time shows in warmup_seconds)
+        compare_eager: with --compile, also run ours without it ("ours_eager")
         seed: seed of the weights, LoRA init, data order
         compare_litgpt: also run LitGPT's GPT + LoRA on the same examples (needs its venv, see the module docstring)
+        litgpt_compile: torch.compile LitGPT's blocks too (its best case; `litgpt finetune` itself does not compile)
+        interleave: keep all implementations' processes alive and alternate their runs, so a drift in machine speed
+            hits all alike (default: on CPU; on CUDA they run one after the other, as two may not fit on one GPU)
         litgpt_batching: same (LitGPT trains on exactly our micro-batch tensors) or plain (the same examples in
             epoch order, padded to the longest of each micro-batch, as its own loader does; compare non-padding
             tokens/s then)
@@ -536,6 +602,9 @@ def main(
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise UserError("--accelerator cuda: no CUDA device here")
     threads = threads or os.cpu_count() or 1
+    from lit_gpt.precision import choose_precision
+
+    precision = choose_precision(precision, cuda=accelerator == "cuda")
     if compare_litgpt and not Path(litgpt_python).is_file():
         raise UserError(f"{litgpt_python}: no LitGPT environment; create it with `{LITGPT_INSTALL}` "
                         "or pass --litgpt_python")
@@ -557,7 +626,7 @@ def main(
                     "max_seq_length": max_seq_length, "micro_batch_size": micro_batch_size, "batch_size": batch_size,
                     "order": order, "steps_per_run": steps_per_run or "epoch", "warmup_steps": warmup_steps, "runs": runs,
                     "litgpt_batching": litgpt_batching if compare_litgpt else None,
-                    "threads": threads, "accelerator": accelerator, "compile": compile,
+                    "threads": threads, "accelerator": accelerator,
                     "gradient_checkpointing": gradient_checkpointing,
                     "lora": spec["lora"] if method == "lora" else None},
         "data": {**plan["stats"], "prepare_seconds": round(prepare_seconds, 2)},
@@ -570,16 +639,27 @@ def main(
         plan_path = workdir / "plan.pt"
         torch.save({k: plan[k] for k in ("examples", "batches", "micro_batches")}, plan_path)
         spec["plan"] = str(plan_path)
-        results = {"ours": launch(sys.executable, {**spec, "implementation": "ours"}, workdir, "ours")}
+        implementations = {"ours": (sys.executable, {**spec, "implementation": "ours"})}
+        if compile and compare_eager:
+            implementations["ours_eager"] = (sys.executable, {**spec, "implementation": "ours", "compile": False})
         if compare_litgpt:
-            results["litgpt"] = launch(litgpt_python, {**spec, "implementation": "litgpt"}, workdir, "litgpt")
+            implementations["litgpt"] = (litgpt_python, {**spec, "implementation": "litgpt", "compile": litgpt_compile})
+        results = run_all(implementations, workdir, runs, accelerator == "cpu" if interleave is None else interleave)
     for name, result in results.items():
-        report[name] = summarize(result, plan["stats"], plan["padded_tokens"][name], flops,
-                                 plan["stats"]["timed_steps_per_run"])
-    if compare_litgpt:  # both trained on the same examples: the ratio of useful (non-padding) tokens per second
-        report["speedup_vs_litgpt"] = round(report["ours"]["non_padding_tokens_per_s"]
-                                            / report["litgpt"]["non_padding_tokens_per_s"], 3)
-        report["peak_memory_ratio_vs_litgpt"] = round(report["ours"]["peak_memory_gb"] / report["litgpt"]["peak_memory_gb"], 3)
+        padded = plan["padded_tokens"]["litgpt" if name == "litgpt" else "ours"]
+        report[name] = {"compile": implementations[name][1]["compile"],
+                        **summarize(result, plan["stats"], padded, flops, plan["stats"]["timed_steps_per_run"])}
+    if compare_litgpt:  # all trained on the same examples: the ratio of useful (non-padding) tokens per second
+        litgpt = report["litgpt"]
+        for name in (n for n in results if n != "litgpt"):
+            suffix = name[len("ours"):]
+            report["speedup_vs_litgpt" + suffix] = round(report[name]["non_padding_tokens_per_s"]
+                                                         / litgpt["non_padding_tokens_per_s"], 3)
+            # drift-robust: the same ratio from each interleaved pair of runs, then the median
+            report["speedup_vs_litgpt_paired_median" + suffix] = round(statistics.median(
+                litgpt_s / ours_s for ours_s, litgpt_s in zip(results[name]["run_seconds"], results["litgpt"]["run_seconds"])), 3)
+            report["peak_memory_ratio_vs_litgpt" + suffix] = round(report[name]["peak_memory_gb"]
+                                                                   / litgpt["peak_memory_gb"], 3)
     report["machine"]["load_average_after"] = os.getloadavg()
     # other processes on the cores make wall-clock numbers meaningless: say so in the report itself
     report["machine"]["quiet_before_start"] = report["machine"]["load_average_before"][0] < 0.75 * (os.cpu_count() or 1)
