@@ -15,9 +15,11 @@ The batches are those our training loop would train on (`lit_gpt.training.epoch_
 default shuffle order); each optimizer step takes one global batch of --batch_size examples split into micro-batches
 of --micro_batch_size. The timed work is the first --steps_per_run global batches (0: the whole epoch); after
 --warmup_steps steps, that same work is timed --runs times and the medians are reported. Each implementation runs in
-its own fresh process (so peak RSS is its own) with --threads intra-op threads; it measures the machine's matmul
-ceiling (a 2048^3 matmul in the training dtype, best of a measurement before and after the runs), the denominator of
-the model FLOPs utilisation (MFU).
+its own process (so peak RSS is its own) with --threads intra-op threads. On CPU the processes stay alive side by
+side and take turns, one timed run each, the order alternating (--interleave): on a shared machine whose speed
+drifts, that keeps the comparison fair; `speedup_vs_litgpt_paired_median` is the median over those pairs of runs.
+Each process measures the matmul ceiling (a 2048^3 matmul in the training dtype, before and after its runs); the best
+of all of them is the denominator of the model FLOPs utilisation (MFU).
 
 Our step is the one finetune/lora.py and finetune/full.py run: `lit_gpt.training._train_step` (fused LM head + loss
 on the trained positions only, Fabric precision, gradient clipping, fused AdamW, LR schedule).
@@ -470,7 +472,7 @@ def run_all(implementations: dict, workdir: Path, runs: int, interleave: bool) -
             worker.kill()
 
 
-def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps: int) -> dict:
+def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps: int, ceiling: float) -> dict:
     runs = result["run_seconds"]
     median = statistics.median(runs)
     return {
@@ -486,9 +488,9 @@ def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps
         "run_cpu_seconds": [round(s, 3) for s in result["run_cpu_seconds"]],
         "peak_memory_gb": round(result["peak_memory_bytes"] / 1e9, 3),
         "peak_memory_kind": result["peak_memory_kind"],
-        "matmul_tflops": round(result["matmul_tflops"], 4),
+        "matmul_tflops_measured_here": round(result["matmul_tflops"], 4),
         "achieved_tflops": round(flops / median / 1e12, 4),
-        "mfu": round(flops / median / 1e12 / result["matmul_tflops"], 4),
+        "mfu": round(flops / median / 1e12 / ceiling, 4),
         "warmup_seconds": round(result["warmup_seconds"], 2),
         "init_seconds": round(result["init_seconds"], 2),
         "trainable_parameters": result["trainable_parameters"],
@@ -645,10 +647,14 @@ def main(
         if compare_litgpt:
             implementations["litgpt"] = (litgpt_python, {**spec, "implementation": "litgpt", "compile": litgpt_compile})
         results = run_all(implementations, workdir, runs, accelerator == "cpu" if interleave is None else interleave)
+    # the machine's ceiling: the best of every process's measurements (each alone is noisy on a shared machine)
+    ceiling = max(result["matmul_tflops"] for result in results.values())
+    report["machine"]["matmul_tflops"] = round(ceiling, 4)
     for name, result in results.items():
         padded = plan["padded_tokens"]["litgpt" if name == "litgpt" else "ours"]
         report[name] = {"compile": implementations[name][1]["compile"],
-                        **summarize(result, plan["stats"], padded, flops, plan["stats"]["timed_steps_per_run"])}
+                        **summarize(result, plan["stats"], padded, flops, plan["stats"]["timed_steps_per_run"],
+                                     ceiling)}
     if compare_litgpt:  # all trained on the same examples: the ratio of useful (non-padding) tokens per second
         litgpt = report["litgpt"]
         for name in (n for n in results if n != "litgpt"):
