@@ -31,7 +31,7 @@ class GPT(nn.Module):
 
     def compile_blocks(self) -> None:
         """torch.compile each block for full-sequence passes (training, validation): the elementwise work around the
-        matmuls (norms, RoPE, SwiGLU, residuals, dropout) is fused, which saves time and most activation memory.
+        matmuls (norms, RoPE, SwiGLU, residuals, dropout) is fused, which saves activation memory and kernel launches.
         One compiled graph serves every block (same code; parameters are graph inputs), so compile time is that of
         one block. KV-cached generation stays eager: its shapes change every step. Parameter names are unchanged
         (the compiled wrappers sit in a plain list, not in the module tree)."""

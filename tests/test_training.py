@@ -4,6 +4,7 @@ Helpers at the top build a tiny checkpoint with a real tokenizer and prepared da
 format (train.pt/test.pt = list of example dicts, manifest.json); test_finetune_scripts.py uses them too.
 """
 
+import functools
 import json
 import math
 import shutil
@@ -359,3 +360,26 @@ def test_max_iters_alone_trains_that_many_steps_across_epochs(tmp_path, checkpoi
     assert summary["steps"] == 5 and summary["epochs"] == 2.5
     summary = finetune("full", checkpoint, data, tmp_path / "b", fast_args(epochs=1, max_iters=5), None)
     assert summary["steps"] == 2
+
+
+def test_compile_flag_compiles_the_blocks_and_trains_the_same(tmp_path, checkpoint, capitals_data, monkeypatch):
+    """--compile true goes through GPT.compile_blocks, gives the eager run's losses, and the sample generation at
+    validation (KV-cached, eager) still works; with FSDP it is refused in one line. Dynamo traces here with its eager
+    backend (inductor's codegen takes minutes on 2 cores; its numerics are test_speed_equivalence's job)."""
+    compiled = []
+    original = GPT.compile_blocks
+    monkeypatch.setattr(GPT, "compile_blocks", lambda self: (compiled.append(self), original(self))[-1])
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    losses = {}
+    for flag in (False, True):
+        out = tmp_path / f"compile-{flag}"
+        finetune("lora", checkpoint, capitals_data, out, fast_args(max_iters=2, compile=flag, eval_interval=2,
+                                                                    sample_max_new_tokens=3),
+                 LoRAConfig(r=4, alpha=8, dropout=0.0))
+        losses[flag] = [float(r["train_loss"]) for r in metrics_rows(out) if r.get("train_loss")]
+    assert len(compiled) == 1 and compiled[0].compiled_blocks is not None
+    assert len(losses[True]) == 2 and losses[True] == pytest.approx(losses[False], rel=1e-4)
+    with pytest.raises(UserError, match="--compile true with --strategy fsdp"):
+        finetune("lora", checkpoint, capitals_data, tmp_path / "fsdp", fast_args(compile=True, strategy="fsdp"),
+                 LoRAConfig(r=4, alpha=8, dropout=0.0))
