@@ -7,17 +7,12 @@ trained with (prompt_style.json). Timings go to stderr, so stdout holds only the
 """
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data import encode_prompt
-from lit_gpt.inference import (check_sampling_args, device_and_dtype, generate_samples,
-                               load_finetuned_model, print_loaded)
-from lit_gpt.prompts import load_prompt_style
-from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.inference import generate_answers
 from lit_gpt.utils import run_cli
 
 
@@ -39,16 +34,9 @@ def main(*, checkpoint_dir: Path, prompt: str = "What food do llamas eat?", inpu
         seed: random seed, for reproducible samples
         device: cpu, cuda, cuda:1, ...; default cuda when available
     """
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
-    device, dtype = device_and_dtype(device, precision)
-    t0 = time.perf_counter()
-    model = load_finetuned_model(checkpoint_dir, device=device, dtype=dtype)
-    tokenizer = Tokenizer(checkpoint_dir)
-    style = load_prompt_style(checkpoint_dir)
-    print_loaded(f"{checkpoint_dir} (prompt style {style.name})", time.perf_counter() - t0, model)
-    prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
-    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
+    generate_answers(checkpoint_dir, None, prompt, input, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_k=top_k, top_p=top_p, num_samples=num_samples, precision=precision, seed=seed,
+                     device=device)
 
 
 if __name__ == "__main__":

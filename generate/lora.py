@@ -9,16 +9,12 @@ Timings go to stderr, so stdout holds only the generated text.
 """
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data import encode_prompt
-from lit_gpt.inference import (check_sampling_args, device_and_dtype, find_lora, generate_samples,
-                               load_merged_lora_model, lora_prompt_style, print_loaded)
-from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.inference import generate_answers
 from lit_gpt.utils import run_cli
 
 
@@ -42,18 +38,9 @@ def main(*, lora_path: Path, checkpoint_dir: Optional[Path] = None, prompt: str 
         seed: random seed, for reproducible samples
         device: cpu, cuda, cuda:1, ...; default cuda when available
     """
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
-    device, dtype = device_and_dtype(device, precision)
-    t0 = time.perf_counter()
-    lora = find_lora(lora_path, checkpoint_dir)
-    model = load_merged_lora_model(lora, device=device, dtype=dtype)
-    tokenizer = Tokenizer(lora.base_dir)
-    style = lora_prompt_style(lora)
-    print_loaded(f"{lora.base_dir} + {lora.path} (r={lora.config.r}, {', '.join(lora.config.targets)}; prompt style "
-                 f"{style.name})", time.perf_counter() - t0, model)
-    prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
-    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
+    generate_answers(checkpoint_dir, lora_path, prompt, input, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_k=top_k, top_p=top_p, num_samples=num_samples, precision=precision, seed=seed,
+                     device=device)
 
 
 if __name__ == "__main__":

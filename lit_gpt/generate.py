@@ -13,15 +13,23 @@ from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 
 
+def sampling_error(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> Optional[str]:
+    """What is wrong with these sampling settings, named as the scripts' flags; None when they are fine."""
+    if temperature < 0:
+        return f"--temperature {temperature}: must be >= 0 (0 = greedy)"
+    if top_k is not None and top_k < 1:
+        return f"--top_k {top_k}: must be at least 1"
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        return f"--top_p {top_p}: must be in (0, 1]"
+    return None
+
+
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
            top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One token id per row of `logits` (..., vocab) -> (..., 1). temperature 0 (or top_k 1) is greedy argmax."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    error = sampling_error(temperature, top_k, top_p)
+    if error is not None:
+        raise ValueError(error)
     logits = logits.float()  # softmax and cumulative sums of bf16/fp16 logits are too coarse
     if temperature == 0.0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)

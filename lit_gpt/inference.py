@@ -18,7 +18,7 @@ import torch
 from lit_gpt.checkpoint import TOKENIZER_FILES, check_checkpoint_dir, load_model, load_weights
 from lit_gpt.config import Config
 from lit_gpt.data import encode_prompt
-from lit_gpt.generate import TextStreamer, generate
+from lit_gpt.generate import TextStreamer, generate, sampling_error
 from lit_gpt.lora import (LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, LoRAConfig, LoRALinear, load_lora_weights,
                           lora_state_dict, merge_lora_weights, merged_config)
 from lit_gpt.model import GPT
@@ -35,12 +35,9 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
                         num_samples: int = 1) -> None:
     if max_new_tokens < 1:
         raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
-    if temperature < 0:
-        raise UserError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top_k {top_k}: must be at least 1")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"--top_p {top_p}: must be in (0, 1]")
+    error = sampling_error(temperature, top_k, top_p)
+    if error is not None:
+        raise UserError(error)
     if num_samples < 1:
         raise UserError(f"--num_samples {num_samples}: must be at least 1")
 
@@ -196,11 +193,27 @@ def load_for_generation(checkpoint_dir: "str | Path | None", lora_path: "str | P
     if lora_path is not None:
         lora = find_lora(lora_path, checkpoint_dir)
         model = load_merged_lora_model(lora, device=device, dtype=dtype)
-        return model, Tokenizer(lora.base_dir), lora_prompt_style(lora), f"{lora.base_dir} + {lora.path}"
+        description = f"{lora.base_dir} + {lora.path} (r={lora.config.r}, {', '.join(lora.config.targets)})"
+        return model, Tokenizer(lora.base_dir), lora_prompt_style(lora), description
     if checkpoint_dir is None:
         raise UserError("pass --checkpoint_dir (a checkpoint directory) or --lora_path (LoRA weights)")
     model = load_finetuned_model(checkpoint_dir, device=device, dtype=dtype)
     return model, Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir), str(checkpoint_dir)
+
+
+def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
+                     *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                     num_samples: int, precision: Optional[str], seed: int, device: Optional[str]) -> None:
+    """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
+    base), prompt it in the style it was trained with and stream `num_samples` answers to stdout."""
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+    device, dtype = device_and_dtype(device, precision)
+    t0 = time.perf_counter()
+    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
+    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - t0, model)
+    prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
+    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
 
 
 # ---- writing a merged checkpoint ---------------------------------------------------------------------------------
@@ -319,4 +332,4 @@ def print_loaded(description: str, seconds: float, model: GPT) -> None:
 __all__ = ["check_sampling_args", "device_and_dtype", "LoRAFinetune", "find_lora", "recorded_base_checkpoint",
            "load_lora_model", "merge_lora", "load_merged_lora_model", "load_finetuned_model", "lora_prompt_style",
            "load_for_generation", "save_merged_checkpoint", "encode_conversation",
-           "StopStringStreamer", "stream_answer", "generate_samples", "print_loaded", "HYPERPARAMETERS_FILE"]
+           "StopStringStreamer", "stream_answer", "generate_samples", "generate_answers", "print_loaded", "HYPERPARAMETERS_FILE"]
