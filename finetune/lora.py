@@ -10,7 +10,6 @@ prompt_style.json and hyperparameters.yaml of the run; checkpoints/step-N/, logs
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,22 +47,8 @@ early_stopping_patience = None
 gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)
 
-from lit_gpt.training import run_script, script_cli  # noqa: E402
+from lit_gpt.train.cli import finetune_command  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402
 
-
-def main(*, checkpoint_dir: Path, data_dir: Path, out_dir: Optional[Path] = None, resume: Optional[str] = None,
-         **hyperparameters) -> dict:
-    """Fine-tune with LoRA.
-
-    Args:
-        checkpoint_dir: the base model (lit_config.json, lit_model.pth, tokenizer files)
-        data_dir: prepared data (train.pt, test.pt, manifest.json) for this checkpoint's tokenizer
-        out_dir: where weights, checkpoints and logs go (default: out/lora/<data name>)
-        resume: continue an interrupted run: "auto" (the newest checkpoint in out_dir) or a checkpoint path
-    """
-    return run_script("lora", globals(), checkpoint_dir, data_dir, out_dir, resume, hyperparameters)
-
-
 if __name__ == "__main__":
-    run_cli(script_cli(main, globals()))
+    run_cli(finetune_command("lora", globals()))

@@ -14,9 +14,9 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.inference import generate_answers
-from lit_gpt.prompts import load_prompt_style
-from lit_gpt.utils import run_cli
+from lit_gpt.infer.answer import generate_answers  # noqa: E402
+from lit_gpt.prompts import load_prompt_style  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def format_prompt(prompt: str, checkpoint_dir: Path) -> str:

@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from lit_gpt.inference import (check_sampling_args, device_and_dtype, encode_conversation, load_for_generation,
-                               print_loaded, stream_answer)
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.infer.answer import check_sampling_args, encode_conversation  # noqa: E402
+from lit_gpt.infer.load import load_for_generation, print_loaded  # noqa: E402
+from lit_gpt.infer.sampling import stream_answer  # noqa: E402
+from lit_gpt.precision import device_and_dtype  # noqa: E402
+from lit_gpt.utils import UserError, run_cli  # noqa: E402
 
 COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (so does end of input, Ctrl-D)"}
 

@@ -12,8 +12,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.inference import generate_answers
-from lit_gpt.utils import run_cli
+from lit_gpt.infer.answer import generate_answers  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, checkpoint_dir: Path, prompt: str = "What food do llamas eat?", input: str = "",

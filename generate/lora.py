@@ -14,8 +14,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.inference import generate_answers
-from lit_gpt.utils import run_cli
+from lit_gpt.infer.answer import generate_answers  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, lora_path: Path, checkpoint_dir: Optional[Path] = None, prompt: str = "What food do llamas eat?",

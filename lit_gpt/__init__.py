@@ -2,13 +2,12 @@
 
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
+from lit_gpt.tokenizer import Tokenizer
 
 __all__ = ["GPT", "Config", "Tokenizer"]
 
 
 def __getattr__(name):  # Tokenizer pulls in sentencepiece/tokenizers; import it on first use only
     if name == "Tokenizer":
-        from lit_gpt.tokenizer import Tokenizer
-
         return Tokenizer
     raise AttributeError(name)

@@ -6,11 +6,11 @@ from typing import Optional
 import torch
 
 from lit_gpt.config import Config
+from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
-from lit_gpt.utils import UserError, load_state_dict
+from lit_gpt.prompts import PromptStyle, save_prompt_style
+from lit_gpt.utils import UserError, atomic_torch_save, check_writable_dir, copy_file, load_state_dict
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json",
-                   "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
 def check_checkpoint_dir(checkpoint_dir: "str | Path", need_weights: bool = True) -> Path:
@@ -19,10 +19,10 @@ def check_checkpoint_dir(checkpoint_dir: "str | Path", need_weights: bool = True
     if not checkpoint_dir.is_dir():
         raise UserError(f"{checkpoint_dir}: checkpoint directory not found; download it with "
                         f"`python scripts/download.py --repo_id ORG/NAME` first")
-    if need_weights and not (checkpoint_dir / "lit_model.pth").is_file():
+    if need_weights and not (checkpoint_dir / LIT_WEIGHTS_FILE).is_file():
         raise UserError(f"{checkpoint_dir}: no lit_model.pth; convert it with "
                         f"`python scripts/convert_hf_checkpoint.py --checkpoint_dir {checkpoint_dir}`")
-    if need_weights and not (checkpoint_dir / "lit_config.json").is_file():
+    if need_weights and not (checkpoint_dir / LIT_CONFIG_FILE).is_file():
         raise UserError(f"{checkpoint_dir}: no lit_config.json; convert it again with scripts/convert_hf_checkpoint.py")
     return checkpoint_dir
 
@@ -31,11 +31,11 @@ def load_model(checkpoint_dir: "str | Path", device: "str | torch.device" = "cpu
                dtype: Optional[torch.dtype] = None) -> GPT:
     """Builds the model on the meta device and assigns the memory-mapped weights: no second copy in RAM."""
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
-    config = Config.from_file(checkpoint_dir / "lit_config.json")
-    state_dict = load_state_dict(checkpoint_dir / "lit_model.pth")
+    config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
+    state_dict = load_state_dict(checkpoint_dir / LIT_WEIGHTS_FILE)
     with torch.device("meta"):
         model = GPT(config)
-    load_weights(model, state_dict, source=checkpoint_dir / "lit_model.pth")
+    load_weights(model, state_dict, source=checkpoint_dir / LIT_WEIGHTS_FILE)
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
 
 
@@ -53,3 +53,34 @@ def load_weights(model: GPT, state_dict: dict, source: "str | Path", strict: boo
     if strict and (missing or unexpected):
         raise UserError(f"{source}: weights do not fit the model config (missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]}); the checkpoint and lit_config.json disagree, convert again")
+
+
+def copy_tokenizer_files(source_dir: "str | Path", out_dir: "str | Path", remove_others: bool = False) -> list[str]:
+    """Copies the tokenizer files of source_dir into out_dir (each atomically); returns their names. With
+    remove_others, tokenizer files in out_dir that source_dir lacks are deleted: left from another model, they would
+    be read as this model's tokenizer."""
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (source_dir / name).is_file():
+            copy_file(source_dir / name, out_dir / name)
+            copied.append(name)
+        elif remove_others:
+            (out_dir / name).unlink(missing_ok=True)
+    return copied
+
+
+def save_checkpoint(out_dir: "str | Path", config: Config, state_dict: dict, tokenizer_dir: "str | Path",
+                    prompt_style: "str | PromptStyle") -> Path:
+    """A complete checkpoint directory: lit_model.pth, the tokenizer files, prompt_style.json and lit_config.json.
+    Each file is written atomically; lit_config.json goes last (and an old one first), so an interrupted save never
+    leaves a directory that loads as a checkpoint with mismatched files."""
+    out_dir = check_writable_dir(out_dir)
+    (out_dir / LIT_CONFIG_FILE).unlink(missing_ok=True)
+    if config.tie_embeddings:  # the head is the embedding; the file keeps one copy
+        state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
+    atomic_torch_save(state_dict, out_dir / LIT_WEIGHTS_FILE)
+    copy_tokenizer_files(tokenizer_dir, out_dir, remove_others=True)
+    save_prompt_style(prompt_style, out_dir)
+    config.save(out_dir / LIT_CONFIG_FILE)
+    return out_dir

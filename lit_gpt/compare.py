@@ -1,8 +1,8 @@
 """Comparing dataset variants (`scripts/compare_datasets.py`): which data makes the better fine-tune?
 
 Every variant (a prepared data directory x a training order x a number of epochs) is trained from the same
-checkpoint with the same hyperparameters and seed by the one training loop (`lit_gpt.training.run_script`, with
-the constants of finetune/lora.py or finetune/full.py as defaults), in-process, one after the other, into
+checkpoint with the same hyperparameters and seed by the one training loop (`lit_gpt.train.cli.run_script`, with
+the library's default hyperparameters, the values finetune/lora.py and finetune/full.py ship with), in-process, one after the other, into
 out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
 
 - eval loss: mean cross-entropy on the response tokens of the held-out examples that have a reference answer,
@@ -11,30 +11,47 @@ out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-o
   model that never stops has not learned the answer format);
 - win rate (with a judge checkpoint): for each prompt a judge model compares the variant's answer with the first
   variant's (the baseline) and names the better one, asked twice with the answers in both positions, because small
-  judges prefer a position; the judge's expected choice from its digit probabilities (`lit_gpt.quality.Judge`) is
+  judges prefer a position; the judge's expected choice from its digit probabilities (`lit_gpt.quality.judge.Judge`) is
   averaged over the two orders. p > 0.5 + TIE_BAND is a win, p < 0.5 - TIE_BAND a loss, else a tie (half a win).
 
 The held-out set is --eval_path (a prepared data directory's test.pt, or a JSON/JSONL file of instruction rows:
 the data pipeline's layouts, or Vicuna's {"text"}, Self-Instruct's {"instruction", "instances": [{"input",
 "output"}]}, MT-bench's {"turns"}; rows without an answer count for the EOS rate and the judge only); by default
 the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate a variant's training
-examples (ROUGE-L >= 0.7 as `lit_gpt.mixing` defines it) are counted and warned about: they flatter that variant.
+examples (ROUGE-L >= 0.7 as `lit_gpt.data.mixing` defines it) are counted and warned about: they flatter that variant.
 Results: comparison.md (a markdown table), comparison.png, comparison.json (numbers and every answer).
 """
 
-import importlib.util
 import json
 import math
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import lightning as L
+import matplotlib.figure
 import torch
 
-from lit_gpt.quality import Example, Judge, RatingPrompt
-from lit_gpt.utils import UserError, atomic_path, atomic_write_text
+from lit_gpt.checkpoint import check_checkpoint_dir
+from lit_gpt.data.mixing import NearDuplicateFinder, instruction_key
+from lit_gpt.data.normalize import BadRecord, normalize
+from lit_gpt.data.order import check_order
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import load_records
+from lit_gpt.data.tokenize import tokenize_examples
+from lit_gpt.infer.answer import answer_prompts
+from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
+from lit_gpt.precision import device_and_dtype
+from lit_gpt.prompts import get_prompt_style
+from lit_gpt.quality.judge import Judge, RatingPrompt
+from lit_gpt.quality.rows import ScoringRow
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.train.cli import default_hyperparameters, run_script
+from lit_gpt.train.dataset import TrainingSet
+from lit_gpt.train.state import checkpoint_steps
+from lit_gpt.train.step import validate
+from lit_gpt.utils import UserError, atomic_path, atomic_write_text, log
 
 ROOT = Path(__file__).resolve().parent.parent
 TIE_BAND = 0.05
@@ -65,7 +82,6 @@ def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str],
     """Every data dir x order x epochs; names say only what varies (alpaca, alpaca-by_length_asc, alpaca-3ep)."""
     if not data_dirs:
         raise UserError("--data_dirs: give at least one prepared data directory")
-    from lit_gpt.data_order import check_order
 
     for order in orders:
         check_order(order)
@@ -85,32 +101,17 @@ def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str],
 
 
 # ---- training -------------------------------------------------------------------------------------------------------
-def script_constants(method: str) -> dict:
-    """The hyperparameter constants of finetune/<method>.py (the defaults its command line would use)."""
-    path = ROOT / "finetune" / f"{method}.py"
-    if not path.is_file():
-        raise UserError(f"--method {method!r}: no {path}; use lora or full")
-    spec = importlib.util.spec_from_file_location(f"finetune_{method}_constants", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return vars(module)
-
-
 def train_variant(method: str, checkpoint_dir: Path, variant: Variant, run_dir: Path, hyperparameters: dict,
                   resume: bool) -> dict:
-    from lit_gpt.training import run_script
-
     overrides = {**hyperparameters, "order": variant.order}
     if variant.epochs is not None:
         overrides["epochs"] = variant.epochs
-    return run_script(method, script_constants(method), checkpoint_dir, variant.data_dir, run_dir,
+    return run_script(method, default_hyperparameters(method), checkpoint_dir, variant.data_dir, run_dir,
                       "auto" if resume else None, overrides)
 
 
 def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, dtype: torch.dtype):
     """The fine-tuned model of a run directory in eval mode, as generate/ loads it (LoRA merged into the base)."""
-    from lit_gpt.inference import find_lora, load_finetuned_model, load_merged_lora_model
-
     if method == "full":
         return load_finetuned_model(run_dir, device=device, dtype=dtype)
     return load_merged_lora_model(find_lora(run_dir, checkpoint_dir), device=device, dtype=dtype)
@@ -126,8 +127,6 @@ class EvalSet:
 
 def eval_rows(path: Path) -> list[dict]:
     """{instruction, input, output or None} per row of an eval file (see the module docstring for the layouts)."""
-    from lit_gpt.data import BadRecord, load_records, normalize
-
     rows = []
     for number, record in enumerate(load_records(path), 1):
         try:
@@ -156,10 +155,6 @@ def eval_rows(path: Path) -> list[dict]:
 
 def build_eval_set(eval_path: Optional[Path], tokenizer, prompt_style: str, max_seq_length: int,
                    variant_tests: dict) -> EvalSet:
-    from lit_gpt.data import load_prepared, tokenize_examples
-    from lit_gpt.mixing import instruction_key
-    from lit_gpt.prompts import get_prompt_style
-
     if eval_path is None:  # the union of the variants' test sets, each instruction once
         seen, scored = set(), []
         for examples in variant_tests.values():
@@ -192,8 +187,6 @@ def _prompt(example: dict) -> dict:
 
 def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[int, int, float]]:
     """(held-out index, train index, ROUGE-L) for held-out prompts whose instruction near-duplicates a training one."""
-    from lit_gpt.mixing import NearDuplicateFinder
-
     pairs = NearDuplicateFinder("exact", CONTAMINATION_THRESHOLD).pairs(prompts, train)
     best: dict[int, tuple[int, int, float]] = {}
     for i, j, score in pairs:
@@ -205,37 +198,21 @@ def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[
 # ---- evaluation -----------------------------------------------------------------------------------------------------
 def eval_loss(model, examples: Sequence[dict], micro_batch_size: int = 4) -> Optional[float]:
     """Mean response-token loss over prepared examples, as the training loop validates."""
-    import lightning as L
-
-    from lit_gpt.training import Examples, validate
-
     if not examples:
         return None
     device = next(model.parameters()).device
-    data = Examples(list(examples), model.config.block_size, "held-out set", model.config.vocab_size)
+    data = TrainingSet(list(examples), model.config.block_size, "held-out set", model.config.vocab_size)
     fabric = L.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1)
     return validate(fabric, model, data, micro_batch_size)
-
-
-def greedy_answers(model, tokenizer, style, prompts: Sequence[dict], max_new_tokens: int) -> list[dict]:
-    """{"answer", "finished"} per prompt: greedy, stopped at a stop token or after max_new_tokens."""
-    from lit_gpt.quality import encode_prompt_ids, generate_text
-
-    answers = []
-    for prompt in prompts:
-        ids = encode_prompt_ids(tokenizer, style, prompt["instruction"], prompt.get("input") or "")
-        text, finished = generate_text(model, tokenizer, ids, max_new_tokens, temperature=0.0, top_p=None)
-        answers.append({"answer": text.strip(), "finished": finished})
-    return answers
 
 
 def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequence[str], answers_b: Sequence[str],
                         batch_size: int = 4) -> list[dict]:
     """Per prompt: the judge's probability that answer b is better than answer a, asked in both orders."""
 
-    def pair(prompt: dict, first: str, second: str, index: int) -> Example:
+    def pair(prompt: dict, first: str, second: str, index: int) -> ScoringRow:
         both = f"[Response 1]\n{first.strip() or '(empty)'}\n\n[Response 2]\n{second.strip() or '(empty)'}"
-        return Example(index, prompt["instruction"], prompt.get("input") or "", both)
+        return ScoringRow(index, prompt["instruction"], prompt.get("input") or "", both)
 
     results = []
     for start in range(0, len(prompts), batch_size):
@@ -283,13 +260,6 @@ def compare(
 ) -> dict:
     """Trains every variant, evaluates each on the common held-out set, writes comparison.md/.png/.json.
     Returns the comparison (what comparison.json holds)."""
-    from lit_gpt.checkpoint import check_checkpoint_dir
-    from lit_gpt.data import load_prepared
-    from lit_gpt.precision import choose_precision, param_dtype
-    from lit_gpt.prompts import get_prompt_style
-    from lit_gpt.tokenizer import Tokenizer
-    from lit_gpt.training import checkpoint_steps
-
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     out_dir = Path(out_dir)
     if eval_prompts < 0 or eval_examples < 0 or max_new_tokens < 1:
@@ -320,7 +290,7 @@ def compare(
     scored = eval_set.scored
     if len(scored) > eval_examples:
         scored = [scored[i] for i in sorted(random.Random(seed + 1).sample(range(len(scored)), eval_examples))]
-    _log(f"held-out set: {eval_set.description}; {len(prompts)} prompts answered, {len(scored)} examples for the loss")
+    log(f"held-out set: {eval_set.description}; {len(prompts)} prompts answered, {len(scored)} examples for the loss")
 
     leaks = {}
     for data_dir, (train, _, _) in data.items():
@@ -328,33 +298,35 @@ def compare(
         leaks[str(data_dir)] = found
         if found:
             i, j, score = found[0]
-            _log(f"warning: {data_dir}: {len(found)} of {len(eval_set.prompts)} held-out prompts near-duplicate "
+            log(f"warning: {data_dir}: {len(found)} of {len(eval_set.prompts)} held-out prompts near-duplicate "
                  f"training instructions (ROUGE-L >= {CONTAMINATION_THRESHOLD}), e.g. "
                  f"{eval_set.prompts[i]['instruction'][:80]!r} ~ {train[j]['instruction'][:80]!r} ({score:.2f}); "
                  "its scores are optimistic")
 
     hyperparameters = {**COMPARE_DEFAULTS, **(hyperparameters or {})}
-    known = script_constants(method)
-    unknown = sorted(k for k in hyperparameters if k not in known or k.startswith("_"))
+    if method not in ("lora", "full"):
+        raise UserError(f"--method {method!r}: use lora or full")
+    known = default_hyperparameters(method)
+    unknown = sorted(k for k in hyperparameters if k not in known)
     if unknown:
         raise UserError(f"hyperparameters {unknown} are not constants of finetune/{method}.py; see its --help")
     for fixed in ("order", "epochs"):
         if fixed in hyperparameters:
             raise UserError(f"{fixed!r} is set per variant: use --{fixed}s instead of --hyperparameters")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = param_dtype(choose_precision(hyperparameters.get("precision"), cuda=device.type == "cuda"))
+    device, dtype = device_and_dtype(None, hyperparameters.get("precision"))
     style = get_prompt_style(prompt_style)
     rows = []
     for variant in variants:
         run_dir = out_dir / variant.name
-        _log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}"
+        log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}"
              + (f", {variant.epochs} epoch(s))" if variant.epochs is not None else ")"))
         summary = train_variant(method, checkpoint_dir, variant, run_dir, hyperparameters, resume)
         model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
-        _log(f"=== {variant.name}: evaluating")
+        log(f"=== {variant.name}: evaluating")
         with torch.inference_mode():
             loss = eval_loss(model, scored)
-            answers = greedy_answers(model, tokenizer, style, prompts, max_new_tokens)
+            answers = [{"answer": a.text, "finished": a.finished}
+                       for a in answer_prompts(model, tokenizer, style, prompts, max_new_tokens)]
         del model
         train, _, _ = data[variant.data_dir]
         rows.append({
@@ -384,12 +356,10 @@ def compare(
 
 
 def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], device: torch.device) -> dict:
-    from lit_gpt.quality import load_scoring_model
-
-    model, tokenizer, style = load_scoring_model(judge_checkpoint_dir, device=str(device))
+    model, tokenizer, style = load_model_for_inference(judge_checkpoint_dir, device=str(device))
     judge = Judge(model, tokenizer, style, rating=PAIRWISE_PROMPT)
     baseline = rows[0]
-    _log(f"=== judging every variant against {baseline['variant']} with {judge_checkpoint_dir}")
+    log(f"=== judging every variant against {baseline['variant']} with {judge_checkpoint_dir}")
     for row in rows[1:]:
         preferences = pairwise_preference(judge, prompts, [a["answer"] for a in baseline["answers"]],
                                           [a["answer"] for a in row["answers"]])
@@ -432,8 +402,8 @@ def markdown_report(comparison: dict) -> str:
     n_prompts = len(comparison["prompts"])
     notes = [
         f"Model: `{comparison['checkpoint_dir']}` ({comparison['method']}), same hyperparameters and seed for every "
-        f"variant: `{json.dumps(comparison['hyperparameters'])}` (the rest: finetune/{comparison['method']}.py's "
-        "constants).",
+        f"variant: `{json.dumps(comparison['hyperparameters'])}` (the rest: the defaults "
+        f"finetune/{comparison['method']}.py ships with).",
         f"Held-out set: {comparison['eval_set']}. Eval loss: response tokens of {comparison['eval_examples']} "
         f"examples. EOS rate: greedy answers to {n_prompts} prompts that stop within "
         f"{comparison['max_new_tokens']} new tokens. Best val loss: each variant's own test set (not comparable "
@@ -455,15 +425,11 @@ def markdown_report(comparison: dict) -> str:
 
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("eval loss", "eval_loss", False), ("EOS rate", "eos_rate", True)]
     if any(row.get("win_rate") is not None for row in rows):
         panels.append(("win rate vs " + rows[0]["variant"], "win_rate", True))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    fig = matplotlib.figure.Figure(figsize=(4 * len(panels), 3.5))  # no pyplot: no GUI backend chosen or needed
+    axes = fig.subplots(1, len(panels), squeeze=False)
     names = [row["variant"] for row in rows]
     for ax, (title, key, percent) in zip(axes[0], panels):
         values = [row.get(key) if row.get(key) is not None else float("nan") for row in rows]
@@ -479,8 +445,3 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from lit_gpt.utils import UserError
+from lit_gpt.files import LIT_CONFIG_FILE
+from lit_gpt.utils import UserError, atomic_write_text
 
 
 @dataclass
@@ -165,8 +166,8 @@ class Config:
     def from_checkpoint(cls, checkpoint_dir: "str | Path", model_name: Optional[str] = None) -> "Config":
         """The config of a checkpoint dir: lit_config.json, else the registry by name, else the HF config.json."""
         checkpoint_dir = Path(checkpoint_dir)
-        if (checkpoint_dir / "lit_config.json").is_file() and model_name is None:
-            return cls.from_file(checkpoint_dir / "lit_config.json")
+        if (checkpoint_dir / LIT_CONFIG_FILE).is_file() and model_name is None:
+            return cls.from_file(checkpoint_dir / LIT_CONFIG_FILE)
         name = model_name or f"{checkpoint_dir.parent.name}/{checkpoint_dir.name}"
         if name in name_to_config or name in repo_to_config or (model_name and model_name.split("/")[-1] in name_to_config):
             return cls.from_name(name)
@@ -187,8 +188,6 @@ class Config:
         return asdict(self)
 
     def save(self, path: "str | Path") -> None:
-        from lit_gpt.utils import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
 

@@ -17,8 +17,9 @@ from typing import Iterator, Optional
 
 import torch
 
-from lit_gpt.checkpoint import TOKENIZER_FILES, check_checkpoint_dir
+from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
+from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text, check_writable_dir, load_state_dict
 
@@ -319,7 +320,7 @@ def convert_hf_checkpoint(checkpoint_dir: "str | Path", model_name: Optional[str
     layout = _check_layout(found, config, checkpoint_dir, "the checkpoint")
 
     # pass 2: tensor by tensor into their slots
-    with atomic_path(checkpoint_dir / "lit_model.pth") as tmp:
+    with atomic_path(checkpoint_dir / LIT_WEIGHTS_FILE) as tmp:
         try:
             with StateDictWriter(tmp, layout) as writer:
                 for path in files:
@@ -329,8 +330,8 @@ def convert_hf_checkpoint(checkpoint_dir: "str | Path", model_name: Optional[str
         except OSError as e:
             raise UserError(f"{checkpoint_dir}: cannot write lit_model.pth ({e.strerror or e}); "
                             "check the free disk space") from None
-    config.save(checkpoint_dir / "lit_config.json")
-    return checkpoint_dir / "lit_model.pth"
+    config.save(checkpoint_dir / LIT_CONFIG_FILE)
+    return checkpoint_dir / LIT_WEIGHTS_FILE
 
 
 def _check_layout(found: dict, config: Config, source: Path, what: str) -> dict:
@@ -419,9 +420,9 @@ def convert_lit_checkpoint(checkpoint_dir: "str | Path", output_dir: "str | Path
     if output_dir.resolve() == checkpoint_dir.resolve():
         raise UserError(f"{output_dir}: --output_dir must differ from --checkpoint_dir "
                         "(its config.json would be replaced)")
-    config = Config.from_file(checkpoint_dir / "lit_config.json")
+    config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
     hf_config_dict(config)  # fail on a config transformers cannot express before reading any weights
-    source = checkpoint_dir / "lit_model.pth"
+    source = checkpoint_dir / LIT_WEIGHTS_FILE
     state_dict = load_state_dict(source)
     if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
         raise UserError(f"{source}: not a model state dict; convert the checkpoint again")

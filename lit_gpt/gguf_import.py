@@ -21,6 +21,7 @@ import torch
 
 from lit_gpt.config import Config, name_to_config
 from lit_gpt.convert import DTYPES, StateDictWriter, _check_layout
+from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -433,8 +434,8 @@ def convert_gguf(gguf_path: "str | Path", checkpoint_dir: "str | Path", dtype: s
     layout = weight_layout(gguf_file, config, DTYPES[dtype])  # a wrong file fails before anything is created
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_tokenizer_files(gguf_file, checkpoint_dir)
-    config.save(checkpoint_dir / "lit_config.json")
-    write_weights(gguf_file, config, layout, checkpoint_dir / "lit_model.pth")
+    config.save(checkpoint_dir / LIT_CONFIG_FILE)
+    write_weights(gguf_file, config, layout, checkpoint_dir / LIT_WEIGHTS_FILE)
     return config
 
 

@@ -26,7 +26,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from lit_gpt.checkpoint import TOKENIZER_FILES
+
+from lit_gpt.config import configs
+from lit_gpt.files import HF_CONFIG_FILE, TOKENIZER_FILES
 from lit_gpt.utils import UserError
 
 # Weight formats in order of preference: the first one the repo has wins. safetensors loads without unpickling and
@@ -38,7 +40,6 @@ WEIGHT_FORMATS = (
     ("*.safetensors", "*.safetensors.index.json"),
     ("pytorch_model*.bin", "pytorch_model.bin.index.json"),
 )
-MODEL_CONFIG_FILE = "config.json"
 
 
 class HubUnreachable(UserError):
@@ -146,12 +147,12 @@ def select_checkpoint_files(repo_id: str, repo_files: list[str], tokenizer_only:
         if not selected:
             raise UserError(f"{repo_id}: the repo has none of the tokenizer files {', '.join(TOKENIZER_FILES)}")
         return selected
-    if MODEL_CONFIG_FILE not in repo_files:
-        raise UserError(f"{repo_id}: the repo has no {MODEL_CONFIG_FILE}; it is not a transformers model checkpoint")
+    if HF_CONFIG_FILE not in repo_files:
+        raise UserError(f"{repo_id}: the repo has no {HF_CONFIG_FILE}; it is not a transformers model checkpoint")
     for weights, index in WEIGHT_FORMATS:
         weight_files = [f for f in repo_files if fnmatch.fnmatch(f, weights) and "/" not in f]
         if weight_files:
-            selected += [MODEL_CONFIG_FILE, *weight_files]
+            selected += [HF_CONFIG_FILE, *weight_files]
             selected += [f for f in repo_files if fnmatch.fnmatch(f, index) and "/" not in f]
             return selected
     raise UserError(f"{repo_id}: the repo has no weights in safetensors or PyTorch .bin format "
@@ -204,8 +205,6 @@ def download_dataset_file(repo_id: str, filename: str, access_token: Optional[st
 
 def supported_models() -> list[tuple[str, str]]:
     """(name, Hub repo id) of every registered config."""
-    from lit_gpt.config import configs
-
     return [(c["name"], c["hf_repo_id"]) for c in configs]
 
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lit_gpt.config import Config
+from lit_gpt.files import LORA_CONFIG_FILE
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
 
@@ -31,8 +32,6 @@ LORA_TARGETS = {
     "mlp": "mlp.fc_1/fc_2/proj or mlp.fc/proj",
     "head": "lm_head (the output layer; stays tied to the embedding when the model ties them)",
 }
-LORA_CONFIG_FILE = "lora_config.json"
-LORA_WEIGHTS_FILE = "lit_model.pth.lora"
 
 
 @dataclass
@@ -58,18 +57,16 @@ class LoRAConfig:
     def scaling(self) -> float:
         return self.alpha / self.r
 
-    @classmethod
-    def from_flags(cls, r: int = 8, alpha: float = 16.0, dropout: float = 0.05, query: bool = True,
-                   key: bool = False, value: bool = True, projection: bool = False, mlp: bool = False,
-                   head: bool = False) -> "LoRAConfig":
-        flags = dict(query=query, key=key, value=value, projection=projection, mlp=mlp, head=head)
-        return cls(r=r, alpha=alpha, dropout=dropout, targets=tuple(t for t, on in flags.items() if on))
-
-    def flags(self) -> dict:
-        return {t: t in self.targets for t in LORA_TARGETS}
-
     def apply(self, model: GPT) -> "LoRAConfig":
-        return apply_lora(model, r=self.r, alpha=self.alpha, dropout=self.dropout, **self.flags())
+        """Replaces the target Linears of `model` in place by LoRALinear wrappers around them. Base weights are kept
+        as they are (same tensors, same dtype and device; a tied head stays tied)."""
+        if any(isinstance(m, LoRALinear) for m in model.modules()):
+            raise ValueError("the model already has LoRA layers")
+        for parent, name in _target_layers(model, self.targets):
+            linear = getattr(parent, name)
+            tied = parent is model and name == "lm_head" and linear.weight is model.wte.weight
+            setattr(parent, name, LoRALinear(linear, self.r, self.alpha, self.dropout, tied=tied))
+        return self
 
     def save(self, directory: "str | Path") -> Path:
         path = Path(directory) / LORA_CONFIG_FILE
@@ -173,22 +170,6 @@ def _target_layers(model: GPT, targets: "set[str] | tuple") -> Iterator[tuple[nn
         yield model, "lm_head"
 
 
-def apply_lora(model: GPT, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, query: bool = True,
-               key: bool = False, value: bool = True, projection: bool = False, mlp: bool = False,
-               head: bool = False) -> LoRAConfig:
-    """Replaces the selected Linears of `model` in place by LoRALinear wrappers around them; returns the config.
-    Base weights are kept as they are (same tensors, same dtype and device; a tied head stays tied)."""
-    config = LoRAConfig.from_flags(r=r, alpha=alpha, dropout=dropout, query=query, key=key, value=value,
-                                   projection=projection, mlp=mlp, head=head)
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
-        raise ValueError("the model already has LoRA layers")
-    for parent, name in _target_layers(model, config.targets):
-        linear = getattr(parent, name)
-        tied = parent is model and name == "lm_head" and linear.weight is model.wte.weight
-        setattr(parent, name, LoRALinear(linear, r, alpha, dropout, tied=tied))
-    return config
-
-
 def is_lora_name(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
 
@@ -234,7 +215,7 @@ def merged_config(model: GPT) -> Config:
 
 
 def load_lora_weights(model: GPT, source: "str | Path | dict") -> None:
-    """Loads LoRA tensors (a `lit_model.pth.lora` file or its dict) into a model that `apply_lora` prepared.
+    """Loads LoRA tensors (a `lit_model.pth.lora` file or its dict) into a model that `LoRAConfig.apply` prepared.
     Every LoRA layer of the model must get its tensors and every tensor must fit, else UserError."""
     state = source if isinstance(source, dict) else load_state_dict(source)
     name = "LoRA weights" if isinstance(source, dict) else str(source)
@@ -249,7 +230,3 @@ def load_lora_weights(model: GPT, source: "str | Path | dict") -> None:
         raise UserError(f"{name}: LoRA weights do not fit the model ({str(e).splitlines()[-1].strip()}); "
                         "use the lora_config.json and base checkpoint they were trained with") from None
 
-
-__all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "mark_only_lora_as_trainable", "lora_state_dict",
-           "merge_lora_weights", "merged_config", "load_lora_weights", "LORA_TARGETS", "LORA_CONFIG_FILE",
-           "LORA_WEIGHTS_FILE"]

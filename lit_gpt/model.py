@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lit_gpt.config import Config
+from lit_gpt.fused_loss import linear_cross_entropy
 
 
 class GPT(nn.Module):
@@ -236,62 +237,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_elem: in
     return torch.cat((x_rope, x_pass), dim=-1) if x_pass.shape[-1] else x_rope
 
 
-LOGITS_CHUNK_ELEMENTS = 1 << 24  # rows of logits per chunk x vocab: 64 MB in float32
-
-
-def linear_cross_entropy(x: torch.Tensor, head: nn.Module, targets: torch.Tensor) -> torch.Tensor:
-    """sum_i cross_entropy(head(x_i), targets_i) for x (N, n_embd), targets (N,), in float32 (float64 for a float64
-    model), computed in chunks of rows. For a plain nn.Linear head the gradients of x, weight and bias are computed
-    chunk by chunk in the forward (softmax - one-hot, then the two matmuls) and only scaled in the backward: the same
-    FLOPs as logits + cross-entropy, but the (N, vocab) logits, their log-softmax and its gradient are never held in
-    memory. Other heads (LoRA on the head, quantized layers) take the plain path."""
-    if type(head) is not nn.Linear or not head.weight.is_floating_point():
-        return F.cross_entropy(head(x).float(), targets, reduction="sum")
-    return _LinearCrossEntropy.apply(x, head.weight, head.bias, targets, torch.is_grad_enabled())
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, targets, grad_enabled):
-        need_x, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
-        rows = max(1, LOGITS_CHUNK_ELEMENTS // weight.shape[0])
-        acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 model
-        loss = torch.zeros((), device=x.device, dtype=acc)
-        grad_x = torch.empty_like(x) if need_x else None
-        # weight gradients are summed over chunks in float32, rounded to the weight's dtype once in the backward
-        grad_w = torch.zeros(weight.shape, device=x.device, dtype=acc) if need_w else None
-        grad_b = torch.zeros(bias.shape, device=x.device, dtype=acc) if need_b else None
-        for start in range(0, x.shape[0], rows):
-            x_chunk, t_chunk = x[start: start + rows], targets[start: start + rows]
-            logits = F.linear(x_chunk, weight, bias).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, t_chunk[:, None]).squeeze(1)).sum()
-            if not (need_x or need_w or need_b):
-                continue
-            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            grad_logits[torch.arange(t_chunk.numel(), device=x.device), t_chunk] -= 1.0
-            grad_logits = grad_logits.to(x.dtype)  # what the plain path's backward through .float() gives
-            if need_x:
-                torch.mm(grad_logits, weight, out=grad_x[start: start + rows])
-            if need_w:
-                if grad_logits.dtype == acc:
-                    grad_w.addmm_(grad_logits.t(), x_chunk)
-                else:
-                    grad_w += grad_logits.t() @ x_chunk
-            if need_b:
-                grad_b += grad_logits.to(acc).sum(0)
-        ctx.save_for_backward(grad_x, grad_w, grad_b)
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        # scaled in float32 and rounded once, as the plain path's backward does
-        grads = [None if g is None else (g.to(grad_loss.dtype) * grad_loss).to(dtype)
-                 for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
-        return *grads, None, None
-
-
 def flops_per_token(config: Config, seq_len: int) -> float:
     """Forward+backward matmul FLOPs per token (6 x params in matmuls + attention), for MFU reports."""
     hs, d = config.head_size, config.n_embd
@@ -302,5 +247,3 @@ def flops_per_token(config: Config, seq_len: int) -> float:
     attn_flops = config.n_layer * 2 * 2 * config.n_head * hs * seq_len / 2  # causal QK^T and AV, half the square
     return 6 * matmul_params + 3 * attn_flops
 
-
-__all__ = ["GPT", "Block", "CausalSelfAttention", "KVCache", "RMSNorm", "flops_per_token", "linear_cross_entropy"]

@@ -1,9 +1,11 @@
-"""Training precision: the `--precision` default for this machine and `--quantize` through bitsandbytes.
+"""Precision and device: the `--precision` default for this machine, `--quantize` through bitsandbytes, and the
+`--device` default of inference (`device_and_dtype`).
 
 bf16 halves memory and is as fast or faster wherever the hardware has bf16 matrix units (recent NVIDIA GPUs, CPUs
 with AMX or AVX512-BF16); elsewhere bf16 is emulated and slow, so float32 is the default there.
 """
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,7 @@ import torch
 from lit_gpt.utils import UserError
 
 PRECISIONS = ("bf16-true", "bf16-mixed", "16-true", "16-mixed", "32-true")
+DEFAULT_PRECISION_ENV = "LIT_GPT_DEFAULT_PRECISION"
 QUANTIZE_MODES = ("bnb.nf4", "bnb.nf4-dq", "bnb.fp4", "bnb.fp4-dq", "bnb.int8-training")
 
 
@@ -31,7 +34,14 @@ def cpu_supports_bf16(cpuinfo: "str | Path" = "/proc/cpuinfo") -> bool:
 
 
 def choose_precision(precision: Optional[str], cuda: Optional[bool] = None, cpuinfo: "str | Path" = "/proc/cpuinfo") -> str:
-    """The given --precision, checked, or the default: bf16-true where bf16 is native, else 32-true."""
+    """The given --precision, checked, or the default: the environment variable LIT_GPT_DEFAULT_PRECISION when set
+    (so the whole test suite can be run as a machine with or without native bf16 would run it), else bf16-true where
+    bf16 is native, else 32-true."""
+    forced = os.environ.get(DEFAULT_PRECISION_ENV)
+    if precision is None and forced:
+        if forced not in PRECISIONS:
+            raise UserError(f"{DEFAULT_PRECISION_ENV}={forced!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+        return forced
     if precision is not None:
         if precision not in PRECISIONS:
             raise UserError(f"--precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
@@ -69,3 +79,9 @@ def quantization_plugin(quantize: Optional[str], precision: str, cuda: Optional[
     mode = quantize[len("bnb."):]
     dtype = torch.float16 if mode.startswith("int8") else param_dtype(precision)
     return BitsandbytesPrecision(mode=mode, dtype=dtype)
+
+
+def device_and_dtype(device: Optional[str], precision: Optional[str]) -> tuple[torch.device, torch.dtype]:
+    """--device (default cuda when available) and the weight dtype --precision asks for on it."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, param_dtype(choose_precision(precision, cuda=device.type == "cuda"))

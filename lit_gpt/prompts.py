@@ -17,9 +17,10 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
+from lit_gpt.config import name_to_config
+from lit_gpt.files import LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.utils import UserError, atomic_write_text
 
-PROMPT_STYLE_FILE = "prompt_style.json"
 
 
 class Special(str):
@@ -330,11 +331,9 @@ def default_prompt_style(checkpoint_dir: "str | Path") -> PromptStyle:
 
     Order: a model of the config registry by its name in lit_config.json (or the folder name); else the chat template
     in tokenizer_config.json / chat_template.jinja (community fine-tunes have arbitrary names); else alpaca."""
-    from lit_gpt.config import name_to_config
-
     checkpoint_dir = Path(checkpoint_dir)
     names = [checkpoint_dir.name]
-    lit_config = checkpoint_dir / "lit_config.json"
+    lit_config = checkpoint_dir / LIT_CONFIG_FILE
     if lit_config.is_file():
         try:
             names.insert(0, json.loads(lit_config.read_text()).get("name") or "")

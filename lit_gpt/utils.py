@@ -1,23 +1,32 @@
 """Small shared helpers: user-facing errors, atomic writes, safe checkpoint loading, the scripts' CLI entry point."""
 
 import contextlib
+import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from jsonargparse import CLI
 
 
 class UserError(Exception):
     """A mistake the user can fix (bad path, bad file, wrong flag). Scripts print its message as one line and exit 1."""
 
 
-def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
-    """Entry point of every script: jsonargparse CLI over `fn`; a UserError becomes one line on stderr and exit 1."""
-    from jsonargparse import CLI
+def log(message: str) -> None:
+    """A progress or status line for the person at the terminal (stderr: stdout stays the command's result)."""
+    print(message, file=sys.stderr, flush=True)
 
+
+def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Entry point of every script: jsonargparse CLI over `fn`; a UserError becomes one line on stderr and exit 1.
+    Process-wide settings belong here, not in library calls: TF32 matmuls for float32 on CUDA (as Lit-GPT does)."""
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
     try:
         return CLI(fn, *args, **kwargs)
     except UserError as e:
@@ -53,9 +62,29 @@ def atomic_write_text(path: "str | Path", text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def atomic_write_json(path: "str | Path", obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
 def atomic_torch_save(obj: Any, path: "str | Path") -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def copy_file(source: "str | Path", target: "str | Path") -> None:
+    """Copies source to target atomically (a reader never sees half a file)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def link_or_copy(source: "str | Path", target: "str | Path") -> None:
+    """target becomes a hard link to source (same file system: no second copy of a large file), else a copy."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 def check_writable_dir(path: "str | Path") -> Path:

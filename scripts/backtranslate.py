@@ -19,9 +19,11 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.quality import (CURATION_PROMPT, BacktranslateConfig, Judge, backtranslate, load_scoring_model, log,
-                             read_unlabelled, write_rows)
-from lit_gpt.utils import UserError, atomic_write_text, run_cli
+from lit_gpt.infer.load import load_model_for_inference  # noqa: E402
+from lit_gpt.quality.judge import CURATION_PROMPT, Judge  # noqa: E402
+from lit_gpt.quality.rows import write_rows  # noqa: E402
+from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled  # noqa: E402
+from lit_gpt.utils import UserError, atomic_write_text, log, run_cli  # noqa: E402
 
 
 def main(
@@ -64,11 +66,11 @@ def main(
         raise UserError(f"{data_path}: no texts")
     if not 1 <= min_score <= 5:
         raise UserError(f"--min_score {min_score}: the curation scale is 1-5")
-    model, tokenizer, style = load_scoring_model(checkpoint_dir, device, precision)
+    model, tokenizer, style = load_model_for_inference(checkpoint_dir, device, precision)
     if curator_checkpoint_dir is None or Path(curator_checkpoint_dir) == Path(checkpoint_dir):
         curator_parts = (model, tokenizer, style)
     else:
-        curator_parts = load_scoring_model(curator_checkpoint_dir, device, precision)
+        curator_parts = load_model_for_inference(curator_checkpoint_dir, device, precision)
     curator = Judge(*curator_parts, rating=CURATION_PROMPT)
     config = BacktranslateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                  min_score=min_score, batch_size=batch_size, seed=seed)

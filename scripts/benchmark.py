@@ -11,7 +11,7 @@ format, prompt masked, truncated to --max_seq_length), so lengths and trained-to
 distribution; `fixed` cuts the same token stream into rows of exactly --max_seq_length tokens, all trained (the
 classic "micro-batch x sequence length" throughput setting). Token ids are taken modulo the model's vocabulary.
 
-The batches are those our training loop would train on (`lit_gpt.training.epoch_batches`: length-grouped for the
+The batches are those our training loop would train on (`lit_gpt.train.dataset.epoch_batches`: length-grouped for the
 default shuffle order); each optimizer step takes one global batch of --batch_size examples split into micro-batches
 of --micro_batch_size. The timed work is the first --steps_per_run global batches (0: the whole epoch); after
 --warmup_steps steps, that same work is timed --runs times and the medians are reported. Each implementation runs in
@@ -21,7 +21,7 @@ drifts, that keeps the comparison fair; `speedup_vs_litgpt_paired_median` is the
 Each process measures the matmul ceiling (a 2048^3 matmul in the training dtype, before and after its runs); the best
 of all of them is the denominator of the model FLOPs utilisation (MFU).
 
-Our step is the one finetune/lora.py and finetune/full.py run: `lit_gpt.training._train_step` (fused LM head + loss
+Our step is the one finetune/lora.py and finetune/full.py run: `lit_gpt.train.step.train_step` (fused LM head + loss
 on the trained positions only, Fabric precision, gradient clipping, fused AdamW, LR schedule).
 
 --compare_litgpt runs LitGPT's own GPT (+ its LoRA classes) in a minimal loop on the same examples, same config,
@@ -39,7 +39,6 @@ weights for LoRA). Timings taken while other processes use the cores are meaning
 average and tokens per CPU-second.
 """
 
-import dataclasses
 import json
 import os
 import platform
@@ -55,6 +54,15 @@ from typing import Literal, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+
+from lit_gpt.data.normalize import normalize  # noqa: E402
+from lit_gpt.data.order import epoch_order  # noqa: E402
+from lit_gpt.data.prepared import load_prepared  # noqa: E402
+from lit_gpt.data.records import iter_records  # noqa: E402
+from lit_gpt.data.tokenize import tokenize_examples  # noqa: E402
+from lit_gpt.train.args import TrainArgs, check_batch_split  # noqa: E402
+from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch  # noqa: E402
+from lit_gpt.train.step import make_optimizer, train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 READY, RUN_DONE, RESULT = "BENCHMARK_READY", "BENCHMARK_RUN_DONE", "BENCHMARK_RESULT "  # worker -> parent lines
@@ -171,7 +179,6 @@ def run_ours(spec: dict) -> dict:
     from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
     from lit_gpt.model import GPT
     from lit_gpt.precision import param_dtype
-    from lit_gpt.training import Examples, TrainArgs, _Run, _train_step, check_batch_split, make_optimizer
 
     device = setup_worker(spec)
     plan = torch.load(spec["plan"], weights_only=True)
@@ -197,24 +204,21 @@ def run_ours(spec: dict) -> dict:
     if spec["compile"]:
         model.compile_blocks()
     model = fabric.setup_module(model)
-    optimizer = fabric.setup_optimizers(make_optimizer(model, args))
+    optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_set = Examples(plan["examples"], spec["max_seq_length"], "benchmark", config.vocab_size)
-    # the loop's run state; fields the step does not read (validation set, tokenizer, ...) stay None
-    run_state = {f.name: None for f in dataclasses.fields(_Run)
-                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    run_state.update(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=args,
-                     out_dir=Path(tempfile.gettempdir()), train_set=train_set, accum=check_batch_split(args, 1),
-                     total_steps=10 ** 9, steps_per_epoch=len(plan["batches"]), progress={"iter_num": 0},
-                     lora=spec["method"] == "lora", precision=spec["precision"])
-    run = _Run(**{k: v for k, v in run_state.items() if k in {f.name for f in dataclasses.fields(_Run)}})
+    train_set = TrainingSet(plan["examples"], spec["max_seq_length"], "benchmark", config.vocab_size)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     init_seconds = time.perf_counter() - start
 
+    accum = check_batch_split(args, 1)
+    steps_done = 0
+
     def step(batch: list) -> float:
-        loss, _, _ = _train_step(run, batch)
-        run.progress["iter_num"] += 1
-        return loss
+        nonlocal steps_done
+        result = train_step(fabric, model, optimizer, scheduler, train_set, batch, accum=accum, seed=args.seed,
+                            step=steps_done, grad_clip=args.grad_clip, precision=spec["precision"])
+        steps_done += 1
+        return result.loss
 
     timing = timed_steps(step, plan["batches"], spec["warmup_steps"], device)
     ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
@@ -307,7 +311,6 @@ def worker_main(spec_path: str) -> None:
 def dataset_examples(dataset: str, max_seq_length: int, vocab_size: int, limit: Optional[int]) -> list[dict]:
     """Real LIMA/Dolly rows through our data pipeline (SmolLM2 tokenizer, its chat format, prompt masked); `fixed`
     packs the same token stream into rows of exactly max_seq_length + 1 tokens (inputs and shifted targets), all trained."""
-    from lit_gpt.data import iter_records, normalize, tokenize_examples
     from lit_gpt.prompts import default_prompt_style
     from lit_gpt.tokenizer import Tokenizer
     from lit_gpt.utils import UserError
@@ -337,7 +340,6 @@ def load_examples(data_dir: Optional[Path], dataset: str, max_seq_length: int, v
                   limit: Optional[int]) -> tuple[list[dict], str]:
     if data_dir is None:
         return dataset_examples(dataset, max_seq_length, vocab_size, limit), f"{dataset} (tokenized at run time)"
-    from lit_gpt.data import load_prepared
 
     train, _, manifest = load_prepared(data_dir)
     train = train[:limit] if limit is not None else train
@@ -350,10 +352,7 @@ def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch
     micro-batches of the same examples: the same tensors (`same`), or (`plain`) those examples in the epoch order
     cut into micro-batches and padded to the longest, as a loader without length grouping does. Plus padding
     statistics of the whole epoch for the loop's batching and for plain batching."""
-    from lit_gpt.data_order import epoch_order
-    from lit_gpt.training import Examples, epoch_batches, padding_stats, split_batch
-
-    data = Examples(examples, max_seq_length, "benchmark", vocab_size)
+    data = TrainingSet(examples, max_seq_length, "benchmark", vocab_size)
     accum = batch_size // micro_batch_size
     epoch = epoch_batches(data, 0, seed, order, batch_size)
     if steps is not None and len(epoch) < steps:

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from lit_gpt.config import Config
-from lit_gpt.convert import hf_config_dict, lit_to_hf
-from lit_gpt.model import GPT
-from lit_gpt.utils import run_cli
+from lit_gpt.config import Config  # noqa: E402
+from lit_gpt.convert import hf_config_dict, lit_to_hf  # noqa: E402
+from lit_gpt.model import GPT  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The child prints its own peak RSS after running `code`: VmHWM, the high-water mark of this process image (Linux).
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import re, sys, time
 sys.path.insert(0, {root!r})
-from lit_gpt.convert import convert_hf_checkpoint
+from lit_gpt.convert import convert_hf_checkpoint  # noqa: E402
 start = time.perf_counter()
 {code}
 seconds = time.perf_counter() - start

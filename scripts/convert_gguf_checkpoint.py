@@ -14,8 +14,8 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.gguf_import import convert_gguf
-from lit_gpt.utils import run_cli
+from lit_gpt.gguf_import import convert_gguf  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, gguf_path: Path, checkpoint_dir: Path,

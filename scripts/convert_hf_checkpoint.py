@@ -12,8 +12,8 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.convert import convert_hf_checkpoint
-from lit_gpt.utils import run_cli
+from lit_gpt.convert import convert_hf_checkpoint  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(

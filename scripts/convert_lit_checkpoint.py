@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.convert import convert_lit_checkpoint
-from lit_gpt.utils import run_cli
+from lit_gpt.convert import convert_lit_checkpoint  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, checkpoint_dir: Path, output_dir: Path) -> None:

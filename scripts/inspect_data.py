@@ -17,8 +17,10 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data import IGNORE_INDEX, decode_with_specials, example_defects, length_stats, load_prepared
-from lit_gpt.utils import UserError, atomic_path, run_cli
+from lit_gpt.data.defects import example_defects  # noqa: E402
+from lit_gpt.data.prepared import length_stats, load_prepared  # noqa: E402
+from lit_gpt.data.tokenize import IGNORE_INDEX, decode_with_specials  # noqa: E402
+from lit_gpt.utils import UserError, atomic_path, run_cli  # noqa: E402
 
 COLORS = {False: "\033[2m", True: "\033[1;32m"}  # masked: dim, trained: bold green
 RESET = "\033[0m"

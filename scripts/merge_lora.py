@@ -14,8 +14,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.inference import find_lora, save_merged_checkpoint
-from lit_gpt.utils import run_cli
+from lit_gpt.infer.load import find_lora, save_merged_checkpoint  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None) -> None:

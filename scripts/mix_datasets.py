@@ -18,8 +18,8 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.mixing import mix, summary_table
-from lit_gpt.utils import UserError, run_cli, space_separated_lists
+from lit_gpt.data.mixing import mix, summary_table  # noqa: E402
+from lit_gpt.utils import UserError, run_cli, space_separated_lists  # noqa: E402
 
 
 def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = None,

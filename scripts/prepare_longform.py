@@ -12,8 +12,9 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data import fetch_source, iter_records, prepare
-from lit_gpt.utils import run_cli
+from lit_gpt.data.prepare import prepare  # noqa: E402
+from lit_gpt.data.records import fetch_source, iter_records  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/akoksal/LongForm/main/dataset/train.json"
 COLUMNS = {"instruction": "input"}

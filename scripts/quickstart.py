@@ -32,17 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # threads sleep instead; must be set before torch loads the OpenMP runtime. An explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lit_gpt.checkpoint import load_model
-from lit_gpt.convert import convert_hf_checkpoint
-from lit_gpt.data import encode_prompt, iter_records, load_prepared, load_records, prepare
-from lit_gpt.generate import generate
-from lit_gpt.gguf_import import install_packaged_smollm2
-from lit_gpt.hub import HubUnreachable, download_checkpoint
-from lit_gpt.inference import device_and_dtype, find_lora, load_merged_lora_model
-from lit_gpt.lora import LORA_WEIGHTS_FILE, LoRAConfig
-from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training import TrainArgs, finetune
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.checkpoint import load_model  # noqa: E402
+from lit_gpt.convert import convert_hf_checkpoint  # noqa: E402
+from lit_gpt.data.prepare import prepare  # noqa: E402
+from lit_gpt.data.prepared import load_prepared  # noqa: E402
+from lit_gpt.data.records import iter_records, load_records  # noqa: E402
+from lit_gpt.files import LORA_WEIGHTS_FILE  # noqa: E402
+from lit_gpt.gguf_import import install_packaged_smollm2  # noqa: E402
+from lit_gpt.hub import HubUnreachable, download_checkpoint  # noqa: E402
+from lit_gpt.infer.answer import answer_prompts  # noqa: E402
+from lit_gpt.infer.load import find_lora, load_merged_lora_model  # noqa: E402
+from lit_gpt.lora import LoRAConfig  # noqa: E402
+from lit_gpt.precision import device_and_dtype  # noqa: E402
+from lit_gpt.tokenizer import Tokenizer  # noqa: E402
+from lit_gpt.train.args import TrainArgs  # noqa: E402
+from lit_gpt.train.loop import finetune  # noqa: E402
+from lit_gpt.utils import UserError, run_cli  # noqa: E402
 
 REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CHECKPOINT_DIR = Path("checkpoints") / REPO_ID
@@ -94,13 +99,7 @@ def get_checkpoint(checkpoint_dir: Path) -> Path:
 
 def answer(model, tokenizer: Tokenizer, prompt_style: str, questions: list[dict], max_new_tokens: int) -> list[str]:
     """Greedy answers, one question at a time."""
-    answers = []
-    for question in questions:
-        prompt = encode_prompt(tokenizer, prompt_style, question["instruction"], question.get("input") or "",
-                               device=next(model.parameters()).device)
-        ids = generate(model, prompt, max_new_tokens, temperature=0.0, eos_id=tokenizer.stop_ids)
-        answers.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-    return answers
+    return [a.text for a in answer_prompts(model, tokenizer, prompt_style, questions, max_new_tokens)]
 
 
 def side_by_side(left: str, right: str, width: int) -> str:

@@ -21,10 +21,14 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.quality import (SCORE_COLUMNS, HeuristicConfig, HeuristicScorer, IFDScorer, Judge, ScoreCache,
-                             default_output, load_scoring_model, log, read_rows, result_columns, score_examples, score_stats, sidecar_path,
-                             to_example, write_rows)
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.infer.load import load_model_for_inference  # noqa: E402
+from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer  # noqa: E402
+from lit_gpt.quality.ifd import IFDScorer  # noqa: E402
+from lit_gpt.quality.judge import Judge  # noqa: E402
+from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,  # noqa: E402
+                                  to_scoring_row, write_rows)  # noqa: E402
+from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats  # noqa: E402
+from lit_gpt.utils import UserError, log, run_cli  # noqa: E402
 
 
 def main(
@@ -72,7 +76,7 @@ def main(
     rows = read_rows(data_path)  # written back as they are
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
-    examples = [to_example(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
+    examples = [to_scoring_row(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
     output = Path(output) if output is not None else default_output(data_path, "scored")
 
     if method == "heuristics":
@@ -84,7 +88,7 @@ def main(
         if model_dir is None:
             flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"
             raise UserError(f"--method {method} needs a model: pass {flag} checkpoints/ORG/NAME")
-        model, tokenizer, style = load_scoring_model(Path(model_dir), device, precision)
+        model, tokenizer, style = load_model_for_inference(Path(model_dir), device, precision)
         if method == "alpagasus":
             scorer = Judge(model, tokenizer, style, max_seq_length=max_seq_length, score_from=score_from)
         else:

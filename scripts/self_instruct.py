@@ -18,9 +18,10 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.quality import (InstructionFilter, SelfInstructConfig, load_scoring_model, log, read_rows, self_instruct,
-                             to_example, write_rows)
-from lit_gpt.utils import UserError, atomic_write_text, run_cli
+from lit_gpt.infer.load import load_model_for_inference  # noqa: E402
+from lit_gpt.quality.rows import read_rows, to_scoring_row, write_rows  # noqa: E402
+from lit_gpt.quality.synthetic import InstructionFilter, SelfInstructConfig, self_instruct  # noqa: E402
+from lit_gpt.utils import UserError, atomic_write_text, log, run_cli  # noqa: E402
 
 
 def main(
@@ -60,14 +61,14 @@ def main(
     """
     seeds = []
     for i, row in enumerate(read_rows(seed_tasks)):
-        example = to_example(i, row)
+        example = to_scoring_row(i, row)
         if example.instruction.strip() and example.output.strip():
             seeds.append({"instruction": example.instruction, "input": example.input, "output": example.output})
     if not seeds:
         raise UserError(f"{seed_tasks}: no row has both an instruction and an output")
     if num_instructions < 1:
         raise UserError(f"--num_instructions {num_instructions}: must be at least 1")
-    model, tokenizer, style = load_scoring_model(checkpoint_dir, device, precision)
+    model, tokenizer, style = load_model_for_inference(checkpoint_dir, device, precision)
     output = Path(output)
     manifest_path = output.with_name(output.name + ".manifest.json")
     settings = {"seed_tasks": str(seed_tasks), "checkpoint_dir": str(checkpoint_dir), "prompt_style": style.name,

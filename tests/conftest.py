@@ -42,7 +42,7 @@ def tiny_checkpoint_dir(tmp_path_factory, shared_dir):
     a tiny_config whose vocab_size is the tokenizer's (plus random lit_model.pth weights when weights=True)."""
     import shutil
 
-    from lit_gpt.checkpoint import TOKENIZER_FILES
+    from lit_gpt.files import TOKENIZER_FILES
     from lit_gpt.tokenizer import Tokenizer
 
     def make(tokenizer_name: str, weights: bool = False, **overrides) -> Path:
@@ -63,3 +63,24 @@ def tiny_checkpoint_dir(tmp_path_factory, shared_dir):
         return checkpoint_dir
 
     return make
+
+
+# ---- tests whose numbers depend on the default precision --------------------------------------------------------------
+# The default precision is the machine's: bf16-true where the CPU has native bf16 (AMX, AVX512-BF16), else 32-true.
+# A test marked `both_default_precisions` runs twice, with LIT_GPT_DEFAULT_PRECISION forced to each, so that a
+# machine of one kind cannot hide a test that only passes on the other. It gets the precision as `default_precision`.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_default_precisions: run once with each default precision forced")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_default_precisions"):
+        metafunc.parametrize("default_precision", ["32-true", "bf16-true"], indirect=True)
+
+
+@pytest.fixture
+def default_precision(request, monkeypatch) -> str:
+    from lit_gpt.precision import DEFAULT_PRECISION_ENV
+
+    monkeypatch.setenv(DEFAULT_PRECISION_ENV, request.param)  # subprocesses inherit it
+    return request.param

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import ROOT
 from lit_gpt.compare import PAIRWISE_PROMPT, eval_rows, make_variants, pairwise_preference, win_rate
-from lit_gpt.data import iter_records, prepare
-from lit_gpt.mixing import mix
+from lit_gpt.data.mixing import mix
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.records import iter_records
 from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 

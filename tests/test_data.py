@@ -14,24 +14,12 @@ import time
 import pytest
 import torch
 
-from lit_gpt.data import (
-    IGNORE_INDEX,
-    BadRecord,
-    _with_bos_and_eos,
-    conversation,
-    decode_with_specials,
-    encode_prompt,
-    encode_segments,
-    fit_to_length,
-    iter_records,
-    load_prepared,
-    load_records,
-    normalize,
-    prepare,
-    render_text,
-    split_examples,
-    training_segments,
-)
+from lit_gpt.data.normalize import BadRecord, conversation, normalize
+from lit_gpt.data.prepare import prepare, split_examples
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records, load_records
+from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_prompt,
+                                   encode_segments, fit_to_length, render_text, training_segments)
 from lit_gpt.prompts import Special, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError

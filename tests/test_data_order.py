@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from lit_gpt.data import iter_records, load_prepared, prepare
-from lit_gpt.data_order import ORDERS, epoch_order, may_regroup_by_length, order_hash
-from lit_gpt.training import Examples, epoch_batches
+from lit_gpt.data.order import ORDERS, epoch_order, may_regroup_by_length, order_hash
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records
+from lit_gpt.train.dataset import TrainingSet, epoch_batches
 from lit_gpt.utils import UserError
 
 
@@ -85,7 +87,7 @@ def test_curriculum(examples):
 
 
 def test_batches_keep_requested_orders(examples, tiny_checkpoint_dir):
-    data = Examples(examples, max_seq_length=255, source="dolly", vocab_size=49152)
+    data = TrainingSet(examples, max_seq_length=255, source="dolly", vocab_size=49152)
     assert len(data) == len(examples)
     for order in ORDERS:
         if order == "shuffle":

@@ -22,9 +22,10 @@ import torch
 
 from conftest import ROOT
 from lit_gpt.checkpoint import load_model
-from lit_gpt.data import encode_prompt
-from lit_gpt.generate import generate
-from lit_gpt.inference import encode_conversation, find_lora, load_lora_model, load_merged_lora_model
+from lit_gpt.data.tokenize import encode_prompt
+from lit_gpt.infer.answer import encode_conversation
+from lit_gpt.infer.load import find_lora, load_lora_model, load_merged_lora_model
+from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.prompts import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -278,7 +279,7 @@ def test_encode_conversation_drops_oldest_exchanges(base):
 
 def test_stop_string_ends_the_answer_and_is_never_printed():
     """Alpaca-style models go on with "### Instruction:"; text that may start a stop string is held back."""
-    import lit_gpt.inference as inference
+    import lit_gpt.infer.sampling as inference
 
     class PieceTokenizer:  # token id i decodes to pieces[i]
         pieces = ["Paris", " is", " ###", " Instr", "uction:", " more"]

@@ -12,9 +12,15 @@ import json
 import pytest
 import torch
 
-from lit_gpt.data import iter_records, prepare
-from lit_gpt.data_order import order_hash
-from lit_gpt.training import BEST_DIR, Examples, TrainArgs, epoch_batches, finetune
+from lit_gpt.data.order import order_hash
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.records import iter_records
+from lit_gpt.files import BEST_DIR
+from lit_gpt.train.args import TrainArgs
+from lit_gpt.train.dataset import TrainingSet, epoch_batches
+from lit_gpt.train.loop import finetune
+from lit_gpt.train.step import validate
+
 
 OVERFIT = dict(learning_rate=0.05, batch_size=4, micro_batch_size=4, warmup_steps=0, eval_interval=1000,
                sample_max_new_tokens=0, seed=3, order="as_given", weight_decay=0.0)
@@ -30,20 +36,26 @@ def setup(tiny_checkpoint_dir, shared_dir, tmp_path_factory):
     return checkpoint_dir, data_dir
 
 
-def val_loss_of(weights_path, checkpoint_dir, data_dir):
-    """Validation loss of saved full weights, computed afresh."""
+def val_loss_of(weights_path, checkpoint_dir, data_dir, precision):
+    """Validation loss of saved full weights, computed afresh in the precision the run used."""
     import lightning as L
 
     from lit_gpt.checkpoint import load_model
-    from lit_gpt.training import validate
+    from lit_gpt.precision import param_dtype
 
-    model = load_model(checkpoint_dir)
+    model = load_model(checkpoint_dir, dtype=param_dtype(precision))
     model.load_state_dict(torch.load(weights_path, weights_only=True))
     test = torch.load(data_dir / "test.pt", weights_only=True)
-    return validate(L.Fabric(accelerator="cpu", devices=1), model.eval(), Examples(test, 95, "test", 49152), 4)
+    fabric = L.Fabric(accelerator="cpu", devices=1, precision=precision)
+    return validate(fabric, fabric.setup_module(model).eval(), TrainingSet(test, 95, "test", 49152), 4)
 
 
-def test_early_stopping_keeps_best_weights(setup, tmp_path):
+def tolerance(precision: str) -> float:
+    return 1e-4 if precision == "32-true" else 2e-3  # bf16 keeps 8 bits of mantissa
+
+
+@pytest.mark.both_default_precisions
+def test_early_stopping_keeps_best_weights(setup, tmp_path, default_precision):
     checkpoint_dir, data_dir = setup
     out_dir = tmp_path / "run"
     summary = finetune("full", checkpoint_dir, data_dir, out_dir,
@@ -67,18 +79,19 @@ def test_early_stopping_keeps_best_weights(setup, tmp_path):
     best_weights = torch.load(out_dir / BEST_DIR / "lit_model.pth", weights_only=True)
     final = torch.load(out_dir / "lit_model.pth", weights_only=True)
     assert all(torch.equal(best_weights[k], final[k]) for k in best_weights)
-    assert val_loss_of(out_dir / BEST_DIR / "lit_model.pth", checkpoint_dir, data_dir) == pytest.approx(val[best],
-                                                                                                       rel=1e-4)
+    assert val_loss_of(out_dir / BEST_DIR / "lit_model.pth", checkpoint_dir, data_dir,
+                       default_precision) == pytest.approx(val[best], rel=tolerance(default_precision))
     last_step = torch.load(out_dir / "checkpoints" / f"step-{epochs[-1]['step']:06d}" / "lit_model.pth",
                            weights_only=True)
     assert not all(torch.equal(best_weights[k], last_step[k]) for k in best_weights)
     # the order is logged with a hash of the first epoch's batches, reproducible from the seed
-    train = Examples(torch.load(data_dir / "train.pt", weights_only=True), 95, "train", 49152)
+    train = TrainingSet(torch.load(data_dir / "train.pt", weights_only=True), 95, "train", 49152)
     expected = order_hash([i for b in epoch_batches(train, 0, OVERFIT["seed"], "as_given", 4) for i in b])
     assert summary["order"] == "as_given" and summary["first_epoch_order_hash"] == expected
 
 
-def test_without_early_stopping_best_is_kept_beside_the_last(setup, tmp_path):
+@pytest.mark.both_default_precisions
+def test_without_early_stopping_best_is_kept_beside_the_last(setup, tmp_path, default_precision):
     checkpoint_dir, data_dir = setup
     out_dir = tmp_path / "run"
     summary = finetune("full", checkpoint_dir, data_dir, out_dir, TrainArgs(epochs=8, **OVERFIT))
@@ -89,6 +102,7 @@ def test_without_early_stopping_best_is_kept_beside_the_last(setup, tmp_path):
     assert report["best_epoch"] == best + 1 and val[best] < val[-1]
     # top-level weights are the last step's; best/ holds the best epoch's
     assert summary["weights_from_step"] == 8
-    assert val_loss_of(out_dir / "lit_model.pth", checkpoint_dir, data_dir) == pytest.approx(val[-1], rel=1e-4)
-    assert val_loss_of(out_dir / BEST_DIR / "lit_model.pth", checkpoint_dir, data_dir) == pytest.approx(val[best],
-                                                                                                       rel=1e-4)
+    assert val_loss_of(out_dir / "lit_model.pth", checkpoint_dir, data_dir,
+                       default_precision) == pytest.approx(val[-1], rel=tolerance(default_precision))
+    assert val_loss_of(out_dir / BEST_DIR / "lit_model.pth", checkpoint_dir, data_dir,
+                       default_precision) == pytest.approx(val[best], rel=tolerance(default_precision))

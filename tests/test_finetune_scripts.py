@@ -15,7 +15,8 @@ from conftest import ROOT
 from test_training import (capital_pairs, checkpoint, fast_args, make_data,  # noqa: F401
                            metrics_rows, one_thread)
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.training import finetune, script_cli
+from lit_gpt.train.cli import script_cli
+from lit_gpt.train.loop import finetune
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 QUIET = ["--eval_interval", "1000", "--sample_max_new_tokens", "0", "--precision", "32-true"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from lit_gpt.generate import TextStreamer, generate, sample, top_p_filter
+from lit_gpt.infer.sampling import TextStreamer, generate, sample, top_p_filter
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 
@@ -175,8 +175,10 @@ def tiny_checkpoint(tmp_path, shared_dir) -> Path:
     return checkpoint_dir
 
 
-def test_base_script_generates_text(tiny_checkpoint):
+@pytest.mark.both_default_precisions
+def test_base_script_generates_text(tiny_checkpoint, default_precision):
     from lit_gpt.checkpoint import load_model
+    from lit_gpt.precision import param_dtype
     from lit_gpt.tokenizer import Tokenizer
 
     prompt = "Hello, my name is"
@@ -189,7 +191,8 @@ def test_base_script_generates_text(tiny_checkpoint):
 
     tokenizer = Tokenizer(tiny_checkpoint)
     prompt_ids = tokenizer.encode(load_base_script().format_prompt(prompt, tiny_checkpoint))
-    expected_ids = generate(load_model(tiny_checkpoint), prompt_ids, 8, temperature=0.0, eos_id=tokenizer.stop_ids)
+    model = load_model(tiny_checkpoint, dtype=param_dtype(default_precision))  # as the script loads it by default
+    expected_ids = generate(model, prompt_ids, 8, temperature=0.0, eos_id=tokenizer.stop_ids)
     expected = tokenizer.decode(expected_ids)
     assert expected.strip()
     assert proc.stdout == f"{expected}\n\n{expected}\n"  # two greedy samples, a blank line between them

@@ -18,7 +18,6 @@ from tokenizers import pre_tokenizers
 
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
-from lit_gpt.generate import generate
 from lit_gpt.gguf_import import (
     BLOCK_TENSORS,
     SMOLLM2_GGUF_NAME,
@@ -32,6 +31,7 @@ from lit_gpt.gguf_import import (
     write_tokenizer_files,
 )
 from lit_gpt.hub import HubUnreachable
+from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT, apply_rope, rope_cos_sin
 from lit_gpt.prompts import SmolLM2
 from lit_gpt.tokenizer import Tokenizer

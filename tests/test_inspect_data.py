@@ -7,8 +7,11 @@ import shutil
 import pytest
 import torch
 
-from lit_gpt.data import IGNORE_INDEX, iter_records, prepare
 from test_prepare_scripts import assert_one_line_error, run_script
+
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.records import iter_records
+from lit_gpt.data.tokenize import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")

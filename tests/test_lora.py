@@ -7,9 +7,9 @@ import torch.nn as nn
 
 from conftest import tiny_config
 from test_training import one_thread  # noqa: F401  (autouse fixture)
-from lit_gpt.lora import (LoRAConfig, LoRALinear, apply_lora, load_lora_weights, lora_state_dict,
-                          mark_only_lora_as_trainable, merge_lora_weights, merged_config)
+from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict, mark_only_lora_as_trainable, merge_lora_weights, merged_config
 from lit_gpt.model import GPT
+from lit_gpt.train.args import lora_config_from_flags
 from lit_gpt.utils import UserError
 
 
@@ -57,7 +57,7 @@ def test_qkv_lora_under_gqa_matches_per_projection_math():
     torch.manual_seed(0)
     model = GPT(config)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    lora = apply_lora(model, r=4, alpha=8, dropout=0.0, query=True, key=True, value=True)
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "key", "value")).apply(model)
     assert lora.targets == ("query", "key", "value") and lora.scaling == 2.0
     randomize_lora(model)
     attn = model.blocks[1].attn
@@ -96,9 +96,8 @@ def test_merge_equals_unmerged_forward_all_targets(overrides):
     config = tiny_config(**overrides)
     torch.manual_seed(1)
     model = GPT(config)
-    apply_lora(model, r=2, alpha=4, dropout=0.1, query=True, key=True, value=True, projection=True, mlp=True,
-               head=True)
-    model.eval()  # after apply_lora: the new dropout layers must be switched off too
+    LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("query", "key", "value", "projection", "mlp", "head")).apply(model)
+    model.eval()  # after LoRAConfig.apply: the new dropout layers must be switched off too
     randomize_lora(model)
     n_lora = sum(isinstance(m, LoRALinear) for m in model.modules())
     assert n_lora == config.n_layer * (4 + (3 if config.mlp_class_name == "LLaMAMLP" else 2)) + 1
@@ -133,7 +132,7 @@ def test_merge_equals_unmerged_forward_all_targets(overrides):
 def test_only_lora_trains_and_is_saved_tied_head_stays_tied():
     config = tiny_config(tie_embeddings=True)
     model = GPT(config)
-    apply_lora(model, r=2, alpha=4, query=True, value=True, head=True)
+    LoRAConfig(r=2, alpha=4, dropout=0.0, targets=("query", "value", "head")).apply(model)
     assert model.lm_head.linear.weight is model.wte.weight  # LoRA on the head did not untie it
     mark_only_lora_as_trainable(model)
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
@@ -152,7 +151,7 @@ def test_only_lora_trains_and_is_saved_tied_head_stays_tied():
     saved = lora_state_dict(model)
     assert sorted(saved) == trainable
     fresh = GPT(config)
-    apply_lora(fresh, r=2, alpha=4, query=True, value=True, head=True)
+    LoRAConfig(r=2, alpha=4, dropout=0.0, targets=("query", "value", "head")).apply(fresh)
     load_lora_weights(fresh, saved)
     torch.testing.assert_close(fresh.lm_head.lora_B, model.lm_head.lora_B)
     with pytest.raises(UserError, match="missing"):
@@ -160,7 +159,8 @@ def test_only_lora_trains_and_is_saved_tied_head_stays_tied():
 
 
 def test_lora_config_roundtrip_and_errors(tmp_path):
-    config = LoRAConfig.from_flags(r=4, alpha=8, dropout=0.0, query=True, value=False, mlp=True)
+    config = lora_config_from_flags({"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_value": False,
+                                     "lora_mlp": True})
     assert config.targets == ("query", "mlp")
     path = config.save(tmp_path)
     assert path.name == "lora_config.json"
@@ -169,10 +169,10 @@ def test_lora_config_roundtrip_and_errors(tmp_path):
     with pytest.raises(UserError, match="bad.json"):
         LoRAConfig.from_file(tmp_path / "bad.json")
     with pytest.raises(UserError, match="at least one target"):
-        LoRAConfig.from_flags(query=False, value=False)
+        lora_config_from_flags({"lora_query": False, "lora_value": False})
     with pytest.raises(UserError, match="unknown LoRA targets"):
         LoRAConfig(targets=("queries",))
     model = GPT(tiny_config())
-    apply_lora(model)
+    LoRAConfig(r=8, alpha=16, dropout=0.0, targets=("query", "value")).apply(model)
     with pytest.raises(ValueError, match="already"):
-        apply_lora(model)
+        LoRAConfig(r=8, alpha=16, dropout=0.0, targets=("query", "value")).apply(model)

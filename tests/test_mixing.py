@@ -13,9 +13,11 @@ import sys
 import pytest
 
 from conftest import ROOT
-from lit_gpt.data import iter_records, load_prepared, prepare
-from lit_gpt.mixing import NearDuplicateFinder, content_key, instruction_key, mix
-from lit_gpt.text_similarity import rouge_l
+from lit_gpt.data.mixing import NearDuplicateFinder, content_key, instruction_key, mix
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records
+from lit_gpt.data.similarity import rouge_l
 from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 DOLLY_COLUMNS = {"input": "context", "output": "response", "source": "category"}

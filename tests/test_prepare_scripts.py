@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub
-from lit_gpt.data import load_prepared
+from lit_gpt.data.prepared import load_prepared
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import run_cli
 from test_data import check_prepared

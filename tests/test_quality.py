@@ -4,11 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.quality import (ALPAGASUS_PROMPT, CURATION_PROMPT, Example, HeuristicConfig, IFDScorer, InstructionFilter,
-                             Judge, ScoreCache, digit_token_ids, encode_prompt_ids, expected_score, filter_candidates,
-                             fit_ids, heuristic_flags, instruction_rejection, load_scoring_model,
-                             parse_backtranslated_instruction, parse_generated_tasks, parse_score, score_examples,
-                             select_rows, to_example)
+import lit_gpt.infer.answer
+
+from lit_gpt.data.tokenize import encode_prompt
+from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.quality.heuristics import HeuristicConfig, heuristic_flags
+from lit_gpt.quality.ifd import IFDScorer
+from lit_gpt.quality.judge import ALPAGASUS_PROMPT, CURATION_PROMPT, Judge, digit_token_ids, expected_score, parse_score
+from lit_gpt.quality.rows import ScoringRow, fit_ids, to_scoring_row
+from lit_gpt.quality.scoring import ScoreCache, score_examples, select_rows
+from lit_gpt.quality.synthetic import (InstructionFilter, filter_candidates, instruction_rejection,
+                                       parse_backtranslated_instruction, parse_generated_tasks)
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
@@ -21,13 +27,13 @@ def alpaca_rows(shared_dir):
 @pytest.fixture(scope="module")
 def judge_parts(tiny_checkpoint_dir):
     """A random tiny model with SmolLM2's tokenizer (ChatML prompt style from its chat template)."""
-    return load_scoring_model(tiny_checkpoint_dir("smollm2", weights=True, block_size=384), "cpu", "32-true")
+    return load_model_for_inference(tiny_checkpoint_dir("smollm2", weights=True, block_size=384), "cpu", "32-true")
 
 
 @pytest.fixture(scope="module")
 def gpt2_parts(tiny_checkpoint_dir):
     """A random tiny model with GPT-2's tokenizer: no BOS, alpaca prompt style (a base model)."""
-    return load_scoring_model(tiny_checkpoint_dir("gpt2", weights=True, block_size=256), "cpu", "32-true")
+    return load_model_for_inference(tiny_checkpoint_dir("gpt2", weights=True, block_size=256), "cpu", "32-true")
 
 
 # ---- score parsing ------------------------------------------------------------------------------------------------
@@ -109,7 +115,7 @@ def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpac
     model, tokenizer, style = judge_parts
     assert style.name == "smollm2"  # picked from the chat template
     judge = Judge(model, tokenizer, style)
-    examples = [to_example(i, row) for i, row in enumerate(alpaca_rows[:4])]
+    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:4])]
     batched = judge.score(examples)
     single = [judge.score([e])[0] for e in examples]
     assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in single], abs=1e-4)
@@ -118,7 +124,7 @@ def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpac
     request = ALPAGASUS_PROMPT.format(examples[0].instruction, examples[0].input, examples[0].output)
     assert "[Response]" in request and "0 to 5" in request
     prefix, digit_ids = digit_token_ids(tokenizer, 0, 5)  # "Score:" and, for SmolLM2, the space token before digits
-    ids = encode_prompt_ids(tokenizer, style, request) + prefix
+    ids = encode_prompt(tokenizer, style, request).tolist() + prefix
     assert tokenizer.decode(ids).endswith("<|im_start|>assistant\nScore: ")
     with torch.inference_mode():
         logits = model(torch.tensor([ids]))[0, -1]
@@ -133,7 +139,7 @@ def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpac
 def test_judge_truncates_long_prompts_keeping_the_question(judge_parts):
     model, tokenizer, style = judge_parts
     judge = Judge(model, tokenizer, style, max_seq_length=200)
-    long = Example(0, "Summarize this.", "", "word " * 1000)
+    long = ScoringRow(0, "Summarize this.", "", "word " * 1000)
     ids, truncated = judge.prompt_ids(long)
     assert truncated and len(ids) == 200 and tokenizer.decode(ids).endswith("assistant\nScore: ")
     assert judge.score([long])[0]["truncated"] is True
@@ -144,13 +150,11 @@ def test_judge_truncates_long_prompts_keeping_the_question(judge_parts):
 def test_judge_generate_mode_parses_text(judge_parts, monkeypatch):
     model, tokenizer, style = judge_parts
     judge = Judge(model, tokenizer, style, score_from="generate", max_new_tokens=4)
-    results = judge.score([Example(0, "Name a color.", "", "Blue.")])
+    results = judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])
     assert set(results[0]) == {"score", "answer", "truncated"}  # random weights: the answer is gibberish
     assert results[0]["score"] == parse_score(results[0]["answer"])
-    import lit_gpt.generate
-
-    monkeypatch.setattr(lit_gpt.generate, "generate", lambda *a, **k: torch.tensor(tokenizer.encode_ids(" 4.5\nGood.")))
-    assert judge.score([Example(0, "Name a color.", "", "Blue.")])[0]["score"] == 4.5
+    monkeypatch.setattr(lit_gpt.infer.answer, "generate", lambda *a, **k: torch.tensor(tokenizer.encode_ids(" 4.5\nGood.")))
+    assert judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])[0]["score"] == 4.5
     with pytest.raises(UserError):
         Judge(model, tokenizer, style, score_from="sampling")
 
@@ -160,8 +164,8 @@ def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):
     model, tokenizer, style = gpt2_parts
     assert style.name == "alpaca" and not tokenizer.use_bos
     scorer = IFDScorer(model, tokenizer, style)
-    examples = [to_example(i, row) for i, row in enumerate(alpaca_rows[:5])]
-    examples.append(Example(5, "Say nothing.", "", ""))
+    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:5])]
+    examples.append(ScoringRow(5, "Say nothing.", "", ""))
     results = scorer.score(examples)
     assert results[5] == {"score": None, "reason": "empty_response"}
 
@@ -184,10 +188,10 @@ def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):
 def test_ifd_truncates_long_pairs(gpt2_parts):
     model, tokenizer, style = gpt2_parts
     scorer = IFDScorer(model, tokenizer, style, max_seq_length=64)
-    conditioned, start, alone, truncated = scorer.sequences(Example(0, "Explain. " * 40, "", "Because. " * 80))
+    conditioned, start, alone, truncated = scorer.sequences(ScoringRow(0, "Explain. " * 40, "", "Because. " * 80))
     assert truncated and len(conditioned) == 64 and len(alone) == 64 - start + 1
     assert tokenizer.decode(conditioned[:start]).endswith("### Response:\n")
-    assert scorer.score([Example(0, "Explain. " * 40, "", "Because. " * 80)])[0]["score"] > 0
+    assert scorer.score([ScoringRow(0, "Explain. " * 40, "", "Because. " * 80)])[0]["score"] > 0
 
 
 # ---- heuristics ---------------------------------------------------------------------------------------------------
@@ -241,7 +245,7 @@ class CountingScorer:
 
 
 def test_score_cache_resumes_and_detects_changes(tmp_path, alpaca_rows):
-    examples = [to_example(i, row) for i, row in enumerate(alpaca_rows[:20])]
+    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:20])]
     path = tmp_path / "out.json.alpagasus.scores.jsonl"
     scorer = CountingScorer()
     partial = score_examples(examples, scorer, ScoreCache(path, "alpagasus", {"k": 1}), batch_size=3, limit=7)
@@ -249,7 +253,7 @@ def test_score_cache_resumes_and_detects_changes(tmp_path, alpaca_rows):
     with open(path, "a") as f:
         f.write('{"index": 9, "hash": "abc", "res')  # the line being written when the run was killed
     scorer = CountingScorer()
-    examples[2] = Example(2, examples[2].instruction, "", "changed output")  # edited row: scored again
+    examples[2] = ScoringRow(2, examples[2].instruction, "", "changed output")  # edited row: scored again
     full = score_examples(examples, scorer, ScoreCache(path, "alpagasus", {"k": 1}), batch_size=3)
     assert sorted(scorer.seen) == [2] + list(range(7, 20))
     assert sorted(full) == list(range(20)) and full[2]["score"] == float(len("changed output") % 6)
@@ -259,8 +263,8 @@ def test_score_cache_resumes_and_detects_changes(tmp_path, alpaca_rows):
 
 
 def test_to_example_keeps_rows_the_pipeline_rejects():
-    assert to_example(0, {"instruction": "Do it.", "output": ""}) == Example(0, "Do it.", "", "")
-    lima = to_example(1, {"conversations": ["Hi?", "Hello!", "Bye?", "Bye!"]})
+    assert to_scoring_row(0, {"instruction": "Do it.", "output": ""}) == ScoringRow(0, "Do it.", "", "")
+    lima = to_scoring_row(1, {"conversations": ["Hi?", "Hello!", "Bye?", "Bye!"]})
     assert (lima.instruction, lima.output) == ("Hi?", "Hello!")
 
 

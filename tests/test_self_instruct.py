@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-import lit_gpt.quality as quality
-from lit_gpt.quality import (CURATION_PROMPT, BacktranslateConfig, Judge, SelfInstructConfig, backtranslate,
-                             load_scoring_model, read_unlabelled, self_instruct)
+import lit_gpt.quality.synthetic as quality
+from lit_gpt.infer.answer import Answer
+from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.quality.judge import CURATION_PROMPT, Judge
+from lit_gpt.quality.synthetic import (BacktranslateConfig, SelfInstructConfig, backtranslate, read_unlabelled,
+                                       self_instruct)
 from lit_gpt.utils import UserError
 
 
@@ -26,7 +29,7 @@ def model_dir(tiny_checkpoint_dir):
 
 @pytest.fixture(scope="module")
 def parts(model_dir):
-    return load_scoring_model(model_dir, "cpu", "32-true")
+    return load_model_for_inference(model_dir, "cpu", "32-true")
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +76,12 @@ def test_self_instruct_filters_injected_generations(parts, alpaca_rows, monkeypa
     model, tokenizer, style = parts
     calls = []
 
-    def fake_generate_text(model, tokenizer, prompt_ids, max_new_tokens, temperature, top_p, generator=None):
+    def fake_continue_ids(model, tokenizer, prompt_ids, max_new_tokens, **sampling):
         calls.append(tokenizer.decode(prompt_ids))
         text = CANNED[len(calls) - 1]
-        return text, len(calls) == 1  # the second generation ran into the token limit
+        return Answer(text, len(calls) == 1)  # the second generation ran into the token limit
 
-    monkeypatch.setattr(quality, "generate_text", fake_generate_text)
+    monkeypatch.setattr(quality, "continue_ids", fake_continue_ids)
     seeds = [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca_rows[:3]]
     tasks, stats = self_instruct(model, tokenizer, style, seeds, num_instructions=10,
                                  config=SelfInstructConfig(num_prompt_tasks=3, max_requests=2))
@@ -96,7 +99,7 @@ def test_self_instruct_filters_injected_generations(parts, alpaca_rows, monkeypa
 
 def test_self_instruct_stops_at_target_and_rejects_bad_seeds(parts, alpaca_rows, monkeypatch, tmp_path, root_dir):
     model, tokenizer, style = parts
-    monkeypatch.setattr(quality, "generate_text", lambda *a, **k: (CANNED[0], True))
+    monkeypatch.setattr(quality, "continue_ids", lambda *a, **k: Answer(CANNED[0], True))
     seeds = [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca_rows[:3]]
     tasks, stats = self_instruct(model, tokenizer, style, seeds, num_instructions=1)
     assert len(tasks) == 1 and stats["requests"] == 1
@@ -132,11 +135,11 @@ def test_backtranslate_parses_and_curates_injected_instructions(parts, monkeypat
     answers = iter([' "Explain how rainbows form."\n\nSure, here it is!', "   ", "Question: What is 2 + 2?"])
     prompts = []
 
-    def fake_generate_text(model, tokenizer, prompt_ids, *args, **kwargs):
+    def fake_continue_ids(model, tokenizer, prompt_ids, *args, **kwargs):
         prompts.append(tokenizer.decode(prompt_ids))
-        return next(answers), True
+        return Answer(next(answers), True)
 
-    monkeypatch.setattr(quality, "generate_text", fake_generate_text)
+    monkeypatch.setattr(quality, "continue_ids", fake_continue_ids)
     texts = ["Sunlight is refracted and reflected in raindrops.", "Some text.", "4"]
     curator = Judge(model, tokenizer, style, rating=CURATION_PROMPT)
     pairs, stats = backtranslate(model, tokenizer, style, texts, curator, BacktranslateConfig(min_score=1.0))

@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import tiny_config
-import lit_gpt.model
+import lit_gpt.fused_loss
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
-from lit_gpt.model import GPT, linear_cross_entropy
-from lit_gpt.training import Examples, TrainArgs, epoch_batches, make_optimizer, split_batch
+from lit_gpt.fused_loss import linear_cross_entropy
+from lit_gpt.model import GPT
+from lit_gpt.train.args import TrainArgs
+from lit_gpt.train.dataset import TrainingSet, epoch_batches, split_batch
+from lit_gpt.train.step import make_optimizer
 
 
 def make_model(dtype=torch.float64, lora=False, seed=0, **overrides):
@@ -81,7 +84,7 @@ def full_logits_loss(model, input_ids, targets):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_output_mask_equals_full_logits(lora, tied):
-    data = Examples(random_examples(6), 64, "test", 256)
+    data = TrainingSet(random_examples(6), 64, "test", 256)
     input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
     model = make_model(lora=lora, tie_embeddings=tied)
 
@@ -98,7 +101,7 @@ def test_output_mask_equals_full_logits(lora, tied):
 
 def test_output_mask_bf16_as_accurate_as_full_logits():
     """In bf16-true the masked head is as close to the float64 result as full logits + masked cross-entropy."""
-    data = Examples(random_examples(4), 64, "test", 256)
+    data = TrainingSet(random_examples(4), 64, "test", 256)
     input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
     errors = bf16_errors({"masked": masked_head_loss, "full": full_logits_loss}, input_ids, targets)
     for key, full_error in errors["full"].items():
@@ -109,14 +112,14 @@ def test_output_mask_bf16_as_accurate_as_full_logits():
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 3 rows of logits (vocab 256), so every fused computation spans several chunks."""
-    monkeypatch.setattr(lit_gpt.model, "LOGITS_CHUNK_ELEMENTS", 3 * 256)
+    monkeypatch.setattr(lit_gpt.fused_loss, "LOGITS_CHUNK_ELEMENTS", 3 * 256)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("head_bias", [False, True], ids=["nobias", "bias"])
 def test_fused_head_loss_equals_full_logits(lora, tied, head_bias, small_chunks):
-    data = Examples(random_examples(6), 64, "test", 256)
+    data = TrainingSet(random_examples(6), 64, "test", 256)
     input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
     model = make_model(lora=lora, tie_embeddings=tied, lm_head_bias=head_bias)
 
@@ -155,7 +158,7 @@ def bf16_errors(loss_fns, input_ids, targets, **overrides):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_fused_head_loss_bf16_as_accurate_as_plain(lora, small_chunks):
     """In bf16-true the fused head + loss is as close to the float64 result as the plain masked-head path is."""
-    data = Examples(random_examples(4), 64, "test", 256)
+    data = TrainingSet(random_examples(4), 64, "test", 256)
     input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
     errors = bf16_errors({"fused": lambda m, i, t: m(i, targets=t), "plain": masked_head_loss}, input_ids, targets,
                          tie_embeddings=True, lora=lora)
@@ -224,7 +227,7 @@ def per_example_losses(model, data, micro_batches):
 def test_length_grouping_keeps_each_example_loss():
     """The loop's length-grouped batches and plain batches in data order give every example the same loss
     (right padding is invisible to causal attention), and the grouped plan is a permutation of the data."""
-    data = Examples(random_examples(40, max_len=30), 64, "test", 256)
+    data = TrainingSet(random_examples(40, max_len=30), 64, "test", 256)
     model = make_model().eval()
     batches = epoch_batches(data, epoch=0, seed=3, order="shuffle", batch_size=8)
     grouped = [mb for b in batches for mb in split_batch(b, 2)]
@@ -244,7 +247,7 @@ def test_length_grouping_keeps_each_example_loss():
 
 def test_length_grouping_keeps_the_batch_gradient():
     """Summed over a batch, the gradient does not depend on how its examples are grouped into micro-batches."""
-    data = Examples(random_examples(12, max_len=30, seed=1), 64, "test", 256)
+    data = TrainingSet(random_examples(12, max_len=30, seed=1), 64, "test", 256)
     model = make_model(lora=True)
     by_length = sorted(range(12), key=data.lengths.__getitem__)
     results = []
@@ -258,7 +261,7 @@ def test_length_grouping_keeps_the_batch_gradient():
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_gradient_checkpointing_same_loss_and_grads(lora):
-    data = Examples(random_examples(4), 64, "test", 256)
+    data = TrainingSet(random_examples(4), 64, "test", 256)
     input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
     results = []
     for checkpointing in (False, True):
@@ -277,7 +280,7 @@ def test_compiled_blocks_same_loss_and_grads_and_names():
     gradients match eager to float32 rounding, parameter names are unchanged, and KV-cached generation (which stays
     eager) gives the same logits as the full forward."""
     torch._dynamo.reset()
-    data = Examples(random_examples(4), 64, "test", 256)
+    data = TrainingSet(random_examples(4), 64, "test", 256)
     input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
     results = []
     for compiled in (False, True):
@@ -314,7 +317,7 @@ def train_three_steps(dtype, optimizer_fn):
 
 def per_tensor_adamw(model, args):
     """The plain AdamW loop over the same parameter groups as make_optimizer."""
-    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in make_optimizer(model, args).param_groups]
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in make_optimizer(model, args.learning_rate, args.weight_decay).param_groups]
     return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=False)
 
 
@@ -323,7 +326,7 @@ def test_fused_adamw_same_updates_as_per_tensor_loop():
     in bf16 its updates are at least as close to float64 ones (it rounds once per tensor, not once per op)."""
     args = TrainArgs(learning_rate=1e-2, weight_decay=0.1)
     start = dict(make_model().named_parameters())
-    optimizer, fused = train_three_steps(torch.float32, lambda m: make_optimizer(m, args))
+    optimizer, fused = train_three_steps(torch.float32, lambda m: make_optimizer(m, args.learning_rate, args.weight_decay))
     assert optimizer.defaults["fused"]
     _, plain = train_three_steps(torch.float32, lambda m: per_tensor_adamw(m, args))
     for name in fused:
@@ -331,7 +334,7 @@ def test_fused_adamw_same_updates_as_per_tensor_loop():
     assert not torch.allclose(fused["lm_head.weight"].double(), start["lm_head.weight"])  # they did move
 
     _, reference = train_three_steps(torch.float64, lambda m: per_tensor_adamw(m, args))
-    _, fused16 = train_three_steps(torch.bfloat16, lambda m: make_optimizer(m, args))
+    _, fused16 = train_three_steps(torch.bfloat16, lambda m: make_optimizer(m, args.learning_rate, args.weight_decay))
     _, plain16 = train_three_steps(torch.bfloat16, lambda m: per_tensor_adamw(m, args))
     for name, ref in reference.items():
         update = ref.detach() - start[name].detach()

@@ -5,9 +5,10 @@ import time
 import numpy as np
 import pytest
 
-from lit_gpt.text_similarity import (dedup_indices, lcs_length, lsh_candidate_pairs, lsh_params, max_rouge_l,
+from lit_gpt.data.similarity import (dedup_indices, lcs_length, lsh_candidate_pairs, lsh_params, max_rouge_l,
                                      minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens, shingles,
                                      word_tokens)
+
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
+import lit_gpt.train.loop
 from conftest import SHARED, tiny_config
-from lit_gpt.data_order import epoch_order
+from lit_gpt.data.order import epoch_order
+from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.model import GPT
 from lit_gpt.precision import choose_precision, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.training import (Examples, TrainArgs, TrainingDiverged, epoch_batches, finetune, lr_factor,
-                              padding_stats, split_batch, validate)
+from lit_gpt.train.args import TrainArgs
+from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch
+from lit_gpt.train.loop import Trainer, TrainingDiverged, finetune
+from lit_gpt.train.step import lr_factor, validate
 from lit_gpt.utils import UserError
 
 TOKENIZER = SHARED / "tokenizers" / "smollm2"
@@ -119,7 +123,7 @@ def metrics_rows(out_dir: Path) -> list:
 # ---- the batching plan ----------------------------------------------------------------------------------------------
 def _examples(lengths):
     raw = [{"input_ids": torch.arange(1, n + 2), "labels": torch.arange(1, n + 2)} for n in lengths]
-    return Examples(raw, max_seq_length=10_000, source="x", vocab_size=100_000)
+    return TrainingSet(raw, max_seq_length=10_000, source="x", vocab_size=100_000)
 
 
 def test_epoch_visits_every_example_once_and_reshuffles():
@@ -174,13 +178,13 @@ def test_lr_schedule_warmup_then_cosine_to_zero():
 def test_examples_shift_truncate_and_drop():
     raw = [{"input_ids": torch.tensor([1, 5, 6, 7, 2]), "labels": torch.tensor([-100, -100, 6, 7, 2])},
            {"input_ids": torch.tensor([1, 5, 6]), "labels": torch.tensor([-100, -100, -100])}]
-    data = Examples(raw, max_seq_length=3, source="t.pt", vocab_size=10)
+    data = TrainingSet(raw, max_seq_length=3, source="t.pt", vocab_size=10)
     assert len(data) == 1 and data.dropped == 1 and data.truncated == 1
     assert data.inputs[0].tolist() == [1, 5, 6] and data.targets[0].tolist() == [-100, 6, 7]
     input_ids, targets = data.collate([0, 0], torch.device("cpu"))
     assert input_ids.shape == (2, 3) and targets[0].tolist() == [-100, 6, 7]
     with pytest.raises(UserError, match="t.pt example 0"):
-        Examples([{"input_ids": torch.tensor([1, 99])}], 8, "t.pt", 10)
+        TrainingSet([{"input_ids": torch.tensor([1, 99])}], 8, "t.pt", 10)
 
 
 class FakeRank:
@@ -198,7 +202,7 @@ def test_validation_splits_the_test_set_over_ranks_and_reduces_sums():
     torch.manual_seed(0)
     model = GPT(tiny_config())
     raw = [{"input_ids": torch.randint(0, 256, (n,)), "labels": torch.randint(0, 256, (n,))} for n in (5, 9, 3, 7, 12)]
-    data = Examples(raw, max_seq_length=64, source="test.pt", vocab_size=256)
+    data = TrainingSet(raw, max_seq_length=64, source="test.pt", vocab_size=256)
     one = FakeRank(0, 1)
     loss = validate(one, model, data, micro_batch_size=2)
     ranks = [FakeRank(r, 2) for r in range(2)]
@@ -251,7 +255,6 @@ def test_full_finetune_memorizes_16_examples(tmp_path, checkpoint, capitals_data
     assert summary["final_train_loss"] < 0.05, summary
     # out_dir is a checkpoint directory: load it and check the model answers from memory (greedy)
     from lit_gpt.checkpoint import load_model
-    from lit_gpt.generate import generate
 
     model = load_model(out).eval()
     tokenizer = Tokenizer(out)
@@ -261,15 +264,13 @@ def test_full_finetune_memorizes_16_examples(tmp_path, checkpoint, capitals_data
 
 
 def _stop_after_first_checkpoint(monkeypatch):
-    import lit_gpt.training as training
+    real_save = Trainer.save_checkpoint
 
-    real_save = training._save_checkpoint
-
-    def save_then_crash(run):
-        step_dir = real_save(run)
+    def save_then_crash(trainer):
+        step_dir = real_save(trainer)
         raise KeyboardInterrupt(f"simulated crash after {step_dir.name}")
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_crash)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -312,10 +313,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, checkpoint, capitals
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path, checkpoint, capitals_data, monkeypatch):
-    import lit_gpt.training as training
-
     scripted = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd validation, then 2 without improvement
-    monkeypatch.setattr(training, "validate", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(lit_gpt.train.loop, "validate", lambda *args, **kwargs: next(scripted))
     out = tmp_path / "out"
     summary = finetune("full", checkpoint, capitals_data, out,
                        fast_args(batch_size=8, epochs=5, eval_interval=1, early_stopping_patience=2))

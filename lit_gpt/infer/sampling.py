@@ -1,15 +1,18 @@
 """Autoregressive sampling with the KV cache: prefill the prompt once, then feed one token per step.
 
 `sample` turns one logits vector into a token (greedy, temperature, top-k, nucleus/top-p); `generate` loops it until
-EOS or `max_new_tokens`; `TextStreamer` prints the tokens as text while they arrive.
+EOS or `max_new_tokens`; `TextStreamer` prints the tokens as text while they arrive, `StopStringStreamer` also ends
+the answer at a stop string of the prompt style; `stream_answer` puts the three together.
 """
 
 import sys
 from typing import Callable, Iterable, Optional, TextIO, Union
 
+
 import torch
 
 from lit_gpt.model import GPT
+from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
 
@@ -136,3 +139,49 @@ class TextStreamer:
             file.flush()
             self.printed = len(text)
 
+
+
+class _StopStringReached(Exception):
+    pass
+
+
+class StopStringStreamer(TextStreamer):
+    """TextStreamer that also ends the answer at the first of `stop_strings` (e.g. Alpaca's "### Instruction:", where
+    a model goes on to invent the next turn). Text that could be the start of a stop string is held back until it is
+    clear; the stop string itself is never printed."""
+
+    def __init__(self, tokenizer: Tokenizer, stop_strings: Iterable[str] = (), file: Optional[TextIO] = None) -> None:
+        super().__init__(tokenizer, file)
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self.text = ""
+
+    def put(self, token_id: int) -> None:
+        self.token_ids.append(int(token_id))
+        text = self.tokenizer.decode(self.token_ids)
+        cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = text[:cut]
+            self._emit(self.text)
+            raise _StopStringReached
+        self.text = text
+        held = max((k for s in self.stop_strings for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        if not text.endswith("\ufffd"):
+            self._emit(text[:len(text) - held])
+
+    def end(self) -> str:
+        self._emit(self.text)
+        return self.text
+
+
+def stream_answer(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, *,
+                  temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  stop_strings: Iterable[str] = (), file: Optional[TextIO] = None) -> tuple[int, str]:
+    """Generates and prints the answer as it arrives, until a stop id of the tokenizer, a stop string or
+    max_new_tokens; returns (tokens generated, answer text)."""
+    streamer = StopStringStreamer(tokenizer, stop_strings, file)
+    try:
+        generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                 eos_id=tokenizer.stop_ids, stream=streamer)
+    except _StopStringReached:
+        pass
+    return len(streamer.token_ids), streamer.end()

@@ -43,9 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lit_gpt.text_similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
+from lit_gpt.data.normalize import BadRecord, conversation, normalize
+from lit_gpt.data.prepare import model_block_size, split_examples
+from lit_gpt.data.prepared import length_stats, load_prepared, settings_fingerprint, trained_token_share, write_prepared
+from lit_gpt.data.records import file_sha256, load_records
+from lit_gpt.data.similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
                                      word_tokens)
-from lit_gpt.utils import UserError, atomic_torch_save, atomic_write_text
+from lit_gpt.data.tokenize import tokenize_examples
+from lit_gpt.prompts import default_prompt_style, get_prompt_style
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.utils import UserError
 
 EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
 MUST_MATCH = ("tokenizer_fingerprint", "prompt_style", "max_seq_length")
@@ -70,8 +77,6 @@ def instruction_key(example: dict) -> str:
 
 def content_key(example: dict) -> str:
     """Exact-duplicate key: the whole conversation, case and spacing aside."""
-    from lit_gpt.data import conversation
-
     turns = [[m["role"], _squeezed(m["content"]), _squeezed(m.get("input", ""))] for m in conversation(example)]
     return hashlib.sha256(json.dumps(turns).encode()).hexdigest()
 
@@ -136,8 +141,6 @@ def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed
                test_split_fraction: float = 0.05) -> MixInput:
     """A prepared dataset directory, or a record file tokenized with `settings` (prompt_style, max_seq_length,
     mask_inputs, truncation) and `tokenizer`."""
-    from lit_gpt.data import file_sha256, load_prepared
-
     path = Path(path)
     if path.is_dir():
         train, test, manifest = load_prepared(path)
@@ -149,8 +152,6 @@ def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed
     if settings is None or tokenizer is None:
         raise UserError(f"{path}: a record file must be tokenized; pass --checkpoint_dir (its tokenizer) or mix it "
                         "with a prepared dataset whose tokenizer directory still exists")
-    from lit_gpt.data import BadRecord, load_records, normalize, split_examples, tokenize_examples
-    from lit_gpt.prompts import get_prompt_style
 
     name = path.name.split(".")[0]
     examples, bad = [], Counter()
@@ -225,8 +226,6 @@ def mix(
 ) -> dict:
     """Mixes the inputs into destination_path/{train.pt, test.pt, manifest.json}; returns the manifest.
     See the module docstring for what weights/counts mean and how duplicates and test overlap are removed."""
-    from lit_gpt.data import MANIFEST_FILE, length_stats, trained_token_share
-
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     destination_path = Path(destination_path)
@@ -308,7 +307,7 @@ def mix(
                    for i in loaded],
     }
     fingerprint_settings = {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}
-    fingerprint = hashlib.sha256(json.dumps(fingerprint_settings, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = settings_fingerprint(fingerprint_settings)
     kept = train + test
     manifest = {
         "name": name or destination_path.name,
@@ -328,11 +327,7 @@ def mix(
         "seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    # the old manifest goes first: an interrupted write leaves no manifest, so nothing reads a half-updated mix
-    (destination_path / MANIFEST_FILE).unlink(missing_ok=True)
-    atomic_torch_save(train, destination_path / "train.pt")
-    atomic_torch_save(test, destination_path / "test.pt")
-    atomic_write_text(destination_path / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_prepared(destination_path, train, test, manifest)
     return manifest
 
 
@@ -345,14 +340,9 @@ def _agreed(inputs: Sequence[MixInput], key: str):
 
 def _load_inputs(paths: Sequence[Path], checkpoint_dir, seed: int, test_split_fraction: float) -> list[MixInput]:
     """Prepared inputs first (they fix the tokenization settings), then record files tokenized to match."""
-    from lit_gpt.data import _block_size
-    from lit_gpt.prompts import default_prompt_style
-
     prepared = {p: load_input(p) for p in paths if p.is_dir()}
     settings, tokenizer = None, None
     if any(not p.is_dir() for p in paths):
-        from lit_gpt.tokenizer import Tokenizer
-
         reference = next(iter(prepared.values()), None)
         recorded = Path(reference.manifest.get("tokenizer_dir") or "") if reference is not None else None
         if checkpoint_dir is None and recorded is not None and recorded.is_dir():
@@ -364,7 +354,7 @@ def _load_inputs(paths: Sequence[Path], checkpoint_dir, seed: int, test_split_fr
                                                                     "truncation")}
             else:
                 settings = {"prompt_style": default_prompt_style(checkpoint_dir).name,
-                            "max_seq_length": _block_size(Path(checkpoint_dir)), "mask_inputs": True,
+                            "max_seq_length": model_block_size(Path(checkpoint_dir)), "mask_inputs": True,
                             "truncation": "truncate"}
     return [prepared[p] if p in prepared else load_input(p, settings, tokenizer, seed, test_split_fraction)
             for p in paths]

@@ -1,0 +1,94 @@
+"""The prepared-dataset format, written and read here only (by `prepare`, `mix` and the filters alike).
+
+A prepared dataset is a directory with train.pt and test.pt, each `torch.save(list[dict])`, every dict a normalized
+example plus `input_ids` and `labels` (1-D int64 of equal length, -100 where masked, the last trained label the
+tokenizer's EOS) and `truncated` (bool); and manifest.json beside them: counts, every setting, the tokenizer's and
+the prompt style's fingerprints, and a `fingerprint` over the settings and the inputs, so that a preparation is
+redone exactly when one of them changed.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from lit_gpt.data.tokenize import IGNORE_INDEX
+from lit_gpt.files import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
+from lit_gpt.utils import UserError, atomic_torch_save, atomic_write_text
+
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """16 hex digits of the SHA-256 of the settings as canonical JSON: equal settings, equal fingerprint."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_prepared(destination: "str | Path", train: list, test: list, manifest: dict) -> None:
+    """train.pt, test.pt and manifest.json into `destination`. The old manifest goes first and the new one last: an
+    interrupted write leaves no manifest, so nothing ever reads a half-updated dataset as complete."""
+    destination = Path(destination)
+    (destination / MANIFEST_FILE).unlink(missing_ok=True)
+    atomic_torch_save(train, destination / TRAIN_FILE)
+    atomic_torch_save(test, destination / TEST_FILE)
+    atomic_write_text(destination / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_manifest(data_dir: "str | Path") -> dict:
+    """The manifest of a prepared dataset, or {} when there is none (or it is not valid JSON)."""
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def is_prepared(data_dir: "str | Path", fingerprint: str) -> bool:
+    """True when data_dir holds a complete preparation with this fingerprint."""
+    data_dir = Path(data_dir)
+    return (read_manifest(data_dir).get("fingerprint") == fingerprint and (data_dir / TRAIN_FILE).is_file()
+            and (data_dir / TEST_FILE).is_file())
+
+
+def load_prepared(data_dir: "str | Path", tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+    """(train examples, test examples, manifest) of a prepared dataset. With a tokenizer, refuses data prepared with
+    another one (its ids would mean other tokens)."""
+    data_dir = Path(data_dir)
+    hint = "prepare it first, e.g. `python scripts/prepare_alpaca.py --checkpoint_dir <model> --destination_path " \
+           f"{data_dir}`"
+    for file in (TRAIN_FILE, TEST_FILE, MANIFEST_FILE):
+        if not (data_dir / file).is_file():
+            raise UserError(f"{data_dir}: no {file}; {hint}")
+    manifest = read_manifest(data_dir)
+    if not manifest:
+        raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {hint}")
+    if tokenizer is not None and tokenizer.fingerprint != manifest.get("tokenizer_fingerprint"):
+        raise UserError(f"{data_dir}: prepared with another tokenizer ({manifest.get('tokenizer_dir')}); prepare it "
+                        f"again with --checkpoint_dir {tokenizer.checkpoint_dir}")
+    splits = []
+    for file in (TRAIN_FILE, TEST_FILE):
+        try:
+            splits.append(torch.load(data_dir / file, weights_only=True))
+        except Exception as e:  # truncated/corrupt pickles raise several exception types
+            raise UserError(f"{data_dir / file}: cannot read ({type(e).__name__}); {hint}") from None
+    return splits[0], splits[1], manifest
+
+
+def length_stats(examples: list[dict]) -> dict:
+    lengths = sorted(len(e["input_ids"]) for e in examples)
+    if not lengths:
+        return {}
+
+    def percentile(p: float) -> int:
+        return lengths[min(len(lengths) - 1, int(p / 100 * len(lengths)))]
+
+    return {"min": lengths[0], "p50": percentile(50), "p90": percentile(90), "p95": percentile(95),
+            "p99": percentile(99), "max": lengths[-1], "mean": round(sum(lengths) / len(lengths), 1)}
+
+
+def trained_token_share(examples: list[dict]) -> float:
+    total = sum(len(e["labels"]) for e in examples)
+    trained = sum(int((e["labels"] != IGNORE_INDEX).sum()) for e in examples)
+    return round(trained / total, 4) if total else 0.0

@@ -1,0 +1,213 @@
+"""Reading source files into records: JSON arrays, JSON Lines and CSV (optionally gzipped), with a column mapping;
+and getting the source file in the first place (a local path, a Hub dataset file or a URL, downloaded once).
+
+A record is the file's row as a dict, its keys renamed by `columns` (our field name -> the file's column name).
+`iter_records` yields (where, record) so that every later message can name the file and row.
+"""
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from lit_gpt.hub import download_dataset_file
+from lit_gpt.utils import UserError, atomic_path
+
+CONVERSATION_KEYS = ("messages", "conversations")
+
+
+def read_text(path: "str | Path") -> str:
+    """The file as text: UTF-8 (a BOM is allowed), .gz decompressed; one-line errors for missing, empty, non-UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: not a valid gzip file ({e}); download it again") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
+    if not text.strip():
+        raise UserError(f"{path}: the file is empty")
+    return text
+
+
+def guess_format(path: "str | Path") -> str:
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".json":  # a JSON array, or (as many Hub files named .json are) one object per line
+        return "json" if read_text(path).lstrip().startswith("[") else "jsonl"
+    raise UserError(f"{path}: cannot tell the file format from its name; pass --format json, jsonl or csv")
+
+
+def iter_records(path: "str | Path", format: Optional[str] = None, columns: Optional[dict] = None,
+                 required: Iterable[str] = ()) -> Iterator[tuple[str, dict]]:
+    """Yields (where, record) for each row: `where` names file and row for messages ("data.csv: row 3 (line 5)").
+
+    format: "json" (an array of objects), "jsonl" (one object per line) or "csv" (with a header row; quoted fields
+    may span lines); None guesses from the file name. columns maps our field names to the file's column names, e.g.
+    {"instruction": "question", "output": "answer"}. required: fields the first row must have (after the mapping;
+    rows with a conversation under "messages"/"conversations" need none); a missing one is a one-line error."""
+    path = Path(path)
+    format = format or guess_format(path)
+    columns = dict(columns or {})
+    if format == "csv":
+        rows = _csv_rows(path)
+    elif format == "json":
+        rows = _json_rows(path)
+    elif format == "jsonl":
+        rows = _jsonl_rows(path)
+    else:
+        raise UserError(f"{path}: unknown format {format!r}; use json, jsonl or csv")
+    first = True
+    for where, row in rows:
+        if columns:
+            mapped = {field: row[column] for field, column in columns.items() if column in row}
+            row = {k: v for k, v in row.items() if k not in columns.values()}
+            row.update(mapped)
+        if first:
+            first = False
+            _check_columns(path, row, columns, required, format)
+        yield where, row
+
+
+def load_records(path: "str | Path", format: Optional[str] = None, columns: Optional[dict] = None,
+                 required: Iterable[str] = ()) -> list[dict]:
+    """All rows of a JSON/JSONL/CSV file as dicts (see `iter_records`), e.g. for filtering or mixing datasets."""
+    return [record for _, record in iter_records(path, format, columns, required)]
+
+
+def _check_columns(path: Path, row: dict, columns: dict, required: Iterable[str], format: str) -> None:
+    if any(key in row for key in CONVERSATION_KEYS):
+        return
+    for field in required:
+        if field not in row:
+            found = ", ".join(repr(k) for k in row) or "none"
+            what = "column" if format == "csv" else "field"
+            if field in columns:
+                raise UserError(f"{path}: no {columns[field]!r} {what} to use as {field!r} (found: {found}); "
+                                "fix the --columns mapping")
+            raise UserError(f"{path}: row 1 has no {field!r} {what} (found: {found}); rename it in the file or map "
+                            f"it with --columns '{{\"{field}\": \"<{what} name>\"}}'")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except csv.Error as e:
+        raise UserError(f"{path}: line 1: malformed CSV header ({e})") from None
+    header = [h.strip() for h in header]
+    duplicates = [h for h, n in Counter(header).items() if n > 1]
+    if duplicates:
+        raise UserError(f"{path}: line 1: the header names column {duplicates[0]!r} twice; rename one of them")
+    row_number, line = 0, reader.line_num
+    while True:
+        start = line + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise UserError(f"{path}: row {row_number + 1} (line {start}): malformed CSV ({e}); a field with commas, "
+                            'quotes or newlines must be quoted as "...", with quotes inside doubled ("")') from None
+        line = reader.line_num
+        if not values:
+            continue  # blank line
+        row_number += 1
+        if len(values) != len(header):
+            raise UserError(f"{path}: row {row_number} (line {start}): {len(values)} fields, but the header has "
+                            f"{len(header)}; quote fields that contain commas")
+        yield f"{path}: row {row_number} (line {start})", dict(zip(header, values))
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    text = read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); fix the file") from None
+    if isinstance(data, dict):  # {"data": [...]} / {"train": [...]}: the one list of rows inside
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise UserError(f"{path}: expected a JSON array of rows (or an object holding one)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON array of rows, found {type(data).__name__}")
+    for i, row in enumerate(data, 1):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: row {i}: expected a JSON object, found {type(row).__name__}")
+        yield f"{path}: row {i}", row
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    text = read_text(path)
+    # split on \n only: JSON strings may contain U+2028 and other characters str.splitlines() would split on
+    for line_number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {line_number}: not valid JSON ({e.msg}); fix or delete the line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {line_number}: expected a JSON object, found {type(row).__name__}")
+        yield f"{path}: line {line_number}", row
+
+
+def file_sha256(path: "str | Path") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_source(data_path: Optional[Path], destination_path: Path, *, repo_id: Optional[str] = None,
+                 filename: Optional[str] = None, url: Optional[str] = None,
+                 access_token: Optional[str] = None) -> Path:
+    """The source file: `data_path` when given, else downloaded once (from a Hub dataset repo or a URL) into
+    destination_path/source and reused from there."""
+    if data_path is not None:
+        data_path = Path(data_path)
+        if not data_path.exists():
+            raise UserError(f"{data_path}: file not found (--data_path)")
+        return data_path
+    cache_dir = Path(destination_path) / "source"
+    if repo_id is not None:
+        return download_dataset_file(repo_id, filename, access_token, cache_dir=cache_dir)
+    if url is None:
+        raise UserError("no source given: pass --data_path")
+    target = cache_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    print(f"downloading {url}", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                while block := response.read(1 << 20):
+                    f.write(block)
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise UserError(f"{url}: cannot download ({reason}); check the network, or download the file yourself and "
+                        "pass --data_path") from None
+    return target

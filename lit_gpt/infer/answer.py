@@ -1,0 +1,117 @@
+"""Answering prompts: the one function every caller uses to get a model's answer to a prompt (`continue_ids`, and
+`answer_prompts` for a list of instructions), and what the generate/ scripts print (streamed samples).
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+from lit_gpt.data.tokenize import encode_prompt
+from lit_gpt.infer.load import load_for_generation, print_loaded
+from lit_gpt.infer.sampling import generate, sampling_error, stream_answer
+from lit_gpt.model import GPT
+from lit_gpt.precision import device_and_dtype
+from lit_gpt.prompts import PromptStyle
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.utils import UserError
+
+
+@dataclass
+class Answer:
+    text: str
+    finished: bool  # False when it stopped at the token limit, not at a stop token
+
+
+def continue_ids(model: GPT, tokenizer: Tokenizer, prompt_ids: "torch.Tensor | Sequence[int]", max_new_tokens: int,
+                 *, temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 generator: Optional[torch.Generator] = None) -> Answer:
+    """The model's continuation of `prompt_ids` (greedy by default), decoded without special tokens, stopped at a
+    stop id of the tokenizer or after max_new_tokens (fewer when the context has no room for that many)."""
+    if not isinstance(prompt_ids, torch.Tensor):
+        prompt_ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=next(model.parameters()).device)
+    max_new_tokens = min(max_new_tokens, model.config.block_size - prompt_ids.numel())
+    if max_new_tokens <= 0:
+        return Answer("", False)
+    new = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   eos_id=tokenizer.stop_ids, generator=generator)
+    return Answer(tokenizer.decode(new, skip_special_tokens=True), len(new) < max_new_tokens)
+
+
+def answer_prompts(model: GPT, tokenizer: Tokenizer, style: "str | PromptStyle", prompts: Sequence[dict],
+                   max_new_tokens: int, **sampling) -> list[Answer]:
+    """One answer (stripped) per {"instruction", "input"} prompt, rendered in `style`; greedy unless `sampling`
+    (temperature, top_k, top_p, generator) says otherwise."""
+    device = next(model.parameters()).device
+    answers = []
+    for prompt in prompts:
+        ids = encode_prompt(tokenizer, style, prompt["instruction"], prompt.get("input") or "", device=device)
+        answer = continue_ids(model, tokenizer, ids, max_new_tokens, **sampling)
+        answers.append(Answer(answer.text.strip(), answer.finished))
+    return answers
+
+
+def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                        num_samples: int = 1) -> None:
+    if max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
+    error = sampling_error(temperature, top_k, top_p)
+    if error is not None:
+        raise UserError(error)
+    if num_samples < 1:
+        raise UserError(f"--num_samples {num_samples}: must be at least 1")
+
+
+def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
+                     *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                     num_samples: int, precision: Optional[str], seed: int, device: Optional[str]) -> None:
+    """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
+    base), prompt it in the style it was trained with and stream `num_samples` answers to stdout."""
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+    device, dtype = device_and_dtype(device, precision)
+    t0 = time.perf_counter()
+    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
+    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - t0, model)
+    prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
+    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
+
+
+def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list[dict], max_tokens: int,
+                        device: Optional[torch.device] = None) -> tuple[Optional[torch.Tensor], list[dict]]:
+    """Prompt ids (`lit_gpt.data.encode_prompt`) for a conversation that ends with a user message, and the messages
+    they encode: the oldest exchanges are dropped (a system message stays) until the prompt fits in max_tokens. The
+    ids are None when even the last user message alone does not fit."""
+    system = messages[:1] if messages and messages[0].get("role") == "system" else []
+    rest = messages[len(system):]
+    while True:
+        ids = encode_prompt(tokenizer, style, system + rest, device=device)
+        if ids.numel() <= max_tokens:
+            return ids, system + rest
+        if len(rest) <= 1:
+            return None, system + rest
+        rest = rest[2:]  # the oldest user message and its answer
+
+
+def generate_samples(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, *, num_samples: int = 1,
+                     max_new_tokens: int = 100, temperature: float = 0.8, top_k: Optional[int] = 50,
+                     top_p: Optional[float] = None, stop_strings: Iterable[str] = (), seed: int = 1234) -> list[str]:
+    """The generate scripts' output: each sample streamed to stdout (a blank line between samples), speed to stderr."""
+    torch.manual_seed(seed)
+    texts = []
+    for i in range(num_samples):
+        if i:
+            print()
+        t0 = time.perf_counter()
+        n, text = stream_answer(model, tokenizer, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                top_p=top_p, stop_strings=stop_strings)
+        seconds = time.perf_counter() - t0
+        print(flush=True)
+        print(f"Sample {i + 1}: {n} tokens in {seconds:.2f} s ({n / seconds:.1f} tokens/s)", file=sys.stderr)
+        texts.append(text)
+    if prompt_ids.device.type == "cuda":
+        print(f"Peak GPU memory: {torch.cuda.max_memory_allocated(prompt_ids.device) / 1e9:.2f} GB", file=sys.stderr)
+    return texts

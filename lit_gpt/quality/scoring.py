@@ -1,0 +1,147 @@
+"""Scoring a dataset resumably, and choosing rows by score.
+
+Every finished batch is appended to a sidecar JSONL keyed by row index and content hash, so a rerun after an
+interruption scores only the rows not yet done.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from lit_gpt.quality.rows import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringRow
+from lit_gpt.utils import UserError
+
+# ======================================================================================================================
+# Resumable scoring over a dataset
+# ======================================================================================================================
+class ScoreCache:
+    """Sidecar JSONL beside the output: a header line with the settings, then one line per scored row
+    ({"index", "hash", "result"}). Appended and flushed after every batch, so an interrupted run loses at most one
+    batch; a half-written last line is ignored on reading."""
+
+    def __init__(self, path: Path, method: str, settings: dict, restart: bool = False) -> None:
+        self.path = Path(path)
+        self.header = {"sidecar": "lit_gpt.quality", "method": method, "settings": settings}
+        self.done: dict[int, dict] = {}
+        if restart and self.path.exists():
+            self.path.unlink()
+        if self.path.exists():
+            self._read()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.header, ensure_ascii=False) + "\n")
+
+    def _read(self) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if header != self.header:
+            raise UserError(f"{self.path}: holds scores from other settings or another method (judge, prompt, "
+                            "tokenizer or thresholds changed); pass --restart true to score again, or delete the file")
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+                self.done[int(entry["index"])] = entry
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # the line being written when the run was killed
+
+    def get(self, example: ScoringRow) -> Optional[dict]:
+        entry = self.done.get(example.index)
+        return entry["result"] if entry is not None and entry.get("hash") == example.content_hash else None
+
+    def add(self, batch: Sequence[ScoringRow], results: Sequence[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for example, result in zip(batch, results):
+                entry = {"index": example.index, "hash": example.content_hash, "result": result}
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                self.done[example.index] = entry
+            f.flush()
+
+
+def score_examples(examples: Sequence[ScoringRow], scorer, cache: ScoreCache, batch_size: int = 8,
+                   limit: Optional[int] = None, sort_by_length: bool = True,
+                   progress: Optional[Callable[[int, int], None]] = None) -> dict[int, dict]:
+    """Scores the examples not yet in the cache (at most `limit` of them, in row order) and returns
+    {index: result} for every example scored so far. Batches group similar lengths to waste little padding."""
+    pending = [e for e in examples if cache.get(e) is None]
+    if limit is not None:
+        pending = pending[:max(limit, 0)]
+    if sort_by_length:
+        pending.sort(key=lambda e: len(e.instruction) + len(e.input) + len(e.output))
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        cache.add(batch, scorer.score(batch))
+        if progress is not None:
+            progress(min(start + batch_size, len(pending)), len(pending))
+    return {e.index: r for e in examples if (r := cache.get(e)) is not None}
+
+
+# ======================================================================================================================
+# Filtering by score
+# ======================================================================================================================
+def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = None,
+                top_fraction: Optional[float] = None, max_score: Optional[float] = None) -> tuple[list[int], dict]:
+    """(indices of kept rows in their original order, {reason: [dropped indices]}).
+
+    heuristics: keep rows whose heuristics_pass is 1 (reasons = their flags). alpagasus/ifd: drop unscored rows,
+    rows above max_score, then keep those >= min_score, or the round(top_fraction * len(rows)) highest-scoring
+    ones (ties broken by row order)."""
+    if method not in METHODS:
+        raise UserError(f"--method {method!r}: use one of {', '.join(METHODS)}")
+    column = SCORE_COLUMNS[method]
+    dropped: dict[str, list[int]] = {}
+
+    def drop(reason: str, i: int) -> None:
+        dropped.setdefault(reason, []).append(i)
+
+    if method == "heuristics" and (min_score is not None or top_fraction is not None or max_score is not None):
+        raise UserError("--method heuristics keeps the rows that pass every check; it takes no --min_score, "
+                        "--top_fraction or --max_score")
+    if method != "heuristics" and (min_score is None) == (top_fraction is None):
+        raise UserError("give exactly one of --min_score or --top_fraction")
+    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+        raise UserError(f"--top_fraction {top_fraction}: must be in (0, 1]")
+    if not any(column in row for row in rows):
+        raise UserError(f"no row has a {column!r} column; score the file first with "
+                        f"`python scripts/score_dataset.py --method {method}`")
+    if method == "heuristics":
+        kept = []
+        for i, row in enumerate(rows):
+            if row.get(column) is None:
+                drop("unscored", i)
+            elif row[column]:
+                kept.append(i)
+            else:
+                for flag in row.get(FLAGS_COLUMN) or ["failed"]:
+                    drop(flag, i)
+        return kept, dropped
+    eligible = []
+    for i, row in enumerate(rows):
+        score = row.get(column)
+        if score is None or (isinstance(score, float) and math.isnan(score)):
+            drop("unscored", i)
+        elif max_score is not None and score > max_score:
+            drop("above_max_score", i)
+        elif min_score is not None and score < min_score:
+            drop("below_min_score", i)
+        else:
+            eligible.append(i)
+    if top_fraction is not None:
+        n_keep = min(len(eligible), int(round(top_fraction * len(rows))))
+        ranked = sorted(eligible, key=lambda i: (-rows[i][column], i))
+        for i in ranked[n_keep:]:
+            drop("below_top_fraction", i)
+        eligible = sorted(ranked[:n_keep])
+    return eligible, dropped
+
+
+def score_stats(values: Iterable[float]) -> Optional[dict]:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return {"count": len(values), "min": values[0], "median": values[len(values) // 2], "max": values[-1],
+            "mean": round(sum(values) / len(values), 6)}

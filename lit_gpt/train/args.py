@@ -1,0 +1,115 @@
+"""The fine-tuning hyperparameters: `TrainArgs` (the loop's), the LoRA flags, their checks, and the flat
+name -> value form that the scripts' constants, the command line and hyperparameters.yaml share.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Optional
+
+from lit_gpt.data.order import ORDERS, check_order
+from lit_gpt.lora import LORA_TARGETS, LoRAConfig
+from lit_gpt.precision import QUANTIZE_MODES
+from lit_gpt.utils import UserError
+
+
+def _hp(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainArgs:
+    """Hyperparameters of the training loop. The scripts set their own defaults as module constants."""
+
+    learning_rate: float = _hp(3e-4, "peak learning rate (AdamW), reached after the warmup")
+    batch_size: int = _hp(128, "examples per optimizer step, over all devices")
+    micro_batch_size: int = _hp(4, "examples per forward/backward pass on one device; "
+                                   "batch_size / (micro_batch_size x devices) passes are accumulated per step")
+    max_iters: Optional[int] = _hp(None, "stop after this many optimizer steps (None: train all epochs)")
+    epochs: Optional[int] = _hp(None, "passes over the training set; training stops at max_iters or after the last "
+                                      "epoch, whichever comes first (None: as many as max_iters needs, else 1)")
+    weight_decay: float = _hp(0.01, "AdamW weight decay (norms and biases are not decayed)")
+    warmup_steps: int = _hp(100, "linear warmup steps (at most half of all steps), then cosine decay to 0")
+    grad_clip: Optional[float] = _hp(1.0, "clip the gradient norm to this (None: no clipping)")
+    override_max_seq_length: Optional[int] = _hp(None, "truncate examples to this many input tokens "
+                                                       "(None: the longest example, at most the model's block_size)")
+    eval_interval: int = _hp(100, "validate every this many steps (and at the end of every epoch)")
+    eval_iters: Optional[int] = _hp(None, "validation micro-batches per device (None: the whole test set)")
+    sample_max_new_tokens: int = _hp(64, "tokens of the sample answer generated at each validation (0: none)")
+    save_interval: int = _hp(1000, "save a checkpoint every this many steps (and at the end)")
+    seed: int = _hp(1337, "seed of the LoRA init, the data order and dropout")
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = _hp(
+        None, "bf16-true, bf16-mixed, 16-mixed or 32-true (None: bf16-true where bf16 is native, else 32-true)")
+    quantize: Optional[Literal[QUANTIZE_MODES]] = _hp(
+        None, "quantize the frozen base weights (LoRA only; CUDA + bitsandbytes): " + ", ".join(QUANTIZE_MODES))
+    devices: int = _hp(1, "devices (GPUs or CPU processes) per node")
+    num_nodes: int = _hp(1, "nodes (machines); launch with torchrun or SLURM")
+    strategy: Literal["auto", "ddp", "fsdp"] = _hp("auto", "multi-device strategy: auto, ddp or fsdp")
+    order: str = _hp("shuffle", "order of the examples in each epoch: "
+                                + "; ".join(f"{k}: {v}" for k, v in ORDERS.items()))
+    early_stopping_patience: Optional[int] = _hp(None, "stop after this many validations without a better val "
+                                                       "loss and keep the best weights (None: off)")
+    gradient_checkpointing: bool = _hp(False, "recompute activations in backward: less memory, ~30% slower")
+    compile: bool = _hp(False, "torch.compile the transformer blocks: fused elementwise work, less activation memory "
+                               "(fewer kernel launches on GPU), after a one-off compile of about a minute")
+
+
+LORA_HELP = {"r": "rank of the LoRA update", "alpha": "the LoRA update is scaled by alpha / r",
+             "dropout": "dropout on the input of the LoRA path",
+             **{t: f"LoRA on {what}" for t, what in LORA_TARGETS.items()}}
+
+
+def hyperparameter_specs() -> dict:
+    """Every hyperparameter a script may set as a constant: name -> (type, default, help). The LoRA ones are
+    `lora_r`, `lora_alpha`, `lora_dropout` and one switch per target layer (`lora_query`, `lora_mlp`, ...)."""
+    specs = {f.name: (f.type, f.default, f.metadata["help"]) for f in fields(TrainArgs)}
+    default = LoRAConfig()
+    for name, annotation in (("r", int), ("alpha", float), ("dropout", float)):
+        specs[f"lora_{name}"] = (annotation, getattr(default, name), LORA_HELP[name])
+    for target in LORA_TARGETS:
+        specs[f"lora_{target}"] = (bool, target in default.targets, LORA_HELP[target])
+    return specs
+
+
+def lora_config_from_flags(values: dict) -> LoRAConfig:
+    """The LoRAConfig that the `lora_*` hyperparameters among `values` describe (missing ones: the defaults)."""
+    specs = hyperparameter_specs()
+    flags = {name[len("lora_"):]: values.get(name, specs[name][1]) for name in specs if name.startswith("lora_")}
+    targets = tuple(t for t in LORA_TARGETS if flags[t])
+    return LoRAConfig(r=flags["r"], alpha=flags["alpha"], dropout=flags["dropout"], targets=targets)
+
+
+def check_train_args(args: TrainArgs, method: str) -> None:
+    positive = ("batch_size", "micro_batch_size", "eval_interval", "save_interval", "devices", "num_nodes")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_iters", "epochs", "eval_iters", "early_stopping_patience", "override_max_seq_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be >= 1 or None, got {value}")
+    if args.learning_rate <= 0 or args.warmup_steps < 0 or args.weight_decay < 0:
+        raise UserError("--learning_rate must be > 0, --warmup_steps and --weight_decay >= 0")
+    if args.quantize is not None and method != "lora":
+        raise UserError("--quantize works only with LoRA (finetune/lora.py): full fine-tuning updates every weight")
+    if args.compile and args.strategy == "fsdp":
+        raise UserError("--compile true with --strategy fsdp is not supported (FSDP re-wraps the blocks); "
+                        "use one of them")
+    check_order(args.order)
+
+
+def check_batch_split(args: TrainArgs, world_size: int) -> int:
+    """Micro-batches each rank accumulates per optimizer step."""
+    per_step = args.micro_batch_size * world_size
+    if args.batch_size % per_step:
+        raise UserError(f"--batch_size {args.batch_size} is not a multiple of --micro_batch_size "
+                        f"{args.micro_batch_size} x {world_size} devices; use e.g. --batch_size "
+                        f"{max(1, round(args.batch_size / per_step)) * per_step}")
+    return args.batch_size // per_step
+
+
+def flat_hyperparameters(train: TrainArgs, lora: Optional[LoRAConfig]) -> dict:
+    """The run's settings as the scripts' constants name them (what hyperparameters.yaml records)."""
+    values = asdict(train)
+    if lora is not None:
+        values.update({"lora_r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+                       **{f"lora_{t}": t in lora.targets for t in LORA_TARGETS}})
+    return values

@@ -1,0 +1,51 @@
+"""lit_gpt/infer/answer.py: the one "answer these prompts" function every caller uses."""
+
+import torch
+
+from lit_gpt.data.tokenize import encode_prompt
+from lit_gpt.infer.answer import Answer, answer_prompts, continue_ids, encode_conversation
+from lit_gpt.infer.sampling import generate
+from lit_gpt.model import GPT
+from lit_gpt.prompts import get_prompt_style
+from lit_gpt.tokenizer import Tokenizer
+from conftest import tiny_config
+
+
+def _model_and_tokenizer(tiny_checkpoint_dir):
+    checkpoint = tiny_checkpoint_dir("smollm2")
+    tokenizer = Tokenizer(checkpoint)
+    torch.manual_seed(0)
+    return GPT(tiny_config(vocab_size=tokenizer.vocab_size, block_size=48)).eval(), tokenizer
+
+
+def test_answers_equal_the_sampling_loop_greedy(tiny_checkpoint_dir):
+    model, tokenizer = _model_and_tokenizer(tiny_checkpoint_dir)
+    prompts = [{"instruction": "Name a colour."}, {"instruction": "Add the numbers.", "input": "2 and 3"}]
+    answers = answer_prompts(model, tokenizer, "chatml", prompts, max_new_tokens=6)
+    for prompt, answer in zip(prompts, answers):
+        ids = encode_prompt(tokenizer, "chatml", prompt["instruction"], prompt.get("input", ""))
+        expected = generate(model, ids, 6, temperature=0.0, eos_id=tokenizer.stop_ids)
+        assert answer.text == tokenizer.decode(expected, skip_special_tokens=True).strip()
+        assert answer.finished == (expected.numel() < 6)
+
+
+def test_continuation_is_clipped_to_the_context(tiny_checkpoint_dir):
+    model, tokenizer = _model_and_tokenizer(tiny_checkpoint_dir)
+    long_prompt = list(range(100, 100 + 45))  # 45 of the 48 positions
+    answer = continue_ids(model, tokenizer, long_prompt, max_new_tokens=50)  # room for 3: no error, 3 at most
+    expected = generate(model, torch.tensor(long_prompt), 3, temperature=0.0, eos_id=tokenizer.stop_ids)
+    assert answer == Answer(tokenizer.decode(expected, skip_special_tokens=True), expected.numel() < 3)
+    assert continue_ids(model, tokenizer, list(range(100, 148)), max_new_tokens=5) == Answer("", False)
+
+
+def test_encode_conversation_drops_the_oldest_exchange_first(tiny_checkpoint_dir):
+    _, tokenizer = _model_and_tokenizer(tiny_checkpoint_dir)
+    style = get_prompt_style("chatml")
+    messages = [{"role": "system", "content": "Be brief."}]
+    for i in range(3):
+        messages += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+    messages.append({"role": "user", "content": "last"})
+    full, kept = encode_conversation(tokenizer, style, messages, max_tokens=10_000)
+    assert kept == messages
+    ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=full.numel() - 1)
+    assert kept[0] == messages[0] and kept[1:] == messages[3:] and ids.numel() < full.numel()

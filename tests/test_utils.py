@@ -1,0 +1,198 @@
+"""Tests for lit_gpt/utils.py: UserError and run_cli, atomic writes, check_writable_dir, load_state_dict,
+num_parameters and space_separated_lists."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gpt.utils import (UserError, atomic_path, atomic_torch_save, atomic_write_text, check_writable_dir,
+                           load_state_dict, num_parameters, run_cli, space_separated_lists)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def leftovers(directory: Path) -> list:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_run_cli_user_error_is_one_line_on_stderr():
+    # lit_gpt/utils.py is loaded by path so the child does not import the rest of the package (slow)
+    script = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('u', 'lit_gpt/utils.py')\n"
+        "u = importlib.util.module_from_spec(spec); spec.loader.exec_module(u)\n"
+        "def main(name: str = 'x'):\n"
+        "    raise u.UserError(f'{name}: file not found')\n"
+        "u.run_cli(main)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, "--name", "data.json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", "error: data.json: file not found\n")  # no traceback
+    assert issubclass(UserError, Exception) and str(UserError("bad path")) == "bad path"
+
+
+def test_run_cli_returns_result_and_parses_args():
+    def main(x: int = 1, name: str = "a"):
+        return (x, name)
+
+    assert run_cli(main, args=["--x", "5", "--name", "b"]) == (5, "b")
+    assert run_cli(main, args=[]) == (1, "a")
+
+    def buggy():
+        raise ValueError("a bug, not a user mistake")
+
+    with pytest.raises(ValueError, match="a bug"):  # only UserError is turned into a one-line message
+        run_cli(buggy, args=[])
+
+
+@pytest.mark.parametrize("error, code, err", [(UserError("no such checkpoint"), 1, "error: no such checkpoint\n"),
+                                             (KeyboardInterrupt(), 130, "interrupted\n")])
+def test_run_cli_exit_codes_in_process(capsys, error, code, err):
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, args=[])
+    assert exc.value.code == code
+    assert capsys.readouterr().err == err
+
+
+def test_atomic_path_success(tmp_path):
+    target = tmp_path / "new" / "sub" / "out.bin"  # parents are created
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        assert tmp.name.startswith(".out.bin.") and tmp.name.endswith(".tmp")
+        tmp.write_bytes(b"payload")
+        assert not target.exists()  # nothing visible until the block ends
+    assert target.read_bytes() == b"payload"
+    assert not tmp.exists() and leftovers(target.parent) == []
+    assert target.stat().st_mode & 0o644 == 0o644  # the usual permissions, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("old", [b"original \x00\xff", None])
+def test_atomic_path_failure_keeps_old_file(tmp_path, error, old):
+    target = tmp_path / "out.bin"
+    if old is not None:
+        target.write_bytes(old)
+    with pytest.raises(error):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half-writ")
+            raise error()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if old is None else ["out.bin"])  # no temp file
+    assert old is None or target.read_bytes() == old
+
+
+def test_atomic_write_text(tmp_path):
+    target = tmp_path / "notes.txt"
+    atomic_write_text(target, "first")
+    atomic_write_text(str(target), "zweite Zeile ✓\n")  # str paths work; an existing file is replaced
+    assert target.read_text(encoding="utf-8") == "zweite Zeile ✓\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_torch_save_and_load_state_dict_round_trip(tmp_path):
+    state = {"w": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "h": torch.ones(2, dtype=torch.bfloat16)}
+    path = tmp_path / "lit_model.pth"
+    atomic_torch_save(state, path)
+    assert leftovers(tmp_path) == []
+    for mmap in (True, False):
+        loaded = load_state_dict(path, mmap=mmap)
+        assert loaded.keys() == state.keys()
+        for key in state:
+            assert loaded[key].dtype == state[key].dtype and torch.equal(loaded[key], state[key])
+
+
+def test_atomic_torch_save_failure_keeps_old_file(tmp_path):
+    path = tmp_path / "lit_model.pth"
+    atomic_torch_save({"w": torch.zeros(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        atomic_torch_save({"f": lambda: None}, path)  # a lambda cannot be pickled
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_load_state_dict_errors(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        load_state_dict(tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="file not found"):
+        load_state_dict(tmp_path)  # a directory is not a weights file
+    text = tmp_path / "config.json"
+    text.write_text('{"n_layer": 2}')
+    with pytest.raises(UserError, match="cannot read weights .*truncated or corrupt"):
+        load_state_dict(text)
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.randn(64, 64)}, good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match=str(truncated).replace("\\", "\\\\") + ": cannot read weights"):
+        load_state_dict(truncated)
+
+
+def test_load_state_dict_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "cls": Path}, path)  # arbitrary objects are not allowed with weights_only
+    with pytest.raises(UserError, match="cannot read weights"):
+        load_state_dict(path)
+    legacy = tmp_path / "legacy.pth"  # pre-zipfile format: readable without mmap
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_dict(legacy, mmap=False)["w"], torch.ones(2))
+
+
+def test_check_writable_dir(tmp_path):
+    new = tmp_path / "a" / "b" / "out"
+    assert check_writable_dir(str(new)) == new and new.is_dir()
+    assert check_writable_dir(new) == new  # an existing directory is fine
+    assert list(new.iterdir()) == []  # the probe file is gone
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="cannot write here.*--out_dir"):
+        check_writable_dir(a_file)
+    with pytest.raises(UserError, match="cannot write here"):
+        check_writable_dir(a_file / "below")  # a file where a parent directory should be
+    assert a_file.read_text() == "x"
+
+
+def test_check_writable_dir_unwritable(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):  # stands in for a read-only directory (chmod does not stop root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(UserError, match=r"cannot write here \(Permission denied\); choose another --out_dir"):
+        check_writable_dir(tmp_path / "out")
+
+
+def test_num_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2, bias=False))  # 15 + 6
+    assert num_parameters(model) == 21
+    assert num_parameters(model, requires_grad=True) == 21 and num_parameters(model, requires_grad=False) == 0
+    model[0].weight.requires_grad_(False)
+    assert num_parameters(model) == 21
+    assert num_parameters(model, requires_grad=True) == 9
+    assert num_parameters(model, requires_grad=False) == 12
+    assert num_parameters(torch.nn.ReLU()) == 0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--inputs", "a.json", "b.json", "--weights", "1", "0.5"],
+     ["--inputs", '["a.json", "b.json"]', "--weights", "[1, 0.5]"]),
+    (["--inputs", "only.json"], ["--inputs", '["only.json"]']),
+    (["--inputs", '["a", "b"]', "--out", "x"], ["--inputs", '["a", "b"]', "--out", "x"]),  # already a list
+    (["--inputs", ' ["a"]'], ["--inputs", ' ["a"]']),
+    (["--out", "x", "y"], ["--out", "x", "y"]),  # not a list-valued flag
+    (["--weights", "-1", "2e-3", "--seed", "3"], ["--weights", "[-1, 2e-3]", "--seed", "3"]),
+    (["--inputs", 'say "hi"'], ["--inputs", '["say \\"hi\\""]']),  # JSON-quoted
+    (["--inputs"], ["--inputs"]),  # no value: left for the parser to complain about
+    (["data", "--inputs", "a", "b"], ["data", "--inputs", '["a", "b"]']),
+    ([], []),
+])
+def test_space_separated_lists(argv, expected):
+    original = list(argv)
+    assert space_separated_lists(argv, ("inputs", "weights")) == expected
+    assert argv == original  # the input is not modified
+    assert space_separated_lists(argv, []) == argv and space_separated_lists(argv, ["inputs", "weights"]) == expected
