@@ -4,10 +4,39 @@ import json
 from copy import deepcopy
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from lit_gpt.files import LIT_CONFIG_FILE
+from lit_gpt.files import HF_CONFIG_FILE, LIT_CONFIG_FILE
 from lit_gpt.utils import UserError, atomic_write_text
+
+
+class ConfigError(UserError, ValueError):
+    """A config value of the wrong type or out of range (a UserError: scripts print it as one line)."""
+
+
+POSITIVE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "n_query_groups", "head_size",
+                   "intermediate_size", "sliding_window")
+REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")  # no default can be right for these
+
+
+def _type_problem(value: Any, annotation: Any) -> Optional[str]:
+    """What is wrong with `value` for a field annotated `annotation` (None if it fits)."""
+    if get_origin(annotation) is Union:
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None and len(options) < len(get_args(annotation)):
+            return None
+        annotation = options[0]
+    if get_origin(annotation) is Literal:
+        return None if value in get_args(annotation) else f"must be one of {', '.join(map(repr, get_args(annotation)))}"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
+    if annotation is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "must be a string"
+    return None
 
 
 @dataclass
@@ -38,6 +67,16 @@ class Config:
     architecture: str = "LlamaForCausalLM"  # the Hugging Face class this layout corresponds to
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = _type_problem(value, f.type)
+            if problem is None and f.name in POSITIVE_FIELDS and value is not None and value < 1:
+                problem = "must be at least 1"
+            if problem is not None:
+                raise ConfigError(f"{f.name} = {value!r}: {problem}")
+        if not 0 < self.rotary_percentage <= 1 or self.norm_eps <= 0 or self.rope_base <= 0:
+            raise ConfigError(f"rotary_percentage = {self.rotary_percentage!r} must be in (0, 1], norm_eps = "
+                              f"{self.norm_eps!r} and rope_base = {self.rope_base!r} above 0")
         if self.n_query_groups is None:
             self.n_query_groups = self.n_head
         if self.head_size is None:
@@ -45,7 +84,7 @@ class Config:
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
         if self.n_head % self.n_query_groups:
-            raise ValueError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
+            raise ConfigError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
 
     @property
     def rope_n_elem(self) -> int:
@@ -69,8 +108,16 @@ class Config:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: not valid JSON ({e}); re-run the conversion script") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: not a model config (a JSON object); convert the checkpoint again")
+        missing = [k for k in REQUIRED_IN_FILE if k not in data and k not in overrides]
+        if missing:
+            raise UserError(f"{path}: {', '.join(missing)} missing; convert the checkpoint again")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in {**data, **overrides}.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in {**data, **overrides}.items() if k in known})
+        except ConfigError as e:
+            raise UserError(f"{path}: {e}; fix the value or convert the checkpoint again") from None
 
     @classmethod
     def from_hf_config(cls, hf: dict, name: str = "") -> "Config":
@@ -171,14 +218,21 @@ class Config:
         name = model_name or f"{checkpoint_dir.parent.name}/{checkpoint_dir.name}"
         if name in name_to_config or name in repo_to_config or (model_name and model_name.split("/")[-1] in name_to_config):
             return cls.from_name(name)
-        if model_name is None and checkpoint_dir.name in name_to_config:
+        if model_name is not None:
+            raise UserError(f"--model_name {model_name!r} is not a known model; leave it out to use the checkpoint's "
+                            "config.json, or see `python scripts/download.py` for the known names")
+        if checkpoint_dir.name in name_to_config:
             return cls.from_name(checkpoint_dir.name)
-        hf_config = checkpoint_dir / "config.json"
+        hf_config = checkpoint_dir / HF_CONFIG_FILE
         if hf_config.is_file():
             try:
                 return cls.from_hf_config(json.loads(hf_config.read_text()), name=checkpoint_dir.name)
-            except (json.JSONDecodeError, KeyError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
                 raise UserError(f"{hf_config}: cannot read the model config ({e!r})") from None
+            except ConfigError as e:  # a value of the wrong type, named as our field
+                raise UserError(f"{hf_config}: {e} (as derived from this file); fix the value in the file") from None
+            except (TypeError, ValueError, ZeroDivisionError) as e:
+                raise UserError(f"{hf_config}: a value has the wrong type or is zero ({e}); fix the file") from None
         raise UserError(
             f"{checkpoint_dir}: no lit_config.json, no config.json and {name!r} is not a known model; "
             "pass --model_name or download the checkpoint with scripts/download.py"

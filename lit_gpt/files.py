@@ -13,6 +13,7 @@ LORA_CONFIG_FILE = "lora_config.json"  # LoRAConfig (r, alpha, dropout, targets)
 PROMPT_STYLE_FILE = "prompt_style.json"  # the prompt style a model was (fine-)tuned with
 HYPERPARAMETERS_FILE = "hyperparameters.yaml"  # a run's settings (rerun with --config), incl. its checkpoint_dir
 HF_CONFIG_FILE = "config.json"  # Hugging Face's model config
+MERGED_LORA_FILE = "merged_lora.json"  # in a merged checkpoint: which LoRA weights were folded in (their sha256)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json",
                    "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 

@@ -43,8 +43,11 @@ class LoRAConfig:
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
-        if self.r < 1:
-            raise UserError(f"LoRA rank r must be >= 1, got {self.r}")
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise UserError(f"--lora_r {self.r!r}: the LoRA rank must be a whole number >= 1")
+        if not self.alpha > 0:
+            raise UserError(f"--lora_alpha {self.alpha}: must be above 0 (the update is scaled by alpha / r, so 0 "
+                            "would train nothing); the usual choice is 2 x r")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         unknown = [t for t in self.targets if t not in LORA_TARGETS]

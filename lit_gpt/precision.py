@@ -83,5 +83,23 @@ def quantization_plugin(quantize: Optional[str], precision: str, cuda: Optional[
 
 def device_and_dtype(device: Optional[str], precision: Optional[str]) -> tuple[torch.device, torch.dtype]:
     """--device (default cuda when available) and the weight dtype --precision asks for on it."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return device, param_dtype(choose_precision(precision, cuda=device.type == "cuda"))
+    try:
+        chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: this machine has no CUDA GPU; use --device cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif chosen.type != "cpu":
+        raise UserError(f"--device {device}: only cpu and cuda devices are supported")
+    return chosen, param_dtype(choose_precision(precision, cuda=chosen.type == "cuda"))
+
+
+def check_precision_for_device(precision: str, cuda: bool) -> None:
+    """float16 needs a GPU: on a CPU Lightning silently runs bf16-mixed instead of 16-mixed, so the log would lie."""
+    if precision.startswith("16-") and not cuda:
+        raise UserError(f"--precision {precision}: float16 training needs a CUDA GPU (on a CPU, Lightning would "
+                        "run bf16-mixed instead); use bf16-true, bf16-mixed or 32-true")

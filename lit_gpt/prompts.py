@@ -3,7 +3,7 @@
 One registry (`get_prompt_style`) holds the plain instruction templates (`alpaca`, `plain`, `phi-2`) and the chat
 formats of the instruct models in the config registry (Llama-2-chat, Mistral-Instruct, ChatML for Qwen2.5 and
 SmolLM2, Zephyr/TinyLlama-chat). Each style renders a conversation into text segments flagged "trained" (the
-assistant's answers with their end-of-turn token) or not; the data pipeline (`lit_gpt.data`) tokenizes the segments
+assistant's answers with their end-of-turn token) or not; the data pipeline (`lit_gpt.data.tokenize`) tokenizes the segments
 and masks the untrained ones. The rendered text follows each model's own chat template character for character.
 
 A conversation is a list of {"role": "system" | "user" | "assistant", "content": str} messages: an optional system
@@ -62,7 +62,7 @@ class PromptStyle:
     def prompt(self, instruction: str, input: str = "") -> str:
         """The text a model sees before its answer to one instruction, for generation. Special tokens appear as text
         (tokenizers with such tokens parse them); BOS is left to the tokenizer. SentencePiece tokenizers do not parse
-        special-token text: use `lit_gpt.data.encode_prompt` to get ids for any tokenizer."""
+        special-token text: use `lit_gpt.data.tokenize.encode_prompt` to get ids for any tokenizer."""
         segments = self.render([{"role": "user", "content": instruction, "input": input}], add_generation_prompt=True)
         if segments and isinstance(segments[0][0], Special) and segments[0][0].kind == "bos":
             segments = segments[1:]

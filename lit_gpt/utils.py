@@ -1,13 +1,16 @@
 """Small shared helpers: user-facing errors, atomic writes, safe checkpoint loading, the scripts' CLI entry point."""
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from jsonargparse import CLI
@@ -37,12 +40,75 @@ def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         sys.exit(130)
 
 
+TEMP_SUFFIX = ".tmp"  # our temporary files: .<name>.<pid>.<random>.tmp beside the file they become
+WRITE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+
+
+def write_error(path: "str | Path", error: BaseException, flag: str = "output location") -> Optional[UserError]:
+    """The one-line error for a write that failed because of the file system (full, read-only, not permitted), or
+    None for any other failure. torch and safetensors report a full disk in their own words (`PytorchStreamWriter
+    failed writing file`, `basic_ios::clear: iostream error`, `IoError(Os { code: 28 ...`): for those the free space
+    is checked."""
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None:
+        text = str(error)
+        found = re.search(r"code: (\d+)", text)
+        code = int(found.group(1)) if found else None
+        if code is None and _no_space_left(Path(path)):  # torch says "iostream error", "unexpected pos", ...
+            code = errno.ENOSPC
+    if code not in WRITE_ERRORS:
+        return None
+    fix = "free space or choose" if code in (errno.ENOSPC, errno.EDQUOT) else "choose"
+    return UserError(f"{WRITE_ERRORS[code]} writing {path}; {fix} another {flag}")
+
+
+def _no_space_left(path: Path) -> bool:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                stat = os.statvfs(folder)
+            except OSError:
+                return False
+            return stat.f_bavail * stat.f_frsize < 1 << 20
+    return False
+
+
+def remove_stale_temp_files(directory: "str | Path") -> list[Path]:
+    """Deletes our temporary files in `directory` whose writing process is gone (killed mid-write): they would
+    otherwise stay forever, some as large as a model."""
+    removed = []
+    for tmp in Path(directory).glob(f".*{TEMP_SUFFIX}"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: "str | Path") -> Iterator[Path]:
-    """Yields a temporary path beside `path`; renames it over `path` only if the block finishes without error."""
+def atomic_path(path: "str | Path", flag: str = "output location") -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it over `path` only if the block finishes without error, so a
+    reader never sees a half-written file and a failed write leaves the old file as it was. A full or read-only
+    disk becomes one line naming the path (UserError)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file; choose another {flag}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path.parent}: is (or lies below) a file, not a directory; choose another {flag}") from None
+    except OSError as e:
+        raise (write_error(path, e, flag) or e) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -52,6 +118,11 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except Exception as e:
+        problem = write_error(path, e, flag)
+        if problem is not None:
+            raise problem from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -87,15 +158,32 @@ def link_or_copy(source: "str | Path", target: "str | Path") -> None:
             shutil.copyfile(source, tmp)
 
 
-def check_writable_dir(path: "str | Path") -> Path:
+def check_writable_dir(path: "str | Path", flag: str = "--out_dir") -> Path:
+    """The directory, created if needed, after checking that files can be written into it."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file, not a directory; choose another {flag}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{path}: a parent of it is a file, not a directory; choose another {flag}") from None
     except OSError as e:
-        raise UserError(f"{path}: cannot write here ({e.strerror}); choose another --out_dir") from None
+        raise (write_error(path, e, flag) or
+               UserError(f"{path}: cannot write here ({e.strerror}); choose another {flag}")) from None
+    remove_stale_temp_files(path)
     return path
+
+
+def check_not_an_input(output: "str | Path", inputs: dict, flag: str) -> None:
+    """Refuses an output path that is one of the command's input files (inputs: flag -> path): the output would
+    overwrite it."""
+    output = Path(output)
+    for input_flag, path in inputs.items():
+        if path is not None and output.resolve() == Path(path).resolve():
+            raise UserError(f"{flag} {output} is the same file as {input_flag}; writing it would overwrite the "
+                            f"input, choose another {flag}")
 
 
 def load_state_dict(path: "str | Path", mmap: bool = True) -> dict:
@@ -110,6 +198,14 @@ def load_state_dict(path: "str | Path", mmap: bool = True) -> dict:
                         "the file is truncated or corrupt, convert or download it again") from None
 
 
+def file_sha256(path: "str | Path") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def num_parameters(module: torch.nn.Module, requires_grad: "bool | None" = None) -> int:
     return sum(p.numel() for p in module.parameters() if requires_grad is None or p.requires_grad == requires_grad)
 
@@ -117,8 +213,6 @@ def num_parameters(module: torch.nn.Module, requires_grad: "bool | None" = None)
 def space_separated_lists(argv: list, flags: "tuple[str, ...] | list[str]") -> list:
     """`--inputs a b --weights 1 0.5` -> `--inputs ["a", "b"] --weights [1, 0.5]` for the given list-valued flags,
     so they can be written shell-style (jsonargparse reads one value per flag). A value already in brackets stays."""
-    import json
-
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lit_gpt.quality.rows import FLAGS_COLUMN, SCORE_COLUMNS, default_output, read_rows, write_rows  # noqa: E402
 from lit_gpt.quality.scoring import score_stats, select_rows  # noqa: E402
-from lit_gpt.utils import UserError, atomic_write_text, log, run_cli  # noqa: E402
+from lit_gpt.utils import UserError, atomic_write_text, check_not_an_input, log, run_cli  # noqa: E402
 
 
 def main(
@@ -52,6 +52,11 @@ def main(
     except UserError as e:
         raise UserError(f"{scores}: {e}") from None
     output = Path(output) if output is not None else default_output(scores, f"{method}_kept")
+    check_not_an_input(output, {"--scores": scores}, "--output")
+    if not kept:
+        raise UserError(f"{scores}: no row passes the rule ({len(rows)} rows; dropped: "
+                        + ", ".join(f"{reason} {len(i)}" for reason, i in sorted(dropped.items()))
+                        + "); loosen --min_score / --top_fraction / --max_score")
     column = SCORE_COLUMNS[method]
     score_columns = set(SCORE_COLUMNS.values()) | {FLAGS_COLUMN}
     kept_rows = [{k: v for k, v in rows[i].items() if not (drop_score_columns and k in score_columns)} for i in kept]

@@ -28,7 +28,7 @@ from lit_gpt.quality.judge import Judge  # noqa: E402
 from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,  # noqa: E402
                                   to_scoring_row, write_rows)  # noqa: E402
 from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats  # noqa: E402
-from lit_gpt.utils import UserError, log, run_cli  # noqa: E402
+from lit_gpt.utils import UserError, check_not_an_input, log, run_cli  # noqa: E402
 
 
 def main(
@@ -72,12 +72,16 @@ def main(
     """
     if batch_size < 1:
         raise UserError(f"--batch_size {batch_size}: must be at least 1")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1 (leave it out to score every row)")
     data_path = Path(data_path)
     rows = read_rows(data_path)  # written back as they are
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
     examples = [to_scoring_row(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
     output = Path(output) if output is not None else default_output(data_path, "scored")
+    if not any(column in rows[0] for column in SCORE_COLUMNS.values()):  # the user's own data, not a scored file
+        check_not_an_input(output, {"--data_path": data_path}, "--output")  # (adding a column to ours is fine)
 
     if method == "heuristics":
         scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,

@@ -149,9 +149,9 @@ def test_check_writable_dir(tmp_path):
     assert list(new.iterdir()) == []  # the probe file is gone
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    with pytest.raises(UserError, match="cannot write here.*--out_dir"):
+    with pytest.raises(UserError, match="is a file, not a directory; choose another --out_dir"):
         check_writable_dir(a_file)
-    with pytest.raises(UserError, match="cannot write here"):
+    with pytest.raises(UserError, match="a parent of it is a file"):
         check_writable_dir(a_file / "below")  # a file where a parent directory should be
     assert a_file.read_text() == "x"
 
@@ -163,7 +163,7 @@ def test_check_writable_dir_unwritable(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
-    with pytest.raises(UserError, match=r"cannot write here \(Permission denied\); choose another --out_dir"):
+    with pytest.raises(UserError, match=r"permission denied writing .*out; choose another --out_dir"):
         check_writable_dir(tmp_path / "out")
 
 

@@ -25,7 +25,7 @@ Cleaning, in input order (an earlier input wins every conflict, so list the inpu
 Near-duplicate: ROUGE-L F >= `near_dup_threshold` (0.7, Self-Instruct's rule) between the instructions, and, when
 either example has an input, between the inputs too: "Summarize this paragraph." over two different paragraphs is
 not a duplicate, nor are two different questions about one paragraph. Up to EXACT_SEARCH_LIMIT texts in all, every
-pair is checked exactly (`text_similarity.near_duplicates`, pruned by an LCS bound). Above it the all-pairs search
+pair is checked exactly (`lit_gpt.data.similarity.near_duplicates`, pruned by an LCS bound). Above it the all-pairs search
 grows quadratically (20k texts = 2*10^8 pairs), so MinHash/LSH over word sets proposes candidates in about linear
 time and ROUGE-L confirms them (no false positives; LSH is probabilistic, so a true pair can be missed). The
 manifest records which search was used and why. The 0.7 rule also joins instructions made from one template
@@ -46,13 +46,13 @@ from typing import Optional, Sequence
 from lit_gpt.data.normalize import BadRecord, conversation, normalize
 from lit_gpt.data.prepare import model_block_size, split_examples
 from lit_gpt.data.prepared import length_stats, load_prepared, settings_fingerprint, trained_token_share, write_prepared
-from lit_gpt.data.records import file_sha256, load_records
+from lit_gpt.data.records import load_records
 from lit_gpt.data.similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
                                      word_tokens)
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, file_sha256
 
 EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
 MUST_MATCH = ("tokenizer_fingerprint", "prompt_style", "max_seq_length")

@@ -8,22 +8,23 @@ A preparation is skipped when the destination already holds one with the same fi
 prompt style, input files).
 """
 
-import sys
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
+from tqdm import tqdm
+
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
                                    write_prepared)
-from lit_gpt.data.records import file_sha256
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, file_sha256
 
 PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what prepared data contains
 SHOWN_DROPPED_ROWS = 20  # the manifest lists this many dropped rows with their location
@@ -160,8 +161,6 @@ def prepare(
 
 
 def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) -> tuple[list, Counter, list, int]:
-    from tqdm import tqdm
-
     examples, dropped, dropped_rows = [], Counter(), []
     rows_in = 0
     for where, record in tqdm(records, desc="reading rows", unit="rows", disable=None, file=sys.stderr):

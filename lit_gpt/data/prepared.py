@@ -15,7 +15,7 @@ import torch
 
 from lit_gpt.data.tokenize import IGNORE_INDEX
 from lit_gpt.files import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
-from lit_gpt.utils import UserError, atomic_torch_save, atomic_write_text
+from lit_gpt.utils import UserError, atomic_path, atomic_write_json
 
 
 
@@ -25,13 +25,17 @@ def settings_fingerprint(settings: dict) -> str:
 
 
 def write_prepared(destination: "str | Path", train: list, test: list, manifest: dict) -> None:
-    """train.pt, test.pt and manifest.json into `destination`. The old manifest goes first and the new one last: an
-    interrupted write leaves no manifest, so nothing ever reads a half-updated dataset as complete."""
+    """train.pt, test.pt and manifest.json into `destination`. Both tensor files are written completely beside the
+    old ones first, so a failure (a full disk) leaves an earlier preparation as it was; only then the old manifest
+    goes, the new files are renamed into place and the new manifest is written last: nothing ever reads a
+    half-updated dataset as complete."""
     destination = Path(destination)
-    (destination / MANIFEST_FILE).unlink(missing_ok=True)
-    atomic_torch_save(train, destination / TRAIN_FILE)
-    atomic_torch_save(test, destination / TEST_FILE)
-    atomic_write_text(destination / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    flag = "--destination_path"
+    with atomic_path(destination / TRAIN_FILE, flag) as train_tmp, atomic_path(destination / TEST_FILE, flag) as test_tmp:
+        torch.save(train, train_tmp)
+        torch.save(test, test_tmp)
+        (destination / MANIFEST_FILE).unlink(missing_ok=True)
+    atomic_write_json(destination / MANIFEST_FILE, manifest)
 
 
 def read_manifest(data_dir: "str | Path") -> dict:

@@ -7,7 +7,6 @@ A record is the file's row as a dict, its keys renamed by `columns` (our field n
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import sys
@@ -78,8 +77,10 @@ def iter_records(path: "str | Path", format: Optional[str] = None, columns: Opti
     else:
         raise UserError(f"{path}: unknown format {format!r}; use json, jsonl or csv")
     first = True
+    unseen = set(columns.values())  # a mapped column that no row has is a typo, not an optional field
     for where, row in rows:
         if columns:
+            unseen.difference_update(row)
             mapped = {field: row[column] for field, column in columns.items() if column in row}
             row = {k: v for k, v in row.items() if k not in columns.values()}
             row.update(mapped)
@@ -87,6 +88,10 @@ def iter_records(path: "str | Path", format: Optional[str] = None, columns: Opti
             first = False
             _check_columns(path, row, columns, required, format)
         yield where, row
+    if unseen:
+        what = "column" if format == "csv" else "field"
+        raise UserError(f"{path}: no row has the {what}(s) {', '.join(map(repr, sorted(unseen)))} named in --columns; "
+                        "fix the --columns mapping")
 
 
 def load_records(path: "str | Path", format: Optional[str] = None, columns: Optional[dict] = None,
@@ -173,13 +178,6 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
             raise UserError(f"{path}: line {line_number}: expected a JSON object, found {type(row).__name__}")
         yield f"{path}: line {line_number}", row
 
-
-def file_sha256(path: "str | Path") -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_source(data_path: Optional[Path], destination_path: Path, *, repo_id: Optional[str] = None,

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lit_gpt.data.normalize import conversation
 from lit_gpt.prompts import PromptStyle, Special, get_prompt_style
@@ -181,8 +182,6 @@ def tokenize_examples(examples: list[dict], tokenizer, style: PromptStyle, max_s
                       mask_inputs: bool = True, truncation: str = "truncate", batch_size: int = 512,
                       progress: Optional[str] = None) -> tuple[list[dict], Counter]:
     """Adds input_ids/labels/truncated to each example; returns (kept examples, Counter of drop reasons)."""
-    from tqdm import tqdm
-
     kept, dropped = [], Counter()
     bar = tqdm(total=len(examples), desc=progress, unit="rows", disable=None if progress else True, file=sys.stderr)
     for begin in range(0, len(examples), batch_size):

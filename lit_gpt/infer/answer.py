@@ -82,7 +82,7 @@ def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path
 
 def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list[dict], max_tokens: int,
                         device: Optional[torch.device] = None) -> tuple[Optional[torch.Tensor], list[dict]]:
-    """Prompt ids (`lit_gpt.data.encode_prompt`) for a conversation that ends with a user message, and the messages
+    """Prompt ids (`lit_gpt.data.tokenize.encode_prompt`) for a conversation that ends with a user message, and the messages
     they encode: the oldest exchanges are dropped (a system message stays) until the prompt fits in max_tokens. The
     ids are None when even the last user message alone does not fit."""
     system = messages[:1] if messages and messages[0].get("role") == "system" else []

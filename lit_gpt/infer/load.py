@@ -6,24 +6,26 @@ A LoRA run of finetune/lora.py leaves `lit_model.pth.lora` beside `lora_config.j
 `checkpoint_dir`), so the LoRA file alone says how to rebuild the model: `find_lora(path)` reads all of it.
 """
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 
 from lit_gpt.checkpoint import check_checkpoint_dir, load_model, load_weights, save_checkpoint
 from lit_gpt.config import Config
 from lit_gpt.files import (HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
-                           LORA_WEIGHTS_FILE, PROMPT_STYLE_FILE)
+                           LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
 from lit_gpt.lora import (LoRAConfig, LoRALinear, load_lora_weights,
                           lora_state_dict, merge_lora_weights, merged_config)
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts import PromptStyle, load_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, check_writable_dir, load_state_dict
+from lit_gpt.utils import UserError, atomic_write_json, check_writable_dir, file_sha256, load_state_dict
 
 
 @dataclass
@@ -39,8 +41,6 @@ class LoRAFinetune:
 
 def recorded_base_checkpoint(directory: Path) -> Optional[Path]:
     """The base checkpoint_dir that finetune/lora.py recorded in hyperparameters.yaml, or None."""
-    import yaml
-
     path = directory / HYPERPARAMETERS_FILE
     if not path.is_file():
         return None
@@ -74,7 +74,24 @@ def find_lora(lora_path: "str | Path", checkpoint_dir: "str | Path | None" = Non
     base_dir = check_checkpoint_dir(checkpoint_dir)
     lora = LoRAFinetune(path=path, config=config, base_dir=base_dir)
     _check_same_base(lora)
+    _check_not_merged_already(lora)
     return lora
+
+
+def _check_not_merged_already(lora: LoRAFinetune) -> None:
+    """A checkpoint written by save_merged_checkpoint records the LoRA weights folded into it; applying the same
+    weights again would add the update twice."""
+    record = lora.base_dir / MERGED_LORA_FILE
+    if not record.is_file():
+        return
+    try:
+        merged = json.loads(record.read_text(encoding="utf-8")).get("lora_sha256", [])
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return
+    if file_sha256(lora.path) in merged:
+        raise UserError(f"{lora.path}: these LoRA weights are already merged into {lora.base_dir}; use that checkpoint "
+                        f"as it is (generate/full.py --checkpoint_dir {lora.base_dir}) or pass the original base "
+                        "with --checkpoint_dir")
 
 
 def _check_same_base(lora: LoRAFinetune) -> None:
@@ -182,7 +199,14 @@ def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path") -> Path:
             raise UserError(f"{out_dir}: --out_dir must differ from {what}; choose a new directory")
     check_writable_dir(out_dir)
     config, state = merge_lora(lora)
-    return save_checkpoint(out_dir, config, state, lora.base_dir, lora_prompt_style(lora))
+    save_checkpoint(out_dir, config, state, lora.base_dir, lora_prompt_style(lora))
+    earlier = []  # a base that was itself a merge keeps its record: all of them are in these weights
+    if (lora.base_dir / MERGED_LORA_FILE).is_file():
+        earlier = json.loads((lora.base_dir / MERGED_LORA_FILE).read_text(encoding="utf-8")).get("lora_sha256", [])
+    atomic_write_json(out_dir / MERGED_LORA_FILE, {"lora_sha256": [*earlier, file_sha256(lora.path)],
+                                                   "lora_path": str(lora.path.resolve()),
+                                                   "base_dir": str(lora.base_dir.resolve())})
+    return out_dir
 
 
 def print_loaded(description: str, seconds: float, model: GPT) -> None:

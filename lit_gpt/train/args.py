@@ -88,6 +88,9 @@ def check_train_args(args: TrainArgs, method: str) -> None:
             raise UserError(f"--{name} must be >= 1 or None, got {value}")
     if args.learning_rate <= 0 or args.warmup_steps < 0 or args.weight_decay < 0:
         raise UserError("--learning_rate must be > 0, --warmup_steps and --weight_decay >= 0")
+    if args.grad_clip is not None and not args.grad_clip > 0:
+        raise UserError(f"--grad_clip {args.grad_clip}: must be above 0 (the largest gradient norm kept); "
+                        "use --grad_clip null for no clipping")
     if args.quantize is not None and method != "lora":
         raise UserError("--quantize works only with LoRA (finetune/lora.py): full fine-tuning updates every weight")
     if args.compile and args.strategy == "fsdp":

@@ -13,6 +13,7 @@ validations without improvement and puts the best weights at the top of out_dir.
 """
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -28,14 +29,15 @@ from lit_gpt.config import Config
 from lit_gpt.data.order import order_hash
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.files import LIT_CONFIG_FILE
+from lit_gpt.files import CHECKPOINTS_DIR, LIT_CONFIG_FILE, TEST_FILE
 from lit_gpt.infer.answer import continue_ids
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
 from lit_gpt.model import Block
-from lit_gpt.precision import choose_precision, param_dtype, quantization_plugin
+from lit_gpt.precision import check_precision_for_device, choose_precision, param_dtype, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, flat_hyperparameters
-from lit_gpt.train.checkpointing import restore_checkpoint, save_best_weights, save_step_checkpoint, weights_file_name
+from lit_gpt.train.checkpointing import (apply_changed_hyperparameters, remove_unfinished_saves, restore_checkpoint,
+                                        save_best_weights, save_step_checkpoint, weights_file_name)
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, training_sets
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
@@ -62,9 +64,25 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     tokenizer = Tokenizer(checkpoint_dir)
     train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer)
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / method / (manifest.get("name") or data_dir.name)
+    new_out_dir = not out_dir.exists()
     check_writable_dir(out_dir)
+    try:
+        return _finetune(method, checkpoint_dir, data_dir, out_dir, train, lora, resume, hyperparameters, tokenizer,
+                         train_raw, test_raw, manifest)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves nothing behind in an out_dir it created (a folder
+        # holding only lit_config.json would look like a result)
+        if new_out_dir and not (out_dir / CHECKPOINTS_DIR).exists() and out_dir.is_dir():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _finetune(method, checkpoint_dir: Path, data_dir: Path, out_dir: Path, train: TrainArgs,
+              lora: Optional[LoRAConfig], resume: Optional[str], hyperparameters: Optional[dict],
+              tokenizer: Tokenizer, train_raw: list, test_raw: list, manifest: dict) -> dict:
     resume_file = find_resume_file(out_dir, resume)
     precision = choose_precision(train.precision)
+    check_precision_for_device(precision, cuda=torch.cuda.is_available() and train.devices >= 1)
     plugin = quantization_plugin(train.quantize, precision)
     fabric = make_fabric(train, precision, plugin, out_dir)
     accum = check_batch_split(train, fabric.world_size)
@@ -73,8 +91,13 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
     train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
                                                        train.override_max_seq_length, print=fabric.print)
+    if not len(val_set):
+        fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
+                     + (", so no early stopping" if train.early_stopping_patience is not None else "")
+                     + " and no best checkpoint (prepare with --test_split_fraction above 0 for them)")
     hyperparameters = hyperparameters if hyperparameters is not None else flat_hyperparameters(train, lora)
     if fabric.is_global_zero:
+        remove_unfinished_saves(out_dir)
         write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
     fabric.loggers[1].log_hyperparams(hyperparameters)  # TensorBoard (the CSV logger has no hyperparameters)
     fabric.barrier()
@@ -105,9 +128,11 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
 
         plan = TrainPlan(batch_size=train.batch_size, seed=train.seed, order=train.order, n_train=len(train_set),
                          max_seq_length=max_seq_length, data_fingerprint=manifest.get("fingerprint"))
-        state = TrainState(plan=plan)
+        state = TrainState(plan=plan, hyperparameters=hyperparameters)
         if resume_file is not None:
             restore_checkpoint(fabric, resume_file, model, optimizer, scheduler, state, strict=lora is None)
+            apply_changed_hyperparameters(state.hyperparameters, hyperparameters, optimizer, scheduler, fabric.print)
+            state.hyperparameters = hyperparameters
             fabric.print(f"resumed from {resume_file.parent} at step {state.step} "
                          f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
         trainer = Trainer(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train,
@@ -244,9 +269,13 @@ class Trainer:
         except NonFiniteStep as e:
             steps = checkpoint_steps(self.out_dir)
             kept = f"the last good checkpoint is {steps[-1]}" if steps else "no checkpoint was saved yet"
+            losses = [loss for _, loss in self.state.train_losses]
+            if steps and losses and losses[-1] > 2 * min(losses):  # it was blowing up before it became NaN
+                kept += (f" (but the loss had already risen from {min(losses):.3g} to {losses[-1]:.3g}, so it may "
+                         "be damaged too: an earlier checkpoints/step-* is safer)")
             raise TrainingDiverged(f"step {self.state.step + 1}: {e} (not finite), stopped without updating the "
                                    f"weights; {kept}; lower --learning_rate (now {self.args.learning_rate}) and "
-                                   "start again or --resume auto") from None
+                                   "start again, or --resume auto (the new learning rate applies from there)") from None
 
     def evaluate(self) -> float:
         """Validation + sample answer + early-stopping bookkeeping (best weights are saved as a checkpoint)."""

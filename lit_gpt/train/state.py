@@ -50,6 +50,7 @@ class TrainState:
     best_epoch: Optional[float] = None
     evals_without_improvement: int = 0
     stop_reason: Optional[str] = None  # None while running; "done", "early_stopping"
+    hyperparameters: dict = field(default_factory=dict)  # the flat settings the run is training with
     train_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     epochs: list[EpochRecord] = field(default_factory=list)
