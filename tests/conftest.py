@@ -1,13 +1,17 @@
+import json
 import os
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
+from fake_hub import FakeHub
+from helpers import (BINS, CONFIG, DOLLY_COLUMNS, EXTRAS, LIMA, ROOT, SAFETENSORS, SHARED, TOKEN, TOKEN_WITHOUT_ACCESS,
+                     TOKENIZER, capital_pairs, make_checkpoint, make_data, prepare_slice, tiny_config)
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.records import iter_records
+from lit_gpt.model import GPT
 
 # 2-core CI machine: keep intra-op threads bounded so parallel work does not oversubscribe
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -23,16 +27,6 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} is missing: the tests read real tokenizers and datasets from ../shared/")
     return SHARED
-
-
-def tiny_config(**overrides):
-    """A few-layer model for CPU tests; architecture switches via overrides."""
-    from lit_gpt.config import Config
-
-    kw = dict(name="tiny", block_size=128, vocab_size=256, n_layer=2, n_head=4, n_embd=32, n_query_groups=2,
-              intermediate_size=64)
-    kw.update(overrides)
-    return Config(**kw)
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +78,117 @@ def default_precision(request, monkeypatch) -> str:
 
     monkeypatch.setenv(DEFAULT_PRECISION_ENV, request.param)  # subprocesses inherit it
     return request.param
+
+
+# ---- fixtures several test files use (a test file's own fixture of the same name takes precedence) -------------------
+# Files of tiny training steps say `pytestmark = pytest.mark.usefixtures("one_thread")`.
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second OpenMP thread makes these tiny steps ~4x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# A tiny GPT with the real SmolLM2 tokenizer and 16 capital-city pairs: train/, scripts/test_finetune_scripts.py
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def capitals_data(tmp_path_factory, checkpoint) -> Path:
+    pairs = capital_pairs()
+    return make_data(tmp_path_factory.mktemp("capitals"), checkpoint, pairs, pairs[:2], name="capitals")
+
+
+# data/test_prepare.py, test_tokenize.py, test_prepared.py (scripts/test_prepare_scripts.py and
+# scripts/test_inspect_data.py have their own smollm2_dir / llama_dir, test_gguf_import.py its own smollm2_dir)
+@pytest.fixture(scope="module")
+def smollm2_dir(tiny_checkpoint_dir):
+    return tiny_checkpoint_dir("smollm2", block_size=512)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tiny_checkpoint_dir):
+    return tiny_checkpoint_dir("llama-2", block_size=2048)
+
+
+@pytest.fixture(scope="module")
+def lima(shared_dir, smollm2_dir, tmp_path_factory):
+    path = shared_dir / "datasets" / "lima" / "train.jsonl"
+    out = tmp_path_factory.mktemp("lima")
+    manifest = prepare(iter_records(path), name="lima", source_files=[path], checkpoint_dir=smollm2_dir,
+                       destination_path=out)
+    return out, manifest
+
+
+# Slices of LIMA and Dolly, prepared: data/test_mixing.py, scripts/test_mix_datasets_script.py (other files'
+# `data` fixtures are their own)
+@pytest.fixture(scope="module")
+def data(tiny_checkpoint_dir, shared_dir, tmp_path_factory):
+    checkpoint_dir = tiny_checkpoint_dir("smollm2", block_size=256)
+    root = tmp_path_factory.mktemp("mixing")
+    datasets = shared_dir / "datasets"
+    lima = prepare_slice(datasets / "lima" / "train.jsonl", "lima", checkpoint_dir, root / "lima", 120)
+    dolly = prepare_slice(datasets / "dolly" / "dolly_3k.jsonl", "dolly", checkpoint_dir, root / "dolly", 200,
+                          columns=DOLLY_COLUMNS)
+    return {"checkpoint_dir": checkpoint_dir, "root": root, "lima": lima, "dolly": dolly}
+
+
+# quality/ and scripts/test_synthetic_scripts.py
+@pytest.fixture(scope="module")
+def alpaca_rows(shared_dir):
+    return json.loads((shared_dir / "datasets/alpaca/alpaca_random_9k.json").read_text())[:50]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_checkpoint_dir):
+    return tiny_checkpoint_dir("smollm2", weights=True, block_size=768)
+
+
+# infer/test_answer.py, scripts/test_end_to_end.py
+@pytest.fixture(scope="module")
+def base(tiny_checkpoint_dir) -> Path:
+    return tiny_checkpoint_dir("smollm2", weights=True, block_size=256, tie_embeddings=True)
+
+
+# The loopback stand-in Hub: test_hub.py, scripts/test_download_script.py
+@pytest.fixture(scope="module")
+def hub():
+    with FakeHub(valid_tokens=(TOKEN, TOKEN_WITHOUT_ACCESS)) as hub:
+        hub.add_repo("org/safetensors-only", {**CONFIG, **TOKENIZER, **SAFETENSORS, **EXTRAS})
+        hub.add_repo("org/bin-only", {**CONFIG, **TOKENIZER, **BINS, **EXTRAS})
+        hub.add_repo("org/both", {**CONFIG, **TOKENIZER, **SAFETENSORS, **BINS})
+        hub.add_repo("org/gated", {**CONFIG, **TOKENIZER, **SAFETENSORS}, gated=True, allowed_tokens={TOKEN})
+        hub.add_repo("org/down", {**CONFIG, **SAFETENSORS}, server_error=503)
+        hub.add_repo("GAIR/lima", LIMA, repo_type="dataset", gated=True, allowed_tokens={TOKEN})
+        yield hub
+
+
+# A tiny GQA Llama for synthetic GGUF files: test_gguf_import.py, scripts/test_convert_gguf_script.py
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    # GQA (4 query heads, 2 key/value heads) so K is un-permuted by its own head count; widths multiple of 32 (Q8_0)
+    config = tiny_config(vocab_size=261, n_embd=64, n_head=4, n_query_groups=2, intermediate_size=128)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_f" in name:
+                p.uniform_(0.5, 1.5)  # non-trivial norm weights, so a misplaced one shows
+    return model
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs for full-disk tests (mounting needs root, as CI and the dev machines have); skipped with
+    that reason elsewhere."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)

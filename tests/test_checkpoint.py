@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from lit_gpt.checkpoint import (check_checkpoint_dir, copy_tokenizer_files, load_model, load_weights,
                                 save_checkpoint)
 from lit_gpt.config import Config

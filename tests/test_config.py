@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from helpers import ROOT
 from lit_gpt.config import Config, configs, name_to_config
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
@@ -167,3 +168,22 @@ def test_from_checkpoint_prefers_lit_config_then_registry_then_config_json(tmp_p
     (fine_tune / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="config.json: cannot read"):
         Config.from_checkpoint(fine_tune)
+
+
+def test_config_values_of_the_wrong_type_name_the_file(tmp_path):
+    good = Config(name="x", block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=8).to_dict()
+    path = tmp_path / "lit_config.json"
+    path.write_text(json.dumps({**good, "n_layer": "two"}))
+    with pytest.raises(UserError, match=f"{path}: n_layer = 'two': must be a whole number"):
+        Config.from_file(path)
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "n_embd"}))
+    with pytest.raises(UserError, match=f"{path}: n_embd missing"):
+        Config.from_file(path)
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    hf = json.loads((ROOT.parent / "shared" / "tokenizers" / "smollm2" / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**hf, "hidden_size": "32"}))
+    with pytest.raises(UserError, match="config.json: .*"):
+        Config.from_checkpoint(hf_dir)
+    with pytest.raises(UserError, match="--model_name 'no-such-model' is not a known model"):
+        Config.from_checkpoint(hf_dir, model_name="no-such-model")

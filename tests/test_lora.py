@@ -1,16 +1,21 @@
-"""LoRA: the layer computes W x + b + (alpha/r) B A x, q/k/v under grouped-query attention match per-projection
-math done by hand, merging gives the same model, a tied head stays tied, only LoRA tensors train and get saved."""
+"""lit_gpt/lora.py: LoRA layers, targets, merging, saving, and what a LoRA training step computes.
+
+The layer computes W x + b + (alpha/r) B A x, q/k/v under grouped-query attention match per-projection math done by
+hand, merging gives the same model, a tied head stays tied, only LoRA tensors train and get saved; a LoRA step never
+computes a frozen weight's gradient or W + BA."""
 
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import tiny_config
-from test_training import one_thread  # noqa: F401  (autouse fixture)
+from helpers import make_model, masked_head_loss, tiny_config
 from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict, mark_only_lora_as_trainable, merge_lora_weights, merged_config
 from lit_gpt.model import GPT
 from lit_gpt.train.args import lora_config_from_flags
 from lit_gpt.utils import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
 
 
 def randomize_lora(model: nn.Module, seed: int = 0) -> None:
@@ -176,3 +181,56 @@ def test_lora_config_roundtrip_and_errors(tmp_path):
     LoRAConfig(r=8, alpha=16, dropout=0.0, targets=("query", "value")).apply(model)
     with pytest.raises(ValueError, match="already"):
         LoRAConfig(r=8, alpha=16, dropout=0.0, targets=("query", "value")).apply(model)
+
+
+# ---- a LoRA step never computes a frozen weight's gradient or W + BA -------------------------------------------------
+class RecordAllocations(TorchDispatchMode):
+    """Records (op, shape) of every freshly allocated tensor output (views of existing storage are left out)."""
+
+    def __init__(self, existing_storages):
+        super().__init__()
+        self.existing = existing_storages
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.existing:
+                self.outputs.append((str(func), tuple(t.shape)))
+        return out
+
+
+def test_lora_frozen_weights_get_no_gradient_and_no_merged_weight():
+    """In a LoRA training step no tensor shaped like a frozen weight is ever computed: no weight gradient for
+    frozen weights (autograd skips them) and no W + BA materialized in the forward."""
+    model = make_model(lora=True)
+    model.train()
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(p.grad is None for p in frozen.values())
+    weight_shapes = {tuple(p.shape) for p in frozen.values() if p.ndim == 2}
+    # B*T = 26, T = 13 and the 14 target positions differ from every weight dimension (16, 32, 64, 256), so no
+    # activation or activation gradient has a weight's shape
+    B, T = 2, 13
+    input_ids = torch.randint(0, 256, (B, T))
+    targets = torch.randint(0, 256, (B, T))
+    targets[:, :6] = -100
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with RecordAllocations(storages) as recorder:
+        loss = masked_head_loss(model, input_ids, targets)
+        loss.backward()
+    weight_like = [(op, shape) for op, shape in recorder.outputs if shape in weight_shapes]
+    assert not weight_like, f"weight-shaped tensors computed in a LoRA step: {weight_like[:5]}"
+    assert all(p.grad is None for p in frozen.values())
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    assert len(recorder.outputs) > 50  # the recorder did see the step
+
+
+def test_lora_recorder_detects_full_weight_gradients():
+    """The check above can fail: with full fine-tuning the weight gradients are weight-shaped tensors."""
+    model = make_model(lora=False)
+    weight_shapes = {tuple(p.shape) for p in model.parameters() if p.ndim == 2}
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    input_ids = torch.randint(0, 256, (2, 13))
+    with RecordAllocations(storages) as recorder:
+        masked_head_loss(model, input_ids, input_ids).backward()
+    assert any(shape in weight_shapes for _, shape in recorder.outputs)

@@ -1,12 +1,17 @@
-"""GPT: KV-cached decoding equals full forwards and transformers' greedy generate; sliding window; output_mask."""
+"""lit_gpt/model.py: KV-cached decoding, sliding window, output_mask, gradient checkpointing, compiled blocks.
+
+KV-cached decoding equals full forwards and transformers' greedy generate; the output mask, gradient checkpointing and
+compiled blocks (speed tricks of the training step) change no loss or gradient."""
 
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import (assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
+                     random_examples, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert import hf_state_dict_to_lit
 from lit_gpt.model import GPT
+from lit_gpt.train.dataset import TrainingSet
 
 FAMILY_SWITCHES = {
     "llama-gqa": dict(),
@@ -131,3 +136,77 @@ def test_kv_cache_refuses_positions_past_its_length():
     model.set_kv_cache(batch_size=1, max_seq_length=4)
     with pytest.raises(ValueError, match="past the KV cache length"):
         model(torch.tensor([[1]]), input_pos=torch.tensor([4]))
+
+
+# ---- the training step's speed tricks change no maths (float64 where the comparison should be exact) -----------------
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_output_mask_equals_full_logits(lora, tied):
+    data = TrainingSet(random_examples(6), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
+    model = make_model(lora=lora, tie_embeddings=tied)
+
+    loss_masked = masked_head_loss(model, input_ids, targets)
+    loss_masked.backward()
+    grads_masked = grads(model)
+    model.zero_grad(set_to_none=True)
+    loss_full = full_logits_loss(model, input_ids, targets)
+    loss_full.backward()
+
+    torch.testing.assert_close(loss_masked, loss_full, rtol=1e-12, atol=1e-12)
+    assert_same_grads(grads_masked, grads(model))
+
+
+def test_output_mask_bf16_as_accurate_as_full_logits():
+    """In bf16-true the masked head is as close to the float64 result as full logits + masked cross-entropy."""
+    data = TrainingSet(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    errors = bf16_errors({"masked": masked_head_loss, "full": full_logits_loss}, input_ids, targets)
+    for key, full_error in errors["full"].items():
+        assert full_error < 0.05, key
+        assert errors["masked"][key] <= 1.5 * full_error + 1e-3, (key, errors["masked"][key], full_error)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_same_loss_and_grads(lora):
+    data = TrainingSet(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    results = []
+    for checkpointing in (False, True):
+        model = make_model(lora=lora, parallel_residual=lora)  # also the parallel-residual block layout
+        model.gradient_checkpointing = checkpointing
+        model.train()
+        loss = masked_head_loss(model, input_ids, targets)
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    assert_same_grads(results[0][1], results[1][1], rtol=0, atol=0)
+
+
+def test_compiled_blocks_same_loss_and_grads_and_names():
+    """`compile_blocks()` (the loop's --compile) fuses the blocks' elementwise work with inductor: the loss and the
+    gradients match eager to float32 rounding, parameter names are unchanged, and KV-cached generation (which stays
+    eager) gives the same logits as the full forward."""
+    torch._dynamo.reset()
+    data = TrainingSet(random_examples(4), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(4)), torch.device("cpu"))
+    results = []
+    for compiled in (False, True):
+        model = make_model(dtype=torch.float32, lora=True)
+        names = list(model.state_dict())
+        if compiled:
+            model.compile_blocks()
+        model.train()
+        loss = model(input_ids, targets=targets)
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+        assert list(model.state_dict()) == names
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    assert_same_grads(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        full = model(input_ids[:1, :9])
+        model.set_kv_cache(1, 16)
+        cached = torch.cat([model(input_ids[:1, :8], input_pos=torch.arange(8)),
+                            model(input_ids[:1, 8:9], input_pos=torch.tensor([8]))], dim=1)
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from lit_gpt import precision as P
+from lit_gpt.precision import choose_precision, quantization_plugin
 from lit_gpt.utils import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -160,3 +163,41 @@ def test_quantization_plugin_builds_fabric_plugin(monkeypatch, quantize, precisi
     plugin = P.quantization_plugin(quantize, precision, cuda=True)
     assert isinstance(plugin, Recorder)
     assert (plugin.mode, plugin.dtype) == (mode, dtype)
+
+
+def test_precision_default_follows_the_hardware(tmp_path):
+    amx = tmp_path / "cpuinfo_amx"
+    amx.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f amx_bf16 amx_tile\n")
+    avx2 = tmp_path / "cpuinfo_avx2"
+    avx2.write_text("processor : 0\nflags : fpu sse2 avx2 fma\n")
+    assert choose_precision(None, cuda=False, cpuinfo=amx) == "bf16-true"
+    assert choose_precision(None, cuda=False, cpuinfo=avx2) == "32-true"
+    assert choose_precision("bf16-mixed", cuda=False, cpuinfo=avx2) == "bf16-mixed"
+    with pytest.raises(UserError, match="--precision 'fp8'"):
+        choose_precision("fp8")
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        quantization_plugin("bnb.nf4", "bf16-true", cuda=False)
+    with pytest.raises(UserError, match="cannot be combined"):
+        quantization_plugin("bnb.nf4", "bf16-mixed", cuda=True)
+    with pytest.raises(UserError, match="not supported"):
+        quantization_plugin("bnb.nf3", "bf16-true", cuda=True)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="pip install bitsandbytes"):
+            quantization_plugin("bnb.nf4", "bf16-true", cuda=True)
+
+
+def test_inference_device_is_checked(monkeypatch):
+    from lit_gpt.precision import device_and_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_and_dtype("cpu", "32-true") == (torch.device("cpu"), torch.float32)
+    with pytest.raises(UserError, match="--device cuda:7: this machine has no CUDA GPU; use --device cpu"):
+        device_and_dtype("cuda:7", None)
+    with pytest.raises(UserError, match="--device 'gpu0': not a device"):
+        device_and_dtype("gpu0", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match="this machine has 2 CUDA GPU\\(s\\), cuda:0 to cuda:1"):
+        device_and_dtype("cuda:7", "32-true")

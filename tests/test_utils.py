@@ -1,6 +1,7 @@
 """Tests for lit_gpt/utils.py: UserError and run_cli, atomic writes, check_writable_dir, load_state_dict,
 num_parameters and space_separated_lists."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import ROOT, fill_disk
 from lit_gpt.utils import (UserError, atomic_path, atomic_torch_save, atomic_write_text, check_writable_dir,
-                           load_state_dict, num_parameters, run_cli, space_separated_lists)
-
-ROOT = Path(__file__).resolve().parent.parent
+                           load_state_dict, num_parameters, remove_stale_temp_files, run_cli, space_separated_lists)
 
 
 def leftovers(directory: Path) -> list:
@@ -196,3 +196,54 @@ def test_space_separated_lists(argv, expected):
     assert space_separated_lists(argv, ("inputs", "weights")) == expected
     assert argv == original  # the input is not modified
     assert space_separated_lists(argv, []) == argv and space_separated_lists(argv, ["inputs", "weights"]) == expected
+
+
+# ---- writing on a full or read-only disk, file/directory mistakes, stale temp files --------------------------
+def test_a_full_disk_is_one_line_and_the_old_file_stays(small_disk):
+    target = small_disk / "weights.pth"
+    atomic_torch_save({"w": torch.ones(4)}, target)
+    before = target.read_bytes()
+    fill_disk(small_disk)
+    with pytest.raises(UserError, match=f"no space left on device writing {target}; free space or choose another"):
+        atomic_torch_save({"w": torch.ones(1 << 20)}, target)
+    assert target.read_bytes() == before
+    assert not list(small_disk.glob(".*.tmp"))
+
+
+def test_a_read_only_disk_is_one_line(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    try:
+        with pytest.raises(UserError, match="read-only file system writing .*; choose another --out_dir"):
+            check_writable_dir(mount / "out")
+        with pytest.raises(UserError, match="read-only file system writing"):
+            atomic_write_text(mount / "a.txt", "x")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_file_versus_directory_mistakes(tmp_path):
+    with pytest.raises(UserError, match="is a directory, expected a file"):
+        atomic_write_text(tmp_path, "x")
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        check_writable_dir(tmp_path / "f")
+    with pytest.raises(UserError, match="is \\(or lies below\\) a file"):
+        atomic_write_text(tmp_path / "f" / "x.txt", "x")
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
+    # a writer killed mid-write leaves .<name>.<pid>.<random>.tmp behind
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # its pid is gone now
+    stale = tmp_path / f".lit_model.pth.{proc.pid}.abcd.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    mine = tmp_path / f".other.{os.getpid()}.efgh.tmp"  # a write in progress in this process: kept
+    mine.write_bytes(b"x")
+    atomic_write_text(tmp_path / "notes.txt", "hello")
+    assert not stale.exists() and mine.exists()
+    assert remove_stale_temp_files(tmp_path) == []

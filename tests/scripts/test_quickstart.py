@@ -1,4 +1,4 @@
-"""The quickstart: its bundled data teaches one checkable style, and the script runs end to end (tiny model).
+"""scripts/quickstart.py: its bundled data teaches one checkable style, and the script runs end to end (tiny model).
 
 The real run (SmolLM2-135M-Instruct, minutes) is not a test; see the README for its output."""
 
@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT, tiny_config
+from helpers import ROOT
 from lit_gpt.utils import UserError
 
 SCRIPT = ROOT / "scripts" / "quickstart.py"

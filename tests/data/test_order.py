@@ -1,6 +1,8 @@
-"""Training orders: each mode gives its documented order on real prepared Dolly rows (sources = Dolly's categories,
-scores carried through the data pipeline), shuffle differs per epoch and repeats across reruns, and the training
-loop's batching keeps every order except shuffle as requested."""
+"""lit_gpt/data/order.py: the training orders.
+
+Each mode gives its documented order on real prepared Dolly rows (sources = Dolly's categories, scores carried through
+the data pipeline), shuffle differs per epoch and repeats across reruns, and the training loop's batching keeps every
+order except shuffle as requested."""
 
 import itertools
 import json

@@ -1,44 +1,19 @@
-"""Mixing datasets: exact counts and ratios, sources kept, test never trained on, near-duplicates across inputs removed,
-oversampling only on request, incompatible inputs refused, record-file inputs, CLI.
+"""lit_gpt/data/mixing.py: mixing prepared datasets and record files into one.
 
-Inputs are small slices of the real LIMA and Dolly files, prepared by the data pipeline with the SmolLM2 tokenizer.
+Exact counts and ratios, sources kept, test never trained on, near-duplicates across inputs removed, oversampling only
+on request, incompatible inputs refused, record-file inputs. Inputs (the `data` fixture in conftest.py) are small
+slices of the real LIMA and Dolly files, prepared by the data pipeline with the SmolLM2 tokenizer.
 """
 
-import importlib.util
-import itertools
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers import prepare_slice
 from lit_gpt.data.mixing import NearDuplicateFinder, content_key, instruction_key, mix
-from lit_gpt.data.prepare import prepare
 from lit_gpt.data.prepared import load_prepared
-from lit_gpt.data.records import iter_records
 from lit_gpt.data.similarity import rouge_l
-from lit_gpt.utils import UserError, run_cli, space_separated_lists
-
-DOLLY_COLUMNS = {"input": "context", "output": "response", "source": "category"}
-
-
-def prepare_slice(path, name, checkpoint_dir, destination, rows, columns=None, **kwargs):
-    records = itertools.islice(iter_records(path, columns=columns), rows)
-    prepare(records, name=name, source_files=[path], checkpoint_dir=checkpoint_dir, destination_path=destination,
-            test_split_fraction=0.1, **kwargs)
-    return destination
-
-
-@pytest.fixture(scope="module")
-def data(tiny_checkpoint_dir, shared_dir, tmp_path_factory):
-    checkpoint_dir = tiny_checkpoint_dir("smollm2", block_size=256)
-    root = tmp_path_factory.mktemp("mixing")
-    datasets = shared_dir / "datasets"
-    lima = prepare_slice(datasets / "lima" / "train.jsonl", "lima", checkpoint_dir, root / "lima", 120)
-    dolly = prepare_slice(datasets / "dolly" / "dolly_3k.jsonl", "dolly", checkpoint_dir, root / "dolly", 200,
-                          columns=DOLLY_COLUMNS)
-    return {"checkpoint_dir": checkpoint_dir, "root": root, "lima": lima, "dolly": dolly}
+from lit_gpt.utils import UserError
 
 
 def ids(examples):
@@ -170,27 +145,3 @@ def test_bad_requests_and_incompatible_inputs(data, tmp_path, shared_dir):
     assert "tokenizer_fingerprint" not in message
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("mix_datasets_script", ROOT / "scripts" / "mix_datasets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cli(data, tmp_path, capsys):
-    # shell-style lists (--inputs a b --weights 1 0.5), parsed in-process: a subprocess costs seconds of imports
-    script = load_script()
-    destination = tmp_path / "lima_dolly"
-    argv = ["--inputs", str(data["lima"]), str(data["dolly"]), "--weights", "1", "0.5",
-            "--destination_path", str(destination)]
-    run_cli(script.main, args=space_separated_lists(argv, ("inputs", "weights", "counts")))
-    out = capsys.readouterr().out
-    assert "requested" in out and str(data["dolly"]) in out
-    manifest = json.loads((destination / "manifest.json").read_text())
-    assert manifest["weights"] == [1, 0.5] and [r["path"] for r in manifest["per_input"]] == argv[1:3]
-    assert manifest["counts"]["train"] == sum(r["train"]["taken"] for r in manifest["per_input"])
-    failed = subprocess.run([sys.executable, ROOT / "scripts" / "mix_datasets.py", "--inputs", data["lima"],
-                             "--counts", "100000", "--destination_path", tmp_path / "big"],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert failed.returncode == 1 and "Traceback" not in failed.stderr
-    assert str(data["lima"]) in failed.stderr and "--allow_oversample" in failed.stderr

@@ -1,59 +1,84 @@
-"""Self-Instruct and instruction backtranslation end to end with a tiny random model (its text is gibberish, so the
-filtering pipeline is also checked on injected generations)."""
+"""lit_gpt/quality/synthetic.py: Self-Instruct and instruction backtranslation, their filters and parsers.
 
-import importlib.util
+The tiny random model's text is gibberish, so the filtering pipeline is also checked on injected generations."""
+
 import json
 
 import pytest
 
 import lit_gpt.quality.synthetic as quality
+from helpers import load_script
 from lit_gpt.infer.answer import Answer
 from lit_gpt.infer.load import load_model_for_inference
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
-from lit_gpt.quality.synthetic import (BacktranslateConfig, SelfInstructConfig, backtranslate, read_unlabelled,
-                                       self_instruct)
+from lit_gpt.quality.synthetic import (BacktranslateConfig, InstructionFilter, SelfInstructConfig, backtranslate,
+                                       filter_candidates, instruction_rejection, parse_backtranslated_instruction,
+                                       parse_generated_tasks, read_unlabelled, self_instruct)
 from lit_gpt.utils import UserError
 
 
-def load_script(root_dir, name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", root_dir / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# ---- Self-Instruct filters and parsing -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("instruction", "reason"), [
+    ("Give three tips for staying healthy.", None),
+    ("Name three colors", None),  # 3 words is the minimum
+    ("Summarize this", "too_few_words"),
+    ("word " * 151, "too_many_words"),
+    ("Describe the image below in detail.", "blacklisted_word"),
+    ("Please go to the store and buy milk.", "blacklisted_word"),
+    ("Draw a cat with ASCII characters.", "blacklisted_word"),
+    ("Create a flowchart of the process.", "blacklisted_word"),
+    ("Explain what a mapping function does.", None),  # whole words only: "mapping" is not "map"
+    ("Write a program that sorts a list.", "asks_for_program"),
+    ("- Explain photosynthesis briefly.", "starts_with_punctuation"),
+    ("\"Explain photosynthesis briefly.\"", "starts_with_punctuation"),
+    ("Émile asks: explain photosynthesis briefly.", "non_ascii_start"),
+    ("", "empty_instruction"),
+])
+def test_instruction_rejection(instruction, reason):
+    assert instruction_rejection(instruction) == reason
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_checkpoint_dir):
-    return tiny_checkpoint_dir("smollm2", weights=True, block_size=768)
+def test_filter_candidates_against_pool_and_batch(alpaca_rows):
+    pool = [r["instruction"] for r in alpaca_rows]
+    near_copy = pool[0].replace("Summarize", "Summarise")  # ROUGE-L 10/11 to the pool's first instruction
+    candidates = [
+        {"instruction": near_copy, "input": "", "output": "A song."},
+        {"instruction": "Explain how a rainbow forms after a storm.", "input": "", "output": "Light refracts."},
+        {"instruction": "Explain how a rainbow forms after the storm.", "input": "", "output": "Sunlight."},  # dup
+        {"instruction": "List three uses of copper in industry.", "input": "", "output": ""},
+        {"instruction": "Plot the temperature over a year.", "input": "", "output": "..."},
+        {"instruction": "Translate the sentence into French.", "input": "I like tea.", "output": "J'aime le thé."},
+    ]
+    accepted, rejected = filter_candidates(candidates, pool)
+    assert [c["instruction"] for c in accepted] == [candidates[1]["instruction"], candidates[5]["instruction"]]
+    assert [reason for _, reason in rejected] == ["empty_output", "blacklisted_word", "similar_to_pool",
+                                                  "similar_to_pool"]
+    loose, _ = filter_candidates(candidates[:1], pool, InstructionFilter(rouge_threshold=0.95))
+    assert len(loose) == 1
 
 
+def test_parse_generated_tasks():
+    text = ("### Task 4\nInstruction: Name a fruit that is yellow.\nInput: <noinput>\nOutput: A banana.\n\n"
+            "### Task 5\nInstruction: Classify the animal.\nInput: Whale\nOutput: Mammal\n\n"
+            "### Task 6\nGarbage without fields\n\n"
+            "### Task 7\nInstruction: Write a short poem.\nInput: <noinput>\nOutput: Roses are")
+    tasks = parse_generated_tasks(text, complete=False)  # cut off by the token limit: the last one goes
+    assert tasks == [{"instruction": "Name a fruit that is yellow.", "input": "", "output": "A banana."},
+                     {"instruction": "Classify the animal.", "input": "Whale", "output": "Mammal"}]
+    assert len(parse_generated_tasks(text, complete=True)) == 3
+    assert parse_generated_tasks("no tasks here") == []
+
+
+def test_parse_backtranslated_instruction():
+    assert parse_backtranslated_instruction(" Summarize the text.\n\nMore chatter") == "Summarize the text."
+    assert parse_backtranslated_instruction("Instruction: \"How do I bake bread?\"") == "How do I bake bread?"
+    assert parse_backtranslated_instruction("   ") == ""
+
+
+# ---- Self-Instruct and backtranslation on injected generations -------------------------------------------------------
 @pytest.fixture(scope="module")
 def parts(model_dir):
     return load_model_for_inference(model_dir, "cpu", "32-true")
-
-
-@pytest.fixture(scope="module")
-def alpaca_rows(shared_dir):
-    return json.loads((shared_dir / "datasets/alpaca/alpaca_random_9k.json").read_text())[:50]
-
-
-@pytest.fixture
-def seed_file(tmp_path, alpaca_rows):
-    path = tmp_path / "seeds.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows[:20]))
-    return path
-
-
-def test_self_instruct_script_end_to_end(root_dir, seed_file, model_dir, tmp_path):
-    script = load_script(root_dir, "self_instruct")
-    output = tmp_path / "generated.json"
-    script.main(seed_tasks=seed_file, checkpoint_dir=model_dir, output=output, num_instructions=2, max_requests=2,
-                max_new_tokens=16, top_p=None, device="cpu", precision="32-true")
-    tasks = json.loads(output.read_text())
-    manifest = json.loads((tmp_path / "generated.json.manifest.json").read_text())
-    assert manifest["requests"] == 2 and manifest["accepted"] == len(tasks) <= 2
-    assert manifest["settings"]["prompt_style"] == "smollm2" and manifest["seed_tasks_count"] == 20
-    assert all(set(t) == {"instruction", "input", "output", "source"} for t in tasks)
 
 
 CANNED = [
@@ -109,25 +134,6 @@ def test_self_instruct_stops_at_target_and_rejects_bad_seeds(parts, alpaca_rows,
     bad.write_text(json.dumps({"instruction": "Hi there", "output": ""}) + "\n")
     with pytest.raises(UserError, match="bad.jsonl"):
         load_script(root_dir, "self_instruct").main(seed_tasks=bad, checkpoint_dir=tmp_path, output=tmp_path / "o.json")
-
-
-def test_backtranslate_script_end_to_end(root_dir, model_dir, alpaca_rows, tmp_path):
-    texts = tmp_path / "texts.jsonl"
-    texts.write_text("".join(json.dumps({"text": r["output"]}) + "\n" for r in alpaca_rows[:5]))
-    output = tmp_path / "bt.json"
-    load_script(root_dir, "backtranslate").main(data_path=texts, checkpoint_dir=model_dir, output=output,
-                                                min_score=3.0, max_new_tokens=8, device="cpu", precision="32-true")
-    pairs = [json.loads(line) for line in (tmp_path / "bt.json.all.jsonl").read_text().splitlines()]
-    kept = json.loads(output.read_text())
-    manifest = json.loads((tmp_path / "bt.json.manifest.json").read_text())
-    assert [p["output"] for p in pairs] == [r["output"] for r in alpaca_rows[:5]]
-    scored = [p for p in pairs if p["instruction"]]
-    assert all(1.0 <= p["score_curation"] <= 5.0 for p in scored)
-    assert [k["output"] for k in kept] == [p["output"] for p in scored if p["score_curation"] >= 3.0]
-    assert all(set(k) == {"instruction", "input", "output", "score_curation", "source"} for k in kept)
-    counts = manifest["counts"]
-    assert counts["texts"] == 5 and counts["kept"] == len(kept)
-    assert counts["kept"] + counts["below_min_score"] + counts["empty_instruction"] + counts["unscored"] == 5
 
 
 def test_backtranslate_parses_and_curates_injected_instructions(parts, monkeypatch):

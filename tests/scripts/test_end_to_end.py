@@ -1,10 +1,13 @@
-"""End to end on CPU, through the real command lines: 64 real Alpaca-GPT-4 rows -> scripts/prepare_alpaca.py ->
-finetune/lora.py (loss falls) -> generate/lora.py -> scripts/merge_lora.py -> generate/base.py on the merged checkpoint
-(same sampled text) -> scripts/convert_lit_checkpoint.py -> transformers (same logits); finetune/full.py ->
-generate/full.py; generate/chat.py over stdin; one-line errors for LoRA files that do not fit.
+"""finetune/, generate/ and scripts/ chained end to end on CPU, through the real command lines.
 
-The model is a 2-layer, 32-wide GPT with tied embeddings and the real SmolLM2 tokenizer (ChatML prompt style with
-special tokens); LoRA is on query, value, MLP and the tied head, so the merge must untie the head.
+64 real Alpaca-GPT-4 rows -> scripts/prepare_alpaca.py -> finetune/lora.py (loss falls) -> generate/lora.py ->
+scripts/merge_lora.py -> generate/base.py on the merged checkpoint (same sampled text) ->
+scripts/convert_lit_checkpoint.py -> transformers (same logits); finetune/full.py -> generate/full.py; generate/chat.py
+over stdin; one-line errors for LoRA files that do not fit.
+
+The model (`base`, in conftest.py) is a 2-layer, 32-wide GPT with tied embeddings and the real SmolLM2 tokenizer
+(ChatML prompt style with special tokens); LoRA is on query, value, MLP and the tied head, so the merge must untie the
+head.
 """
 
 import csv
@@ -20,10 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from lit_gpt.checkpoint import load_model
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.answer import encode_conversation
 from lit_gpt.infer.load import find_lora, load_lora_model, load_merged_lora_model
 from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
@@ -104,15 +106,10 @@ def train_losses(out_dir: Path) -> list:
     return [float(r["train_loss"]) for r in rows if r.get("train_loss")]
 
 
-# ---- the pipeline, built once per module ---------------------------------------------------------------------------
+# ---- the pipeline, built once per module (on `base`, a conftest.py fixture) --------------------------------------
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def base(tiny_checkpoint_dir) -> Path:
-    return tiny_checkpoint_dir("smollm2", weights=True, block_size=256, tie_embeddings=True)
 
 
 @pytest.fixture(scope="module")
@@ -260,48 +257,6 @@ def test_chat_ends_at_end_of_input(merged, monkeypatch, capsys):
     chat.main(checkpoint_dir=merged, temperature=0.0, max_new_tokens=4, precision="32-true")
     out = capsys.readouterr().out
     assert out.count(">> Assistant: ") == 1 and out.endswith(">> User: \n")
-
-
-def test_encode_conversation_drops_oldest_exchanges(base):
-    tokenizer, style = Tokenizer(base), get_prompt_style("smollm2")
-    messages = [{"role": "system", "content": "Be brief."}]
-    for i in range(3):
-        messages += [{"role": "user", "content": f"question {i} " * 10},
-                     {"role": "assistant", "content": f"answer {i}"}]
-    messages.append({"role": "user", "content": "last question"})
-    full, kept = encode_conversation(tokenizer, style, messages, max_tokens=10_000)
-    assert kept == messages
-    ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=full.numel() - 1)
-    assert kept == messages[:1] + messages[3:] and ids.numel() < full.numel()  # system kept, oldest exchange gone
-    ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=5)
-    assert ids is None
-
-
-def test_stop_string_ends_the_answer_and_is_never_printed():
-    """Alpaca-style models go on with "### Instruction:"; text that may start a stop string is held back."""
-    import lit_gpt.infer.sampling as inference
-
-    class PieceTokenizer:  # token id i decodes to pieces[i]
-        pieces = ["Paris", " is", " ###", " Instr", "uction:", " more"]
-
-        def decode(self, ids):
-            return "".join(self.pieces[i] for i in ids)
-
-    out = io.StringIO()
-    streamer = inference.StopStringStreamer(PieceTokenizer(), ["### Instruction:"], file=out)
-    streamer.put(0)
-    streamer.put(1)
-    streamer.put(2)
-    assert out.getvalue() == "Paris is "  # "###" could start the stop string
-    streamer.put(3)
-    with pytest.raises(inference._StopStringReached):
-        streamer.put(4)
-    assert streamer.end() == out.getvalue() == "Paris is "
-    held = io.StringIO()
-    streamer = inference.StopStringStreamer(PieceTokenizer(), ["### Instruction:"], file=held)
-    for i in (0, 2, 3):
-        streamer.put(i)
-    assert held.getvalue() == "Paris " and streamer.end() == held.getvalue() == "Paris ### Instr"  # no stop: all
 
 
 # ---- bad input: one line naming the file, exit 1 ----------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 import torch
 
+from helpers import tiny_config
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.answer import Answer, answer_prompts, continue_ids, encode_conversation
 from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT
 from lit_gpt.prompts import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from conftest import tiny_config
 
 
 def _model_and_tokenizer(tiny_checkpoint_dir):
@@ -49,3 +49,18 @@ def test_encode_conversation_drops_the_oldest_exchange_first(tiny_checkpoint_dir
     assert kept == messages
     ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=full.numel() - 1)
     assert kept[0] == messages[0] and kept[1:] == messages[3:] and ids.numel() < full.numel()
+
+
+def test_encode_conversation_drops_oldest_exchanges(base):
+    tokenizer, style = Tokenizer(base), get_prompt_style("smollm2")
+    messages = [{"role": "system", "content": "Be brief."}]
+    for i in range(3):
+        messages += [{"role": "user", "content": f"question {i} " * 10},
+                     {"role": "assistant", "content": f"answer {i}"}]
+    messages.append({"role": "user", "content": "last question"})
+    full, kept = encode_conversation(tokenizer, style, messages, max_tokens=10_000)
+    assert kept == messages
+    ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=full.numel() - 1)
+    assert kept == messages[:1] + messages[3:] and ids.numel() < full.numel()  # system kept, oldest exchange gone
+    ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=5)
+    assert ids is None

@@ -1,61 +1,26 @@
-"""scripts/prepare_*.py end to end on the real dataset samples in shared/ and on small fixtures in the published
-layouts (tests/fixtures/): counts, sources, bad input as one-line errors, reuse of an up-to-date preparation, and the
-gated LIMA download against the loopback stand-in Hub.
+"""scripts/prepare_*.py end to end on the real dataset samples in shared/ and small files in tests/fixtures/.
+
+Counts, sources, bad input as one-line errors, reuse of an up-to-date preparation, and the gated LIMA download against
+the loopback stand-in Hub. The files in tests/fixtures/ are in the published layouts.
 
 The scripts run in-process through the same `run_cli` entry point as on the command line (SystemExit and stderr
 included); a few runs go through a real subprocess to prove the command line itself.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
 from fake_hub import FakeHub
+from helpers import FIXTURES, ROOT, assert_one_line_error, check_prepared, run_script
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import run_cli
-from test_data import check_prepared
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TOKEN = "hf_TestTokenLimaAccess0123456789"
-
-
-@lru_cache(maxsize=None)
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # jsonargparse reads the source to resolve the **kwargs handed to prepare()
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_script(capsys, name: str, *args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `python scripts/<name>.py *args`, run in this process."""
-    capsys.readouterr()
-    try:
-        run_cli(load_script(name).main, args=[str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, stderr: str, *fragments: str) -> str:
-    assert code != 0
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

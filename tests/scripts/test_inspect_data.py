@@ -7,8 +7,7 @@ import shutil
 import pytest
 import torch
 
-from test_prepare_scripts import assert_one_line_error, run_script
-
+from helpers import assert_one_line_error, run_script
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
 from lit_gpt.data.tokenize import IGNORE_INDEX

@@ -1,3 +1,5 @@
+"""lit_gpt/data/similarity.py: ROUGE-L (bit-parallel LCS), near-duplicate search, MinHash/LSH, deduplication."""
+
 import json
 import random
 import time
@@ -8,7 +10,6 @@ import pytest
 from lit_gpt.data.similarity import (dedup_indices, lcs_length, lsh_candidate_pairs, lsh_params, max_rouge_l,
                                      minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens, shingles,
                                      word_tokens)
-
 
 
 @pytest.fixture(scope="module")

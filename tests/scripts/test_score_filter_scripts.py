@@ -1,18 +1,13 @@
-import importlib.util
+"""scripts/score_dataset.py and scripts/filter_dataset.py: scores (resumable), filter rules, CLI errors."""
+
 import json
 import subprocess
 import sys
 
 import pytest
 
+from helpers import load_script
 from lit_gpt.utils import UserError
-
-
-def load_script(root_dir, name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", root_dir / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +182,27 @@ def test_cli_errors_are_one_line(root_dir, filter_dataset, tmp_path, alpaca_50, 
     code, err = run_cli_in_process(filter_dataset, ["--scores", alpaca_50[0], "--method", "alpagasus",
                                                     "--top_fraction", "1.5"], monkeypatch, capsys)
     assert code == 1 and "--top_fraction" in err
+
+
+def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_dataset, filter_dataset, alpaca_50,
+                                                                     tmp_path):
+    data_path, rows = alpaca_50
+    source = tmp_path / "mine.json"
+    source.write_bytes(data_path.read_bytes())
+    before = source.read_bytes()
+    with pytest.raises(UserError, match="--output .* is the same file as --data_path"):
+        score_dataset.main(data_path=source, method="heuristics", output=source)
+    with pytest.raises(UserError, match="--limit -1: must be at least 1"):
+        score_dataset.main(data_path=source, method="heuristics", limit=-1)
+    assert source.read_bytes() == before
+    scored = score_dataset.main(data_path=source, method="heuristics", output=tmp_path / "scored.json")
+    # adding another method's column to our own scored file in place is allowed (the chained workflow)
+    assert score_dataset.main(data_path=scored, method="heuristics", output=scored) == scored
+    scores_before = scored.read_bytes()
+    with pytest.raises(UserError, match="--output .* is the same file as --scores"):
+        filter_dataset.main(scores=scored, method="heuristics", output=scored)
+    all_flagged = tmp_path / "flagged.json"
+    all_flagged.write_text(json.dumps([{**r, "heuristics_pass": 0, "heuristics_flags": ["refusal"]} for r in rows]))
+    with pytest.raises(UserError, match="no row passes the rule .*refusal 50"):
+        filter_dataset.main(scores=all_flagged, method="heuristics", output=tmp_path / "kept.json")
+    assert scored.read_bytes() == scores_before and not (tmp_path / "kept.json").exists()

@@ -1,0 +1,56 @@
+"""The generate/ scripts' command line: the sampling flags they all take, written once, and the model flags of each.
+
+    generate/base.py:  run_cli(generate_command("base"))
+"""
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from lit_gpt.infer.answer import generate_answers
+
+MODEL_FLAGS = {  # name -> (annotation, default, help); inspect.Parameter.empty = required
+    "base": [("checkpoint_dir", Path, Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct"),
+              "converted checkpoint (lit_config.json, lit_model.pth, tokenizer files)")],
+    "full": [("checkpoint_dir", Path, inspect.Parameter.empty,
+              "the output directory of finetune/full.py (lit_model.pth, lit_config.json, tokenizer files)")],
+    "lora": [("lora_path", Path, inspect.Parameter.empty,
+              "lit_model.pth.lora written by finetune/lora.py (or its output directory, or one of its "
+              "checkpoints/step-N directories)"),
+             ("checkpoint_dir", Optional[Path], None,
+              "the base checkpoint (default: the one recorded in hyperparameters.yaml beside the LoRA file)")],
+}
+DESCRIPTIONS = {"base": "Generate text from a checkpoint.",
+                "full": "Generate text from a fully fine-tuned checkpoint.",
+                "lora": "Generate text from a base checkpoint + LoRA weights."}
+SAMPLING_FLAGS = [
+    ("prompt", str, "What food do llamas eat?", "the instruction"),
+    ("input", str, "", "optional extra context for the instruction (Alpaca's \"### Input:\")"),
+    ("max_new_tokens", int, 100, "most tokens to generate per sample"),
+    ("temperature", float, 0.8, "sampling temperature; 0 = greedy"),
+    ("top_k", Optional[int], 50, "sample among the k most likely tokens only"),
+    ("top_p", Optional[float], None, "sample from the smallest set of tokens whose probability sums to top_p "
+                                     "(nucleus sampling)"),
+    ("num_samples", int, 1, "how many samples to generate"),
+    ("precision", Optional[str], None, "32-true, bf16-true or 16-true; default bf16 where the hardware has it "
+                                       "natively, else float32"),
+    ("seed", int, 1234, "random seed, for reproducible samples"),
+    ("device", Optional[str], None, "cpu, cuda, cuda:1, ...; default cuda when available"),
+]
+
+
+def generate_command(kind: Literal["base", "full", "lora"]) -> Callable:
+    """The `main` of generate/<kind>.py for `run_cli`: its model flags plus the sampling flags; it streams the
+    answers (`lit_gpt.infer.answer.generate_answers`)."""
+    flags = MODEL_FLAGS[kind] + SAMPLING_FLAGS
+
+    def main(**values: Any) -> None:
+        generate_answers(values.pop("checkpoint_dir", None), values.pop("lora_path", None), values.pop("prompt"),
+                         values.pop("input"), **values)
+
+    main.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+         for name, annotation, default, _ in flags], return_annotation=None)
+    main.__doc__ = DESCRIPTIONS[kind] + "\n\n    Args:\n" + "".join(f"        {name}: {help}\n"
+                                                                  for name, _, _, help in flags)
+    return main

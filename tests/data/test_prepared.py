@@ -1,0 +1,34 @@
+"""lit_gpt/data/prepared.py: load_prepared refuses missing data and data of another tokenizer."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import fill_disk
+from lit_gpt.data.prepared import load_prepared, write_prepared
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.utils import UserError
+
+
+def test_load_prepared_refuses_missing_and_foreign_data(lima, llama_dir, tmp_path):
+    with pytest.raises(UserError, match="no train.pt; prepare it first"):
+        load_prepared(tmp_path)
+    out, _ = lima
+    with pytest.raises(UserError, match="prepared with another tokenizer"):
+        load_prepared(out, Tokenizer(llama_dir))
+    train, test, manifest = load_prepared(out)
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+    example = train[0]
+    assert {"input_ids", "labels", "source", "instruction", "input", "output", "id", "truncated"} <= set(example)
+    assert isinstance(example["id"], str) and example["source"] == "lima"
+
+
+def test_re_preparing_onto_a_full_disk_keeps_the_old_dataset(small_disk):
+    example = {"input_ids": torch.arange(5), "labels": torch.arange(5)}
+    write_prepared(small_disk, [example], [example], {"name": "old", "fingerprint": "a"})
+    fill_disk(small_disk)
+    with pytest.raises(UserError, match="no space left on device writing"):
+        write_prepared(small_disk, [example] * 20000, [example], {"name": "new", "fingerprint": "b"})
+    train, test, manifest = load_prepared(small_disk)  # the previous preparation is still whole
+    assert manifest["name"] == "old" and len(train) == 1

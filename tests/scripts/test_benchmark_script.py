@@ -1,0 +1,37 @@
+"""scripts/benchmark.py: the harness end to end on a tiny model, and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+from helpers import tiny_config
+
+
+def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
+    """The harness end to end on a 2-layer model: real Dolly lengths, JSON with throughput, memory and MFU."""
+    config = tiny_config(vocab_size=512, block_size=256, n_embd=64, intermediate_size=128)
+    config.save(tmp_path / "lit_config.json")
+    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
+           "--method", "lora", "--precision", "32-true", "--dataset", "dolly", "--max_examples", "200",
+           "--max_seq_length", "128", "--micro_batch_size", "4", "--batch_size", "8", "--steps_per_run", "2",
+           "--warmup_steps", "1", "--runs", "2", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    ours = report["ours"]
+    assert ours["tokens_per_s"] >= ours["non_padding_tokens_per_s"] > 0
+    assert ours["peak_memory_gb"] > 0 and report["machine"]["matmul_tflops"] > 0 and 0 < ours["mfu"]
+    assert len(ours["run_seconds"]) == 2
+    r, d, kv = 8, 64, 2 * 16  # LoRA r=8 on q (64 -> 64) and v (64 -> 2 groups x 16) in each of 2 layers
+    assert ours["trainable_parameters"] == 2 * ((r * d + d * r) + (r * d + kv * r))
+    data = report["data"]
+    assert 0 < data["non_padding_share_epoch_plain_batching"] < data["non_padding_share_epoch_loop_batching"] <= 1
+    assert data["prepare_seconds"] > 0 and report["setting"]["method"] == "lora"
+
+
+def test_benchmark_script_user_errors(tmp_path, root_dir):
+    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--compare_litgpt", "true",
+           "--litgpt_python", str(tmp_path / "nowhere" / "python")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "nowhere" in proc.stderr and "pip install" in proc.stderr

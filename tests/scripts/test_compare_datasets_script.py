@@ -1,0 +1,94 @@
+"""scripts/compare_datasets.py end to end on two tiny variants from real Alpaca rows.
+
+The training loop, eval loss, EOS rate, a pairwise judge, the table and the plot; the contamination warning; one-line
+errors for bad settings."""
+
+import importlib.util
+import itertools
+import json
+
+import pytest
+
+from helpers import ROOT
+from lit_gpt.compare import eval_rows
+from lit_gpt.data.mixing import mix
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.records import iter_records
+from lit_gpt.utils import UserError, run_cli, space_separated_lists
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("compare_datasets_script", ROOT / "scripts" / "compare_datasets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def variants(tiny_checkpoint_dir, shared_dir, tmp_path_factory):
+    """Two tiny variants of 24 real rows: AlpaGasus-kept Alpaca rows, and random Alpaca rows plus one training row
+    that paraphrases a held-out Self-Instruct prompt (a contamination the comparison must report)."""
+    checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True, block_size=256)
+    root = tmp_path_factory.mktemp("compare")
+    datasets = shared_dir / "datasets"
+    dirs = {}
+    for name, path in (("alpagasus", datasets / "alpagasus" / "alpaca_claude_t45.json"),
+                       ("alpaca", datasets / "alpaca" / "alpaca_random_9k.json")):
+        prepare(itertools.islice(iter_records(path), 24), name=name, source_files=[path], checkpoint_dir=checkpoint_dir,
+                destination_path=root / name, test_split_fraction=0.2, max_seq_length=64)
+        dirs[name] = root / name
+    held_out = eval_rows(datasets / "eval" / "sinstruct_test_set.jsonl")
+    leak = root / "leak.jsonl"
+    assert held_out[10]["instruction"] == "Come up with some search queries on google about coding stuff."
+    leak.write_text(json.dumps({"instruction": "Please come up with a few search queries on google about coding.",
+                                "input": "", "output": "python list sort; git undo commit"}) + "\n")
+    mix([dirs["alpaca"], leak], root / "alpaca_leaky", test_split_fraction=0.0)
+    return {"checkpoint_dir": checkpoint_dir, "clean": dirs["alpagasus"], "leaky": root / "alpaca_leaky",
+            "eval_path": datasets / "eval" / "sinstruct_test_set.jsonl", "root": root}
+
+
+def test_compare_end_to_end(variants, tmp_path, capsys):
+    out_dir = tmp_path / "compare"
+    argv = ["--checkpoint_dir", str(variants["checkpoint_dir"]), "--data_dirs", str(variants["clean"]),
+            str(variants["leaky"]), "--eval_path", str(variants["eval_path"]), "--judge_checkpoint_dir",
+            str(variants["checkpoint_dir"]), "--out_dir", str(out_dir), "--max_iters", "2", "--batch_size", "4",
+            "--micro_batch_size", "4", "--learning_rate", "0.01", "--warmup_steps", "0", "--eval_prompts", "3",
+            "--eval_examples", "4", "--max_new_tokens", "4", "--hyperparameters", '{"eval_interval": 2}']
+    script = load_script()
+    run_cli(script.main, args=space_separated_lists(argv, script.LIST_FLAGS))
+    captured = capsys.readouterr()
+    comparison = json.loads((out_dir / "comparison.json").read_text())
+    clean, leaky = comparison["variants"]
+    assert [clean["variant"], leaky["variant"]] == ["alpagasus", "alpaca_leaky"]
+    for row in (clean, leaky):
+        assert row["steps"] == 2 and (out_dir / row["variant"] / "lit_model.pth.lora").is_file()
+        assert 0 < row["eval_loss"] < 20 and 0 <= row["eos_rate"] <= 1 and len(row["answers"]) == 3
+        assert row["best_val_loss"] is not None
+    # the same hyperparameters for both runs
+    settings = [(out_dir / r["variant"] / "hyperparameters.yaml").read_text().split("\n") for r in (clean, leaky)]
+    differing = [a for a, b in zip(*settings) if a != b]
+    assert all(line.split(":")[0] in ("data_dir", "out_dir") for line in differing), differing
+    # contamination: the paraphrased held-out prompt is found in the leaky variant only, and warned about
+    assert clean["contaminated_prompts"] == 0 and leaky["contaminated_prompts"] == 1
+    assert "warning" in captured.err and str(variants["leaky"]) in captured.err
+    # the judge compared the second variant with the first in both orders
+    assert comparison["judge"]["baseline"] == "alpagasus" and 0 <= leaky["win_rate"] <= 1
+    assert leaky["wins"] + leaky["ties"] + leaky["losses"] == 3
+    table = (out_dir / "comparison.md").read_text()
+    assert "| variant |" in table and "| alpaca_leaky |" in table and "win rate vs alpagasus" in table
+    assert "| variant |" in captured.out
+    assert (out_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second comparison into the same out_dir must not silently overwrite the runs
+    with pytest.raises(UserError, match="--resume true"):
+        script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])], out_dir=out_dir,
+                    max_iters=1)
+
+
+def test_bad_settings_are_one_line_errors(variants, tmp_path):
+    script = load_script()
+    with pytest.raises(UserError, match="not constants of finetune/lora.py"):
+        script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
+                    out_dir=tmp_path, hyperparameters={"lerning_rate": 1})
+    with pytest.raises(UserError, match="--order 'sideways' is not known"):
+        script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
+                    out_dir=tmp_path, orders=["sideways"])

@@ -1,0 +1,16 @@
+"""lit_gpt/train/args.py: hyperparameter checks at the edge (and the LoRA flags' own)."""
+
+import pytest
+
+from lit_gpt.lora import LoRAConfig
+from lit_gpt.train.args import TrainArgs, check_train_args
+from lit_gpt.utils import UserError
+
+
+def test_settings_that_cannot_be_meant_are_refused():
+    with pytest.raises(UserError, match="--grad_clip -1.0: must be above 0"):
+        check_train_args(TrainArgs(grad_clip=-1.0), "lora")
+    with pytest.raises(UserError, match="--lora_alpha 0: must be above 0"):
+        LoRAConfig(alpha=0)
+    with pytest.raises(UserError, match="--lora_r 0"):
+        LoRAConfig(r=0)
