@@ -124,24 +124,23 @@ class Config:
         """Derive a Config from a Hugging Face `config.json` dict (community fine-tunes have arbitrary names)."""
         # some configs (e.g. GGUF exports) name only the model_type
         arch = (hf.get("architectures") or [MODEL_TYPE_TO_ARCHITECTURE.get(hf.get("model_type"), "")])[0]
+        if arch not in MODEL_TYPE_TO_ARCHITECTURE.values():
+            supported = ", ".join(sorted(set(MODEL_TYPE_TO_ARCHITECTURE.values())))
+            raise UserError(f"{name or 'config.json'}: architecture {arch or '(none)'!r} is not supported; "
+                            f"supported: {supported}")
         n_head = hf.get("num_attention_heads") or hf.get("n_head")
+        n_embd = hf["hidden_size"]
+        rope_base, rope_partial = _hf_rope(hf, name)
         # Falcon is the one family whose transformers class ties the embeddings when config.json does not say
         tied = bool(hf.get("tie_word_embeddings", arch == "FalconForCausalLM"))
-        common = dict(name=name, architecture=arch, tie_embeddings=tied)
-        if arch in MODEL_TYPE_TO_ARCHITECTURE.values():
-            rope_base, rope_partial = _hf_rope(hf, name)
+        common = dict(name=name, architecture=arch, tie_embeddings=tied, vocab_size=hf["vocab_size"],
+                      n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=n_embd, rope_base=rope_base)
         if arch in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
-            n_embd = hf["hidden_size"]
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 4096),
-                vocab_size=hf["vocab_size"],
-                n_layer=hf["num_hidden_layers"],
-                n_head=n_head,
-                n_embd=n_embd,
                 n_query_groups=hf.get("num_key_value_heads") or n_head,
                 head_size=hf.get("head_dim") or n_embd // n_head,
-                rope_base=rope_base,
                 norm_eps=hf.get("rms_norm_eps", 1e-6),
                 intermediate_size=hf["intermediate_size"],
                 attn_bias=arch == "Qwen2ForCausalLM" or bool(hf.get("attention_bias", False)),
@@ -151,12 +150,7 @@ class Config:
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
-                vocab_size=hf["vocab_size"],
-                n_layer=hf["num_hidden_layers"],
-                n_head=n_head,
-                n_embd=hf["hidden_size"],
                 rotary_percentage=rope_partial or 1.0,
-                rope_base=rope_base,
                 parallel_residual=hf.get("use_parallel_residual", True),
                 bias=True,
                 norm_class_name="LayerNorm",
@@ -168,13 +162,8 @@ class Config:
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
-                vocab_size=hf["vocab_size"],
-                n_layer=hf["num_hidden_layers"],
-                n_head=n_head,
-                n_embd=hf["hidden_size"],
                 n_query_groups=hf.get("num_key_value_heads") or n_head,
                 rotary_percentage=rope_partial or 0.5,
-                rope_base=rope_base,
                 parallel_residual=True,
                 shared_attention_norm=True,
                 bias=True,
@@ -188,16 +177,10 @@ class Config:
         if arch == "FalconForCausalLM":
             if hf.get("new_decoder_architecture") or hf.get("alibi") or not hf.get("parallel_attn", True):
                 raise UserError(f"{name or 'config.json'}: only the Falcon-7B layout is supported (new_decoder_architecture, alibi are not)")
-            n_embd = hf["hidden_size"]
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
-                vocab_size=hf["vocab_size"],
-                n_layer=hf["num_hidden_layers"],
-                n_head=n_head,
-                n_embd=n_embd,
                 n_query_groups=1 if hf.get("multi_query", True) else n_head,
-                rope_base=rope_base,
                 parallel_residual=True,
                 shared_attention_norm=True,
                 bias=bool(hf.get("bias", False)),
@@ -206,8 +189,7 @@ class Config:
                 mlp_class_name="GptNeoxMLP",
                 intermediate_size=hf.get("ffn_hidden_size") or 4 * n_embd,
             )
-        supported = "LlamaForCausalLM, MistralForCausalLM, GPTNeoXForCausalLM, PhiForCausalLM, Qwen2ForCausalLM, FalconForCausalLM"
-        raise UserError(f"{name or 'config.json'}: architecture {arch or '(none)'!r} is not supported; supported: {supported}")
+        raise AssertionError(arch)  # every supported architecture returned above
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: "str | Path", model_name: Optional[str] = None) -> "Config":

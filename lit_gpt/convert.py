@@ -19,7 +19,7 @@ import torch
 
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
-from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
+from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text, check_writable_dir, load_state_dict
 
@@ -415,6 +415,9 @@ def convert_lit_checkpoint(checkpoint_dir: "str | Path", output_dir: "str | Path
     """Writes an HF folder (config.json, model.safetensors, the tokenizer files) from one of our checkpoints."""
     from safetensors.torch import save_file
 
+    if (Path(checkpoint_dir) / LORA_WEIGHTS_FILE).is_file() and not (Path(checkpoint_dir) / LIT_WEIGHTS_FILE).is_file():
+        raise UserError(f"{checkpoint_dir}: holds LoRA weights only; merge them into the base first (python "
+                        f"scripts/merge_lora.py --lora_path {checkpoint_dir} --out_dir MERGED), then convert MERGED")
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     output_dir = Path(output_dir)
     if output_dir.resolve() == checkpoint_dir.resolve():

@@ -21,8 +21,8 @@ import torch
 
 from lit_gpt.config import Config, name_to_config
 from lit_gpt.convert import DTYPES, StateDictWriter, _check_layout
-from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE
-from lit_gpt.utils import UserError, atomic_path, atomic_write_text
+from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
+from lit_gpt.utils import UserError, atomic_path, atomic_write_text, check_writable_dir
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -422,18 +422,34 @@ def write_tokenizer_files(gguf_file: GGUFFile, out_dir: "str | Path") -> list:
 
 
 # ---- conversion ----------------------------------------------------------------------------------------------------
-def convert_gguf(gguf_path: "str | Path", checkpoint_dir: "str | Path", dtype: str = "float32") -> Config:
+def convert_gguf(gguf_path: "str | Path", checkpoint_dir: "str | Path", dtype: str = "float32",
+                 overwrite: bool = False) -> Config:
     """GGUF file -> checkpoint dir (lit_config.json, lit_model.pth, tokenizer files). lit_model.pth is written
-    last, so a dir that has it is complete."""
+    last, so a dir that has it is complete. A folder that holds another model's checkpoint is refused unless
+    `overwrite`: replacing its weights would orphan the LoRA runs trained on it."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     checkpoint_dir = Path(checkpoint_dir)
+    if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        raise UserError(f"{checkpoint_dir}: is a file, not a directory; choose another --checkpoint_dir")
     gguf_file = GGUFFile(gguf_path)
     config = config_from_gguf(gguf_file, checkpoint_dir)
     check_tokenizer_supported(gguf_file)
     layout = weight_layout(gguf_file, config, DTYPES[dtype])  # a wrong file fails before anything is created
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    write_tokenizer_files(gguf_file, checkpoint_dir)
+    existing = checkpoint_dir / LIT_CONFIG_FILE
+    if not overwrite and (checkpoint_dir / LIT_WEIGHTS_FILE).is_file() and existing.is_file():
+        try:
+            same = Config.from_file(existing).to_dict() == config.to_dict()
+        except UserError:
+            same = False
+        if not same:
+            raise UserError(f"{checkpoint_dir}: holds the checkpoint of another model; choose another "
+                            "--checkpoint_dir, or pass --overwrite true to replace it")
+    check_writable_dir(checkpoint_dir, "--checkpoint_dir")
+    written = write_tokenizer_files(gguf_file, checkpoint_dir)
+    for name in TOKENIZER_FILES:  # left from another model (a chat template, say), it would be read as this one's
+        if name not in written:
+            (checkpoint_dir / name).unlink(missing_ok=True)
     config.save(checkpoint_dir / LIT_CONFIG_FILE)
     write_weights(gguf_file, config, layout, checkpoint_dir / LIT_WEIGHTS_FILE)
     return config

@@ -19,16 +19,17 @@ from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(*, gguf_path: Path, checkpoint_dir: Path,
-         dtype: Literal["float32", "bfloat16", "float16"] = "float32") -> None:
+         dtype: Literal["float32", "bfloat16", "float16"] = "float32", overwrite: bool = False) -> None:
     """Convert a GGUF file into checkpoint_dir (lit_config.json, lit_model.pth, tokenizer files).
 
     Args:
         gguf_path: The .gguf file.
         checkpoint_dir: Output folder, e.g. checkpoints/ORG/NAME; its name picks the registry entry to match.
         dtype: Precision of the saved weights.
+        overwrite: Replace the checkpoint of another model in checkpoint_dir (LoRA runs trained on it stop fitting).
     """
     start = time.perf_counter()
-    config = convert_gguf(gguf_path, checkpoint_dir, dtype)
+    config = convert_gguf(gguf_path, checkpoint_dir, dtype, overwrite)
     repo = f" ({config.hf_repo_id})" if config.hf_repo_id else ""
     print(f"Converted {gguf_path} to {checkpoint_dir}: {config.name}{repo}, {config.n_layer} layers, width "
           f"{config.n_embd}, {dtype}, in {time.perf_counter() - start:.1f} s")

@@ -17,6 +17,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import matplotlib.figure  # noqa: E402
+
 from lit_gpt.data.defects import example_defects  # noqa: E402
 from lit_gpt.data.prepared import length_stats, load_prepared  # noqa: E402
 from lit_gpt.data.tokenize import IGNORE_INDEX, decode_with_specials  # noqa: E402
@@ -52,12 +54,8 @@ def text_histogram(lengths: list[int], max_length: int, bins: int = 10, width: i
 
 
 def save_plot(by_source: dict, max_length: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = matplotlib.figure.Figure(figsize=(8, 4.5))  # no pyplot: no GUI backend chosen or needed
+    ax = fig.subplots()
     ax.hist([[len(e["input_ids"]) for e in rows] for rows in by_source.values()], bins=40, range=(0, max_length),
             stacked=True, label=list(by_source))
     ax.axvline(max_length, color="k", linestyle="--", linewidth=1)
@@ -67,9 +65,8 @@ def save_plot(by_source: dict, max_length: int, path: Path) -> None:
     if len(by_source) <= 12:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "--plot") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def show_example(example: dict, tokenizer, color: bool) -> str:

@@ -18,17 +18,18 @@ from lit_gpt.infer.load import find_lora, save_merged_checkpoint  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402
 
 
-def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None) -> None:
+def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None, overwrite: bool = False) -> None:
     """Merge LoRA weights into the base checkpoint.
 
     Args:
         lora_path: lit_model.pth.lora written by finetune/lora.py (or its output directory)
         out_dir: where the merged checkpoint goes (a new directory, not the base checkpoint or the LoRA run's)
         checkpoint_dir: the base checkpoint (default: the one recorded in hyperparameters.yaml beside the LoRA file)
+        overwrite: replace a checkpoint already in out_dir (e.g. an earlier merge)
     """
     t0 = time.perf_counter()
     lora = find_lora(lora_path, checkpoint_dir)
-    save_merged_checkpoint(lora, out_dir)
+    save_merged_checkpoint(lora, out_dir, overwrite)
     print(f"merged {lora.path} (r={lora.config.r}, {', '.join(lora.config.targets)}) into {lora.base_dir}: wrote "
           f"{out_dir} in {time.perf_counter() - t0:.1f} s")
 

@@ -31,7 +31,7 @@ def main(csv_dir: Optional[Path] = None, columns: Optional[dict] = None, destina
     if csv_dir is None:
         raise UserError("--csv_dir is required: the CSV file to prepare")
     destination_path = Path(destination_path or "data/csv")
-    path = fetch_source(csv_dir, destination_path)
+    path = fetch_source(csv_dir, destination_path, flag="--csv_dir")
     if path.is_dir():
         raise UserError(f"{path}: a folder; --csv_dir takes the CSV file itself")
     records = iter_records(path, format="csv", columns=columns, required=("instruction", "output"))

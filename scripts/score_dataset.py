@@ -56,7 +56,8 @@ def main(
         method: alpagasus (LLM judge, 0-5), ifd (instruction-following difficulty), heuristics (rule flags)
         judge_checkpoint_dir: the judge for alpagasus (an instruct model is best; any checkpoint works)
         checkpoint_dir: the language model for ifd (GPT-2-sized is enough); also accepted as the judge
-        output: where to write the scored rows (default: <data_path stem>.scored.<suffix> beside it)
+        output: where to write the scored rows (default: <data_path stem>.scored.<suffix> beside it; a file this
+            script already scored gets the new column in place)
         columns: our field -> the file's column, e.g. '{"input": "context", "output": "response"}' for Dolly
         batch_size: examples per forward pass
         limit: score at most this many not-yet-scored rows in this run (the rest stay null until a rerun)
@@ -79,9 +80,12 @@ def main(
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
     examples = [to_scoring_row(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
-    output = Path(output) if output is not None else default_output(data_path, "scored")
-    if not any(column in rows[0] for column in SCORE_COLUMNS.values()):  # the user's own data, not a scored file
-        check_not_an_input(output, {"--data_path": data_path}, "--output")  # (adding a column to ours is fine)
+    # a file this script wrote gets the new column in place (scores of several methods side by side); the user's
+    # own data is never written over
+    already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())
+    output = Path(output) if output is not None else data_path if already_scored else default_output(data_path, "scored")
+    if not already_scored:
+        check_not_an_input(output, {"--data_path": data_path}, "--output")
 
     if method == "heuristics":
         scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,

@@ -103,6 +103,15 @@ def capitals_data(tmp_path_factory, checkpoint) -> Path:
     return make_data(tmp_path_factory.mktemp("capitals"), checkpoint, pairs, pairs[:2], name="capitals")
 
 
+@pytest.fixture(scope="module")
+def run_setup(tmp_path_factory):
+    """(checkpoint, data) for runs that stop, resume or fail: 14 training and 2 test capitals."""
+    checkpoint = make_checkpoint(tmp_path_factory.mktemp("ckpt"))
+    pairs = capital_pairs()
+    data = make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
+    return checkpoint, data
+
+
 # data/test_prepare.py, test_tokenize.py, test_prepared.py (scripts/test_prepare_scripts.py and
 # scripts/test_inspect_data.py have their own smollm2_dir / llama_dir, test_gguf_import.py its own smollm2_dir)
 @pytest.fixture(scope="module")

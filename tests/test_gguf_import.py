@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import pre_tokenizers
 
-from helpers import BYTE_ALPHABET, write_llama_gguf
+from helpers import BYTE_ALPHABET, tiny_config, write_llama_gguf
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
 from lit_gpt.gguf_import import (
@@ -28,7 +28,7 @@ from lit_gpt.gguf_import import (
     write_tokenizer_files,
 )
 from lit_gpt.infer.sampling import generate
-from lit_gpt.model import apply_rope, rope_cos_sin
+from lit_gpt.model import GPT, apply_rope, rope_cos_sin
 from lit_gpt.prompts import SmolLM2
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
@@ -207,6 +207,25 @@ def test_synthetic_llama_gguf_round_trip(tiny_model, tmp_path, qtype, tolerance)
     assert tokenizer.encode_ids("<|im_start|>hello") == [1, 261 - 1, 3 + BYTE_ALPHABET.index("l"),
                                                         3 + BYTE_ALPHABET.index("o")]
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.chat_template) == (1, 2, "{{ messages }}")
+
+
+def test_a_folder_holding_another_model_is_not_overwritten(tiny_model, tmp_path):
+    checkpoint_dir = tmp_path / "tiny"
+    path = tmp_path / "tiny.gguf"
+    write_llama_gguf(path, tiny_model, gguf.GGMLQuantizationType.F32)
+    convert_gguf(path, checkpoint_dir)
+    convert_gguf(path, checkpoint_dir)  # the same model again: fine
+    before = (checkpoint_dir / "lit_model.pth").read_bytes()
+    (checkpoint_dir / "chat_template.jinja").write_text("{{ another model's template }}")
+    other = GPT(tiny_config(vocab_size=261, n_embd=64, n_head=4, n_query_groups=2, intermediate_size=128, n_layer=3))
+    write_llama_gguf(tmp_path / "other.gguf", other, gguf.GGMLQuantizationType.F32)
+    with pytest.raises(UserError, match="holds the checkpoint of another model; .* --overwrite true"):
+        convert_gguf(tmp_path / "other.gguf", checkpoint_dir)
+    assert (checkpoint_dir / "lit_model.pth").read_bytes() == before
+    assert convert_gguf(tmp_path / "other.gguf", checkpoint_dir, overwrite=True).n_layer == 3
+    assert not (checkpoint_dir / "chat_template.jinja").exists()  # a stale template would be read as this model's
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        convert_gguf(path, tmp_path / "tiny.gguf")
 
 
 def test_tensor_type_gguf_cannot_dequantize_names_tensor_and_type(tiny_model, tmp_path):

@@ -182,13 +182,13 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 def fetch_source(data_path: Optional[Path], destination_path: Path, *, repo_id: Optional[str] = None,
                  filename: Optional[str] = None, url: Optional[str] = None,
-                 access_token: Optional[str] = None) -> Path:
-    """The source file: `data_path` when given, else downloaded once (from a Hub dataset repo or a URL) into
-    destination_path/source and reused from there."""
+                 access_token: Optional[str] = None, flag: str = "--data_path") -> Path:
+    """The source file: `data_path` when given (the script's `flag` names it in messages), else downloaded once
+    (from a Hub dataset repo or a URL) into destination_path/source and reused from there."""
     if data_path is not None:
         data_path = Path(data_path)
         if not data_path.exists():
-            raise UserError(f"{data_path}: file not found (--data_path)")
+            raise UserError(f"{data_path}: file not found ({flag})")
         return data_path
     cache_dir = Path(destination_path) / "source"
     if repo_id is not None:

@@ -191,9 +191,14 @@ def load_for_generation(checkpoint_dir: "str | Path | None", lora_path: "str | P
     return model, Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir), str(checkpoint_dir)
 
 
-def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path") -> Path:
-    """The LoRA fine-tune merged into its base as a complete checkpoint directory (`checkpoint.save_checkpoint`)."""
+def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path", overwrite: bool = False) -> Path:
+    """The LoRA fine-tune merged into its base as a complete checkpoint directory (`checkpoint.save_checkpoint`).
+    A directory that already holds a checkpoint is replaced only with `overwrite` (LoRA runs trained on it would
+    stop fitting it)."""
     out_dir = Path(out_dir)
+    if not overwrite and (out_dir / LIT_WEIGHTS_FILE).is_file():
+        raise UserError(f"{out_dir}: already holds a checkpoint; choose a new --out_dir, or pass --overwrite true "
+                        "to replace it")
     for other, what in ((lora.base_dir, "the base checkpoint"), (lora.directory, "the LoRA run's directory")):
         if out_dir.resolve() == other.resolve():
             raise UserError(f"{out_dir}: --out_dir must differ from {what}; choose a new directory")

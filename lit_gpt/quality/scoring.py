@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from lit_gpt.quality.rows import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringRow
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, write_error
 
 # ======================================================================================================================
 # Resumable scoring over a dataset
@@ -29,9 +29,7 @@ class ScoreCache:
         if self.path.exists():
             self._read()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.header, ensure_ascii=False) + "\n")
+            self._append(json.dumps(self.header, ensure_ascii=False) + "\n", mode="w")
 
     def _read(self) -> None:
         lines = self.path.read_text(encoding="utf-8").splitlines()
@@ -54,12 +52,20 @@ class ScoreCache:
         return entry["result"] if entry is not None and entry.get("hash") == example.content_hash else None
 
     def add(self, batch: Sequence[ScoringRow], results: Sequence[dict]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            for example, result in zip(batch, results):
-                entry = {"index": example.index, "hash": example.content_hash, "result": result}
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                self.done[example.index] = entry
-            f.flush()
+        entries = [{"index": e.index, "hash": e.content_hash, "result": r} for e, r in zip(batch, results)]
+        self._append("".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries))
+        self.done.update((entry["index"], entry) for entry in entries)
+
+    def _append(self, text: str, mode: str = "a") -> None:
+        """Appends (or, for the header, writes) and flushes; a full or read-only disk is one line. The scores of
+        earlier batches are already in the file, so a rerun after freeing space goes on from there."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, mode, encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+        except OSError as e:
+            raise (write_error(self.path, e, "--output") or e) from None
 
 
 def score_examples(examples: Sequence[ScoringRow], scorer, cache: ScoreCache, batch_size: int = 8,

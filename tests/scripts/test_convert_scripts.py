@@ -132,3 +132,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert_user_error(run_script("scripts/convert_lit_checkpoint.py", "--checkpoint_dir", str(unknown),
                                  "--output_dir", str(tmp_path / "out")), "unknown-arch", "no lit_model.pth")
     assert not (tmp_path / "out").exists()
+    lora_run = tmp_path / "lora-run"  # a finetune/lora.py output: the fix is to merge first, not to convert
+    lora_run.mkdir()
+    (lora_run / "lit_model.pth.lora").write_bytes(b"")
+    assert_user_error(run_script("scripts/convert_lit_checkpoint.py", "--checkpoint_dir", str(lora_run),
+                                 "--output_dir", str(tmp_path / "out")), "holds LoRA weights only",
+                      "scripts/merge_lora.py")

@@ -188,6 +188,21 @@ BAD_INPUTS = {
 }
 
 
+def test_missing_source_file_names_the_flag_the_script_takes(capsys, smollm2_dir, tmp_path):
+    code, _, err = run_script(capsys, "prepare_csv", "--csv_dir", tmp_path / "nope.csv", "--checkpoint_dir",
+                              smollm2_dir, "--destination_path", tmp_path / "out")
+    assert_one_line_error(code, err, "nope.csv: file not found (--csv_dir)")
+    code, _, err = run_script(capsys, "prepare_json", "--data_path", tmp_path / "qa.jsonl", "--checkpoint_dir",
+                              smollm2_dir, "--columns", '{"instruction": "question", "output": "answr"}')
+    assert_one_line_error(code, err, "qa.jsonl: file not found (--data_path)")
+    (tmp_path / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    code, _, err = run_script(capsys, "prepare_json", "--data_path", tmp_path / "qa.jsonl", "--checkpoint_dir",
+                              smollm2_dir, "--columns", '{"instruction": "question", "output": "answr"}',
+                              "--destination_path", tmp_path / "out")
+    assert_one_line_error(code, err, "no 'answr' field to use as 'output'")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_error(capsys, smollm2_dir, tmp_path, case):
     script, flag, name, content, fragments = BAD_INPUTS[case]

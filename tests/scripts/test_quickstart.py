@@ -109,6 +109,12 @@ def test_quickstart_with_own_data(tmp_path, tiny_checkpoint, quickstart, capsys)
     assert all(q["instruction"].startswith("What is") for q in result["questions"])
     assert "Q: What is" in out
     assert "answers in the taught style" not in out and "style_after" not in result  # no known style in own data
+    # the README promises that running it again works (and reuses the model and the prepared data)
+    again = quickstart.main(data_path=data, checkpoint_dir=tiny_checkpoint, data_dir=tmp_path / "data",
+                            out_dir=tmp_path / "out", max_iters=1, max_new_tokens=2)
+    out = capsys.readouterr().out
+    assert "already prepared" in out and f"(replacing the earlier run in {tmp_path / 'out'})" in out
+    assert again["after"] == result["after"]  # the same run again: deterministic
 
 
 def test_quickstart_user_errors(tmp_path, tiny_checkpoint, quickstart):

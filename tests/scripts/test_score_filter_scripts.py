@@ -198,6 +198,7 @@ def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_datas
     scored = score_dataset.main(data_path=source, method="heuristics", output=tmp_path / "scored.json")
     # adding another method's column to our own scored file in place is allowed (the chained workflow)
     assert score_dataset.main(data_path=scored, method="heuristics", output=scored) == scored
+    assert score_dataset.main(data_path=scored, method="heuristics") == scored  # by default too, as the README does
     scores_before = scored.read_bytes()
     with pytest.raises(UserError, match="--output .* is the same file as --scores"):
         filter_dataset.main(scores=scored, method="heuristics", output=scored)

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, capital_pairs, fast_args, make_checkpoint, make_data
+from helpers import ROOT, fast_args
 from lit_gpt.data.order import order_hash
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
@@ -156,16 +156,7 @@ def test_without_early_stopping_best_is_kept_beside_the_last(setup, tmp_path, de
                        default_precision) == pytest.approx(val[best], rel=tolerance(default_precision))
 
 
-
 # ---- resume with other settings, crafted state files, self-describing step checkpoints -----------------------
-@pytest.fixture(scope="module")
-def run_setup(tmp_path_factory):
-    checkpoint = make_checkpoint(tmp_path_factory.mktemp("ckpt"))
-    pairs = capital_pairs()
-    data = make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
-    return checkpoint, data
-
-
 def _interrupt_after_first_checkpoint(monkeypatch):
     real = Trainer.save_checkpoint
 
@@ -258,6 +249,9 @@ def test_a_step_checkpoint_can_be_generated_from_and_merged(run_setup, tmp_path)
     model = load_merged_lora_model(lora)
     assert model.config.n_layer == 2
     merged = save_merged_checkpoint(lora, tmp_path / "merged")
+    with pytest.raises(UserError, match="already holds a checkpoint; .* --overwrite true"):
+        save_merged_checkpoint(lora, merged)  # another merge would replace the weights LoRA runs may depend on
+    assert save_merged_checkpoint(lora, merged, overwrite=True) == merged
     # merging the same LoRA into the merged checkpoint again would apply the update twice
     with pytest.raises(UserError, match="already merged into"):
         find_lora(step, merged)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lit_gpt.train.loop
-from helpers import SHARED, capital_pairs, fast_args, make_checkpoint, make_data, metrics_rows
+from helpers import SHARED, capital_pairs, fast_args, make_data, metrics_rows
 from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.model import GPT
@@ -132,14 +132,6 @@ def test_compile_flag_compiles_the_blocks_and_trains_the_same(tmp_path, checkpoi
     with pytest.raises(UserError, match="--compile true with --strategy fsdp"):
         finetune("lora", checkpoint, capitals_data, tmp_path / "fsdp", fast_args(compile=True, strategy="fsdp"),
                  LoRAConfig(r=4, alpha=8, dropout=0.0))
-
-
-@pytest.fixture(scope="module")
-def run_setup(tmp_path_factory):
-    checkpoint = make_checkpoint(tmp_path_factory.mktemp("ckpt"))
-    pairs = capital_pairs()
-    data = make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
-    return checkpoint, data
 
 
 def test_16_bit_precision_on_a_cpu_is_refused(run_setup, tmp_path):
