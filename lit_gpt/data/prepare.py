@@ -118,6 +118,9 @@ def prepare(
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
         raise UserError(f"{', '.join(map(str, source_files))}: no usable rows ({reasons})")
     train_rows, test_rows = split_examples(examples, test_split_fraction, seed)
+    if test_split_fraction > 0 and not test_rows:
+        print(f"warning: {len(examples)} rows x --test_split_fraction {test_split_fraction} rounds to no test example: "
+              "training will have no validation; use more rows or a larger --test_split_fraction")
     train, train_dropped = tokenize_examples(train_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
                                              progress="tokenizing train")
     test, test_dropped = tokenize_examples(test_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,

@@ -196,12 +196,12 @@ def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path", overwrite:
     A directory that already holds a checkpoint is replaced only with `overwrite` (LoRA runs trained on it would
     stop fitting it)."""
     out_dir = Path(out_dir)
-    if not overwrite and (out_dir / LIT_WEIGHTS_FILE).is_file():
-        raise UserError(f"{out_dir}: already holds a checkpoint; choose a new --out_dir, or pass --overwrite true "
-                        "to replace it")
     for other, what in ((lora.base_dir, "the base checkpoint"), (lora.directory, "the LoRA run's directory")):
         if out_dir.resolve() == other.resolve():
             raise UserError(f"{out_dir}: --out_dir must differ from {what}; choose a new directory")
+    if not overwrite and (out_dir / LIT_WEIGHTS_FILE).is_file():
+        raise UserError(f"{out_dir}: already holds a checkpoint; choose a new --out_dir, or pass --overwrite true "
+                        "to replace it")
     check_writable_dir(out_dir)
     config, state = merge_lora(lora)
     save_checkpoint(out_dir, config, state, lora.base_dir, lora_prompt_style(lora))

@@ -117,6 +117,18 @@ def test_bad_rows_skipped_and_counted_or_fatal(llama_dir, tmp_path):
     assert not (tmp_path / "strict").exists()  # nothing half-written
 
 
+def test_a_split_that_leaves_no_test_example_is_said(llama_dir, tmp_path, capsys):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"instruction": "q{i}", "output": "a{i}"}}\n' for i in range(5)))
+    manifest = prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
+                       destination_path=tmp_path / "out", test_split_fraction=0.05)
+    assert manifest["counts"]["test"] == 0
+    assert "5 rows x --test_split_fraction 0.05 rounds to no test example" in capsys.readouterr().out
+    prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
+            destination_path=tmp_path / "out0", test_split_fraction=0)
+    assert "rounds to no test example" not in capsys.readouterr().out  # asked for none: nothing to say
+
+
 def test_split_is_seeded():
     rows = list(range(100))
     train, test = split_examples(rows, 0.2, seed=1)

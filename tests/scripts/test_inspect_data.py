@@ -84,6 +84,11 @@ def corrupt(prepared, tmp_path):
     return data, [e["id"] for e in train[:4]]
 
 
+def test_plot_into_a_folder_is_one_line(capsys, prepared, tmp_path):
+    code, _, err = run_script(capsys, "inspect_data", "--data_dir", prepared, "--plot", tmp_path)
+    assert_one_line_error(code, err, f"{tmp_path}: is a directory, expected a file; choose another --plot")
+
+
 def test_defects_exit_1(capsys, prepared, tmp_path):
     data, ids = corrupt(prepared, tmp_path)
     code, out, err = run_script(capsys, "inspect_data", "--data_dir", data)
