@@ -48,7 +48,8 @@ def choose_precision(precision: Optional[str], cuda: Optional[bool] = None, cpui
         return precision
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
-        return "bf16-true" if torch.cuda.is_bf16_supported() else "32-true"
+        # native only: before Ampere (T4, V100) torch can create bf16 tensors but emulates the math, slowly
+        return "bf16-true" if torch.cuda.is_bf16_supported(including_emulation=False) else "32-true"
     return "bf16-true" if cpu_supports_bf16(cpuinfo) else "32-true"
 
 
