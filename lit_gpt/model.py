@@ -26,6 +26,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.lm_head_bias)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+            # checkpoints of tied models store the shared matrix once, as wte.weight: a plain
+            # GPT(config).load_state_dict(torch.load("lit_model.pth")) fills the head from it
+            self.register_load_state_dict_pre_hook(_head_from_embedding)
         self.gradient_checkpointing = False  # recompute each block in backward: less memory, ~30% more compute
         self.compiled_blocks: Optional[list] = None  # see compile_blocks()
         self.apply(self._init_weights)
@@ -107,6 +110,11 @@ class GPT(nn.Module):
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
             block.attn.kv_cache = None
+
+
+def _head_from_embedding(module: "GPT", state_dict: dict, prefix: str, *args) -> None:
+    if prefix + "lm_head.weight" not in state_dict and prefix + "wte.weight" in state_dict:
+        state_dict[prefix + "lm_head.weight"] = state_dict[prefix + "wte.weight"]
 
 
 class Block(nn.Module):

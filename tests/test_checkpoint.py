@@ -68,3 +68,22 @@ def test_load_weights_refuses_weights_of_another_shape(tmp_path):
     with pytest.raises(UserError, match="missing"):
         load_weights(GPT(small), state, source="partial.pth")
     load_weights(GPT(small), state, source="partial.pth", strict=False)  # allowed when asked for
+
+
+def test_a_tied_checkpoint_loads_the_plain_pytorch_way(tmp_path, tiny_checkpoint_dir):
+    """nanoGPT habit: GPT(config).load_state_dict(torch.load("lit_model.pth")), though the file stores the tied
+    head once (as wte.weight)."""
+    config = tiny_config(vocab_size=49152, tie_embeddings=True)
+    torch.manual_seed(0)
+    model = GPT(config)
+    out = save_checkpoint(tmp_path / "ckpt", config, model.state_dict(), tiny_checkpoint_dir("smollm2"), "chatml")
+    fresh = GPT(config)
+    fresh.load_state_dict(torch.load(out / LIT_WEIGHTS_FILE, weights_only=True))  # strict: nothing missing
+    assert fresh.lm_head.weight is fresh.wte.weight  # still one matrix
+    idx = torch.randint(0, config.vocab_size, (1, 5))
+    torch.testing.assert_close(fresh(idx), model(idx))
+    untied = GPT(tiny_config(vocab_size=49152))
+    state = untied.state_dict()
+    del state["lm_head.weight"]
+    with pytest.raises(RuntimeError, match="lm_head.weight"):  # an untied model still needs its own head
+        GPT(tiny_config(vocab_size=49152)).load_state_dict(state)
