@@ -40,16 +40,15 @@ def load_model(checkpoint_dir: "str | Path", device: "str | torch.device" = "cpu
 
 
 def load_weights(model: GPT, state_dict: dict, source: "str | Path", strict: bool = True) -> None:
-    if model.config.tie_embeddings:
-        state_dict = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}
+    """Assigns the tensors of `state_dict` to `model` (no copy: memory-mapped weights stay mapped). A tied head
+    missing from the file is filled from wte.weight by GPT's load hook."""
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     except RuntimeError as e:
         raise UserError(f"{source}: weights do not fit the model config ({str(e).splitlines()[-1].strip()}); "
                         "the checkpoint and lit_config.json disagree, convert again") from None
-    if model.config.tie_embeddings:
+    if model.config.tie_embeddings:  # assign=True gave the head a Parameter of its own: tie it again
         model.lm_head.weight = model.wte.weight
-        missing = [k for k in missing if k != "lm_head.weight"]
     if strict and (missing or unexpected):
         raise UserError(f"{source}: weights do not fit the model config (missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]}); the checkpoint and lit_config.json disagree, convert again")

@@ -2,8 +2,8 @@
 
 Every variant (a prepared data directory x a training order x a number of epochs) is trained from the same
 checkpoint with the same hyperparameters and seed by the one training loop (`lit_gpt.train.cli.run_script`, with
-the library's default hyperparameters, the values finetune/lora.py and finetune/full.py ship with), in-process, one after the other, into
-out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
+the library's default hyperparameters, the values finetune/lora.py and finetune/full.py ship with), in-process,
+one after the other, into out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
 
 - eval loss: mean cross-entropy on the response tokens of the held-out examples that have a reference answer,
   tokenized with the variants' tokenizer and prompt style (the training loop's `validate`);
@@ -53,7 +53,6 @@ from lit_gpt.train.state import checkpoint_steps
 from lit_gpt.train.step import validate
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text, log
 
-ROOT = Path(__file__).resolve().parent.parent
 TIE_BAND = 0.05
 CONTAMINATION_THRESHOLD = 0.7
 COMPARE_DEFAULTS = {"sample_max_new_tokens": 0}  # no sample answer at every validation: variants train faster

@@ -3,14 +3,16 @@
 import contextlib
 import errno
 import hashlib
+import inspect
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from jsonargparse import CLI
@@ -23,6 +25,29 @@ class UserError(Exception):
 def log(message: str) -> None:
     """A progress or status line for the person at the terminal (stderr: stdout stays the command's result)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def with_flags(main: Callable, flags: Iterable[tuple[str, Any, Any, str]]) -> Callable:
+    """`main` plus keyword-only flags (name, annotation, default, help; inspect.Parameter.empty = required) for
+    `run_cli`: jsonargparse reads the added parameters from the signature and their help from the docstring's
+    Args section. `main` takes them as keyword arguments (its own **kwargs)."""
+    signature = inspect.signature(main)
+    params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    doc = (main.__doc__ or "").rstrip()
+    if flags and "Args:" not in doc:
+        doc += "\n\n    Args:"
+    lines = [doc]
+    for name, annotation, default, help in flags:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+        lines.append(f"        {name}: {help}")
+
+    def command(**kwargs: Any) -> Any:
+        return main(**kwargs)
+
+    command.__signature__ = signature.replace(parameters=params)
+    command.__doc__ = "\n".join(lines) + "\n"
+    command.__name__ = main.__name__
+    return command
 
 
 def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -72,6 +97,13 @@ def _no_space_left(path: Path) -> bool:
                 return False
             return stat.f_bavail * stat.f_frsize < 1 << 20
     return False
+
+
+def temp_path(path: "str | Path") -> Path:
+    """A temporary name beside `path` in our pattern (.<name>.<pid>.<random>.tmp), for writers that create the file
+    themselves (Fabric's save): if the process is killed, `remove_stale_temp_files` recognises it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 def remove_stale_temp_files(directory: "str | Path") -> list[Path]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from lit_gpt.infer.answer import generate_answers
+from lit_gpt.utils import with_flags
 
 MODEL_FLAGS = {  # name -> (annotation, default, help); inspect.Parameter.empty = required
     "base": [("checkpoint_dir", Path, Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -42,15 +43,9 @@ SAMPLING_FLAGS = [
 def generate_command(kind: Literal["base", "full", "lora"]) -> Callable:
     """The `main` of generate/<kind>.py for `run_cli`: its model flags plus the sampling flags; it streams the
     answers (`lit_gpt.infer.answer.generate_answers`)."""
-    flags = MODEL_FLAGS[kind] + SAMPLING_FLAGS
-
     def main(**values: Any) -> None:
         generate_answers(values.pop("checkpoint_dir", None), values.pop("lora_path", None), values.pop("prompt"),
                          values.pop("input"), **values)
 
-    main.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-         for name, annotation, default, _ in flags], return_annotation=None)
-    main.__doc__ = DESCRIPTIONS[kind] + "\n\n    Args:\n" + "".join(f"        {name}: {help}\n"
-                                                                  for name, _, _, help in flags)
-    return main
+    main.__doc__ = DESCRIPTIONS[kind]
+    return with_flags(main, MODEL_FLAGS[kind] + SAMPLING_FLAGS)

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import torch
 
-from lit_gpt.files import (BEST_DIR, CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
-                           LORA_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES, TRAIN_STATE_FILE)
+from lit_gpt.files import (BEST_DIR, CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE,
+                           LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES, TRAIN_STATE_FILE)
 from lit_gpt.lora import LORA_TARGETS, is_lora_name
 from lit_gpt.train.state import TrainState, checkpoint_steps, step_dir
-from lit_gpt.utils import TEMP_SUFFIX, UserError, atomic_torch_save, atomic_write_json, link_or_copy, write_error
-
-STATE_TMP_MARK = "unfinished"  # .train_state.pth.unfinished.tmp: a save that a kill interrupted; removed on resume
+from lit_gpt.utils import (UserError, atomic_torch_save, atomic_write_json, link_or_copy, remove_stale_temp_files,
+                           temp_path, write_error)
 
 
 def weights_file_name(lora: bool) -> str:
@@ -34,7 +33,7 @@ def save_step_checkpoint(fabric, out_dir: Path, model, optimizer, scheduler, sta
     hyperparameters.yaml, tokenizer files; hard links where possible) make each step directory loadable on its
     own: generate/ and merge_lora.py take it like the run's final output."""
     directory = step_dir(out_dir, state.step)
-    tmp = directory / f".{TRAIN_STATE_FILE}.{STATE_TMP_MARK}{TEMP_SUFFIX}"
+    tmp = temp_path(directory / TRAIN_STATE_FILE)  # the same name on every rank is not needed: rank 0 writes it
     try:
         fabric.save(tmp, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "train_state": state},
                     filter=_model_filter(lora))
@@ -63,7 +62,7 @@ def save_best_weights(fabric, out_dir: Path, model, state: TrainState, lora: boo
     Links the step checkpoint's weights file when one was just written (`just_saved`), else saves the weights."""
     name = weights_file_name(lora)
     best_dir = out_dir / BEST_DIR
-    tmp = best_dir / f".{name}.{STATE_TMP_MARK}{TEMP_SUFFIX}"
+    tmp = temp_path(best_dir / name)
     if not just_saved:
         fabric.save(tmp, {"model": model}, filter=_model_filter(lora))
         fabric.barrier()
@@ -105,10 +104,11 @@ def restore_checkpoint(fabric, path: Path, model, optimizer, scheduler, state: T
 
 
 def remove_unfinished_saves(out_dir: Path) -> None:
-    """Deletes training-state files that a killed run left half-written (they can be as large as the model)."""
-    for tmp in [*out_dir.glob(f"{CHECKPOINTS_DIR}/step-*/.*.{STATE_TMP_MARK}{TEMP_SUFFIX}"),
-                *out_dir.glob(f"{BEST_DIR}/.*.{STATE_TMP_MARK}{TEMP_SUFFIX}")]:
-        tmp.unlink(missing_ok=True)
+    """Deletes the temporary files a killed run left in its step and best directories (they can be as large as
+    the model); nothing writes into those folders again, so the next write there would not clean them up."""
+    for directory in [*out_dir.glob(f"{CHECKPOINTS_DIR}/step-*"), out_dir / BEST_DIR]:
+        if directory.is_dir():
+            remove_stale_temp_files(directory)
 
 
 # settings that shape the weights or their meaning: a resumed run must keep them

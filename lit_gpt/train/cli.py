@@ -4,13 +4,13 @@ the constant's value (edit the constant to change the default; a flag or a `--co
     finetune/lora.py:  <constants> ... run_cli(finetune_command("lora", globals()))
 """
 
-import inspect
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from lit_gpt.train.args import TrainArgs, hyperparameter_specs, lora_config_from_flags
 from lit_gpt.train.loop import finetune
+from lit_gpt.utils import with_flags
 
 METHOD_DESCRIPTIONS = {"lora": "Fine-tune with LoRA: the base weights stay frozen, low-rank updates are trained.",
                        "full": "Fine-tune every weight."}
@@ -27,22 +27,8 @@ def script_cli(main: Callable, constants: dict) -> Callable:
     if stray:
         raise TypeError(f"{constants.get('__file__')}: constants {stray} are not known hyperparameters "
                         f"(known: {', '.join(specs)})")
-    signature = inspect.signature(main)
-    params = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-    doc = [(main.__doc__ or "").rstrip()]
-    for name, (annotation, _, help) in specs.items():
-        if name in constants:
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=constants[name],
-                                            annotation=annotation))
-            doc.append(f"        {name}: {help}")
-
-    def cli_main(**kwargs: Any) -> Any:
-        return main(**kwargs)
-
-    cli_main.__signature__ = signature.replace(parameters=params)
-    cli_main.__doc__ = "\n".join(doc) + "\n"
-    cli_main.__name__ = main.__name__
-    return cli_main
+    return with_flags(main, [(name, annotation, constants[name], help)
+                             for name, (annotation, _, help) in specs.items() if name in constants])
 
 
 def run_script(method: Literal["lora", "full"], constants: dict, checkpoint_dir: Path, data_dir: Path,

@@ -12,11 +12,12 @@ weights of the best validation so far (+ best.json); early stopping ends the run
 validations without improvement and puts the best weights at the top of out_dir.
 """
 
+import contextlib
 import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import lightning as L
 import torch
@@ -64,87 +65,87 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     tokenizer = Tokenizer(checkpoint_dir)
     train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer)
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / method / (manifest.get("name") or data_dir.name)
-    new_out_dir = not out_dir.exists()
-    check_writable_dir(out_dir)
+    with _removed_if_it_fails_early(out_dir):
+        check_writable_dir(out_dir)
+        resume_file = find_resume_file(out_dir, resume)
+        precision = choose_precision(train.precision)
+        check_precision_for_device(precision, cuda=torch.cuda.is_available())
+        plugin = quantization_plugin(train.quantize, precision)
+        fabric = make_fabric(train, precision, plugin, out_dir)
+        accum = check_batch_split(train, fabric.world_size)
+        fabric.launch()
+
+        config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
+        train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
+                                                           train.override_max_seq_length, print=fabric.print)
+        if not len(val_set):
+            fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
+                         + (", so no early stopping" if train.early_stopping_patience is not None else "")
+                         + " and no best checkpoint (prepare with --test_split_fraction above 0 for them)")
+        hyperparameters = hyperparameters if hyperparameters is not None else flat_hyperparameters(train, lora)
+        if fabric.is_global_zero:
+            remove_unfinished_saves(out_dir)
+            write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
+        fabric.loggers[1].log_hyperparams(hyperparameters)  # TensorBoard (the CSV logger has no hyperparameters)
+        fabric.barrier()
+
+        cuda_devices = [fabric.device] if fabric.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):  # seeds below are the run's; the caller's RNG is restored
+            torch.manual_seed(train.seed)  # the LoRA init (identical on every rank)
+            # on the CPU; fabric.setup_module moves it to the device (and quantizes the base layers under --quantize)
+            model = load_model(checkpoint_dir, dtype=plugin.dtype if plugin is not None else param_dtype(precision))
+            if lora is not None:
+                lora.apply(model)
+                mark_only_lora_as_trainable(model)
+            model.gradient_checkpointing = train.gradient_checkpointing
+            if train.compile:
+                model.compile_blocks()
+            fabric.print(f"{method}: training {num_parameters(model, requires_grad=True):,} of "
+                         f"{num_parameters(model):,} parameters; precision {precision}"
+                         f"{', base quantized ' + train.quantize if train.quantize else ''}; {fabric.world_size} "
+                         f"device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
+            model = fabric.setup_module(model)
+            if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
+                mark_only_lora_as_trainable(model)
+            optimizer = fabric.setup_optimizers(make_optimizer(model, train.learning_rate, train.weight_decay))
+
+            steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
+            epochs, total_steps, warmup = schedule(train, steps_per_epoch, fabric.print)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
+
+            plan = TrainPlan(batch_size=train.batch_size, seed=train.seed, order=train.order, n_train=len(train_set),
+                             max_seq_length=max_seq_length, data_fingerprint=manifest.get("fingerprint"))
+            state = TrainState(plan=plan, hyperparameters=hyperparameters)
+            if resume_file is not None:
+                restore_checkpoint(fabric, resume_file, model, optimizer, scheduler, state, strict=lora is None)
+                apply_changed_hyperparameters(state.hyperparameters, hyperparameters, optimizer, scheduler,
+                                              fabric.print)
+                state.hyperparameters = hyperparameters
+                fabric.print(f"resumed from {resume_file.parent} at step {state.step} "
+                             f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+            trainer = Trainer(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train,
+                              epochs=epochs, out_dir=out_dir, train_set=train_set, val_set=val_set, accum=accum,
+                              total_steps=total_steps, state=state, lora=lora is not None, tokenizer=tokenizer,
+                              sample_prompt=sample_prompt(tokenizer, manifest, val_set), precision=precision)
+            try:
+                trainer.fit()
+            finally:
+                for logger in fabric.loggers:
+                    logger.finalize("success" if state.stop_reason else "failed")
+            return trainer.finish()
+
+
+@contextlib.contextmanager
+def _removed_if_it_fails_early(out_dir: Path) -> Iterator[None]:
+    """A run that fails before its first checkpoint leaves nothing behind in an out_dir it created (a folder holding
+    only lit_config.json would look like a result)."""
+    created = not out_dir.exists()
     try:
-        return _finetune(method, checkpoint_dir, data_dir, out_dir, train, lora, resume, hyperparameters, tokenizer,
-                         train_raw, test_raw, manifest)
+        yield
     except BaseException:
-        # a run that failed before its first checkpoint leaves nothing behind in an out_dir it created (a folder
-        # holding only lit_config.json would look like a result)
-        if new_out_dir and not (out_dir / CHECKPOINTS_DIR).exists() and out_dir.is_dir():
+        if created and out_dir.is_dir() and not (out_dir / CHECKPOINTS_DIR).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-
-
-def _finetune(method, checkpoint_dir: Path, data_dir: Path, out_dir: Path, train: TrainArgs,
-              lora: Optional[LoRAConfig], resume: Optional[str], hyperparameters: Optional[dict],
-              tokenizer: Tokenizer, train_raw: list, test_raw: list, manifest: dict) -> dict:
-    resume_file = find_resume_file(out_dir, resume)
-    precision = choose_precision(train.precision)
-    check_precision_for_device(precision, cuda=torch.cuda.is_available() and train.devices >= 1)
-    plugin = quantization_plugin(train.quantize, precision)
-    fabric = make_fabric(train, precision, plugin, out_dir)
-    accum = check_batch_split(train, fabric.world_size)
-    fabric.launch()
-
-    config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
-    train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
-                                                       train.override_max_seq_length, print=fabric.print)
-    if not len(val_set):
-        fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
-                     + (", so no early stopping" if train.early_stopping_patience is not None else "")
-                     + " and no best checkpoint (prepare with --test_split_fraction above 0 for them)")
-    hyperparameters = hyperparameters if hyperparameters is not None else flat_hyperparameters(train, lora)
-    if fabric.is_global_zero:
-        remove_unfinished_saves(out_dir)
-        write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
-    fabric.loggers[1].log_hyperparams(hyperparameters)  # TensorBoard (the CSV logger has no hyperparameters)
-    fabric.barrier()
-
-    cuda_devices = [fabric.device] if fabric.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):  # seeds below are the run's; the caller's RNG is restored
-        torch.manual_seed(train.seed)  # the LoRA init (identical on every rank)
-        # on the CPU; fabric.setup_module moves it to the device (and quantizes the base layers under --quantize)
-        model = load_model(checkpoint_dir, dtype=plugin.dtype if plugin is not None else param_dtype(precision))
-        if lora is not None:
-            lora.apply(model)
-            mark_only_lora_as_trainable(model)
-        model.gradient_checkpointing = train.gradient_checkpointing
-        if train.compile:
-            model.compile_blocks()
-        fabric.print(f"{method}: training {num_parameters(model, requires_grad=True):,} of "
-                     f"{num_parameters(model):,} parameters; precision {precision}"
-                     f"{', base quantized ' + train.quantize if train.quantize else ''}; {fabric.world_size} "
-                     f"device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
-        model = fabric.setup_module(model)
-        if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
-            mark_only_lora_as_trainable(model)
-        optimizer = fabric.setup_optimizers(make_optimizer(model, train.learning_rate, train.weight_decay))
-
-        steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
-        epochs, total_steps, warmup = schedule(train, steps_per_epoch, fabric.print)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
-
-        plan = TrainPlan(batch_size=train.batch_size, seed=train.seed, order=train.order, n_train=len(train_set),
-                         max_seq_length=max_seq_length, data_fingerprint=manifest.get("fingerprint"))
-        state = TrainState(plan=plan, hyperparameters=hyperparameters)
-        if resume_file is not None:
-            restore_checkpoint(fabric, resume_file, model, optimizer, scheduler, state, strict=lora is None)
-            apply_changed_hyperparameters(state.hyperparameters, hyperparameters, optimizer, scheduler, fabric.print)
-            state.hyperparameters = hyperparameters
-            fabric.print(f"resumed from {resume_file.parent} at step {state.step} "
-                         f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
-        trainer = Trainer(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train,
-                          epochs=epochs, out_dir=out_dir, train_set=train_set, val_set=val_set, accum=accum,
-                          total_steps=total_steps, state=state, lora=lora is not None, tokenizer=tokenizer,
-                          sample_prompt=sample_prompt(tokenizer, manifest, val_set), precision=precision)
-        try:
-            trainer.fit()
-        finally:
-            for logger in fabric.loggers:
-                logger.finalize("success" if state.stop_reason else "failed")
-        return trainer.finish()
 
 
 def make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path) -> L.Fabric:
