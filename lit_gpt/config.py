@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from lit_gpt.files import HF_CONFIG_FILE, LIT_CONFIG_FILE
+from lit_gpt.registry import configs, name_to_config, repo_to_config  # noqa: F401 (configs: re-exported)
 from lit_gpt.utils import UserError, atomic_write_text
 
 
@@ -15,7 +16,14 @@ class ConfigError(UserError, ValueError):
 
 
 POSITIVE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "n_query_groups", "head_size",
-                   "intermediate_size", "sliding_window")
+                   "intermediate_size", "sliding_window", "sliding_window_pattern", "attention_scores_scalar")
+ABOVE_ZERO_FIELDS = ("norm_eps", "rope_base", "rope_local_base", "attention_logit_softcapping",
+                     "final_logit_softcapping")
+# rope_scaling: the keys each scaled rotary variant needs (HF's names; longrope may also carry factor and
+# attention_factor, which default as transformers computes them)
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                     "longrope": ("short_factor", "long_factor", "original_max_position_embeddings")}
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")  # no default can be right for these
 
 
@@ -36,6 +44,8 @@ def _type_problem(value: Any, annotation: Any) -> Optional[str]:
         return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
     if annotation is str:
         return None if isinstance(value, str) else "must be a string"
+    if annotation is dict:
+        return None if isinstance(value, dict) else "must be an object"
     return None
 
 
@@ -59,11 +69,21 @@ class Config:
     lm_head_bias: bool = False
     norm_class_name: Literal["RMSNorm", "LayerNorm"] = "RMSNorm"
     norm_eps: float = 1e-5
-    mlp_class_name: Literal["LLaMAMLP", "GptNeoxMLP"] = "LLaMAMLP"
+    mlp_class_name: Literal["LLaMAMLP", "GemmaMLP", "GptNeoxMLP"] = "LLaMAMLP"  # SwiGLU, GeGLU (tanh), GELU
     intermediate_size: Optional[int] = None
     gelu_approximate: Literal["none", "tanh"] = "none"
     tie_embeddings: bool = False
-    sliding_window: Optional[int] = None  # Mistral v0.1 attends to at most this many past tokens
+    sliding_window: Optional[int] = None  # windowed layers attend to at most this many past tokens (Mistral v0.1)
+    sliding_window_pattern: int = 1  # every k-th layer attends globally, the others windowed; 1: all windowed
+    rope_scaling: Optional[dict] = None  # scaled rotary: {"rope_type": "llama3" | "linear" | "longrope", ...}
+    rope_local_base: Optional[float] = None  # rope base of the windowed layers, where it differs (Gemma 3)
+    norm_qk: bool = False  # RMSNorm over each head's queries and keys before RoPE (Qwen3, Gemma 3)
+    norm_unit_offset: bool = False  # RMSNorm scales by (1 + weight): Gemma stores the weights as offsets from 1
+    post_block_norms: bool = False  # also norm the attention and MLP outputs before adding them (Gemma 2/3)
+    scale_embeddings: bool = False  # token embeddings times sqrt(n_embd) (Gemma)
+    attention_scores_scalar: Optional[int] = None  # scores scaled by 1/sqrt(this), not 1/sqrt(head_size) (Gemma)
+    attention_logit_softcapping: Optional[float] = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
+    final_logit_softcapping: Optional[float] = None  # the same on the output logits (Gemma 2)
     architecture: str = "LlamaForCausalLM"  # the Hugging Face class this layout corresponds to
 
     def __post_init__(self):
@@ -74,9 +94,11 @@ class Config:
                 problem = "must be at least 1"
             if problem is not None:
                 raise ConfigError(f"{f.name} = {value!r}: {problem}")
-        if not 0 < self.rotary_percentage <= 1 or self.norm_eps <= 0 or self.rope_base <= 0:
-            raise ConfigError(f"rotary_percentage = {self.rotary_percentage!r} must be in (0, 1], norm_eps = "
-                              f"{self.norm_eps!r} and rope_base = {self.rope_base!r} above 0")
+        if not 0 < self.rotary_percentage <= 1:
+            raise ConfigError(f"rotary_percentage = {self.rotary_percentage!r}: must be in (0, 1]")
+        for name in ABOVE_ZERO_FIELDS:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: must be above 0")
         if self.n_query_groups is None:
             self.n_query_groups = self.n_head
         if self.head_size is None:
@@ -85,6 +107,24 @@ class Config:
             self.intermediate_size = 4 * self.n_embd
         if self.n_head % self.n_query_groups:
             raise ConfigError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type")
+            if kind not in ROPE_SCALING_KEYS:
+                raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: rope_type must be one of "
+                                  f"{', '.join(ROPE_SCALING_KEYS)}")
+            missing = [key for key in ROPE_SCALING_KEYS[kind] if key not in self.rope_scaling]
+            if missing:
+                raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: {kind} needs {', '.join(missing)}")
+            if kind == "longrope" and not (len(self.rope_scaling["short_factor"]) == len(
+                    self.rope_scaling["long_factor"]) == self.rope_n_elem // 2):
+                raise ConfigError(f"rope_scaling: longrope needs {self.rope_n_elem // 2} short and long factors "
+                                  "(one per rotary frequency)")
+
+    def is_windowed(self, layer: int) -> bool:
+        """Whether `layer` attends through the sliding window (Gemma: all but every sliding_window_pattern-th)."""
+        if self.sliding_window is None:
+            return False
+        return self.sliding_window_pattern == 1 or (layer + 1) % self.sliding_window_pattern != 0
 
     @property
     def rope_n_elem(self) -> int:
@@ -122,35 +162,62 @@ class Config:
     @classmethod
     def from_hf_config(cls, hf: dict, name: str = "") -> "Config":
         """Derive a Config from a Hugging Face `config.json` dict (community fine-tunes have arbitrary names)."""
+        source = name or "config.json"
         # some configs (e.g. GGUF exports) name only the model_type
         arch = (hf.get("architectures") or [MODEL_TYPE_TO_ARCHITECTURE.get(hf.get("model_type"), "")])[0]
+        if arch == "Gemma3ForConditionalGeneration":  # text + vision: the text model is ours, with its defaults
+            hf = {**GEMMA3_TEXT_DEFAULTS, **hf.get("text_config", {}), "architectures": ["Gemma3ForCausalLM"]}
+            arch = "Gemma3ForCausalLM"
         if arch not in MODEL_TYPE_TO_ARCHITECTURE.values():
-            supported = ", ".join(sorted(set(MODEL_TYPE_TO_ARCHITECTURE.values())))
-            raise UserError(f"{name or 'config.json'}: architecture {arch or '(none)'!r} is not supported; "
-                            f"supported: {supported}")
+            supported = ", ".join(sorted({*MODEL_TYPE_TO_ARCHITECTURE.values(), "Gemma3ForConditionalGeneration"}))
+            raise UserError(f"{source}: architecture {arch or '(none)'!r} is not supported; supported: {supported}")
         n_head = hf.get("num_attention_heads") or hf.get("n_head")
         n_embd = hf["hidden_size"]
-        rope_base, rope_partial = _hf_rope(hf, name)
-        # Falcon is the one family whose transformers class ties the embeddings when config.json does not say
-        tied = bool(hf.get("tie_word_embeddings", arch == "FalconForCausalLM"))
+        rope = _hf_rope(hf, source)
+        # Falcon is the one family whose transformers class ties the embeddings when config.json does not say;
+        # Gemma's classes tie by default too
+        tied = bool(hf.get("tie_word_embeddings", arch in ("FalconForCausalLM", "Gemma2ForCausalLM",
+                                                           "Gemma3ForCausalLM")))
         common = dict(name=name, architecture=arch, tie_embeddings=tied, vocab_size=hf["vocab_size"],
-                      n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=n_embd, rope_base=rope_base)
-        if arch in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
-            return cls(
+                      n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=n_embd, rope_base=rope.base,
+                      rope_scaling=rope.scaling)
+        if arch in LLAMA_LIKE:
+            llama_like = dict(
                 **common,
                 block_size=hf.get("max_position_embeddings", 4096),
                 n_query_groups=hf.get("num_key_value_heads") or n_head,
                 head_size=hf.get("head_dim") or n_embd // n_head,
+                rotary_percentage=rope.partial or 1.0,
                 norm_eps=hf.get("rms_norm_eps", 1e-6),
                 intermediate_size=hf["intermediate_size"],
                 attn_bias=arch == "Qwen2ForCausalLM" or bool(hf.get("attention_bias", False)),
-                sliding_window=hf.get("sliding_window") if arch == "MistralForCausalLM" else None,
+                norm_qk=arch in ("Qwen3ForCausalLM", "Gemma3ForCausalLM"),
+                **_hf_sliding_window(hf, arch, source),
             )
+            if arch not in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
+                return cls(**llama_like)
+            activation = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+            if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
+                raise UserError(f"{source}: hidden_activation {activation!r} is not supported for {arch} "
+                                "(gelu_pytorch_tanh only)")
+            return cls(
+                **llama_like,
+                mlp_class_name="GemmaMLP",
+                norm_unit_offset=True,
+                post_block_norms=True,
+                scale_embeddings=True,
+                rope_local_base=rope.local_base,
+                attention_scores_scalar=hf.get("query_pre_attn_scalar") or llama_like["head_size"],
+                attention_logit_softcapping=hf.get("attn_logit_softcapping"),
+                final_logit_softcapping=hf.get("final_logit_softcapping"),
+            )
+        if rope.scaling is not None:
+            raise UserError(f"{source}: rope scaling {rope.scaling['rope_type']!r} is not supported for {arch}")
         if arch == "GPTNeoXForCausalLM":
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
-                rotary_percentage=rope_partial or 1.0,
+                rotary_percentage=rope.partial or 1.0,
                 parallel_residual=hf.get("use_parallel_residual", True),
                 bias=True,
                 norm_class_name="LayerNorm",
@@ -163,7 +230,7 @@ class Config:
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
                 n_query_groups=hf.get("num_key_value_heads") or n_head,
-                rotary_percentage=rope_partial or 0.5,
+                rotary_percentage=rope.partial or 0.5,
                 parallel_residual=True,
                 shared_attention_norm=True,
                 bias=True,
@@ -176,7 +243,7 @@ class Config:
             )
         if arch == "FalconForCausalLM":
             if hf.get("new_decoder_architecture") or hf.get("alibi") or not hf.get("parallel_attn", True):
-                raise UserError(f"{name or 'config.json'}: only the Falcon-7B layout is supported (new_decoder_architecture, alibi are not)")
+                raise UserError(f"{source}: only the Falcon-7B layout is supported (new_decoder_architecture, alibi are not)")
             return cls(
                 **common,
                 block_size=hf.get("max_position_embeddings", 2048),
@@ -228,97 +295,75 @@ class Config:
 
 
 MODEL_TYPE_TO_ARCHITECTURE = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                              "gpt_neox": "GPTNeoXForCausalLM", "phi": "PhiForCausalLM", "falcon": "FalconForCausalLM"}
+                              "qwen3": "Qwen3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+                              "phi3": "Phi3ForCausalLM", "gpt_neox": "GPTNeoXForCausalLM", "phi": "PhiForCausalLM",
+                              "falcon": "FalconForCausalLM"}
+# RMSNorm + gated MLP + rotary on the whole head, in the Llama module layout (with switches for the differences)
+LLAMA_LIKE = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
+              "Gemma2ForCausalLM", "Gemma3ForCausalLM")
+# what Gemma3TextConfig assumes for a field the text_config of a Gemma3ForConditionalGeneration config.json leaves out
+GEMMA3_TEXT_DEFAULTS = dict(vocab_size=262208, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                            max_position_embeddings=131072, rms_norm_eps=1e-6, query_pre_attn_scalar=256,
+                            rope_theta=1000000.0, rope_local_base_freq=10000.0, sliding_window=4096,
+                            sliding_window_pattern=6, hidden_activation="gelu_pytorch_tanh")
 
 
-def _hf_rope(hf: dict, name: str) -> "tuple[float, Optional[float]]":
-    """(rope theta, partial rotary factor or None) from the transformers 4 top-level fields or transformers 5's
-    `rope_parameters`. Scaled variants (llama3, yarn, linear, dynamic) would silently give wrong logits: refused."""
-    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+@dataclass
+class HFRope:
+    base: float
+    partial: Optional[float] = None  # share of the head that rotates, when config.json says
+    scaling: Optional[dict] = None  # Config.rope_scaling
+    local_base: Optional[float] = None  # Gemma 3's windowed layers
+
+
+def _hf_rope(hf: dict, source: str) -> HFRope:
+    """Rotary settings from the transformers 4 fields (rope_theta, rope_scaling, ...) or transformers 5's
+    `rope_parameters` (per layer type for Gemma 3). Variants we do not implement (yarn, dynamic NTK) would silently
+    give wrong logits: refused."""
+    params = hf.get("rope_parameters") or {}
+    local = {}
+    if "full_attention" in params or "sliding_attention" in params:  # transformers 5 Gemma 3: one dict per layer type
+        params, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
+    params = {**(hf.get("rope_scaling") or {}), **params}
     rope_type = params.get("rope_type") or params.get("type") or "default"
-    if rope_type != "default":
-        raise UserError(f"{name or 'config.json'}: rope scaling {rope_type!r} is not supported (plain rotary only)")
-    theta = hf.get("rope_theta") or hf.get("rotary_emb_base") or params.get("rope_theta") or 10000.0
+    rope_type = {"su": "longrope"}.get(rope_type, rope_type)  # Phi-3's first name for longrope
+    theta = params.get("rope_theta") or hf.get("rope_theta") or hf.get("rotary_emb_base") or 10000.0
     partial = hf.get("partial_rotary_factor") or hf.get("rotary_pct") or params.get("partial_rotary_factor")
-    return float(theta), partial
+    local_base = local.get("rope_theta") or hf.get("rope_local_base_freq")
+    if local.get("rope_type", "default") != "default":
+        raise UserError(f"{source}: rope scaling {local['rope_type']!r} on the windowed layers is not supported")
+    scaling = None
+    if rope_type != "default":
+        if rope_type not in ROPE_SCALING_KEYS:
+            raise UserError(f"{source}: rope scaling {rope_type!r} is not supported (supported: plain, "
+                            f"{', '.join(ROPE_SCALING_KEYS)})")
+        if "original_max_position_embeddings" not in params and "original_max_position_embeddings" in hf:
+            params["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
+        optional = ("factor", "attention_factor") if rope_type == "longrope" else ()
+        scaling = {"rope_type": rope_type, **{k: params[k] for k in (*ROPE_SCALING_KEYS[rope_type], *optional)
+                                              if params.get(k) is not None}}
+    return HFRope(float(theta), partial, scaling, None if local_base is None else float(local_base))
 
 
-# ---- registry ------------------------------------------------------------------------------------------------------
-configs: list[dict] = []
-
-
-def _llama(name, repo, **kw):
-    configs.append(dict(name=name, hf_repo_id=repo, architecture="LlamaForCausalLM", **kw))
-
-
-for chat in ("", "-chat"):
-    _llama(f"Llama-2-7b{chat}-hf", f"meta-llama/Llama-2-7b{chat}-hf", block_size=4096, vocab_size=32000, n_layer=32,
-           n_head=32, n_embd=4096, intermediate_size=11008)
-    _llama(f"Llama-2-13b{chat}-hf", f"meta-llama/Llama-2-13b{chat}-hf", block_size=4096, vocab_size=32000, n_layer=40,
-           n_head=40, n_embd=5120, intermediate_size=13824)
-    _llama(f"Llama-2-70b{chat}-hf", f"meta-llama/Llama-2-70b{chat}-hf", block_size=4096, vocab_size=32000, n_layer=80,
-           n_head=64, n_embd=8192, n_query_groups=8, intermediate_size=28672)
-
-_mistral = dict(architecture="MistralForCausalLM", vocab_size=32000, n_layer=32, n_head=32, n_embd=4096,
-                n_query_groups=8, intermediate_size=14336)
-for name, repo in (("Mistral-7B-v0.1", "mistralai/Mistral-7B-v0.1"),
-                   ("Mistral-7B-Instruct-v0.1", "mistralai/Mistral-7B-Instruct-v0.1")):
-    configs.append(dict(name=name, hf_repo_id=repo, block_size=32768, sliding_window=4096, **_mistral))
-for name, repo in (("Mistral-7B-v0.2", "mistral-community/Mistral-7B-v0.2"),
-                   ("Mistral-7B-Instruct-v0.2", "mistralai/Mistral-7B-Instruct-v0.2")):
-    configs.append(dict(name=name, hf_repo_id=repo, block_size=32768, rope_base=1000000.0, **_mistral))
-
-# Pythia: (name, layers, heads, width, embedding rows)
-for size, n_layer, n_head, n_embd, vocab in (
-    ("14m", 6, 4, 128, 50304), ("31m", 6, 8, 256, 50304), ("70m", 6, 8, 512, 50304), ("160m", 12, 12, 768, 50304),
-    ("410m", 24, 16, 1024, 50304), ("1b", 16, 8, 2048, 50304), ("1.4b", 24, 16, 2048, 50304),
-    ("2.8b", 32, 32, 2560, 50304), ("6.9b", 32, 32, 4096, 50432), ("12b", 36, 40, 5120, 50688),
-):
-    configs.append(dict(
-        name=f"pythia-{size}", hf_repo_id=f"EleutherAI/pythia-{size}", architecture="GPTNeoXForCausalLM",
-        block_size=2048, vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, rotary_percentage=0.25,
-        parallel_residual=True, bias=True, norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP",
-        intermediate_size=4 * n_embd,
-    ))
-
-_phi = dict(architecture="PhiForCausalLM", block_size=2048, vocab_size=51200, parallel_residual=True,
-            shared_attention_norm=True, bias=True, lm_head_bias=True, norm_class_name="LayerNorm",
-            mlp_class_name="GptNeoxMLP", gelu_approximate="tanh")
-configs.append(dict(name="phi-2", hf_repo_id="microsoft/phi-2", n_layer=32, n_head=32, n_embd=2560,
-                    rotary_percentage=0.4, intermediate_size=10240, **_phi))
-configs.append(dict(name="phi-1_5", hf_repo_id="microsoft/phi-1_5", n_layer=24, n_head=32, n_embd=2048,
-                    rotary_percentage=0.5, intermediate_size=8192, **_phi))
-
-for name, repo in (("tiny-llama-1.1b", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"),
-                   ("tiny-llama-1.1b-chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0")):
-    _llama(name, repo, block_size=2048, vocab_size=32000, n_layer=22, n_head=32, n_embd=2048, n_query_groups=4,
-           intermediate_size=5632)
-
-for instruct in ("", "-Instruct"):
-    _llama(f"SmolLM2-135M{instruct}", f"HuggingFaceTB/SmolLM2-135M{instruct}", block_size=8192, vocab_size=49152,
-           n_layer=30, n_head=9, n_embd=576, n_query_groups=3, intermediate_size=1536, rope_base=100000.0,
-           tie_embeddings=True)
-    _llama(f"SmolLM2-360M{instruct}", f"HuggingFaceTB/SmolLM2-360M{instruct}", block_size=8192, vocab_size=49152,
-           n_layer=32, n_head=15, n_embd=960, n_query_groups=5, intermediate_size=2560, rope_base=100000.0,
-           tie_embeddings=True)
-    _llama(f"SmolLM2-1.7B{instruct}", f"HuggingFaceTB/SmolLM2-1.7B{instruct}", block_size=8192, vocab_size=49152,
-           n_layer=24, n_head=32, n_embd=2048, n_query_groups=32, intermediate_size=8192, rope_base=130000.0,
-           tie_embeddings=True)
-
-_qwen = dict(architecture="Qwen2ForCausalLM", block_size=32768, vocab_size=151936, rope_base=1000000.0,
-             attn_bias=True, norm_eps=1e-6, tie_embeddings=True)
-for instruct in ("", "-Instruct"):
-    configs.append(dict(name=f"Qwen2.5-0.5B{instruct}", hf_repo_id=f"Qwen/Qwen2.5-0.5B{instruct}", n_layer=24,
-                        n_head=14, n_embd=896, n_query_groups=2, intermediate_size=4864, **_qwen))
-    configs.append(dict(name=f"Qwen2.5-1.5B{instruct}", hf_repo_id=f"Qwen/Qwen2.5-1.5B{instruct}", n_layer=28,
-                        n_head=12, n_embd=1536, n_query_groups=2, intermediate_size=8960, **_qwen))
-
-configs.append(dict(
-    name="falcon-7b", hf_repo_id="tiiuae/falcon-7b", architecture="FalconForCausalLM", block_size=2048,
-    vocab_size=65024, n_layer=32, n_head=71, n_embd=4544, n_query_groups=1, parallel_residual=True,
-    shared_attention_norm=True, norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP", intermediate_size=18176,
-    tie_embeddings=True,  # FalconForCausalLM ties lm_head to the word embeddings
-))
-
-name_to_config = {c["name"]: c for c in configs}
-repo_to_config = {c["hf_repo_id"]: c for c in configs}
+def _hf_sliding_window(hf: dict, arch: str, source: str) -> dict:
+    """sliding_window and sliding_window_pattern from config.json. transformers 5 lists each layer's kind in
+    `layer_types`; transformers 4 had `sliding_window_pattern` (Gemma 3) or alternation (Gemma 2)."""
+    window = hf.get("sliding_window")
+    if arch in ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM") and not hf.get("use_sliding_window"):
+        window = None  # Qwen's configs name a window they do not use
+    if window is None:
+        return dict(sliding_window=None)
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM"):
+        raise UserError(f"{source}: use_sliding_window (windows on some layers only) is not supported for {arch}")
+    n_layer = hf["num_hidden_layers"]
+    default_pattern = {"Gemma2ForCausalLM": 2, "Gemma3ForCausalLM": hf.get("sliding_window_pattern", 6)}.get(arch, 1)
+    layer_types = hf.get("layer_types") or [
+        "full_attention" if default_pattern > 1 and (i + 1) % default_pattern == 0 else "sliding_attention"
+        for i in range(n_layer)]
+    windowed = [kind == "sliding_attention" for kind in layer_types]
+    if not any(windowed):
+        return dict(sliding_window=None)
+    for pattern in range(1, n_layer + 2):  # the period whose every k-th layer is global
+        if windowed == [pattern == 1 or (i + 1) % pattern != 0 for i in range(n_layer)]:
+            return dict(sliding_window=window, sliding_window_pattern=pattern)
+    raise UserError(f"{source}: layer_types {layer_types} do not repeat one windowed/global pattern; not supported")

@@ -1,9 +1,15 @@
-"""A decoder-only transformer in plain PyTorch that covers Llama, Mistral, Qwen2, SmolLM2, Pythia, Phi and Falcon.
+"""A decoder-only transformer in plain PyTorch that covers Llama 2/3, Mistral, Qwen2/3, SmolLM2, Gemma 2/3, Phi-2/3,
+Pythia and Falcon.
 
 Every family is one set of switches on `Config`: grouped-query attention (`n_query_groups`), partial rotary
-embeddings (`rotary_percentage`), RMSNorm or LayerNorm, SwiGLU or GELU MLP, parallel residual with one or two norms,
-biases, tied embeddings. Rotary embeddings use the "rotate half" layout of the Hugging Face checkpoints.
+embeddings (`rotary_percentage`) and scaled ones (`rope_scaling`: Llama 3.1's bands, linear, Phi-3's longrope),
+RMSNorm or LayerNorm (Gemma's scales by 1 + weight), per-head q/k norms (Qwen3, Gemma 3), SwiGLU, GeGLU or GELU MLP,
+norms after attention and MLP too (Gemma), parallel residual with one or two norms, biases, tied embeddings, sliding
+windows on all layers (Mistral) or on all but every k-th (Gemma, with their own rope base), soft-capped scores and
+logits (Gemma 2). Rotary embeddings use the "rotate half" layout of the Hugging Face checkpoints.
 """
+
+import math
 
 from typing import Optional
 
@@ -68,28 +74,38 @@ class GPT(nn.Module):
                 raise ValueError(f"sequence of {T} tokens is longer than the model's block_size {self.config.block_size}")
         else:
             pos = input_pos
-        cos, sin = rope_cos_sin(pos, self.config.rope_n_elem, self.config.rope_base, dtype=self.wte.weight.dtype)
-        mask = self._attention_mask(pos, T, input_pos is not None)
+        # (cos, sin, mask) of global and of windowed layers: each block takes the one of its kind
+        rope = rope_cos_sin(pos, self.config, dtype=self.wte.weight.dtype)
+        local_rope = rope if self.config.rope_local_base is None else rope_cos_sin(
+            pos, self.config, dtype=self.wte.weight.dtype, local=True)
+        cached = input_pos is not None
+        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None)),
+                 True: (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window))}
 
         x = self.wte(idx)
+        if self.config.scale_embeddings:  # Gemma; the factor rounded to the model's dtype, as its reference does
+            x = x * torch.tensor(self.config.n_embd ** 0.5, dtype=x.dtype)
         blocks = self.compiled_blocks if self.compiled_blocks is not None and input_pos is None else self.blocks
-        for block in blocks:
+        for i, block in enumerate(blocks):
+            cos, sin, mask = kinds[self.config.is_windowed(i)]
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, cos, sin, mask, input_pos, use_reentrant=False)
             else:
                 x = block(x, cos, sin, mask, input_pos)
         x = self.ln_f(x)
+        softcap = self.config.final_logit_softcapping
         if targets is not None:
             trained = targets != -100
-            return linear_cross_entropy(x[trained], self.lm_head, targets[trained])
+            return linear_cross_entropy(x[trained], self.lm_head, targets[trained], softcap)
         if output_mask is not None:
             x = x[output_mask]
-        return self.lm_head(x)
+        logits = self.lm_head(x)
+        return logits if softcap is None else softcap * torch.tanh(logits / softcap)
 
-    def _attention_mask(self, pos: torch.Tensor, T: int, cached: bool) -> Optional[torch.Tensor]:
+    @staticmethod
+    def _attention_mask(pos: torch.Tensor, T: int, cached: bool, window: Optional[int]) -> Optional[torch.Tensor]:
         """None means plain causal attention (SDPA's fast path). A bool mask (True = attend) is built for KV-cached
-        steps, which attend over the cache up to the newest position, and for sliding-window models past the window."""
-        window = self.config.sliding_window
+        steps, which attend over the cache up to the newest position, and for windowed layers past the window."""
         if not cached and (window is None or T <= window):
             return None
         keys = torch.arange(int(pos.max()) + 1 if cached else T, device=pos.device)
@@ -123,17 +139,20 @@ class Block(nn.Module):
         self.norm_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
         self.norm_2 = None if config.shared_attention_norm else make_norm(config)
-        self.mlp = LLaMAMLP(config) if config.mlp_class_name == "LLaMAMLP" else GptNeoxMLP(config)
+        self.mlp = {"LLaMAMLP": LLaMAMLP, "GemmaMLP": GemmaMLP, "GptNeoxMLP": GptNeoxMLP}[config.mlp_class_name](config)
+        # Gemma norms each branch's output too, before it joins the residual stream
+        self.post_attention_norm = make_norm(config) if config.post_block_norms else nn.Identity()
+        self.post_mlp_norm = make_norm(config) if config.post_block_norms else nn.Identity()
         self.parallel_residual = config.parallel_residual
 
     def forward(self, x, cos, sin, mask=None, input_pos=None):
         n_1 = self.norm_1(x)
-        h = self.attn(n_1, cos, sin, mask, input_pos)
+        h = self.post_attention_norm(self.attn(n_1, cos, sin, mask, input_pos))
         if self.parallel_residual:  # x + attn(norm(x)) + mlp(norm(x)): GPT-NeoX, Phi, Falcon
             n_2 = n_1 if self.norm_2 is None else self.norm_2(x)
             return x + h + self.mlp(n_2)
         x = x + h
-        return x + self.mlp(self.norm_2(x))
+        return x + self.post_mlp_norm(self.mlp(self.norm_2(x)))
 
 
 class CausalSelfAttention(nn.Module):
@@ -144,14 +163,19 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(config.n_embd, config.n_query_groups * hs, bias=qkv_bias)
         self.v = nn.Linear(config.n_embd, config.n_query_groups * hs, bias=qkv_bias)
         self.proj = nn.Linear(config.n_head * hs, config.n_embd, bias=config.bias)
+        # Qwen3 and Gemma 3 normalize each head's queries and keys (over head_size) before RoPE
+        self.norm_q = RMSNorm(hs, config.norm_eps, config.norm_unit_offset) if config.norm_qk else nn.Identity()
+        self.norm_k = RMSNorm(hs, config.norm_eps, config.norm_unit_offset) if config.norm_qk else nn.Identity()
         self.n_head, self.n_query_groups, self.head_size = config.n_head, config.n_query_groups, hs
         self.rope_n_elem = config.rope_n_elem
+        self.scale = (config.attention_scores_scalar or hs) ** -0.5
+        self.softcap = config.attention_logit_softcapping
         self.kv_cache: Optional[KVCache] = None
 
     def forward(self, x, cos, sin, mask=None, input_pos=None):
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, n_head, T, hs)
-        k = self.k(x).view(B, T, self.n_query_groups, self.head_size).transpose(1, 2)  # (B, n_groups, T, hs)
+        q = self.norm_q(self.q(x).view(B, T, self.n_head, self.head_size)).transpose(1, 2)  # (B, n_head, T, hs)
+        k = self.norm_k(self.k(x).view(B, T, self.n_query_groups, self.head_size)).transpose(1, 2)  # (B, n_groups, T, hs)
         v = self.v(x).view(B, T, self.n_query_groups, self.head_size).transpose(1, 2)
         q = apply_rope(q, cos, sin, self.rope_n_elem)
         k = apply_rope(k, cos, sin, self.rope_n_elem)
@@ -159,10 +183,26 @@ class CausalSelfAttention(nn.Module):
             if self.kv_cache is None:
                 raise RuntimeError("input_pos given but no KV cache: call model.set_kv_cache() first")
             k, v = self.kv_cache(input_pos, k, v, mask.shape[-1])
-        # each group of n_head // n_query_groups query heads shares one key/value head
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           enable_gqa=self.n_query_groups != self.n_head)
+        if self.softcap is None:
+            # each group of n_head // n_query_groups query heads shares one key/value head
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
+                                               enable_gqa=self.n_query_groups != self.n_head)
+        else:
+            y = softcapped_attention(q, k, v, mask, self.scale, self.softcap)
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
+
+
+def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.Tensor:
+    """Attention with Gemma 2's capped scores, cap * tanh(scores / cap): SDPA cannot transform the scores, so this is
+    the textbook computation. q (B, n_head, T, hs), k/v (B, n_groups, S, hs), mask (T, S) bool or None (causal)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)
+    scores = softcap * torch.tanh(scores / softcap)
+    if mask is None:
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
 class KVCache(nn.Module):
@@ -194,6 +234,13 @@ class LLaMAMLP(nn.Module):
         return self.proj(F.silu(self.fc_1(x)) * self.fc_2(x))
 
 
+class GemmaMLP(LLaMAMLP):
+    """GeGLU: proj(gelu_tanh(fc_1(x)) * fc_2(x)), Gemma's gated MLP."""
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc_1(x), approximate="tanh") * self.fc_2(x))
+
+
 class GptNeoxMLP(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -206,32 +253,73 @@ class GptNeoxMLP(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """Normalizes in float32 and casts back before the weight, as the Llama reference does."""
+    """Normalizes in float32. Llama casts back before the weight; Gemma (unit_offset) scales by 1 + weight in float32
+    and casts after, and starts its weights at 0."""
 
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, size: int, eps: float, unit_offset: bool = False) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(size) if unit_offset else torch.ones(size))
+        self.eps, self.unit_offset = eps, unit_offset
 
     def forward(self, x):
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            return (x * (1.0 + self.weight.float())).to(dtype)
         return self.weight * x.to(dtype)
 
 
 def make_norm(config: Config) -> nn.Module:
     if config.norm_class_name == "RMSNorm":
-        return RMSNorm(config.n_embd, config.norm_eps)
+        return RMSNorm(config.n_embd, config.norm_eps, config.norm_unit_offset)
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps)
 
 
-def rope_cos_sin(pos: torch.Tensor, n_elem: int, base: float, dtype: torch.dtype):
-    """cos/sin tables (T, n_elem) for positions `pos`, computed in float32 then cast (as the HF models do)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, n_elem, 2, device=pos.device, dtype=torch.float32) / n_elem))
+def inverse_frequencies(n_elem: int, base: float, scaling: Optional[dict] = None, positions: int = 0,
+                        block_size: int = 0, device=None) -> "tuple[torch.Tensor, float]":
+    """RoPE's per-pair frequencies (n_elem / 2,) in float32, and the factor cos/sin are multiplied by.
+
+    scaling stretches them for longer contexts: "linear" divides all by `factor`; "llama3" (3.1+) divides the
+    low frequencies (wavelengths above original_context / low_freq_factor) by `factor`, keeps the high ones (below
+    original_context / high_freq_factor) and blends in between; "longrope" (Phi-3) divides each frequency by its own
+    factor, the short list while `positions` fit in the original context and the long one beyond, and scales
+    cos/sin by sqrt(1 + ln(factor) / ln(original_context)) with factor = block_size / original context."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, n_elem, 2, device=device, dtype=torch.float32) / n_elem))
+    kind = (scaling or {}).get("rope_type")
+    if kind is None:
+        return inv_freq, 1.0
+    if kind == "linear":
+        return inv_freq / scaling["factor"], 1.0
+    original = scaling["original_max_position_embeddings"]
+    if kind == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (original / wavelen - low) / (high - low)  # 0 at the low-frequency edge, 1 at the high one
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        scaled = torch.where(wavelen > original / low, inv_freq / factor, blended)
+        return torch.where(wavelen < original / high, inv_freq, scaled), 1.0
+    assert kind == "longrope", kind
+    factors = scaling["long_factor"] if positions > original else scaling["short_factor"]
+    inv_freq = inv_freq / torch.tensor(factors, device=device, dtype=torch.float32)
+    factor = scaling.get("factor") or block_size / original
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    return inv_freq, attention
+
+
+def rope_cos_sin(pos: torch.Tensor, config: Config, dtype: torch.dtype, local: bool = False):
+    """cos/sin tables (T, rope_n_elem) for positions `pos`, computed in float32 then cast (as the HF models do).
+    local: the windowed layers' tables (Gemma 3: their own base, no scaling)."""
+    if local:
+        inv_freq, attention = inverse_frequencies(config.rope_n_elem, config.rope_local_base, device=pos.device)
+    else:
+        inv_freq, attention = inverse_frequencies(config.rope_n_elem, config.rope_base, config.rope_scaling,
+                                                  int(pos.max()) + 1, config.block_size, pos.device)
     freqs = torch.outer(pos.float(), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    return (emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_elem: int) -> torch.Tensor:
@@ -249,7 +337,7 @@ def flops_per_token(config: Config, seq_len: int) -> float:
     """Forward+backward matmul FLOPs per token (6 x params in matmuls + attention), for MFU reports."""
     hs, d = config.head_size, config.n_embd
     attn_params = d * hs * (config.n_head * 2 + config.n_query_groups * 2)
-    n_mlp = 3 if config.mlp_class_name == "LLaMAMLP" else 2
+    n_mlp = 2 if config.mlp_class_name == "GptNeoxMLP" else 3
     mlp_params = n_mlp * d * config.intermediate_size
     matmul_params = config.n_layer * (attn_params + mlp_params) + d * config.vocab_size
     attn_flops = config.n_layer * 2 * 2 * config.n_head * hs * seq_len / 2  # causal QK^T and AV, half the square

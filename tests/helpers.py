@@ -369,6 +369,31 @@ HF_CONFIGS = {
                                                     bias=False),
     "falcon-mha-bias": lambda: transformers.FalconConfig(**SMALL, hidden_size=32, num_attention_heads=4,
                                                          multi_query=False, bias=True),
+    # rope scaling bites only on low frequencies and past the original context: a base of 5e5 and an original
+    # context of 4 put most of the 8 frequencies in the stretched or blended bands
+    "llama3-scaled-tied": lambda: transformers.LlamaConfig(
+        **SMALL, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        tie_word_embeddings=True, rope_theta=5e5, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                                                   high_freq_factor=4.0, original_max_position_embeddings=4)),
+    "qwen3-tied": lambda: transformers.Qwen3Config(**SMALL, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                                                   num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                                                   rope_theta=1e6),
+    # soft-caps low enough to bend the scores and logits of random weights; a score scale that is not 1/sqrt(head)
+    "gemma2-softcap": lambda: transformers.Gemma2Config(
+        **SMALL, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=10.0),
+    # windowed, windowed, global with their own rope bases; the global layers' frequencies stretched (linear)
+    "gemma3-window": lambda: transformers.Gemma3TextConfig(
+        **{**SMALL, "num_hidden_layers": 3}, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}),
+    # fused qkv/gate_up, partial rotary (6 of 8 dims), longrope past an original context of 8 (TOKENS has 12)
+    "phi3-longrope": lambda: transformers.Phi3Config(
+        **SMALL, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+        partial_rotary_factor=0.75, original_max_position_embeddings=8, sliding_window=5, pad_token_id=0,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.5, 2.0], "long_factor": [2.0, 4.0, 8.0]}),
 }
 TOKENS = torch.tensor([[5, 17, 3, 90, 41, 41, 8, 66, 2, 30, 11, 72], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
 

@@ -11,8 +11,8 @@ from lit_gpt.config import Config, configs, name_to_config
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 
-SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPTNeoXForCausalLM", "PhiForCausalLM",
-             "FalconForCausalLM"}
+SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM",
+             "Gemma3ForCausalLM", "Phi3ForCausalLM", "GPTNeoXForCausalLM", "PhiForCausalLM", "FalconForCausalLM"}
 # parameter counts the model cards / transformers report (tied embeddings counted once)
 KNOWN_PARAMETERS = {
     "pythia-70m": 70_426_624,
@@ -24,6 +24,16 @@ KNOWN_PARAMETERS = {
     "Qwen2.5-0.5B": 494_032_768,
     "phi-2": 2_779_683_840,
     "falcon-7b": 6_921_720_704,
+    "Meta-Llama-3-8B": 8_030_261_248,
+    "Llama-3.2-1B": 1_235_814_400,
+    "Qwen3-0.6B": 596_049_920,
+    "Qwen3-8B": 8_190_735_360,
+    "gemma-2-2b": 2_614_341_888,
+    "gemma-2-9b": 9_241_705_984,
+    "gemma-3-270m": 268_098_176,
+    "gemma-3-1b-it": 999_885_952,
+    "Phi-3-mini-4k-instruct": 3_821_079_552,
+    "Mistral-7B-v0.3": 7_248_023_552,
 }
 
 # the architecture fields of real config.json files on the Hub (as transformers 4 wrote them)
@@ -56,6 +66,49 @@ REAL_HF_CONFIGS = {
                   "hidden_size": 4544, "layer_norm_epsilon": 1e-05, "multi_query": True,
                   "new_decoder_architecture": False, "num_attention_heads": 71, "num_hidden_layers": 32,
                   "parallel_attn": True, "vocab_size": 65024},
+    "Llama-3.2-1B": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "head_dim": 64, "hidden_size": 2048,
+                     "intermediate_size": 8192, "max_position_embeddings": 131072, "num_attention_heads": 32,
+                     "num_hidden_layers": 16, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+                     "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+                     "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256},
+    "Qwen3-0.6B": {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "attention_bias": False, "head_dim": 128,
+                   "hidden_size": 1024, "intermediate_size": 3072, "max_position_embeddings": 40960,
+                   "max_window_layers": 28, "num_attention_heads": 16, "num_hidden_layers": 28,
+                   "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+                   "sliding_window": None, "tie_word_embeddings": True, "use_sliding_window": False,
+                   "vocab_size": 151936},
+    "gemma-2-2b": {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "attn_logit_softcapping": 50.0,
+                   "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+                   "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "intermediate_size": 9216,
+                   "max_position_embeddings": 8192, "num_attention_heads": 8, "num_hidden_layers": 26,
+                   "num_key_value_heads": 4, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+                   "rope_theta": 10000.0, "sliding_window": 4096, "vocab_size": 256000},
+    "gemma-3-270m": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "head_dim": 256,
+                     "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 640, "intermediate_size": 2048,
+                     "layer_types": ["sliding_attention"] * 5 + ["full_attention"] + ["sliding_attention"] * 5
+                     + ["full_attention"] + ["sliding_attention"] * 5 + ["full_attention"],
+                     "max_position_embeddings": 32768, "num_attention_heads": 4, "num_hidden_layers": 18,
+                     "num_key_value_heads": 1, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+                     "rope_local_base_freq": 10000.0, "rope_scaling": None, "rope_theta": 1000000.0,
+                     "sliding_window": 512, "vocab_size": 262144},
+    # text + vision: the text_config lists only what differs from Gemma3TextConfig's defaults
+    "gemma-3-4b-it": {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+                      "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                                      "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                                      "sliding_window": 1024},
+                      "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"}},
+    "Phi-3-mini-4k-instruct": {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
+                               "hidden_size": 3072, "intermediate_size": 8192, "max_position_embeddings": 4096,
+                               "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+                               "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_scaling": None,
+                               "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False,
+                               "vocab_size": 32064},
+    "Mistral-7B-v0.3": {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,
+                        "intermediate_size": 14336, "max_position_embeddings": 32768, "num_attention_heads": 32,
+                        "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+                        "rope_theta": 1000000.0, "sliding_window": None, "tie_word_embeddings": False,
+                        "vocab_size": 32768},
 }
 
 
@@ -139,9 +192,15 @@ def test_unknown_architecture_and_scaled_rope_are_user_errors():
         Config.from_hf_config({"architectures": ["MambaForCausalLM"]}, name="mamba")
     with pytest.raises(UserError, match="architecture '\\(none\\)' is not supported"):
         Config.from_hf_config({})
-    llama3 = {**REAL_HF_CONFIGS["Llama-2-7b-hf"], "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
-    with pytest.raises(UserError, match="rope scaling 'llama3' is not supported"):
-        Config.from_hf_config(llama3, name="llama3")
+    yarn = {**REAL_HF_CONFIGS["Llama-2-7b-hf"], "rope_scaling": {"rope_type": "yarn", "factor": 8.0}}
+    with pytest.raises(UserError, match="rope scaling 'yarn' is not supported"):
+        Config.from_hf_config(yarn, name="yarn")
+    incomplete = {**REAL_HF_CONFIGS["Llama-2-7b-hf"], "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
+    with pytest.raises(UserError, match="llama3 needs low_freq_factor, high_freq_factor, original_max_position"):
+        Config.from_hf_config(incomplete, name="llama3")
+    irregular = {**REAL_HF_CONFIGS["gemma-3-270m"], "layer_types": ["full_attention"] + ["sliding_attention"] * 17}
+    with pytest.raises(UserError, match="do not repeat one windowed/global pattern"):
+        Config.from_hf_config(irregular, name="gemma")
     with pytest.raises(UserError, match="only the Falcon-7B layout"):
         Config.from_hf_config({**REAL_HF_CONFIGS["falcon-7b"], "new_decoder_architecture": True})
 

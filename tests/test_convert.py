@@ -91,3 +91,29 @@ def test_config_that_does_not_fit_the_weights_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"mlp.fc.weight has shape \(96, 64\), the config expects \(80, 64\)"):
         convert_hf_checkpoint(checkpoint_dir)
     assert not (checkpoint_dir / "lit_model.pth").exists() and not (checkpoint_dir / "lit_config.json").exists()
+
+
+@pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model."])
+def test_text_part_of_a_gemma3_text_and_vision_checkpoint(prefix, tmp_path):
+    """Gemma 3 4B+ ship as Gemma3ForConditionalGeneration: the text model under a prefix (as published:
+    language_model.model.*; as transformers 5 saves: model.language_model.*) next to a vision tower. The text part
+    converts; the vision weights are left out."""
+    from safetensors.torch import save_file
+
+    hf_model = random_hf_model("gemma3-window")
+    checkpoint_dir = tmp_path / "gemma-3-vision"
+    checkpoint_dir.mkdir()
+    weights = {prefix + name.removeprefix("model."): t.contiguous() for name, t in hf_model.state_dict().items()
+               if name != "lm_head.weight"}
+    weights["vision_tower.vision_model.embeddings.patch_embedding.weight"] = torch.zeros(4, 3, 2, 2)
+    weights["multi_modal_projector.mm_input_projection_weight"] = torch.zeros(4, 32)
+    save_file(weights, str(checkpoint_dir / "model.safetensors"))
+    text_config = {k: v for k, v in hf_model.config.to_dict().items() if k != "architectures"}
+    (checkpoint_dir / "config.json").write_text(json.dumps(
+        {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text_config,
+         "vision_config": {"model_type": "siglip_vision_model"}}))
+    convert_hf_checkpoint(checkpoint_dir)
+    ours = load_model(checkpoint_dir).eval()
+    assert ours.config.architecture == "Gemma3ForCausalLM" and ours.config.sliding_window_pattern == 3
+    with torch.no_grad():
+        assert_same_logits(ours(TOKENS), hf_logits(hf_model))

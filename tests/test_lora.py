@@ -234,3 +234,29 @@ def test_lora_recorder_detects_full_weight_gradients():
     with RecordAllocations(storages) as recorder:
         masked_head_loss(model, input_ids, input_ids).backward()
     assert any(shape in weight_shapes for _, shape in recorder.outputs)
+
+
+@pytest.mark.parametrize("family", ["phi3-longrope", "gemma3-window"])
+def test_lora_on_projections_fused_in_hf_merges_into_the_exported_checkpoint(family):
+    """Phi-3 stores q/k/v and gate/up as one matrix each: LoRA trains our split ones, the export stacks the merged
+    weights back. transformers' model with the exported weights gives the LoRA model's logits."""
+    pytest.importorskip("transformers")
+    from helpers import TOKENS, random_hf_model
+    from lit_gpt.config import Config
+    from lit_gpt.convert import hf_state_dict_to_lit, lit_to_hf
+
+    hf_model = random_hf_model(family)
+    config = Config.from_hf_config(hf_model.config.to_dict(), name=family)
+    model = GPT(config).eval()
+    model.load_state_dict(hf_state_dict_to_lit(hf_model.state_dict(), config))
+    with torch.no_grad():
+        base_logits = model(TOKENS)
+    LoRAConfig(r=2, alpha=4, targets=("query", "key", "value", "projection", "mlp")).apply(model)
+    randomize_lora(model)
+    model.eval()
+    with torch.no_grad():
+        expected = model(TOKENS)
+        hf_model.load_state_dict(lit_to_hf(merge_lora_weights(model), config), strict=not config.tie_embeddings)
+        got = hf_model(TOKENS).logits
+    assert (expected - base_logits).abs().max() > 0.1  # the update moves the logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

@@ -6,10 +6,11 @@ compiled blocks (speed tricks of the training step) change no loss or gradient."
 import pytest
 import torch
 
-from helpers import (assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
+from helpers import (HF_CONFIGS, assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
                      random_examples, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert import hf_state_dict_to_lit
+from lit_gpt.infer.sampling import generate, rope_refill_position
 from lit_gpt.model import GPT
 from lit_gpt.train.dataset import TrainingSet
 
@@ -20,6 +21,16 @@ FAMILY_SWITCHES = {
     "falcon-mqa": dict(n_query_groups=1, parallel_residual=True, shared_attention_norm=True,
                        norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP"),
     "mistral-window": dict(sliding_window=3),
+    "gemma3-window-pattern": dict(sliding_window=3, sliding_window_pattern=2, rope_local_base=500.0, norm_qk=True,
+                                  norm_unit_offset=True, post_block_norms=True, scale_embeddings=True,
+                                  mlp_class_name="GemmaMLP", attention_scores_scalar=12,
+                                  rope_scaling=dict(rope_type="linear", factor=4.0)),
+    "gemma2-softcap": dict(sliding_window=4, sliding_window_pattern=2, attention_logit_softcapping=2.0,
+                           final_logit_softcapping=5.0, norm_unit_offset=True, post_block_norms=True),
+    # within the original context (crossing it switches every position's factors: a full forward then differs from
+    # the cache's earlier keys, in transformers as here; test_greedy_decoding_equals_transformers_generate crosses it)
+    "phi3-longrope-partial": dict(rotary_percentage=0.5, rope_scaling=dict(
+        rope_type="longrope", short_factor=[1.0, 2.0], long_factor=[3.0, 5.0], original_max_position_embeddings=64)),
 }
 
 
@@ -81,11 +92,15 @@ HF_GENERATE_CASES = {
 }
 
 
-@pytest.mark.parametrize("family", list(HF_GENERATE_CASES))
+# from helpers.HF_CONFIGS: window 4 (Gemma) and original context 8 (Phi-3 longrope) are passed during generation
+NEW_FAMILIES = ["llama3-scaled-tied", "qwen3-tied", "gemma2-softcap", "gemma3-window", "phi3-longrope"]
+
+
+@pytest.mark.parametrize("family", list(HF_GENERATE_CASES) + NEW_FAMILIES)
 def test_greedy_decoding_equals_transformers_generate(family):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    hf_config = HF_GENERATE_CASES[family](transformers)
+    hf_config = HF_GENERATE_CASES[family](transformers) if family in HF_GENERATE_CASES else HF_CONFIGS[family]()
     hf_model = transformers.AutoModelForCausalLM.from_config(hf_config).eval()
     with torch.no_grad():
         for name, p in hf_model.named_parameters():
@@ -94,12 +109,15 @@ def test_greedy_decoding_equals_transformers_generate(family):
     model = GPT(config).eval()
     model.load_state_dict(hf_state_dict_to_lit(hf_model.state_dict(), config))
 
-    prompt = torch.tensor([[7, 99, 4, 23, 56, 1]])
+    prompt = torch.tensor([[7, 99, 4, 23, 56, 1]]) % hf_config.vocab_size
     ids, _ = greedy_kv_cache(model, prompt, 16)
+    new_ids = generate(model, prompt[0], 16, temperature=0.0)  # the library's loop (refills the cache for longrope)
     expected = hf_model.generate(prompt, max_new_tokens=16, do_sample=False, attention_mask=torch.ones_like(prompt),
                                  pad_token_id=0, eos_token_id=None)
-    assert len(set(ids[0, 6:].tolist())) > 3  # not a degenerate repeat of one token
-    assert torch.equal(ids, expected)
+    assert len(set(new_ids.tolist())) > 3  # not a degenerate repeat of one token
+    assert torch.equal(new_ids, expected[0, 6:])
+    if rope_refill_position(config) is None:
+        assert torch.equal(ids, expected)
 
 
 @torch.no_grad()

@@ -58,6 +58,13 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def rope_refill_position(config) -> Optional[int]:
+    """The position whose token makes longrope (Phi-3) switch from its short to its long frequency factors for the
+    whole sequence; generation recomputes the KV cache there, as transformers' Phi-3 does. None for other models."""
+    scaling = config.rope_scaling or {}
+    return scaling["original_max_position_embeddings"] if scaling.get("rope_type") == "longrope" else None
+
+
 @torch.inference_mode()
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -84,6 +91,7 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, tempe
     if max_new_tokens <= 0:
         return torch.tensor(new_ids, dtype=torch.long, device=device)
 
+    refill_at = rope_refill_position(config)
     model.set_kv_cache(batch_size=1, max_seq_length=prompt_len + max_new_tokens, device=device)
     try:
         logits = model(prompt_ids.view(1, -1), input_pos=torch.arange(prompt_len, device=device))[0, -1]
@@ -96,8 +104,12 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, tempe
             if stream is not None:
                 stream(token_id)
             if step + 1 < max_new_tokens:  # the last token's logits would be thrown away
-                position = torch.tensor([prompt_len + step], device=device)
-                logits = model(token.view(1, 1), input_pos=position)[0, -1]
+                position = prompt_len + step
+                if position == refill_at:  # every cached key was rotated with the frequencies that just changed
+                    ids = torch.cat((prompt_ids, torch.tensor(new_ids, device=device)))
+                    logits = model(ids.view(1, -1), input_pos=torch.arange(position + 1, device=device))[0, -1]
+                else:
+                    logits = model(token.view(1, 1), input_pos=torch.tensor([position], device=device))[0, -1]
     finally:
         model.clear_kv_cache()
     return torch.tensor(new_ids, dtype=torch.long, device=device)
