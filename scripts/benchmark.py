@@ -226,6 +226,12 @@ def run_ours(spec: dict) -> dict:
                          {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
 
 
+def _is_windowed(config: dict, layer: int) -> bool:
+    """lit_gpt.config.Config.is_windowed on the config as a dict (LitGPT's venv has no lit_gpt)."""
+    pattern = config["sliding_window_pattern"]
+    return config["sliding_window"] is not None and (pattern == 1 or (layer + 1) % pattern != 0)
+
+
 def run_litgpt(spec: dict) -> dict:
     """LitGPT's GPT and LoRA classes in a minimal loop over the same micro-batch tensors (runs in LitGPT's venv)."""
     from importlib.metadata import version
@@ -242,8 +248,23 @@ def run_litgpt(spec: dict) -> dict:
     start = time.perf_counter()
     ours = spec["config"]
     lora = spec["lora"] if spec["method"] == "lora" else {"r": 0, "alpha": 1, "dropout": 0.0, "targets": []}
+    windowed = [_is_windowed(ours, i) for i in range(ours["n_layer"])]
+    gemma = dict(  # LitGPT's spelling of the Gemma switches (its RMSNorm adds the unit offset for "Gemma" names)
+        scale_embeddings=ours["scale_embeddings"], attention_scores_scalar=ours["attention_scores_scalar"],
+        post_attention_norm=ours["post_block_norms"], post_mlp_norm=ours["post_block_norms"], norm_qk=ours["norm_qk"],
+        attention_logit_softcapping=ours["attention_logit_softcapping"],
+        final_logit_softcapping=ours["final_logit_softcapping"],
+        sliding_window_indices=[int(w) for w in windowed] if ours["sliding_window"] else None)
+    if ours["rope_local_base"] is not None:
+        gemma.update(rope_local_base_freq=ours["rope_local_base"], rope_indices=[int(w) for w in windowed])
+    if ours["rope_scaling"] is not None:
+        raise SystemExit("the LitGPT baseline here maps plain rotary embeddings only (set rope_scaling to null)")
+    name = ours["name"].replace("gemma", "Gemma")  # LitGPT picks the (1 + weight) RMSNorm by a "Gemma" name
+    if ours["norm_unit_offset"] != ("Gemma" in name):
+        name = f"Gemma ({name})" if ours["norm_unit_offset"] else name.replace("Gemma", "G")
     config = Config(
-        name=ours["name"], block_size=ours["block_size"], vocab_size=ours["vocab_size"],
+        **gemma,
+        name=name, block_size=ours["block_size"], vocab_size=ours["vocab_size"],
         padded_vocab_size=ours["vocab_size"], n_layer=ours["n_layer"], n_head=ours["n_head"], n_embd=ours["n_embd"],
         n_query_groups=ours["n_query_groups"], head_size=ours["head_size"],
         rotary_percentage=ours["rotary_percentage"], rope_base=int(ours["rope_base"]),
