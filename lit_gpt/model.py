@@ -60,13 +60,17 @@ class GPT(nn.Module):
         input_pos: Optional[torch.Tensor] = None,
         output_mask: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
+        left_pad: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """idx: (B, T) token ids. input_pos: (T,) positions to write into the KV cache (generation), else 0..T-1.
         output_mask: (B, T) bool; when given, only those positions go through the LM head and logits are (N, vocab):
         training never spends the head's large matmul on prompt or padding positions.
         targets: (B, T) next-token ids, -100 where nothing is trained; when given, returns the summed cross-entropy
         over the trained positions (float32 scalar) instead of logits, via `linear_cross_entropy`: the head runs on
-        those positions only and their (N, vocab) logits never exist all at once (training's memory peak)."""
+        those positions only and their (N, vocab) logits never exist all at once (training's memory peak).
+        left_pad: (B,) batched generation of prompts of different lengths, left-padded: row b's first left_pad[b]
+        slots are padding. Its tokens then get positions from 0 (rotary embeddings see what a batch of one sees) and
+        no query attends to its padding keys."""
         B, T = idx.shape
         if input_pos is None:
             pos = torch.arange(T, device=idx.device)
@@ -75,12 +79,13 @@ class GPT(nn.Module):
         else:
             pos = input_pos
         # (cos, sin, mask) of global and of windowed layers: each block takes the one of its kind
-        rope = rope_cos_sin(pos, self.config, dtype=self.wte.weight.dtype)
+        rope_pos = pos if left_pad is None else (pos[None, :] - left_pad[:, None]).clamp(min=0)  # (T,) or (B, T)
+        rope = rope_cos_sin(rope_pos, self.config, dtype=self.wte.weight.dtype)
         local_rope = rope if self.config.rope_local_base is None else rope_cos_sin(
-            pos, self.config, dtype=self.wte.weight.dtype, local=True)
+            rope_pos, self.config, dtype=self.wte.weight.dtype, local=True)
         cached = input_pos is not None
-        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None)),
-                 True: (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window))}
+        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad)),
+                 True: (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad))}
 
         x = self.wte(idx)
         if self.config.scale_embeddings:  # Gemma; the factor rounded to the model's dtype, as its reference does
@@ -103,16 +108,23 @@ class GPT(nn.Module):
         return logits if softcap is None else softcap * torch.tanh(logits / softcap)
 
     @staticmethod
-    def _attention_mask(pos: torch.Tensor, T: int, cached: bool, window: Optional[int]) -> Optional[torch.Tensor]:
-        """None means plain causal attention (SDPA's fast path). A bool mask (True = attend) is built for KV-cached
-        steps, which attend over the cache up to the newest position, and for windowed layers past the window."""
-        if not cached and (window is None or T <= window):
+    def _attention_mask(pos: torch.Tensor, T: int, cached: bool, window: Optional[int],
+                        left_pad: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """None means plain causal attention (SDPA's fast path). A bool mask (True = attend), (T, S), is built for
+        KV-cached steps, which attend over the cache up to the newest position, and for windowed layers past the
+        window; (B, 1, T, S) with left padding, whose keys no query attends to."""
+        if not cached and (window is None or T <= window) and left_pad is None:
             return None
         keys = torch.arange(int(pos.max()) + 1 if cached else T, device=pos.device)
         mask = keys[None, :] <= pos[:, None]
         if window is not None:
             mask &= (pos[:, None] - keys[None, :]) < window
-        return mask
+        if left_pad is None:
+            return mask
+        mask = mask[None] & (keys[None, None, :] >= left_pad[:, None, None])  # (B, T, S)
+        # a padding slot attends to itself only: its output is never used, but a row of -inf would softmax to NaN
+        mask |= keys[None, None, :] == pos[None, :, None]
+        return mask[:, None]
 
     def set_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None,
                      device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
@@ -122,6 +134,12 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.kv_cache = KVCache(batch_size, self.config.n_query_groups, max_seq_length,
                                           self.config.head_size, device, dtype)
+
+    def keep_kv_cache_rows(self, rows: torch.Tensor) -> None:
+        """Keeps only these batch rows of every KV cache (batched generation drops the rows that finished)."""
+        for block in self.blocks:
+            cache = block.attn.kv_cache
+            cache.k, cache.v = cache.k[rows], cache.v[rows]
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -317,9 +335,12 @@ def rope_cos_sin(pos: torch.Tensor, config: Config, dtype: torch.dtype, local: b
     else:
         inv_freq, attention = inverse_frequencies(config.rope_n_elem, config.rope_base, config.rope_scaling,
                                                   int(pos.max()) + 1, config.block_size, pos.device)
-    freqs = torch.outer(pos.float(), inv_freq)
+    freqs = pos.float()[..., None] * inv_freq  # (T, n_elem / 2), or (B, T, ...) for per-row positions
     emb = torch.cat((freqs, freqs), dim=-1)
-    return (emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)
+    cos, sin = (emb.cos() * attention).to(dtype), (emb.sin() * attention).to(dtype)
+    if pos.ndim == 2:  # (B, 1, T, n_elem): broadcast over the heads of (B, n_head, T, hs)
+        cos, sin = cos[:, None], sin[:, None]
+    return cos, sin
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_elem: int) -> torch.Tensor:

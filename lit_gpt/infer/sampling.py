@@ -6,7 +6,7 @@ the answer at a stop string of the prompt style; `stream_answer` puts the three 
 """
 
 import sys
-from typing import Callable, Iterable, Optional, TextIO, Union
+from typing import Callable, Iterable, Optional, Sequence, TextIO, Union
 
 
 import torch
@@ -60,7 +60,8 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def rope_refill_position(config) -> Optional[int]:
     """The position whose token makes longrope (Phi-3) switch from its short to its long frequency factors for the
-    whole sequence; generation recomputes the KV cache there, as transformers' Phi-3 does. None for other models."""
+    whole sequence; generation recomputes the KV cache there, as transformers' Phi-3 does. None for other models.
+    In a batch, the factors follow the longest row (the positions' maximum), as in a transformers batch."""
     scaling = config.rope_scaling or {}
     return scaling["original_max_position_embeddings"] if scaling.get("rope_type") == "longrope" else None
 
@@ -73,46 +74,88 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, tempe
     """Samples up to `max_new_tokens` tokens after `prompt_ids` (1D) and returns them (1D, without the prompt).
 
     Generation stops at the first token in `eos_id`; that token is neither returned nor streamed. `stream` is
-    called with each new token id as soon as it is sampled. The KV cache is sized to prompt + max_new_tokens and
-    freed at the end."""
+    called with each new token id as soon as it is sampled. A batch of one of `generate_batch`."""
     if prompt_ids.ndim != 1 or prompt_ids.numel() == 0:
         raise ValueError(f"prompt_ids must be a non-empty 1D tensor, got shape {tuple(prompt_ids.shape)}")
-    prompt_len, config = prompt_ids.numel(), model.config
-    if prompt_len + max_new_tokens > config.block_size:
-        raise UserError(f"the prompt has {prompt_len} tokens; with --max_new_tokens {max_new_tokens} that exceeds "
+    new_ids = generate_batch(model, [prompt_ids], max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             eos_id=eos_id, generator=generator,
+                             stream=None if stream is None else lambda row, token: stream(token))[0]
+    return torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
+
+
+@torch.inference_mode()
+def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: int, *, temperature: float = 1.0,
+                   top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   eos_id: Union[int, Iterable[int], None] = None,
+                   stop: Optional[Callable[[int, list], bool]] = None,
+                   stream: Optional[Callable[[int, int], None]] = None,
+                   generator: Optional[torch.Generator] = None) -> "list[list[int]]":
+    """The new token ids of each prompt (1D tensors of any lengths), generated together with one KV cache.
+
+    The prompts are left-padded to the longest: every row's last prompt token sits in the same slot, so one token
+    per row is fed at each step. The model gives each row positions from 0 and masks its padding
+    (`GPT.forward(left_pad=...)`), so a row's greedy tokens are those of the prompt alone. A row ends at a token in
+    `eos_id` (not returned), when `stop(row, its ids so far)` says so (e.g. a stop string), or after
+    max_new_tokens; finished rows leave the batch (and the KV cache), so the rest runs as a smaller batch. `stream`
+    gets (row, token id) as each is sampled. Sampling with a seeded `generator` is reproducible for the same batch;
+    greedy (temperature 0) does not depend on the batch at all (up to float rounding of the batched matmuls)."""
+    if not prompts or any(p.ndim != 1 or p.numel() == 0 for p in prompts):
+        raise ValueError("prompts must be non-empty 1D tensors")
+    config, device = model.config, prompts[0].device
+    lengths = [p.numel() for p in prompts]
+    longest = max(lengths)
+    if longest + max_new_tokens > config.block_size:
+        raise UserError(f"the prompt has {longest} tokens; with --max_new_tokens {max_new_tokens} that exceeds "
                         f"the model's context of {config.block_size} tokens; shorten the prompt or lower "
                         "--max_new_tokens")
-    if int(prompt_ids.max()) >= config.vocab_size:
-        raise UserError(f"the prompt has token id {int(prompt_ids.max())} but the model's vocabulary has "
+    top_id = max(int(p.max()) for p in prompts)
+    if top_id >= config.vocab_size:
+        raise UserError(f"the prompt has token id {top_id} but the model's vocabulary has "
                         f"{config.vocab_size} entries; the tokenizer files do not belong to this checkpoint")
     stop_ids = set([eos_id] if isinstance(eos_id, int) else eos_id or [])
-    device = prompt_ids.device
-    new_ids: list[int] = []
+    new_ids: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens <= 0:
-        return torch.tensor(new_ids, dtype=torch.long, device=device)
+        return new_ids
 
+    batch = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)  # the padding id never matters
+    for row, p in enumerate(prompts):
+        batch[row, longest - p.numel():] = p
+    left_pad = torch.tensor([longest - n for n in lengths], device=device)
     refill_at = rope_refill_position(config)
-    model.set_kv_cache(batch_size=1, max_seq_length=prompt_len + max_new_tokens, device=device)
+    rows = list(range(len(prompts)))  # which prompt each batch row is
+    model.set_kv_cache(batch_size=len(prompts), max_seq_length=longest + max_new_tokens, device=device)
     try:
-        logits = model(prompt_ids.view(1, -1), input_pos=torch.arange(prompt_len, device=device))[0, -1]
+        logits = model(batch, input_pos=torch.arange(longest, device=device),
+                       left_pad=left_pad if left_pad.any() else None)[:, -1]
         for step in range(max_new_tokens):
-            token = sample(logits, temperature, top_k, top_p, generator)
-            token_id = int(token)
-            if token_id in stop_ids:
+            tokens = sample(logits, temperature, top_k, top_p, generator)  # (rows, 1)
+            keep = []
+            for i, row in enumerate(rows):
+                token_id = int(tokens[i])
+                if token_id in stop_ids:
+                    continue
+                new_ids[row].append(token_id)
+                if stream is not None:
+                    stream(row, token_id)
+                if stop is None or not stop(row, new_ids[row]):
+                    keep.append(i)
+            if not keep or step + 1 == max_new_tokens:  # the last token's logits would be thrown away
                 break
-            new_ids.append(token_id)
-            if stream is not None:
-                stream(token_id)
-            if step + 1 < max_new_tokens:  # the last token's logits would be thrown away
-                position = prompt_len + step
-                if position == refill_at:  # every cached key was rotated with the frequencies that just changed
-                    ids = torch.cat((prompt_ids, torch.tensor(new_ids, device=device)))
-                    logits = model(ids.view(1, -1), input_pos=torch.arange(position + 1, device=device))[0, -1]
-                else:
-                    logits = model(token.view(1, 1), input_pos=torch.tensor([position], device=device))[0, -1]
+            batch = torch.cat((batch, tokens), dim=1)
+            if len(keep) < len(rows):
+                kept = torch.tensor(keep, device=device)
+                model.keep_kv_cache_rows(kept)
+                batch, tokens, left_pad = batch[kept], tokens[kept], left_pad[kept]
+                rows = [rows[i] for i in keep]
+            slot = longest + step
+            pad = left_pad if left_pad.any() else None
+            if slot == refill_at:  # longrope switched its factors: every cached key was rotated with the old ones
+                logits = model(batch, input_pos=torch.arange(slot + 1, device=device), left_pad=pad)[:, -1]
+            else:
+                logits = model(tokens, input_pos=torch.tensor([slot], device=device), left_pad=pad)[:, -1]
     finally:
         model.clear_kv_cache()
-    return torch.tensor(new_ids, dtype=torch.long, device=device)
+    return new_ids
 
 
 class TextStreamer:

