@@ -507,3 +507,15 @@ def fill_disk(disk: Path) -> None:
                 f.write(b"\0" * 4096)
         except OSError:
             pass
+
+
+def memoize_gguf_parsing(monkeypatch) -> None:
+    """Speed only, results unchanged: transformers parses a GGUF file with gguf.GGUFReader once for the config, once
+    for the weights and once per tokenizer, each time under another spelling of its path ('./x.gguf', 'x.gguf'),
+    and rebuilds gguf's pure tensor-name table once per module of the model. One parse per real path, one table."""
+    import functools
+
+    parse = functools.lru_cache(gguf.GGUFReader)
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path, *args, **kwargs: parse(os.path.realpath(path), *args,
+                                                                                    **kwargs))
+    monkeypatch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(gguf.get_tensor_name_map))
