@@ -3,8 +3,10 @@
     python generate/base.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \\
         --prompt "What is the capital of France?" --temperature 0
 
-The prompt is wrapped in the checkpoint's prompt style (prompt_style.json, else its chat template); generation
-stops at the tokenizer's stop ids and the style's stop strings.
+The prompt is wrapped in the checkpoint's prompt style (prompt_style.json, else its chat template) or the one
+--prompt_style names; `--prompt_style plain` continues the raw text (BOS, where the tokenizer uses one, then the
+prompt exactly as given: --prompt $'Q: What is the capital of France?\\nA:'). Generation stops at the tokenizer's
+stop ids and the style's stop strings.
 Timings go to stderr, so stdout holds only the generated text.
 """
 

@@ -1,116 +1,38 @@
 """Prompt styles: how a conversation becomes the text a model is trained on and prompted with.
 
-One registry (`get_prompt_style`) holds the plain instruction templates (`alpaca`, `plain`, `phi-2`) and the chat
-formats of the instruct models in the config registry (Llama-2-chat, Mistral-Instruct, ChatML for Qwen2.5 and
-SmolLM2, Zephyr/TinyLlama-chat). Each style renders a conversation into text segments flagged "trained" (the
-assistant's answers with their end-of-turn token) or not; the data pipeline (`lit_gpt.data.tokenize`) tokenizes the segments
-and masks the untrained ones. The rendered text follows each model's own chat template character for character.
+One registry (`get_prompt_style`) holds the plain instruction templates defined here (`alpaca`, `plain`, `phi-2`)
+and the chat formats of the instruct models in the config registry (`lit_gpt.chat_formats`: Llama-2-chat, Llama 3 and
+3.1-3.3, Mistral-Instruct v0.1/v0.2 and v0.3, ChatML for Qwen2.5 and SmolLM2, Qwen3, Gemma 2/3, Phi-3, Phi-3.5,
+Phi-4-mini, Zephyr/TinyLlama-chat). Each style renders a conversation into text segments flagged "trained" (the
+assistant's answers with their end-of-turn token) or not; the data pipeline (`lit_gpt.data.tokenize`) tokenizes the
+segments and masks the untrained ones. The rendered text follows each model's own chat template character for
+character.
 
 A conversation is a list of {"role": "system" | "user" | "assistant", "content": str} messages: an optional system
 message first, then user and assistant strictly alternating. A user message may also carry an "input" (the extra
 context of an Alpaca-style row): styles with a slot for it (alpaca) use it, the others append it to the instruction.
 """
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Optional, Union
 
+from lit_gpt.chat_formats import (ChatML, Gemma, Llama2Chat, Llama3, Llama31, MistralInstruct, MistralInstructV3,
+                                  Phi3, Phi4Mini, Phi35, Qwen3, Qwen25, SmolLM2, Zephyr)
 from lit_gpt.config import name_to_config
 from lit_gpt.files import LIT_CONFIG_FILE, PROMPT_STYLE_FILE
+from lit_gpt.prompt_base import (BOS, EOS, PromptStyle, Segment, Special, split_conversation, user_text,
+                                 with_system)
 from lit_gpt.utils import UserError, atomic_write_text
 
-
-
-class Special(str):
-    """A segment that is one special token rather than text to tokenize.
-
-    kind "bos"/"eos": whatever BOS/EOS token the model's tokenizer has (the string is only a display name; Alpaca on
-    Llama-2 ends answers with </s>, on Pythia with <|endoftext|>). kind None: the token spelled by the string (e.g.
-    "<|im_end|>"); a tokenizer without such a token gets the string as plain text.
-    """
-
-    kind: Optional[str]
-
-    def __new__(cls, text: str, kind: Optional[str] = None) -> "Special":
-        obj = super().__new__(cls, text)
-        obj.kind = kind
-        return obj
-
-    def __reduce__(self):
-        return Special, (str(self), self.kind)
-
-
-BOS = Special("<s>", "bos")
-EOS = Special("</s>", "eos")
-
-Segment = tuple[str, bool]  # (text or Special, trained)
-
-
-class PromptStyle:
-    """Base class. Subclasses implement `render`; `prompt` (the text before the answer) follows from it."""
-
-    name: str = ""
-    stop_strings: tuple[str, ...] = ()  # text that ends an answer besides the tokenizer's stop ids
-
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> list[Segment]:
-        """The conversation as text segments; True marks what the model is trained to produce (assistant answers
-        including their end-of-turn token). add_generation_prompt appends the header an answer starts after."""
-        raise NotImplementedError
-
-    def prompt(self, instruction: str, input: str = "") -> str:
-        """The text a model sees before its answer to one instruction, for generation. Special tokens appear as text
-        (tokenizers with such tokens parse them); BOS is left to the tokenizer. SentencePiece tokenizers do not parse
-        special-token text: use `lit_gpt.data.tokenize.encode_prompt` to get ids for any tokenizer."""
-        segments = self.render([{"role": "user", "content": instruction, "input": input}], add_generation_prompt=True)
-        if segments and isinstance(segments[0][0], Special) and segments[0][0].kind == "bos":
-            segments = segments[1:]
-        return "".join(text for text, _ in segments)
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of how this style renders a probe conversation: prepared data records it, so a changed template
-        invalidates data prepared with the old one."""
-        probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U1", "input": "I"},
-                 {"role": "assistant", "content": "A1"}, {"role": "user", "content": "U2"},
-                 {"role": "assistant", "content": "A2"}]
-        rendered = [[str(t), getattr(t, "kind", "text"), trained] for t, trained in self.render(probe)]
-        rendered += [[str(t), getattr(t, "kind", "text"), trained] for t, trained in self.render(probe[1:3])]
-        return hashlib.sha256(json.dumps([self.name, rendered]).encode()).hexdigest()[:16]
-
-    def __repr__(self) -> str:
-        return f"PromptStyle({self.name!r})"
-
-
-# ---- conversation helpers ----------------------------------------------------------------------------------------
-def split_conversation(messages: list[dict]) -> tuple[Optional[str], list[tuple[dict, Optional[dict]]]]:
-    """(system text or None, [(user message, assistant message or None), ...]); raises ValueError on a conversation
-    that does not alternate user/assistant after an optional leading system message."""
-    messages = list(messages)
-    system = None
-    if messages and messages[0].get("role") == "system":
-        system = messages.pop(0)["content"]
-    turns = []
-    for i in range(0, len(messages), 2):
-        user = messages[i]
-        assistant = messages[i + 1] if i + 1 < len(messages) else None
-        if user.get("role") != "user" or (assistant is not None and assistant.get("role") != "assistant"):
-            roles = [m.get("role") for m in messages]
-            raise ValueError(f"roles must alternate user/assistant after an optional system message, got {roles}")
-        turns.append((user, assistant))
-    return system, turns
-
-
-def user_text(message: dict) -> str:
-    """The instruction with its input appended, for styles without a separate input slot."""
-    extra = message.get("input") or ""
-    return f"{message['content']}\n\n{extra}" if extra else message["content"]
-
-
-def _with_system(system: Optional[str], text: str) -> str:
-    """Styles without a system slot put the system text before the first instruction."""
-    return f"{system}\n\n{text}" if system else text
+__all__ = [  # the styles and their parts, importable from here
+    "BOS", "EOS", "PromptStyle", "Segment", "Special", "split_conversation", "user_text", "with_system",
+    "Alpaca", "Plain", "Phi2", "ChatML", "Gemma", "Llama2Chat", "Llama3", "Llama31", "MistralInstruct",
+    "MistralInstructV3", "Phi3", "Phi35", "Phi4Mini", "Qwen3", "Qwen25", "SmolLM2", "Zephyr",
+    "prompt_styles", "get_prompt_style", "style_from_chat_template", "style_from_model_name", "default_prompt_style",
+    "save_prompt_style", "load_prompt_style",
+]
 
 
 # ---- plain instruction templates -------------------------------------------------------------------------------
@@ -147,7 +69,9 @@ class Alpaca(PromptStyle):
 
 
 class Plain(PromptStyle):
-    """The instruction, a newline, the answer: for base models without any template."""
+    """No template (Lit-GPT's `default`): the prompt is the instruction exactly as given and the answer follows it
+    directly, then EOS; a generation prompt is the raw text, continued as it is. Data for it carries its own
+    separators (an instruction "Q: ...\\nA:" and an answer " Paris.")."""
 
     name = "plain"
 
@@ -155,8 +79,7 @@ class Plain(PromptStyle):
         system, turns = split_conversation(messages)
         segments: list[Segment] = []
         for i, (user, assistant) in enumerate(turns):
-            text = _with_system(system, user_text(user)) if i == 0 else user_text(user)
-            segments.append((("\n" if i else "") + text + "\n", False))
+            segments.append((with_system(system, user_text(user)) if i == 0 else user_text(user), False))
             if assistant is not None:
                 segments += [(assistant["content"], True), (EOS, True)]
         return segments
@@ -172,121 +95,40 @@ class Phi2(PromptStyle):
         system, turns = split_conversation(messages)
         segments: list[Segment] = []
         for i, (user, assistant) in enumerate(turns):
-            text = _with_system(system, user_text(user)) if i == 0 else user_text(user)
+            text = with_system(system, user_text(user)) if i == 0 else user_text(user)
             segments.append((("\n" if i else "") + f"Instruct: {text}\nOutput:", False))
             if assistant is not None:
                 segments += [(" " + assistant["content"], True), (EOS, True)]
         return segments
 
 
-# ---- chat formats ------------------------------------------------------------------------------------------------
-class Llama2Chat(PromptStyle):
-    """Llama-2-chat: every exchange is `<s>[INST] user [/INST] answer </s>`, the system prompt wrapped in <<SYS>> inside
-    the first user turn; message texts are stripped, as in Meta's template."""
-
-    name = "llama2-chat"
-
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        segments: list[Segment] = []
-        for i, (user, assistant) in enumerate(turns):
-            content = user_text(user)
-            if i == 0 and system:
-                content = f"<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
-            segments += [(BOS, False), (f"[INST] {content.strip()} [/INST]", False)]
-            if assistant is not None:
-                segments += [(f" {assistant['content'].strip()} ", True), (EOS, True)]
-        return segments
-
-
-class MistralInstruct(PromptStyle):
-    """Mistral-7B-Instruct v0.1/v0.2: one BOS, then `[INST] user [/INST]answer</s>` per exchange. The format has no
-    system slot: a system message goes before the first instruction."""
-
-    name = "mistral-instruct"
-
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        segments: list[Segment] = [(BOS, False)]
-        for i, (user, assistant) in enumerate(turns):
-            content = _with_system(system, user_text(user)) if i == 0 else user_text(user)
-            segments.append((f"[INST] {content} [/INST]", False))
-            if assistant is not None:
-                segments += [(assistant["content"], True), (EOS, True)]
-        return segments
-
-
-IM_START = Special("<|im_start|>")
-IM_END = Special("<|im_end|>")
-
-
-class ChatML(PromptStyle):
-    """`<|im_start|>role\\ncontent<|im_end|>\\n` per message. default_system is used when the conversation has no system
-    message (Qwen2.5 and SmolLM2 templates insert one; plain ChatML does not)."""
-
-    name = "chatml"
-    default_system: Optional[str] = None
-    stop_strings = ("<|im_end|>",)
-
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        system = system if system is not None else self.default_system
-        segments: list[Segment] = []
-        if system is not None:
-            segments += [(IM_START, False), (f"system\n{system}", False), (IM_END, False), ("\n", False)]
-        for user, assistant in turns:
-            segments += [(IM_START, False), (f"user\n{user_text(user)}", False), (IM_END, False), ("\n", False)]
-            if assistant is not None:
-                segments += [(IM_START, False), ("assistant\n", False), (assistant["content"], True), (IM_END, True),
-                             ("\n", False)]
-        if add_generation_prompt:
-            segments += [(IM_START, False), ("assistant\n", False)]
-        return segments
-
-
-class Qwen25(ChatML):
-    name = "qwen2.5"
-    default_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-
-
-class SmolLM2(ChatML):
-    name = "smollm2"
-    default_system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-class Zephyr(PromptStyle):
-    """Zephyr / TinyLlama-chat: `<|role|>\\ncontent</s>\\n` per message, </s> being the model's EOS."""
-
-    name = "zephyr"
-    stop_strings = ("<|user|>",)
-
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        segments: list[Segment] = []
-        if system is not None:
-            segments += [(f"<|system|>\n{system}", False), (EOS, False), ("\n", False)]
-        for user, assistant in turns:
-            segments += [(f"<|user|>\n{user_text(user)}", False), (EOS, False), ("\n", False)]
-            if assistant is not None:
-                segments += [("<|assistant|>\n", False), (assistant["content"], True), (EOS, True), ("\n", False)]
-        if add_generation_prompt:
-            segments.append(("<|assistant|>\n", False))
-        return segments
-
-
 # ---- registry ----------------------------------------------------------------------------------------------------
 prompt_styles: dict[str, PromptStyle] = {s.name: s for s in (
-    Alpaca(), Plain(), Phi2(), Llama2Chat(), MistralInstruct(), ChatML(), Qwen25(), SmolLM2(), Zephyr())}
+    Alpaca(), Plain(), Phi2(), Llama2Chat(), Llama3(), Llama31(), MistralInstruct(), MistralInstructV3(), ChatML(),
+    Qwen25(), Qwen3(), SmolLM2(), Gemma(), Phi3(), Phi35(), Phi4Mini(), Zephyr())}
 ALIASES = {"llama-2-chat": "llama2-chat", "mistral": "mistral-instruct", "tinyllama-chat": "zephyr",
-           "tiny-llama-chat": "zephyr", "qwen": "qwen2.5", "phi2": "phi-2", "default": "plain"}
+           "tiny-llama-chat": "zephyr", "qwen": "qwen2.5", "phi2": "phi-2", "default": "plain",
+           "llama-3": "llama3", "llama-3.1": "llama3.1", "llama3.2": "llama3.1", "llama-3.2": "llama3.1",
+           "llama3.3": "llama3.1", "llama-3.3": "llama3.1", "mistral-v0.3": "mistral-instruct-v0.3",
+           "gemma2": "gemma", "gemma-2": "gemma", "gemma3": "gemma", "gemma-3": "gemma", "phi3": "phi-3",
+           "phi3.5": "phi-3.5", "phi4-mini": "phi-4-mini"}
 
-# instruct models of the config registry -> their chat format (case-insensitive regex on the model name)
+# instruct models of the config registry -> their chat format (case-insensitive regex on the model name; the first
+# match wins). Base models (Qwen3-0.6B-Base, gemma-2-2b, ...) match none and get alpaca.
 MODEL_NAME_STYLES = (
     (r"llama-2-\d+b-chat", "llama2-chat"),
+    (r"meta-llama-3-\d+b-instruct", "llama3"),
+    (r"llama-3\.[123]-\d+b-instruct", "llama3.1"),
+    (r"mistral-7b-instruct-v0\.3", "mistral-instruct-v0.3"),
     (r"mistral-7b-instruct", "mistral-instruct"),
     (r"tiny-?llama.*chat|zephyr", "zephyr"),
     (r"smollm2-.*instruct", "smollm2"),
     (r"qwen2\.5-.*instruct", "qwen2.5"),
+    (r"(^|/)qwen3-[\d.]+b$", "qwen3"),
+    (r"(^|/)gemma-[23]-[\d.]+[mb]-it$", "gemma"),
+    (r"(^|/)phi-3-mini-(4k|128k)-instruct$", "phi-3"),
+    (r"(^|/)phi-3\.5-mini-instruct$", "phi-3.5"),
+    (r"(^|/)phi-4-mini-instruct$", "phi-4-mini"),
     (r"(^|/)phi-2$", "phi-2"),
 )
 
@@ -301,19 +143,30 @@ def get_prompt_style(name: Union[str, PromptStyle]) -> PromptStyle:
 
 
 def style_from_chat_template(template: Optional[str]) -> Optional[str]:
-    """Name of the style a Hugging Face chat template renders, or None when none of ours matches."""
+    """Name of the style a Hugging Face chat template renders, or None when none of ours matches (judged by each
+    family's distinctive markers)."""
     if not template:
         return None
     if "<|im_start|>" in template:
+        if "<think>" in template and "enable_thinking" in template:
+            return "qwen3"
         if "You are Qwen" in template:
             return "qwen2.5"
         if "SmolLM" in template:
             return "smollm2"
         return "chatml"
+    if "<|start_header_id|>" in template:
+        return "llama3.1" if "Cutting Knowledge Date" in template else "llama3"
+    if "<start_of_turn>" in template:
+        return "gemma"
+    if "<|assistant|>" in template and "<|end|>" in template:
+        if "<|tool|>" in template:
+            return "phi-4-mini"
+        return "phi-3.5" if "'system' and message['content']" in template else "phi-3"
     if "<<SYS>>" in template:
         return "llama2-chat"
     if "[INST]" in template:
-        return "mistral-instruct"
+        return "mistral-instruct" if " [/INST]" in template else "mistral-instruct-v0.3"
     if "<|user|>" in template and "<|assistant|>" in template:
         return "zephyr"
     return None

@@ -13,6 +13,10 @@ import torch
 
 from lit_gpt.utils import UserError
 
+# the special tokens that end an answer in the chat formats of lit_gpt.prompts (each style's `end_tokens`; a test
+# keeps the two in step): generation stops at whichever of them the vocabulary has
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
 
 class Tokenizer:
     def __init__(self, checkpoint_dir: "str | Path") -> None:
@@ -33,7 +37,9 @@ class Tokenizer:
             except Exception as e:
                 raise UserError(f"{self.model_file}: not a SentencePiece model ({e})") from None
             self.vocab_size = self.processor.vocab_size()
-        elif (checkpoint_dir / "tokenizer.json").is_file():
+        if (checkpoint_dir / "tokenizer.json").is_file() and (
+                not (checkpoint_dir / "tokenizer.model").is_file() or self._lacks_added_tokens(config)):
+            # tokenizer.json alone, or it holds tokens tokenizer.model does not (Phi-3's <|user|>, <|end|>, ...)
             from tokenizers import Tokenizer as HFTokenizer
 
             self.backend = "huggingface"
@@ -46,7 +52,7 @@ class Tokenizer:
             self.processor.no_truncation()
             self.processor.no_padding()
             self.vocab_size = self.processor.get_vocab_size(with_added_tokens=True)
-        else:
+        elif not (checkpoint_dir / "tokenizer.model").is_file():
             raise UserError(f"{checkpoint_dir}: no tokenizer.model or tokenizer.json; "
                             "download the tokenizer with `python scripts/download.py --repo_id ORG/NAME --tokenizer_only`")
 
@@ -55,12 +61,21 @@ class Tokenizer:
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
         config_eos = self._special_id(config.get("eos_token"), None)
         self.eos_id = config_eos if config_eos is not None else (eos_ids[0] if eos_ids else None)
-        # every id that ends a generated answer: the configured EOS plus generation_config's extra ones
-        self.stop_ids = list(dict.fromkeys([i for i in [self.eos_id, *eos_ids] if i is not None]))
+        # every id that ends a generated answer: the configured EOS, generation_config's extra ones and the
+        # end-of-turn token of the chat formats this vocabulary has (a checkpoint whose generation_config.json
+        # lists only <|endoftext|> still stops at <|end|>)
+        end_of_turn = [self.token_to_id(token) for token in END_OF_TURN_TOKENS]
+        self.stop_ids = list(dict.fromkeys([i for i in [self.eos_id, *eos_ids, *end_of_turn] if i is not None]))
         self.use_bos = self._uses_bos(config)
         self.chat_template = config.get("chat_template")
         if self.chat_template is None and (checkpoint_dir / "chat_template.jinja").is_file():
             self.chat_template = (checkpoint_dir / "chat_template.jinja").read_text()
+
+    def _lacks_added_tokens(self, config: dict) -> bool:
+        """Whether tokenizer_config.json's added tokens include some the SentencePiece model does not have."""
+        added = config.get("added_tokens_decoder") or {}
+        return any(self.processor.piece_to_id(entry.get("content", "")) != int(i)
+                   for i, entry in added.items() if isinstance(entry, dict) and str(i).isdigit())
 
     # ---- ids of special tokens -------------------------------------------------------------------------------
     def token_to_id(self, token: str) -> Optional[int]:

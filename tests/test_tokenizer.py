@@ -114,3 +114,44 @@ def test_generation_config_eos_list(tmp_path, shared_dir):
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": [2, 0]}))
     tokenizer = Tokenizer(folder)
     assert tokenizer.eos_id == 2 and tokenizer.stop_ids == [2, 0]
+
+
+def test_end_of_turn_tokens_stop_generation_even_when_generation_config_lists_only_eos(tmp_path, shared_dir):
+    # a chat model whose configs name <|endoftext|> as its EOS (Phi-3 does): its chat format's <|im_end|> must still
+    # end an answer
+    folder = tmp_path / "tok"
+    shutil.copytree(shared_dir / "tokenizers/smollm2", folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "<|endoftext|>"}))
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 0}))
+    tokenizer = Tokenizer(folder)
+    assert tokenizer.eos_id == 0 and tokenizer.stop_ids == [0, tokenizer.token_to_id("<|im_end|>")] == [0, 2]
+    assert Tokenizer(shared_dir / "tokenizers/llama-2").stop_ids == [2]  # none of them in its vocabulary
+
+
+def test_tokenizer_json_is_used_when_it_has_tokens_the_sentencepiece_model_lacks(tmp_path, shared_dir):
+    # Phi-3 ships tokenizer.model (Llama-2's 32000 pieces) and tokenizer.json with <|user|>, <|end|>, ... on top:
+    # its chat format needs those as single tokens, as transformers tokenizes them
+    from transformers import AutoTokenizer
+
+    from helpers import ROOT
+    from lit_gpt.data.tokenize import encode_prompt
+
+    folder = tmp_path / "phi-3-like"
+    hf = AutoTokenizer.from_pretrained(shared_dir / "tokenizers/mistral-v1")
+    hf.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>"]})
+    hf.save_pretrained(folder)
+    shutil.copy(shared_dir / "tokenizers/mistral-v1/tokenizer.model", folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    added = {str(hf.convert_tokens_to_ids(t)): {"content": t, "special": True}
+             for t in ("<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>")}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "added_tokens_decoder": added}))
+    tokenizer = Tokenizer(folder)
+    assert tokenizer.backend == "huggingface" and tokenizer.token_to_id("<|end|>") == 32002
+    assert 32002 in tokenizer.stop_ids
+    template = ROOT / "tests/fixtures/chat_templates/microsoft-Phi-3-mini-4k-instruct.jinja"
+    text = hf.apply_chat_template([{"role": "user", "content": "Hi"}], chat_template=template.read_text(),
+                                  tokenize=False, add_generation_prompt=True)
+    assert encode_prompt(tokenizer, "phi-3", "Hi").tolist()[1:] == hf(text, add_special_tokens=False).input_ids
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))  # nothing missing: SentencePiece as before
+    assert Tokenizer(folder).backend == "sentencepiece"

@@ -72,10 +72,13 @@ def encode_segments(tokenizer, segment_lists: list[list[tuple[str, bool]]]) -> l
     all conversations), and a token is trained when its character span overlaps a trained segment. Tokenizing
     prompt and answer separately would differ from what the model sees: BPE and SentencePiece merge across that
     boundary. SentencePiece gives every piece of text its dummy-prefix space, as Meta's Llama-2-chat encoding and the
-    legacy HF Llama tokenizer do."""
+    legacy HF Llama tokenizer do; a piece that follows a special token and opens with a space (Mistral's template
+    writes `<s> [INST]` and `</s> [INST]`) has that space encoded as its dummy prefix, not as a second one, which is
+    how mistral_common encodes it and how transformers tokenizes the template's text."""
     cache: dict = {}
     runs: list[str] = []
     plans = []
+    merge_space = _dummy_prefix(tokenizer)
     for segments in segment_lists:
         plan: list = []  # (special id, trained) or (run index, trained spans)
         buffer: list[str] = []
@@ -93,6 +96,8 @@ def encode_segments(tokenizer, segment_lists: list[list[tuple[str, bool]]]) -> l
                     continue
                 if text.kind == "bos":  # a model without BOS
                     continue
+            if merge_space and not buffer and plan and text.startswith(" ") and not isinstance(text, Special):
+                text = text[1:]  # the space after a special token is the run's dummy prefix (`<s> [INST]` -> `▁[`)
             if not text:
                 continue
             if trained:
@@ -123,6 +128,16 @@ def encode_segments(tokenizer, segment_lists: list[list[tuple[str, bool]]]) -> l
                 flags.extend(_trained_flags(offsets, item[1], len(runs[item[0]])))
         results.append((ids, flags))
     return results
+
+
+@functools.lru_cache(maxsize=8)
+def _dummy_prefix(tokenizer) -> bool:
+    """Whether the tokenizer puts a word-boundary space before every text it encodes (Llama/Mistral SentencePiece;
+    not Gemma's, not byte-level BPE)."""
+    if tokenizer.backend != "sentencepiece":
+        return False
+    ids = tokenizer.encode_ids("a")
+    return bool(ids) and tokenizer.id_to_token(ids[0]).startswith("\u2581")
 
 
 def _trained_flags(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], text_length: int) -> list[bool]:

@@ -15,7 +15,7 @@ from lit_gpt.infer.load import load_for_generation, print_loaded
 from lit_gpt.infer.sampling import generate, sampling_error, stream_answer
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
-from lit_gpt.prompts import PromptStyle
+from lit_gpt.prompts import PromptStyle, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
@@ -67,13 +67,17 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 
 def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
                      *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-                     num_samples: int, precision: Optional[str], seed: int, device: Optional[str]) -> None:
+                     num_samples: int, precision: Optional[str], seed: int, device: Optional[str],
+                     prompt_style: Optional[str] = None) -> None:
     """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
-    base), prompt it in the style it was trained with and stream `num_samples` answers to stdout."""
+    base), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
+    one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+    chosen = get_prompt_style(prompt_style) if prompt_style is not None else None  # a wrong name fails before loading
     device, dtype = device_and_dtype(device, precision)
     t0 = time.perf_counter()
     model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
+    style = chosen or style
     print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - t0, model)
     prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
     generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,

@@ -27,6 +27,8 @@ DESCRIPTIONS = {"base": "Generate text from a checkpoint.",
 SAMPLING_FLAGS = [
     ("prompt", str, "What food do llamas eat?", "the instruction"),
     ("input", str, "", "optional extra context for the instruction (Alpaca's \"### Input:\")"),
+    ("prompt_style", Optional[str], None, "how the prompt is wrapped (default: the style the checkpoint was trained "
+                                          "with); `plain` continues the prompt text exactly as given"),
     ("max_new_tokens", int, 100, "most tokens to generate per sample"),
     ("temperature", float, 0.8, "sampling temperature; 0 = greedy"),
     ("top_k", Optional[int], 50, "sample among the k most likely tokens only"),

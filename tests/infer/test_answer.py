@@ -64,3 +64,22 @@ def test_encode_conversation_drops_oldest_exchanges(base):
     assert kept == messages[:1] + messages[3:] and ids.numel() < full.numel()  # system kept, oldest exchange gone
     ids, kept = encode_conversation(tokenizer, style, messages, max_tokens=5)
     assert ids is None
+
+
+def test_prompt_style_plain_feeds_bos_and_the_raw_text(tiny_checkpoint_dir, monkeypatch):
+    # generate/base.py --prompt_style plain, as Lit-GPT's generate/base.py: no template, BOS per the tokenizer
+    import lit_gpt.infer.answer as answer
+
+    checkpoint = tiny_checkpoint_dir("llama-2", weights=True)
+    fed = {}
+    monkeypatch.setattr(answer, "generate_samples", lambda model, tokenizer, ids, **kw: fed.update(ids=ids, **kw))
+    prompt = "Q: What is the capital of France?\nA:"
+    answer.generate_answers(checkpoint, None, prompt, prompt_style="plain", max_new_tokens=4, temperature=0.0,
+                            top_k=None, top_p=None, num_samples=1, precision="32-true", seed=0, device="cpu")
+    tokenizer = Tokenizer(checkpoint)
+    assert fed["ids"].tolist() == tokenizer.encode(prompt).tolist() and fed["ids"][0] == tokenizer.bos_id == 1
+    assert fed["stop_strings"] == ()
+    answer.generate_answers(checkpoint, None, prompt, max_new_tokens=4, temperature=0.0, top_k=None, top_p=None,
+                            num_samples=1, precision="32-true", seed=0, device="cpu")  # the checkpoint's own: alpaca
+    alpaca = encode_prompt(tokenizer, "alpaca", prompt).tolist()
+    assert fed["ids"].tolist() == alpaca != tokenizer.encode(prompt).tolist()

@@ -62,6 +62,24 @@ def test_base_script_generates_text(tiny_checkpoint, default_precision):
     assert proc.stdout == f"{expected}\n\n{expected}\n"  # two greedy samples, a blank line between them
 
 
+def test_base_script_plain_prompt_style_continues_the_raw_text(tiny_checkpoint):
+    from lit_gpt.checkpoint import load_model
+    from lit_gpt.tokenizer import Tokenizer
+
+    prompt = "Q: What is the capital of France?\nA:"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "generate" / "base.py"), "--checkpoint_dir", str(tiny_checkpoint),
+         "--prompt", prompt, "--prompt_style", "plain", "--max_new_tokens", "8", "--temperature", "0",
+         "--precision", "32-true"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "prompt style plain" in proc.stderr
+    tokenizer = Tokenizer(tiny_checkpoint)
+    model = load_model(tiny_checkpoint)
+    expected_ids = generate(model, tokenizer.encode(prompt), 8, temperature=0.0, eos_id=tokenizer.stop_ids)
+    expected = tokenizer.decode(expected_ids)
+    assert proc.stdout == f"{expected}\n"
+
+
 def test_base_script_missing_checkpoint(tmp_path):
     missing = tmp_path / "no-such-checkpoint"
     proc = subprocess.run([sys.executable, str(ROOT / "generate" / "base.py"), "--checkpoint_dir", str(missing)],
