@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.load import load_for_generation, print_loaded
-from lit_gpt.infer.sampling import generate, sampling_error, stream_answer
+from lit_gpt.infer.sampling import generate_batch, sampling_error, stream_answer
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts import PromptStyle, get_prompt_style
@@ -28,30 +29,67 @@ class Answer:
 
 def continue_ids(model: GPT, tokenizer: Tokenizer, prompt_ids: "torch.Tensor | Sequence[int]", max_new_tokens: int,
                  *, temperature: float = 0.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 generator: Optional[torch.Generator] = None) -> Answer:
+                 generator: Optional[torch.Generator] = None, stop_strings: Iterable[str] = ()) -> Answer:
     """The model's continuation of `prompt_ids` (greedy by default), decoded without special tokens, stopped at a
-    stop id of the tokenizer or after max_new_tokens (fewer when the context has no room for that many)."""
-    if not isinstance(prompt_ids, torch.Tensor):
-        prompt_ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=next(model.parameters()).device)
-    max_new_tokens = min(max_new_tokens, model.config.block_size - prompt_ids.numel())
-    if max_new_tokens <= 0:
-        return Answer("", False)
-    new = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                   eos_id=tokenizer.stop_ids, generator=generator)
-    return Answer(tokenizer.decode(new, skip_special_tokens=True), len(new) < max_new_tokens)
+    stop id of the tokenizer, a stop string, or after max_new_tokens (fewer when the context has no room for that
+    many). A batch of one of `continue_batch`."""
+    return continue_batch(model, tokenizer, [prompt_ids], max_new_tokens, temperature=temperature, top_k=top_k,
+                          top_p=top_p, generator=generator, stop_strings=stop_strings)[0]
+
+
+def continue_batch(model: GPT, tokenizer: Tokenizer, prompts: Sequence["torch.Tensor | Sequence[int]"],
+                   max_new_tokens: int, *, batch_size: int = 16, temperature: float = 0.0, top_k: Optional[int] = None,
+                   top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                   stop_strings: Iterable[str] = (), progress: Optional[str] = None) -> list[Answer]:
+    """`continue_ids` for many prompts, `batch_size` at a time through `generate_batch` (prompts of similar length
+    share a batch: less padding); answers in the prompts' order. `progress`: a tqdm bar with that label (and ETA)."""
+    device = next(model.parameters()).device
+    prompts = [p.to(device) if isinstance(p, torch.Tensor) else torch.tensor(list(p), dtype=torch.long, device=device)
+               for p in prompts]
+    stop_strings = tuple(s for s in stop_strings if s)
+    tail = max((len(s) for s in stop_strings), default=0) + 8  # tokens enough to hold any stop string
+    answers: list[Optional[Answer]] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -prompts[i].numel())
+    bar = tqdm(total=len(prompts), desc=progress, unit="prompts", disable=None if progress else True, file=sys.stderr)
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        budget = min(max_new_tokens, model.config.block_size - max(prompts[i].numel() for i in rows))
+        if budget <= 0:
+            for i in rows:
+                answers[i] = Answer("", False)
+            continue
+        stopped = set()
+
+        def at_stop_string(row: int, ids: list) -> bool:
+            if stop_strings and any(s in tokenizer.decode(ids[-tail:]) for s in stop_strings):
+                stopped.add(row)
+                return True
+            return False
+
+        new = generate_batch(model, [prompts[i] for i in rows], budget, temperature=temperature, top_k=top_k,
+                             top_p=top_p, eos_id=tokenizer.stop_ids, generator=generator,
+                             stop=at_stop_string if stop_strings else None)
+        for row, (i, ids) in enumerate(zip(rows, new)):
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            cut = min((k for k in (text.find(s) for s in stop_strings) if k >= 0), default=-1)
+            answers[i] = Answer(text if cut < 0 else text[:cut], row in stopped or len(ids) < budget)
+        bar.update(len(rows))
+    bar.close()
+    return answers
 
 
 def answer_prompts(model: GPT, tokenizer: Tokenizer, style: "str | PromptStyle", prompts: Sequence[dict],
-                   max_new_tokens: int, **sampling) -> list[Answer]:
-    """One answer (stripped) per {"instruction", "input"} prompt, rendered in `style`; greedy unless `sampling`
-    (temperature, top_k, top_p, generator) says otherwise."""
+                   max_new_tokens: int, batch_size: int = 16, progress: Optional[str] = None,
+                   **sampling) -> list[Answer]:
+    """One answer (stripped) per {"instruction", "input"} prompt, rendered in `style`, generated `batch_size` at a
+    time; greedy unless `sampling` (temperature, top_k, top_p, generator) says otherwise. Generation ends at the
+    tokenizer's stop ids and the style's stop strings."""
+    style = get_prompt_style(style)
     device = next(model.parameters()).device
-    answers = []
-    for prompt in prompts:
-        ids = encode_prompt(tokenizer, style, prompt["instruction"], prompt.get("input") or "", device=device)
-        answer = continue_ids(model, tokenizer, ids, max_new_tokens, **sampling)
-        answers.append(Answer(answer.text.strip(), answer.finished))
-    return answers
+    ids = [encode_prompt(tokenizer, style, p["instruction"], p.get("input") or "", device=device) for p in prompts]
+    answers = continue_batch(model, tokenizer, ids, max_new_tokens, batch_size=batch_size, progress=progress,
+                             stop_strings=style.stop_strings, **sampling)
+    return [Answer(a.text.strip(), a.finished) for a in answers]
 
 
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],

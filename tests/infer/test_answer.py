@@ -83,3 +83,20 @@ def test_prompt_style_plain_feeds_bos_and_the_raw_text(tiny_checkpoint_dir, monk
                             num_samples=1, precision="32-true", seed=0, device="cpu")  # the checkpoint's own: alpaca
     alpaca = encode_prompt(tokenizer, "alpaca", prompt).tolist()
     assert fed["ids"].tolist() == alpaca != tokenizer.encode(prompt).tolist()
+
+
+def test_batched_answers_equal_one_at_a_time_and_stop_at_stop_strings(tiny_checkpoint_dir):
+    from lit_gpt.infer.answer import continue_batch
+
+    model, tokenizer = _model_and_tokenizer(tiny_checkpoint_dir)
+    prompts = [encode_prompt(tokenizer, "chatml", q) for q in ("Hi.", "Name three colours of the rainbow, please.",
+                                                               "Why?", "Add the numbers two and three.", "Go")]
+    alone = [continue_ids(model, tokenizer, p, 8) for p in prompts]
+    assert continue_batch(model, tokenizer, prompts, 8, batch_size=2) == alone  # batches of 2, 2, 1
+    # a stop string cut from the text it ends: take a piece of the 3rd answer's text
+    text = alone[2].text
+    stop = text[3:6]
+    assert stop and text.find(stop) == 3
+    stopped = continue_batch(model, tokenizer, prompts, 8, batch_size=4, stop_strings=[stop])
+    assert stopped[2] == Answer(text[:3], True)
+    assert all(s.text == a.text[:a.text.find(stop)] if stop in a.text else s == a for s, a in zip(stopped, alone))

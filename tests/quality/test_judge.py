@@ -135,7 +135,8 @@ def test_judge_generate_mode_parses_text(judge_parts, monkeypatch):
     results = judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])
     assert set(results[0]) == {"score", "answer", "truncated"}  # random weights: the answer is gibberish
     assert results[0]["score"] == parse_score(results[0]["answer"])
-    monkeypatch.setattr(lit_gpt.infer.answer, "generate", lambda *a, **k: torch.tensor(tokenizer.encode_ids(" 4.5\nGood.")))
+    monkeypatch.setattr(lit_gpt.infer.answer, "generate_batch",
+                        lambda model, prompts, *a, **k: [tokenizer.encode_ids(" 4.5\nGood.")] * len(prompts))
     assert judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])[0]["score"] == 4.5
     with pytest.raises(UserError):
         Judge(model, tokenizer, style, score_from="sampling")

@@ -1,0 +1,1 @@
+"""Evaluation: IFEval, reference-answer loss, the lm-eval harness, paired comparisons."""
