@@ -2,8 +2,9 @@
 
 GGUF keeps everything in one file: metadata (architecture sizes, the tokenizer's vocabulary, the chat template) and
 tensors, possibly quantized. This module reads the metadata itself (fast, see `GGUFFile`), has the `gguf` package
-from PyPI dequantize the tensors, maps llama.cpp's tensor names onto ours and undoes the rotary row permutation that
-llama.cpp applies to the Q and K weights of `llama` models, so the result is an ordinary checkpoint dir.
+from PyPI dequantize the tensors, maps llama.cpp's tensor names onto ours and undoes what llama.cpp's converter did
+to them (the rotary row permutation of `llama` Q/K weights, the +1 on Gemma's norms, Phi-3's fused projections), so
+the result is an ordinary checkpoint dir. Architectures: see `GGUF_ARCHITECTURES`.
 
 The tokenizer files are rebuilt by `lit_gpt.gguf_tokenizer`; the real models PyPI wheels ship as GGUF files (the
 offline stand-ins for their Hub repos) are found by `lit_gpt.gguf_packaged`. Both are re-exported here.
@@ -44,6 +45,12 @@ BLOCK_TENSORS = {
 }
 
 
+# tensors some architectures store fused: rows of the parts one after another (Phi-3's qkv_proj and gate_up_proj)
+FUSED_BLOCK_TENSORS = {"attn_qkv": ("attn.q", "attn.k", "attn.v"), "ffn_up": ("mlp.fc_1", "mlp.fc_2")}
+# not weights: Phi-3's longrope factors, read into Config.rope_scaling
+ROPE_FACTOR_TENSORS = ("rope_factors_long.weight", "rope_factors_short.weight")
+
+
 class GGUFArchitecture(NamedTuple):
     """What one llama.cpp architecture needs beyond the common metadata."""
     hf_architecture: str
@@ -55,10 +62,14 @@ class GGUFArchitecture(NamedTuple):
     # works, and every "*norm.weight" tensor is that much off from the Hugging Face (and our) weights
     norm_offset: float = 0.0
     fields: tuple = ()  # Config switches that are fixed for the architecture, as (field, value)
+    fused: tuple = ()  # the FUSED_BLOCK_TENSORS this architecture stores fused
 
 
 GGUF_ARCHITECTURES = {
     "llama": GGUFArchitecture("LlamaForCausalLM", rotary_permuted=True),
+    "qwen2": GGUFArchitecture("Qwen2ForCausalLM"),
+    "qwen3": GGUFArchitecture("Qwen3ForCausalLM", fields=(("norm_qk", True),)),
+    "phi3": GGUFArchitecture("Phi3ForCausalLM", fused=("attn_qkv", "ffn_up")),
     "gemma3": GGUFArchitecture("Gemma3ForCausalLM", mlp_class_name="GemmaMLP", norm_offset=1.0, fields=(
         ("norm_unit_offset", True), ("post_block_norms", True), ("norm_qk", True), ("scale_embeddings", True))),
 }
@@ -259,6 +270,10 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
     )
     if arch == "gemma3":
         fields.update(_gemma3_fields(gguf_file, fields))
+    if arch == "phi3":  # every layer windowed (Phi-3-mini: 2047), where the file says so
+        fields["sliding_window"] = int(gguf_file.get("phi3.attention.sliding_window", 0)) or None
+        if "rope_factors_long.weight" in tensors:
+            fields["rope_scaling"] = _longrope_scaling(gguf_file, arch)
     try:
         config = Config(**fields)
     except UserError as e:
@@ -285,6 +300,23 @@ def _rope_scaling(gguf_file: GGUFFile, arch: str) -> Optional[dict]:
     if scaling == "linear":
         return {"rope_type": "linear", "factor": _float32_value(factor)}
     raise UserError(f"{path}: rotary embedding scaling {scaling!r} is not supported yet (supported: linear)")
+
+
+def _longrope_scaling(gguf_file: GGUFFile, arch: str) -> dict:
+    """Phi-3's longrope: the per-frequency factors are tensors, the original context and the cos/sin factor keys."""
+    factors = {}
+    for kind in ("long", "short"):
+        tensor = gguf_file.tensors.get(f"rope_factors_{kind}.weight")
+        if tensor is None:
+            raise UserError(f"{gguf_file.path}: rope_factors_long.weight without rope_factors_short.weight; the file "
+                            "is incomplete")
+        factors[kind] = [_float32_value(f) for f in dequantize_tensor(tensor, gguf_file.path).tolist()]
+    scaling = {"rope_type": "longrope", "short_factor": factors["short"], "long_factor": factors["long"],
+               "original_max_position_embeddings": int(gguf_file.get(f"{arch}.rope.scaling.original_context_length"))}
+    attention = gguf_file.get(f"{arch}.rope.scaling.attn_factor", None)
+    if attention is not None:
+        scaling["attention_factor"] = _float32_value(attention)
+    return scaling
 
 
 def _gemma3_fields(gguf_file: GGUFFile, fields: dict) -> dict:
@@ -383,6 +415,19 @@ def our_tensor_name(gguf_name: str) -> Optional[str]:
     return None
 
 
+def tensor_parts(gguf_name: str, config: Config, spec: GGUFArchitecture) -> list:
+    """(our name, rows) of each tensor a GGUF tensor holds: one, or the parts of a fused one (rows None: all)."""
+    match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(\w+)", gguf_name)
+    if match is None or match.group(2) not in spec.fused:
+        name = our_tensor_name(gguf_name)
+        return [] if name is None else [(name, None)]
+    layer, stem, suffix = match.groups()
+    hs = config.head_size
+    rows = ((config.n_head * hs, config.n_query_groups * hs, config.n_query_groups * hs) if stem == "attn_qkv"
+            else (config.intermediate_size,) * 2)
+    return [(f"blocks.{layer}.{part}.{suffix}", n) for part, n in zip(FUSED_BLOCK_TENSORS[stem], rows)]
+
+
 def _rotary_heads(name: str, config: Config) -> Optional[int]:
     """llama.cpp permutes Q by the query heads and K by the key/value heads (its `n_head_kv`); others not at all."""
     if ".attn.q." in name:
@@ -395,31 +440,41 @@ def _rotary_heads(name: str, config: Config) -> Optional[int]:
 def weight_layout(gguf_file: GGUFFile, config: Config, dtype: torch.dtype) -> dict:
     """Our name -> (shape, dtype) of every GGUF tensor, from the tensor infos (and one row of each, to check that
     its type can be dequantized), checked against the model: a wrong file fails before anything is written."""
+    spec = GGUF_ARCHITECTURES[gguf_file.get("general.architecture")]
     found = {}
     for tensor in gguf_file.tensors.values():
-        name = our_tensor_name(tensor.name)
-        if name is None:
+        if tensor.name in ROPE_FACTOR_TENSORS:
+            continue
+        parts = tensor_parts(tensor.name, config, spec)
+        if not parts:
             raise UserError(f"{gguf_file.path}: tensor {tensor.name!r} has no counterpart in a {config.architecture} "
                             "model; this GGUF variant is not supported yet")
         # one row: is the type one we can read at all?
         _dequantize(tensor.data.reshape(-1, tensor.data.shape[-1])[:1], tensor, gguf_file.path)
-        found[name] = (tensor_shape(tensor), dtype)
+        shape = tensor_shape(tensor)
+        if len(parts) > 1 and sum(rows for _, rows in parts) != shape[0]:
+            raise UserError(f"{gguf_file.path}: fused tensor {tensor.name!r} has {shape[0]} rows, the metadata's "
+                            f"sizes add up to {sum(rows for _, rows in parts)}; the file is inconsistent")
+        for name, rows in parts:
+            found[name] = (shape if rows is None else torch.Size((rows, *shape[1:])), dtype)
     return _check_layout(found, config, gguf_file.path, "the GGUF file")
 
 
 def gguf_weights(gguf_file: GGUFFile, config: Config) -> Iterator[tuple]:
     """(our name, float32 tensor) for each GGUF tensor, one at a time: dequantized, Q/K rows un-permuted, norm
-    weights shifted back (whatever the architecture's converter did undone)."""
+    weights shifted back (whatever the architecture's converter did undone), fused tensors split."""
     spec = GGUF_ARCHITECTURES[gguf_file.get("general.architecture")]
     for tensor in gguf_file.tensors.values():
-        name = our_tensor_name(tensor.name)
+        if tensor.name in ROPE_FACTOR_TENSORS:
+            continue
         weight = dequantize_tensor(tensor, gguf_file.path)
-        n_heads = _rotary_heads(name, config) if spec.rotary_permuted else None
-        if n_heads is not None:
-            weight = unpermute_rotary_rows(weight, n_heads)
         if spec.norm_offset and tensor.name.endswith("norm.weight"):  # the converter's own test for a norm
             weight -= spec.norm_offset
-        yield name, weight
+        parts = tensor_parts(tensor.name, config, spec)
+        pieces = [weight] if len(parts) == 1 else weight.split([rows for _, rows in parts])
+        for (name, _), piece in zip(parts, pieces):
+            n_heads = _rotary_heads(name, config) if spec.rotary_permuted else None
+            yield name, piece if n_heads is None else unpermute_rotary_rows(piece, n_heads)
 
 
 def write_weights(gguf_file: GGUFFile, config: Config, layout: dict, path: "str | Path") -> None:
@@ -482,7 +537,7 @@ from lit_gpt.gguf_packaged import (  # noqa: E402  (gguf_packaged imports this m
 )
 
 __all__ = [
-    "GGUFFile", "config_from_gguf", "convert_gguf", "dequantize_tensor", "permute_rotary_rows", "unpermute_rotary_rows",
+    "GGUF_ARCHITECTURES", "GGUFFile", "config_from_gguf", "convert_gguf", "dequantize_tensor", "permute_rotary_rows", "unpermute_rotary_rows",
     "check_tokenizer_supported", "write_tokenizer_files",
     "PACKAGED_MODELS", "SMOLLM2_GGUF_NAME", "SMOLLM2_INSTALL_HINT", "SMOLLM2_REPO_ID", "install_packaged",
     "install_packaged_smollm2", "packaged_gguf", "packaged_smollm2_gguf",

@@ -19,13 +19,17 @@ TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TO
 # tokenizer.ggml.pre values of byte-level BPE vocabularies whose pre-tokenization we rebuild exactly (checked against
 # llama.cpp's tokenizer test vectors): "gpt-2" splits with GPT-2's regex; the StarCoder family, SmolLM included,
 # first isolates every digit (llama.cpp: "\p{N}", then the GPT-2 regex), which is HF's Digits(individual_digits=True)
-# + ByteLevel; Llama 3 splits with its own regex (numbers in groups of up to three) before the byte mapping.
+# + ByteLevel; Llama 3 splits with its own regex (numbers in groups of up to three) before the byte mapping, Qwen2
+# (and Qwen3, DeepSeek-R1's Qwen distills) with the same regex but single digits.
 GPT2_PRE_TOKENIZERS = ("gpt-2", "gpt2")
 DIGIT_SPLIT_PRE_TOKENIZERS = ("smollm", "starcoder", "refact", "codeshell")
 LLAMA3_PRE_TOKENIZERS = ("llama-bpe", "llama3", "llama-v3")
 LLAMA3_SPLIT_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                       r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-SUPPORTED_PRE_TOKENIZERS = GPT2_PRE_TOKENIZERS + DIGIT_SPLIT_PRE_TOKENIZERS + LLAMA3_PRE_TOKENIZERS
+QWEN2_PRE_TOKENIZERS = ("qwen2", "deepseek-r1-qwen")
+SPLIT_REGEXES = {**dict.fromkeys(LLAMA3_PRE_TOKENIZERS, LLAMA3_SPLIT_REGEX),
+                 **dict.fromkeys(QWEN2_PRE_TOKENIZERS, LLAMA3_SPLIT_REGEX.replace(r"\p{N}{1,3}", r"\p{N}"))}
+SUPPORTED_PRE_TOKENIZERS = GPT2_PRE_TOKENIZERS + DIGIT_SPLIT_PRE_TOKENIZERS + tuple(SPLIT_REGEXES)
 
 
 # SentencePiece vocabularies of these architectures are Gemma's: no dummy space prefix, user-defined pieces for
@@ -90,11 +94,11 @@ def build_bpe_tokenizer(gguf_file: Any):
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
                               ignore_merges=pre in LLAMA3_PRE_TOKENIZERS))
 
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre not in LLAMA3_PRE_TOKENIZERS)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre not in SPLIT_REGEXES)
     if pre in DIGIT_SPLIT_PRE_TOKENIZERS:
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    elif pre in LLAMA3_PRE_TOKENIZERS:
-        split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated")
+    elif pre in SPLIT_REGEXES:
+        split = pre_tokenizers.Split(Regex(SPLIT_REGEXES[pre]), behavior="isolated")
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
     else:
         tokenizer.pre_tokenizer = byte_level

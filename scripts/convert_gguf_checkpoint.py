@@ -3,8 +3,12 @@
     python scripts/convert_gguf_checkpoint.py --gguf_path SmolLM2-135M-Instruct.Q4_1.gguf \
         --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct
 
-Weights are dequantized (F32, F16, BF16, Q8_0, Q4_0, Q4_1, K-quants, ...) to --dtype; the Config comes from the
-GGUF metadata and the tokenizer files are rebuilt from the vocabulary stored in the file. Architecture `llama` only.
+Weights are dequantized (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, K-quants, ...) to --dtype; the Config comes from the
+GGUF metadata and the tokenizer files are rebuilt from the vocabulary stored in the file. GGUF architectures: llama
+(Llama 2, SmolLM2, Mistral), qwen2, qwen3, phi3, gemma3 (lit_gpt.gguf_import.GGUF_ARCHITECTURES).
+
+    python scripts/convert_gguf_checkpoint.py --gguf_path gemma-3-270m-q4_k_m.gguf \
+        --checkpoint_dir checkpoints/google/gemma-3-270m
 """
 
 import sys
