@@ -5,8 +5,10 @@ checkpoint with the same hyperparameters and seed by the one training loop (`lit
 the library's default hyperparameters, the values finetune/lora.py and finetune/full.py ship with), in-process,
 one after the other, into out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
 
-- eval loss: mean cross-entropy on the response tokens of the held-out examples that have a reference answer,
-  tokenized with the variants' tokenizer and prompt style (the training loop's `validate`);
+- eval loss (reference-answer loss): mean NLL of the response tokens of the held-out examples that have a reference
+  answer, tokenized with the variants' tokenizer and prompt style (`lit_gpt.eval.reference_loss`);
+- IFEval (with --ifeval_prompts): the 541 (or the first N) IFEval prompts answered greedily in the chat format and
+  scored by lm-eval's rule checkers (`lit_gpt.eval.ifeval`): prompt- and instruction-level accuracy, strict and loose;
 - EOS rate: the share of greedy answers to held-out prompts that end with a stop token within max_new_tokens (a
   model that never stops has not learned the answer format);
 - win rate (with a judge checkpoint): for each prompt a judge model compares the variant's answer with the first
@@ -19,6 +21,9 @@ the data pipeline's layouts, or Vicuna's {"text"}, Self-Instruct's {"instruction
 "output"}]}, MT-bench's {"turns"}; rows without an answer count for the EOS rate and the judge only); by default
 the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate a variant's training
 examples (ROUGE-L >= 0.7 as `lit_gpt.data.mixing` defines it) are counted and warned about: they flatter that variant.
+Every variant after the first also gets its difference from the first with a paired 95% bootstrap interval over the
+same prompts / answers (`lit_gpt.eval.bootstrap`): IFEval prompt-level strict and loose accuracy, and the per-answer
+mean NLL. An interval that contains 0 is reported as "no significant difference".
 Results: comparison.md (a markdown table), comparison.png, comparison.json (numbers and every answer).
 """
 
@@ -29,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import lightning as L
 import matplotlib.figure
 import torch
 
@@ -40,6 +44,9 @@ from lit_gpt.data.order import check_order
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.records import load_records
 from lit_gpt.data.tokenize import tokenize_examples
+from lit_gpt.eval import ifeval
+from lit_gpt.eval.bootstrap import paired_bootstrap
+from lit_gpt.eval.reference_loss import reference_loss
 from lit_gpt.infer.answer import answer_prompts
 from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
 from lit_gpt.precision import device_and_dtype
@@ -48,9 +55,7 @@ from lit_gpt.quality.judge import Judge, RatingPrompt
 from lit_gpt.quality.rows import ScoringRow
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.cli import default_hyperparameters, run_script
-from lit_gpt.train.dataset import TrainingSet
 from lit_gpt.train.state import checkpoint_steps
-from lit_gpt.train.step import validate
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text, log
 
 TIE_BAND = 0.05
@@ -195,14 +200,29 @@ def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------------
-def eval_loss(model, examples: Sequence[dict], micro_batch_size: int = 4) -> Optional[float]:
-    """Mean response-token loss over prepared examples, as the training loop validates."""
-    if not examples:
-        return None
-    device = next(model.parameters()).device
-    data = TrainingSet(list(examples), model.config.block_size, "held-out set", model.config.vocab_size)
-    fabric = L.Fabric(accelerator="cuda" if device.type == "cuda" else "cpu", devices=1)
-    return validate(fabric, model, data, micro_batch_size)
+def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: int, batch_size: int) -> dict:
+    """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
+    from lit_gpt.eval.run import ifeval_answers  # eval.run imports this module's eval_rows
+
+    responses = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+    result = ifeval.score(prompts, responses)
+    return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
+            "responses": responses}
+
+
+def differences_from_baseline(rows: list[dict], seed: int) -> None:
+    """Adds each later variant's paired bootstrap difference from the first (rows[0]) to its row."""
+    baseline = rows[0]
+    for row in rows[1:]:
+        diffs = {}
+        if baseline.get("ifeval") and row.get("ifeval"):
+            for key in ("prompt_strict", "prompt_loose"):
+                diffs[f"ifeval_{key}"] = paired_bootstrap(
+                    [float(v) for v in baseline["ifeval"][key]], [float(v) for v in row["ifeval"][key]],
+                    seed=seed).to_dict()
+        if baseline.get("answer_nll") and row.get("answer_nll"):
+            diffs["answer_nll"] = paired_bootstrap(baseline["answer_nll"], row["answer_nll"], seed=seed).to_dict()
+        row["vs_baseline"] = diffs
 
 
 def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequence[str], answers_b: Sequence[str],
@@ -256,13 +276,20 @@ def compare(
     max_new_tokens: int = 128,
     resume: bool = False,
     seed: int = 42,
+    ifeval_prompts: int = 0,
+    ifeval_max_new_tokens: int = 1280,
+    batch_size: int = 16,
 ) -> dict:
     """Trains every variant, evaluates each on the common held-out set, writes comparison.md/.png/.json.
     Returns the comparison (what comparison.json holds)."""
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     out_dir = Path(out_dir)
-    if eval_prompts < 0 or eval_examples < 0 or max_new_tokens < 1:
-        raise UserError("--eval_prompts and --eval_examples must be >= 0, --max_new_tokens >= 1")
+    if eval_prompts < 0 or eval_examples < 0 or max_new_tokens < 1 or ifeval_prompts < -1 or batch_size < 1:
+        raise UserError("--eval_prompts and --eval_examples must be >= 0, --ifeval_prompts >= -1 (-1: all), "
+                        "--max_new_tokens and --eval_batch_size >= 1")
+    ifeval_set = ifeval.load_prompts() if ifeval_prompts else []
+    if ifeval_prompts > 0:
+        ifeval_set = ifeval_set[:ifeval_prompts]
     variants = make_variants(data_dirs, orders, epochs)
     tokenizer = Tokenizer(checkpoint_dir)
     data = {}
@@ -323,9 +350,12 @@ def compare(
         model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
         log(f"=== {variant.name}: evaluating")
         with torch.inference_mode():
-            loss = eval_loss(model, scored)
+            losses = reference_loss(model, scored, micro_batch_size=batch_size) if scored else None
             answers = [{"answer": a.text, "finished": a.finished}
-                       for a in answer_prompts(model, tokenizer, style, prompts, max_new_tokens)]
+                       for a in answer_prompts(model, tokenizer, style, prompts, max_new_tokens,
+                                               batch_size=batch_size)]
+            ifeval_result = ifeval_scores(model, tokenizer, style, ifeval_set, ifeval_max_new_tokens,
+                                          batch_size) if ifeval_set else None
         del model
         train, _, _ = data[variant.data_dir]
         rows.append({
@@ -333,17 +363,21 @@ def compare(
             "epochs": variant.epochs if variant.epochs is not None else round(summary.get("epochs", 0), 2),
             "train_examples": len(train), "steps": summary.get("steps"),
             "final_train_loss": summary.get("final_train_loss"), "best_val_loss": summary.get("best_val_loss"),
-            "eval_loss": loss,
+            "eval_loss": losses.mean_nll if losses else None,
+            "answer_nll": losses.per_example_mean() if losses else None,
+            "ifeval": ifeval_result,
             "eos_rate": sum(a["finished"] for a in answers) / len(answers) if answers else None,
             "contaminated_prompts": len(leaks[str(variant.data_dir)]),
             "answers": answers, "run_dir": str(run_dir),
         })
 
+    differences_from_baseline(rows, seed)
     judge_info = None
     if judge_checkpoint_dir is not None and len(rows) > 1 and prompts:
         judge_info = _judge_all(judge_checkpoint_dir, rows, prompts, device)
     comparison = {"checkpoint_dir": str(checkpoint_dir), "method": method, "hyperparameters": hyperparameters,
                   "eval_set": eval_set.description, "prompts": prompts, "max_new_tokens": max_new_tokens,
+                  "ifeval_prompts": len(ifeval_set), "ifeval_max_new_tokens": ifeval_max_new_tokens,
                   "eval_examples": len(scored), "judge": judge_info, "variants": rows,
                   "contamination": {d: [{"held_out": i, "train": j, "rouge_l": round(s, 3)} for i, j, s in found]
                                     for d, found in leaks.items()}}
@@ -378,17 +412,38 @@ def _fmt(value, digits: int = 3, percent: bool = False) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _difference(row: dict, key: str, percent: bool) -> str:
+    """'+2.1 [-1.0, +5.3] n.s.' (percentage points for accuracies) from the row's paired bootstrap, or ''."""
+    d = (row.get("vs_baseline") or {}).get(key)
+    if d is None:
+        return ""
+    scale, digits = (100, 1) if percent else (1, 3)
+    mark = "" if d["significant"] else " n.s."
+    return (f" ({d['difference'] * scale:+.{digits}f} [{d['low'] * scale:+.{digits}f}, "
+            f"{d['high'] * scale:+.{digits}f}]{mark})")
+
+
 def markdown_table(comparison: dict) -> str:
     judged = comparison.get("judge") is not None
+    with_ifeval = any(row.get("ifeval") for row in comparison["variants"])
     header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
               "eval loss", "EOS rate", "contaminated prompts"]
+    if with_ifeval:
+        header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose"]
     if judged:
         header.append(f"win rate vs {comparison['judge']['baseline']}")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in comparison["variants"]:
         cells = [row["variant"], f"`{row['data_dir']}`", row["order"], row["epochs"], row["train_examples"],
-                 row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]), _fmt(row["eval_loss"]),
+                 row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]),
+                 _fmt(row["eval_loss"]) + _difference(row, "answer_nll", False),
                  _fmt(row["eos_rate"], percent=True), row["contaminated_prompts"]]
+        if with_ifeval:
+            scores = row.get("ifeval") or {}
+            cells += [f"{100 * scores['prompt_level_strict_acc']:.1f}" + _difference(row, "ifeval_prompt_strict", True),
+                      f"{100 * scores['inst_level_strict_acc']:.1f}",
+                      f"{100 * scores['prompt_level_loose_acc']:.1f}" + _difference(row, "ifeval_prompt_loose", True),
+                      f"{100 * scores['inst_level_loose_acc']:.1f}"] if scores else ["–"] * 4
         if judged:
             cells.append("baseline" if row is comparison["variants"][0] else
                          f"{_fmt(row.get('win_rate'), percent=True)} ({row.get('wins')}-{row.get('ties')}-"
@@ -409,7 +464,13 @@ def markdown_report(comparison: dict) -> str:
         "across data).",
         "Contaminated prompts: held-out prompts whose instruction near-duplicates a training instruction "
         f"(ROUGE-L >= {CONTAMINATION_THRESHOLD}).",
+        "In parentheses: the difference from the first variant with its paired 95% bootstrap interval over the same "
+        "answers (eval loss: per-answer mean NLL) or IFEval prompts (accuracy points); n.s. = the interval contains "
+        "0: no significant difference.",
     ]
+    if comparison.get("ifeval_prompts"):
+        notes.append(f"IFEval: {comparison['ifeval_prompts']} prompts, greedy, at most "
+                     f"{comparison['ifeval_max_new_tokens']} new tokens, lm-eval's rule checkers; accuracies in %.")
     if comparison.get("judge"):
         judge = comparison["judge"]
         notes.append(f"Win rate: judge `{judge['checkpoint_dir']}` compares each variant's answer with "
@@ -425,6 +486,10 @@ def markdown_report(comparison: dict) -> str:
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
     panels = [("eval loss", "eval_loss", False), ("EOS rate", "eos_rate", True)]
+    if any(row.get("ifeval") for row in rows):
+        for row in rows:
+            row["ifeval_prompt_strict"] = (row.get("ifeval") or {}).get("prompt_level_strict_acc")
+        panels.append(("IFEval prompt-level strict", "ifeval_prompt_strict", True))
     if any(row.get("win_rate") is not None for row in rows):
         panels.append(("win rate vs " + rows[0]["variant"], "win_rate", True))
     fig = matplotlib.figure.Figure(figsize=(4 * len(panels), 3.5))  # no pyplot: no GUI backend chosen or needed
@@ -432,7 +497,17 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
     names = [row["variant"] for row in rows]
     for ax, (title, key, percent) in zip(axes[0], panels):
         values = [row.get(key) if row.get(key) is not None else float("nan") for row in rows]
-        bars = ax.bar(range(len(rows)), [v * 100 if percent else v for v in values], color="tab:blue")
+        # the 95% interval of each variant's difference from the first, drawn around its own value
+        diff_key = {"eval_loss": "answer_nll", "ifeval_prompt_strict": "ifeval_prompt_strict"}.get(key)
+        errors = [[0.0] * len(rows), [0.0] * len(rows)]
+        for i, row in enumerate(rows):
+            d = (row.get("vs_baseline") or {}).get(diff_key) if diff_key else None
+            if d is not None and not math.isnan(values[i]):
+                scale = 100 if percent else 1
+                errors[0][i] = max(0.0, (d["difference"] - d["low"]) * scale)
+                errors[1][i] = max(0.0, (d["high"] - d["difference"]) * scale)
+        bars = ax.bar(range(len(rows)), [v * 100 if percent else v for v in values], color="tab:blue",
+                      yerr=errors if any(map(any, errors)) else None, capsize=3)
         for bar, value in zip(bars, values):
             if not math.isnan(value):
                 ax.annotate(_fmt(value, percent=percent), (bar.get_x() + bar.get_width() / 2, bar.get_height()),

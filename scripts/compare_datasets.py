@@ -6,8 +6,9 @@
 
 Every variant (data dir x --orders x --epochs) is trained with finetune/<method>.py's training loop, the same
 hyperparameters and seed, into out_dir/<variant>/; then each is evaluated on one held-out set (eval loss on the
-reference answers, share of greedy answers that stop with EOS, and with --judge_checkpoint_dir the win rate against
-the first variant, judged in both answer orders). Held-out prompts that near-duplicate training instructions are
+reference answers, share of greedy answers that stop with EOS, with --ifeval_prompts IFEval's four accuracies, and
+with --judge_checkpoint_dir the win rate against the first variant, judged in both answer orders); every later
+variant's difference from the first comes with a paired 95% bootstrap interval ("n.s." when it contains 0). Held-out prompts that near-duplicate training instructions are
 reported. Writes out_dir/comparison.md (the table, also printed), comparison.png and comparison.json.
 Details: lit_gpt/compare.py.
 """
@@ -28,7 +29,8 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
          orders: Optional[list[str]] = None, epochs: Optional[list[int]] = None, eval_path: Optional[Path] = None,
          judge_checkpoint_dir: Optional[Path] = None, out_dir: Path = Path("out/compare"),
          method: Literal["lora", "full"] = "lora", eval_prompts: int = 40, eval_examples: int = 200,
-         max_new_tokens: int = 128, resume: bool = False, learning_rate: Optional[float] = None,
+         max_new_tokens: int = 128, ifeval_prompts: int = 0, ifeval_max_new_tokens: int = 1280,
+         eval_batch_size: int = 16, resume: bool = False, learning_rate: Optional[float] = None,
          batch_size: Optional[int] = None, micro_batch_size: Optional[int] = None, max_iters: Optional[int] = None,
          warmup_steps: Optional[int] = None, seed: Optional[int] = None,
          hyperparameters: Optional[dict] = None) -> dict:
@@ -48,6 +50,9 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
         eval_prompts: held-out prompts answered greedily (EOS rate, judge)
         eval_examples: held-out examples with a reference answer for the eval loss
         max_new_tokens: answer length limit for the EOS rate
+        ifeval_prompts: IFEval prompts each variant answers (0: no IFEval, -1: all 541)
+        ifeval_max_new_tokens: IFEval's answer budget (lm-eval: 1280)
+        eval_batch_size: prompts generated together, examples per loss batch
         resume: reuse finished runs in out_dir and continue unfinished ones
         learning_rate: overrides the script's constant (same for every variant)
         batch_size: overrides the script's constant
@@ -68,7 +73,9 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
     comparison = compare(checkpoint_dir, data_dirs, out_dir, orders=orders or ["shuffle"], epochs=epochs or [None],
                          eval_path=eval_path, judge_checkpoint_dir=judge_checkpoint_dir, method=method,
                          hyperparameters=chosen, eval_prompts=eval_prompts, eval_examples=eval_examples,
-                         max_new_tokens=max_new_tokens, resume=resume, seed=seed if seed is not None else 42)
+                         max_new_tokens=max_new_tokens, resume=resume, seed=seed if seed is not None else 42,
+                         ifeval_prompts=ifeval_prompts, ifeval_max_new_tokens=ifeval_max_new_tokens,
+                         batch_size=eval_batch_size)
     print(markdown_table(comparison))
     print(f"{out_dir / 'comparison.md'}, comparison.png, comparison.json written")
     return comparison

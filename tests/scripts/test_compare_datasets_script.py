@@ -53,7 +53,8 @@ def test_compare_end_to_end(variants, tmp_path, capsys):
             str(variants["leaky"]), "--eval_path", str(variants["eval_path"]), "--judge_checkpoint_dir",
             str(variants["checkpoint_dir"]), "--out_dir", str(out_dir), "--max_iters", "2", "--batch_size", "4",
             "--micro_batch_size", "4", "--learning_rate", "0.01", "--warmup_steps", "0", "--eval_prompts", "3",
-            "--eval_examples", "4", "--max_new_tokens", "4", "--hyperparameters", '{"eval_interval": 2}']
+            "--eval_examples", "4", "--max_new_tokens", "4", "--hyperparameters", '{"eval_interval": 2}',
+            "--ifeval_prompts", "3", "--ifeval_max_new_tokens", "4"]
     script = load_script()
     run_cli(script.main, args=space_separated_lists(argv, script.LIST_FLAGS))
     captured = capsys.readouterr()
@@ -78,6 +79,13 @@ def test_compare_end_to_end(variants, tmp_path, capsys):
     assert "| variant |" in table and "| alpaca_leaky |" in table and "win rate vs alpagasus" in table
     assert "| variant |" in captured.out
     assert (out_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # IFEval on 3 real prompts and the paired differences from the first variant, with their intervals
+    for row in (clean, leaky):
+        assert len(row["ifeval"]["prompt_strict"]) == 3 and 0 <= row["ifeval"]["inst_level_loose_acc"] <= 1
+    for key in ("ifeval_prompt_strict", "ifeval_prompt_loose", "answer_nll"):
+        d = leaky["vs_baseline"][key]
+        assert d["low"] <= d["difference"] <= d["high"] and d["items"] == (4 if key == "answer_nll" else 3)
+    assert "IFEval prompt strict" in table and ("n.s." in table or "[" in table)
     # a second comparison into the same out_dir must not silently overwrite the runs
     with pytest.raises(UserError, match="--resume true"):
         script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])], out_dir=out_dir,

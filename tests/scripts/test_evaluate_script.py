@@ -1,0 +1,56 @@
+"""scripts/evaluate.py end to end: a tiny checkpoint through IFEval (a few real prompts) and reference loss, the
+files it writes; GPT-4's published IFEval responses scored through --responses; one-line errors."""
+
+import json
+
+import pytest
+
+from helpers import assert_one_line_error, run_script
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint_dir):
+    return tiny_checkpoint_dir("smollm2", weights=True, block_size=128)
+
+
+def test_ifeval_and_reference_loss_on_a_checkpoint(checkpoint, shared_dir, tmp_path, capsys):
+    out_dir = tmp_path / "eval"
+    code, out, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--tasks", "ifeval reference_loss",
+                                "--reference_data", shared_dir / "datasets/alpaca_gpt4/sample_999.json",
+                                "--limit", "3", "--max_new_tokens", "6", "--batch_size", "2", "--out_dir", out_dir)
+    assert code == 0, err
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["tasks"] == ["ifeval", "reference_loss"] and results["settings"]["limit"] == 3
+    for metric in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
+                   "inst_level_loose_acc"):
+        assert 0.0 <= results["ifeval"][metric] <= 1.0
+    assert results["ifeval"]["prompts"] == 3 and "lm-eval" in results["versions"]
+    ref = results["reference_loss"]
+    assert ref["examples"] == 3 and ref["tokens"] > 0 and ref["perplexity"] > 1
+    outputs = [json.loads(line) for line in (out_dir / "ifeval_responses.jsonl").read_text().splitlines()]
+    assert len(outputs) == 3 and {"prompt", "response", "strict", "loose"} <= set(outputs[0])
+    assert len((out_dir / "reference_loss.jsonl").read_text().splitlines()) == 3
+    assert "| ifeval | prompt_level_strict_acc |" in (out_dir / "results.md").read_text()
+    assert "prompt_level_strict_acc" in out
+
+
+def test_published_gpt4_responses_reproduce_the_papers_numbers(shared_dir, tmp_path, capsys):
+    responses = shared_dir / "datasets/eval/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
+    code, out, err = run_script(capsys, "evaluate", "--responses", responses, "--out_dir", tmp_path / "gpt4")
+    assert code == 0, err
+    scores = json.loads((tmp_path / "gpt4" / "results.json").read_text())["ifeval"]
+    paper = {"prompt_level_strict_acc": 76.89, "inst_level_strict_acc": 83.57, "prompt_level_loose_acc": 79.30,
+             "inst_level_loose_acc": 85.37}
+    for metric, published in paper.items():
+        assert abs(100 * scores[metric] - published) <= 0.5, (metric, scores[metric])
+
+
+def test_user_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys):
+    code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--tasks", "ifeval mmlu")
+    assert_one_line_error(code, err, "--tasks", "choose from")
+    code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--tasks", "reference_loss",
+                              "--out_dir", tmp_path / "x")
+    assert_one_line_error(code, err, "--reference_data")
+    missing = tmp_path / "nope.jsonl"
+    code, _, err = run_script(capsys, "evaluate", "--responses", missing, "--out_dir", tmp_path / "y")
+    assert_one_line_error(code, err, str(missing))
