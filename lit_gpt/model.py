@@ -84,8 +84,9 @@ class GPT(nn.Module):
         local_rope = rope if self.config.rope_local_base is None else rope_cos_sin(
             rope_pos, self.config, dtype=self.wte.weight.dtype, local=True)
         cached = input_pos is not None
-        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad)),
-                 True: (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad))}
+        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad))}
+        if self.config.sliding_window is not None:
+            kinds[True] = (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad))
 
         x = self.wte(idx)
         if self.config.scale_embeddings:  # Gemma; the factor rounded to the model's dtype, as its reference does

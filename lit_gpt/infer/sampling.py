@@ -58,6 +58,13 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _last(batch: torch.Tensor) -> torch.Tensor:
+    """output_mask of each row's last position: (B, T) -> logits (B, vocab)."""
+    mask = torch.zeros_like(batch, dtype=torch.bool)
+    mask[:, -1] = True
+    return mask
+
+
 def rope_refill_position(config) -> Optional[int]:
     """The position whose token makes longrope (Phi-3) switch from its short to its long frequency factors for the
     whole sequence; generation recomputes the KV cache there, as transformers' Phi-3 does. None for other models.
@@ -125,8 +132,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     rows = list(range(len(prompts)))  # which prompt each batch row is
     model.set_kv_cache(batch_size=len(prompts), max_seq_length=longest + max_new_tokens, device=device)
     try:
-        logits = model(batch, input_pos=torch.arange(longest, device=device),
-                       left_pad=left_pad if left_pad.any() else None)[:, -1]
+        logits = model(batch, input_pos=torch.arange(longest, device=device), output_mask=_last(batch),
+                       left_pad=left_pad if left_pad.any() else None)  # the LM head on the last position only
         for step in range(max_new_tokens):
             tokens = sample(logits, temperature, top_k, top_p, generator)  # (rows, 1)
             keep = []
@@ -150,7 +157,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
             slot = longest + step
             pad = left_pad if left_pad.any() else None
             if slot == refill_at:  # longrope switched its factors: every cached key was rotated with the old ones
-                logits = model(batch, input_pos=torch.arange(slot + 1, device=device), left_pad=pad)[:, -1]
+                logits = model(batch, input_pos=torch.arange(slot + 1, device=device), output_mask=_last(batch),
+                               left_pad=pad)
             else:
                 logits = model(tokens, input_pos=torch.tensor([slot], device=device), left_pad=pad)[:, -1]
     finally:
