@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.answer import continue_ids
+from lit_gpt.infer.answer import continue_batch
 from lit_gpt.quality.rows import ScoringRow, fit_ids, right_padded
 from lit_gpt.utils import UserError
 
@@ -190,12 +190,10 @@ class Judge:
         prompts = [self.prompt_ids(e) for e in examples]
         device = self.model.wte.weight.device
         if self.score_from == "generate":
-            results = []
-            for ids, truncated in prompts:
-                answer = continue_ids(self.model, self.tokenizer, ids, self.max_new_tokens).text
-                results.append({"score": parse_score(answer, self.rating.low, self.rating.high), "answer": answer,
-                                "truncated": truncated})
-            return results
+            answers = continue_batch(self.model, self.tokenizer, [ids for ids, _ in prompts], self.max_new_tokens,
+                                     batch_size=len(prompts))
+            return [{"score": parse_score(a.text, self.rating.low, self.rating.high), "answer": a.text,
+                     "truncated": truncated} for a, (_, truncated) in zip(answers, prompts)]
         sequences = [ids for ids, _ in prompts]
         idx = right_padded(sequences, self.pad_id, device)
         last = torch.zeros_like(idx, dtype=torch.bool)  # right padding: read each row's own last prompt position

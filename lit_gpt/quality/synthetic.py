@@ -13,7 +13,7 @@ import torch
 
 from lit_gpt.data.similarity import near_duplicates, rouge_l_tokens, word_tokens
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.answer import continue_ids
+from lit_gpt.infer.answer import continue_batch, continue_ids
 from lit_gpt.quality.judge import Judge
 from lit_gpt.quality.rows import ScoringRow, fit_ids, read_rows
 from lit_gpt.utils import UserError
@@ -244,15 +244,17 @@ def backtranslate(model, tokenizer, style, texts: Sequence[str], curator: "Judge
     generator = torch.Generator(device=model.wte.weight.device).manual_seed(config.seed)
     prefill_ids = tokenizer.encode_ids(BACKWARD_PREFIX)
     pairs = []
-    for i, text in enumerate(texts):
-        request_ids = encode_prompt(tokenizer, style, BACKWARD_REQUEST.format(text=text.strip())).tolist()
-        room = model.config.block_size - config.max_new_tokens - len(prefill_ids)
-        ids, _ = fit_ids(request_ids, room)
-        answer = continue_ids(model, tokenizer, ids + prefill_ids, config.max_new_tokens,
-                              temperature=config.temperature, top_p=config.top_p, generator=generator).text
-        pairs.append({"instruction": parse_backtranslated_instruction(answer), "input": "", "output": text})
+    room = model.config.block_size - config.max_new_tokens - len(prefill_ids)
+    for start in range(0, len(texts), config.batch_size):  # the backward model writes a batch of instructions at once
+        chunk = texts[start:start + config.batch_size]
+        prompts = [fit_ids(encode_prompt(tokenizer, style, BACKWARD_REQUEST.format(text=t.strip())).tolist(), room)[0]
+                   + prefill_ids for t in chunk]
+        answers = continue_batch(model, tokenizer, prompts, config.max_new_tokens, batch_size=len(chunk),
+                                 temperature=config.temperature, top_p=config.top_p, generator=generator)
+        pairs += [{"instruction": parse_backtranslated_instruction(a.text), "input": "", "output": t}
+                  for a, t in zip(answers, chunk)]
         if on_progress is not None:
-            on_progress(i + 1, len(texts))
+            on_progress(len(pairs), len(texts))
     stats = {"texts": len(texts), "empty_instruction": 0, "below_min_score": 0, "unscored": 0, "kept": 0}
     to_rate = [ScoringRow(i, p["instruction"], "", p["output"]) for i, p in enumerate(pairs) if p["instruction"]]
     for start in range(0, len(to_rate), config.batch_size):

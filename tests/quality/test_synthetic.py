@@ -141,11 +141,11 @@ def test_backtranslate_parses_and_curates_injected_instructions(parts, monkeypat
     answers = iter([' "Explain how rainbows form."\n\nSure, here it is!', "   ", "Question: What is 2 + 2?"])
     prompts = []
 
-    def fake_continue_ids(model, tokenizer, prompt_ids, *args, **kwargs):
-        prompts.append(tokenizer.decode(prompt_ids))
-        return Answer(next(answers), True)
+    def fake_continue_batch(model, tokenizer, batch, *args, **kwargs):
+        prompts.extend(tokenizer.decode(ids) for ids in batch)
+        return [Answer(next(answers), True) for _ in batch]
 
-    monkeypatch.setattr(quality, "continue_ids", fake_continue_ids)
+    monkeypatch.setattr(quality, "continue_batch", fake_continue_batch)
     texts = ["Sunlight is refracted and reflected in raindrops.", "Some text.", "4"]
     curator = Judge(model, tokenizer, style, rating=CURATION_PROMPT)
     pairs, stats = backtranslate(model, tokenizer, style, texts, curator, BacktranslateConfig(min_score=1.0))
