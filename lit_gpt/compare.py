@@ -28,16 +28,15 @@ Results: comparison.md (a markdown table), comparison.png, comparison.json (numb
 """
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib.figure
 import torch
 
 from lit_gpt.checkpoint import check_checkpoint_dir
+from lit_gpt.compare_report import CONTAMINATION_THRESHOLD, TIE_BAND, markdown_report, plot_comparison
 from lit_gpt.data.mixing import NearDuplicateFinder, instruction_key
 from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.order import check_order
@@ -56,10 +55,8 @@ from lit_gpt.quality.rows import ScoringRow
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.cli import default_hyperparameters, run_script
 from lit_gpt.train.state import checkpoint_steps
-from lit_gpt.utils import UserError, atomic_path, atomic_write_text, log
+from lit_gpt.utils import UserError, atomic_write_text, log
 
-TIE_BAND = 0.05
-CONTAMINATION_THRESHOLD = 0.7
 COMPARE_DEFAULTS = {"sample_max_new_tokens": 0}  # no sample answer at every validation: variants train faster
 
 PAIRWISE_PROMPT = RatingPrompt(
@@ -402,120 +399,3 @@ def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], devi
     del model
     return {"checkpoint_dir": str(judge_checkpoint_dir), "baseline": baseline["variant"], "tie_band": TIE_BAND,
             "prompt": PAIRWISE_PROMPT.request}
-
-
-def _fmt(value, digits: int = 3, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if percent:
-        return f"{100 * value:.0f}%"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _difference(row: dict, key: str, percent: bool) -> str:
-    """'+2.1 [-1.0, +5.3] n.s.' (percentage points for accuracies) from the row's paired bootstrap, or ''."""
-    d = (row.get("vs_baseline") or {}).get(key)
-    if d is None:
-        return ""
-    scale, digits = (100, 1) if percent else (1, 3)
-    mark = "" if d["significant"] else " n.s."
-    return (f" ({d['difference'] * scale:+.{digits}f} [{d['low'] * scale:+.{digits}f}, "
-            f"{d['high'] * scale:+.{digits}f}]{mark})")
-
-
-def markdown_table(comparison: dict) -> str:
-    judged = comparison.get("judge") is not None
-    with_ifeval = any(row.get("ifeval") for row in comparison["variants"])
-    header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
-              "eval loss", "EOS rate", "contaminated prompts"]
-    if with_ifeval:
-        header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose"]
-    if judged:
-        header.append(f"win rate vs {comparison['judge']['baseline']}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in comparison["variants"]:
-        cells = [row["variant"], f"`{row['data_dir']}`", row["order"], row["epochs"], row["train_examples"],
-                 row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]),
-                 _fmt(row["eval_loss"]) + _difference(row, "answer_nll", False),
-                 _fmt(row["eos_rate"], percent=True), row["contaminated_prompts"]]
-        if with_ifeval:
-            scores = row.get("ifeval") or {}
-            cells += [f"{100 * scores['prompt_level_strict_acc']:.1f}" + _difference(row, "ifeval_prompt_strict", True),
-                      f"{100 * scores['inst_level_strict_acc']:.1f}",
-                      f"{100 * scores['prompt_level_loose_acc']:.1f}" + _difference(row, "ifeval_prompt_loose", True),
-                      f"{100 * scores['inst_level_loose_acc']:.1f}"] if scores else ["–"] * 4
-        if judged:
-            cells.append("baseline" if row is comparison["variants"][0] else
-                         f"{_fmt(row.get('win_rate'), percent=True)} ({row.get('wins')}-{row.get('ties')}-"
-                         f"{row.get('losses')})")
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def markdown_report(comparison: dict) -> str:
-    n_prompts = len(comparison["prompts"])
-    notes = [
-        f"Model: `{comparison['checkpoint_dir']}` ({comparison['method']}), same hyperparameters and seed for every "
-        f"variant: `{json.dumps(comparison['hyperparameters'])}` (the rest: the defaults "
-        f"finetune/{comparison['method']}.py ships with).",
-        f"Held-out set: {comparison['eval_set']}. Eval loss: response tokens of {comparison['eval_examples']} "
-        f"examples. EOS rate: greedy answers to {n_prompts} prompts that stop within "
-        f"{comparison['max_new_tokens']} new tokens. Best val loss: each variant's own test set (not comparable "
-        "across data).",
-        "Contaminated prompts: held-out prompts whose instruction near-duplicates a training instruction "
-        f"(ROUGE-L >= {CONTAMINATION_THRESHOLD}).",
-        "In parentheses: the difference from the first variant with its paired 95% bootstrap interval over the same "
-        "answers (eval loss: per-answer mean NLL) or IFEval prompts (accuracy points); n.s. = the interval contains "
-        "0: no significant difference.",
-    ]
-    if comparison.get("ifeval_prompts"):
-        notes.append(f"IFEval: {comparison['ifeval_prompts']} prompts, greedy, at most "
-                     f"{comparison['ifeval_max_new_tokens']} new tokens, lm-eval's rule checkers; accuracies in %.")
-    if comparison.get("judge"):
-        judge = comparison["judge"]
-        notes.append(f"Win rate: judge `{judge['checkpoint_dir']}` compares each variant's answer with "
-                     f"{judge['baseline']}'s on the same {n_prompts} prompts, asked in both orders; wins-ties-losses, "
-                     f"a tie (preference within 0.5 ± {judge['tie_band']}) counts half.")
-        consistency = [f"{row['variant']}: {_fmt(row.get('order_consistent'), percent=True)}"
-                       for row in comparison["variants"][1:]]
-        notes.append("Judge consistency (prompts on which it picked the same answer in both orders): "
-                     + ", ".join(consistency) + ". A judge that follows the position rather than the content "
-                     "produces ties, not evidence.")
-    return "# Dataset comparison\n\n" + markdown_table(comparison) + "\n" + "\n\n".join(notes) + "\n"
-
-
-def plot_comparison(rows: list[dict], path: Path) -> None:
-    panels = [("eval loss", "eval_loss", False), ("EOS rate", "eos_rate", True)]
-    if any(row.get("ifeval") for row in rows):
-        for row in rows:
-            row["ifeval_prompt_strict"] = (row.get("ifeval") or {}).get("prompt_level_strict_acc")
-        panels.append(("IFEval prompt-level strict", "ifeval_prompt_strict", True))
-    if any(row.get("win_rate") is not None for row in rows):
-        panels.append(("win rate vs " + rows[0]["variant"], "win_rate", True))
-    fig = matplotlib.figure.Figure(figsize=(4 * len(panels), 3.5))  # no pyplot: no GUI backend chosen or needed
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    names = [row["variant"] for row in rows]
-    for ax, (title, key, percent) in zip(axes[0], panels):
-        values = [row.get(key) if row.get(key) is not None else float("nan") for row in rows]
-        # the 95% interval of each variant's difference from the first, drawn around its own value
-        diff_key = {"eval_loss": "answer_nll", "ifeval_prompt_strict": "ifeval_prompt_strict"}.get(key)
-        errors = [[0.0] * len(rows), [0.0] * len(rows)]
-        for i, row in enumerate(rows):
-            d = (row.get("vs_baseline") or {}).get(diff_key) if diff_key else None
-            if d is not None and not math.isnan(values[i]):
-                scale = 100 if percent else 1
-                errors[0][i] = max(0.0, (d["difference"] - d["low"]) * scale)
-                errors[1][i] = max(0.0, (d["high"] - d["difference"]) * scale)
-        bars = ax.bar(range(len(rows)), [v * 100 if percent else v for v in values], color="tab:blue",
-                      yerr=errors if any(map(any, errors)) else None, capsize=3)
-        for bar, value in zip(bars, values):
-            if not math.isnan(value):
-                ax.annotate(_fmt(value, percent=percent), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=8)
-        ax.set_title(title)
-        ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
-        if percent:
-            ax.set_ylim(0, 105)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from lit_gpt.config import Config  # noqa: E402
-from lit_gpt.convert import hf_config_dict, lit_to_hf  # noqa: E402
+from lit_gpt.hf_mapping import hf_config_dict, lit_to_hf  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402
 

@@ -19,7 +19,8 @@ from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.compare import compare, markdown_table  # noqa: E402
+from lit_gpt.compare import compare  # noqa: E402
+from lit_gpt.compare_report import markdown_table  # noqa: E402
 from lit_gpt.utils import UserError, run_cli, space_separated_lists  # noqa: E402
 
 LIST_FLAGS = ("data_dirs", "orders", "epochs")

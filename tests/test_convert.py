@@ -10,8 +10,7 @@ import torch
 
 from helpers import TOKENS, assert_same_logits, hf_logits, random_hf_model, save_hf
 from lit_gpt.checkpoint import load_model
-from lit_gpt.config import Config, configs
-from lit_gpt.convert import StateDictWriter, convert_hf_checkpoint, hf_config_dict
+from lit_gpt.convert import StateDictWriter, convert_hf_checkpoint
 from lit_gpt.utils import UserError
 
 transformers = pytest.importorskip("transformers")  # the helpers build random transformers models
@@ -57,20 +56,6 @@ def test_writer_refuses_to_leave_unwritten_tensors(tmp_path):
     with pytest.raises(RuntimeError, match="never written"):
         with StateDictWriter(tmp_path / "out.pth", {"a": (torch.Size([2]), torch.float32)}):
             pass
-
-
-@pytest.mark.parametrize("entry", configs, ids=[c["name"] for c in configs])
-def test_hf_config_dict_derives_back_to_the_same_config(entry):
-    config = Config(**entry)
-    derived = Config.from_hf_config(hf_config_dict(config), name=config.name)
-    assert {**derived.to_dict(), "hf_repo_id": config.hf_repo_id} == config.to_dict()
-
-
-def test_hf_config_dict_refuses_what_the_family_cannot_express():
-    with pytest.raises(UserError, match="bias=True cannot be expressed as a LlamaForCausalLM"):
-        hf_config_dict(Config(name="x", n_layer=1, n_head=2, n_embd=8, bias=True))
-    with pytest.raises(UserError, match="n_query_groups=2"):
-        hf_config_dict(Config.from_name("falcon-7b", n_head=4, n_embd=8, n_query_groups=2))
 
 
 def test_checkpoint_with_extra_layers_is_refused(tmp_path):
