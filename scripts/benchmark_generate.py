@@ -29,14 +29,12 @@ import torch  # noqa: E402
 from lit_gpt.checkpoint import load_model  # noqa: E402
 from lit_gpt.convert import convert_lit_checkpoint  # noqa: E402
 from lit_gpt.data.tokenize import encode_prompt  # noqa: E402
+from lit_gpt.eval.ifeval import load_prompts  # noqa: E402
 from lit_gpt.gguf_packaged import SMOLLM2_REPO_ID, install_packaged  # noqa: E402
 from lit_gpt.infer.sampling import generate_batch  # noqa: E402
 from lit_gpt.prompts import load_prompt_style  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 from lit_gpt.utils import UserError, run_cli  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-IFEVAL = ROOT.parent / "shared" / "datasets" / "eval" / "ifeval" / "input_data.jsonl"
 
 
 def ours_run(model, prompts: list, batch_size: int, max_new_tokens: int) -> float:
@@ -88,8 +86,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, batch_siz
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
     model = load_model(checkpoint_dir).to(torch_dtype).eval()
     tokenizer, style = Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir)
-    rows = [json.loads(line) for line in IFEVAL.read_text().splitlines()[:num_prompts]]
-    prompts = [encode_prompt(tokenizer, style, row["prompt"]) for row in rows]
+    prompts = [encode_prompt(tokenizer, style, p.prompt) for p in load_prompts()[:num_prompts]]
     hf_model = None
     if compare_transformers:
         import transformers

@@ -35,3 +35,21 @@ def test_benchmark_script_user_errors(tmp_path, root_dir):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "nowhere" in proc.stderr and "pip install" in proc.stderr
+
+
+def test_generation_benchmark_runs_ours_and_transformers(tiny_checkpoint_dir, capsys):
+    """scripts/benchmark_generate.py on a tiny checkpoint: both implementations produce every token, JSON report."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from helpers import load_cached_script
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    report = load_cached_script("benchmark_generate").main(
+        checkpoint_dir=checkpoint, batch_sizes="1 2", num_prompts=3, batch1_prompts=2, max_new_tokens=3, runs=1,
+        threads=1)
+    assert [r["batch_size"] for r in report["results"]] == [1, 2]
+    for row in report["results"]:
+        assert row["ours_tokens_per_s"] > 0 and row["transformers_tokens_per_s"] > 0
+        assert row["new_tokens"] == row["prompts"] * 3
+    assert json.loads(capsys.readouterr().out)["results"] == report["results"]
