@@ -1,19 +1,21 @@
 """Prepare Databricks Dolly (databricks-dolly-15k) for instruction fine-tuning.
 
     python scripts/prepare_dolly.py --checkpoint_dir checkpoints/EleutherAI/pythia-410m
+    python scripts/prepare_dolly.py --checkpoint_dir ... --dataset_id databricks/databricks-dolly-15k
 
 Rows are {"instruction", "context", "response", "category"}: context becomes the input, response the output and
 the category (open_qa, summarization, ...) the source, so data reports break down by category.
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.data.records import fetch_source, iter_records  # noqa: E402
+from lit_gpt.data.prepare import prepare_source  # noqa: E402
+from lit_gpt.data.records import Origin, iter_records  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402
 
 REPO_ID = "databricks/databricks-dolly-15k"
@@ -23,18 +25,16 @@ COLUMNS = {"input": "context", "output": "response", "source": "category"}
 
 def main(data_path: Optional[Path] = None, access_token: Optional[str] = None,
          destination_path: Optional[Path] = None, **kwargs) -> dict:
-    """Prepare Dolly: download (or read --data_path), tokenize, write train.pt/test.pt/manifest.json.
+    """Prepare Dolly: download (or read --data_path / --dataset_id), tokenize, write train.pt/test.pt/manifest.json.
 
     Args:
-        data_path: a local file in Dolly's JSONL layout instead of the download
+        data_path: a local file in Dolly's layout (JSONL, .parquet, .arrow) instead of the download
         access_token: Hugging Face token (default: $HF_TOKEN; the dataset is public)
         destination_path: output directory (default: data/dolly)
     """
-    destination_path = Path(destination_path or "data/dolly")
-    path = fetch_source(data_path, destination_path, repo_id=REPO_ID, filename=FILENAME, access_token=access_token)
-    records = iter_records(path, format="jsonl", columns=COLUMNS, required=("instruction", "output"))
-    return prepare(records, name="dolly", source_files=[path], destination_path=destination_path, options={},
-                   **kwargs)
+    origin = Origin(data_path, Path(destination_path or "data/dolly"), repo_id=REPO_ID, filenames=(FILENAME,))
+    read = partial(iter_records, format="jsonl", columns=COLUMNS, required=("instruction", "output"))
+    return prepare_source(origin, read, name="dolly", options={}, access_token=access_token, **kwargs)
 
 
 if __name__ == "__main__":

@@ -2,43 +2,47 @@
 
     python scripts/prepare_json.py --data_path qa.jsonl --checkpoint_dir ... \
         --columns '{"instruction": "question", "output": "answer"}'
+    python scripts/prepare_json.py --data_path rows.parquet --checkpoint_dir ...   # or rows.arrow
+    python scripts/prepare_json.py --dataset_id ORG/NAME --subset en --split train --checkpoint_dir ... \
+        --columns '{"instruction": "prompt", "output": "response"}'
+
+Any source with rows works: a JSON/JSONL file, a .parquet or .arrow file, or a Hub dataset (--dataset_id, read with
+`datasets`; --subset, --split, --revision, e.g. --revision refs/convert/parquet for the Hub's Parquet conversion).
 
 Fields after the mapping: `instruction` and `output` required, `input`, `source`, `id`, `score` optional, other
-fields kept as metadata. Rows holding a conversation under `messages` ([{"role", "content"}, ...]) or
-`conversations` are used as multi-turn examples.
+fields kept as metadata (for Parquet, Arrow and Hub datasets read "columns"). Rows holding a conversation under
+`messages` ([{"role", "content"}, ...]) or `conversations` are used as multi-turn examples.
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.data.records import fetch_source, iter_records  # noqa: E402
-from lit_gpt.utils import UserError, run_cli  # noqa: E402
+from lit_gpt.data.prepare import prepare_source  # noqa: E402
+from lit_gpt.data.records import Origin, iter_records  # noqa: E402
+from lit_gpt.utils import run_cli  # noqa: E402
 
 
 def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
          format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
          destination_path: Optional[Path] = None, **kwargs) -> dict:
-    """Prepare a JSON/JSONL file: tokenize, write train.pt/test.pt/manifest.json.
+    """Prepare a JSON/JSONL, Parquet or Arrow file or a Hub dataset: tokenize, write train.pt/test.pt/manifest.json.
 
     Args:
-        data_path: the JSON (array of objects) or JSONL (one object per line) file
+        data_path: the JSON (array of objects), JSONL (one object per line), .parquet or .arrow file
         columns: our field name -> the file's field name, e.g. {"instruction": "question", "output": "answer"}
         format: json or jsonl (default: from the file name and content)
-        name: dataset name (default: the file name without extension); default destination data/<name>
+        name: dataset name (default: the file name without extension, or the Hub dataset's NAME); default
+            destination data/<name>
         destination_path: output directory
     """
-    if data_path is None:
-        raise UserError("--data_path is required: the JSON or JSONL file to prepare")
-    path = fetch_source(data_path, Path("."))
-    name = name or path.name.split(".")[0]
-    destination_path = Path(destination_path or Path("data") / name)
-    records = iter_records(path, format=format, columns=columns, required=("instruction", "output"))
-    return prepare(records, name=name, source_files=[path], destination_path=destination_path,
-                   options={"columns": columns or {}, "format": format}, **kwargs)
+    origin = Origin(data_path, destination_path,
+                    no_source="--data_path is required: the file to prepare (or --dataset_id ORG/NAME)")
+    read = partial(iter_records, format=format, columns=columns, required=("instruction", "output"))
+    return prepare_source(origin, read, name=name, options={"columns": columns or {}, "format": format}, **kwargs)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Prepare OpenAssistant Conversations (oasst1): the highest-ranked thread of every conversation tree.
 
     python scripts/prepare_oasst.py --checkpoint_dir ... --languages en,de
+    python scripts/prepare_oasst.py --checkpoint_dir ... --dataset_id OpenAssistant/oasst1 --split validation
 
 The source is oasst1's flat message list (2023-04-12_oasst_ready.messages.jsonl.gz): one message per line with
 message_id, parent_id (null for a tree's first prompt), role (prompter | assistant), text, lang and rank (0 = the
 reply people preferred among its siblings). From each first prompt the thread follows the best-ranked reply at
-every step down to a leaf, ending on an assistant answer; deleted or rejected messages are skipped.
+every step down to a leaf, ending on an assistant answer; deleted or rejected messages are skipped. The Hub's
+OpenAssistant/oasst1 (Parquet, --dataset_id) and .parquet / .arrow copies (--data_path) have the same columns.
 """
 
 import sys
@@ -15,8 +17,8 @@ from typing import Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.data.records import fetch_source, iter_records  # noqa: E402
+from lit_gpt.data.prepare import prepare_source  # noqa: E402
+from lit_gpt.data.records import Origin, Source, iter_records  # noqa: E402
 from lit_gpt.utils import UserError, run_cli  # noqa: E402
 
 REPO_ID = "OpenAssistant/oasst1"
@@ -24,10 +26,10 @@ FILENAME = "2023-04-12_oasst_ready.messages.jsonl.gz"
 ROLES = {"prompter": "user", "assistant": "assistant"}
 
 
-def best_threads(path: Path, languages: Optional[set]) -> Iterator[tuple[str, dict]]:
+def best_threads(source: "Path | Source", languages: Optional[set]) -> Iterator[tuple[str, dict]]:
     children = defaultdict(list)
     roots = []
-    for where, message in iter_records(path, format="jsonl"):
+    for where, message in iter_records(source, format="jsonl"):
         missing = [k for k in ("message_id", "role", "text") if k not in message]
         if missing or message.get("role") not in ROLES:
             problem = (f"no {missing[0]!r} field" if missing
@@ -60,16 +62,15 @@ def main(data_path: Optional[Path] = None, languages: Optional[str] = "en", acce
     """Prepare oasst1: download (or read --data_path), pick the best threads, tokenize, write the data.
 
     Args:
-        data_path: a local oasst1 messages file (.jsonl or .jsonl.gz) instead of the download
+        data_path: a local oasst1 messages file (.jsonl, .jsonl.gz, .parquet, .arrow) instead of the download
         languages: comma-separated language codes of the conversations to keep, or "all"
         access_token: Hugging Face token (default: $HF_TOKEN)
         destination_path: output directory (default: data/oasst)
     """
-    destination_path = Path(destination_path or "data/oasst")
     keep = None if not languages or languages == "all" else {s.strip() for s in languages.split(",") if s.strip()}
-    path = fetch_source(data_path, destination_path, repo_id=REPO_ID, filename=FILENAME, access_token=access_token)
-    return prepare(best_threads(path, keep), name="oasst", source_files=[path], destination_path=destination_path,
-                   options={"languages": sorted(keep) if keep else "all"}, **kwargs)
+    origin = Origin(data_path, Path(destination_path or "data/oasst"), repo_id=REPO_ID, filenames=(FILENAME,))
+    return prepare_source(origin, lambda source: best_threads(source, keep), name="oasst",
+                          options={"languages": sorted(keep) if keep else "all"}, access_token=access_token, **kwargs)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Literal, Optional
+from typing import Callable, Iterable, Literal, Optional
 
 from tqdm import tqdm
 
@@ -21,6 +21,7 @@ from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
                                    write_prepared)
+from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -161,6 +162,28 @@ def prepare(
           f"{manifest['token_lengths']['p50']}/{manifest['token_lengths']['p99']}/{manifest['token_lengths']['max']}; "
           f"{manifest['seconds']} s")
     return manifest
+
+
+def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]], /, *,
+                   name: Optional[str] = None, options: Optional[dict] = None, dataset_id: Optional[str] = None,
+                   subset: Optional[str] = None, split: str = "train", revision: Optional[str] = None,
+                   access_token: Optional[str] = None, **kwargs) -> dict:
+    """What every prepare script runs: its source opened (--dataset_id, else `origin`: --data_path or the script's
+    default download), its rows read by `read(source)`, then `prepare`. The flags below are every script's, defined
+    here once.
+
+    Args:
+        dataset_id: a Hugging Face dataset ORG/NAME to read instead of a local file or the default download (Parquet,
+            JSON, CSV, ... read with `datasets`, cached in datasets' cache), e.g. --dataset_id tatsu-lab/alpaca
+        subset: the dataset's subset (config), e.g. --subset en; needed when it has several
+        split: the split to read (default: train), e.g. validation, train[:1000]
+        revision: branch, tag or commit of the dataset repo, e.g. refs/convert/parquet (the Hub's Parquet conversion;
+            its subsets are its folders)
+        access_token: Hugging Face token for gated or private datasets (default: $HF_TOKEN; never printed or saved)
+    """
+    source = open_source(origin, dataset_id, subset, split, revision, access_token)
+    return prepare(read(source), name=name or source.name, source_files=list(source.files),
+                   destination_path=origin.destination_path, options={**(options or {}), **source.options}, **kwargs)
 
 
 def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) -> tuple[list, Counter, list, int]:

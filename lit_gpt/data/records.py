@@ -1,8 +1,10 @@
-"""Reading source files into records: JSON arrays, JSON Lines and CSV (optionally gzipped), with a column mapping;
-and getting the source file in the first place (a local path, a Hub dataset file or a URL, downloaded once).
+"""Reading sources into records: JSON arrays, JSON Lines and CSV files (optionally gzipped), Parquet and Arrow files
+and Hub datasets (both read with `datasets`: lit_gpt/data/hub_datasets.py), with one column mapping; and getting the
+source in the first place (`open_source`: a local path, a Hub dataset by id, a Hub dataset file or a URL, downloaded
+once).
 
-A record is the file's row as a dict, its keys renamed by `columns` (our field name -> the file's column name).
-`iter_records` yields (where, record) so that every later message can name the file and row.
+A record is the source's row as a dict, its keys renamed by `columns` (our field name -> the source's column name).
+`iter_records` yields (where, record) so that every later message can name the file (or dataset) and row.
 """
 
 import csv
@@ -13,9 +15,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
+from lit_gpt.data.hub_datasets import (HubDataset, dataset_files, dataset_rows, is_dataset_file, load_dataset_file,
+                                       load_hub_dataset)
 from lit_gpt.hub import download_dataset_file
 from lit_gpt.utils import UserError, atomic_path
 
@@ -52,22 +57,95 @@ def guess_format(path: "str | Path") -> str:
         return "jsonl"
     if suffix == ".csv":
         return "csv"
+    if suffix in (".parquet", ".arrow"):
+        return suffix[1:]
     if suffix == ".json":  # a JSON array, or (as many Hub files named .json are) one object per line
         return "json" if read_text(path).lstrip().startswith("[") else "jsonl"
-    raise UserError(f"{path}: cannot tell the file format from its name; pass --format json, jsonl or csv")
+    raise UserError(f"{path}: cannot tell the file format from its name; pass --format json, jsonl or csv "
+                    "(or name it .parquet / .arrow)")
 
 
-def iter_records(path: "str | Path", format: Optional[str] = None, columns: Optional[dict] = None,
+@dataclass(frozen=True)
+class Source:
+    """What a prepare script reads: local files, or one split of a Hub dataset (`hub`, read with `datasets`).
+    `files` are what the preparation's fingerprint hashes (for a Hub dataset: its Arrow files in datasets' cache)."""
+    files: tuple
+    hub: Optional[HubDataset] = None
+
+    @property
+    def name(self) -> str:
+        """The default dataset name: the Hub dataset's NAME, else the first file's name without extensions."""
+        if self.hub is not None:
+            return self.hub.options["dataset_id"].split("/")[-1]
+        return Path(self.files[0]).name.split(".")[0]
+
+    @property
+    def options(self) -> dict:
+        return dict(self.hub.options) if self.hub is not None else {}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a script's rows come from when --dataset_id is not given: `data_path` (one file, or the files a script
+    picked, named `flag` in messages), else the script's default download (a `url`, or `filenames` of the Hub
+    dataset repo `repo_id`) into destination_path/source; with none of these, `no_source` is the error."""
+    data_path: Union[Path, str, list, None] = None
+    destination_path: Optional[Path] = None
+    url: Optional[str] = None
+    repo_id: Optional[str] = None
+    filenames: tuple = ()
+    flag: str = "--data_path"
+    no_source: Optional[str] = None
+
+
+def open_source(origin: Origin, dataset_id: Optional[str] = None, subset: Optional[str] = None, split: str = "train",
+                revision: Optional[str] = None, access_token: Optional[str] = None) -> Source:
+    """The script's source: the Hub dataset `dataset_id` (its `split` of `subset` at `revision`) when given, else the
+    origin's local file(s), else its default download. Errors name the flag."""
+    if dataset_id is not None:
+        if origin.data_path is not None:
+            raise UserError(f"{origin.flag} and --dataset_id name two sources; pass one of them")
+        hub = load_hub_dataset(dataset_id, subset, split, revision, access_token)
+        return Source(tuple(dataset_files(hub.dataset)), hub)
+    stray = [flag for flag, value, default in (("--subset", subset, None), ("--split", split, "train"),
+                                               ("--revision", revision, None)) if value != default]
+    if stray:
+        raise UserError(f"{', '.join(stray)} go(es) with --dataset_id, which is not given; for a local file pass "
+                        f"{origin.flag} alone")
+    destination = Path(origin.destination_path or ".")
+    if origin.data_path is not None:
+        paths = origin.data_path if isinstance(origin.data_path, list) else [origin.data_path]
+        return Source(tuple(fetch_source(Path(p), destination, flag=origin.flag) for p in paths))
+    if origin.url is not None:
+        return Source((fetch_source(None, destination, url=origin.url),))
+    if origin.repo_id is not None and origin.filenames:
+        return Source(tuple(fetch_source(None, destination, repo_id=origin.repo_id, filename=name,
+                                         access_token=access_token) for name in origin.filenames))
+    raise UserError(origin.no_source or f"no source given: pass {origin.flag} (a file) or --dataset_id ORG/NAME")
+
+
+def iter_records(path: "str | Path | Source", format: Optional[str] = None, columns: Optional[dict] = None,
                  required: Iterable[str] = ()) -> Iterator[tuple[str, dict]]:
     """Yields (where, record) for each row: `where` names file and row for messages ("data.csv: row 3 (line 5)").
 
-    format: "json" (an array of objects), "jsonl" (one object per line) or "csv" (with a header row; quoted fields
-    may span lines); None guesses from the file name. columns maps our field names to the file's column names, e.g.
+    path: a file, or a `Source` (its files one after the other, or its Hub dataset). format: of a text file,
+    "json" (an array of objects), "jsonl" (one object per line) or "csv" (with a header row; quoted fields may span
+    lines); None guesses from the file name. A .parquet or .arrow file is read as such (with `datasets`) whatever
+    the format. columns maps our field names to the file's column names, e.g.
     {"instruction": "question", "output": "answer"}. required: fields the first row must have (after the mapping;
     rows with a conversation under "messages"/"conversations" need none); a missing one is a one-line error."""
-    path = Path(path)
-    format = format or guess_format(path)
     columns = dict(columns or {})
+    if isinstance(path, Source):
+        if path.hub is not None:
+            yield from _dataset_records(path.hub.dataset, path.hub.label, columns, required)
+        for file in () if path.hub is not None else path.files:
+            yield from iter_records(file, format, columns, required)
+        return
+    path = Path(path)
+    if is_dataset_file(path):
+        yield from _dataset_records(load_dataset_file(path), str(path), columns, required)
+        return
+    format = format or guess_format(path)
     if format == "csv":
         rows = _csv_rows(path)
     elif format == "json":
@@ -81,36 +159,55 @@ def iter_records(path: "str | Path", format: Optional[str] = None, columns: Opti
     for where, row in rows:
         if columns:
             unseen.difference_update(row)
-            mapped = {field: row[column] for field, column in columns.items() if column in row}
-            row = {k: v for k, v in row.items() if k not in columns.values()}
-            row.update(mapped)
+            row = _rename(row, columns)
         if first:
             first = False
             _check_columns(path, row, columns, required, format)
         yield where, row
     if unseen:
-        what = "column" if format == "csv" else "field"
+        what = "field" if format in ("json", "jsonl") else "column"
         raise UserError(f"{path}: no row has the {what}(s) {', '.join(map(repr, sorted(unseen)))} named in --columns; "
                         "fix the --columns mapping")
 
 
 def load_records(path: "str | Path", format: Optional[str] = None, columns: Optional[dict] = None,
                  required: Iterable[str] = ()) -> list[dict]:
-    """All rows of a JSON/JSONL/CSV file as dicts (see `iter_records`), e.g. for filtering or mixing datasets."""
+    """All rows of a JSON/JSONL/CSV/Parquet/Arrow file as dicts (see `iter_records`), e.g. for filtering or mixing
+    datasets."""
     return [record for _, record in iter_records(path, format, columns, required)]
 
 
-def _check_columns(path: Path, row: dict, columns: dict, required: Iterable[str], format: str) -> None:
+def _rename(row: dict, columns: dict) -> dict:
+    mapped = {field: row[column] for field, column in columns.items() if column in row}
+    row = {k: v for k, v in row.items() if k not in columns.values()}
+    row.update(mapped)
+    return row
+
+
+def _dataset_records(dataset, label: str, columns: dict, required: Iterable[str]) -> Iterator[tuple[str, dict]]:
+    """The rows of a datasets.Dataset, renamed by `columns`; the columns are checked against its schema first."""
+    names = list(dataset.column_names)
+    unknown = [column for column in columns.values() if column not in names]
+    if unknown:
+        raise UserError(f"{label}: no column(s) {', '.join(map(repr, unknown))} named in --columns (its columns: "
+                        f"{', '.join(names)}); fix the --columns mapping")
+    _check_columns(label, dict.fromkeys(_rename(dict.fromkeys(names), columns)), columns, required, "dataset")
+    for where, row in dataset_rows(dataset, label):
+        yield where, _rename(row, columns) if columns else row
+
+
+def _check_columns(path: "Path | str", row: dict, columns: dict, required: Iterable[str], format: str) -> None:
     if any(key in row for key in CONVERSATION_KEYS):
         return
     for field in required:
         if field not in row:
             found = ", ".join(repr(k) for k in row) or "none"
-            what = "column" if format == "csv" else "field"
+            what = "field" if format in ("json", "jsonl") else "column"
             if field in columns:
                 raise UserError(f"{path}: no {columns[field]!r} {what} to use as {field!r} (found: {found}); "
                                 "fix the --columns mapping")
-            raise UserError(f"{path}: row 1 has no {field!r} {what} (found: {found}); rename it in the file or map "
+            row_1 = "" if format == "dataset" else " row 1 has"  # a dataset's columns are its schema's
+            raise UserError(f"{path}:{row_1} no {field!r} {what} (found: {found}); rename it in the file or map "
                             f"it with --columns '{{\"{field}\": \"<{what} name>\"}}'")
 
 
@@ -189,6 +286,8 @@ def fetch_source(data_path: Optional[Path], destination_path: Path, *, repo_id: 
         data_path = Path(data_path)
         if not data_path.exists():
             raise UserError(f"{data_path}: file not found ({flag})")
+        if data_path.is_dir():
+            raise UserError(f"{data_path}: a folder; {flag} takes the file itself")
         return data_path
     cache_dir = Path(destination_path) / "source"
     if repo_id is not None:
