@@ -1,9 +1,13 @@
 """A stand-in Hugging Face Hub on 127.0.0.1 for the download tests: real huggingface_hub code talks HTTP to it.
 
-It answers the endpoints huggingface_hub 2.x uses for snapshot_download / hf_hub_download / repo_info:
+It answers the endpoints huggingface_hub 2.x uses for snapshot_download / hf_hub_download / repo_info, and that
+`datasets.load_dataset("ORG/NAME", ...)` uses on top of them (README.md and data files by resolve URL, the tree):
     GET       /api/{models,datasets}/ORG/NAME[/revision/REV]      repo info with `sha` and `siblings`
-    GET       /api/{models,datasets}/ORG/NAME/tree/REV[/PATH]     file listing (recursive)
+    GET       /api/{models,datasets}/ORG/NAME/tree/REV[/PATH]     file listing (?recursive=true: the whole subtree)
+    GET       /api/{models,datasets}/ORG/NAME/auth-check          200, or GatedRepo for a token without access
     HEAD/GET  /ORG/NAME/resolve/REV/FILE, /datasets/ORG/NAME/resolve/REV/FILE
+REV is main, another branch (`branches`, e.g. the Hub's Parquet conversion refs/convert/parquet, URL-encoded as
+refs%2Fconvert%2Fparquet) or the commit sha of either.
 with the headers the client relies on (ETag, X-Repo-Commit, Content-Length) and the Hub's error signalling
 (X-Error-Code: RepoNotFound / GatedRepo / RevisionNotFound / EntryNotFound, X-Error-Message). As on the real Hub,
 a gated repo's metadata is public and only its files need a token with access. Every request is recorded.
@@ -15,22 +19,35 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
 class FakeRepo:
-    files: dict  # path in repo -> bytes
+    files: dict  # path in repo -> bytes (the main branch)
+    branches: dict = field(default_factory=dict)  # other branch name -> its files (path -> bytes)
     gated: bool = False
     allowed_tokens: set = field(default_factory=set)  # tokens whose account accepted the gated repo's licence
     server_error: Optional[int] = None  # answer every request with this 5xx status
 
     @property
     def sha(self) -> str:
-        digest = hashlib.sha1()
-        for path in sorted(self.files):
-            digest.update(path.encode() + b"\0" + self.files[path] + b"\0")
-        return digest.hexdigest()
+        return _commit_sha("main", self.files)
+
+    def at(self, revision: str) -> Optional[tuple[str, dict]]:
+        """(commit sha, files) of a branch name or commit sha; None for an unknown revision."""
+        for name, files in {"main": self.files, **self.branches}.items():
+            sha = _commit_sha(name, files)
+            if revision in (name, sha):
+                return sha, files
+        return None
+
+
+def _commit_sha(branch: str, files: dict) -> str:
+    digest = hashlib.sha1(b"" if branch == "main" else branch.encode())
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -54,7 +71,11 @@ class FakeHub:
         self._server: Optional[ThreadingHTTPServer] = None
 
     def add_repo(self, repo_id: str, files: dict, repo_type: str = "model", **kwargs) -> FakeRepo:
-        repo = FakeRepo(files={k: v.encode() if isinstance(v, str) else v for k, v in files.items()}, **kwargs)
+        def as_bytes(files: dict) -> dict:
+            return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+
+        kwargs["branches"] = {name: as_bytes(branch) for name, branch in kwargs.get("branches", {}).items()}
+        repo = FakeRepo(files=as_bytes(files), **kwargs)
         self.repos[(repo_type, repo_id)] = repo
         return repo
 
@@ -98,7 +119,8 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _handle(self, send_body: bool) -> None:
         hub = self.fake_hub
         auth = self.headers.get("Authorization")
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path, query = url.path, parse_qs(url.query)
         hub.requests.append(RecordedRequest(self.command, path, auth))
         self.send_body = send_body
         token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
@@ -113,15 +135,21 @@ class _HubHandler(BaseHTTPRequestHandler):
             if repo is None:
                 return
             if not rest or rest[0] == "revision":
-                if not self._check_revision(repo, rest[1] if len(rest) > 1 else "main"):
+                revision = self._revision(repo, rest[1] if len(rest) > 1 else "main")
+                if revision is None:
                     return
-                return self._json({"id": repo_id, "sha": repo.sha, "private": False,
+                sha, files = revision
+                return self._json({"id": repo_id, "sha": sha, "private": False,
                                    "gated": "manual" if repo.gated else False,
-                                   "siblings": [{"rfilename": f} for f in sorted(repo.files)]})
+                                   "siblings": [{"rfilename": f} for f in sorted(files)]})
+            if rest == ["auth-check"]:
+                return self._json({}) if self._may_read(repo, token) else self._gated(repo, token, repo.sha)
             if rest[0] == "tree" and len(rest) >= 2:
-                if not self._check_revision(repo, rest[1]):
+                revision = self._revision(repo, rest[1])
+                if revision is None:
                     return
-                return self._json(self._tree(repo, "/".join(rest[2:])))
+                recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
+                return self._json(self._tree(revision[1], "/".join(rest[2:]), recursive))
             return self._error(404, None, "Not Found")
 
         repo_type = "model"
@@ -129,9 +157,10 @@ class _HubHandler(BaseHTTPRequestHandler):
             repo_type, parts = "dataset", parts[1:]
         if len(parts) >= 5 and parts[2] == "resolve":
             repo = self._repo(repo_type, "/".join(parts[:2]))
-            if repo is None or not self._check_revision(repo, parts[3]):
+            revision = repo and self._revision(repo, parts[3])
+            if revision is None:
                 return
-            return self._resolve(repo, "/".join(parts[4:]), token)
+            return self._resolve(repo, revision, "/".join(parts[4:]), token)
         return self._error(404, None, "Not Found")
 
     def _repo(self, repo_type: str, repo_id: str) -> Optional[FakeRepo]:
@@ -143,41 +172,52 @@ class _HubHandler(BaseHTTPRequestHandler):
             return None
         return repo
 
-    def _check_revision(self, repo: FakeRepo, revision: str) -> bool:
-        if revision in ("main", repo.sha):
-            return True
-        self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        return False
+    def _revision(self, repo: FakeRepo, revision: str) -> Optional[tuple[str, dict]]:
+        found = repo.at(revision)
+        if found is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return found
 
-    def _tree(self, repo: FakeRepo, prefix: str) -> list[dict]:
+    def _tree(self, files: dict, prefix: str, recursive: bool) -> list[dict]:
+        """The entries under `prefix`: its direct children, or with `recursive` every file and folder below it."""
         entries, folders = [], set()
-        for path, content in sorted(repo.files.items()):
+        depth = prefix.count("/") + 1 if prefix else 0  # of a direct child's parent folder
+        for path, content in sorted(files.items()):
             if prefix and not path.startswith(prefix + "/"):
                 continue
             parents = path.split("/")[:-1]
             folders.update("/".join(parents[: i + 1]) for i in range(len(parents)))
-            entries.append({"type": "file", "oid": git_blob_sha(content), "size": len(content), "path": path})
+            if recursive or len(parents) == depth:
+                entries.append({"type": "file", "oid": git_blob_sha(content), "size": len(content), "path": path})
         entries += [{"type": "directory", "oid": git_blob_sha(f.encode()), "size": 0, "path": f}
-                    for f in sorted(folders) if not prefix or f.startswith(prefix + "/")]
+                    for f in sorted(folders) if (not prefix or f.startswith(prefix + "/"))
+                    and (recursive or f.count("/") == depth)]
         return entries
 
-    def _resolve(self, repo: FakeRepo, filename: str, token: Optional[str]) -> None:
-        if repo.gated and token not in repo.allowed_tokens:
-            # 401 for anonymous requests, 403 for an account that has not accepted the licence (as the Hub does)
-            return self._error(401 if token is None else 403, "GatedRepo",
-                               "Access to this repo is restricted. You must have access to it and be authenticated.",
-                               commit=repo.sha)
-        content = repo.files.get(filename)
+    def _resolve(self, repo: FakeRepo, revision: tuple[str, dict], filename: str, token: Optional[str]) -> None:
+        sha, files = revision
+        if not self._may_read(repo, token):
+            return self._gated(repo, token, sha)
+        content = files.get(filename)
         if content is None:
-            return self._error(404, "EntryNotFound", f"{filename} does not exist on \"main\"", commit=repo.sha)
+            return self._error(404, "EntryNotFound", f"{filename} does not exist on \"main\"", commit=sha)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(content)))
         self.send_header("ETag", f'"{git_blob_sha(content)}"')
-        self.send_header("X-Repo-Commit", repo.sha)
+        self.send_header("X-Repo-Commit", sha)
         self.end_headers()
         if self.send_body:
             self.wfile.write(content)
+
+    @staticmethod
+    def _may_read(repo: FakeRepo, token: Optional[str]) -> bool:
+        return not repo.gated or token in repo.allowed_tokens
+
+    def _gated(self, repo: FakeRepo, token: Optional[str], sha: str) -> None:
+        # 401 for anonymous requests, 403 for an account that has not accepted the licence (as the Hub does)
+        self._error(401 if token is None else 403, "GatedRepo",
+                    "Access to this repo is restricted. You must have access to it and be authenticated.", commit=sha)
 
     # ---- responses --------------------------------------------------------------------------------------------------
     def _json(self, data) -> None:

@@ -31,7 +31,7 @@ BATCH_ROWS = 1000
 @dataclass
 class HubDataset:
     """A loaded split: `dataset` (a datasets.Dataset), `label` for messages ("org/name (split train)") and what the
-    manifest records (`options`: dataset_id, subset, split, revision and the commit read)."""
+    manifest records (`options`: dataset_id, subset, split, revision)."""
     dataset: Any
     label: str
     options: dict = field(default_factory=dict)
@@ -100,8 +100,9 @@ def load_hub_dataset(dataset_id: str, subset: Optional[str] = None, split: str =
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=split)
     label = f"{dataset_id} ({', '.join(filter(None, [subset and f'subset {subset}', f'split {split}']))})"
+    # not the commit: offline it is unknown, and the Arrow files' hashes already pin the content
     return HubDataset(dataset, label, {"dataset_id": dataset_id, "subset": subset, "split": split,
-                                       "revision": revision, "commit": commit})
+                                       "revision": revision})
 
 
 def dataset_rows(dataset: Any, label: str) -> Iterator[tuple[str, dict]]:
@@ -141,13 +142,17 @@ def plain(value: Any) -> Any:
 # ---- helpers ---------------------------------------------------------------------------------------------------------
 def _commit(dataset_id: str, revision: Optional[str], token: Optional[str]) -> Optional[str]:
     """The commit of `revision` (default main), asked of the Hub first: one request that says at once whether the
-    dataset and revision exist. None when the Hub cannot be reached (or HF_HUB_OFFLINE is set): datasets then uses
-    what it cached before, or fails."""
+    dataset and revision exist, and for a gated dataset a second one whether the token may read it (datasets' own
+    messages for these lose the Hub's error). None when the Hub cannot be reached (or HF_HUB_OFFLINE is set):
+    datasets then uses what it cached before, or fails."""
     from huggingface_hub import HfApi
 
     with translate_hub_errors(dataset_id, token, repo_type="dataset"):
         try:
-            return HfApi().dataset_info(dataset_id, revision=revision, token=token).sha
+            info = HfApi().dataset_info(dataset_id, revision=revision, token=token)
+            if info.gated:
+                HfApi().auth_check(dataset_id, repo_type="dataset", token=token)
+            return info.sha
         except NETWORK_ERRORS:
             return None
 
@@ -190,11 +195,14 @@ def _translate_datasets_errors(dataset_id: str, token: Optional[str]) -> Iterato
         if hub_error is not None:
             with translate_hub_errors(dataset_id, token, repo_type="dataset"):
                 raise hub_error from None
+        # no network (or HF_HUB_OFFLINE) and nothing cached: datasets says ConnectionError, or "Couldn't find" it
+        if isinstance(e, ConnectionError) or (isinstance(e, FileNotFoundError) and "Couldn't find" in str(e)):
+            from huggingface_hub import constants
+
+            raise HubUnreachable(f"{dataset_id}: cannot reach the Hugging Face Hub at {constants.ENDPOINT} (or "
+                                 "HF_HUB_OFFLINE is set) and datasets has no cached copy; check the network "
+                                 "connection (or HF_ENDPOINT / proxy settings) and retry") from None
         if isinstance(e, (datasets.exceptions.DatasetsError, ValueError, FileNotFoundError)):
-            if isinstance(e, FileNotFoundError) and "Couldn't find" in str(e):  # no network, nothing cached
-                raise HubUnreachable(f"{dataset_id}: cannot reach the Hugging Face Hub and datasets has no cached "
-                                     "copy; check the network connection (or HF_ENDPOINT / proxy settings) and "
-                                     "retry") from None
             raise UserError(f"{dataset_id}: datasets cannot load it ({_first_line(e)})") from None
         raise
 
