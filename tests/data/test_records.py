@@ -1,6 +1,7 @@
-"""lit_gpt/data/records.py: JSON, JSON lines, CSV and gzip files; bad input names its file and row."""
+"""lit_gpt/data/records.py: JSON, JSON lines, CSV, gzip, Parquet and Arrow files; bad input names its file and row."""
 
 import gzip
+import json
 
 import pytest
 
@@ -63,3 +64,48 @@ def test_a_columns_mapping_that_no_row_matches_is_an_error(tmp_path):
     assert rows[1]["input"] == "c" and "input" not in rows[0]
     with pytest.raises(UserError, match=r"no row has the field\(s\) 'contxt' named in --columns"):
         load_records(path, columns={"instruction": "question", "output": "answer", "input": "contxt"})
+
+
+# ---- Parquet and Arrow files (read with datasets) -------------------------------------------------------------------
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """datasets' cache in tmp_path, not the user's ~/.cache/huggingface/datasets."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
+
+
+QA_ROWS = [{"question": "Largest planet?", "answer": "Jupiter.", "tags": ["space"], "meta": {"level": 1}},
+           {"question": "Boiling point of water?", "answer": "100 C.", "tags": [], "meta": {"level": 2}}]
+
+
+def write_dataset_files(rows: list, tmp_path) -> list:
+    """rows as a .parquet file and an .arrow file, both written by datasets itself."""
+    import datasets
+
+    dataset = datasets.Dataset.from_list(rows)
+    dataset.to_parquet(str(tmp_path / "qa.parquet"))
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "saved" / "data-00000-of-00001.arrow").rename(tmp_path / "qa.arrow")
+    return [tmp_path / "qa.parquet", tmp_path / "qa.arrow"]
+
+
+def test_parquet_and_arrow_rows_are_the_json_rows_with_the_same_mapping(tmp_path, datasets_cache):
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in QA_ROWS))
+    columns = {"instruction": "question", "output": "answer"}
+    expected = load_records(tmp_path / "qa.jsonl", columns=columns, required=("instruction", "output"))
+    for path in write_dataset_files(QA_ROWS, tmp_path):
+        # the script's --format of text files does not apply to them
+        assert load_records(path, format="jsonl", columns=columns, required=("instruction", "output")) == expected
+        assert [w for w, _ in iter_records(path)] == [f"{path}: row 1", f"{path}: row 2"]
+
+
+def test_parquet_column_errors_name_the_columns(tmp_path, datasets_cache):
+    parquet, _ = write_dataset_files(QA_ROWS, tmp_path)
+    with pytest.raises(UserError) as e:
+        load_records(parquet, columns={"instruction": "question", "output": "answr"})
+    assert str(e.value) == (f"{parquet}: no column(s) 'answr' named in --columns (its columns: question, answer, "
+                            "tags, meta); fix the --columns mapping")
+    with pytest.raises(UserError) as e:
+        load_records(parquet, columns={"instruction": "question"}, required=("instruction", "output"))
+    assert str(e.value).startswith(f"{parquet}: no 'output' column (found: 'answer', 'tags', 'meta', 'instruction')")
