@@ -1,7 +1,9 @@
 """scripts/prepare_*.py end to end on the real dataset samples in shared/ and small files in tests/fixtures/.
 
-Counts, sources, bad input as one-line errors, reuse of an up-to-date preparation, and the gated LIMA download against
-the loopback stand-in Hub. The files in tests/fixtures/ are in the published layouts.
+Counts, sources, bad input as one-line errors, reuse of an up-to-date preparation, the gated LIMA download against
+the loopback stand-in Hub, and Parquet, Arrow and Hub datasets (--dataset_id, served by the stand-in to the real
+`datasets` library) preparing exactly as the same rows in JSON. The files in tests/fixtures/ are in the published
+layouts.
 
 The scripts run in-process through the same `run_cli` entry point as on the command line (SystemExit and stderr
 included); a few runs go through a real subprocess to prove the command line itself.
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fake_hub import FakeHub
 from helpers import FIXTURES, ROOT, assert_one_line_error, check_prepared, run_script
@@ -307,3 +310,114 @@ def test_lima_download_from_the_hub(smollm2_dir, tmp_path):
     assert Path(manifest["source_files"][0]["path"]).is_relative_to(tmp_path / "lima" / "source")  # cached there
     for text in (out, err, denied_out, denied_err, (tmp_path / "lima" / "manifest.json").read_text()):
         assert TOKEN not in text
+
+
+# ---- Parquet, Arrow and Hub datasets (read with datasets) -----------------------------------------------------------
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """datasets' cache (local Parquet files are converted into it) in tmp_path, not ~/.cache/huggingface."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
+
+
+def assert_same_prepared(expected: Path, actual: Path) -> None:
+    train, test, manifest = load_prepared(expected)
+    other_train, other_test, other_manifest = load_prepared(actual)
+    assert manifest["counts"] == other_manifest["counts"]
+    for examples, others in ((train, other_train), (test, other_test)):
+        assert len(examples) == len(others)
+        for example, other in zip(examples, others):
+            assert example.keys() == other.keys()
+            for key, value in example.items():
+                assert torch.equal(value, other[key]) if isinstance(value, torch.Tensor) else value == other[key], key
+
+
+def test_parquet_arrow_and_hub_dataset_prepare_like_json(capsys, shared_dir, smollm2_dir, tmp_path, datasets_cache):
+    import datasets
+
+    rows = json.loads((shared_dir / "datasets/alpaca/alpaca_random_9k.json").read_text())[:30]
+    for i, row in enumerate(rows[::3]):  # metadata some rows have: null in the other rows' Parquet columns
+        row.update(topic=f"topic {i % 2}", rating=i, tags=["a", "b"][: i % 3])
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    dataset = datasets.Dataset.from_list(rows)
+    dataset.to_parquet(str(tmp_path / "rows.parquet"))
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "saved" / "data-00000-of-00001.arrow").rename(tmp_path / "rows.arrow")
+    settings = ["--checkpoint_dir", str(smollm2_dir), "--test_split_fraction", "0.2"]
+    with FakeHub() as hub:
+        hub.add_repo("org/rows", {"data/train-00000-of-00001.parquet": (tmp_path / "rows.parquet").read_bytes(),
+                                  "README.md": "# rows"}, repo_type="dataset")
+        command = [sys.executable, str(ROOT / "scripts" / "prepare_json.py"), *settings]
+
+        def start(name: str, *args: str) -> subprocess.Popen:  # all at once: each pays the interpreter start-up
+            return subprocess.Popen([*command, "--destination_path", str(tmp_path / name), *args], text=True,
+                                    env=hub_env(hub.url, tmp_path / name), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+
+        runs = {"hub": start("hub", "--dataset_id", "org/rows"),
+                "no split": start("no_split", "--dataset_id", "org/rows", "--split", "validation"),
+                "no dataset": start("no_dataset", "--dataset_id", "org/nope")}
+        for suffix in ("json", "parquet", "arrow"):
+            code, _, err = run_script(capsys, "prepare_json", "--data_path", tmp_path / f"rows.{suffix}",
+                                      "--destination_path", tmp_path / suffix, *settings)
+            assert code == 0, err
+        outputs = {name: proc.communicate(timeout=300) for name, proc in runs.items()}
+        results = {name: (proc.returncode, *outputs[name]) for name, proc in runs.items()}
+    code, out, err = results["hub"]
+    assert code == 0, err
+    for name in ("parquet", "arrow", "hub"):
+        assert_same_prepared(tmp_path / "json", tmp_path / name)
+    manifest = load_prepared(tmp_path / "hub")[2]
+    assert manifest["name"] == "rows" and manifest["options"] == {
+        "columns": {}, "format": None, "dataset_id": "org/rows", "subset": None, "split": "train", "revision": None}
+    assert Path(manifest["source_files"][0]["path"]).is_relative_to(tmp_path / "hub" / "hf_home")  # datasets' cache
+    assert_one_line_error(*results["no split"][::2], "org/rows: no split 'validation' (--split); the dataset has: train")
+    assert_one_line_error(*results["no dataset"][::2], "org/nope: no such dataset repository on the Hub")
+    assert not any((tmp_path / name / "manifest.json").exists() for name in ("no_split", "no_dataset"))
+
+
+@pytest.mark.parametrize("script, sample, args", [
+    ("prepare_dolly", "dolly/dolly_3k.jsonl", []),
+    ("prepare_lima", "lima/train.jsonl", ["--include_multiturn_conversations", "true"]),
+    ("prepare_oasst", "oasst_messages.jsonl", ["--languages", "all"]),
+])
+def test_the_dataset_scripts_read_parquet_like_their_jsonl(capsys, shared_dir, smollm2_dir, tmp_path, datasets_cache,
+                                                            script, sample, args):
+    import datasets
+
+    path = FIXTURES / sample if (FIXTURES / sample).is_file() else shared_dir / "datasets" / sample
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:60]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "rows.parquet"))
+    for suffix in ("jsonl", "parquet"):
+        code, _, err = run_script(capsys, script, "--data_path", tmp_path / f"rows.{suffix}", "--checkpoint_dir",
+                                  smollm2_dir, "--destination_path", tmp_path / suffix, *args)
+        assert code == 0, err
+    assert_same_prepared(tmp_path / "jsonl", tmp_path / "parquet")
+
+
+def test_parquet_column_mapping_and_errors(capsys, smollm2_dir, tmp_path, datasets_cache):
+    import datasets
+
+    rows = [{"question": "Largest planet?", "answer": "Jupiter.", "topic": "space"},
+            {"question": "Boiling point of water at sea level?", "answer": "100 degrees Celsius.", "topic": None}]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "qa.parquet"))
+    args = ["--data_path", tmp_path / "qa.parquet", "--checkpoint_dir", smollm2_dir, "--test_split_fraction", 0]
+    code, _, err = run_script(capsys, "prepare_json", *args, "--destination_path", tmp_path / "out",
+                              "--columns", '{"instruction": "question", "output": "answer"}')
+    assert code == 0, err
+    train, _, manifest = load_prepared(tmp_path / "out")
+    assert manifest["name"] == "qa" and manifest["sources"] == {"qa": 2}
+    assert [(e["instruction"], e["output"], e.get("metadata")) for e in train] == [
+        ("Largest planet?", "Jupiter.", {"topic": "space"}),
+        ("Boiling point of water at sea level?", "100 degrees Celsius.", None)]
+    code, _, err = run_script(capsys, "prepare_json", *args, "--destination_path", tmp_path / "typo",
+                              "--columns", '{"instruction": "question", "output": "answr"}')
+    assert_one_line_error(code, err, f"{tmp_path / 'qa.parquet'}: no column(s) 'answr' named in --columns "
+                          "(its columns: question, answer, topic)")
+    code, _, err = run_script(capsys, "prepare_json", *args, "--destination_path", tmp_path / "unmapped")
+    assert_one_line_error(code, err, "no 'instruction' column (found: 'question', 'answer', 'topic')")
+    code, _, err = run_script(capsys, "prepare_json", *args, "--split", "test")
+    assert_one_line_error(code, err, "--split go(es) with --dataset_id")
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "unmapped").exists()
