@@ -201,7 +201,7 @@ def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: in
     """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
     from lit_gpt.eval.run import ifeval_answers  # eval.run imports this module's eval_rows
 
-    responses = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+    responses = [a.text for a in ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)]
     result = ifeval.score(prompts, responses)
     return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
             "responses": responses}

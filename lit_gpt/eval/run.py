@@ -83,21 +83,24 @@ def versions() -> dict:
 # ---- ifeval -------------------------------------------------------------------------------------------------------
 def ifeval_answers(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts: Sequence, max_new_tokens: int,
                    batch_size: int) -> list:
-    """The model's greedy answer to each IFEval prompt, a single user turn in its chat format."""
+    """The model's greedy answer (`Answer`: text, and whether it ended before the budget) to each IFEval prompt, a
+    single user turn in its chat format."""
     device = next(model.parameters()).device
     ids = [encode_prompt(tokenizer, style, p.prompt, device=device) for p in prompts]
-    answers = continue_batch(model, tokenizer, ids, max_new_tokens, batch_size=batch_size,
-                             stop_strings=style.stop_strings, progress="ifeval")
-    return [a.text for a in answers]
+    return continue_batch(model, tokenizer, ids, max_new_tokens, batch_size=batch_size,
+                          stop_strings=style.stop_strings, progress="ifeval")
 
 
-def write_ifeval_outputs(path: Path, prompts: Sequence, responses: Sequence[str], result) -> None:
+def write_ifeval_outputs(path: Path, prompts: Sequence, responses: Sequence[str], result,
+                         finished: Optional[Sequence[bool]] = None) -> None:
     lines = []
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
-        lines.append(json.dumps({"key": prompt.key, "prompt": prompt.prompt, "response": response,
-                                 "instruction_id_list": prompt.instruction_id_list,
-                                 "strict": result.strict_verdicts[i], "loose": result.loose_verdicts[i]},
-                                ensure_ascii=False))
+        row = {"key": prompt.key, "prompt": prompt.prompt, "response": response,
+               "instruction_id_list": prompt.instruction_id_list,
+               "strict": result.strict_verdicts[i], "loose": result.loose_verdicts[i]}
+        if finished is not None:
+            row["finished"] = finished[i]  # False: cut at the token budget
+        lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -150,10 +153,12 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
     if "ifeval" in tasks:
         start = time.perf_counter()
         prompts = ifeval.load_prompts(ifeval_path)[:limit] if limit else ifeval.load_prompts(ifeval_path)
-        responses = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+        answers = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+        responses = [a.text for a in answers]
         result = ifeval.score(prompts, responses)
-        write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, responses, result)
-        report.ifeval = result.to_dict()
+        write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, responses, result,
+                             [a.finished for a in answers])
+        report.ifeval = {**result.to_dict(), "cut_at_budget": sum(not a.finished for a in answers)}
         report.seconds["ifeval"] = round(time.perf_counter() - start, 1)
     if "reference_loss" in tasks:
         start = time.perf_counter()
@@ -186,6 +191,8 @@ def markdown_table(report: EvalReport) -> str:
         for metric in ifeval.METRICS:
             lines.append(f"| ifeval | {metric} | {100 * report.ifeval[metric]:.2f} |")
         lines.append(f"| ifeval | prompts | {report.ifeval['prompts']} |")
+        if "cut_at_budget" in report.ifeval:
+            lines.append(f"| ifeval | answers cut at the token budget | {report.ifeval['cut_at_budget']} |")
     if report.reference_loss:
         r = report.reference_loss
         lines += [f"| reference_loss | mean NLL (nats/token) | {r['mean_nll']:.4f} |",
