@@ -28,7 +28,8 @@ def test_ifeval_and_reference_loss_on_a_checkpoint(checkpoint, shared_dir, tmp_p
     ref = results["reference_loss"]
     assert ref["examples"] == 3 and ref["tokens"] > 0 and ref["perplexity"] > 1
     outputs = [json.loads(line) for line in (out_dir / "ifeval_responses.jsonl").read_text().splitlines()]
-    assert len(outputs) == 3 and {"prompt", "response", "strict", "loose"} <= set(outputs[0])
+    assert len(outputs) == 3 and {"prompt", "response", "strict", "loose", "finished"} <= set(outputs[0])
+    assert results["ifeval"]["cut_at_budget"] == sum(not o["finished"] for o in outputs)
     assert len((out_dir / "reference_loss.jsonl").read_text().splitlines()) == 3
     assert "| ifeval | prompt_level_strict_acc |" in (out_dir / "results.md").read_text()
     assert "prompt_level_strict_acc" in out
