@@ -455,21 +455,30 @@ def _gguf_name(ours: str) -> str:
     return f"blk.{layer}.{ {v: k for k, v in BLOCK_TENSORS.items()}[rest]}.{suffix}"
 
 
-def write_llama_gguf(path, model: GPT, qtype=gguf.GGMLQuantizationType.F16, stored_as: Optional[dict] = None) -> None:
-    """What llama.cpp's converter writes for a Llama model: metadata, a byte-level BPE vocabulary with two merges,
-    Q/K rows permuted, matrices in `qtype`, norms in F32. `stored_as` replaces tensors by GGUF name."""
-    config = model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Tiny Llama")
+def add_gguf_sizes(writer, config, head_lengths: bool = False) -> None:
+    """The architecture sizes llama.cpp's converter writes (head_lengths: also the key/value head sizes and the
+    rotary dimensions of a partial rotary, as it does for the families that can differ there)."""
     writer.add_block_count(config.n_layer)
     writer.add_context_length(config.block_size)
     writer.add_embedding_length(config.n_embd)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.n_head)
     writer.add_head_count_kv(config.n_query_groups)
+    if head_lengths:
+        writer.add_key_length(config.head_size)
+        writer.add_value_length(config.head_size)
     writer.add_rope_freq_base(config.rope_base)
-    writer.add_rope_dimension_count(config.head_size)
+    writer.add_rope_dimension_count(config.rope_n_elem if head_lengths else config.head_size)
     writer.add_layer_norm_rms_eps(config.norm_eps)
+
+
+def write_llama_gguf(path, model: GPT, qtype=gguf.GGMLQuantizationType.F16, stored_as: Optional[dict] = None) -> None:
+    """What llama.cpp's converter writes for a Llama model: metadata, a byte-level BPE vocabulary with two merges,
+    Q/K rows permuted, matrices in `qtype`, norms in F32. `stored_as` replaces tensors by GGUF name."""
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("Tiny Llama")
+    add_gguf_sizes(writer, config)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
     tokens = SPECIALS + BYTE_ALPHABET + ["he", "hel"][: config.vocab_size - len(SPECIALS) - 256]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import BYTE_ALPHABET, SPECIALS, memoize_gguf_parsing, tiny_config
+from helpers import BYTE_ALPHABET, SPECIALS, add_gguf_sizes, memoize_gguf_parsing, tiny_config
 from lit_gpt.checkpoint import load_model
 from lit_gpt.gguf_import import BLOCK_TENSORS, TOP_LEVEL_TENSORS, convert_gguf
 from lit_gpt.model import GPT
@@ -53,17 +53,7 @@ def write_gguf(path, model: GPT, arch: str, qtype=F32) -> None:
     config = model.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"Tiny {arch}")
-    writer.add_block_count(config.n_layer)
-    writer.add_context_length(config.block_size)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.n_head)
-    writer.add_head_count_kv(config.n_query_groups)
-    writer.add_key_length(config.head_size)
-    writer.add_value_length(config.head_size)
-    writer.add_rope_freq_base(config.rope_base)
-    writer.add_rope_dimension_count(config.rope_n_elem)
-    writer.add_layer_norm_rms_eps(config.norm_eps)
+    add_gguf_sizes(writer, config, head_lengths=True)
     if config.sliding_window:
         writer.add_sliding_window(config.sliding_window)
     writer.add_tokenizer_model("gpt2")
