@@ -38,14 +38,14 @@ import torch
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.compare_report import CONTAMINATION_THRESHOLD, TIE_BAND, markdown_report, plot_comparison
 from lit_gpt.data.mixing import NearDuplicateFinder, instruction_key
-from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.order import check_order
 from lit_gpt.data.prepared import load_prepared
-from lit_gpt.data.records import load_records
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.eval import ifeval
+from lit_gpt.eval.held_out import eval_rows
 from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.eval.reference_loss import reference_loss
+from lit_gpt.eval.run import ifeval_answers
 from lit_gpt.infer.answer import answer_prompts
 from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
 from lit_gpt.precision import device_and_dtype
@@ -126,34 +126,6 @@ class EvalSet:
     scored: list  # prepared examples (input_ids, labels) of the prompts that have a reference answer
 
 
-def eval_rows(path: Path) -> list[dict]:
-    """{instruction, input, output or None} per row of an eval file (see the module docstring for the layouts)."""
-    rows = []
-    for number, record in enumerate(load_records(path), 1):
-        try:
-            example = normalize(record)
-            rows.append({"instruction": example["instruction"], "input": example["input"],
-                         "output": example["output"], "messages": example.get("messages")})
-            continue
-        except BadRecord:
-            pass
-        turns = record.get("turns") if isinstance(record.get("turns"), list) else []
-        instruction = next((v for v in (record.get("instruction"), record.get("text"), record.get("question"),
-                                        record.get("prompt"), *turns[:1]) if isinstance(v, str) and v.strip()), None)
-        if instruction is None:
-            raise UserError(f"{path}: row {number}: no instruction (looked for instruction, text, question, prompt, "
-                            "turns); give rows with an instruction and optionally an output")
-        instances = record.get("instances") if isinstance(record.get("instances"), list) else []
-        first = instances[0] if instances and isinstance(instances[0], dict) else {}
-        output = next((v for v in (record.get("output"), record.get("response"), record.get("answer"),
-                                   first.get("output")) if isinstance(v, str) and v.strip()), None)
-        rows.append({"instruction": instruction, "input": str(record.get("input") or first.get("input") or ""),
-                     "output": output})
-    if not rows:
-        raise UserError(f"{path}: no rows")
-    return rows
-
-
 def build_eval_set(eval_path: Optional[Path], tokenizer, prompt_style: str, max_seq_length: int,
                    variant_tests: dict) -> EvalSet:
     if eval_path is None:  # the union of the variants' test sets, each instruction once
@@ -199,8 +171,6 @@ def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[
 # ---- evaluation -----------------------------------------------------------------------------------------------------
 def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: int, batch_size: int) -> dict:
     """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
-    from lit_gpt.eval.run import ifeval_answers  # eval.run imports this module's eval_rows
-
     responses = [a.text for a in ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)]
     result = ifeval.score(prompts, responses)
     return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,

@@ -19,10 +19,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lit_gpt.compare import eval_rows
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import encode_prompt, tokenize_examples
 from lit_gpt.eval import ifeval
+from lit_gpt.eval.held_out import eval_rows
 from lit_gpt.eval.reference_loss import ReferenceLoss, reference_loss
 from lit_gpt.infer.answer import continue_batch
 from lit_gpt.model import GPT

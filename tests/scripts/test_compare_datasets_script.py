@@ -10,7 +10,7 @@ import json
 import pytest
 
 from helpers import ROOT
-from lit_gpt.compare import eval_rows
+from lit_gpt.eval.held_out import eval_rows
 from lit_gpt.data.mixing import mix
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
