@@ -45,7 +45,7 @@ from lit_gpt.eval import ifeval
 from lit_gpt.eval.held_out import eval_rows
 from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.eval.reference_loss import reference_loss
-from lit_gpt.eval.run import ifeval_answers
+from lit_gpt.eval.run import run_ifeval
 from lit_gpt.infer.answer import answer_prompts
 from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
 from lit_gpt.precision import device_and_dtype
@@ -171,10 +171,9 @@ def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[
 # ---- evaluation -----------------------------------------------------------------------------------------------------
 def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: int, batch_size: int) -> dict:
     """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
-    responses = [a.text for a in ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)]
-    result = ifeval.score(prompts, responses)
+    answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
     return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
-            "responses": responses}
+            "responses": [a.text for a in answers]}
 
 
 def differences_from_baseline(rows: list[dict], seed: int) -> None:

@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from lit_gpt.config import Config as OurConfig  # noqa: E402 (run_litgpt imports LitGPT's Config)
 from lit_gpt.data.normalize import normalize  # noqa: E402
 from lit_gpt.data.order import epoch_order  # noqa: E402
 from lit_gpt.data.prepared import load_prepared  # noqa: E402
@@ -226,12 +227,6 @@ def run_ours(spec: dict) -> dict:
                          {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
 
 
-def _is_windowed(config: dict, layer: int) -> bool:
-    """lit_gpt.config.Config.is_windowed on the config as a dict (LitGPT's venv has no lit_gpt)."""
-    pattern = config["sliding_window_pattern"]
-    return config["sliding_window"] is not None and (pattern == 1 or (layer + 1) % pattern != 0)
-
-
 def run_litgpt(spec: dict) -> dict:
     """LitGPT's GPT and LoRA classes in a minimal loop over the same micro-batch tensors (runs in LitGPT's venv)."""
     from importlib.metadata import version
@@ -248,7 +243,7 @@ def run_litgpt(spec: dict) -> dict:
     start = time.perf_counter()
     ours = spec["config"]
     lora = spec["lora"] if spec["method"] == "lora" else {"r": 0, "alpha": 1, "dropout": 0.0, "targets": []}
-    windowed = [_is_windowed(ours, i) for i in range(ours["n_layer"])]
+    windowed = [OurConfig(**ours).is_windowed(i) for i in range(ours["n_layer"])]
     gemma = dict(  # LitGPT's spelling of the Gemma switches (its RMSNorm adds the unit offset for "Gemma" names)
         scale_embeddings=ours["scale_embeddings"], attention_scores_scalar=ours["attention_scores_scalar"],
         post_attention_norm=ours["post_block_norms"], post_mlp_norm=ours["post_block_norms"], norm_qk=ours["norm_qk"],

@@ -16,19 +16,14 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from lm_eval.api.model import LM  # lm-eval imports a lot: lit_gpt.eval.run imports this module only for --tasks harness
 
 from lit_gpt.infer.answer import continue_batch
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
 
-def _lm_base():
-    from lm_eval.api.model import LM  # lazy: lm-eval imports a lot
-
-    return LM
-
-
-class LitGPTLM(_lm_base()):
+class LitGPTLM(LM):
     def __init__(self, model: GPT, tokenizer: Tokenizer, batch_size: int = 8, max_gen_toks: int = 256) -> None:
         super().__init__()
         self.model, self.tokenizer = model.eval(), tokenizer

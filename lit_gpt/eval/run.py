@@ -91,6 +91,13 @@ def ifeval_answers(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts
                           stop_strings=style.stop_strings, progress="ifeval")
 
 
+def run_ifeval(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts: Sequence, max_new_tokens: int,
+               batch_size: int) -> "tuple[list, ifeval.IFEvalResult]":
+    """The model's answers to IFEval prompts and their scores (what evaluate.py and compare_datasets.py run)."""
+    answers = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+    return answers, ifeval.score(prompts, [a.text for a in answers])
+
+
 def write_ifeval_outputs(path: Path, prompts: Sequence, responses: Sequence[str], result,
                          finished: Optional[Sequence[bool]] = None) -> None:
     lines = []
@@ -153,10 +160,8 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
     if "ifeval" in tasks:
         start = time.perf_counter()
         prompts = ifeval.load_prompts(ifeval_path)[:limit] if limit else ifeval.load_prompts(ifeval_path)
-        answers = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
-        responses = [a.text for a in answers]
-        result = ifeval.score(prompts, responses)
-        write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, responses, result,
+        answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+        write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, [a.text for a in answers], result,
                              [a.finished for a in answers])
         report.ifeval = {**result.to_dict(), "cut_at_budget": sum(not a.finished for a in answers)}
         report.seconds["ifeval"] = round(time.perf_counter() - start, 1)

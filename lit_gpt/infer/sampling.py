@@ -148,7 +148,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
                     keep.append(i)
             if not keep or step + 1 == max_new_tokens:  # the last token's logits would be thrown away
                 break
-            batch = torch.cat((batch, tokens), dim=1)
+            if refill_at is not None:  # the ids so far, for the one forward that recomputes the cache
+                batch = torch.cat((batch, tokens), dim=1)
             if len(keep) < len(rows):
                 kept = torch.tensor(keep, device=device)
                 model.keep_kv_cache_rows(kept)
