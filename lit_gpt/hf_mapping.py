@@ -110,11 +110,10 @@ _LLAMA_SWITCHES = dict(norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", par
                        rotary_percentage=1.0, norm_qk=False, sliding_window_pattern=1, **_GEMMA_OFF)
 _GELU_SWITCHES = dict(_GEMMA_OFF, norm_class_name="LayerNorm", mlp_class_name="GptNeoxMLP", sliding_window=None,
                       rope_scaling=None, norm_qk=False)
-_GEMMA_SWITCHES = dict(_LLAMA_SWITCHES, mlp_class_name="GemmaMLP", norm_unit_offset=True, post_block_norms=True,
-                       scale_embeddings=True)
-for _free in ("attention_scores_scalar", "attention_logit_softcapping", "final_logit_softcapping", "rope_local_base",
-              "sliding_window_pattern"):
-    _GEMMA_SWITCHES.pop(_free)
+_GEMMA_FREE = ("attention_scores_scalar", "attention_logit_softcapping", "final_logit_softcapping", "rope_local_base",
+               "sliding_window_pattern")  # Gemma's config.json sets these
+_GEMMA_SWITCHES = {**{k: v for k, v in _LLAMA_SWITCHES.items() if k not in _GEMMA_FREE}, "mlp_class_name": "GemmaMLP",
+                   "norm_unit_offset": True, "post_block_norms": True, "scale_embeddings": True}
 FAMILY_SWITCHES = {
     "llama": dict(_LLAMA_SWITCHES, sliding_window=None),
     "mistral": _LLAMA_SWITCHES,
