@@ -20,6 +20,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
 TRAIN_FILE = "train.pt"  # prepared examples, list[dict]
 TEST_FILE = "test.pt"
 MANIFEST_FILE = "manifest.json"
+DATA_MANIFEST_FILE = "data_manifest.json"  # in a run's out_dir: the manifest of the data it trained on (model cards)
 
 TRAIN_STATE_FILE = "train_state.pth"  # what resuming needs: trainable weights, optimizer, scheduler, TrainState
 CHECKPOINTS_DIR = "checkpoints"  # out_dir/checkpoints/step-NNNNNN/

@@ -82,8 +82,9 @@ def repo_url(repo_id: str, repo_type: str = "model") -> str:
 
 @contextlib.contextmanager
 def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: str = "model",
-                         filename: Optional[str] = None) -> Iterator[None]:
+                         filename: Optional[str] = None, write: bool = False) -> Iterator[None]:
     """Turns huggingface_hub/HTTP exceptions into one-line `UserError`s (`HubUnreachable` for network trouble).
+    write: the calls upload (a refusal then names write access).
 
     The order matters: GatedRepoError is a RepositoryNotFoundError, every HfHubHTTPError is an OSError and
     LocalEntryNotFoundError (huggingface_hub's "could not reach the Hub and nothing cached") is a FileNotFoundError."""
@@ -120,6 +121,9 @@ def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: s
             raise UserError(f"{repo_id}: the Hub rejected the access token (401 invalid credentials); check "
                             "HF_TOKEN or --access_token") from None
         if status == 403:
+            if write:
+                raise UserError(f"{repo_id}: access denied (403); the token lacks write permission for "
+                                f"{repo_id.split('/')[0]} (use a write token of that account or organization)") from None
             raise UserError(f"{repo_id}: access denied (403); the token lacks read permission for this {what}") from None
         raise UserError(f"{repo_id}: the Hub refused the request (HTTP {status})") from None
     except NETWORK_ERRORS as e:

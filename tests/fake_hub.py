@@ -6,6 +6,11 @@ It answers the endpoints huggingface_hub 2.x uses for snapshot_download / hf_hub
     GET       /api/{models,datasets}/ORG/NAME/tree/REV[/PATH]     file listing (?recursive=true: the whole subtree)
     GET       /api/{models,datasets}/ORG/NAME/auth-check          200, or GatedRepo for a token without access
     HEAD/GET  /ORG/NAME/resolve/REV/FILE, /datasets/ORG/NAME/resolve/REV/FILE
+and, for uploads (HfApi.create_repo + create_commit / upload_folder; a write needs a token of `write_tokens`):
+    POST      /api/repos/create                                   a new empty repo (409 with its url if it exists)
+    POST      /api/validate-yaml                                  400 when a README.md's YAML header does not parse
+    POST      /api/{models,datasets}/ORG/NAME/preupload/main      every file "regular" (tests upload small files)
+    POST      /api/{models,datasets}/ORG/NAME/commit/main         the ndjson commit: header + base64 "file" lines
 REV is main, another branch (`branches`, e.g. the Hub's Parquet conversion refs/convert/parquet, URL-encoded as
 refs%2Fconvert%2Fparquet) or the commit sha of either.
 with the headers the client relies on (ETag, X-Repo-Commit, Content-Length) and the Hub's error signalling
@@ -13,6 +18,7 @@ with the headers the client relies on (ETag, X-Repo-Commit, Content-Length) and 
 a gated repo's metadata is public and only its files need a token with access. Every request is recorded.
 """
 
+import base64
 import hashlib
 import json
 import threading
@@ -20,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
 
 
 @dataclass
@@ -29,6 +37,8 @@ class FakeRepo:
     gated: bool = False
     allowed_tokens: set = field(default_factory=set)  # tokens whose account accepted the gated repo's licence
     server_error: Optional[int] = None  # answer every request with this 5xx status
+    private: bool = False
+    commits: list = field(default_factory=list)  # the summary of every commit pushed to it
 
     @property
     def sha(self) -> str:
@@ -55,6 +65,7 @@ class RecordedRequest:
     method: str
     path: str
     authorization: Optional[str]
+    body: bytes = b""
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -64,9 +75,11 @@ def git_blob_sha(content: bytes) -> str:
 class FakeHub:
     """`with FakeHub() as hub: hub.add_repo(...); env["HF_ENDPOINT"] = hub.url`"""
 
-    def __init__(self, valid_tokens: tuple = ()) -> None:
+    def __init__(self, valid_tokens: tuple = (), write_tokens: Optional[tuple] = None) -> None:
         self.repos: dict[tuple[str, str], FakeRepo] = {}  # (repo_type, repo_id) -> repo
         self.valid_tokens = set(valid_tokens)  # any other bearer token gets 401 "Invalid credentials"
+        # tokens that may create repos and commit (None: every valid token); others get 403, as a read token does
+        self.write_tokens = set(valid_tokens if write_tokens is None else write_tokens)
         self.requests: list[RecordedRequest] = []
         self._server: Optional[ThreadingHTTPServer] = None
 
@@ -115,6 +128,38 @@ class _HubHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(send_body=False)
 
+    def do_POST(self) -> None:
+        hub = self.fake_hub
+        auth = self.headers.get("Authorization")
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        hub.requests.append(RecordedRequest("POST", path, auth, body))
+        self.send_body = True
+        token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
+        if token is not None and token not in hub.valid_tokens:
+            return self._error(401, None, "Invalid credentials in Authorization header")
+        if path == "/api/validate-yaml":
+            return self._validate_yaml(json.loads(body))
+        if token is None:
+            return self._error(401, None, "You must be authenticated to write")
+        if token not in hub.write_tokens:
+            return self._error(403, None, "You don't have the rights to write to this namespace")
+        if path == "/api/repos/create":
+            return self._create_repo(json.loads(body))
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if len(parts) == 6 and parts[0] == "api" and parts[1] in ("models", "datasets") and parts[5] == "main":
+            repo = self._repo(parts[1][:-1], "/".join(parts[2:4]))
+            if repo is None:
+                return
+            if parts[4] == "preupload":
+                return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                                              "oid": git_blob_sha(repo.files[f["path"]])
+                                              if f["path"] in repo.files else None}
+                                             for f in json.loads(body)["files"]]})
+            if parts[4] == "commit":
+                return self._commit(repo, "/".join(parts[2:4]), body)
+        return self._error(404, None, "Not Found")
+
     # ---- routing ----------------------------------------------------------------------------------------------------
     def _handle(self, send_body: bool) -> None:
         hub = self.fake_hub
@@ -139,7 +184,7 @@ class _HubHandler(BaseHTTPRequestHandler):
                 if revision is None:
                     return
                 sha, files = revision
-                return self._json({"id": repo_id, "sha": sha, "private": False,
+                return self._json({"id": repo_id, "sha": sha, "private": repo.private,
                                    "gated": "manual" if repo.gated else False,
                                    "siblings": [{"rfilename": f} for f in sorted(files)]})
             if rest == ["auth-check"]:
@@ -162,6 +207,39 @@ class _HubHandler(BaseHTTPRequestHandler):
                 return
             return self._resolve(repo, revision, "/".join(parts[4:]), token)
         return self._error(404, None, "Not Found")
+
+    def _validate_yaml(self, request: dict) -> None:
+        content = request.get("content", "")
+        if content.startswith("---"):
+            header = content.split("---", 2)[1]
+            try:
+                yaml.safe_load(header)
+            except yaml.YAMLError as e:
+                return self._error(400, None, "Invalid metadata", errors=[{"message": str(e)}])
+        return self._json({"errors": [], "warnings": []})
+
+    def _create_repo(self, request: dict) -> None:
+        repo_type = request.get("type") or "model"
+        repo_id = f"{request['organization']}/{request['name']}"
+        url = f"{self.fake_hub.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        if (repo_type, repo_id) in self.fake_hub.repos:
+            return self._error(409, None, "You already created this model repo", url=url)
+        self.fake_hub.add_repo(repo_id, {}, repo_type=repo_type, private=request.get("visibility") == "private")
+        return self._json({"url": url, "name": repo_id})
+
+    def _commit(self, repo: FakeRepo, repo_id: str, body: bytes) -> None:
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        if not lines or lines[0].get("key") != "header":
+            return self._error(400, None, "The first line of a commit must be its header")
+        files = dict(repo.files)
+        for line in lines[1:]:
+            if line["key"] != "file" or line["value"].get("encoding") != "base64":
+                return self._error(400, None, f"the stand-in Hub takes regular base64 files only, not {line['key']}")
+            files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+        repo.files = files
+        repo.commits.append(lines[0]["value"]["summary"])
+        return self._json({"commitUrl": f"{self.fake_hub.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha,
+                           "success": True, "pullRequestUrl": None})
 
     def _repo(self, repo_type: str, repo_id: str) -> Optional[FakeRepo]:
         repo = self.fake_hub.repos.get((repo_type, repo_id))
@@ -229,8 +307,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         if self.send_body:
             self.wfile.write(body)
 
-    def _error(self, status: int, code: Optional[str], message: str, commit: Optional[str] = None) -> None:
-        body = json.dumps({"error": message}).encode()
+    def _error(self, status: int, code: Optional[str], message: str, commit: Optional[str] = None,
+               **extra) -> None:
+        body = json.dumps({"error": message, **extra}).encode()
         self.send_response(status)
         if code:
             self.send_header("X-Error-Code", code)

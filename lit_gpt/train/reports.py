@@ -1,5 +1,6 @@
 """What a run writes besides weights: the files that make out_dir self-describing (model config, tokenizer, prompt
-style, LoRA config, hyperparameters.yaml), the loss curve, train_summary.json and overfitting_summary.json.
+style, LoRA config, hyperparameters.yaml, the data's manifest as data_manifest.json), the loss curve,
+train_summary.json and overfitting_summary.json.
 
 train_summary.json holds the steps, epochs, final and best losses, the order and a hash of the first epoch's batches
 (the same for every rerun with the same seed); overfitting_summary.json the best val loss with its epoch and step,
@@ -13,13 +14,13 @@ from typing import Optional
 import matplotlib.figure
 import yaml
 
-from lit_gpt.files import BEST_DIR, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, PROMPT_STYLE_FILE
+from lit_gpt.files import BEST_DIR, DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.checkpoint import copy_tokenizer_files
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.prompts import save_prompt_style
 from lit_gpt.train.checkpointing import weights_file_name
 from lit_gpt.train.state import TrainState
-from lit_gpt.utils import atomic_path, atomic_write_text, copy_file
+from lit_gpt.utils import atomic_path, atomic_write_json, atomic_write_text, copy_file
 
 
 def write_run_files(out_dir: Path, checkpoint_dir: Path, data_dir: Path, manifest: dict,
@@ -35,6 +36,9 @@ def write_run_files(out_dir: Path, checkpoint_dir: Path, data_dir: Path, manifes
         save_prompt_style(manifest["prompt_style"], out_dir)
     if lora is not None:
         lora.save(out_dir)
+    # the data's manifest (its fingerprint, counts, sources) travels with the weights: the model card of an upload
+    # names the data even after data_dir was moved or rebuilt
+    atomic_write_json(out_dir / DATA_MANIFEST_FILE, manifest)
     run = {"checkpoint_dir": str(checkpoint_dir.resolve()), "data_dir": str(data_dir.resolve()),
            "out_dir": str(out_dir.resolve()), **hyperparameters}
     atomic_write_text(out_dir / HYPERPARAMETERS_FILE, f"# finetune/{method}.py settings; rerun with --config\n"
