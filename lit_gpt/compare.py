@@ -29,6 +29,7 @@ Results: comparison.md (a markdown table), comparison.png, comparison.json (numb
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -173,7 +174,7 @@ def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: in
     """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
     answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
     return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
-            "responses": [a.text for a in answers]}
+            "finished_share": sum(a.finished for a in answers) / len(answers), "responses": [a.text for a in answers]}
 
 
 def differences_from_baseline(rows: list[dict], seed: int) -> None:
@@ -245,9 +246,13 @@ def compare(
     ifeval_prompts: int = 0,
     ifeval_max_new_tokens: int = 1280,
     batch_size: int = 16,
+    study: Optional[dict] = None,
+    started: Optional[float] = None,
 ) -> dict:
     """Trains every variant, evaluates each on the common held-out set, writes comparison.md/.png/.json.
-    Returns the comparison (what comparison.json holds)."""
+    `study`: what a recipe run adds to the report (its question, build commands, machine); `started`: the
+    perf_counter the wall time counts from (default: now). Returns the comparison (what comparison.json holds)."""
+    started = time.perf_counter() if started is None else started
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     out_dir = Path(out_dir)
     if eval_prompts < 0 or eval_examples < 0 or max_new_tokens < 1 or ifeval_prompts < -1 or batch_size < 1:
@@ -312,7 +317,9 @@ def compare(
         run_dir = out_dir / variant.name
         log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}"
              + (f", {variant.epochs} epoch(s))" if variant.epochs is not None else ")"))
+        clock = time.perf_counter()
         summary = train_variant(method, checkpoint_dir, variant, run_dir, hyperparameters, resume)
+        train_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
         log(f"=== {variant.name}: evaluating")
         with torch.inference_mode():
@@ -334,6 +341,8 @@ def compare(
             "ifeval": ifeval_result,
             "eos_rate": sum(a["finished"] for a in answers) / len(answers) if answers else None,
             "contaminated_prompts": len(leaks[str(variant.data_dir)]),
+            "weights_from_step": summary.get("weights_from_step"), "epoch_curve": epoch_curve(run_dir),
+            "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - clock, 1),
             "answers": answers, "run_dir": str(run_dir),
         })
 
@@ -346,12 +355,19 @@ def compare(
                   "ifeval_prompts": len(ifeval_set), "ifeval_max_new_tokens": ifeval_max_new_tokens,
                   "eval_examples": len(scored), "judge": judge_info, "variants": rows,
                   "contamination": {d: [{"held_out": i, "train": j, "rouge_l": round(s, 3)} for i, j, s in found]
-                                    for d, found in leaks.items()}}
+                                    for d, found in leaks.items()},
+                  "study": study, "wall_seconds": round(time.perf_counter() - started, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "comparison.json", json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out_dir / "comparison.md", markdown_report(comparison))
     plot_comparison(rows, out_dir / "comparison.png")
     return comparison
+
+
+def epoch_curve(run_dir: Path) -> list[dict]:
+    """The run's per-epoch train and val losses (overfitting_summary.json), [] if it wrote none."""
+    path = Path(run_dir) / "overfitting_summary.json"
+    return json.loads(path.read_text()).get("per_epoch", []) if path.is_file() else []
 
 
 def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], device: torch.device) -> dict:

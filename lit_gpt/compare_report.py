@@ -38,7 +38,8 @@ def markdown_table(comparison: dict) -> str:
     header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
               "eval loss", "EOS rate", "contaminated prompts"]
     if with_ifeval:
-        header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose"]
+        header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose",
+                   "IFEval answers ended"]
     if judged:
         header.append(f"win rate vs {comparison['judge']['baseline']}")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -52,7 +53,8 @@ def markdown_table(comparison: dict) -> str:
             cells += [f"{100 * scores['prompt_level_strict_acc']:.1f}" + _difference(row, "ifeval_prompt_strict", True),
                       f"{100 * scores['inst_level_strict_acc']:.1f}",
                       f"{100 * scores['prompt_level_loose_acc']:.1f}" + _difference(row, "ifeval_prompt_loose", True),
-                      f"{100 * scores['inst_level_loose_acc']:.1f}"] if scores else ["–"] * 4
+                      f"{100 * scores['inst_level_loose_acc']:.1f}",
+                      _fmt(scores.get("finished_share"), percent=True)] if scores else ["–"] * 5
         if judged:
             cells.append("baseline" if row is comparison["variants"][0] else
                          f"{_fmt(row.get('win_rate'), percent=True)} ({row.get('wins')}-{row.get('ties')}-"
@@ -79,7 +81,8 @@ def markdown_report(comparison: dict) -> str:
     ]
     if comparison.get("ifeval_prompts"):
         notes.append(f"IFEval: {comparison['ifeval_prompts']} prompts, greedy, at most "
-                     f"{comparison['ifeval_max_new_tokens']} new tokens, lm-eval's rule checkers; accuracies in %.")
+                     f"{comparison['ifeval_max_new_tokens']} new tokens, lm-eval's rule checkers; accuracies in %; "
+                     "answers ended: the share that stopped with an end-of-turn token within the budget.")
     if comparison.get("judge"):
         judge = comparison["judge"]
         notes.append(f"Win rate: judge `{judge['checkpoint_dir']}` compares each variant's answer with "
@@ -90,7 +93,46 @@ def markdown_report(comparison: dict) -> str:
         notes.append("Judge consistency (prompts on which it picked the same answer in both orders): "
                      + ", ".join(consistency) + ". A judge that follows the position rather than the content "
                      "produces ties, not evidence.")
-    return "# Dataset comparison\n\n" + markdown_table(comparison) + "\n" + "\n\n".join(notes) + "\n"
+    notes += significance_notes(comparison)
+    study = comparison.get("study")
+    title = "# Dataset comparison\n\n"
+    if study:
+        title = f"# {study['question']}\n\nRecipe `{study['recipe']}`; data built by:\n\n```\n" + "\n".join(
+            study["build"]) + "\n```\n\n"
+        machine = study.get("machine") or {}
+        notes.append(f"Wall time {comparison['wall_seconds'] / 60:.1f} min (data build {study['build_seconds']:.0f} s; "
+                     + ", ".join(f"{r['variant']}: train {r['train_seconds']:.0f} s, eval {r['eval_seconds']:.0f} s"
+                                 for r in comparison["variants"])
+                     + f") on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, load average before "
+                     f"{', '.join(f'{x:.2f}' for x in machine.get('load_average_before', []))}.")
+    return title + markdown_table(comparison) + "\n" + "\n\n".join(notes) + "\n"
+
+
+SIGNIFICANCE_METRICS = {"answer_nll": ("eval loss", "held-out answers"),
+                        "ifeval_prompt_strict": ("IFEval prompt-level strict", "IFEval prompts"),
+                        "ifeval_prompt_loose": ("IFEval prompt-level loose", "IFEval prompts")}
+
+
+def significance_notes(comparison: dict) -> list[str]:
+    """One line per variant: which differences are significant, and for the others roughly how many items an
+    effect of the observed size would need (`PairedDifference.items_needed`)."""
+    notes = []
+    for row in comparison["variants"][1:]:
+        parts = []
+        for key, (label, items) in SIGNIFICANCE_METRICS.items():
+            d = (row.get("vs_baseline") or {}).get(key)
+            if d is None:
+                continue
+            if d["significant"]:
+                parts.append(f"{label}: significant")
+            elif d.get("items_needed") is None:
+                parts.append(f"{label}: no difference at all")
+            else:
+                parts.append(f"{label}: n.s., ~{d['items_needed']} {items} (now {d['items']}) would be needed to "
+                             "show a difference of this size")
+        if parts:
+            notes.append(f"{row['variant']} vs {comparison['variants'][0]['variant']}: " + "; ".join(parts) + ".")
+    return notes
 
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
@@ -101,8 +143,9 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
         panels.append(("IFEval prompt-level strict", "ifeval_prompt_strict", True))
     if any(row.get("win_rate") is not None for row in rows):
         panels.append(("win rate vs " + rows[0]["variant"], "win_rate", True))
-    fig = matplotlib.figure.Figure(figsize=(4 * len(panels), 3.5))  # no pyplot: no GUI backend chosen or needed
-    axes = fig.subplots(1, len(panels), squeeze=False)
+    curves = any(len(row.get("epoch_curve") or []) > 1 for row in rows)
+    fig = matplotlib.figure.Figure(figsize=(4 * (len(panels) + curves), 3.5))  # no pyplot: no GUI backend chosen or needed
+    axes = fig.subplots(1, len(panels) + curves, squeeze=False)
     names = [row["variant"] for row in rows]
     for ax, (title, key, percent) in zip(axes[0], panels):
         values = [row.get(key) if row.get(key) is not None else float("nan") for row in rows]
@@ -125,6 +168,18 @@ def plot_comparison(rows: list[dict], path: Path) -> None:
         ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
         if percent:
             ax.set_ylim(0, 105)
+    if curves:  # the epochs question: how train and val loss move epoch by epoch
+        ax = axes[0][-1]
+        for i, row in enumerate(rows):
+            points = [p for p in row.get("epoch_curve") or [] if p.get("val_loss") is not None]
+            color = f"C{i}"
+            ax.plot([p["epoch"] for p in points], [p["val_loss"] for p in points], "o-", color=color,
+                    label=f"{row['variant']} val")
+            ax.plot([p["epoch"] for p in points], [p["train_loss"] for p in points], "x--", color=color, alpha=0.6,
+                    label=f"{row['variant']} train")
+        ax.set_title("per-epoch loss (own test set)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

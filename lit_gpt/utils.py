@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -266,3 +267,14 @@ def space_separated_lists(argv: list, flags: "tuple[str, ...] | list[str]") -> l
             out.append(arg)
         i += 1
     return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (for benchmark and study reports)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

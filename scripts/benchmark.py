@@ -64,6 +64,7 @@ from lit_gpt.data.tokenize import tokenize_examples  # noqa: E402
 from lit_gpt.train.args import TrainArgs, check_batch_split  # noqa: E402
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch  # noqa: E402
 from lit_gpt.train.step import make_optimizer, train_step  # noqa: E402
+from lit_gpt.utils import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 READY, RUN_DONE, RESULT = "BENCHMARK_READY", "BENCHMARK_RUN_DONE", "BENCHMARK_RESULT "  # worker -> parent lines
@@ -512,16 +513,6 @@ def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps
         "first_step_losses": [round(x, 4) for x in result["first_losses"]],
         "versions": {k: result[k] for k in ("torch", "python", "lightning", "litgpt") if k in result},
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def git_commit() -> Optional[str]:

@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lit_gpt.data.mixing import mix, summary_table  # noqa: E402
 from lit_gpt.utils import UserError, run_cli, space_separated_lists  # noqa: E402
 
+LIST_FLAGS = ("inputs", "weights", "counts")
+
 
 def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = None,
          weights: Optional[list[float]] = None, counts: Optional[list[int]] = None, seed: int = 42,
@@ -57,4 +59,4 @@ def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = 
 
 
 if __name__ == "__main__":
-    run_cli(main, args=space_separated_lists(sys.argv[1:], ("inputs", "weights", "counts")))
+    run_cli(main, args=space_separated_lists(sys.argv[1:], LIST_FLAGS))

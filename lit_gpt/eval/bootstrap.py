@@ -6,6 +6,7 @@ over them. The 2.5th and 97.5th percentiles of those means bound a 95% interval 
 it contains 0 the data do not show a difference ("no significant difference"), whatever the point estimate says.
 """
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -25,11 +26,19 @@ class PairedDifference:
     def significant(self) -> bool:
         return not self.low <= 0.0 <= self.high
 
+    def items_needed(self) -> "int | None":
+        """Roughly how many items an interval excluding 0 would take if the difference stayed what it is: the
+        interval's half-width shrinks as 1/sqrt(items). None when the difference is 0 (no size would show it)."""
+        if self.difference == 0.0:
+            return None
+        half_width = (self.high - self.low) / 2
+        return max(self.items, math.ceil(self.items * (half_width / abs(self.difference)) ** 2))
+
     def verdict(self) -> str:
         return "significant" if self.significant else "no significant difference"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "significant": self.significant}
+        return {**asdict(self), "significant": self.significant, "items_needed": self.items_needed()}
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, seed: int = 0,

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_config
-from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.eval.reference_loss import reference_loss
 from lit_gpt.model import GPT
 
@@ -35,14 +34,3 @@ def test_reference_loss_equals_the_hand_computation():
         assert math.isclose(ours, hand, rel_tol=1e-9)
     assert math.isclose(result.mean_nll, sum(by_hand_sums) / 7, rel_tol=1e-9)
     assert math.isclose(result.perplexity, math.exp(result.mean_nll)) and result.tokens == 7 and result.examples == 3
-
-
-def test_paired_bootstrap_interval():
-    a = [0.0, 1.0] * 50
-    same = paired_bootstrap(a, a)
-    assert same.difference == 0.0 and same.low == same.high == 0.0 and not same.significant
-    better = paired_bootstrap(a, [1.0] * 100)  # b wins on the 50 items a misses
-    assert better.difference == 0.5 and 0.35 < better.low < 0.5 < better.high < 0.65 and better.significant
-    noisy = paired_bootstrap(a, a[1:] + a[:1])  # shifted: half the items differ, either way
-    assert noisy.low < 0.0 < noisy.high and noisy.verdict() == "no significant difference"
-    assert paired_bootstrap(a, [1.0] * 100, seed=3).to_dict()["significant"] is True
