@@ -41,6 +41,7 @@ def main(
     columns: Optional[dict[str, str]] = None,
     batch_size: int = 8,
     limit: Optional[int] = None,
+    first_rows: Optional[int] = None,
     score_from: Literal["logits", "generate"] = "logits",
     max_seq_length: Optional[int] = None,
     device: Optional[str] = None,
@@ -61,6 +62,8 @@ def main(
         columns: our field -> the file's column, e.g. '{"input": "context", "output": "response"}' for Dolly
         batch_size: examples per forward pass
         limit: score at most this many not-yet-scored rows in this run (the rest stay null until a rerun)
+        first_rows: score and write only the first this many rows of the file: a fixed sample (a rerun resumes it,
+            never grows it, unlike --limit)
         score_from: alpagasus: 'logits' = expected score from the digit probabilities (one forward pass);
             'generate' = parse the number in the judge's greedy answer
         max_seq_length: cap on tokens per example (default: the model's context); longer prompts lose their middle
@@ -75,11 +78,14 @@ def main(
         raise UserError(f"--batch_size {batch_size}: must be at least 1")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1 (leave it out to score every row)")
+    if first_rows is not None and first_rows < 1:
+        raise UserError(f"--first_rows {first_rows}: must be at least 1 (leave it out to score the whole file)")
     data_path = Path(data_path)
-    rows = read_rows(data_path)  # written back as they are
+    rows = read_rows(data_path)[:first_rows]  # written back as they are
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
-    examples = [to_scoring_row(i, row) for i, row in enumerate(read_rows(data_path, columns) if columns else rows)]
+    examples = [to_scoring_row(i, row) for i, row in
+                enumerate(read_rows(data_path, columns)[:first_rows] if columns else rows)]
     # a file this script wrote gets the new column in place (scores of several methods side by side); the user's
     # own data is never written over
     already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())

@@ -184,6 +184,19 @@ def test_cli_errors_are_one_line(root_dir, filter_dataset, tmp_path, alpaca_50, 
     assert code == 1 and "--top_fraction" in err
 
 
+def test_first_rows_scores_a_fixed_sample_that_reruns_do_not_grow(score_dataset, alpaca_50, ifd_dir, tmp_path):
+    data_path, rows = alpaca_50
+    output = tmp_path / "sample.json"
+    for _ in range(2):  # a study recipe reruns its build: the sample must stay the same 12 rows
+        score_dataset.main(data_path=data_path, method="ifd", checkpoint_dir=ifd_dir, output=output, first_rows=12,
+                           device="cpu", precision="32-true")
+        sample = json.loads(output.read_text())
+        assert [{k: v for k, v in r.items() if k != "score_ifd"} for r in sample] == rows[:12]
+        assert all(r["score_ifd"] is not None for r in sample)
+    with pytest.raises(UserError, match="--first_rows 0: must be at least 1"):
+        score_dataset.main(data_path=data_path, method="heuristics", first_rows=0)
+
+
 def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_dataset, filter_dataset, alpaca_50,
                                                                      tmp_path):
     data_path, rows = alpaca_50
