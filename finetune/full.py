@@ -5,7 +5,7 @@
 The constants below are the defaults; each is also a flag (`--learning_rate 1e-5`) and can come from a YAML file
 (`--config my.yaml`, e.g. the hyperparameters.yaml of an earlier run). Output (default out/full/<data name>) is a
 checkpoint directory: lit_model.pth, lit_config.json, the tokenizer files, prompt_style.json and the run's
-hyperparameters.yaml; checkpoints/step-N/, logs/, loss.png.
+hyperparameters.yaml; checkpoints/step-N/, logs/ (csv/metrics.csv and the --logger's), loss.png.
 """
 
 import sys
@@ -36,6 +36,7 @@ order = "shuffle"
 early_stopping_patience = None
 gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)
+logger = "tensorboard"  # besides logs/csv/metrics.csv (always written): csv (only that), tensorboard, wandb, mlflow
 
 from lit_gpt.train.cli import finetune_command  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402

@@ -5,7 +5,8 @@
 The constants below are the defaults; each is also a flag (`--learning_rate 1e-4`) and can come from a YAML file
 (`--config my.yaml`, e.g. the hyperparameters.yaml of an earlier run). Output (default out/lora/<data name>):
 lit_model.pth.lora (LoRA tensors only) + lora_config.json, beside lit_config.json, the tokenizer files,
-prompt_style.json and hyperparameters.yaml of the run; checkpoints/step-N/, logs/, loss.png.
+prompt_style.json and hyperparameters.yaml of the run; checkpoints/step-N/, logs/ (csv/metrics.csv and
+the --logger's), loss.png.
 """
 
 import sys
@@ -46,6 +47,7 @@ order = "shuffle"
 early_stopping_patience = None
 gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)
+logger = "tensorboard"  # besides logs/csv/metrics.csv (always written): csv (only that), tensorboard, wandb, mlflow
 
 from lit_gpt.train.cli import finetune_command  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402

@@ -2,6 +2,7 @@
 name -> value form that the scripts' constants, the command line and hyperparameters.yaml share.
 """
 
+import importlib.util
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
@@ -9,6 +10,15 @@ from lit_gpt.data.order import ORDERS, check_order
 from lit_gpt.lora import LORA_TARGETS, LoRAConfig
 from lit_gpt.precision import QUANTIZE_MODES
 from lit_gpt.utils import UserError
+
+
+# --logger: the logger beside the CSV file (which is always written: tests, scripts and people read its rows)
+LOGGERS = {"csv": "only the CSV file", "tensorboard": "logs/tensorboard",
+           "wandb": "Weights & Biases (WANDB_PROJECT, default lit-gpt-data; WANDB_MODE=offline works without an "
+                    "account; pip install 'lit-gpt-data[wandb]')",
+           "mlflow": "MLflow (MLFLOW_TRACKING_URI, default logs/mlruns in out_dir; MLFLOW_EXPERIMENT_NAME, default "
+                     "lit-gpt-data; pip install 'lit-gpt-data[mlflow]')"}
+LOGGER_MODULES = {"wandb": ("wandb", "Weights & Biases"), "mlflow": ("mlflow", "MLflow")}  # the optional extras
 
 
 def _hp(default: Any, help: str) -> Any:
@@ -50,6 +60,8 @@ class TrainArgs:
     gradient_checkpointing: bool = _hp(False, "recompute activations in backward: less memory, ~30% slower")
     compile: bool = _hp(False, "torch.compile the transformer blocks: fused elementwise work, less activation memory "
                                "(fewer kernel launches on GPU), after a one-off compile of about a minute")
+    logger: Literal[tuple(LOGGERS)] = _hp("tensorboard", "where the metrics go besides logs/csv/metrics.csv (always "
+                                                  "written): " + "; ".join(f"{k}: {v}" for k, v in LOGGERS.items()))
 
 
 LORA_HELP = {"r": "rank of the LoRA update", "alpha": "the LoRA update is scaled by alpha / r",
@@ -97,6 +109,17 @@ def check_train_args(args: TrainArgs, method: str) -> None:
         raise UserError("--compile true with --strategy fsdp is not supported (FSDP re-wraps the blocks); "
                         "use one of them")
     check_order(args.order)
+    check_logger(args.logger)
+
+
+def check_logger(logger: str) -> None:
+    """A known --logger whose package is installed (checked before the run loads anything)."""
+    if logger not in LOGGERS:
+        raise UserError(f"--logger {logger!r}: choose from {', '.join(LOGGERS)}")
+    if logger in LOGGER_MODULES:
+        module, what = LOGGER_MODULES[logger]
+        if importlib.util.find_spec(module) is None:  # find_spec, not import: wandb takes seconds to import
+            raise UserError(f"--logger {logger} needs {what}, an optional extra: pip install 'lit-gpt-data[{logger}]'")
 
 
 def check_batch_split(args: TrainArgs, world_size: int) -> int:

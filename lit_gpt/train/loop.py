@@ -14,6 +14,7 @@ validations without improvement and puts the best weights at the top of out_dir.
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -86,7 +87,8 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
         if fabric.is_global_zero:
             remove_unfinished_saves(out_dir)
             write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
-        fabric.loggers[1].log_hyperparams(hyperparameters)  # TensorBoard (the CSV logger has no hyperparameters)
+        for logger in fabric.loggers[1:]:  # once per run; the CSV logger has none (hyperparameters.yaml has them)
+            logger.log_hyperparams(hyperparameters)
         fabric.barrier()
 
         cuda_devices = [fabric.device] if fabric.device.type == "cuda" else []
@@ -130,8 +132,7 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
             try:
                 trainer.fit()
             finally:
-                for logger in fabric.loggers:
-                    logger.finalize("success" if state.stop_reason else "failed")
+                close_loggers(fabric.loggers, "success" if state.stop_reason else "failed")
             return trainer.finish()
 
 
@@ -154,13 +155,50 @@ def make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path) -> L.Fab
         # full state dicts: checkpoints are single files; use_orig_params: LoRA mixes frozen and trainable weights
         strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
     loggers = [CSVLogger(root_dir=out_dir / "logs", name="csv", flush_logs_every_n_steps=10),
-               TensorBoardLogger(root_dir=out_dir / "logs", name="tensorboard")]
+               *extra_loggers(args.logger, out_dir)]
     try:
         return L.Fabric(devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
                         precision=None if plugin is not None else precision, plugins=plugin, loggers=loggers)
     except (ValueError, RuntimeError, TypeError) as e:
         raise UserError(f"--devices {args.devices} --num_nodes {args.num_nodes} --strategy {args.strategy}: "
                         f"{str(e).splitlines()[0]}") from None
+
+
+def extra_loggers(logger: str, out_dir: Path) -> list:
+    """The --logger beside the CSV file. Lightning's WandbLogger and MLFlowLogger (from lightning.pytorch) are Fabric
+    loggers too: rank zero logs, the others' calls do nothing."""
+    logs = out_dir / "logs"
+    if logger == "tensorboard":
+        return [TensorBoardLogger(root_dir=logs, name="tensorboard")]
+    if logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        logs.mkdir(parents=True, exist_ok=True)
+        return [WandbLogger(project=os.environ.get("WANDB_PROJECT", "lit-gpt-data"), name=out_dir.name,
+                            save_dir=str(logs))]
+    if logger == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not tracking_uri:
+            # no server named: a folder beside the other logs. MLflow 3 wants a database there (sqlalchemy, which
+            # mlflow-skinny lacks) and refuses its own file store unless this is set; the file store needs nothing
+            tracking_uri = (logs / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return [MLFlowLogger(experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", "lit-gpt-data"),
+                             run_name=out_dir.name, tracking_uri=tracking_uri)]
+    return []
+
+
+def close_loggers(loggers: list, status: str) -> None:
+    """Flushes every logger. A W&B run is also finished: Lightning leaves it open, so the next run in this process
+    (a dataset comparison trains several) would log into it. `_experiment`, not `experiment`: the latter would start
+    a W&B run on a rank (or after a failure) that never made one."""
+    for logger in loggers:
+        logger.finalize(status)
+        experiment = getattr(logger, "_experiment", None) if type(logger).__name__ == "WandbLogger" else None
+        if experiment is not None:
+            experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def schedule(args: TrainArgs, steps_per_epoch: int, print=print) -> tuple[int, int, int]:

@@ -149,3 +149,46 @@ def test_no_test_split_is_said(run_setup, tmp_path, capsys):
     finetune("full", checkpoint, data, tmp_path / "run", fast_args(batch_size=4, early_stopping_patience=2))
     assert ("test.pt has no examples: no validation, so no early stopping and no best checkpoint"
             in capsys.readouterr().out)
+
+
+# ---- --logger ----------------------------------------------------------------------------------------------------------
+def test_logger_mlflow_gets_metrics_and_hyperparameters_once_csv_still_written(tmp_path, checkpoint, capitals_data,
+                                                                               monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install 'lit-gpt-data[mlflow]')")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # set by the run: restored afterwards
+    out = tmp_path / "out"
+    finetune("lora", checkpoint, capitals_data, out, fast_args(max_iters=2, batch_size=4, logger="mlflow"))
+    assert [int(r["iter"]) for r in metrics_rows(out)] == [1, 2]  # the CSV file is there whatever --logger says
+    assert not (out / "logs" / "tensorboard").exists()
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=(out / "logs" / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("lit-gpt-data").experiment_id])
+    assert run.info.run_name == "out" and run.info.status == "FINISHED"
+    assert run.data.params["learning_rate"] == "0.003" and run.data.params["logger"] == "mlflow"
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in losses] == [1, 2]
+    assert [m.value for m in losses] == pytest.approx([float(r["train_loss"]) for r in metrics_rows(out)])
+
+
+def test_logger_wandb_offline(tmp_path, checkpoint, capitals_data, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra (pip install 'lit-gpt-data[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: the run is written under logs/wandb
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "out"
+    finetune("lora", checkpoint, capitals_data, out, fast_args(max_iters=2, batch_size=4, logger="wandb"))
+    (run_dir,) = (out / "logs" / "wandb").glob("offline-run-*")
+    (log,) = run_dir.glob("run-*.wandb")  # the run's records (protobuf) that `wandb sync` would send
+    records = log.read_bytes()
+    assert b"learning_rate" in records and b"lora_r" in records  # the hyperparameters
+    assert records.count(b"train_loss") >= 2 and b"val_loss" in records  # the metrics of both steps
+    assert [int(r["iter"]) for r in metrics_rows(out)] == [1, 2]
+
+
+@pytest.mark.parametrize("logger", ["wandb", "mlflow"])
+def test_logger_without_its_extra_is_one_line_naming_the_pip_command(tmp_path, checkpoint, capitals_data,
+                                                                     monkeypatch, logger):
+    monkeypatch.setitem(__import__("sys").modules, logger, None)  # as if the package were not installed
+    with pytest.raises(UserError, match=rf"^--logger {logger} needs .*: pip install 'lit-gpt-data\[{logger}\]'$"):
+        finetune("lora", checkpoint, capitals_data, tmp_path / "out", fast_args(logger=logger))
+    assert not (tmp_path / "out").exists()
