@@ -1,9 +1,10 @@
 """finetune/lora.py and finetune/full.py as a user runs them.
 
 Constants are the defaults, a --config file and flags beat them, bad input gives one line and exit 1, and 2 DDP
-processes train exactly like 1 process."""
+processes (on one node, or on two "nodes" each started by torchrun) train exactly like 1 process."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,39 @@ def test_ddp_two_processes_equal_one_process_same_global_batch(tmp_path, checkpo
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=0)
     assert one["steps"] == 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_under_torchrun_equal_one_process(tmp_path, checkpoint, data):
+    """2 "nodes" x 1 process on 127.0.0.1 (gloo), launched as on a cluster: one torchrun per node with --nnodes 2
+    --node_rank 0/1 and the same --master_addr/--master_port, the script told --devices 1 --num_nodes 2. Same
+    weights as one process with the same global batch."""
+    common = dict(batch_size=8, max_iters=2, learning_rate=1e-2, warmup_steps=1)
+    lora = LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value"))
+    finetune("lora", checkpoint, data, tmp_path / "one", fast_args(micro_batch_size=4, **common), lora)
+
+    port = free_port()
+    script = [ROOT / "finetune" / "lora.py", "--checkpoint_dir", checkpoint, "--data_dir", data, "--out_dir",
+              tmp_path / "two", "--devices", "1", "--num_nodes", "2", "--strategy", "ddp", "--micro_batch_size", "4",
+              *QUIET, "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0", *(f"--{k}={v}" for k, v in
+                                                                                     common.items())]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
+                               str(rank), "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port",
+                               str(port), *map(str, script)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (stdout, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert "2 device(s), 1 micro-batch(es) of 4" in outputs[0][0]  # rank 0 prints; 2 ranks x 4 = the batch of 8
+    w1 = torch.load(tmp_path / "one" / "lit_model.pth.lora", weights_only=True)
+    w2 = torch.load(tmp_path / "two" / "lit_model.pth.lora", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=0)
+    losses_one = [float(r["train_loss"]) for r in metrics_rows(tmp_path / "one")]
+    assert [float(r["train_loss"]) for r in metrics_rows(tmp_path / "two")] == pytest.approx(losses_one, abs=1e-5)
+    assert len(losses_one) == 2
