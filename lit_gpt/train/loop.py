@@ -23,6 +23,7 @@ from typing import Any, Iterator, Literal, Optional
 import lightning as L
 import torch
 from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
@@ -154,6 +155,7 @@ def make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path) -> L.Fab
     if strategy == "fsdp":
         # full state dicts: checkpoints are single files; use_orig_params: LoRA mixes frozen and trainable weights
         strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
+    check_external_launch(args)
     loggers = [CSVLogger(root_dir=out_dir / "logs", name="csv", flush_logs_every_n_steps=10),
                *extra_loggers(args.logger, out_dir)]
     try:
@@ -162,6 +164,26 @@ def make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path) -> L.Fab
     except (ValueError, RuntimeError, TypeError) as e:
         raise UserError(f"--devices {args.devices} --num_nodes {args.num_nodes} --strategy {args.strategy}: "
                         f"{str(e).splitlines()[0]}") from None
+
+
+def check_external_launch(args: TrainArgs) -> None:
+    """Under torchrun or SLURM's srun the launcher starts the processes and Fabric joins them as they are, without
+    comparing them to --devices (per node) and --num_nodes, which set the batch split (and, left at 1, the strategy:
+    each process would train alone and write the same out_dir). So they must describe the launched world."""
+    if TorchElasticEnvironment.detect():
+        world, per_node = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"])
+        launcher = "torchrun"
+    elif SLURMEnvironment.detect():  # srun in a batch job (not an interactive `bash` job step)
+        world = int(os.environ["SLURM_NTASKS"])
+        per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])  # "4" or "4(x2)"
+        launcher = "SLURM"
+    else:
+        return
+    nodes = max(1, world // per_node)
+    if (args.devices, args.num_nodes) != (per_node, nodes):
+        raise UserError(f"{launcher} started {world} process(es), {per_node} per node on {nodes} node(s), but "
+                        f"--devices {args.devices} --num_nodes {args.num_nodes} say {args.devices * args.num_nodes}; "
+                        f"pass --devices {per_node} --num_nodes {nodes}")
 
 
 def extra_loggers(logger: str, out_dir: Path) -> list:
