@@ -71,17 +71,15 @@ def test_upload_hf_folder_and_gguf_with_card(run):
         assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.requests if r.method == "POST"
                    and "validate-yaml" not in r.path)
 
-        # GGUF: a folder of .gguf files goes to another repo, the token from the flag; a rerun with another licence
-        # commits the new card only (huggingface_hub skips the unchanged file)
+        # GGUF: a folder of .gguf files, the token from the flag
         gguf = tmp_path / "gguf"
         gguf.mkdir()
         (gguf / "tiny-capitals.Q8_0.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 8)
-        for license in ("apache-2.0", "mit"):
-            proc = upload(hub, tmp_path, "--folder", gguf, "--repo_id", "me/tiny-capitals-GGUF", "--run_dir",
-                          tmp_path / "run", "--license", license, "--access_token", TOKEN)
-            assert proc.returncode == 0, proc.stderr
+        proc = upload(hub, tmp_path, "--folder", gguf, "--repo_id", "me/tiny-capitals-GGUF", "--run_dir",
+                      tmp_path / "run", "--license", "mit", "--access_token", TOKEN)
+        assert proc.returncode == 0, proc.stderr
         repo = hub.repos[("model", "me/tiny-capitals-GGUF")]
-        assert set(repo.files) == {"tiny-capitals.Q8_0.gguf", "README.md"} and len(repo.commits) == 2
+        assert set(repo.files) == {"tiny-capitals.Q8_0.gguf", "README.md"} and len(repo.commits) == 1
         meta = front_matter(repo.files["README.md"])
         assert meta["library_name"] == "gguf" and "gguf" in meta["tags"] and not repo.private
         assert meta["license"] == "mit" and meta["lit_gpt_data"]["datasets"][0]["fingerprint"] == fingerprint
@@ -110,13 +108,14 @@ print(json.dumps(messages))
 """
 
 
-def test_upload_errors_are_one_line(run):
-    tmp_path, _ = run
+def test_upload_errors_are_one_line_and_dry_run_uploads_nothing(run):
+    tmp_path, fingerprint = run
     hf = {"folder": str(tmp_path / "hf"), "repo_id": "me/x"}
     cases = {  # message fragment -> (HF_TOKEN, main's arguments); one process (each costs seconds of imports)
         "needs a Hub token with write access": (None, hf),
         "lacks write permission for me": (READ_ONLY_TOKEN, hf),
         "rejected the access token (401": ("hf_NotAKnownToken000", hf),
+        None: (None, {**hf, "run_dir": str(tmp_path / "run"), "dry_run": True}),  # no token needed, no request
     }
     script = ERRORS_SCRIPT.replace("sys.argv_json", repr(json.dumps(list(cases.values()))))
     with FakeHub(valid_tokens=(TOKEN, READ_ONLY_TOKEN), write_tokens=(TOKEN,)) as hub:
@@ -125,6 +124,14 @@ def test_upload_errors_are_one_line(run):
         assert proc.returncode == 0, proc.stderr
         messages = json.loads(proc.stdout.splitlines()[-1])
         for fragment, message in zip(cases, messages):
-            assert message is not None and fragment in message and "\n" not in message, (fragment, message)
+            if fragment is None:
+                assert message is None
+            else:
+                assert message is not None and fragment in message and "\n" not in message, (fragment, message)
         assert not any(key[1] == "me/x" for key in hub.repos)
+        # a refused create_repo (+ huggingface_hub's repo_info) for the two tokens; no token and the dry run: nothing
+        assert {r.path for r in hub.requests} == {"/api/repos/create", "/api/models/me/x"}
+        assert len(hub.requests_for("/api/repos/create")) == 2
+    card = (tmp_path / "hf" / "README.md").read_text()  # the dry run's card, for reading before an upload
+    assert CARD_MARKER in card and fingerprint in card
     assert_token_nowhere(READ_ONLY_TOKEN, proc, tmp_path)
