@@ -3,7 +3,8 @@
     python scripts/convert_lit_checkpoint.py --checkpoint_dir out/lora/lima/merged --output_dir out/lora/lima/hf
     python scripts/upload.py --folder out/lora/lima/hf --repo_id ME/llama2-7b-lima --run_dir out/lora/lima \\
         --eval_report out/eval/lima --license llama2
-    python scripts/upload.py --folder out/lora/lima/gguf --repo_id ME/llama2-7b-lima-GGUF --run_dir out/lora/lima
+    python scripts/export_gguf.py --checkpoint_dir out/lora/lima/merged --output_path out/lima-Q8_0.gguf --type q8_0
+    python scripts/upload.py --folder out/lima-Q8_0.gguf --repo_id ME/llama2-7b-lima-GGUF --run_dir out/lora/lima
 
 --folder is an HF folder (config.json + *.safetensors / *.bin + tokenizer files) or GGUF: a .gguf file or a folder
 holding .gguf files. The card names the base model, licence, the prepared datasets with their fingerprints, every
