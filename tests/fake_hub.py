@@ -9,8 +9,12 @@ It answers the endpoints huggingface_hub 2.x uses for snapshot_download / hf_hub
 and, for uploads (HfApi.create_repo + create_commit / upload_folder; a write needs a token of `write_tokens`):
     POST      /api/repos/create                                   a new empty repo (409 with its url if it exists)
     POST      /api/validate-yaml                                  400 when a README.md's YAML header does not parse
-    POST      /api/{models,datasets}/ORG/NAME/preupload/main      every file "regular" (tests upload small files)
-    POST      /api/{models,datasets}/ORG/NAME/commit/main         the ndjson commit: header + base64 "file" lines
+    POST      /api/{models,datasets}/ORG/NAME/preupload/main      "lfs" for weight files (LFS_SUFFIXES, as the
+                                                                  Hub's default .gitattributes), else "regular"
+    POST      /[datasets/]ORG/NAME.git/info/lfs/objects/batch     LFS basic transfer: an upload (+ verify) action
+    PUT       /lfs-upload/OID, POST /lfs-verify                   the LFS object's bytes (sha256 checked), verify
+    POST      /api/{models,datasets}/ORG/NAME/commit/main         the ndjson commit: header, base64 "file" lines and
+                                                                  "lfsFile" lines naming uploaded LFS objects
 REV is main, another branch (`branches`, e.g. the Hub's Parquet conversion refs/convert/parquet, URL-encoded as
 refs%2Fconvert%2Fparquet) or the commit sha of either.
 with the headers the client relies on (ETag, X-Repo-Commit, Content-Length) and the Hub's error signalling
@@ -72,6 +76,9 @@ def git_blob_sha(content: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
+LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pth", ".pt")  # files the stand-in takes through LFS
+
+
 class FakeHub:
     """`with FakeHub() as hub: hub.add_repo(...); env["HF_ENDPOINT"] = hub.url`"""
 
@@ -81,6 +88,7 @@ class FakeHub:
         # tokens that may create repos and commit (None: every valid token); others get 403, as a read token does
         self.write_tokens = set(valid_tokens if write_tokens is None else write_tokens)
         self.requests: list[RecordedRequest] = []
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 hex -> the bytes PUT to its upload action
         self._server: Optional[ThreadingHTTPServer] = None
 
     def add_repo(self, repo_id: str, files: dict, repo_type: str = "model", **kwargs) -> FakeRepo:
@@ -128,6 +136,20 @@ class _HubHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(send_body=False)
 
+    def do_PUT(self) -> None:
+        """An LFS object's bytes, sent to the href of its upload action (no Authorization, as to S3)."""
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.fake_hub.requests.append(RecordedRequest("PUT", path, self.headers.get("Authorization"), body))
+        self.send_body = True
+        oid = path.rsplit("/", 1)[-1]
+        if not path.startswith("/lfs-upload/") or hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, None, "the bytes do not match the LFS object id")
+        self.fake_hub.lfs_objects[oid] = body
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_POST(self) -> None:
         hub = self.fake_hub
         auth = self.headers.get("Authorization")
@@ -135,6 +157,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         hub.requests.append(RecordedRequest("POST", path, auth, body))
         self.send_body = True
+        if path == "/lfs-verify":
+            oid = json.loads(body)["oid"]
+            return self._json({}) if oid in hub.lfs_objects else self._error(404, None, f"no LFS object {oid}")
         token = auth[len("Bearer "):] if auth and auth.startswith("Bearer ") else None
         if token is not None and token not in hub.valid_tokens:
             return self._error(401, None, "Invalid credentials in Authorization header")
@@ -147,12 +172,18 @@ class _HubHandler(BaseHTTPRequestHandler):
         if path == "/api/repos/create":
             return self._create_repo(json.loads(body))
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[-4:] == ["info", "lfs", "objects", "batch"] and parts[-5].endswith(".git"):
+            repo_type, names = ("dataset", parts[1:3]) if parts[0] == "datasets" else ("model", parts[:2])
+            if self._repo(repo_type, f"{names[0]}/{names[1][:-len('.git')]}") is not None:
+                return self._lfs_batch(json.loads(body))
+            return
         if len(parts) == 6 and parts[0] == "api" and parts[1] in ("models", "datasets") and parts[5] == "main":
             repo = self._repo(parts[1][:-1], "/".join(parts[2:4]))
             if repo is None:
                 return
             if parts[4] == "preupload":
-                return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                return self._json({"files": [{"path": f["path"], "shouldIgnore": False,
+                                              "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
                                               "oid": git_blob_sha(repo.files[f["path"]])
                                               if f["path"] in repo.files else None}
                                              for f in json.loads(body)["files"]]})
@@ -233,13 +264,27 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._error(400, None, "The first line of a commit must be its header")
         files = dict(repo.files)
         for line in lines[1:]:
-            if line["key"] != "file" or line["value"].get("encoding") != "base64":
-                return self._error(400, None, f"the stand-in Hub takes regular base64 files only, not {line['key']}")
-            files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+            value = line["value"]
+            if line["key"] == "file" and value.get("encoding") == "base64":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] == "lfsFile" and value.get("oid") in self.fake_hub.lfs_objects:
+                files[value["path"]] = self.fake_hub.lfs_objects[value["oid"]]
+            else:
+                return self._error(400, None, f"cannot commit {line['key']} {value.get('path')} (an LFS file must "
+                                              "be uploaded first)")
         repo.files = files
         repo.commits.append(lines[0]["value"]["summary"])
         return self._json({"commitUrl": f"{self.fake_hub.url}/{repo_id}/commit/{repo.sha}", "commitOid": repo.sha,
                            "success": True, "pullRequestUrl": None})
+
+    def _lfs_batch(self, request: dict) -> None:
+        url = self.fake_hub.url
+        objects = [{"oid": o["oid"], "size": o["size"], "authenticated": True,
+                    **({} if o["oid"] in self.fake_hub.lfs_objects else  # already there: no actions, no upload
+                       {"actions": {"upload": {"href": f"{url}/lfs-upload/{o['oid']}"},
+                                    "verify": {"href": f"{url}/lfs-verify"}}})}
+                   for o in request["objects"]]
+        return self._json({"transfer": "basic", "objects": objects})
 
     def _repo(self, repo_type: str, repo_id: str) -> Optional[FakeRepo]:
         repo = self.fake_hub.repos.get((repo_type, repo_id))

@@ -1,5 +1,6 @@
 """scripts/upload.py against the loopback stand-in Hub (tests/fake_hub.py): real huggingface_hub code creates the
-repo and commits the files; the card lists the training data's fingerprint; no token lands in any file.
+repo and commits the files (weights by LFS, the rest inline); the card lists the training data's fingerprint; no
+token lands in any file.
 
 huggingface_hub reads HF_ENDPOINT when it is imported, so every upload runs in a subprocess (see test_hub.py)."""
 
@@ -60,6 +61,8 @@ def test_upload_hf_folder_and_gguf_with_card(run):
         local = {p.name for p in (tmp_path / "hf").iterdir()}
         assert set(repo.files) == local and "README.md" in local and "model.safetensors" in local
         assert repo.files["model.safetensors"] == (tmp_path / "hf" / "model.safetensors").read_bytes()
+        (lfs_put,) = [r for r in hub.requests if r.method == "PUT"]  # the weights went through LFS, the rest inline
+        assert lfs_put.body == repo.files["model.safetensors"] and lfs_put.authorization is None
         assert repo.private and "uploaded: " in proc.stdout
         meta = front_matter(repo.files["README.md"])
         assert meta["base_model"] == "org/tiny-base" and meta["license"] == "apache-2.0"
@@ -80,6 +83,8 @@ def test_upload_hf_folder_and_gguf_with_card(run):
         assert proc.returncode == 0, proc.stderr
         repo = hub.repos[("model", "me/tiny-capitals-GGUF")]
         assert set(repo.files) == {"tiny-capitals.Q8_0.gguf", "README.md"} and len(repo.commits) == 1
+        assert repo.files["tiny-capitals.Q8_0.gguf"] == (gguf / "tiny-capitals.Q8_0.gguf").read_bytes()
+        assert len([r for r in hub.requests if r.method == "PUT"]) == 2  # by LFS as well
         meta = front_matter(repo.files["README.md"])
         assert meta["library_name"] == "gguf" and "gguf" in meta["tags"] and not repo.private
         assert meta["license"] == "mit" and meta["lit_gpt_data"]["datasets"][0]["fingerprint"] == fingerprint
