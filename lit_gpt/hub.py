@@ -122,8 +122,9 @@ def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: s
                             "HF_TOKEN or --access_token") from None
         if status == 403:
             if write:
-                raise UserError(f"{repo_id}: access denied (403); the token lacks write permission for "
-                                f"{repo_id.split('/')[0]} (use a write token of that account or organization)") from None
+                owner = repo_id.split("/")[0]
+                raise UserError(f"{repo_id}: access denied (403); the token lacks write permission for {owner} "
+                                "(use a write token of that account or organization)") from None
             raise UserError(f"{repo_id}: access denied (403); the token lacks read permission for this {what}") from None
         raise UserError(f"{repo_id}: the Hub refused the request (HTTP {status})") from None
     except NETWORK_ERRORS as e:

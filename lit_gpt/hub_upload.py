@@ -50,7 +50,8 @@ def find_model_files(path: "str | Path") -> tuple[Path, dict, str]:
         return path, files, "hf"
     if LIT_WEIGHTS_FILE in files or LORA_WEIGHTS_FILE in files:
         raise UserError(f"--folder {path}: a lit-gpt-data checkpoint, not a Hub format; convert it first "
-                        "(scripts/merge_lora.py for a LoRA run, then scripts/convert_lit_checkpoint.py, or GGUF export)")
+                        "(scripts/merge_lora.py for a LoRA run, then scripts/convert_lit_checkpoint.py or "
+                        "scripts/export_gguf.py)")
     raise UserError(f"--folder {path}: no model found (an HF folder has {HF_CONFIG_FILE} and *.safetensors or *.bin, "
                     "a GGUF upload .gguf files)")
 

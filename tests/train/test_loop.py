@@ -151,7 +151,7 @@ def test_no_test_split_is_said(run_setup, tmp_path, capsys):
             in capsys.readouterr().out)
 
 
-# ---- --logger ----------------------------------------------------------------------------------------------------------
+# ---- --logger --------------------------------------------------------------------------------------------------------
 def test_logger_mlflow_gets_metrics_and_hyperparameters_once_csv_still_written(tmp_path, checkpoint, capitals_data,
                                                                                monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install 'lit-gpt-data[mlflow]')")
