@@ -154,7 +154,7 @@ def test_no_test_split_is_said(run_setup, tmp_path, capsys):
 # ---- --logger --------------------------------------------------------------------------------------------------------
 def test_logger_mlflow_gets_metrics_and_hyperparameters_once_csv_still_written(tmp_path, checkpoint, capitals_data,
                                                                                monkeypatch):
-    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install 'lit-gpt-data[mlflow]')")
+    import mlflow  # the mlflow extra, part of the test extra
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # set by the run: restored afterwards
     out = tmp_path / "out"
@@ -172,7 +172,7 @@ def test_logger_mlflow_gets_metrics_and_hyperparameters_once_csv_still_written(t
 
 
 def test_logger_wandb_offline(tmp_path, checkpoint, capitals_data, monkeypatch):
-    pytest.importorskip("wandb", reason="the wandb extra (pip install 'lit-gpt-data[wandb]')")
+    import wandb  # noqa: F401 (the wandb extra, part of the test extra)
     monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: the run is written under logs/wandb
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "out"
