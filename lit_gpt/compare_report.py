@@ -35,8 +35,9 @@ def _difference(row: dict, key: str, percent: bool) -> str:
 def markdown_table(comparison: dict) -> str:
     judged = comparison.get("judge") is not None
     with_ifeval = any(row.get("ifeval") for row in comparison["variants"])
+    with_eos = bool(comparison["prompts"])  # held-out prompts answered for the EOS rate (and the judge)
     header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
-              "eval loss", "EOS rate", "contaminated prompts"]
+              "eval loss"] + (["EOS rate"] if with_eos else []) + ["contaminated prompts"]
     if with_ifeval:
         header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose",
                    "IFEval answers ended"]
@@ -46,8 +47,8 @@ def markdown_table(comparison: dict) -> str:
     for row in comparison["variants"]:
         cells = [row["variant"], f"`{row['data_dir']}`", row["order"], row["epochs"], row["train_examples"],
                  row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]),
-                 _fmt(row["eval_loss"]) + _difference(row, "answer_nll", False),
-                 _fmt(row["eos_rate"], percent=True), row["contaminated_prompts"]]
+                 _fmt(row["eval_loss"]) + _difference(row, "answer_nll", False)]
+        cells += ([_fmt(row["eos_rate"], percent=True)] if with_eos else []) + [row["contaminated_prompts"]]
         if with_ifeval:
             scores = row.get("ifeval") or {}
             cells += [f"{100 * scores['prompt_level_strict_acc']:.1f}" + _difference(row, "ifeval_prompt_strict", True),
@@ -69,15 +70,17 @@ def markdown_report(comparison: dict) -> str:
         f"Model: `{comparison['checkpoint_dir']}` ({comparison['method']}), same hyperparameters and seed for every "
         f"variant: `{json.dumps(comparison['hyperparameters'])}` (the rest: the defaults "
         f"finetune/{comparison['method']}.py ships with).",
-        f"Held-out set: {comparison['eval_set']}. Eval loss: response tokens of {comparison['eval_examples']} "
-        f"examples. EOS rate: greedy answers to {n_prompts} prompts that stop within "
-        f"{comparison['max_new_tokens']} new tokens. Best val loss: each variant's own test set (not comparable "
-        "across data).",
+        f"Held-out set: {comparison['eval_set']}. Eval loss: mean NLL of the reference answers' tokens of "
+        f"{comparison['eval_examples']} examples"
+        + (f". EOS rate: greedy answers to {n_prompts} prompts that stop within {comparison['max_new_tokens']} new "
+           "tokens" if n_prompts else "")
+        + ". Best val loss: each variant's own test set (not comparable across data).",
         "Contaminated prompts: held-out prompts whose instruction near-duplicates a training instruction "
         f"(ROUGE-L >= {CONTAMINATION_THRESHOLD}).",
         "In parentheses: the difference from the first variant with its paired 95% bootstrap interval over the same "
-        "answers (eval loss: per-answer mean NLL) or IFEval prompts (accuracy points); n.s. = the interval contains "
-        "0: no significant difference.",
+        "answers or IFEval prompts (accuracy points); for the eval loss it is the mean over answers of each answer's "
+        "mean NLL (every answer counts once, whatever its length), so it is not the difference of the two eval loss "
+        "values; n.s. = the interval contains 0: no significant difference.",
     ]
     if comparison.get("ifeval_prompts"):
         notes.append(f"IFEval: {comparison['ifeval_prompts']} prompts, greedy, at most "
@@ -136,7 +139,9 @@ def significance_notes(comparison: dict) -> list[str]:
 
 
 def plot_comparison(rows: list[dict], path: Path) -> None:
-    panels = [("eval loss", "eval_loss", False), ("EOS rate", "eos_rate", True)]
+    panels = [("eval loss", "eval_loss", False)]
+    if any(row.get("eos_rate") is not None for row in rows):
+        panels.append(("EOS rate", "eos_rate", True))
     if any(row.get("ifeval") for row in rows):
         for row in rows:
             row["ifeval_prompt_strict"] = (row.get("ifeval") or {}).get("prompt_level_strict_acc")

@@ -67,6 +67,8 @@ def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tm
         assert set(row["vs_baseline"]) == {"ifeval_prompt_strict", "ifeval_prompt_loose", "answer_nll"}
     report = (out_dir / "comparison.md").read_text()
     assert report.startswith("# " + load_recipe(recipe).question) and "Wall time" in report
+    assert "EOS rate" not in report  # no held-out prompts answered (eval_prompts 0): IFEval's "answers ended" instead
+    assert "| IFEval answers ended |" in report
     for row in rows[1:]:  # each difference: significant, or how many items a difference of its size would need
         line = next(x for x in report.splitlines() if x.startswith(f"{row['variant']} vs {rows[0]['variant']}: "))
         assert "eval loss: " in line and "IFEval prompt-level strict: " in line
