@@ -36,8 +36,11 @@ def markdown_table(comparison: dict) -> str:
     judged = comparison.get("judge") is not None
     with_ifeval = any(row.get("ifeval") for row in comparison["variants"])
     with_eos = bool(comparison["prompts"])  # held-out prompts answered for the EOS rate (and the judge)
-    header = ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
-              "eval loss"] + (["EOS rate"] if with_eos else []) + ["contaminated prompts"]
+    # under early stopping a run's weights are its best validation's, which may be an earlier step than its last
+    from_best = any(row.get("weights_from_step") not in (None, row["steps"]) for row in comparison["variants"])
+    header = ["variant", "data", "order", "epochs", "train ex.", "steps"] + (["weights of step"] if from_best else []) \
+        + ["final train loss", "best val loss", "eval loss"] + (["EOS rate"] if with_eos else []) \
+        + ["contaminated prompts"]
     if with_ifeval:
         header += ["IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose",
                    "IFEval answers ended"]
@@ -46,7 +49,8 @@ def markdown_table(comparison: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in comparison["variants"]:
         cells = [row["variant"], f"`{row['data_dir']}`", row["order"], row["epochs"], row["train_examples"],
-                 row["steps"], _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]),
+                 row["steps"]] + ([row.get("weights_from_step")] if from_best else []) + [
+                 _fmt(row["final_train_loss"]), _fmt(row["best_val_loss"]),
                  _fmt(row["eval_loss"]) + _difference(row, "answer_nll", False)]
         cells += ([_fmt(row["eos_rate"], percent=True)] if with_eos else []) + [row["contaminated_prompts"]]
         if with_ifeval:

@@ -78,3 +78,5 @@ def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tm
     if recipe.stem == "5_epochs":
         assert [r["epochs"] for r in rows] == [1, 3, 5]
         assert [len(r["epoch_curve"]) for r in rows] == [1, 3, 5]  # validated at every epoch's end
+        best = [min(r["epoch_curve"], key=lambda p: p["val_loss"])["step"] for r in rows]
+        assert [r["weights_from_step"] for r in rows] == best  # the best validation's weights were evaluated
