@@ -12,7 +12,7 @@ from helpers import ROOT, load_cached_script
 from lit_gpt.utils import run_cli, space_separated_lists
 
 RECIPES = sorted((ROOT / "scripts" / "studies").glob("*.yaml"))
-SLICES = {"lima/train.jsonl": 40, "alpaca/alpaca_random_9k.json": 60, "alpagasus/alpaca_claude_t45.json": 40,
+SLICES = {"lima/train.jsonl": 80, "alpaca/alpaca_random_9k.json": 60, "alpagasus/alpaca_claude_t45.json": 40,
           "dolly/dolly_3k.jsonl": 40, "eval/sinstruct_test_set.jsonl": 12}
 
 
