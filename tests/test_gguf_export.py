@@ -297,7 +297,10 @@ def test_merged_lora_fine_tune_exports(smollm2_dir, tmp_path, transformers_gguf_
     transformers on the file computes our logits of the merged model with F16 weights, close to the float32 merged
     model's and far from the base's. (Q8_0 of the real model, measured once: the same 0.0 against our model with Q8_0
     weights, 2.8% relative difference to float32, argmax agreement 0.98; too slow for the suite on 2 cores.)"""
-    base = load_model(smollm2_dir)
+    base, tokenizer = load_model(smollm2_dir), Tokenizer(smollm2_dir)
+    ids = _chat_ids(tokenizer)
+    with torch.no_grad():
+        base_logits = base.eval()(ids[None])  # before the LoRA: the fine-tune must move the logits
     LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "key", "value", "projection", "mlp", "head")).apply(base)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -309,13 +312,11 @@ def test_merged_lora_fine_tune_exports(smollm2_dir, tmp_path, transformers_gguf_
     del base
     path = tmp_path / "merged-f16.gguf"
     export_gguf(merged_dir, path, "f16")
-    merged, tokenizer = load_model(merged_dir).eval(), Tokenizer(merged_dir)
+    merged = load_model(merged_dir).eval()
     assert not merged.config.tie_embeddings  # LoRA on the tied head gave the head weights of its own
-    ids = _chat_ids(tokenizer)
     with torch.no_grad():
         theirs, ours = _transformers(path)(ids[None]).logits, merged(ids[None])
-        exact = (theirs - _rounded(load_model(merged_dir).eval(), "F16")(ids[None])).abs().max().item()
-        base_logits = load_model(smollm2_dir).eval()(ids[None])
+        exact = (theirs - _rounded(merged, "F16")(ids[None])).abs().max().item()  # merged is F16-rounded from here
 
     def relative(a, b) -> float:
         return ((a - b).norm() / b.norm()).item()

