@@ -20,8 +20,8 @@ import torch
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE
-from lit_gpt.gguf_import import (BLOCK_TENSORS, FUSED_BLOCK_TENSORS, GGUF_ARCHITECTURES, TOP_LEVEL_TENSORS,
-                                 config_from_gguf, permute_rotary_rows, rotary_heads)
+from lit_gpt.gguf_import import (FUSED_BLOCK_TENSORS, GGUF_ARCHITECTURES, config_from_gguf, gguf_tensor_name,
+                                 permute_rotary_rows, rotary_heads)
 from lit_gpt.gguf_reader import MISSING, GGUFTensor
 from lit_gpt.gguf_vocab import TokenizerPlan, plan_tokenizer
 from lit_gpt.utils import UserError, atomic_path, load_state_dict
@@ -49,8 +49,6 @@ EXPORT_ARCHITECTURES["MistralForCausalLM"] = "llama"
 # Config fields our import cannot take from a GGUF file (they are not the model's maths)
 _NOT_IN_THE_FILE = ("name", "hf_repo_id")
 
-_TO_GGUF_TOP = {ours: theirs for theirs, ours in TOP_LEVEL_TENSORS.items()}
-_TO_GGUF_BLOCK = {ours: theirs for theirs, ours in BLOCK_TENSORS.items()}
 
 
 class PlannedTensor(NamedTuple):
@@ -132,14 +130,6 @@ def rope_factor_tensors(config: Config) -> dict:
         return {}
     return {f"rope_factors_{kind}.weight": np.asarray(scaling[f"{kind}_factor"], dtype=np.float32)
             for kind in ("long", "short")}
-
-
-def gguf_tensor_name(ours: str) -> str:
-    stem, _, suffix = ours.rpartition(".")
-    if stem in _TO_GGUF_TOP:
-        return f"{_TO_GGUF_TOP[stem]}.{suffix}"
-    _, layer, rest = stem.split(".", 2)
-    return f"blk.{layer}.{_TO_GGUF_BLOCK[rest]}.{suffix}"
 
 
 def _tensor_type(shape: tuple, requested: str) -> str:

@@ -282,6 +282,19 @@ def our_tensor_name(gguf_name: str) -> Optional[str]:
     return None
 
 
+_TO_GGUF_TOP = {ours: theirs for theirs, ours in TOP_LEVEL_TENSORS.items()}
+_TO_GGUF_BLOCK = {ours: theirs for theirs, ours in BLOCK_TENSORS.items()}
+
+
+def gguf_tensor_name(ours: str) -> str:
+    """The inverse of `our_tensor_name`: our state-dict name -> llama.cpp's (the export, tests' GGUF writers)."""
+    stem, _, suffix = ours.rpartition(".")
+    if stem in _TO_GGUF_TOP:
+        return f"{_TO_GGUF_TOP[stem]}.{suffix}"
+    _, layer, rest = stem.split(".", 2)
+    return f"blk.{layer}.{_TO_GGUF_BLOCK[rest]}.{suffix}"
+
+
 def tensor_parts(gguf_name: str, config: Config, spec: GGUFArchitecture) -> list:
     """(our name, rows) of each tensor a GGUF tensor holds: one, or the parts of a fused one (rows None: all)."""
     match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(\w+)", gguf_name)

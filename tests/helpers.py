@@ -32,7 +32,7 @@ from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.data.records import iter_records  # noqa: E402
 from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
                                    render_text, training_segments)
-from lit_gpt.gguf_import import BLOCK_TENSORS, TOP_LEVEL_TENSORS, permute_rotary_rows  # noqa: E402
+from lit_gpt.gguf_import import gguf_tensor_name, permute_rotary_rows  # noqa: E402
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.prompts import Special, get_prompt_style  # noqa: E402
@@ -446,15 +446,6 @@ BYTE_ALPHABET = sorted(pre_tokenizers.ByteLevel.alphabet())  # 256 single-charac
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _gguf_name(ours: str) -> str:
-    to_gguf = {v: k for k, v in TOP_LEVEL_TENSORS.items()}
-    stem, _, suffix = ours.rpartition(".")
-    if stem in to_gguf:
-        return f"{to_gguf[stem]}.{suffix}"
-    _, layer, rest = stem.split(".", 2)
-    return f"blk.{layer}.{ {v: k for k, v in BLOCK_TENSORS.items()}[rest]}.{suffix}"
-
-
 def add_gguf_sizes(writer, config, head_lengths: bool = False) -> None:
     """The architecture sizes llama.cpp's converter writes (head_lengths: also the key/value head sizes and the
     rotary dimensions of a partial rotary, as it does for the families that can differ there)."""
@@ -496,12 +487,12 @@ def write_llama_gguf(path, model: GPT, qtype=gguf.GGMLQuantizationType.F16, stor
         elif ".attn.k." in name:
             tensor = permute_rotary_rows(tensor, config.n_query_groups)
         array = tensor.float().numpy()
-        if _gguf_name(name) in (stored_as or {}):
-            writer.add_tensor(_gguf_name(name), stored_as[_gguf_name(name)])
+        if gguf_tensor_name(name) in (stored_as or {}):
+            writer.add_tensor(gguf_tensor_name(name), stored_as[gguf_tensor_name(name)])
         elif array.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(_gguf_name(name), gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+            writer.add_tensor(gguf_tensor_name(name), gguf.quants.quantize(array, qtype), raw_dtype=qtype)
         else:
-            writer.add_tensor(_gguf_name(name), array)
+            writer.add_tensor(gguf_tensor_name(name), array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -9,13 +9,12 @@ import torch
 
 from helpers import BYTE_ALPHABET, SPECIALS, add_gguf_sizes, memoize_gguf_parsing, tiny_config
 from lit_gpt.checkpoint import load_model
-from lit_gpt.gguf_import import BLOCK_TENSORS, TOP_LEVEL_TENSORS, convert_gguf
+from lit_gpt.gguf_import import convert_gguf, gguf_tensor_name
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 
 F32, Q8_0 = gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.Q8_0
 VOCAB = SPECIALS + BYTE_ALPHABET + ["he"]
-TO_GGUF = {ours: theirs for theirs, ours in {**TOP_LEVEL_TENSORS, **BLOCK_TENSORS}.items()}
 
 # each family with what makes it itself; widths multiples of 32 (Q8_0 blocks). Qwen3's head size is 128 whatever
 # the width (transformers' GGUF loader takes Qwen3Config's default 128, not the file's key_length).
@@ -37,14 +36,6 @@ def tiny_model(arch: str, seed: int = 0, **overrides) -> GPT:
         for name, p in model.named_parameters():
             p.normal_(1.0 if p.ndim == 1 and "norm" in name or "ln_f" in name else 0.0, 0.2)
     return model
-
-
-def _block_name(ours: str) -> str:
-    stem, _, suffix = ours.rpartition(".")
-    if stem in TO_GGUF:
-        return f"{TO_GGUF[stem]}.{suffix}"
-    _, layer, rest = stem.split(".", 2)
-    return f"blk.{layer}.{TO_GGUF[rest]}.{suffix}"
 
 
 def write_gguf(path, model: GPT, arch: str, qtype=F32) -> None:
@@ -78,7 +69,7 @@ def write_gguf(path, model: GPT, arch: str, qtype=F32) -> None:
             fused = torch.cat([state[name], state[name.replace("fc_1", "fc_2")]])  # gate rows, then up rows
             tensors[name.replace("mlp.fc_1", "ffn_up").replace("blocks.", "blk.")] = fused
         else:
-            tensors[_block_name(name)] = tensor
+            tensors[gguf_tensor_name(name)] = tensor
     for name, tensor in tensors.items():
         array = tensor.numpy()
         if array.ndim == 2 and qtype != F32:
