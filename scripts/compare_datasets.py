@@ -40,6 +40,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 DEFAULTS = {"out_dir": Path("out/compare"), "method": "lora", "eval_prompts": 40, "eval_examples": 200,
             "max_new_tokens": 128, "ifeval_prompts": 0, "ifeval_max_new_tokens": 1280, "eval_batch_size": 16,
             "resume": False}
+RECIPE_FLAGS = ("recipe", "settings", "data_root", "shared_dir")
 TRAINING_FLAGS = ("learning_rate", "batch_size", "micro_batch_size", "max_iters", "warmup_steps", "seed")
 
 
@@ -88,14 +89,8 @@ def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] =
         data_root: with --recipe, where its data variants are built (default: data/studies/<model>)
         shared_dir: with --recipe, the shared real data its build steps read (default: ../shared)
     """
-    flags = {"checkpoint_dir": checkpoint_dir, "data_dirs": data_dirs, "orders": orders, "epochs": epochs,
-             "eval_path": eval_path, "judge_checkpoint_dir": judge_checkpoint_dir, "out_dir": out_dir,
-             "method": method, "eval_prompts": eval_prompts, "eval_examples": eval_examples,
-             "max_new_tokens": max_new_tokens, "ifeval_prompts": ifeval_prompts,
-             "ifeval_max_new_tokens": ifeval_max_new_tokens, "eval_batch_size": eval_batch_size, "resume": resume,
-             "learning_rate": learning_rate, "batch_size": batch_size, "micro_batch_size": micro_batch_size,
-             "max_iters": max_iters, "warmup_steps": warmup_steps, "seed": seed, "hyperparameters": hyperparameters}
-    given = {k: v for k, v in flags.items() if v is not None}
+    # the comparison's flags the command line gave (a recipe's own flags fill the others)
+    given = {k: v for k, v in locals().items() if v is not None and k not in RECIPE_FLAGS}
     started = time.perf_counter()
     study = None
     if recipe is not None:
@@ -136,7 +131,7 @@ def run_recipe(recipe: StudyRecipe, given: dict, settings: dict, data_root: Opti
     fixed = {"checkpoint_dir": str(checkpoint_dir), "data": str(data_root), "shared": str(shared_dir)}
     values = recipe.values(fixed, settings)
     from_recipe = recipe.compare_flags(values)
-    flags = {**from_recipe, **given, "checkpoint_dir": checkpoint_dir}
+    flags = {**from_recipe, **given}
     if "hyperparameters" in from_recipe or "hyperparameters" in given:
         flags["hyperparameters"] = {**(from_recipe.get("hyperparameters") or {}),
                                     **(given.get("hyperparameters") or {})}
