@@ -36,7 +36,7 @@ LOCAL_PATH_KEYS = ("checkpoint_dir", "data_dir", "out_dir")
 class RunFacts:
     """What a fine-tune's out_dir says about how the model was made."""
 
-    method: Optional[str]  # "lora" or "full"
+    method: str  # "lora" (the run wrote lora_config.json) or "full"
     base_model: Optional[str]  # a Hub repo id when the base checkpoint is known to come from one
     hyperparameters: dict  # the flat settings (no local paths)
     datasets: list = field(default_factory=list)  # one dict per prepared dataset (and mixture input)
@@ -56,16 +56,15 @@ def read_run(run_dir: "str | Path") -> RunFacts:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         raise UserError(f"{hp_file}: not valid YAML") from None
-    first_line = text.splitlines()[0] if text else ""
-    method = next((m for m in ("lora", "full") if f"finetune/{m}.py" in first_line), None)
+    lora = _read_json(run_dir / LORA_CONFIG_FILE)  # finetune/lora.py writes it beside the weights, full.py does not
     checkpoint_dir = Path(values["checkpoint_dir"]) if values.get("checkpoint_dir") else None
     manifest = _read_json(run_dir / DATA_MANIFEST_FILE)
     if manifest is None and values.get("data_dir"):
         manifest = _read_json(Path(values["data_dir"]) / MANIFEST_FILE)
-    return RunFacts(method=method, base_model=base_model_id(run_dir, checkpoint_dir),
+    return RunFacts(method="lora" if lora is not None else "full", base_model=base_model_id(run_dir, checkpoint_dir),
                     hyperparameters={k: v for k, v in values.items() if k not in LOCAL_PATH_KEYS},
                     datasets=dataset_entries(manifest) if manifest else [],
-                    summary=_read_json(run_dir / TRAIN_SUMMARY_FILE), lora=_read_json(run_dir / LORA_CONFIG_FILE))
+                    summary=_read_json(run_dir / TRAIN_SUMMARY_FILE), lora=lora)
 
 
 def base_model_id(run_dir: Path, checkpoint_dir: Optional[Path]) -> Optional[str]:
