@@ -9,9 +9,7 @@ hyperparameters.yaml; checkpoints/step-N/, logs/ (csv/metrics.csv and the --logg
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # ---- hyperparameters: edit to change the defaults ----
 learning_rate = 3e-4
@@ -38,8 +36,13 @@ gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)
 logger = "tensorboard"  # besides logs/csv/metrics.csv (always written): csv (only that), tensorboard, wandb, mlflow
 
-from lit_gpt.train.cli import finetune_command  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.train.cli import finetune_command
+from lit_gpt.utils import run_cli
 
 if __name__ == "__main__":
     run_cli(finetune_command("full", globals()))

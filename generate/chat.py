@@ -13,15 +13,19 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from lit_gpt.infer.answer import check_sampling_args, encode_conversation  # noqa: E402
-from lit_gpt.infer.load import load_for_generation, print_loaded  # noqa: E402
-from lit_gpt.infer.sampling import stream_answer  # noqa: E402
-from lit_gpt.precision import device_and_dtype  # noqa: E402
-from lit_gpt.utils import UserError, run_cli  # noqa: E402
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.infer.answer import check_sampling_args, encode_conversation
+from lit_gpt.infer.load import load_for_generation, print_loaded
+from lit_gpt.infer.sampling import stream_answer
+from lit_gpt.precision import device_and_dtype
+from lit_gpt.utils import UserError, run_cli
 
 COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (so does end of input, Ctrl-D)"}
 

@@ -7,12 +7,14 @@ trained with (prompt_style.json). Timings go to stderr, so stdout holds only the
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.cli import generate_command  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.infer.cli import generate_command
+from lit_gpt.utils import run_cli
 
 main = generate_command("full")
 

@@ -6,9 +6,9 @@ from typing import Optional
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
+from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
-from lit_gpt.prompts import PromptStyle, save_prompt_style
+from lit_gpt.prompts.styles import PromptStyle, save_prompt_style
 from lit_gpt.utils import UserError, atomic_torch_save, check_writable_dir, copy_file, load_state_dict
 
 

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from lit_gpt.files import HF_CONFIG_FILE, LIT_CONFIG_FILE
-from lit_gpt.registry import configs, name_to_config, repo_to_config  # noqa: F401 (configs: re-exported)
+from lit_gpt.file_names import HF_CONFIG_FILE, LIT_CONFIG_FILE
+from lit_gpt.registry import name_to_config, repo_to_config
 from lit_gpt.utils import UserError, atomic_write_text
 
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lit_gpt.config import Config
-from lit_gpt.files import LORA_CONFIG_FILE
+from lit_gpt.file_names import LORA_CONFIG_FILE
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
 

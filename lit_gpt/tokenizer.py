@@ -13,7 +13,7 @@ import torch
 
 from lit_gpt.utils import UserError
 
-# the special tokens that end an answer in the chat formats of lit_gpt.prompts (each style's `end_tokens`; a test
+# the special tokens that end an answer in the chat formats of lit_gpt.prompts.styles (each style's `end_tokens`; a test
 # keeps the two in step): generation stops at whichever of them the vocabulary has
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 

@@ -17,13 +17,16 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import load_model_for_inference  # noqa: E402
-from lit_gpt.quality.judge import CURATION_PROMPT, Judge  # noqa: E402
-from lit_gpt.quality.rows import write_rows  # noqa: E402
-from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled  # noqa: E402
-from lit_gpt.utils import UserError, atomic_write_text, log, run_cli  # noqa: E402
+from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.quality.judge import CURATION_PROMPT, Judge
+from lit_gpt.quality.rows import write_rows
+from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled
+from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
 
 
 def main(

@@ -11,9 +11,9 @@ reference answers, share of greedy answers that stop with EOS, with --ifeval_pro
 with --judge_checkpoint_dir the win rate against the first variant, judged in both answer orders); every later
 variant's difference from the first comes with a paired 95% bootstrap interval ("n.s." when it contains 0). Held-out
 prompts that near-duplicate training instructions are reported. Writes out_dir/comparison.md (the table, also
-printed), comparison.png and comparison.json. Details: lit_gpt/compare.py.
+printed), comparison.png and comparison.json. Details: lit_gpt/studies/compare.py.
 
---recipe runs a study (scripts/studies/*.yaml, format in lit_gpt/study.py): its build steps first (our prepare,
+--recipe runs a study (scripts/studies/*.yaml, format in lit_gpt/studies/recipe.py): its build steps first (our prepare,
 score, filter and mix scripts, in this process), then the comparison with the recipe's flags; a flag given on the
 command line wins over the recipe's, --settings '{"rows": 100}' changes the recipe's sizes.
 """
@@ -25,14 +25,18 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jsonargparse import CLI  # noqa: E402
+from jsonargparse import CLI
 
-from lit_gpt.compare import compare  # noqa: E402
-from lit_gpt.compare_report import markdown_table  # noqa: E402
-from lit_gpt.study import BuildStep, StudyRecipe, load_recipe  # noqa: E402
-from lit_gpt.utils import UserError, cpu_name, log, run_cli, space_separated_lists  # noqa: E402
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.studies.compare import compare
+from lit_gpt.studies.report import markdown_table
+from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe
+from lit_gpt.utils import UserError, cpu_name, log, run_cli, space_separated_lists
 
 LIST_FLAGS = ("data_dirs", "orders", "epochs")
 SCRIPTS_DIR = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@
 
 Weights are dequantized (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, K-quants, ...) to --dtype; the Config comes from the
 GGUF metadata and the tokenizer files are rebuilt from the vocabulary stored in the file. GGUF architectures: llama
-(Llama 2, SmolLM2, Mistral), qwen2, qwen3, phi3, gemma3 (lit_gpt.gguf_import.GGUF_ARCHITECTURES).
+(Llama 2, SmolLM2, Mistral), qwen2, qwen3, phi3, gemma3 (lit_gpt.gguf.import_model.GGUF_ARCHITECTURES).
 
     python scripts/convert_gguf_checkpoint.py --gguf_path gemma-3-270m-q4_k_m.gguf \
         --checkpoint_dir checkpoints/google/gemma-3-270m
@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.gguf_import import convert_gguf  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.gguf.import_model import convert_gguf
+from lit_gpt.utils import run_cli
 
 
 def main(*, gguf_path: Path, checkpoint_dir: Path,

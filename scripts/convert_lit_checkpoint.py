@@ -9,10 +9,13 @@ Writes config.json, model.safetensors and copies the tokenizer files, so that
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.convert import convert_lit_checkpoint  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.convert.hf import convert_lit_checkpoint
+from lit_gpt.utils import run_cli
 
 
 def main(*, checkpoint_dir: Path, output_dir: Path) -> None:

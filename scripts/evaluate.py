@@ -23,14 +23,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,  # noqa: E402
+from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
-from lit_gpt.infer.load import load_for_generation, print_loaded  # noqa: E402
-from lit_gpt.precision import device_and_dtype  # noqa: E402
-from lit_gpt.prompts import get_prompt_style  # noqa: E402
-from lit_gpt.utils import UserError, check_not_an_input, run_cli  # noqa: E402
+from lit_gpt.infer.load import load_for_generation, print_loaded
+from lit_gpt.precision import device_and_dtype
+from lit_gpt.prompts.styles import get_prompt_style
+from lit_gpt.utils import UserError, check_not_an_input, run_cli
 
 # ---- defaults: edit them here or pass them as flags ----
 tasks = "ifeval"

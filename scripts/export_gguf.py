@@ -4,7 +4,7 @@
 
 --type: f16 (default), bf16, f32, or quantized q8_0, q5_1, q5_0, q4_1, q4_0 (K-quants: run llama.cpp's
 llama-quantize on the F16 file). Architectures: Llama 2/3.0, SmolLM2, Mistral (GGUF `llama`), Qwen2/2.5 (`qwen2`),
-Qwen3 (`qwen3`), Phi-3 (`phi3`), Gemma 3 (`gemma3`); lit_gpt.gguf_export refuses, in one line, a model or tokenizer
+Qwen3 (`qwen3`), Phi-3 (`phi3`), Gemma 3 (`gemma3`); lit_gpt.gguf.export_model refuses, in one line, a model or tokenizer
 the file could not describe exactly. The file is written under a temporary name and renamed when complete.
 """
 
@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.gguf_export import export_gguf  # noqa: E402
-from lit_gpt.utils import log, run_cli  # noqa: E402
+from lit_gpt.gguf.export_model import export_gguf
+from lit_gpt.utils import log, run_cli
 
 DEFAULT_TYPE = "f16"
 

@@ -17,11 +17,14 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.quality.rows import FLAGS_COLUMN, SCORE_COLUMNS, default_output, read_rows, write_rows  # noqa: E402
-from lit_gpt.quality.scoring import score_stats, select_rows  # noqa: E402
-from lit_gpt.utils import UserError, atomic_write_text, check_not_an_input, log, run_cli  # noqa: E402
+from lit_gpt.quality.rows import FLAGS_COLUMN, SCORE_COLUMNS, default_output, read_rows, write_rows
+from lit_gpt.quality.scoring import score_stats, select_rows
+from lit_gpt.utils import UserError, atomic_write_text, check_not_an_input, log, run_cli
 
 
 def main(

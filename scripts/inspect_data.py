@@ -15,14 +15,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import matplotlib.figure  # noqa: E402
+import matplotlib.figure
 
-from lit_gpt.data.defects import example_defects  # noqa: E402
-from lit_gpt.data.prepared import length_stats, load_prepared  # noqa: E402
-from lit_gpt.data.tokenize import IGNORE_INDEX, decode_with_specials  # noqa: E402
-from lit_gpt.utils import UserError, atomic_path, run_cli  # noqa: E402
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.data.defects import example_defects
+from lit_gpt.data.prepared import length_stats, load_prepared
+from lit_gpt.data.tokenize import IGNORE_INDEX, decode_with_specials
+from lit_gpt.utils import UserError, atomic_path, run_cli
 
 COLORS = {False: "\033[2m", True: "\033[1;32m"}  # masked: dim, trained: bold green
 RESET = "\033[0m"

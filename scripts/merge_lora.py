@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import find_lora, save_merged_checkpoint  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.infer.load import find_lora, save_merged_checkpoint
+from lit_gpt.utils import run_cli
 
 
 def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None, overwrite: bool = False) -> None:

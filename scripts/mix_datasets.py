@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.data.mixing import mix, summary_table  # noqa: E402
-from lit_gpt.utils import UserError, run_cli, space_separated_lists  # noqa: E402
+from lit_gpt.data.mixing import mix, summary_table
+from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 LIST_FLAGS = ("inputs", "weights", "counts")
 

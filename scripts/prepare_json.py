@@ -19,11 +19,14 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.data.prepare import prepare_source  # noqa: E402
-from lit_gpt.data.records import Origin, iter_records  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.data.prepare import prepare_source
+from lit_gpt.data.records import Origin, iter_records
+from lit_gpt.utils import run_cli
 
 
 def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,

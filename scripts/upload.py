@@ -20,12 +20,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.hub import check_repo_id  # noqa: E402
-from lit_gpt.hub_upload import plan_upload, upload, write_card  # noqa: E402
-from lit_gpt.model_card import read_eval_report, read_run  # noqa: E402
-from lit_gpt.utils import run_cli  # noqa: E402
+from lit_gpt.hub.download import check_repo_id
+from lit_gpt.hub.upload import plan_upload, upload, write_card
+from lit_gpt.hub.model_card import read_eval_report, read_run
+from lit_gpt.utils import run_cli
 
 # ---- defaults: edit them here or pass them as flags ----
 private = False  # a new repo is public unless this is True (an existing repo keeps its visibility)

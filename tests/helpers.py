@@ -32,10 +32,10 @@ from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.data.records import iter_records  # noqa: E402
 from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
                                    render_text, training_segments)
-from lit_gpt.gguf_import import gguf_tensor_name, permute_rotary_rows  # noqa: E402
+from lit_gpt.gguf.import_model import gguf_tensor_name, permute_rotary_rows  # noqa: E402
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
-from lit_gpt.prompts import Special, get_prompt_style  # noqa: E402
+from lit_gpt.prompts.styles import Special, get_prompt_style  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
 from lit_gpt.train.args import TrainArgs  # noqa: E402
 from lit_gpt.utils import run_cli  # noqa: E402
@@ -271,7 +271,7 @@ def load_script(root_dir, name):
 
 @lru_cache(maxsize=None)
 def load_cached_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location("script_" + name.replace("/", "_"), ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # jsonargparse reads the source to resolve the **kwargs handed to prepare()
     spec.loader.exec_module(module)

@@ -7,9 +7,9 @@ from helpers import tiny_config
 from lit_gpt.checkpoint import (check_checkpoint_dir, copy_tokenizer_files, load_model, load_weights,
                                 save_checkpoint)
 from lit_gpt.config import Config
-from lit_gpt.files import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES
+from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
-from lit_gpt.prompts import load_prompt_style
+from lit_gpt.prompts.styles import load_prompt_style
 from lit_gpt.utils import UserError
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import ROOT
-from lit_gpt.config import Config, configs, name_to_config
+from lit_gpt.config import Config
+from lit_gpt.registry import configs, name_to_config
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError
 

@@ -243,7 +243,7 @@ def test_lora_on_projections_fused_in_hf_merges_into_the_exported_checkpoint(fam
     pytest.importorskip("transformers")
     from helpers import TOKENS, random_hf_model
     from lit_gpt.config import Config
-    from lit_gpt.hf_mapping import hf_state_dict_to_lit, lit_to_hf
+    from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit, lit_to_hf
 
     hf_model = random_hf_model(family)
     config = Config.from_hf_config(hf_model.config.to_dict(), name=family)

@@ -9,7 +9,7 @@ import torch
 from helpers import (HF_CONFIGS, assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
                      random_examples, tiny_config)
 from lit_gpt.config import Config
-from lit_gpt.hf_mapping import hf_state_dict_to_lit
+from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
 from lit_gpt.infer.sampling import generate, rope_refill_position
 from lit_gpt.model import GPT
 from lit_gpt.train.dataset import TrainingSet

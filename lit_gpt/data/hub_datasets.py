@@ -8,7 +8,7 @@ Those Arrow files are what a preparation's fingerprint hashes.
 
 Rows come out as JSON rows would: plain Python values (str, int, float, bool, None, lists, dicts; dates as ISO text;
 binary values such as images are left out, as None). The token (HF_TOKEN or --access_token) goes to huggingface_hub
-only, as for models (lit_gpt/hub.py); every failure is one `UserError` line naming the flag and what exists.
+only, as for models (lit_gpt/hub/download.py); every failure is one `UserError` line naming the flag and what exists.
 """
 
 import contextlib
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from lit_gpt.hub import NETWORK_ERRORS, HubUnreachable, check_repo_id, resolve_token, translate_hub_errors
+from lit_gpt.hub.download import NETWORK_ERRORS, HubUnreachable, check_repo_id, resolve_token, translate_hub_errors
 from lit_gpt.utils import UserError
 
 DATASET_SUFFIXES = (".parquet", ".arrow")

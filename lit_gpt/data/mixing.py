@@ -50,7 +50,7 @@ from lit_gpt.data.records import load_records
 from lit_gpt.data.similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
                                      word_tokens)
 from lit_gpt.data.tokenize import tokenize_examples
-from lit_gpt.prompts import default_prompt_style, get_prompt_style
+from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, file_sha256
 

@@ -23,7 +23,7 @@ from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, set
                                    write_prepared)
 from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
-from lit_gpt.prompts import default_prompt_style, get_prompt_style
+from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, file_sha256
 

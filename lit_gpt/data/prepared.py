@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lit_gpt.data.tokenize import IGNORE_INDEX
-from lit_gpt.files import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
+from lit_gpt.file_names import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
 from lit_gpt.utils import UserError, atomic_path, atomic_write_json
 
 

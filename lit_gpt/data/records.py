@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 from lit_gpt.data.hub_datasets import (HubDataset, dataset_files, dataset_rows, is_dataset_file, load_dataset_file,
                                        load_hub_dataset)
-from lit_gpt.hub import download_dataset_file
+from lit_gpt.hub.download import download_dataset_file
 from lit_gpt.utils import UserError, atomic_path
 
 CONVERSATION_KEYS = ("messages", "conversations")

@@ -1,7 +1,7 @@
 """Normalized examples -> token ids and labels, and prompts -> ids for inference, with one tokenization per
 conversation.
 
-A prompt style (`lit_gpt.prompts`) renders a conversation as (text, trained) segments; `encode_segments` tokenizes
+A prompt style (`lit_gpt.prompts.styles`) renders a conversation as (text, trained) segments; `encode_segments` tokenizes
 the text between special tokens in one piece and marks a token trained when its character span overlaps a trained
 segment (tokenize once, mask by offsets: BPE and SentencePiece merge across a prompt/answer boundary, so tokenizing
 the parts separately would differ from what the model sees). Labels are the ids where trained, IGNORE_INDEX (-100)
@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from lit_gpt.data.normalize import conversation
-from lit_gpt.prompts import PromptStyle, Special, get_prompt_style
+from lit_gpt.prompts.styles import PromptStyle, Special, get_prompt_style
 from lit_gpt.utils import UserError
 
 IGNORE_INDEX = -100

@@ -26,7 +26,7 @@ from lit_gpt.eval.held_out import eval_rows
 from lit_gpt.eval.reference_loss import ReferenceLoss, reference_loss
 from lit_gpt.infer.answer import continue_batch
 from lit_gpt.model import GPT
-from lit_gpt.prompts import PromptStyle
+from lit_gpt.prompts.styles import PromptStyle
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text
 

@@ -16,7 +16,7 @@ from lit_gpt.infer.load import load_for_generation, print_loaded
 from lit_gpt.infer.sampling import generate_batch, sampling_error, stream_answer
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
-from lit_gpt.prompts import PromptStyle, get_prompt_style
+from lit_gpt.prompts.styles import PromptStyle, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 

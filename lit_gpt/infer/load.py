@@ -17,13 +17,13 @@ import yaml
 
 from lit_gpt.checkpoint import check_checkpoint_dir, load_model, load_weights, save_checkpoint
 from lit_gpt.config import Config
-from lit_gpt.files import (HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
+from lit_gpt.file_names import (HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
                            LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
 from lit_gpt.lora import (LoRAConfig, LoRALinear, load_lora_weights,
                           lora_state_dict, merge_lora_weights, merged_config)
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
-from lit_gpt.prompts import PromptStyle, load_prompt_style
+from lit_gpt.prompts.styles import PromptStyle, load_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, atomic_write_json, check_writable_dir, file_sha256, load_state_dict
 

@@ -18,7 +18,7 @@ import torch
 
 from lit_gpt.config import Config
 from lit_gpt.data.order import epoch_order, may_regroup_by_length
-from lit_gpt.files import TEST_FILE, TRAIN_FILE
+from lit_gpt.file_names import TEST_FILE, TRAIN_FILE
 from lit_gpt.utils import UserError, log
 
 LENGTH_GROUP_EXAMPLES = 400  # sort chunks of about 100 micro-batches of 4 by length (rounded up to whole batches)

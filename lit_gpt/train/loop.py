@@ -3,7 +3,7 @@ Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resu
 
 Batches: `lit_gpt.train.dataset` (every epoch visits each example once; length-grouped global batches). A step:
 `lit_gpt.train.step.train_step` (response-token loss, gradient accumulation, clipping, a non-finite step refused).
-Checkpoints and resume: `lit_gpt.train.checkpointing`; torch's RNG (dropout) is re-seeded from (seed, step, rank)
+Checkpoints and resume: `lit_gpt.train.resume`; torch's RNG (dropout) is re-seeded from (seed, step, rank)
 before every step, so resuming reproduces an uninterrupted run. The caller's RNG state is restored afterwards.
 
 Epochs and overfitting: validation runs every `eval_interval` steps and at the end of every epoch; each epoch's mean
@@ -32,14 +32,14 @@ from lit_gpt.config import Config
 from lit_gpt.data.order import order_hash
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.files import CHECKPOINTS_DIR, LIT_CONFIG_FILE, TEST_FILE
+from lit_gpt.file_names import CHECKPOINTS_DIR, LIT_CONFIG_FILE, TEST_FILE
 from lit_gpt.infer.answer import continue_ids
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
 from lit_gpt.model import Block
 from lit_gpt.precision import check_precision_for_device, choose_precision, param_dtype, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, flat_hyperparameters
-from lit_gpt.train.checkpointing import (apply_changed_hyperparameters, remove_unfinished_saves, restore_checkpoint,
+from lit_gpt.train.resume import (apply_changed_hyperparameters, remove_unfinished_saves, restore_checkpoint,
                                         save_best_weights, save_step_checkpoint, weights_file_name)
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, training_sets
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files

@@ -14,11 +14,11 @@ from typing import Optional
 import matplotlib.figure
 import yaml
 
-from lit_gpt.files import BEST_DIR, DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, PROMPT_STYLE_FILE
+from lit_gpt.file_names import BEST_DIR, DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.checkpoint import copy_tokenizer_files
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.prompts import save_prompt_style
-from lit_gpt.train.checkpointing import weights_file_name
+from lit_gpt.prompts.styles import save_prompt_style
+from lit_gpt.train.resume import weights_file_name
 from lit_gpt.train.state import TrainState
 from lit_gpt.utils import atomic_path, atomic_write_json, atomic_write_text, copy_file
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.files import CHECKPOINTS_DIR, TRAIN_STATE_FILE
+from lit_gpt.file_names import CHECKPOINTS_DIR, TRAIN_STATE_FILE
 from lit_gpt.utils import UserError
 
 

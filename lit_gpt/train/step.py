@@ -1,5 +1,5 @@
 """One optimizer step and one validation pass: the compute of the training loop, as plain functions of their inputs
-(the loop in `lit_gpt.train.loop` calls them; so does scripts/benchmark.py).
+(the loop in `lit_gpt.train.loop` calls them; so does scripts/dev/benchmark.py).
 
 Loss: cross-entropy on response tokens only (labels -100 elsewhere), evaluated only where there is a target (the LM
 head runs on those positions alone, `lit_gpt.fused_loss`) and normalized by the number of target tokens in the whole

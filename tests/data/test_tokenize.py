@@ -3,7 +3,7 @@
 from lit_gpt.data.normalize import conversation
 from lit_gpt.data.tokenize import (decode_with_specials, encode_prompt, encode_segments, fit_to_length,
                                    training_segments)
-from lit_gpt.prompts import get_prompt_style
+from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 
 

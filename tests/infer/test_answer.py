@@ -7,7 +7,7 @@ from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.answer import Answer, answer_prompts, continue_ids, encode_conversation
 from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT
-from lit_gpt.prompts import get_prompt_style
+from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 
 

@@ -226,7 +226,7 @@ def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(packaged_smollm
     prompts of different lengths."""
     from lit_gpt.checkpoint import load_model
     from lit_gpt.data.tokenize import encode_prompt
-    from lit_gpt.prompts import get_prompt_style
+    from lit_gpt.prompts.styles import get_prompt_style
     from lit_gpt.tokenizer import Tokenizer
 
     checkpoint_dir = packaged_smollm2_dir

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: the harness end to end on a tiny model, and its one-line errors."""
+"""scripts/dev/benchmark.py: the harness end to end on a tiny model, and its one-line errors."""
 
 import json
 import subprocess
@@ -11,7 +11,7 @@ def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
     """The harness end to end on a 2-layer model: real Dolly lengths, JSON with throughput, memory and MFU."""
     config = tiny_config(vocab_size=512, block_size=256, n_embd=64, intermediate_size=128)
     config.save(tmp_path / "lit_config.json")
-    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
+    cmd = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
            "--method", "lora", "--precision", "32-true", "--dataset", "dolly", "--max_examples", "200",
            "--max_seq_length", "128", "--micro_batch_size", "4", "--batch_size", "8", "--steps_per_run", "2",
            "--warmup_steps", "1", "--runs", "2", "--threads", "1"]
@@ -30,7 +30,7 @@ def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
 
 
 def test_benchmark_script_user_errors(tmp_path, root_dir):
-    cmd = [sys.executable, str(root_dir / "scripts" / "benchmark.py"), "--compare_litgpt", "true",
+    cmd = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--compare_litgpt", "true",
            "--litgpt_python", str(tmp_path / "nowhere" / "python")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -38,14 +38,14 @@ def test_benchmark_script_user_errors(tmp_path, root_dir):
 
 
 def test_generation_benchmark_runs_ours_and_transformers(tiny_checkpoint_dir, capsys):
-    """scripts/benchmark_generate.py on a tiny checkpoint: both implementations produce every token, JSON report."""
+    """scripts/dev/benchmark_generate.py on a tiny checkpoint: both implementations produce every token, JSON report."""
     import pytest
 
     pytest.importorskip("transformers")
     from helpers import load_cached_script
 
     checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
-    report = load_cached_script("benchmark_generate").main(
+    report = load_cached_script("dev/benchmark_generate").main(
         checkpoint_dir=checkpoint, batch_sizes="1 2", num_prompts=3, batch1_prompts=2, max_new_tokens=3, runs=1,
         threads=1)
     assert [r["batch_size"] for r in report["results"]] == [1, 2]

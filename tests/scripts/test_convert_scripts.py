@@ -15,7 +15,7 @@ import torch
 from helpers import HF_CONFIGS, ROOT, TOKENS, assert_same_logits, hf_logits, random_hf_model, save_hf
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
-from lit_gpt.convert import convert_hf_checkpoint
+from lit_gpt.convert.hf import convert_hf_checkpoint
 from lit_gpt.utils import UserError
 
 transformers = pytest.importorskip("transformers")

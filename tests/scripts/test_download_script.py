@@ -13,7 +13,7 @@ import pytest
 
 from helpers import (BINS, CONFIG, ROOT, SAFETENSORS, TOKEN, TOKEN_WITHOUT_ACCESS, TOKENIZER, assert_token_nowhere,
                      closed_port_url, hub_env, load_script)
-from lit_gpt.hub import HubUnreachable
+from lit_gpt.hub.download import HubUnreachable
 from lit_gpt.utils import UserError
 
 
@@ -40,7 +40,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 
 # ---- downloads of public repos ---------------------------------------------------------------------------------------
 def test_no_repo_id_lists_supported_models(tmp_path):
-    from lit_gpt.config import configs
+    from lit_gpt.registry import configs
 
     proc = download(closed_port_url(), tmp_path)
     assert proc.returncode == 0, proc.stderr

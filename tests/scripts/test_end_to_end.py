@@ -29,7 +29,7 @@ from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.load import find_lora, load_lora_model, load_merged_lora_model
 from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.prompts import get_prompt_style
+from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 
 PROMPT = "Give three tips for staying healthy."

@@ -7,7 +7,8 @@ import torch
 
 from helpers import assert_one_line_error, run_script
 from lit_gpt.checkpoint import load_model
-from lit_gpt.gguf_import import GGUFFile, convert_gguf
+from lit_gpt.gguf.import_model import convert_gguf
+from lit_gpt.gguf.reader import GGUFFile
 
 
 def test_export_script_writes_a_gguf_our_import_reads_back(tiny_checkpoint_dir, tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_the_five_questions_have_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tmp_path, capsys):
-    from lit_gpt.study import load_recipe
+    from lit_gpt.studies.recipe import load_recipe
 
     checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True, block_size=256)
     small = {"rows": 8, "rows_per_source": 10, "max_seq_length": 128, "prompt_style": "smollm2",

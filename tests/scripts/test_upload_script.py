@@ -15,8 +15,8 @@ import yaml
 from fake_hub import FakeHub
 from helpers import ROOT, TOKEN, TOKEN_WITHOUT_ACCESS, assert_token_nowhere, capital_pairs, fast_args, hub_env, \
     make_checkpoint, make_data
-from lit_gpt.convert import convert_lit_checkpoint
-from lit_gpt.model_card import CARD_MARKER
+from lit_gpt.convert.hf import convert_lit_checkpoint
+from lit_gpt.hub.model_card import CARD_MARKER
 from lit_gpt.train.loop import finetune
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # a one-step training run: see conftest.one_thread

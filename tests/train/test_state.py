@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lit_gpt.files import TRAIN_STATE_FILE
+from lit_gpt.file_names import TRAIN_STATE_FILE
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
 from lit_gpt.utils import UserError
 

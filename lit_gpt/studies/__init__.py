@@ -1,0 +1,2 @@
+"""Dataset studies: train several dataset variants the same way and compare them (`compare`), the markdown
+report and plot of a comparison (`report`), and the YAML recipes that build the data and run a study (`recipe`)."""

@@ -1,0 +1,192 @@
+"""Developer check: 41 user mistakes run against a checkout, each outcome classified.
+
+    python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json]
+
+Every case is a real command line (finetune, prepare, score, filter, generate, convert, merge, inspect, mix) with one
+mistake in it: a value that cannot be meant, a path of the wrong kind, an output that is an input, a full or
+read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth. Outcomes: `clear error` (exit != 0, the
+last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is the right
+answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake), `traceback`,
+`damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to compare
+(the checkpoint and data are built with this checkout's code; the formats are the same). About 4 minutes on 2 cores.
+"""
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[2]
+
+
+def test_helpers():
+    """tests/helpers.py of this checkout, loaded by path (the test suite's tiny-checkpoint builder)."""
+    spec = importlib.util.spec_from_file_location("sweep_test_helpers", HERE / "tests" / "helpers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
+    parser.add_argument("--out", type=Path, default=None, help="write the outcomes as JSON here")
+    options = parser.parse_args()
+    REPO = options.repo.resolve()
+    PY = sys.executable
+    SHARED = HERE.parent / "shared"
+    W = Path(tempfile.mkdtemp(prefix="sweep-"))
+    CK = test_helpers().make_checkpoint(W / "ckpt")  # a tiny checkpoint with the real SmolLM2 tokenizer
+    ENV = {**os.environ, "LIT_GPT_DEFAULT_PRECISION": "32-true", "PYTHONWARNINGS": "ignore"}
+
+    def run(*argv, env=None, cwd=None):
+        p = subprocess.run([PY, *map(str, argv)], cwd=cwd or REPO, capture_output=True, text=True, timeout=600,
+                           env=env or ENV, stdin=subprocess.DEVNULL)
+        return p
+
+    def digest(paths):
+        out = {}
+        for p in paths:
+            p = Path(p)
+            files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
+            out[str(p)] = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+        return out
+
+    rows = json.loads((SHARED / "datasets/alpaca/alpaca_random_9k.json").read_text())[:40]
+    (W / "alpaca.json").write_text(json.dumps(rows))
+    p = run("scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path",
+            W / "data", "--max_seq_length", 128)
+    assert p.returncode == 0, p.stderr
+    NOTEST = W / "data_notest"
+    p = run("scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path",
+            NOTEST, "--max_seq_length", 128, "--test_split_fraction", 0)
+    assert p.returncode == 0, p.stderr
+    FT = ["finetune/lora.py", "--checkpoint_dir", CK, "--data_dir", W / "data", "--max_iters", 1, "--batch_size", 4,
+          "--micro_batch_size", 4, "--eval_iters", 1, "--sample_max_new_tokens", 0]
+    (W / "afile").write_text("x")
+    # a LoRA run to merge / convert / resume from
+    p = run(*FT, "--out_dir", W / "lora_run", "--save_interval", 1)
+    assert p.returncode == 0, p.stderr
+    LORA = W / "lora_run" / "lit_model.pth.lora"
+    p = run("scripts/merge_lora.py", "--lora_path", LORA, "--out_dir", W / "merged")
+    assert p.returncode == 0, p.stderr
+    bad_config = W / "bad_config"; shutil.copytree(CK, bad_config)
+    cfg = json.loads((bad_config / "lit_config.json").read_text()); cfg["n_layer"] = "two"
+    (bad_config / "lit_config.json").write_text(json.dumps(cfg))
+    no_embd = W / "no_embd"; shutil.copytree(CK, no_embd)
+    cfg = json.loads((no_embd / "lit_config.json").read_text()); cfg.pop("n_embd")
+    (no_embd / "lit_config.json").write_text(json.dumps(cfg))
+    hf_dir = W / "hf"; p = run("scripts/convert_lit_checkpoint.py", "--checkpoint_dir", W / "merged", "--output_dir", hf_dir)
+    assert p.returncode == 0, p.stderr
+    (hf_dir / "lit_model.pth").unlink(missing_ok=True)
+    hf_bad = W / "hf_bad"; shutil.copytree(hf_dir, hf_bad)
+    c = json.loads((hf_bad / "config.json").read_text()); c["hidden_size"] = "32"; (hf_bad / "config.json").write_text(json.dumps(c))
+    scored = W / "scored.json"
+    p = run("scripts/score_dataset.py", "--data_path", W / "alpaca.json", "--method", "heuristics", "--output", scored)
+    assert p.returncode == 0, p.stderr
+    flagged = W / "flagged.json"
+    flagged.write_text(json.dumps([{**r, "heuristics_pass": 0, "heuristics_flags": ["refusal"]} for r in rows]))
+    qa = W / "qa.jsonl"; qa.write_text('{"question": "q1", "answer": "a1"}\n{"question": "q2", "answer": "a2"}\n' * 10)
+    crafted_dir = W / "crafted"; shutil.copytree(W / "lora_run", crafted_dir)
+    marker = W / "payload-ran"
+    state = sorted(crafted_dir.glob("checkpoints/step-*/train_state.pth"))[-1]
+    subprocess.run([PY, "-c", f"import os, torch\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
+                    f"torch.save({{'model': {{}}, 'progress': P(), 'train_state': P()}}, {str(state)!r})"], check=True)
+
+    def full_disk():
+        d = W / f"full{time.time_ns()}"; d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True)
+        with open(d / "filler", "wb", buffering=0) as f:
+            try:
+                while True: f.write(b"\0" * 4096)
+            except OSError: pass
+        return d
+
+    def read_only():
+        d = W / f"ro{time.time_ns()}"; d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(d)], check=True)
+        return d
+
+    # name, expected ("error" or "warn"), argv (callable or list), inputs that must stay byte-identical, env, extra check
+    CASES = [
+        ("finetune --grad_clip -1", "error", [*FT, "--grad_clip", -1, "--out_dir", W / "o1"], [], None),
+        ("finetune --lora_alpha 0", "error", [*FT, "--lora_alpha", 0, "--out_dir", W / "o2"], [], None),
+        ("finetune --precision 16-mixed on CPU", "error", [*FT, "--precision", "16-mixed", "--out_dir", W / "o3"], [], None),
+        ("finetune --out_dir is a file", "error", [*FT, "--out_dir", W / "afile"], [W / "afile"], None),
+        ("finetune --learning_rate 0", "error", [*FT, "--learning_rate", 0, "--out_dir", W / "o4"], [], None),
+        ("finetune --batch_size not a multiple", "error", [*FT, "--batch_size", 6, "--out_dir", W / "o5"], [], None),
+        ("finetune --order sideways", "error", [*FT, "--order", "sideways", "--out_dir", W / "o6"], [], None),
+        ("finetune lit_config n_layer 'two'", "error", ["finetune/lora.py", "--checkpoint_dir", bad_config, "--data_dir", W / "data", "--out_dir", W / "o7"], [bad_config], None),
+        ("finetune lit_config without n_embd", "error", ["finetune/lora.py", "--checkpoint_dir", no_embd, "--data_dir", W / "data", "--out_dir", W / "o8"], [no_embd], None),
+        ("finetune early stopping without a test split", "warn", ["finetune/lora.py", "--checkpoint_dir", CK, "--data_dir", NOTEST, "--max_iters", 1, "--batch_size", 4, "--micro_batch_size", 4, "--early_stopping_patience", 2, "--out_dir", W / "o9"], [], None),
+        ("finetune resume from a crafted train_state.pth", "error", [*FT, "--out_dir", crafted_dir, "--resume", "auto"], [], {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}),
+        ("finetune onto a full disk", "error", lambda: [*FT, "--out_dir", full_disk() / "run"], [], None),
+        ("finetune into a read-only folder", "error", lambda: [*FT, "--out_dir", read_only() / "run"], [], None),
+        ("prepare_json --columns naming a missing field", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer", "input": "contxt"}', "--destination_path", W / "p1"], [qa], None),
+        ("prepare_json --data_path missing", "error", ["scripts/prepare_json.py", "--data_path", W / "nope.json", "--checkpoint_dir", CK, "--destination_path", W / "p2"], [], None),
+        ("prepare_json --destination_path is a file", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer"}', "--destination_path", W / "afile"], [W / "afile", qa], None),
+        ("prepare_json --test_split_fraction 1.5", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer"}', "--test_split_fraction", 1.5, "--destination_path", W / "p3"], [], None),
+        ("prepare_csv --csv_dir missing (flag named)", "error:--csv_dir", ["scripts/prepare_csv.py", "--csv_dir", W / "nope.csv", "--checkpoint_dir", CK, "--destination_path", W / "p4"], [], None),
+        ("prepare onto a full disk", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", full_disk() / "d"], [], None),
+        ("prepare into a read-only folder", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", read_only() / "d"], [], None),
+        ("score_dataset --output equal to --data_path", "error", ["scripts/score_dataset.py", "--data_path", W / "alpaca.json", "--method", "heuristics", "--output", W / "alpaca.json"], [W / "alpaca.json"], None),
+        ("score_dataset --limit -1", "error", ["scripts/score_dataset.py", "--data_path", W / "alpaca.json", "--method", "heuristics", "--limit", -1, "--output", W / "s2.json"], [W / "alpaca.json"], None),
+        ("score_dataset --data_path missing", "error", ["scripts/score_dataset.py", "--data_path", W / "nope.json", "--method", "heuristics"], [], None),
+        ("filter_dataset --output equal to --scores", "error", ["scripts/filter_dataset.py", "--scores", scored, "--method", "heuristics", "--output", scored], [scored], None),
+        ("filter_dataset keeping no row", "error", ["scripts/filter_dataset.py", "--scores", flagged, "--method", "heuristics", "--output", W / "kept.json"], [flagged], None),
+        ("filter_dataset --top_fraction 2", "error", ["scripts/filter_dataset.py", "--scores", scored, "--method", "heuristics", "--top_fraction", 2], [scored], None),
+        ("generate/base.py --device cuda:7", "error", ["generate/base.py", "--checkpoint_dir", CK, "--device", "cuda:7"], [], None),
+        ("generate/base.py --temperature -1", "error", ["generate/base.py", "--checkpoint_dir", CK, "--temperature", -1], [], None),
+        ("generate/base.py --max_new_tokens 0", "error", ["generate/base.py", "--checkpoint_dir", CK, "--max_new_tokens", 0], [], None),
+        ("generate/base.py --checkpoint_dir missing", "error", ["generate/base.py", "--checkpoint_dir", W / "nope"], [], None),
+        ("generate/lora.py on a step checkpoint", "ok", ["generate/lora.py", "--lora_path", sorted((W / "lora_run").glob("checkpoints/step-*"))[-1], "--max_new_tokens", 2], [], None),
+        ("convert_hf --model_name unknown", "error", ["scripts/convert_hf_checkpoint.py", "--checkpoint_dir", hf_dir, "--model_name", "no-such-model"], [], None),
+        ("convert_hf config hidden_size '32'", "error", ["scripts/convert_hf_checkpoint.py", "--checkpoint_dir", hf_bad], [hf_bad / "config.json"], None),
+        ("convert_hf --checkpoint_dir is a file", "error", ["scripts/convert_hf_checkpoint.py", "--checkpoint_dir", W / "afile"], [W / "afile"], None),
+        ("convert_gguf --checkpoint_dir is a file", "error", ["scripts/convert_gguf_checkpoint.py", "--gguf_path", W / "afile", "--checkpoint_dir", W / "afile"], [W / "afile"], None),
+        ("convert_lit on a LoRA run (hint: merge)", "error:merge", ["scripts/convert_lit_checkpoint.py", "--checkpoint_dir", W / "lora_run", "--output_dir", W / "hf2"], [], None),
+        ("merge_lora into its own merged checkpoint", "error", ["scripts/merge_lora.py", "--lora_path", LORA, "--checkpoint_dir", W / "merged", "--out_dir", W / "merged2"], [W / "merged"], None),
+        ("merge_lora onto an existing checkpoint", "error", ["scripts/merge_lora.py", "--lora_path", LORA, "--out_dir", W / "merged"], [W / "merged"], None),
+        ("inspect_data --plot a folder", "error", ["scripts/inspect_data.py", "--data_dir", W / "data", "--plot", W], [], None),
+        ("mix --destination_path equal to an input", "error", ["scripts/mix_datasets.py", "--inputs", W / "data", "--destination_path", W / "data"], [W / "data"], None),
+        ("mix --weights -1", "error", ["scripts/mix_datasets.py", "--inputs", W / "data", "--weights", -1, "--destination_path", W / "m1"], [], None),
+    ]
+
+    results = []
+    for name, expected, argv, inputs, env in CASES:
+        argv = argv() if callable(argv) else argv
+        before = digest(inputs)
+        marker.unlink(missing_ok=True)
+        p = run(*argv, env={**ENV, **(env or {})})
+        err = p.stderr
+        lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("train:", "\r")) and "it/s" not in l]
+        if digest(inputs) != before or marker.exists():
+            outcome = "damaged"
+        elif "Traceback" in err:
+            outcome = "traceback"
+        elif expected == "ok":
+            outcome = "handled" if p.returncode == 0 else "error"
+        elif p.returncode == 0:
+            outcome = "handled" if expected == "warn" and "warning" in (p.stdout + err) else "silent"
+        else:
+            last = lines[-1] if lines else ""
+            fragment = expected.split(":", 1)[1] if ":" in expected else None
+            outcome = "clear error" if last.startswith("error:") and (fragment is None or fragment in last) else "unclear error"
+        results.append({"case": name, "outcome": outcome, "exit": p.returncode, "last_line": (lines[-1] if lines else "")[:300]})
+        print(f"{outcome:14} {name}: {(lines[-1] if lines else '')[:160]}", flush=True)
+    subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
+    counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}
+    print(f"{len(results)} cases: " + ", ".join(f"{n} {o}" for o, n in counts.items()))
+    if options.out:
+        options.out.write_text(json.dumps(results, indent=1) + "\n")
+    shutil.rmtree(W, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
