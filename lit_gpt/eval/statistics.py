@@ -1,0 +1,180 @@
+"""Statistics for dataset studies: is arm B different from arm A, given training seeds AND evaluation items?
+
+A study arm is trained with several seeds and every run answers the same items, so its scores form a matrix
+X[seed, item] (IFEval pass/fail as 0/1, or a per-answer loss). Two sources of noise decide whether a difference
+between arms is real:
+- seeds: another seed (LoRA init, data order, the draw of rows) moves a run's mean score. This noise is shared by
+  every item of a run, so resampling items alone cannot see it (the mistake of a per-item bootstrap of one run
+  per arm: two runs of the same condition then differ "significantly");
+- items: the benchmark is a sample of prompts; how much an arm's effect varies from item to item decides how well
+  a mean over n items stands for the population of such items.
+
+Model (a two-way random-effects decomposition, the method-of-moments form of the mixed model
+score = item + arm + arm x item + seed(arm) + residual):
+    diff      = mean(B) - mean(A)                                      (grand means of the two matrices)
+    V_seed    = s_A^2 / n_A + s_B^2 / n_B       s^2: variance of the run means within an arm (seed noise + residual / n)
+    V_item    = var_i(d_i) / n                  d_i = B[:, i].mean() - A[:, i].mean() (arm x item + residual)
+    V         = V_seed + V_item - residual / n * (1 / n_A + 1 / n_B)  (the residual is in both terms: count it once)
+and a t test with Satterthwaite's degrees of freedom, which are few when seeds are few (3 + 3 seeds: about 4),
+so its intervals widen where a normal or bootstrap interval would be too narrow. `tests/eval/test_statistics.py`
+simulates thousands of studies with no true effect and checks that the test calls at most ~5% of them significant,
+and that its stated power matches what it achieves with a planted effect.
+
+For one run per arm with pass/fail items, the exact McNemar test (`mcnemar_exact`) is the right test; with several
+comparisons in a study, `holm` adjusts the p-values (family-wise error at 5%).
+"""
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05  # significance level of every test, after Holm's correction within a study
+POWER = 0.8  # the power that minimum detectable effects and sample sizes are stated for
+
+
+@dataclass
+class ArmDifference:
+    """B - A on one metric, with the interval, test and design numbers a report needs."""
+    difference: float  # mean(B) - mean(A)
+    low: float  # (1 - ALPHA) interval of the difference
+    high: float
+    p_value: float  # two-sided t test (before any correction for multiple comparisons)
+    se: float  # standard error of the difference
+    df: float  # Satterthwaite degrees of freedom
+    seeds_a: int
+    seeds_b: int
+    items: int
+    seed_sd_a: float  # between-seed standard deviation of run means, arm A (NaN for one seed)
+    seed_sd_b: float
+    mde: float  # minimum detectable effect of this design: POWER to detect it at ALPHA
+    p_adjusted: Optional[float] = None  # after Holm's correction within the study (set by `adjust_study`)
+
+    @property
+    def significant(self) -> bool:
+        return (self.p_adjusted if self.p_adjusted is not None else self.p_value) < ALPHA
+
+    def verdict(self) -> str:
+        if self.significant:
+            return "significant"
+        return f"no detectable difference (minimum detectable effect {self.mde:.3g})"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "significant": self.significant}
+
+
+def _matrix(scores, name: str) -> np.ndarray:
+    x = np.asarray(scores, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]  # one seed
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"{name}: scores must be a (seeds, items) matrix with at least 2 items, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: scores must be finite")
+    return x
+
+
+def residual_variance(x: np.ndarray) -> float:
+    """The seed x item residual of one arm's (seeds, items) matrix: what is left after the seed and item means
+    (two-way ANOVA without replication); 0 for a single seed, where it cannot be told apart from the item effects."""
+    n_seeds, n_items = x.shape
+    if n_seeds < 2:
+        return 0.0
+    r = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+    return float((r ** 2).sum() / ((n_seeds - 1) * (n_items - 1)))
+
+
+def compare_arms(a, b) -> ArmDifference:
+    """The difference B - A of two arms scored on the same items (columns), each with one or more seeds (rows).
+    With one seed in an arm its seed noise cannot be estimated: the test then sees item noise only (say so)."""
+    a, b = _matrix(a, "arm A"), _matrix(b, "arm B")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the arms were scored on different numbers of items ({a.shape[1]} and {b.shape[1]})")
+    (n_a, n), n_b = a.shape, b.shape[0]
+    run_a, run_b = a.mean(axis=1), b.mean(axis=1)
+    diff = float(b.mean() - a.mean())
+    seed_terms = [run.var(ddof=1) / len(run) if len(run) > 1 else 0.0 for run in (run_a, run_b)]
+    d_item = b.mean(axis=0) - a.mean(axis=0)
+    v_item = float(d_item.var(ddof=1) / n)
+    residual = residual_variance(a) / n / n_a + residual_variance(b) / n / n_b
+    v = max(sum(seed_terms) + v_item - residual, sum(seed_terms), v_item / 2, 0.0)
+    se = math.sqrt(v)
+    parts = [(term, len(run) - 1) for term, run in zip(seed_terms, (run_a, run_b)) if len(run) > 1]
+    parts.append((v_item, n - 1))
+    denominator = sum(term ** 2 / dof for term, dof in parts)
+    df = float(v ** 2 / denominator) if denominator > 0 else float(n - 1)
+    if se == 0.0:  # identical answers everywhere: no difference, nothing to detect it with
+        p, low, high = (1.0 if diff == 0.0 else 0.0), diff, diff
+    else:
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
+        low, high = diff - half, diff + half
+    sd = [float(run.std(ddof=1)) if len(run) > 1 else float("nan") for run in (run_a, run_b)]
+    return ArmDifference(diff, low, high, p, se, df, n_a, n_b, n, sd[0], sd[1], minimum_detectable_effect(se, df))
+
+
+def minimum_detectable_effect(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true difference that a two-sided test at `alpha` detects with probability `power`, for a
+    difference estimated with standard error `se` on `df` degrees of freedom."""
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def power_of(effect: float, se: float, df: float, alpha: float = ALPHA) -> float:
+    """Probability that the two-sided t test rejects when the true difference is `effect` (noncentral t)."""
+    if se == 0.0:
+        return 1.0 if effect != 0.0 else alpha
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    shift = abs(effect) / se
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+
+
+def seeds_needed(effect: float, difference: ArmDifference, power: float = POWER, most: int = 1000) -> Optional[int]:
+    """Seeds per arm for `power` at `effect`, keeping the items and the variance components of `difference`
+    (seed noise shrinks as 1/seeds); None when even `most` seeds would not do (the item noise alone is too large)."""
+    seeds = max(difference.seeds_a, difference.seeds_b)
+    seed_part = (difference.seed_sd_a ** 2 if difference.seeds_a > 1 else 0.0) + \
+                (difference.seed_sd_b ** 2 if difference.seeds_b > 1 else 0.0)
+    item_part = max(difference.se ** 2 - seed_part / seeds, 0.0)
+    for k in range(2, most + 1):
+        se = math.sqrt(seed_part / k + item_part)
+        if power_of(effect, se, 2 * k - 2) >= power:
+            return k
+    return None
+
+
+def mcnemar_exact(a_pass: Sequence[bool], b_pass: Sequence[bool]) -> dict:
+    """Exact McNemar test of paired pass/fail verdicts (one run per arm): only the discordant items count; under no
+    difference each is B's win with probability 1/2, so p is a two-sided binomial tail."""
+    a, b = np.asarray(a_pass, dtype=bool), np.asarray(b_pass, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired verdicts must be two lists of the same length, got {a.shape} and {b.shape}")
+    b_only, a_only = int((b & ~a).sum()), int((a & ~b).sum())
+    p = sign_test_p(b_only, a_only)
+    return {"b_only": b_only, "a_only": a_only, "p_value": p, "difference": (b_only - a_only) / max(a.size, 1)}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: `wins` against `losses` (ties dropped) under a fair coin."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return float(min(1.0, stats.binomtest(wins, n, 0.5).pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list:
+    """Holm's step-down adjustment: the family-wise error rate of all the comparisons stays at the level used."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def adjust_study(differences: Sequence[ArmDifference]) -> None:
+    """Sets `p_adjusted` on every difference of one study (one family of comparisons on its primary metric)."""
+    for difference, p in zip(differences, holm([d.p_value for d in differences])):
+        difference.p_adjusted = p

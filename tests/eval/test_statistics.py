@@ -1,0 +1,139 @@
+"""lit_gpt/eval/statistics.py: known values, and simulated studies (false positives under no effect, power)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lit_gpt.eval.statistics import (ALPHA, adjust_study, compare_arms, holm, mcnemar_exact, minimum_detectable_effect,
+                                     power_of, residual_variance, seeds_needed, sign_test_p)
+
+
+def simulate_binary(rng, seeds: int, items: int, effect_logit: float, seed_sd: float = 0.25, interaction_sd: float = 0.3):
+    """(A, B) pass/fail matrices: item difficulty shared by both arms, a seed effect per run, an arm x item effect."""
+    difficulty = rng.normal(0.0, 1.5, items)
+
+    def arm(shift):
+        logits = difficulty + rng.normal(0.0, interaction_sd, items) + rng.normal(0.0, seed_sd, (seeds, 1)) + shift
+        return (rng.random((seeds, items)) < 1 / (1 + np.exp(-logits))).astype(float)
+
+    return arm(0.0), arm(effect_logit)
+
+
+def simulate_gaussian(rng, seeds: int, items: int, effect: float, seed_sd=0.05, interaction_sd=0.2, noise_sd=0.5):
+    item = rng.normal(0.0, 1.0, items)
+
+    def arm(shift):
+        return (item + rng.normal(0.0, interaction_sd, items) + rng.normal(0.0, seed_sd, (seeds, 1))
+                + rng.normal(0.0, noise_sd, (seeds, items)) + shift)
+
+    return arm(0.0), arm(effect)
+
+
+def test_mcnemar_exact_known_values():
+    # 4 discordant items, all B's: p = 2 * 0.5^4 = 0.125 (what a percentile bootstrap wrongly called significant)
+    a = [False] * 4 + [True] * 28
+    b = [True] * 32
+    result = mcnemar_exact(a, b)
+    assert (result["b_only"], result["a_only"]) == (4, 0)
+    assert result["p_value"] == pytest.approx(0.125)
+    assert sign_test_p(6, 0) == pytest.approx(2 * 0.5 ** 6)
+    assert sign_test_p(10, 10) == pytest.approx(1.0)
+    assert sign_test_p(0, 0) == 1.0
+
+
+def test_holm_known_values():
+    # the textbook example: p = 0.01, 0.04, 0.03, 0.005 -> 0.03, 0.06, 0.06, 0.02
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == [0.5]
+
+
+def test_one_seed_per_arm_is_a_paired_t_test_over_items():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50) + 0.3
+    d = compare_arms(a, b)
+    t = stats.ttest_rel(b, a)
+    assert d.difference == pytest.approx(float((b - a).mean()))
+    assert d.p_value == pytest.approx(t.pvalue)
+    assert d.df == pytest.approx(49)
+    assert math.isnan(d.seed_sd_a)
+
+
+def test_seed_noise_widens_the_interval():
+    """A shift shared by every item of one run (seed noise) must not look like a significant effect."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=300)
+    a = np.stack([items + s + rng.normal(0, 0.05, 300) for s in (0.0, 0.3, -0.3)])
+    b = np.stack([items + s + rng.normal(0, 0.05, 300) for s in (0.25, -0.2, 0.1)])
+    d = compare_arms(a, b)
+    assert not d.significant
+    assert d.high - d.low > 0.5  # the seed spread (~0.3) dominates, not the tiny item noise
+    # the item-only view of the same data (first seeds alone) would have called it significant
+    assert compare_arms(a[0], b[0]).significant
+
+
+def test_residual_variance_of_an_additive_matrix_is_zero():
+    x = np.add.outer([0.0, 1.0, 2.0], np.arange(10.0))
+    assert residual_variance(x) == pytest.approx(0.0)
+    assert residual_variance(x[:1]) == 0.0
+
+
+def test_identical_arms_and_input_checks():
+    same = np.ones((3, 20))
+    d = compare_arms(same, same)
+    assert d.difference == 0.0 and d.p_value == 1.0 and not d.significant
+    with pytest.raises(ValueError, match="different numbers of items"):
+        compare_arms(np.zeros((2, 5)), np.zeros((2, 6)))
+    with pytest.raises(ValueError, match="at least 2 items"):
+        compare_arms([1.0], [1.0])
+
+
+def test_adjust_study_sets_holm_p_values():
+    rng = np.random.default_rng(2)
+    diffs = [compare_arms(*simulate_gaussian(rng, 3, 100, effect)) for effect in (0.0, 0.0, 0.5)]
+    adjust_study(diffs)
+    assert [d.p_adjusted for d in diffs] == pytest.approx(holm([d.p_value for d in diffs]))
+    assert diffs[2].significant
+
+
+def test_mde_and_power_agree():
+    se, df = 0.02, 4.0
+    mde = minimum_detectable_effect(se, df)
+    assert power_of(mde, se, df) == pytest.approx(0.8, abs=0.03)  # noncentral t vs the textbook sum of quantiles
+    assert power_of(0.0, se, df) == pytest.approx(ALPHA, abs=1e-9)
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_false_positive_rate_of_aa_comparisons_on_pass_fail_data(seeds):
+    """1,000 simulated A/A studies (same condition, other seeds) on 200 pass/fail items: at most 6% significant."""
+    rng = np.random.default_rng(seeds)
+    hits = sum(compare_arms(*simulate_binary(rng, seeds, 200, 0.0)).significant for _ in range(1000))
+    assert hits / 1000 <= 0.06, hits
+
+
+def test_false_positive_rate_of_aa_comparisons_on_losses():
+    rng = np.random.default_rng(7)
+    hits = sum(compare_arms(*simulate_gaussian(rng, 3, 150, 0.0, seed_sd=0.1)).significant for _ in range(1000))
+    assert hits / 1000 <= 0.06, hits
+
+
+def test_stated_power_matches_achieved_power():
+    """With a planted effect, the share of studies that detect it matches the power the method states for it."""
+    rng = np.random.default_rng(11)
+    effect = 0.12
+    stated, detected = [], 0
+    for _ in range(1000):
+        d = compare_arms(*simulate_gaussian(rng, 3, 150, effect))
+        stated.append(power_of(effect, d.se, d.df))
+        detected += d.significant
+    assert abs(detected / 1000 - np.mean(stated)) <= 0.10, (detected, np.mean(stated))
+    assert 0.2 < detected / 1000 < 0.95  # the check is informative: neither hopeless nor trivial
+
+
+def test_seeds_needed_grows_with_seed_noise():
+    rng = np.random.default_rng(3)
+    quiet = compare_arms(*simulate_gaussian(rng, 3, 300, 0.0, seed_sd=0.01))
+    noisy = compare_arms(*simulate_gaussian(rng, 3, 300, 0.0, seed_sd=0.2))
+    k_quiet, k_noisy = seeds_needed(0.15, quiet), seeds_needed(0.15, noisy)
+    assert k_quiet is not None and k_noisy is not None and k_noisy > k_quiet
