@@ -9,7 +9,6 @@ new conversation, /exit (or end of input, Ctrl-D) quits. Messages about the mode
 """
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -22,9 +21,8 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.infer.answer import check_sampling_args, encode_conversation
-from lit_gpt.infer.load import load_for_generation, print_loaded
+from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import stream_answer
-from lit_gpt.precision import device_and_dtype
 from lit_gpt.utils import UserError, run_cli
 
 COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (so does end of input, Ctrl-D)"}
@@ -59,10 +57,9 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         device: cpu, cuda, cuda:1, ...; default cuda when available
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
-    device, dtype = device_and_dtype(device, precision)
-    t0 = time.perf_counter()
-    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
-    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - t0, model)
+    loaded = load(checkpoint_dir, lora_path, device, precision)
+    loaded.print_summary()
+    model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
     max_prompt_tokens = model.config.block_size - max_new_tokens
     if max_prompt_tokens < 1:
         raise UserError(f"--max_new_tokens {max_new_tokens}: leaves no room for the conversation in the model's "
@@ -86,7 +83,7 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         if not text.strip():
             continue
         prompt_ids, kept = encode_conversation(tokenizer, style, messages + [{"role": "user", "content": text}],
-                                               max_prompt_tokens, device=device)
+                                               max_prompt_tokens, device=loaded.device)
         if prompt_ids is None:
             print(f"(that message is longer than the {max_prompt_tokens} tokens the context leaves with "
                   f"--max_new_tokens {max_new_tokens}; send a shorter one)", file=sys.stderr)

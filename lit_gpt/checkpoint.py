@@ -29,7 +29,9 @@ def check_checkpoint_dir(checkpoint_dir: "str | Path", need_weights: bool = True
 
 def load_model(checkpoint_dir: "str | Path", device: "str | torch.device" = "cpu",
                dtype: Optional[torch.dtype] = None) -> GPT:
-    """Builds the model on the meta device and assigns the memory-mapped weights: no second copy in RAM."""
+    """Builds the model on the meta device and assigns the memory-mapped weights: no second copy in RAM. The
+    low-level build (training mode, the given dtype, else the stored one) that training and conversions use;
+    inference loads through `lit_gpt.infer.load.load`."""
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
     state_dict = load_state_dict(checkpoint_dir / LIT_WEIGHTS_FILE)

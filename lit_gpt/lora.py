@@ -4,8 +4,8 @@ A wrapped layer computes W x + b + (alpha / r) B A dropout(x) with A (r x in) ra
 start, so training begins exactly at the base model. The base layer stays a child `linear` of `LoRALinear`, which
 keeps it a plain `nn.Linear` that quantization (bitsandbytes) can replace; only the LoRA tensors are saved:
 `lit_model.pth.lora` holds {"blocks.0.attn.q.lora_A": (r, in), "blocks.0.attn.q.lora_B": (out, r), ...} and
-`lora_config.json` the `LoRAConfig` needed to rebuild the layers. `merge_lora_weights` folds the updates back into
-a plain GPT state dict with the usual parameter names.
+`lora_config.json` the `LoRAConfig` needed to rebuild the layers. Merging a fine-tune into its base (a plain GPT
+state dict with the usual parameter names, a merged checkpoint) is in `lit_gpt.lora_merge`.
 """
 
 import json
@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_gpt.config import Config
 from lit_gpt.file_names import LORA_CONFIG_FILE
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
@@ -185,36 +184,6 @@ def mark_only_lora_as_trainable(model: nn.Module) -> None:
 def lora_state_dict(model: nn.Module) -> dict:
     """Only the LoRA tensors, under their parameter names ("blocks.0.attn.q.lora_A", ...)."""
     return {k: v for k, v in model.state_dict().items() if is_lora_name(k)}
-
-
-def merge_lora_weights(model: GPT) -> dict:
-    """A plain GPT state dict (no LoRA names, no `.linear.`) with every update folded in; the model is unchanged.
-    With LoRA on a tied head the result has its own `lm_head.weight` (W + update) while `wte.weight` stays W: save
-    it with `merged_config(model)`, which unties the embeddings."""
-    state = model.state_dict()
-    for prefix, module in model.named_modules():
-        if not isinstance(module, LoRALinear):
-            continue
-        p = f"{prefix}."
-        weight = state.pop(p + "linear.weight")
-        if not module.merged:
-            if not weight.is_floating_point():
-                raise UserError("cannot merge LoRA into a quantized base layer; load the base model without "
-                                "--quantize to merge")
-            weight = weight + module.delta_weight().detach().to(weight.dtype)
-        state[p + "weight"] = weight
-        if p + "linear.bias" in state:
-            state[p + "bias"] = state.pop(p + "linear.bias")
-        del state[p + "lora_A"], state[p + "lora_B"]
-    return state
-
-
-def merged_config(model: GPT) -> Config:
-    """The model config for `merge_lora_weights(model)`: a tied head with LoRA becomes an untied head."""
-    head = model.lm_head
-    if isinstance(head, LoRALinear) and head.tied:
-        return Config(**{**model.config.to_dict(), "tie_embeddings": False})
-    return model.config
 
 
 def load_lora_weights(model: GPT, source: "str | Path | dict") -> None:

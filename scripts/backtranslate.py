@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
 from lit_gpt.quality.rows import write_rows
 from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled
@@ -69,12 +69,12 @@ def main(
         raise UserError(f"{data_path}: no texts")
     if not 1 <= min_score <= 5:
         raise UserError(f"--min_score {min_score}: the curation scale is 1-5")
-    model, tokenizer, style = load_model_for_inference(checkpoint_dir, device, precision)
+    generator = load(checkpoint_dir, device=device, precision=precision)
     if curator_checkpoint_dir is None or Path(curator_checkpoint_dir) == Path(checkpoint_dir):
-        curator_parts = (model, tokenizer, style)
+        curator_model = generator
     else:
-        curator_parts = load_model_for_inference(curator_checkpoint_dir, device, precision)
-    curator = Judge(*curator_parts, rating=CURATION_PROMPT)
+        curator_model = load(curator_checkpoint_dir, device=device, precision=precision)
+    curator = Judge(curator_model.model, curator_model.tokenizer, curator_model.style, rating=CURATION_PROMPT)
     config = BacktranslateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                  min_score=min_score, batch_size=batch_size, seed=seed)
 
@@ -82,7 +82,8 @@ def main(
         if done % 50 == 0 or done == total:
             log(f"instructions written for {done}/{total} texts")
 
-    pairs, stats = backtranslate(model, tokenizer, style, texts, curator, config, on_progress=progress)
+    pairs, stats = backtranslate(generator.model, generator.tokenizer, generator.style, texts, curator, config,
+                                 on_progress=progress)
     output = Path(output)
     kept = [{"instruction": p["instruction"], "input": "", "output": p["output"], "score_curation": p["score_curation"],
              "source": "backtranslation"} for p in pairs if p["kept"]]

@@ -19,7 +19,6 @@ in IFEval's response format, with verdicts) and reference_loss.jsonl.
 """
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -30,8 +29,7 @@ except ModuleNotFoundError:
 
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
-from lit_gpt.infer.load import load_for_generation, print_loaded
-from lit_gpt.precision import device_and_dtype
+from lit_gpt.infer.load import load
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.utils import UserError, check_not_an_input, run_cli
 
@@ -78,16 +76,14 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     harness = harness_tasks.replace(",", " ").split()
     check_task_inputs(names, reference_data, harness)
     chosen_style = get_prompt_style(prompt_style) if prompt_style else None
-    device, dtype = device_and_dtype(device, precision)
-    start = time.perf_counter()
-    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
-    style = chosen_style or style
-    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - start, model)
+    loaded = load(checkpoint_dir, lora_path, device, precision)
+    style = chosen_style or loaded.style
+    loaded.print_summary(style)
     source = Path(lora_path or checkpoint_dir)
     out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
-    report = evaluate(model, tokenizer, style, description, names, out_dir, limit=limit, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, ifeval_path=ifeval_path, reference_data=reference_data,
-                      harness_tasks=harness)
+    report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
+                      batch_size=batch_size, max_new_tokens=max_new_tokens, ifeval_path=ifeval_path,
+                      reference_data=reference_data, harness_tasks=harness)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
     return report

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import find_lora, save_merged_checkpoint
+from lit_gpt.lora_merge import find_lora, save_merged_checkpoint
 from lit_gpt.utils import run_cli
 
 

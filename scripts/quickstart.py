@@ -36,7 +36,6 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.checkpoint import load_model
 from lit_gpt.convert.hf import convert_hf_checkpoint
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.prepared import load_prepared
@@ -45,9 +44,8 @@ from lit_gpt.file_names import CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LORA_WEIGH
 from lit_gpt.gguf.packaged import install_packaged_smollm2
 from lit_gpt.hub.download import HubUnreachable, download_checkpoint
 from lit_gpt.infer.answer import answer_prompts
-from lit_gpt.infer.load import find_lora, load_merged_lora_model
+from lit_gpt.infer.load import load
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.precision import device_and_dtype
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs
 from lit_gpt.train.loop import finetune
@@ -171,9 +169,8 @@ def main(data_path: Optional[Path] = None, checkpoint_dir: Path = CHECKPOINT_DIR
     t = lap("data", t)
 
     tokenizer = Tokenizer(checkpoint_dir)
-    device, dtype = device_and_dtype(None, precision)
     print(f"\nanswering {len(questions)} held-out questions with the base model ...")
-    before = answer(load_model(checkpoint_dir, device, dtype).eval(), tokenizer, manifest["prompt_style"],
+    before = answer(load(checkpoint_dir, precision=precision).model, tokenizer, manifest["prompt_style"],
                     questions, max_new_tokens)
     t = lap("before", t)
 
@@ -190,7 +187,7 @@ def main(data_path: Optional[Path] = None, checkpoint_dir: Path = CHECKPOINT_DIR
     t = lap("training", t)
 
     print("\nanswering them again with the fine-tuned model ...")
-    finetuned = load_merged_lora_model(find_lora(out_dir, checkpoint_dir), device, dtype)  # LoRA folded in: fast
+    finetuned = load(checkpoint_dir, lora_path=out_dir, precision=precision).model  # LoRA folded in: fast
     after = answer(finetuned, tokenizer, manifest["prompt_style"],
                    questions, max_new_tokens)
     lap("after", t)

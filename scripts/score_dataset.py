@@ -24,7 +24,7 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer
 from lit_gpt.quality.ifd import IFDScorer
 from lit_gpt.quality.judge import Judge
@@ -105,11 +105,12 @@ def main(
         if model_dir is None:
             flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"
             raise UserError(f"--method {method} needs a model: pass {flag} checkpoints/ORG/NAME")
-        model, tokenizer, style = load_model_for_inference(Path(model_dir), device, precision)
+        loaded = load(model_dir, device=device, precision=precision)
         if method == "alpagasus":
-            scorer = Judge(model, tokenizer, style, max_seq_length=max_seq_length, score_from=score_from)
+            scorer = Judge(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length,
+                           score_from=score_from)
         else:
-            scorer = IFDScorer(model, tokenizer, style, max_seq_length=max_seq_length)
+            scorer = IFDScorer(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length)
         settings = {"method": method, "checkpoint": str(Path(model_dir).resolve()), **scorer.settings}
 
     cache = ScoreCache(sidecar_path(output, method), method, settings, restart=restart)

@@ -21,7 +21,7 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.rows import read_rows, to_scoring_row, write_rows
 from lit_gpt.quality.synthetic import InstructionFilter, SelfInstructConfig, self_instruct
 from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
@@ -71,11 +71,12 @@ def main(
         raise UserError(f"{seed_tasks}: no row has both an instruction and an output")
     if num_instructions < 1:
         raise UserError(f"--num_instructions {num_instructions}: must be at least 1")
-    model, tokenizer, style = load_model_for_inference(checkpoint_dir, device, precision)
+    generator = load(checkpoint_dir, device=device, precision=precision)
     output = Path(output)
     manifest_path = output.with_name(output.name + ".manifest.json")
-    settings = {"seed_tasks": str(seed_tasks), "checkpoint_dir": str(checkpoint_dir), "prompt_style": style.name,
-                "num_prompt_tasks": num_prompt_tasks, "tasks_per_request": tasks_per_request,
+    settings = {"seed_tasks": str(seed_tasks), "checkpoint_dir": str(checkpoint_dir),
+                "prompt_style": generator.style.name, "num_prompt_tasks": num_prompt_tasks,
+                "tasks_per_request": tasks_per_request,
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
                 "rouge_threshold": rouge_threshold}
 
@@ -89,8 +90,8 @@ def main(
     config = SelfInstructConfig(num_prompt_tasks=num_prompt_tasks, tasks_per_request=tasks_per_request,
                                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 max_requests=max_requests, seed=seed)
-    tasks, stats = self_instruct(model, tokenizer, style, seeds, num_instructions, config,
-                                 InstructionFilter(rouge_threshold=rouge_threshold), on_progress=save)
+    tasks, stats = self_instruct(generator.model, generator.tokenizer, generator.style, seeds, num_instructions,
+                                 config, InstructionFilter(rouge_threshold=rouge_threshold), on_progress=save)
     save(tasks, stats)
     log(f"wrote {len(tasks)} tasks to {output}; manifest {manifest_path}")
     return output

@@ -8,7 +8,7 @@ import torch
 
 from fake_hub import FakeHub
 from helpers import (BINS, CONFIG, DOLLY_COLUMNS, EXTRAS, LIMA, ROOT, SAFETENSORS, SHARED, TOKEN, TOKEN_WITHOUT_ACCESS,
-                     TOKENIZER, capital_pairs, make_checkpoint, make_data, prepare_slice, tiny_config)
+                     TOKENIZER, capital_pairs, fast_args, make_checkpoint, make_data, prepare_slice, tiny_config)
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
 from lit_gpt.model import GPT
@@ -110,6 +110,21 @@ def run_setup(tmp_path_factory):
     pairs = capital_pairs()
     data = make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
     return checkpoint, data
+
+
+# infer/test_load.py, test_lora_merge.py
+@pytest.fixture(scope="module")
+def lora_run(run_setup, tmp_path_factory) -> Path:
+    """The out_dir of a 2-step LoRA run on run_setup's checkpoint (query, value and the tied head, a learning rate
+    high enough to move the logits): the files finetune/lora.py leaves, its base recorded in hyperparameters.yaml."""
+    from lit_gpt.lora import LoRAConfig
+    from lit_gpt.train.loop import finetune
+
+    checkpoint, data = run_setup
+    out = tmp_path_factory.mktemp("lora-run")
+    finetune("lora", checkpoint, data, out, fast_args(learning_rate=2e-2, max_iters=2),
+             LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value", "head")))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from lit_gpt.data.records import iter_records  # noqa: E402
 from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
                                    render_text, training_segments)
 from lit_gpt.gguf.import_model import gguf_tensor_name, permute_rotary_rows  # noqa: E402
-from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable  # noqa: E402
+from lit_gpt.lora import LoRAConfig, LoRALinear, mark_only_lora_as_trainable  # noqa: E402
 from lit_gpt.model import GPT  # noqa: E402
 from lit_gpt.prompts.styles import Special, get_prompt_style  # noqa: E402
 from lit_gpt.tokenizer import Tokenizer  # noqa: E402
@@ -50,6 +50,14 @@ def tiny_config(**overrides):
               intermediate_size=64)
     kw.update(overrides)
     return Config(**kw)
+
+
+def randomize_lora(model: torch.nn.Module, seed: int = 0) -> None:
+    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
 
 
 # ---- a tiny checkpoint with the real SmolLM2 tokenizer, prepared data in the lit_gpt.data contract format ------------

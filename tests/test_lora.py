@@ -1,29 +1,21 @@
-"""lit_gpt/lora.py: LoRA layers, targets, merging, saving, and what a LoRA training step computes.
+"""lit_gpt/lora.py: LoRA layers, targets, saving, and what a LoRA training step computes.
 
-The layer computes W x + b + (alpha/r) B A x, q/k/v under grouped-query attention match per-projection math done by
-hand, merging gives the same model, a tied head stays tied, only LoRA tensors train and get saved; a LoRA step never
-computes a frozen weight's gradient or W + BA."""
+The layer computes W x + b + (alpha/r) B A x (merged into its weight or not), q/k/v under grouped-query attention match
+per-projection math done by hand, a tied head stays tied, only LoRA tensors train and get saved; a LoRA step never
+computes a frozen weight's gradient or W + BA. Merging whole models: test_lora_merge.py."""
 
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import make_model, masked_head_loss, tiny_config
-from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict, mark_only_lora_as_trainable, merge_lora_weights, merged_config
+from helpers import make_model, masked_head_loss, randomize_lora, tiny_config
+from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict, mark_only_lora_as_trainable
 from lit_gpt.model import GPT
 from lit_gpt.train.args import lora_config_from_flags
 from lit_gpt.utils import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
-
-
-def randomize_lora(model: nn.Module, seed: int = 0) -> None:
-    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
 
 
 def test_lora_linear_is_w_x_plus_scaled_b_a_x():
@@ -93,45 +85,6 @@ def test_qkv_lora_under_gqa_matches_per_projection_math():
     plain = GPT(config)
     plain.load_state_dict(by_hand)
     torch.testing.assert_close(plain(idx), out, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("overrides", [dict(tie_embeddings=True), dict(mlp_class_name="GptNeoxMLP", bias=True,
-                                                                       norm_class_name="LayerNorm")])
-def test_merge_equals_unmerged_forward_all_targets(overrides):
-    config = tiny_config(**overrides)
-    torch.manual_seed(1)
-    model = GPT(config)
-    LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("query", "key", "value", "projection", "mlp", "head")).apply(model)
-    model.eval()  # after LoRAConfig.apply: the new dropout layers must be switched off too
-    randomize_lora(model)
-    n_lora = sum(isinstance(m, LoRALinear) for m in model.modules())
-    assert n_lora == config.n_layer * (4 + (3 if config.mlp_class_name == "LLaMAMLP" else 2)) + 1
-    idx = torch.randint(0, config.vocab_size, (2, 7))
-    unmerged = model(idx)
-    wte = model.wte.weight.detach().clone()
-
-    merged_state = merge_lora_weights(model)
-    assert not any("lora_" in k or ".linear." in k for k in merged_state)
-    plain = GPT(merged_config(model)).eval()
-    plain.load_state_dict(merged_state)
-    torch.testing.assert_close(plain(idx), unmerged, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(model(idx), unmerged)  # merge_lora_weights leaves the model as it was
-    if config.tie_embeddings:  # the head's update must not leak into the embedding
-        assert merged_config(model).tie_embeddings is False
-        torch.testing.assert_close(merged_state["wte.weight"], wte)
-        assert not torch.allclose(merged_state["lm_head.weight"], wte)
-
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            m.merge()
-    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(model.wte.weight, wte)  # in-place merge of a tied head leaves the embedding alone
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            m.unmerge()
-    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
-    if config.tie_embeddings:
-        assert model.lm_head.linear.weight is model.wte.weight
 
 
 def test_only_lora_trains_and_is_saved_tied_head_stays_tied():
@@ -234,29 +187,3 @@ def test_lora_recorder_detects_full_weight_gradients():
     with RecordAllocations(storages) as recorder:
         masked_head_loss(model, input_ids, input_ids).backward()
     assert any(shape in weight_shapes for _, shape in recorder.outputs)
-
-
-@pytest.mark.parametrize("family", ["phi3-longrope", "gemma3-window"])
-def test_lora_on_projections_fused_in_hf_merges_into_the_exported_checkpoint(family):
-    """Phi-3 stores q/k/v and gate/up as one matrix each: LoRA trains our split ones, the export stacks the merged
-    weights back. transformers' model with the exported weights gives the LoRA model's logits."""
-    pytest.importorskip("transformers")
-    from helpers import TOKENS, random_hf_model
-    from lit_gpt.config import Config
-    from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit, lit_to_hf
-
-    hf_model = random_hf_model(family)
-    config = Config.from_hf_config(hf_model.config.to_dict(), name=family)
-    model = GPT(config).eval()
-    model.load_state_dict(hf_state_dict_to_lit(hf_model.state_dict(), config))
-    with torch.no_grad():
-        base_logits = model(TOKENS)
-    LoRAConfig(r=2, alpha=4, targets=("query", "key", "value", "projection", "mlp")).apply(model)
-    randomize_lora(model)
-    model.eval()
-    with torch.no_grad():
-        expected = model(TOKENS)
-        hf_model.load_state_dict(lit_to_hf(merge_lora_weights(model), config), strict=not config.tie_embeddings)
-        got = hf_model(TOKENS).logits
-    assert (expected - base_logits).abs().max() > 0.1  # the update moves the logits
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

@@ -12,10 +12,9 @@ import torch
 from tqdm import tqdm
 
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.load import load_for_generation, print_loaded
+from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate_batch, sampling_error, stream_answer
 from lit_gpt.model import GPT
-from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts.styles import PromptStyle, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
@@ -112,14 +111,13 @@ def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path
     one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
     chosen = get_prompt_style(prompt_style) if prompt_style is not None else None  # a wrong name fails before loading
-    device, dtype = device_and_dtype(device, precision)
-    t0 = time.perf_counter()
-    model, tokenizer, style, description = load_for_generation(checkpoint_dir, lora_path, device, dtype)
-    style = chosen or style
-    print_loaded(f"{description} (prompt style {style.name})", time.perf_counter() - t0, model)
-    prompt_ids = encode_prompt(tokenizer, style, prompt, input, device=device)
-    generate_samples(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p, stop_strings=style.stop_strings, seed=seed)
+    loaded = load(checkpoint_dir, lora_path, device, precision)
+    style = chosen or loaded.style
+    loaded.print_summary(style)
+    prompt_ids = encode_prompt(loaded.tokenizer, style, prompt, input, device=loaded.device)
+    generate_samples(loaded.model, loaded.tokenizer, prompt_ids, num_samples=num_samples,
+                     max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                     stop_strings=style.stop_strings, seed=seed)
 
 
 def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list[dict], max_tokens: int,

@@ -1,228 +1,68 @@
-"""Loading a model for inference: a checkpoint, or a LoRA fine-tune merged into its base, with its tokenizer and the
-prompt style it was trained with; and writing a merged checkpoint.
+"""The one way to load a model for inference: `load(checkpoint_dir, lora_path, device, precision)` gives the model
+(eval mode, on the device, in the dtype --precision asks for there), its tokenizer and the prompt style it was
+trained with, as a `Loaded`.
 
-A LoRA run of finetune/lora.py leaves `lit_model.pth.lora` beside `lora_config.json` (r, alpha, targets),
-`prompt_style.json`, the base model's `lit_config.json` and `hyperparameters.yaml` (which records the base
-`checkpoint_dir`), so the LoRA file alone says how to rebuild the model: `find_lora(path)` reads all of it.
+A checkpoint dir (a converted base, a merged LoRA, a finetune/full.py output) loads as it is. A LoRA fine-tune
+(`lora_path`) is merged into its base first (`lit_gpt.lora_merge`: as fast as the base model); the base is the one
+recorded beside the LoRA file, or `checkpoint_dir` when given. The training loop builds its (un-merged) model with
+the low-level `lit_gpt.checkpoint.load_model` instead.
 """
 
-import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
-from lit_gpt.checkpoint import check_checkpoint_dir, load_model, load_weights, save_checkpoint
-from lit_gpt.config import Config
-from lit_gpt.file_names import (HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
-                           LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
-from lit_gpt.lora import (LoRAConfig, LoRALinear, load_lora_weights,
-                          lora_state_dict, merge_lora_weights, merged_config)
+from lit_gpt.checkpoint import load_model
+from lit_gpt.file_names import LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE
+from lit_gpt.lora_merge import find_lora, lora_prompt_style, merged_model
 from lit_gpt.model import GPT
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts.styles import PromptStyle, load_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, atomic_write_json, check_writable_dir, file_sha256, load_state_dict
+from lit_gpt.utils import UserError
 
 
 @dataclass
-class LoRAFinetune:
-    path: Path  # lit_model.pth.lora
-    config: LoRAConfig  # from the lora_config.json beside it
-    base_dir: Path  # the base checkpoint it was trained on
+class Loaded:
+    model: GPT  # eval mode, on the device, in the dtype
+    tokenizer: Tokenizer
+    style: PromptStyle  # the prompt style it was trained with
+    checkpoint_dir: Path  # the checkpoint; for a LoRA fine-tune, its base
+    lora_path: Optional[Path]  # the LoRA weights merged into the base, None for a plain checkpoint
+    description: str  # what was loaded, for printing and reports
+    seconds: float  # how long loading took
 
     @property
-    def directory(self) -> Path:
-        return self.path.parent
+    def device(self) -> torch.device:
+        return self.model.wte.weight.device
+
+    def print_summary(self, style: Optional[PromptStyle] = None) -> None:
+        """One stderr line: what was loaded, in which prompt style (default: its own), how fast, dtype and device."""
+        print(f"Loaded {self.description} (prompt style {(style or self.style).name}) in {self.seconds:.1f} s "
+              f"({self.model.wte.weight.dtype}, {self.device})", file=sys.stderr)
 
 
-def recorded_base_checkpoint(directory: Path) -> Optional[Path]:
-    """The base checkpoint_dir that finetune/lora.py recorded in hyperparameters.yaml, or None."""
-    path = directory / HYPERPARAMETERS_FILE
-    if not path.is_file():
-        return None
-    try:
-        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid YAML ({type(e).__name__}); pass --checkpoint_dir explicitly") from None
-    value = settings.get("checkpoint_dir") if isinstance(settings, dict) else None
-    return Path(value) if value else None
-
-
-def find_lora(lora_path: "str | Path", checkpoint_dir: "str | Path | None" = None) -> LoRAFinetune:
-    """The LoRA file, its config and its base checkpoint (default: the one recorded with the run), checked to belong
-    together: the base's lit_config.json must be the one the run copied beside the LoRA file."""
-    path = Path(lora_path)
-    if path.is_dir():
-        path = path / LORA_WEIGHTS_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: LoRA weights not found; pass the {LORA_WEIGHTS_FILE} that finetune/lora.py wrote "
-                        "to its --out_dir")
-    config = LoRAConfig.from_file(path.parent / LORA_CONFIG_FILE)
+def load(checkpoint_dir: "str | Path | None" = None, lora_path: "str | Path | None" = None,
+         device: "str | torch.device | None" = None, precision: Optional[str] = None) -> Loaded:
+    """A checkpoint, or a LoRA fine-tune merged into its base (`checkpoint_dir` overrides the recorded base), on
+    `device` (default: cuda when available) in the dtype `precision` asks for there (default: the machine's)."""
+    device, dtype = device_and_dtype(device, precision)
+    started = time.perf_counter()
+    if lora_path is not None:
+        lora = find_lora(lora_path, checkpoint_dir)
+        model = merged_model(lora).to(device=device, dtype=dtype)  # merged in the base's dtype, then cast
+        return Loaded(model, Tokenizer(lora.base_dir), lora_prompt_style(lora), lora.base_dir, lora.path,
+                      lora.describe(), time.perf_counter() - started)
     if checkpoint_dir is None:
-        recorded = recorded_base_checkpoint(path.parent)
-        if recorded is None:
-            raise UserError(f"{path.parent / HYPERPARAMETERS_FILE}: not found, so the base model is unknown; pass "
-                            "--checkpoint_dir with the checkpoint the LoRA weights were trained on")
-        if not (recorded.is_dir() and (recorded / LIT_WEIGHTS_FILE).is_file()):
-            raise UserError(f"{recorded}: the base checkpoint recorded in {path.parent / HYPERPARAMETERS_FILE} is "
-                            "missing or has no lit_model.pth; pass --checkpoint_dir with its new location")
-        checkpoint_dir = recorded
-    base_dir = check_checkpoint_dir(checkpoint_dir)
-    lora = LoRAFinetune(path=path, config=config, base_dir=base_dir)
-    _check_same_base(lora)
-    _check_not_merged_already(lora)
-    return lora
-
-
-def _check_not_merged_already(lora: LoRAFinetune) -> None:
-    """A checkpoint written by save_merged_checkpoint records the LoRA weights folded into it; applying the same
-    weights again would add the update twice."""
-    record = lora.base_dir / MERGED_LORA_FILE
-    if not record.is_file():
-        return
-    try:
-        merged = json.loads(record.read_text(encoding="utf-8")).get("lora_sha256", [])
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return
-    if file_sha256(lora.path) in merged:
-        raise UserError(f"{lora.path}: these LoRA weights are already merged into {lora.base_dir}; use that checkpoint "
-                        f"as it is (generate/full.py --checkpoint_dir {lora.base_dir}) or pass the original base "
-                        "with --checkpoint_dir")
-
-
-def _check_same_base(lora: LoRAFinetune) -> None:
-    trained_on = lora.directory / LIT_CONFIG_FILE
-    if not trained_on.is_file():  # only the two LoRA files were copied: the tensor shapes are checked at load time
-        return
-    expected = Config.from_file(trained_on).to_dict()
-    actual = Config.from_file(lora.base_dir / LIT_CONFIG_FILE).to_dict()
-    differing = [f"{k} {expected.get(k)!r} != {actual.get(k)!r}" for k in {**expected, **actual}
-                 if expected.get(k) != actual.get(k)]
-    if differing:
-        raise UserError(f"{lora.path}: trained on another base model than {lora.base_dir} (lit_config.json differs: "
-                        f"{', '.join(differing[:3])}); pass the --checkpoint_dir the LoRA weights were trained on")
-
-
-def _check_lora_tensors(state: dict, model: GPT, lora: LoRAFinetune) -> None:
-    """Clear messages for the two ways a LoRA file fails to fit: another rank than its lora_config.json says (files
-    of two runs mixed), or another base model (layer sizes)."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{lora.path}: not a LoRA state dict (expected {{name: tensor}}); use the {LORA_WEIGHTS_FILE} "
-                        "that finetune/lora.py wrote")
-    expected = lora_state_dict(model)
-    for name, tensor in state.items():
-        if name not in expected or tensor.shape == expected[name].shape:
-            continue  # unknown names are reported by load_lora_weights
-        rank = tensor.shape[0] if name.endswith("lora_A") else tensor.shape[-1]
-        if tensor.ndim == 2 and rank != lora.config.r:
-            raise UserError(f"{lora.path}: {name} has rank {rank} but {lora.directory / LORA_CONFIG_FILE} says "
-                            f"r={lora.config.r}; the LoRA file and its config come from different runs, keep the "
-                            "files finetune/lora.py wrote together")
-        raise UserError(f"{lora.path}: {name} has shape {tuple(tensor.shape)} but the base model {lora.base_dir} "
-                        f"needs {tuple(expected[name].shape)}; the LoRA weights were trained on another base model, "
-                        "pass the --checkpoint_dir they were trained on")
-
-
-def load_lora_model(lora: LoRAFinetune) -> GPT:
-    """Base model (CPU, its stored dtype) with the LoRA layers and weights, not merged. The LoRA tensors are kept in
-    float32 so that B A is computed at full precision even over a bf16 base."""
-    model = load_model(lora.base_dir)
-    lora.config.apply(model)
-    for module in model.modules():
-        if isinstance(module, LoRALinear):
-            module.lora_A.data = module.lora_A.data.float()
-            module.lora_B.data = module.lora_B.data.float()
-    state = load_state_dict(lora.path)
-    _check_lora_tensors(state, model, lora)
-    load_lora_weights(model, state)
-    return model.eval()
-
-
-def merge_lora(lora: LoRAFinetune) -> tuple[Config, dict]:
-    """The merged model as a plain checkpoint: (config, state dict in the base's dtype, no LoRA names)."""
-    model = load_lora_model(lora)
-    return merged_config(model), merge_lora_weights(model)
-
-
-def load_merged_lora_model(lora: LoRAFinetune, device: "str | torch.device" = "cpu",
-                           dtype: Optional[torch.dtype] = None) -> GPT:
-    """A plain GPT with the LoRA updates folded into its weights: as fast as the base model. Merged in the base's
-    dtype first, then cast, so it equals loading the checkpoint scripts/merge_lora.py writes."""
-    config, state = merge_lora(lora)
-    with torch.device("meta"):
-        model = GPT(config)
-    load_weights(model, state, source=lora.path)
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def load_finetuned_model(checkpoint_dir: "str | Path", device: "str | torch.device" = "cpu",
-                         dtype: Optional[torch.dtype] = None) -> GPT:
-    """A complete checkpoint (base or full fine-tune); a LoRA output directory is pointed to generate/lora.py."""
+        raise UserError("pass --checkpoint_dir (a checkpoint directory) or --lora_path (LoRA weights)")
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / LIT_WEIGHTS_FILE).is_file() and (checkpoint_dir / LORA_WEIGHTS_FILE).is_file():
         raise UserError(f"{checkpoint_dir}: holds LoRA weights ({LORA_WEIGHTS_FILE}), not a full model; use "
                         f"generate/lora.py --lora_path {checkpoint_dir / LORA_WEIGHTS_FILE}")
-    return load_model(checkpoint_dir, device=device, dtype=dtype).eval()
-
-
-def lora_prompt_style(lora: LoRAFinetune) -> PromptStyle:
-    """The style the LoRA run trained with (prompt_style.json beside it), else the base model's."""
-    if (lora.directory / PROMPT_STYLE_FILE).is_file():
-        return load_prompt_style(lora.directory)
-    return load_prompt_style(lora.base_dir)
-
-
-def load_for_generation(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None",
-                        device: "str | torch.device", dtype: Optional[torch.dtype]
-                        ) -> tuple[GPT, Tokenizer, PromptStyle, str]:
-    """(model, tokenizer, prompt style, description) for a checkpoint, or a base checkpoint + LoRA weights."""
-    if lora_path is not None:
-        lora = find_lora(lora_path, checkpoint_dir)
-        model = load_merged_lora_model(lora, device=device, dtype=dtype)
-        description = f"{lora.base_dir} + {lora.path} (r={lora.config.r}, {', '.join(lora.config.targets)})"
-        return model, Tokenizer(lora.base_dir), lora_prompt_style(lora), description
-    if checkpoint_dir is None:
-        raise UserError("pass --checkpoint_dir (a checkpoint directory) or --lora_path (LoRA weights)")
-    model = load_finetuned_model(checkpoint_dir, device=device, dtype=dtype)
-    return model, Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir), str(checkpoint_dir)
-
-
-def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path", overwrite: bool = False) -> Path:
-    """The LoRA fine-tune merged into its base as a complete checkpoint directory (`checkpoint.save_checkpoint`).
-    A directory that already holds a checkpoint is replaced only with `overwrite` (LoRA runs trained on it would
-    stop fitting it)."""
-    out_dir = Path(out_dir)
-    for other, what in ((lora.base_dir, "the base checkpoint"), (lora.directory, "the LoRA run's directory")):
-        if out_dir.resolve() == other.resolve():
-            raise UserError(f"{out_dir}: --out_dir must differ from {what}; choose a new directory")
-    if not overwrite and (out_dir / LIT_WEIGHTS_FILE).is_file():
-        raise UserError(f"{out_dir}: already holds a checkpoint; choose a new --out_dir, or pass --overwrite true "
-                        "to replace it")
-    check_writable_dir(out_dir)
-    config, state = merge_lora(lora)
-    save_checkpoint(out_dir, config, state, lora.base_dir, lora_prompt_style(lora))
-    earlier = []  # a base that was itself a merge keeps its record: all of them are in these weights
-    if (lora.base_dir / MERGED_LORA_FILE).is_file():
-        earlier = json.loads((lora.base_dir / MERGED_LORA_FILE).read_text(encoding="utf-8")).get("lora_sha256", [])
-    atomic_write_json(out_dir / MERGED_LORA_FILE, {"lora_sha256": [*earlier, file_sha256(lora.path)],
-                                                   "lora_path": str(lora.path.resolve()),
-                                                   "base_dir": str(lora.base_dir.resolve())})
-    return out_dir
-
-
-def print_loaded(description: str, seconds: float, model: GPT) -> None:
-    weight = model.wte.weight
-    print(f"Loaded {description} in {seconds:.1f} s ({weight.dtype}, {weight.device})", file=sys.stderr)
-
-
-def load_model_for_inference(checkpoint_dir: "str | Path", device: Optional[str] = None,
-                             precision: Optional[str] = None) -> tuple[GPT, Tokenizer, PromptStyle]:
-    """(model in eval mode, tokenizer, prompt style) of a checkpoint on `device` (default: cuda when available), in the
-    dtype --precision asks for there: what the judge, IFD scoring and the data generators load."""
-    device, dtype = device_and_dtype(device, precision)
-    model, tokenizer, style, _ = load_for_generation(checkpoint_dir, None, device, dtype)
-    return model, tokenizer, style
+    model = load_model(checkpoint_dir, device=device, dtype=dtype).eval()
+    return Loaded(model, Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir), checkpoint_dir, None,
+                  str(checkpoint_dir), time.perf_counter() - started)

@@ -48,7 +48,7 @@ from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.eval.reference_loss import reference_loss
 from lit_gpt.eval.run import run_ifeval
 from lit_gpt.infer.answer import answer_prompts
-from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.quality.judge import Judge, RatingPrompt
@@ -112,11 +112,11 @@ def train_variant(method: str, checkpoint_dir: Path, variant: Variant, run_dir: 
                       "auto" if resume else None, overrides)
 
 
-def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, dtype: torch.dtype):
+def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, precision: Optional[str]):
     """The fine-tuned model of a run directory in eval mode, as generate/ loads it (LoRA merged into the base)."""
     if method == "full":
-        return load_finetuned_model(run_dir, device=device, dtype=dtype)
-    return load_merged_lora_model(find_lora(run_dir, checkpoint_dir), device=device, dtype=dtype)
+        return load(run_dir, device=device, precision=precision).model
+    return load(checkpoint_dir, lora_path=run_dir, device=device, precision=precision).model
 
 
 # ---- the held-out set -----------------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def compare(
         clock = time.perf_counter()
         summary = train_variant(method, checkpoint_dir, variant, run_dir, hyperparameters, resume)
         train_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-        model = load_finetuned(checkpoint_dir, run_dir, method, device, dtype)
+        model = load_finetuned(checkpoint_dir, run_dir, method, device, hyperparameters.get("precision"))
         log(f"=== {variant.name}: evaluating")
         with torch.inference_mode():
             losses = reference_loss(model, scored, micro_batch_size=batch_size) if scored else None
@@ -371,7 +371,8 @@ def epoch_curve(run_dir: Path) -> list[dict]:
 
 
 def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], device: torch.device) -> dict:
-    model, tokenizer, style = load_model_for_inference(judge_checkpoint_dir, device=str(device))
+    judge_model = load(judge_checkpoint_dir, device=device)
+    model, tokenizer, style = judge_model.model, judge_model.tokenizer, judge_model.style
     judge = Judge(model, tokenizer, style, rating=PAIRWISE_PROMPT)
     baseline = rows[0]
     log(f"=== judging every variant against {baseline['variant']} with {judge_checkpoint_dir}")

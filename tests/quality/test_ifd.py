@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.ifd import IFDScorer
 from lit_gpt.quality.rows import ScoringRow, to_scoring_row
 
@@ -12,7 +12,8 @@ from lit_gpt.quality.rows import ScoringRow, to_scoring_row
 @pytest.fixture(scope="module")
 def gpt2_parts(tiny_checkpoint_dir):
     """A random tiny model with GPT-2's tokenizer: no BOS, alpaca prompt style (a base model)."""
-    return load_model_for_inference(tiny_checkpoint_dir("gpt2", weights=True, block_size=256), "cpu", "32-true")
+    loaded = load(tiny_checkpoint_dir("gpt2", weights=True, block_size=256), device="cpu", precision="32-true")
+    return loaded.model, loaded.tokenizer, loaded.style
 
 
 def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):

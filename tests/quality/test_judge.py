@@ -5,7 +5,7 @@ import torch
 
 import lit_gpt.infer.answer
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import ALPAGASUS_PROMPT, CURATION_PROMPT, Judge, digit_token_ids, expected_score, parse_score
 from lit_gpt.quality.rows import ScoringRow, fit_ids, to_scoring_row
 from lit_gpt.tokenizer import Tokenizer
@@ -15,7 +15,8 @@ from lit_gpt.utils import UserError
 @pytest.fixture(scope="module")
 def judge_parts(tiny_checkpoint_dir):
     """A random tiny model with SmolLM2's tokenizer (ChatML prompt style from its chat template)."""
-    return load_model_for_inference(tiny_checkpoint_dir("smollm2", weights=True, block_size=384), "cpu", "32-true")
+    loaded = load(tiny_checkpoint_dir("smollm2", weights=True, block_size=384), device="cpu", precision="32-true")
+    return loaded.model, loaded.tokenizer, loaded.style
 
 
 # ---- score parsing ---------------------------------------------------------------------------------------------------

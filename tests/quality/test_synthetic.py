@@ -9,7 +9,7 @@ import pytest
 import lit_gpt.quality.synthetic as quality
 from helpers import load_script
 from lit_gpt.infer.answer import Answer
-from lit_gpt.infer.load import load_model_for_inference
+from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
 from lit_gpt.quality.synthetic import (BacktranslateConfig, InstructionFilter, SelfInstructConfig, backtranslate,
                                        filter_candidates, instruction_rejection, parse_backtranslated_instruction,
@@ -78,7 +78,8 @@ def test_parse_backtranslated_instruction():
 # ---- Self-Instruct and backtranslation on injected generations -------------------------------------------------------
 @pytest.fixture(scope="module")
 def parts(model_dir):
-    return load_model_for_inference(model_dir, "cpu", "32-true")
+    loaded = load(model_dir, device="cpu", precision="32-true")
+    return loaded.model, loaded.tokenizer, loaded.style
 
 
 CANNED = [

@@ -26,9 +26,10 @@ import torch
 from helpers import ROOT
 from lit_gpt.checkpoint import load_model
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.load import find_lora, load_lora_model, load_merged_lora_model
+from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
+from lit_gpt.lora_merge import find_lora, unmerged_model
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 
@@ -168,12 +169,13 @@ def test_generate_lora_equals_unmerged_lora_model(lora_out, lora_text, base):
     """The script merges for speed; the unmerged LoRA layers (W x + s B A x) must give the same text."""
     lora = find_lora(lora_out / "lit_model.pth.lora")
     assert lora.base_dir == base.resolve()
-    model, tokenizer = load_lora_model(lora), Tokenizer(base)
+    model, tokenizer = unmerged_model(lora), Tokenizer(base)
     prompt_ids = encode_prompt(tokenizer, get_prompt_style("smollm2"), PROMPT)
     assert tokenizer.decode(prompt_ids).endswith(f"<|im_start|>user\n{PROMPT}<|im_end|>\n<|im_start|>assistant\n")
     assert lora_text == sampled_text(model, tokenizer, prompt_ids) and len(lora_text.split()) >= 3
     assert lora_text != sampled_text(load_model(base).eval(), tokenizer, prompt_ids)  # LoRA changed the model
-    assert greedy_text(model, tokenizer, prompt_ids) == greedy_text(load_merged_lora_model(lora), tokenizer, prompt_ids)
+    merged = load(lora_path=lora.path, device="cpu", precision="32-true").model
+    assert greedy_text(model, tokenizer, prompt_ids) == greedy_text(merged, tokenizer, prompt_ids)
 
 
 def test_merged_checkpoint_generates_the_same_and_converts_to_transformers(merged, lora_text, lora_out, work):
@@ -192,7 +194,7 @@ def test_merged_checkpoint_generates_the_same_and_converts_to_transformers(merge
 
     # same logits as the unmerged LoRA model, and in transformers after conversion
     model = load_model(merged).eval()
-    lora_model = load_lora_model(find_lora(lora_out))
+    lora_model = unmerged_model(find_lora(lora_out))
     idx = encode_prompt(Tokenizer(merged), get_prompt_style("smollm2"), PROMPT).unsqueeze(0)
     with torch.no_grad():
         logits = model(idx)

@@ -22,8 +22,9 @@ from lit_gpt.data.order import order_hash
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
 from lit_gpt.file_names import BEST_DIR
-from lit_gpt.infer.load import find_lora, load_merged_lora_model, save_merged_checkpoint
+from lit_gpt.infer.load import load
 from lit_gpt.lora import LoRAConfig
+from lit_gpt.lora_merge import find_lora, save_merged_checkpoint
 from lit_gpt.train.args import TrainArgs
 from lit_gpt.train.dataset import TrainingSet, epoch_batches
 from lit_gpt.train.loop import Trainer, finetune
@@ -246,8 +247,7 @@ def test_a_step_checkpoint_can_be_generated_from_and_merged(run_setup, tmp_path)
     step = out / "checkpoints" / "step-000003"
     lora = find_lora(step)  # its own lora_config.json, and the base recorded in its hyperparameters.yaml
     assert lora.base_dir.resolve() == checkpoint.resolve() and lora.config.r == 4
-    model = load_merged_lora_model(lora)
-    assert model.config.n_layer == 2
+    assert load(lora_path=step, device="cpu").model.config.n_layer == 2
     merged = save_merged_checkpoint(lora, tmp_path / "merged")
     with pytest.raises(UserError, match="already holds a checkpoint; .* --overwrite true"):
         save_merged_checkpoint(lora, merged)  # another merge would replace the weights LoRA runs may depend on

@@ -1,0 +1,104 @@
+"""lit_gpt/lora_merge.py: merging LoRA into its base. The merged state dict gives the un-merged model's logits for
+every target (a tied head becomes untied; the model itself is left as it was), also through the HF export of fused
+projections; a merged checkpoint loads as the LoRA run does, records what it holds and never replaces an input."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import randomize_lora, tiny_config
+from lit_gpt.checkpoint import load_model
+from lit_gpt.lora import LoRAConfig, LoRALinear
+from lit_gpt.lora_merge import (find_lora, merged_config, merged_model, merged_state_dict, save_merged_checkpoint,
+                                unmerged_model)
+from lit_gpt.model import GPT
+from lit_gpt.utils import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
+
+@pytest.mark.parametrize("overrides", [dict(tie_embeddings=True), dict(mlp_class_name="GptNeoxMLP", bias=True,
+                                                                       norm_class_name="LayerNorm")])
+def test_merged_state_dict_equals_unmerged_forward_all_targets(overrides):
+    config = tiny_config(**overrides)
+    torch.manual_seed(1)
+    model = GPT(config)
+    LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("query", "key", "value", "projection", "mlp", "head")).apply(model)
+    model.eval()  # after LoRAConfig.apply: the new dropout layers must be switched off too
+    randomize_lora(model)
+    n_lora = sum(isinstance(m, LoRALinear) for m in model.modules())
+    assert n_lora == config.n_layer * (4 + (3 if config.mlp_class_name == "LLaMAMLP" else 2)) + 1
+    idx = torch.randint(0, config.vocab_size, (2, 7))
+    unmerged = model(idx)
+    wte = model.wte.weight.detach().clone()
+
+    merged_state = merged_state_dict(model)
+    assert not any("lora_" in k or ".linear." in k for k in merged_state)
+    plain = GPT(merged_config(model)).eval()
+    plain.load_state_dict(merged_state)
+    torch.testing.assert_close(plain(idx), unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx), unmerged)  # merged_state_dict leaves the model as it was
+    if config.tie_embeddings:  # the head's update must not leak into the embedding
+        assert merged_config(model).tie_embeddings is False
+        torch.testing.assert_close(merged_state["wte.weight"], wte)
+        assert not torch.allclose(merged_state["lm_head.weight"], wte)
+
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.merge()
+    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.wte.weight, wte)  # in-place merge of a tied head leaves the embedding alone
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.unmerge()
+    torch.testing.assert_close(model(idx), unmerged, atol=1e-5, rtol=1e-5)
+    if config.tie_embeddings:
+        assert model.lm_head.linear.weight is model.wte.weight
+
+
+@pytest.mark.parametrize("family", ["phi3-longrope", "gemma3-window"])
+def test_lora_on_projections_fused_in_hf_merges_into_the_exported_checkpoint(family):
+    """Phi-3 stores q/k/v and gate/up as one matrix each: LoRA trains our split ones, the export stacks the merged
+    weights back. transformers' model with the exported weights gives the LoRA model's logits."""
+    pytest.importorskip("transformers")
+    from helpers import TOKENS, random_hf_model
+    from lit_gpt.config import Config
+    from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit, lit_to_hf
+
+    hf_model = random_hf_model(family)
+    config = Config.from_hf_config(hf_model.config.to_dict(), name=family)
+    model = GPT(config).eval()
+    model.load_state_dict(hf_state_dict_to_lit(hf_model.state_dict(), config))
+    with torch.no_grad():
+        base_logits = model(TOKENS)
+    LoRAConfig(r=2, alpha=4, targets=("query", "key", "value", "projection", "mlp")).apply(model)
+    randomize_lora(model)
+    model.eval()
+    with torch.no_grad():
+        expected = model(TOKENS)
+        hf_model.load_state_dict(lit_to_hf(merged_state_dict(model), config), strict=not config.tie_embeddings)
+        got = hf_model(TOKENS).logits
+    assert (expected - base_logits).abs().max() > 0.1  # the update moves the logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_merged_checkpoint_loads_as_the_lora_run(run_setup, lora_run, tmp_path):
+    checkpoint, _ = run_setup
+    lora = find_lora(lora_run)
+    merged = save_merged_checkpoint(lora, tmp_path / "merged")
+    for name in ("lit_config.json", "lit_model.pth", "tokenizer.json", "prompt_style.json", "merged_lora.json"):
+        assert (merged / name).is_file(), name
+    assert json.loads((merged / "prompt_style.json").read_text())["name"] == "chatml"  # the run's style
+    record = json.loads((merged / "merged_lora.json").read_text())
+    assert record["base_dir"] == str(checkpoint.resolve()) and len(record["lora_sha256"]) == 1
+    idx = torch.tensor([[1, 17, 300, 4096, 9, 2]])
+    with torch.no_grad():
+        expected = unmerged_model(lora)(idx)
+        torch.testing.assert_close(load_model(merged).eval()(idx), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(merged_model(lora)(idx), load_model(merged).eval()(idx), atol=0, rtol=0)
+    for inputs in (checkpoint, lora_run):
+        with pytest.raises(UserError, match="--out_dir must differ"):
+            save_merged_checkpoint(lora, inputs)
+    with pytest.raises(UserError, match="already holds a checkpoint; .* --overwrite true"):
+        save_merged_checkpoint(lora, merged)
