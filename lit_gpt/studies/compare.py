@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 import torch
 
 from lit_gpt.checkpoint import check_checkpoint_dir
+from lit_gpt.studies.pairwise import PAIRWISE_PROMPT, differences_from_baseline, pairwise_preference, win_rate
 from lit_gpt.studies.report import CONTAMINATION_THRESHOLD, TIE_BAND, markdown_report, plot_comparison
 from lit_gpt.data.mixing import NearDuplicateFinder, instruction_key
 from lit_gpt.data.order import check_order
@@ -44,32 +45,19 @@ from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.eval import ifeval
 from lit_gpt.eval.held_out import eval_rows
-from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.eval.reference_loss import reference_loss
 from lit_gpt.eval.run import run_ifeval
 from lit_gpt.infer.answer import answer_prompts
 from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora_model, load_model_for_inference
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts.styles import get_prompt_style
-from lit_gpt.quality.judge import Judge, RatingPrompt
-from lit_gpt.quality.rows import ScoringRow
+from lit_gpt.quality.judge import Judge
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.cli import default_hyperparameters, run_script
 from lit_gpt.train.state import checkpoint_steps
 from lit_gpt.utils import UserError, atomic_write_text, log
 
 COMPARE_DEFAULTS = {"sample_max_new_tokens": 0}  # no sample answer at every validation: variants train faster
-
-PAIRWISE_PROMPT = RatingPrompt(
-    name="pairwise",
-    request=(
-        "You are comparing two AI assistant responses to the same instruction. Decide which one follows the "
-        "instruction better: more accurate, more helpful, complete and to the point.\n\n"
-        "[Instruction]\n{instruction}\n\n[Input]\n{input}\n\n{response}\n\n"
-        "Which response is better? Write only its number, 1 or 2. Do not let the order, the length or the style of "
-        "the responses sway you."),
-    low=1, high=2, answer_prefix="Better response:")
-
 
 @dataclass
 class Variant:
@@ -175,56 +163,6 @@ def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: in
     answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
     return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
             "finished_share": sum(a.finished for a in answers) / len(answers), "responses": [a.text for a in answers]}
-
-
-def differences_from_baseline(rows: list[dict], seed: int) -> None:
-    """Adds each later variant's paired bootstrap difference from the first (rows[0]) to its row."""
-    baseline = rows[0]
-    for row in rows[1:]:
-        diffs = {}
-        if baseline.get("ifeval") and row.get("ifeval"):
-            for key in ("prompt_strict", "prompt_loose"):
-                diffs[f"ifeval_{key}"] = paired_bootstrap(
-                    [float(v) for v in baseline["ifeval"][key]], [float(v) for v in row["ifeval"][key]],
-                    seed=seed).to_dict()
-        if baseline.get("answer_nll") and row.get("answer_nll"):
-            diffs["answer_nll"] = paired_bootstrap(baseline["answer_nll"], row["answer_nll"], seed=seed).to_dict()
-        row["vs_baseline"] = diffs
-
-
-def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequence[str], answers_b: Sequence[str],
-                        batch_size: int = 4) -> list[dict]:
-    """Per prompt: the judge's probability that answer b is better than answer a, asked in both orders."""
-
-    def pair(prompt: dict, first: str, second: str, index: int) -> ScoringRow:
-        both = f"[Response 1]\n{first.strip() or '(empty)'}\n\n[Response 2]\n{second.strip() or '(empty)'}"
-        return ScoringRow(index, prompt["instruction"], prompt.get("input") or "", both)
-
-    results = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = range(start, min(start + batch_size, len(prompts)))
-        b_second = judge.score([pair(prompts[i], answers_a[i], answers_b[i], i) for i in chunk])
-        b_first = judge.score([pair(prompts[i], answers_b[i], answers_a[i], i) for i in chunk])
-        for r2, r1 in zip(b_second, b_first):
-            # score 1 = "response 1 is better", 2 = "response 2"; in [1, 2] as an expectation
-            p_second = None if r2["score"] is None else r2["score"] - 1
-            p_first = None if r1["score"] is None else 2 - r1["score"]
-            known = [p for p in (p_second, p_first) if p is not None]
-            results.append({"p_b_better": sum(known) / len(known) if known else None,
-                            "b_second": p_second, "b_first": p_first})
-    return results
-
-
-def win_rate(preferences: Sequence[dict]) -> dict:
-    values = [p["p_b_better"] for p in preferences if p["p_b_better"] is not None]
-    wins = sum(v > 0.5 + TIE_BAND for v in values)
-    losses = sum(v < 0.5 - TIE_BAND for v in values)
-    ties = len(values) - wins - losses
-    consistent = sum((p["b_second"] > 0.5) == (p["b_first"] > 0.5) for p in preferences
-                     if p["b_second"] is not None and p["b_first"] is not None)
-    return {"win_rate": (wins + 0.5 * ties) / len(values) if values else None, "wins": wins, "ties": ties,
-            "losses": losses, "mean_preference": sum(values) / len(values) if values else None,
-            "order_consistent": consistent / len(values) if values else None}
 
 
 # ---- the comparison -------------------------------------------------------------------------------------------------
