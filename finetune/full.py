@@ -11,7 +11,7 @@ hyperparameters.yaml; checkpoints/step-N/, logs/ (csv/metrics.csv and the --logg
 import sys
 
 
-# ---- hyperparameters: edit to change the defaults ----
+# ---- hyperparameters: edit to change the defaults (shipped equal to lit_gpt's TrainArgs) ----
 learning_rate = 3e-4
 batch_size = 128  # examples per optimizer step, over all devices
 micro_batch_size = 4  # examples per forward pass on one device (gradients are accumulated)

@@ -22,8 +22,9 @@ import importlib.util
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 
 from jsonargparse import CLI
@@ -33,100 +34,88 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.studies.compare import compare
+from lit_gpt.studies.compare import Plan, StudySettings, compare, plan_comparison
 from lit_gpt.studies.report import markdown_table
 from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe
-from lit_gpt.utils import UserError, cpu_name, log, run_cli, space_separated_lists
+from lit_gpt.train.args import hyperparameter_specs
+from lit_gpt.utils import UserError, cpu_name, log, run_cli, space_separated_lists, with_flags
 
 LIST_FLAGS = ("data_dirs", "orders", "epochs")
 SCRIPTS_DIR = Path(__file__).resolve().parent
-# the comparison's defaults: a flag left out takes the recipe's value, else this one
-DEFAULTS = {"out_dir": Path("out/compare"), "method": "lora", "eval_prompts": 40, "eval_examples": 200,
-            "max_new_tokens": 128, "ifeval_prompts": 0, "ifeval_max_new_tokens": 1280, "eval_batch_size": 16,
-            "resume": False}
-RECIPE_FLAGS = ("recipe", "settings", "data_root", "shared_dir")
+# finetune/<method>.py's constants that have a flag here (any other: --hyperparameters); --seed also seeds the
+# held-out sample (StudySettings.seed)
 TRAINING_FLAGS = ("learning_rate", "batch_size", "micro_batch_size", "max_iters", "warmup_steps", "seed")
+PATH_FLAGS = {"checkpoint_dir": (Optional[Path], "the base model every variant starts from"),
+              "data_dirs": (Optional[list[str]], "prepared data directories (same tokenizer and prompt style), the "
+                                                 "first is the baseline")}
+HYPERPARAMETERS_HELP = ("any other constants of finetune/<method>.py, e.g. '{\"lora_r\": 16, \"eval_interval\": 50}' "
+                        "(with --recipe: added to the recipe's)")
 
 
-def main(checkpoint_dir: Optional[Path] = None, data_dirs: Optional[list[str]] = None,
-         orders: Optional[list[str]] = None, epochs: Optional[list[int]] = None, eval_path: Optional[Path] = None,
-         judge_checkpoint_dir: Optional[Path] = None, out_dir: Optional[Path] = None,
-         method: Optional[Literal["lora", "full"]] = None, eval_prompts: Optional[int] = None,
-         eval_examples: Optional[int] = None, max_new_tokens: Optional[int] = None,
-         ifeval_prompts: Optional[int] = None, ifeval_max_new_tokens: Optional[int] = None,
-         eval_batch_size: Optional[int] = None, resume: Optional[bool] = None, learning_rate: Optional[float] = None,
-         batch_size: Optional[int] = None, micro_batch_size: Optional[int] = None, max_iters: Optional[int] = None,
-         warmup_steps: Optional[int] = None, seed: Optional[int] = None, hyperparameters: Optional[dict] = None,
-         recipe: Optional[Path] = None, settings: Optional[dict] = None, data_root: Optional[Path] = None,
-         shared_dir: Path = Path("../shared")) -> dict:
+def main(*, recipe: Optional[Path] = None, settings: Optional[dict] = None, data_root: Optional[Path] = None,
+         shared_dir: Path = Path("../shared"), **flags) -> dict:
     """Fine-tune the same model on each dataset variant and compare them on one held-out set.
 
+    A flag of the comparison that is left out takes the recipe's value (with --recipe), else the default its help
+    names (--out_dir's with --recipe: out/studies/<recipe>/<model>).
+
     Args:
-        checkpoint_dir: the base model every variant starts from
-        data_dirs: prepared data directories (same tokenizer and prompt style), the first is the baseline
-        orders: training orders to compare (default: shuffle), e.g. shuffle by_length_asc
-        epochs: epoch counts to compare, e.g. 1 3 (default: finetune/<method>.py's; with --max_iters alone, that many
-            steps)
-        eval_path: held-out set: a prepared data directory (its test.pt) or a JSON/JSONL file of instructions (with
-            or without answers); default: the union of the variants' test sets
-        judge_checkpoint_dir: a model that judges answers pairwise (win rate against the first variant)
-        out_dir: one subdirectory per variant, plus comparison.md/.png/.json (default: out/compare; with --recipe
-            out/studies/<recipe>/<model>)
-        method: lora or full fine-tuning (finetune/lora.py or finetune/full.py defaults; default lora)
-        eval_prompts: held-out prompts answered greedily (EOS rate, judge; default 40)
-        eval_examples: held-out examples with a reference answer for the eval loss (default 200)
-        max_new_tokens: answer length limit for the EOS rate (default 128)
-        ifeval_prompts: IFEval prompts each variant answers (0: no IFEval, the default; -1: all 541)
-        ifeval_max_new_tokens: IFEval's answer budget (default 1280, as lm-eval)
-        eval_batch_size: prompts generated together, examples per loss batch (default 16)
-        resume: reuse finished runs in out_dir and continue unfinished ones
-        learning_rate: overrides the script's constant (same for every variant)
-        batch_size: overrides the script's constant
-        micro_batch_size: overrides the script's constant
-        max_iters: overrides the script's constant
-        warmup_steps: overrides the script's constant
-        seed: overrides the script's constant (training seed; also picks the answered prompts)
-        hyperparameters: any other constants of finetune/<method>.py, e.g. '{"lora_r": 16, "eval_interval": 50}'
-            (with --recipe: added to the recipe's)
         recipe: a study recipe (scripts/studies/*.yaml): builds its data variants, then compares them with its flags
         settings: with --recipe, new values for the recipe's sizes, e.g. '{"rows": 200}'
         data_root: with --recipe, where its data variants are built (default: data/studies/<model>)
         shared_dir: with --recipe, the shared real data its build steps read (default: ../shared)
     """
-    # the comparison's flags the command line gave (a recipe's own flags fill the others)
-    given = {k: v for k, v in locals().items() if v is not None and k not in RECIPE_FLAGS}
     started = time.perf_counter()
-    study = None
+    given = {k: v for k, v in flags.items() if v is not None}  # the comparison's flags the command line gave
+    values = None  # a recipe's placeholder values
     if recipe is not None:
-        given, study = run_recipe(load_recipe(recipe), given, settings or {}, data_root, shared_dir)
+        recipe = load_recipe(recipe)
+        given, values = recipe_flags(recipe, given, settings or {}, data_root, shared_dir)
     elif settings or data_root is not None:
         raise UserError("--settings and --data_root belong to --recipe; without a recipe, pass the flags directly")
-    args = {**DEFAULTS, **given}
-    if args.get("checkpoint_dir") is None:
-        raise UserError("--checkpoint_dir is required: the model every variant is fine-tuned from")
-    if not args.get("data_dirs"):
-        raise UserError("--data_dirs is required: two or more prepared data directories, e.g. --data_dirs data/a "
-                        "data/b")
-    chosen = {**(args.get("hyperparameters") or {}), **{k: args[k] for k in TRAINING_FLAGS if k in args}}
-    if study is not None:
-        study["machine"] = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()}
-    comparison = compare(args["checkpoint_dir"], args["data_dirs"], args["out_dir"], orders=args.get("orders") or
-                         ["shuffle"], epochs=args.get("epochs") or [None], eval_path=args.get("eval_path"),
-                         judge_checkpoint_dir=args.get("judge_checkpoint_dir"), method=args["method"],
-                         hyperparameters=chosen, eval_prompts=args["eval_prompts"],
-                         eval_examples=args["eval_examples"], max_new_tokens=args["max_new_tokens"],
-                         resume=args["resume"], seed=args.get("seed", 42), ifeval_prompts=args["ifeval_prompts"],
-                         ifeval_max_new_tokens=args["ifeval_max_new_tokens"], batch_size=args["eval_batch_size"],
-                         study=study, started=started)
+    plan = plan_from_flags(given)  # every setting checked before a recipe builds its data
+    study = build_variants(recipe, values) if recipe is not None else None
+    comparison = compare(plan, study=study, started=started)
     print(markdown_table(comparison))
-    print(f"{Path(args['out_dir']) / 'comparison.md'}, comparison.png, comparison.json written")
+    print(f"{plan.settings.out_dir / 'comparison.md'}, comparison.png, comparison.json written")
     return comparison
 
 
-def run_recipe(recipe: StudyRecipe, given: dict, settings: dict, data_root: Optional[Path],
-               shared_dir: Path) -> tuple[dict, dict]:
-    """Builds the recipe's data variants and returns (the comparison's flags: the recipe's, then the command
-    line's; what the report says of the study)."""
+def comparison_flags() -> list[tuple]:
+    """The comparison's flags for `with_flags`, each None when not given: the paths, StudySettings' fields, the
+    TRAINING_FLAGS and --hyperparameters; their help names the defaults (StudySettings', TrainArgs')."""
+    study_defaults, specs = StudySettings(), hyperparameter_specs()
+    study_fields = {f.name: f for f in fields(StudySettings)}
+    flags = [(name, annotation, None, help) for name, (annotation, help) in PATH_FLAGS.items()]
+    for name, f in study_fields.items():
+        if name not in TRAINING_FLAGS:
+            help = f"{f.metadata['help']} (default: {getattr(study_defaults, name)})"
+            flags.append((name, Optional[f.type], None, help))
+    for name in TRAINING_FLAGS:
+        annotation, default, help = specs[name]
+        help = f"finetune/<method>.py's, the same for every variant (default: {default}): {help}"
+        if name in study_fields:  # --seed: also StudySettings.seed
+            help += f"; also the {study_fields[name].metadata['help']} (default: {getattr(study_defaults, name)})"
+        flags.append((name, Optional[annotation], None, help))
+    return flags + [("hyperparameters", Optional[dict], None, HYPERPARAMETERS_HELP)]
+
+
+def plan_from_flags(flags: dict) -> Plan:
+    """The checked comparison that the flags describe."""
+    if flags.get("checkpoint_dir") is None:
+        raise UserError("--checkpoint_dir is required: the model every variant is fine-tuned from")
+    if not flags.get("data_dirs"):
+        raise UserError("--data_dirs is required: two or more prepared data directories, e.g. --data_dirs data/a "
+                        "data/b")
+    study_names = {f.name for f in fields(StudySettings)}
+    settings = StudySettings(**{k: v for k, v in flags.items() if k in study_names})
+    hyperparameters = {**(flags.get("hyperparameters") or {}), **{k: flags[k] for k in TRAINING_FLAGS if k in flags}}
+    return plan_comparison(flags["checkpoint_dir"], flags["data_dirs"], settings, hyperparameters)
+
+
+def recipe_flags(recipe: StudyRecipe, given: dict, settings: dict, data_root: Optional[Path],
+                 shared_dir: Path) -> tuple[dict, dict]:
+    """(the comparison's flags: the recipe's, then the command line's; the recipe's placeholder values)."""
     checkpoint_dir = given.get("checkpoint_dir") or recipe.compare.get("checkpoint_dir")
     if checkpoint_dir is None:
         raise UserError(f"{recipe.path}: names no checkpoint_dir; pass --checkpoint_dir")
@@ -135,19 +124,27 @@ def run_recipe(recipe: StudyRecipe, given: dict, settings: dict, data_root: Opti
     fixed = {"checkpoint_dir": str(checkpoint_dir), "data": str(data_root), "shared": str(shared_dir)}
     values = recipe.values(fixed, settings)
     from_recipe = recipe.compare_flags(values)
+    unknown = sorted(set(from_recipe) - {name for name, *_ in comparison_flags()})
+    if unknown:
+        raise UserError(f"{recipe.path}: compare: {unknown} are not flags of compare_datasets.py (see its --help)")
     flags = {**from_recipe, **given}
     if "hyperparameters" in from_recipe or "hyperparameters" in given:
         flags["hyperparameters"] = {**(from_recipe.get("hyperparameters") or {}),
                                     **(given.get("hyperparameters") or {})}
     flags.setdefault("out_dir", Path("out/studies") / recipe.path.stem / model)
+    return flags, values
+
+
+def build_variants(recipe: StudyRecipe, values: dict) -> dict:
+    """Runs the recipe's build steps; returns what the report says of the study."""
     steps = recipe.steps(values)
     started = time.perf_counter()
     for i, step in enumerate(steps):
         log(f"=== {recipe.path.name} step {i + 1}/{len(steps)}: {step.command()}")
         run_step(step, f"{recipe.path}: build step {i + 1} ({step.script})")
-    study = {"recipe": str(recipe.path), "question": recipe.question, "settings": values,
-             "build": [s.command() for s in steps], "build_seconds": round(time.perf_counter() - started, 1)}
-    return flags, study
+    return {"recipe": str(recipe.path), "question": recipe.question, "settings": values,
+            "build": [s.command() for s in steps], "build_seconds": round(time.perf_counter() - started, 1),
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()}}
 
 
 def run_step(step: BuildStep, where: str) -> None:
@@ -170,6 +167,8 @@ def run_step(step: BuildStep, where: str) -> None:
         if e.code:
             raise UserError(f"{where}: its command line was refused (see above)") from None
 
+
+main = with_flags(main, comparison_flags())
 
 if __name__ == "__main__":
     run_cli(main, args=space_separated_lists(sys.argv[1:], LIST_FLAGS))

@@ -27,7 +27,8 @@ def _hp(default: Any, help: str) -> Any:
 
 @dataclass
 class TrainArgs:
-    """Hyperparameters of the training loop. The scripts set their own defaults as module constants."""
+    """Hyperparameters of the training loop, and the one home of their defaults: finetune/lora.py and full.py
+    repeat them as constants for users to edit (tests/scripts/test_finetune_scripts.py checks that they agree)."""
 
     learning_rate: float = _hp(3e-4, "peak learning rate (AdamW), reached after the warmup")
     batch_size: int = _hp(128, "examples per optimizer step, over all devices")
@@ -79,6 +80,28 @@ def hyperparameter_specs() -> dict:
     for target in LORA_TARGETS:
         specs[f"lora_{target}"] = (bool, target in default.targets, LORA_HELP[target])
     return specs
+
+
+# the documented differences between the two scripts: finetune/full.py has no LoRA flags and none of these
+LORA_ONLY = ("quantize",)  # full fine-tuning updates every weight: no frozen base to quantize
+
+
+def method_defaults(method: Literal["lora", "full"]) -> dict:
+    """name -> default of every hyperparameter of a method: the constants finetune/<method>.py ships with (a test
+    checks that they agree), and the names its --hyperparameters may set."""
+    return {name: default for name, (_, default, _) in hyperparameter_specs().items()
+            if method == "lora" or not (name.startswith("lora_") or name in LORA_ONLY)}
+
+
+def typed_hyperparameters(values: dict, method: Literal["lora", "full"]) -> tuple[TrainArgs, Optional[LoRAConfig]]:
+    """The loop's typed arguments that flat hyperparameters (the scripts' constants and flags) describe; a missing
+    one takes its default, an unknown one is refused."""
+    unknown = sorted(set(values) - set(method_defaults(method)))
+    if unknown:
+        raise UserError(f"hyperparameters {unknown} are not constants of finetune/{method}.py; see its --help")
+    train_names = {f.name for f in fields(TrainArgs)}
+    train = TrainArgs(**{k: v for k, v in values.items() if k in train_names})
+    return train, lora_config_from_flags(values) if method == "lora" else None
 
 
 def lora_config_from_flags(values: dict) -> LoRAConfig:

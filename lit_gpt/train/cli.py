@@ -4,16 +4,22 @@ the constant's value (edit the constant to change the default; a flag or a `--co
     finetune/lora.py:  <constants> ... run_cli(finetune_command("lora", globals()))
 """
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from lit_gpt.train.args import TrainArgs, hyperparameter_specs, lora_config_from_flags
+from lit_gpt.train.args import hyperparameter_specs, typed_hyperparameters
 from lit_gpt.train.loop import finetune
 from lit_gpt.utils import with_flags
 
 METHOD_DESCRIPTIONS = {"lora": "Fine-tune with LoRA: the base weights stay frozen, low-rank updates are trained.",
                        "full": "Fine-tune every weight."}
+CONSTANT_TYPES = (bool, int, float, str)  # a script's global of one of these (or None) is a hyperparameter constant
+
+
+def script_constants(namespace: dict) -> dict:
+    """A script's hyperparameter constants among its globals: the lowercase names bound to None or a plain value."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and name.islower() and (value is None or type(value) in CONSTANT_TYPES)}
 
 
 def script_cli(main: Callable, constants: dict) -> Callable:
@@ -21,9 +27,7 @@ def script_cli(main: Callable, constants: dict) -> Callable:
     for `run_cli`: the CLI shows every constant as a flag, editing a constant changes the default, a flag or a
     `--config` file beats it."""
     specs = hyperparameter_specs()
-    stray = [name for name, value in constants.items()
-             if not name.startswith("_") and name.islower() and name not in specs
-             and (value is None or type(value) in (bool, int, float, str))]
+    stray = [name for name in script_constants(constants) if name not in specs]
     if stray:
         raise TypeError(f"{constants.get('__file__')}: constants {stray} are not known hyperparameters "
                         f"(known: {', '.join(specs)})")
@@ -31,27 +35,15 @@ def script_cli(main: Callable, constants: dict) -> Callable:
                              for name, (annotation, _, help) in specs.items() if name in constants])
 
 
-def run_script(method: Literal["lora", "full"], constants: dict, checkpoint_dir: Path, data_dir: Path,
-               out_dir: Optional[Path], resume: Optional[str], overrides: dict) -> dict:
-    """The body of both scripts' `main`: the script's constants, overridden by the given values, run `finetune`."""
-    specs = hyperparameter_specs()
-    values = {name: constants[name] for name in specs if name in constants}
-    unknown = sorted(set(overrides) - set(values))
-    if unknown:
-        raise TypeError(f"unknown hyperparameters {unknown} for finetune/{method}.py")
-    values.update(overrides)
-    train_names = {f.name for f in fields(TrainArgs)}
-    train = TrainArgs(**{k: v for k, v in values.items() if k in train_names})
-    lora = lora_config_from_flags(values) if method == "lora" else None
-    return finetune(method, checkpoint_dir, data_dir, out_dir, train, lora, resume, hyperparameters=values)
-
-
 def finetune_command(method: Literal["lora", "full"], constants: dict) -> Callable:
     """The `main` of finetune/<method>.py, for `run_cli`: the run's paths plus one flag per constant."""
 
     def main(*, checkpoint_dir: Path, data_dir: Path, out_dir: Optional[Path] = None, resume: Optional[str] = None,
              **hyperparameters: Any) -> dict:
-        return run_script(method, constants, checkpoint_dir, data_dir, out_dir, resume, hyperparameters)
+        # the script's constants, overridden by the flags; hyperparameters.yaml records them by these names
+        values = {**{name: constants[name] for name in hyperparameter_specs() if name in constants}, **hyperparameters}
+        train, lora = typed_hyperparameters(values, method)
+        return finetune(method, checkpoint_dir, data_dir, out_dir, train, lora, resume, hyperparameters=values)
 
     main.__doc__ = f"""{METHOD_DESCRIPTIONS[method]}
 
@@ -63,8 +55,3 @@ def finetune_command(method: Literal["lora", "full"], constants: dict) -> Callab
     """
     return script_cli(main, constants)
 
-
-def default_hyperparameters(method: Literal["lora", "full"]) -> dict:
-    """The library's defaults of every hyperparameter of a method (finetune/<method>.py ships with these values)."""
-    return {name: default for name, (_, default, _) in hyperparameter_specs().items()
-            if method == "lora" or not name.startswith("lora_")}

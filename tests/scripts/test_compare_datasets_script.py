@@ -100,3 +100,17 @@ def test_bad_settings_are_one_line_errors(variants, tmp_path):
     with pytest.raises(UserError, match="--order 'sideways' is not known"):
         script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
                     out_dir=tmp_path, orders=["sideways"])
+
+
+def test_a_recipe_is_checked_before_it_builds_anything(variants, tmp_path):
+    script = load_script()
+    recipe = tmp_path / "recipe.yaml"
+    # the build step would fail (no such input): the bad compare settings must be reported first
+    build = ["mix_datasets.py --inputs {data}/nowhere --destination_path {data}/built"]
+    for compare, error in (({"hyperparameters": {"lerning_rate": 1}}, "not constants of finetune/lora.py"),
+                           ({"eval_prompt": 3}, r"compare: \['eval_prompt'\] are not flags of compare_datasets.py")):
+        recipe.write_text(json.dumps({"question": "Does it check first?", "build": build,
+                                      "compare": {"data_dirs": ["{data}/built"], **compare}}))
+        with pytest.raises(UserError, match=error):
+            script.main(recipe=recipe, checkpoint_dir=variants["checkpoint_dir"], data_root=tmp_path / "data",
+                        out_dir=tmp_path / "out")

@@ -1,8 +1,11 @@
 """finetune/lora.py and finetune/full.py as a user runs them.
 
-Constants are the defaults, a --config file and flags beat them, bad input gives one line and exit 1, and 2 DDP
-processes (on one node, or on two "nodes" each started by torchrun) train exactly like 1 process."""
+The constants ship equal to the library's defaults (TrainArgs, LoRAConfig) and are the CLI's defaults, a --config file
+and flags beat them, bad input gives one line and exit 1, and 2 DDP processes (on one node, or on two "nodes" each
+started by torchrun) train exactly like 1 process."""
 
+import dataclasses
+import importlib.util
 import os
 import socket
 import subprocess
@@ -15,6 +18,8 @@ import yaml
 
 from helpers import ROOT, capital_pairs, fast_args, make_data, metrics_rows
 from lit_gpt.lora import LoRAConfig
+from lit_gpt.train.args import LORA_ONLY, TrainArgs, method_defaults
+from lit_gpt.train.cli import script_constants
 from lit_gpt.train.loop import finetune
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
@@ -32,6 +37,21 @@ def run(args: list, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def data(tmp_path_factory, checkpoint) -> Path:
     pairs = capital_pairs()
     return make_data(tmp_path_factory.mktemp("data"), checkpoint, pairs[:14], pairs[14:], name="capitals")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_constants_are_the_library_defaults(method):
+    # TrainArgs and LoRAConfig hold the defaults; the scripts repeat them as constants for users to edit
+    spec = importlib.util.spec_from_file_location(f"finetune_{method}", ROOT / "finetune" / f"{method}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    constants, defaults = script_constants(vars(module)), method_defaults(method)
+    differing = {name: (constants.get(name, "missing"), default) for name, default in defaults.items()
+                 if name not in constants or constants[name] != default}
+    assert not differing, f"finetune/{method}.py's constant -> TrainArgs/LoRAConfig default: {differing}"
+    assert set(constants) == set(defaults)  # no constant the library does not know
+    without = {f.name for f in dataclasses.fields(TrainArgs)} - set(constants)
+    assert without == (set(LORA_ONLY) if method == "full" else set())  # the documented difference: no --quantize
 
 
 def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint, data):
