@@ -52,7 +52,7 @@ from lit_gpt.infer.load import find_lora, load_finetuned_model, load_merged_lora
 from lit_gpt.precision import device_and_dtype
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.quality.judge import Judge, RatingPrompt
-from lit_gpt.quality.rows import ScoringRow
+from lit_gpt.quality.scored_records import ScoringExample as ScoringRow
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.cli import default_hyperparameters, run_script
 from lit_gpt.train.state import checkpoint_steps

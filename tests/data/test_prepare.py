@@ -110,8 +110,8 @@ def test_bad_rows_skipped_and_counted_or_fatal(llama_dir, tmp_path):
     manifest = prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
                        destination_path=tmp_path / "out", test_split_fraction=0)
     assert manifest["counts"]["dropped"] == {"empty output": 1} and manifest["counts"]["train"] == 2
-    assert manifest["dropped_rows"] == [{"where": f"{path}: line 2", "reason": "empty output"}]
-    with pytest.raises(UserError, match=re.escape(f"{path}: line 2: empty output; fix the row")):
+    assert manifest["dropped_rows"] == [{"where": f"{path}:2", "reason": "empty output"}]
+    with pytest.raises(UserError, match=re.escape(f"{path}:2: empty output; fix the row")):
         prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
                 destination_path=tmp_path / "strict", on_bad_row="error")
     assert not (tmp_path / "strict").exists()  # nothing half-written

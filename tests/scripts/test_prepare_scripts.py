@@ -183,10 +183,10 @@ BAD_INPUTS = {
                      ["empty_out.json: row 2: empty output", "--on_bad_row skip"]),
     "not utf-8": ("prepare_json", "--data_path", "latin1.jsonl",
                   '{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": "b"}\n'.encode("latin-1"),
-                  ["latin1.jsonl: line 2: not valid UTF-8", "save the file as UTF-8"]),
+                  ["latin1.jsonl:2: not valid UTF-8", "save the file as UTF-8"]),
     "malformed json line": ("prepare_lima", "--data_path", "train.jsonl",
                             '{"conversations": ["q", "a"]}\n{"conversations": ["q", \n',
-                            ["train.jsonl: line 2: not valid JSON"]),
+                            ["train.jsonl:2: not valid JSON"]),
     "empty file": ("prepare_alpaca", "--data_path", "alpaca.json", "", ["alpaca.json: the file is empty"]),
 }
 
