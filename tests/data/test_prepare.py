@@ -32,6 +32,7 @@ def alpaca(shared_dir, llama_dir, tmp_path_factory):
 
 
 # ---- full runs on real data ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_lima_multi_turn_chatml(lima, smollm2_dir):
     out, manifest = lima
     tokenizer = Tokenizer(smollm2_dir)
@@ -56,6 +57,7 @@ def test_lima_multi_turn_chatml(lima, smollm2_dir):
     assert stretches == sum(m["role"] == "assistant" for m in multi["messages"])
 
 
+@pytest.mark.slow
 def test_alpaca_sentencepiece(alpaca, llama_dir):
     out, manifest, cpu_seconds = alpaca
     tokenizer = Tokenizer(llama_dir)

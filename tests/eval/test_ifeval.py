@@ -82,6 +82,7 @@ def test_single_instruction_verdicts(instruction, kwargs, response, strict, loos
     assert (result.strict_verdicts, result.loose_verdicts) == ([[strict]], [[loose]])
 
 
+@pytest.mark.slow
 def test_gpt4_responses_reproduce_the_paper(capsys):
     prompts = load_prompts()  # the shared copy, by default
     assert (len(prompts), sum(len(p.instruction_id_list) for p in prompts)) == (541, 834)

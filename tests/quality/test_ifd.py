@@ -15,6 +15,7 @@ def gpt2_parts(tiny_checkpoint_dir):
     return load_model_for_inference(tiny_checkpoint_dir("gpt2", weights=True, block_size=256), "cpu", "32-true")
 
 
+@pytest.mark.slow
 def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):
     model, tokenizer, style = gpt2_parts
     assert style.name == "alpaca" and not tokenizer.use_bos

@@ -93,6 +93,7 @@ def test_digit_token_ids_on_real_tokenizers(shared_dir, name):
 
 
 # ---- the judge: batching and padding ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpaca_rows):
     model, tokenizer, style = judge_parts
     assert style.name == "smollm2"  # picked from the chat template

@@ -17,7 +17,8 @@ from helpers import ROOT, capital_pairs, fast_args, make_data, metrics_rows
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.train.loop import finetune
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
+# tiny training steps (see conftest.one_thread); slow: the finetune scripts in real processes
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 QUIET = ["--eval_interval", "1000", "--sample_max_new_tokens", "0", "--precision", "32-true"]
