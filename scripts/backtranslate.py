@@ -22,9 +22,9 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
+from lit_gpt.data.records import write_records
 from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
-from lit_gpt.quality.rows import write_rows
 from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled
 from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
 
@@ -87,8 +87,8 @@ def main(
     output = Path(output)
     kept = [{"instruction": p["instruction"], "input": "", "output": p["output"], "score_curation": p["score_curation"],
              "source": "backtranslation"} for p in pairs if p["kept"]]
-    write_rows(output, kept)
-    write_rows(output.with_name(output.name + ".all.jsonl"), pairs)
+    write_records(output, kept)
+    write_records(output.with_name(output.name + ".all.jsonl"), pairs)
     manifest = {"data_path": str(data_path), "checkpoint_dir": str(checkpoint_dir),
                 "curator_checkpoint_dir": str(curator_checkpoint_dir or checkpoint_dir), "min_score": min_score,
                 "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "counts": stats}

@@ -22,7 +22,8 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.quality.rows import FLAGS_COLUMN, SCORE_COLUMNS, default_output, read_rows, write_rows
+from lit_gpt.data.records import load_records, write_records
+from lit_gpt.quality.scored_records import FLAGS_COLUMN, SCORE_COLUMNS, default_output
 from lit_gpt.quality.scoring import score_stats, select_rows
 from lit_gpt.utils import UserError, atomic_write_text, check_not_an_input, log, run_cli
 
@@ -49,7 +50,7 @@ def main(
         drop_score_columns: remove the score columns from the kept rows
     """
     scores = Path(scores)
-    rows = read_rows(scores)
+    rows = load_records(scores)
     try:
         kept, dropped = select_rows(rows, method, min_score=min_score, top_fraction=top_fraction, max_score=max_score)
     except UserError as e:
@@ -63,7 +64,7 @@ def main(
     column = SCORE_COLUMNS[method]
     score_columns = set(SCORE_COLUMNS.values()) | {FLAGS_COLUMN}
     kept_rows = [{k: v for k, v in rows[i].items() if not (drop_score_columns and k in score_columns)} for i in kept]
-    write_rows(output, kept_rows)
+    write_records(output, kept_rows)
 
     manifest = {
         "input": str(scores), "output": str(output), "method": method, "column": column,

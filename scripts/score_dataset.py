@@ -24,12 +24,13 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
+from lit_gpt.data.records import load_records, write_records
 from lit_gpt.infer.load import load
 from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer
 from lit_gpt.quality.ifd import IFDScorer
 from lit_gpt.quality.judge import Judge
-from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,
-                                  to_scoring_row, write_rows)
+from lit_gpt.quality.scored_records import (SCORE_COLUMNS, default_output, result_columns, scores_sidecar_path,
+                                            scoring_example)
 from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats
 from lit_gpt.utils import UserError, check_not_an_input, log, run_cli
 
@@ -84,11 +85,11 @@ def main(
     if first_rows is not None and first_rows < 1:
         raise UserError(f"--first_rows {first_rows}: must be at least 1 (leave it out to score the whole file)")
     data_path = Path(data_path)
-    rows = read_rows(data_path)[:first_rows]  # written back as they are
+    rows = load_records(data_path)[:first_rows]  # written back as they are
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
-    examples = [to_scoring_row(i, row) for i, row in
-                enumerate(read_rows(data_path, columns)[:first_rows] if columns else rows)]
+    examples = [scoring_example(i, row) for i, row in
+                enumerate(load_records(data_path, columns=columns)[:first_rows] if columns else rows)]
     # a file this script wrote gets the new column in place (scores of several methods side by side); the user's
     # own data is never written over
     already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())
@@ -113,7 +114,7 @@ def main(
             scorer = IFDScorer(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length)
         settings = {"method": method, "checkpoint": str(Path(model_dir).resolve()), **scorer.settings}
 
-    cache = ScoreCache(sidecar_path(output, method), method, settings, restart=restart)
+    cache = ScoreCache(scores_sidecar_path(output, method), method, settings, restart=restart)
     already = sum(cache.get(e) is not None for e in examples)
     log(f"{data_path}: {len(rows)} rows, {already} already scored in {cache.path}")
     started = last_log = time.perf_counter()
@@ -130,7 +131,7 @@ def main(
     empty = result_columns(method, {"score": None, "flags": None})
     scored_rows = [{**row, **(result_columns(method, results[i]) if i in results else empty)}
                    for i, row in enumerate(rows)]
-    write_rows(output, scored_rows)
+    write_records(output, scored_rows)
     column = SCORE_COLUMNS[method]
     stats = score_stats(r["score"] for r in results.values())
     missing = len(rows) - len(results)

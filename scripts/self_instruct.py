@@ -21,8 +21,9 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
+from lit_gpt.data.records import load_records, write_records
 from lit_gpt.infer.load import load
-from lit_gpt.quality.rows import read_rows, to_scoring_row, write_rows
+from lit_gpt.quality.scored_records import scoring_example
 from lit_gpt.quality.synthetic import InstructionFilter, SelfInstructConfig, self_instruct
 from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
 
@@ -63,8 +64,8 @@ def main(
         precision: 32-true, bf16-true or 16-true
     """
     seeds = []
-    for i, row in enumerate(read_rows(seed_tasks)):
-        example = to_scoring_row(i, row)
+    for i, row in enumerate(load_records(seed_tasks)):
+        example = scoring_example(i, row)
         if example.instruction.strip() and example.output.strip():
             seeds.append({"instruction": example.instruction, "input": example.input, "output": example.output})
     if not seeds:
@@ -81,7 +82,7 @@ def main(
                 "rouge_threshold": rouge_threshold}
 
     def save(tasks: list[dict], stats: dict) -> None:
-        write_rows(output, [{**t, "source": "self-instruct"} for t in tasks])
+        write_records(output, [{**t, "source": "self-instruct"} for t in tasks])
         atomic_write_text(manifest_path, json.dumps({"settings": settings, "seed_tasks_count": len(seeds),
                                                      **stats}, indent=2) + "\n")
         log(f"request {stats['requests']}: {stats['accepted']}/{num_instructions} kept "

@@ -59,6 +59,17 @@ def tiny_checkpoint_dir(tmp_path_factory, shared_dir):
     return make
 
 
+# ---- slow tests: `-m "not slow"` leaves them out (pyproject.toml registers the marker) --------------------------------
+# Marked in their files; a test that uses the real SmolLM2 (packaged_smollm2_dir) is slow wherever it is.
+SLOW_FIXTURES = {"packaged_smollm2_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 # ---- tests whose numbers depend on the default precision --------------------------------------------------------------
 # The default precision is the machine's: bf16-true where the CPU has native bf16 (AMX, AVX512-BF16), else 32-true.
 # A test marked `both_default_precisions` runs twice, with LIT_GPT_DEFAULT_PRECISION forced to each, so that a

@@ -201,6 +201,7 @@ def test_gradient_checkpointing_same_loss_and_grads(lora):
     assert_same_grads(results[0][1], results[1][1], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_same_loss_and_grads_and_names():
     """`compile_blocks()` (the loop's --compile) fuses the blocks' elementwise work with inductor: the loss and the
     gradients match eager to float32 rounding, parameter names are unchanged, and KV-cached generation (which stays

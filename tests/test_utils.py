@@ -18,6 +18,7 @@ def leftovers(directory: Path) -> list:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
+@pytest.mark.slow
 def test_run_cli_user_error_is_one_line_on_stderr():
     # lit_gpt/utils.py is loaded by path so the child does not import the rest of the package (slow)
     script = (

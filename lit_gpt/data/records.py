@@ -5,6 +5,8 @@ once).
 
 A record is the source's row as a dict, its keys renamed by `columns` (our field name -> the source's column name).
 `iter_records` yields (where, record) so that every later message can name the file (or dataset) and row.
+`iter_jsonl` is the one JSON Lines reader (also of IFEval files and score sidecars); `write_records` writes records
+back as JSON or JSONL.
 """
 
 import csv
@@ -17,7 +19,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from lit_gpt.data.hub_datasets import (HubDataset, dataset_files, dataset_rows, is_dataset_file, load_dataset_file,
                                        load_hub_dataset)
@@ -42,7 +44,7 @@ def read_text(path: "str | Path") -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); "
                         "save the file as UTF-8") from None
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
@@ -151,7 +153,7 @@ def iter_records(path: "str | Path | Source", format: Optional[str] = None, colu
     elif format == "json":
         rows = _json_rows(path)
     elif format == "jsonl":
-        rows = _jsonl_rows(path)
+        rows = iter_jsonl(path)
     else:
         raise UserError(f"{path}: unknown format {format!r}; use json, jsonl or csv")
     first = True
@@ -217,11 +219,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
     try:
         header = next(reader)
     except csv.Error as e:
-        raise UserError(f"{path}: line 1: malformed CSV header ({e})") from None
+        raise UserError(f"{path}:1: malformed CSV header ({e})") from None
     header = [h.strip() for h in header]
     duplicates = [h for h, n in Counter(header).items() if n > 1]
     if duplicates:
-        raise UserError(f"{path}: line 1: the header names column {duplicates[0]!r} twice; rename one of them")
+        raise UserError(f"{path}:1: the header names column {duplicates[0]!r} twice; rename one of them")
     row_number, line = 0, reader.line_num
     while True:
         start = line + 1
@@ -247,7 +249,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}); fix the file") from None
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file") from None
     if isinstance(data, dict):  # {"data": [...]} / {"train": [...]}: the one list of rows inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -261,20 +263,37 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}: row {i}", row
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    text = read_text(path)
+def iter_jsonl(path: "str | Path") -> Iterator[tuple[str, dict]]:
+    """Yields (where, object) for each line of a JSON Lines file (every JSONL file the toolkit reads: records, IFEval
+    prompts and responses, score sidecars); `where` is "file:LINE" for messages. Blank lines are skipped; a line that
+    is not a JSON object is a one-line error naming file:LINE. Read as `read_text` reads (gzip, BOM, UTF-8 errors)."""
+    path = Path(path)
     # split on \n only: JSON strings may contain U+2028 and other characters str.splitlines() would split on
-    for line_number, line in enumerate(text.split("\n"), 1):
+    for line_number, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
+        where = f"{path}:{line_number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {line_number}: not valid JSON ({e.msg}); fix or delete the line") from None
+            raise UserError(f"{where}: not valid JSON ({e.msg}); fix or delete the line") from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}: line {line_number}: expected a JSON object, found {type(row).__name__}")
-        yield f"{path}: line {line_number}", row
+            raise UserError(f"{where}: expected a JSON object, found {type(row).__name__}")
+        yield where, row
 
+
+def write_records(path: "str | Path", records: Sequence[dict]) -> Path:
+    """Writes records atomically: a JSON array for .json, one object per line otherwise (.jsonl)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            if path.suffix == ".json":
+                json.dump(list(records), f, ensure_ascii=False, indent=2)
+                f.write("\n")
+            else:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
 
 
 def fetch_source(data_path: Optional[Path], destination_path: Path, *, repo_id: Optional[str] = None,

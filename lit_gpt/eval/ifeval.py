@@ -34,7 +34,6 @@ lowercase) samples at random too: it is seeded with 0 while scoring.
 
 import contextlib
 import difflib
-import json
 import random
 import tempfile
 from collections import Counter, defaultdict
@@ -43,6 +42,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from lit_gpt.data.records import iter_jsonl
 from lit_gpt.utils import UserError, log
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2].parent / "shared/datasets/eval/ifeval/input_data.jsonl"
@@ -107,15 +107,8 @@ def load_prompts(path: "Optional[str | Path]" = None) -> list[IFEvalPrompt]:
                         "instruction_following_eval; pass its path)")
     known = _lm_eval_ifeval().instructions_registry.INSTRUCTION_DICT
     prompts, keys = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not {"key", "prompt", "instruction_id_list", "kwargs"} <= row.keys():
+    for where, row in iter_jsonl(path):
+        if not {"key", "prompt", "instruction_id_list", "kwargs"} <= row.keys():
             raise UserError(f"{where}: an IFEval prompt needs key, prompt, instruction_id_list and kwargs")
         key, text, ids, kwargs = row["key"], row["prompt"], row["instruction_id_list"], row["kwargs"]
         if not isinstance(key, int) or not isinstance(text, str) or not isinstance(ids, list) \
@@ -146,18 +139,11 @@ def read_responses(path: "str | Path") -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"{path}: response file not found")
     by_prompt: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) \
-                or not isinstance(row.get("response"), str):
-            raise UserError(f"{path}:{number}: a response row needs a string \"prompt\" and a string \"response\"")
+    for where, row in iter_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+            raise UserError(f"{where}: a response row needs a string \"prompt\" and a string \"response\"")
         if by_prompt.get(row["prompt"], row["response"]) != row["response"]:
-            raise UserError(f"{path}:{number}: a second, different response to the same prompt")
+            raise UserError(f"{where}: a second, different response to the same prompt")
         by_prompt[row["prompt"]] = row["response"]
     if not by_prompt:
         raise UserError(f"{path}: no responses in the file")

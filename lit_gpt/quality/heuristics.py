@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from lit_gpt.data.similarity import word_tokens
-from lit_gpt.quality.rows import ScoringRow
+from lit_gpt.quality.scored_records import ScoringExample
 
 # ======================================================================================================================
 # Heuristic flags
@@ -98,7 +98,7 @@ class HeuristicScorer:
     def settings(self) -> dict:
         return asdict(self.config)
 
-    def score(self, examples: Sequence[ScoringRow]) -> list[dict]:
+    def score(self, examples: Sequence[ScoringExample]) -> list[dict]:
         out = []
         for e in examples:
             flags = heuristic_flags(e.instruction, e.input, e.output, self.config)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.quality.rows import ScoringRow, right_padded
+from lit_gpt.quality.scored_records import ScoringExample, right_padded
 from lit_gpt.utils import UserError
 
 class IFDScorer:
@@ -34,7 +34,7 @@ class IFDScorer:
         return {"prompt_style": self.style.name, "max_seq_length": self.max_seq_length,
                 "tokenizer": self.tokenizer.fingerprint}
 
-    def sequences(self, example: ScoringRow) -> Optional[tuple[list[int], int, list[int], bool]]:
+    def sequences(self, example: ScoringExample) -> Optional[tuple[list[int], int, list[int], bool]]:
         """(conditioned ids, where the response starts in them, unconditioned ids, truncated) or None for an empty
         response. Long pairs keep the response's head and the prompt's tail (which holds the answer header)."""
         response = self.tokenizer.encode_ids(example.output)
@@ -63,7 +63,7 @@ class IFDScorer:
         return [chunk.mean().item() for chunk in losses.split(counts)]
 
     @torch.inference_mode()
-    def score(self, examples: Sequence[ScoringRow]) -> list[dict]:
+    def score(self, examples: Sequence[ScoringExample]) -> list[dict]:
         built = [self.sequences(e) for e in examples]
         present = [b for b in built if b is not None]
         if present:

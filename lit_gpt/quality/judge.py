@@ -15,7 +15,7 @@ import torch
 
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.answer import continue_batch
-from lit_gpt.quality.rows import ScoringRow, fit_ids, right_padded
+from lit_gpt.quality.scored_records import ScoringExample, fit_ids, right_padded
 from lit_gpt.utils import UserError
 
 # ======================================================================================================================
@@ -180,12 +180,12 @@ class Judge:
                 "prompt_style": self.style.name, "score_from": self.score_from,
                 "max_seq_length": self.max_seq_length, "tokenizer": self.tokenizer.fingerprint}
 
-    def prompt_ids(self, example: ScoringRow) -> tuple[list[int], bool]:
+    def prompt_ids(self, example: ScoringExample) -> tuple[list[int], bool]:
         request = self.rating.format(example.instruction, example.input, example.output)
         return fit_ids(encode_prompt(self.tokenizer, self.style, request).tolist() + self.prefix_ids, self.max_seq_length)
 
     @torch.inference_mode()
-    def score(self, examples: Sequence[ScoringRow]) -> list[dict]:
+    def score(self, examples: Sequence[ScoringExample]) -> list[dict]:
         """One dict per example: {"score": float or None, "digit_mass" or "answer": ..., "truncated": bool}."""
         prompts = [self.prompt_ids(e) for e in examples]
         device = self.model.wte.weight.device

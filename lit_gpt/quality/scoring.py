@@ -6,10 +6,12 @@ interruption scores only the rows not yet done.
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from lit_gpt.quality.rows import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringRow
+from lit_gpt.data.records import iter_jsonl
+from lit_gpt.quality.scored_records import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringExample
 from lit_gpt.utils import UserError, write_error
 
 # ======================================================================================================================
@@ -18,7 +20,7 @@ from lit_gpt.utils import UserError, write_error
 class ScoreCache:
     """Sidecar JSONL beside the output: a header line with the settings, then one line per scored row
     ({"index", "hash", "result"}). Appended and flushed after every batch, so an interrupted run loses at most one
-    batch; a half-written last line is ignored on reading."""
+    batch; a half-written last line is cut off on opening."""
 
     def __init__(self, path: Path, method: str, settings: dict, restart: bool = False) -> None:
         self.path = Path(path)
@@ -26,32 +28,35 @@ class ScoreCache:
         self.done: dict[int, dict] = {}
         if restart and self.path.exists():
             self.path.unlink()
-        if self.path.exists():
+        if self.path.exists() and self._cut_torn_line():
             self._read()
         else:
             self._append(json.dumps(self.header, ensure_ascii=False) + "\n", mode="w")
 
+    def _cut_torn_line(self) -> int:
+        """Cuts off the line being written when a run was killed (the last one, without its newline), so that the
+        next batch starts a line of its own. Returns the size left."""
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):
+            os.truncate(self.path, data.rfind(b"\n") + 1)
+        return data.rfind(b"\n") + 1
+
     def _read(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if header != self.header:
+        entries = iter_jsonl(self.path)
+        if next(entries, (None, None))[1] != self.header:
             raise UserError(f"{self.path}: holds scores from other settings or another method (judge, prompt, "
                             "tokenizer or thresholds changed); pass --restart true to score again, or delete the file")
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-                self.done[int(entry["index"])] = entry
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # the line being written when the run was killed
+        for where, entry in entries:
+            if not isinstance(entry.get("index"), int) or not {"hash", "result"} <= entry.keys():
+                raise UserError(f"{where}: not a score entry {{index, hash, result}}; pass --restart true to score "
+                                "again, or delete the file")
+            self.done[entry["index"]] = entry
 
-    def get(self, example: ScoringRow) -> Optional[dict]:
+    def get(self, example: ScoringExample) -> Optional[dict]:
         entry = self.done.get(example.index)
         return entry["result"] if entry is not None and entry.get("hash") == example.content_hash else None
 
-    def add(self, batch: Sequence[ScoringRow], results: Sequence[dict]) -> None:
+    def add(self, batch: Sequence[ScoringExample], results: Sequence[dict]) -> None:
         entries = [{"index": e.index, "hash": e.content_hash, "result": r} for e, r in zip(batch, results)]
         self._append("".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries))
         self.done.update((entry["index"], entry) for entry in entries)
@@ -68,7 +73,7 @@ class ScoreCache:
             raise (write_error(self.path, e, "--output") or e) from None
 
 
-def score_examples(examples: Sequence[ScoringRow], scorer, cache: ScoreCache, batch_size: int = 8,
+def score_examples(examples: Sequence[ScoringExample], scorer, cache: ScoreCache, batch_size: int = 8,
                    limit: Optional[int] = None, sort_by_length: bool = True,
                    progress: Optional[Callable[[int, int], None]] = None) -> dict[int, dict]:
     """Scores the examples not yet in the cache (at most `limit` of them, in row order) and returns

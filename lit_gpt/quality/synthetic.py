@@ -11,11 +11,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from lit_gpt.data.records import iter_records
 from lit_gpt.data.similarity import near_duplicates, rouge_l_tokens, word_tokens
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.answer import continue_batch, continue_ids
 from lit_gpt.quality.judge import Judge
-from lit_gpt.quality.rows import ScoringRow, fit_ids, read_rows
+from lit_gpt.quality.scored_records import ScoringExample, fit_ids
 from lit_gpt.utils import UserError
 
 # ======================================================================================================================
@@ -155,10 +156,10 @@ def read_unlabelled(path: "str | Path", field_names: Sequence[str] = ("text", "o
     if path.suffix == ".txt":
         return [t.strip() for t in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")) if t.strip()]
     texts = []
-    for i, row in enumerate(read_rows(path), 1):
+    for where, row in iter_records(path):
         value = next((row[k] for k in field_names if isinstance(row.get(k), str)), None)
         if value is None:
-            raise UserError(f"{path}: row {i} has none of the fields {', '.join(field_names)}; "
+            raise UserError(f"{where}: none of the fields {', '.join(field_names)}; "
                             "unlabelled texts need a 'text' field (or a .txt file)")
         texts.append(value)
     return texts
@@ -256,7 +257,7 @@ def backtranslate(model, tokenizer, style, texts: Sequence[str], curator: "Judge
         if on_progress is not None:
             on_progress(len(pairs), len(texts))
     stats = {"texts": len(texts), "empty_instruction": 0, "below_min_score": 0, "unscored": 0, "kept": 0}
-    to_rate = [ScoringRow(i, p["instruction"], "", p["output"]) for i, p in enumerate(pairs) if p["instruction"]]
+    to_rate = [ScoringExample(i, p["instruction"], "", p["output"]) for i, p in enumerate(pairs) if p["instruction"]]
     for start in range(0, len(to_rate), config.batch_size):
         batch = to_rate[start:start + config.batch_size]
         for example, result in zip(batch, curator.score(batch)):

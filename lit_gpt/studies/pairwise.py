@@ -7,7 +7,7 @@ from typing import Sequence
 
 from lit_gpt.eval.bootstrap import paired_bootstrap
 from lit_gpt.quality.judge import Judge, RatingPrompt
-from lit_gpt.quality.rows import ScoringRow
+from lit_gpt.quality.scored_records import ScoringExample
 from lit_gpt.studies.report import TIE_BAND
 
 PAIRWISE_PROMPT = RatingPrompt(
@@ -40,9 +40,9 @@ def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequen
                         batch_size: int = 4) -> list[dict]:
     """Per prompt: the judge's probability that answer b is better than answer a, asked in both orders."""
 
-    def pair(prompt: dict, first: str, second: str, index: int) -> ScoringRow:
+    def pair(prompt: dict, first: str, second: str, index: int) -> ScoringExample:
         both = f"[Response 1]\n{first.strip() or '(empty)'}\n\n[Response 2]\n{second.strip() or '(empty)'}"
-        return ScoringRow(index, prompt["instruction"], prompt.get("input") or "", both)
+        return ScoringExample(index, prompt["instruction"], prompt.get("input") or "", both)
 
     results = []
     for start in range(0, len(prompts), batch_size):

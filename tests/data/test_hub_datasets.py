@@ -70,6 +70,7 @@ def load(endpoint: str, tmp_path: Path, calls: list, **env) -> tuple[list, subpr
     return json.loads(proc.stdout.splitlines()[-1]), proc
 
 
+@pytest.mark.slow
 def test_hub_datasets_subsets_splits_revisions_gated_and_offline(tmp_path):
     rows = parquet_bytes(ROWS, tmp_path, "rows")
     few = parquet_bytes(ROWS[:2], tmp_path, "few")

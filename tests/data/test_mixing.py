@@ -20,6 +20,7 @@ def ids(examples):
     return [e["id"] for e in examples]
 
 
+@pytest.mark.slow
 def test_counts_are_exact_and_sources_kept(data, tmp_path):
     lima_train, _, _ = load_prepared(data["lima"])
     dolly_train, _, _ = load_prepared(data["dolly"])
@@ -83,6 +84,7 @@ def paraphrase(text: str) -> str:
     return "Could you tell me " + " ".join(w for i, w in enumerate(words) if i % 5 != 4)
 
 
+@pytest.mark.slow
 def test_near_duplicates_across_sources_removed(data, tmp_path):
     lima_train, _, _ = load_prepared(data["lima"])
     originals = [e for e in lima_train if 8 <= len(e["instruction"].split()) <= 60][:4]

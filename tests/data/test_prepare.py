@@ -32,6 +32,7 @@ def alpaca(shared_dir, llama_dir, tmp_path_factory):
 
 
 # ---- full runs on real data ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_lima_multi_turn_chatml(lima, smollm2_dir):
     out, manifest = lima
     tokenizer = Tokenizer(smollm2_dir)
@@ -56,6 +57,7 @@ def test_lima_multi_turn_chatml(lima, smollm2_dir):
     assert stretches == sum(m["role"] == "assistant" for m in multi["messages"])
 
 
+@pytest.mark.slow
 def test_alpaca_sentencepiece(alpaca, llama_dir):
     out, manifest, cpu_seconds = alpaca
     tokenizer = Tokenizer(llama_dir)
@@ -110,8 +112,8 @@ def test_bad_rows_skipped_and_counted_or_fatal(llama_dir, tmp_path):
     manifest = prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
                        destination_path=tmp_path / "out", test_split_fraction=0)
     assert manifest["counts"]["dropped"] == {"empty output": 1} and manifest["counts"]["train"] == 2
-    assert manifest["dropped_rows"] == [{"where": f"{path}: line 2", "reason": "empty output"}]
-    with pytest.raises(UserError, match=re.escape(f"{path}: line 2: empty output; fix the row")):
+    assert manifest["dropped_rows"] == [{"where": f"{path}:2", "reason": "empty output"}]
+    with pytest.raises(UserError, match=re.escape(f"{path}:2: empty output; fix the row")):
         prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=llama_dir,
                 destination_path=tmp_path / "strict", on_bad_row="error")
     assert not (tmp_path / "strict").exists()  # nothing half-written

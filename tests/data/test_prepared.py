@@ -11,6 +11,7 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
 
+@pytest.mark.slow
 def test_load_prepared_refuses_missing_and_foreign_data(lima, llama_dir, tmp_path):
     with pytest.raises(UserError, match="no train.pt; prepare it first"):
         load_prepared(tmp_path)

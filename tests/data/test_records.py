@@ -2,10 +2,11 @@
 
 import gzip
 import json
+import re
 
 import pytest
 
-from lit_gpt.data.records import iter_records, load_records
+from lit_gpt.data.records import iter_jsonl, iter_records, load_records
 from lit_gpt.utils import UserError
 
 
@@ -25,14 +26,25 @@ def test_read_formats(tmp_path):
     assert load_records(tmp_path / "d.jsonl.gz") == [{"instruction": "q", "output": "a"}]
 
 
+def test_iter_jsonl_splits_on_newlines_only(tmp_path):
+    """U+2028 (and other characters str.splitlines() splits on) may stand raw inside a JSON string; CRLF is fine."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": "x\u2028y\u0085z"}\r\n\n  \n{"a": 2}\n', encoding="utf-8", newline="")
+    assert list(iter_jsonl(path)) == [(f"{path}:1", {"a": "x\u2028y\u0085z"}), (f"{path}:4", {"a": 2})]
+    path.write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(f"{path}:2: not valid JSON")):
+        list(iter_jsonl(path))
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("empty.jsonl", "", "the file is empty"),
     ("blank.csv", "\n\n", "the file is empty"),
-    ("latin1.jsonl", '{"instruction": "caf\xe9"}\n'.encode("latin-1"), "line 1: not valid UTF-8"),
-    ("late.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": "\xff"}\n', "line 3: not valid UTF-8"),
-    ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n', "line 2: not valid JSON"),
-    ("list.jsonl", '["q", "a"]\n', "line 1: expected a JSON object"),
-    ("broken.json", '[{"instruction": "q",\n "output": }]', "line 2: not valid JSON"),
+    ("latin1.jsonl", '{"instruction": "caf\xe9"}\n'.encode("latin-1"), "latin1.jsonl:1: not valid UTF-8"),
+    ("late.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": "\xff"}\n', "late.jsonl:3: not valid UTF-8"),
+    ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n',
+     "broken.jsonl:2: not valid JSON"),
+    ("list.jsonl", '["q", "a"]\n', "list.jsonl:1: expected a JSON object"),
+    ("broken.json", '[{"instruction": "q",\n "output": }]', "broken.json:2: not valid JSON"),
     ("quote.csv", 'instruction,output\nq,"a"b\n', "row 1 (line 2): malformed CSV"),
     ("open.csv", 'instruction,output\nq,a\nq2,"never closed\n', "row 2 (line 3): malformed CSV"),
     ("fields.csv", 'instruction,output\nq,a,extra\n', "row 1 (line 2): 3 fields, but the header has 2"),

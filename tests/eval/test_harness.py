@@ -14,6 +14,8 @@ from lit_gpt.tokenizer import Tokenizer
 pytest.importorskip("lm_eval")
 from lit_gpt.eval.harness import LitGPTLM, run_harness  # noqa: E402
 
+pytestmark = pytest.mark.slow  # lm-eval's harness
+
 
 class Request:  # what lm-eval hands a model: .args
     def __init__(self, *args):

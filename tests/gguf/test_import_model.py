@@ -124,6 +124,7 @@ def test_smollm2_tokenizer_matches_the_shared_one(smollm2_dir, shared_dir):
     assert tokenizer.chat_template == (shared_dir / "tokenizers/smollm2/chat_template.jinja").read_text()
 
 
+@pytest.mark.slow
 def test_metadata_reader_equals_gguf_reader(smollm2_gguf, tmp_path):
     """Our struct-based metadata reader (10 s faster than gguf.GGUFReader on a 262k vocabulary) reads exactly what
     the gguf package reads: every key and value, every tensor's name, type, shape and bytes."""

@@ -39,6 +39,7 @@ def run_dataset_downloads(endpoint: str, tmp_path: Path, calls: list) -> tuple[l
     return json.loads(proc.stdout.splitlines()[-1]), proc
 
 
+@pytest.mark.slow
 def test_download_dataset_file(hub, tmp_path):
     results, proc = run_dataset_downloads(hub.url, tmp_path, [
         ["train.jsonl", None], ["train.jsonl", TOKEN], ["missing.jsonl", TOKEN]])

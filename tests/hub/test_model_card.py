@@ -25,6 +25,7 @@ def front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n", 2)[1])
 
 
+@pytest.mark.slow
 def test_card_of_a_real_run_names_the_data_fingerprint_even_after_the_data_is_gone(tmp_path, checkpoint):
     pairs = capital_pairs()
     data = make_data(tmp_path / "data", checkpoint, pairs[:8], pairs[8:10], name="capitals")

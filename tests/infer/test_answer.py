@@ -1,5 +1,6 @@
 """lit_gpt/infer/answer.py: the one "answer these prompts" function every caller uses."""
 
+import pytest
 import torch
 
 from helpers import tiny_config
@@ -18,6 +19,7 @@ def _model_and_tokenizer(tiny_checkpoint_dir):
     return GPT(tiny_config(vocab_size=tokenizer.vocab_size, block_size=48)).eval(), tokenizer
 
 
+@pytest.mark.slow
 def test_answers_equal_the_sampling_loop_greedy(tiny_checkpoint_dir):
     model, tokenizer = _model_and_tokenizer(tiny_checkpoint_dir)
     prompts = [{"instruction": "Name a colour."}, {"instruction": "Add the numbers.", "input": "2 and 3"}]
@@ -85,6 +87,7 @@ def test_prompt_style_plain_feeds_bos_and_the_raw_text(tiny_checkpoint_dir, monk
     assert fed["ids"].tolist() == alpaca != tokenizer.encode(prompt).tolist()
 
 
+@pytest.mark.slow
 def test_batched_answers_equal_one_at_a_time_and_stop_at_stop_strings(tiny_checkpoint_dir):
     from lit_gpt.infer.answer import continue_batch
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from lit_gpt.infer.load import load
 from lit_gpt.quality.ifd import IFDScorer
-from lit_gpt.quality.rows import ScoringRow, to_scoring_row
+from lit_gpt.quality.scored_records import ScoringExample, scoring_example
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +16,13 @@ def gpt2_parts(tiny_checkpoint_dir):
     return loaded.model, loaded.tokenizer, loaded.style
 
 
+@pytest.mark.slow
 def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):
     model, tokenizer, style = gpt2_parts
     assert style.name == "alpaca" and not tokenizer.use_bos
     scorer = IFDScorer(model, tokenizer, style)
-    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:5])]
-    examples.append(ScoringRow(5, "Say nothing.", "", ""))
+    examples = [scoring_example(i, row) for i, row in enumerate(alpaca_rows[:5])]
+    examples.append(ScoringExample(5, "Say nothing.", "", ""))
     results = scorer.score(examples)
     assert results[5] == {"score": None, "reason": "empty_response"}
 
@@ -44,7 +45,7 @@ def test_ifd_matches_hand_computation(gpt2_parts, alpaca_rows):
 def test_ifd_truncates_long_pairs(gpt2_parts):
     model, tokenizer, style = gpt2_parts
     scorer = IFDScorer(model, tokenizer, style, max_seq_length=64)
-    conditioned, start, alone, truncated = scorer.sequences(ScoringRow(0, "Explain. " * 40, "", "Because. " * 80))
+    conditioned, start, alone, truncated = scorer.sequences(ScoringExample(0, "Explain. " * 40, "", "Because. " * 80))
     assert truncated and len(conditioned) == 64 and len(alone) == 64 - start + 1
     assert tokenizer.decode(conditioned[:start]).endswith("### Response:\n")
-    assert scorer.score([ScoringRow(0, "Explain. " * 40, "", "Because. " * 80)])[0]["score"] > 0
+    assert scorer.score([ScoringExample(0, "Explain. " * 40, "", "Because. " * 80)])[0]["score"] > 0

@@ -7,7 +7,7 @@ import lit_gpt.infer.answer
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import ALPAGASUS_PROMPT, CURATION_PROMPT, Judge, digit_token_ids, expected_score, parse_score
-from lit_gpt.quality.rows import ScoringRow, fit_ids, to_scoring_row
+from lit_gpt.quality.scored_records import ScoringExample, fit_ids, scoring_example
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
@@ -94,11 +94,12 @@ def test_digit_token_ids_on_real_tokenizers(shared_dir, name):
 
 
 # ---- the judge: batching and padding ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpaca_rows):
     model, tokenizer, style = judge_parts
     assert style.name == "smollm2"  # picked from the chat template
     judge = Judge(model, tokenizer, style)
-    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:4])]
+    examples = [scoring_example(i, row) for i, row in enumerate(alpaca_rows[:4])]
     batched = judge.score(examples)
     single = [judge.score([e])[0] for e in examples]
     assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in single], abs=1e-4)
@@ -122,7 +123,7 @@ def test_judge_batched_equals_one_by_one_and_hand_computation(judge_parts, alpac
 def test_judge_truncates_long_prompts_keeping_the_question(judge_parts):
     model, tokenizer, style = judge_parts
     judge = Judge(model, tokenizer, style, max_seq_length=200)
-    long = ScoringRow(0, "Summarize this.", "", "word " * 1000)
+    long = ScoringExample(0, "Summarize this.", "", "word " * 1000)
     ids, truncated = judge.prompt_ids(long)
     assert truncated and len(ids) == 200 and tokenizer.decode(ids).endswith("assistant\nScore: ")
     assert judge.score([long])[0]["truncated"] is True
@@ -133,11 +134,11 @@ def test_judge_truncates_long_prompts_keeping_the_question(judge_parts):
 def test_judge_generate_mode_parses_text(judge_parts, monkeypatch):
     model, tokenizer, style = judge_parts
     judge = Judge(model, tokenizer, style, score_from="generate", max_new_tokens=4)
-    results = judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])
+    results = judge.score([ScoringExample(0, "Name a color.", "", "Blue.")])
     assert set(results[0]) == {"score", "answer", "truncated"}  # random weights: the answer is gibberish
     assert results[0]["score"] == parse_score(results[0]["answer"])
     monkeypatch.setattr(lit_gpt.infer.answer, "generate_batch",
                         lambda model, prompts, *a, **k: [tokenizer.encode_ids(" 4.5\nGood.")] * len(prompts))
-    assert judge.score([ScoringRow(0, "Name a color.", "", "Blue.")])[0]["score"] == 4.5
+    assert judge.score([ScoringExample(0, "Name a color.", "", "Blue.")])[0]["score"] == 4.5
     with pytest.raises(UserError):
         Judge(model, tokenizer, style, score_from="sampling")

@@ -1,8 +1,10 @@
 """lit_gpt/quality/scoring.py: the resumable score cache and the filtering rules."""
 
+import re
+
 import pytest
 
-from lit_gpt.quality.rows import ScoringRow, to_scoring_row
+from lit_gpt.quality.scored_records import ScoringExample, scoring_example
 from lit_gpt.quality.scoring import ScoreCache, score_examples, select_rows
 from lit_gpt.utils import UserError
 
@@ -18,7 +20,7 @@ class CountingScorer:
 
 
 def test_score_cache_resumes_and_detects_changes(tmp_path, alpaca_rows):
-    examples = [to_scoring_row(i, row) for i, row in enumerate(alpaca_rows[:20])]
+    examples = [scoring_example(i, row) for i, row in enumerate(alpaca_rows[:20])]
     path = tmp_path / "out.json.alpagasus.scores.jsonl"
     scorer = CountingScorer()
     partial = score_examples(examples, scorer, ScoreCache(path, "alpagasus", {"k": 1}), batch_size=3, limit=7)
@@ -26,13 +28,28 @@ def test_score_cache_resumes_and_detects_changes(tmp_path, alpaca_rows):
     with open(path, "a") as f:
         f.write('{"index": 9, "hash": "abc", "res')  # the line being written when the run was killed
     scorer = CountingScorer()
-    examples[2] = ScoringRow(2, examples[2].instruction, "", "changed output")  # edited row: scored again
+    examples[2] = ScoringExample(2, examples[2].instruction, "", "changed output")  # edited row: scored again
     full = score_examples(examples, scorer, ScoreCache(path, "alpagasus", {"k": 1}), batch_size=3)
     assert sorted(scorer.seen) == [2] + list(range(7, 20))
     assert sorted(full) == list(range(20)) and full[2]["score"] == float(len("changed output") % 6)
     with pytest.raises(UserError, match="other settings"):
         ScoreCache(path, "alpagasus", {"k": 2})
     assert ScoreCache(path, "alpagasus", {"k": 2}, restart=True).done == {}
+
+
+def test_score_cache_reads_its_sidecar_as_json_lines(tmp_path):
+    """A result holding U+2028 (written raw: ensure_ascii=False) is one entry; a broken line in the middle names
+    file:LINE."""
+    path = tmp_path / "out.jsonl.heuristics.scores.jsonl"
+    example = ScoringExample(0, "Say hi.", "", "hi")
+    ScoreCache(path, "heuristics", {}).add([example], [{"score": 1, "flags": ["a\u2028b"]}])
+    assert ScoreCache(path, "heuristics", {}).get(example) == {"score": 1, "flags": ["a\u2028b"]}
+    path.write_text(path.read_text(encoding="utf-8") + '{"index": 1, "hash"\n{"index": 2}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(f"{path}:3: not valid JSON")):
+        ScoreCache(path, "heuristics", {})
+    path.write_text("\n".join(path.read_text(encoding="utf-8").split("\n")[:2] + ['{"index": 2}', ""]))
+    with pytest.raises(UserError, match=re.escape(f"{path}:3: not a score entry")):
+        ScoreCache(path, "heuristics", {})
 
 
 # ---- filtering rule --------------------------------------------------------------------------------------------------

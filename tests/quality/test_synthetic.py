@@ -166,7 +166,7 @@ def test_read_unlabelled(tmp_path):
     assert read_unlabelled(rows) == ["A", "B"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"title": "no text"}) + "\n")
-    with pytest.raises(UserError, match="bad.jsonl: row 1"):
+    with pytest.raises(UserError, match="bad.jsonl:1: none of the fields"):
         read_unlabelled(bad)
     with pytest.raises(UserError, match="not found"):
         read_unlabelled(tmp_path / "missing.txt")

@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import tiny_config
+
+pytestmark = pytest.mark.slow  # the benchmark harness in real processes
 
 
 def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):

@@ -16,6 +16,8 @@ from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
 from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
+pytestmark = pytest.mark.slow  # real datasets prepared and evaluated end to end
+
 
 def load_script():
     spec = importlib.util.spec_from_file_location("compare_datasets_script", ROOT / "scripts" / "compare_datasets.py")

@@ -5,6 +5,7 @@ import sys
 
 import gguf
 import numpy as np
+import pytest
 import torch
 
 from helpers import load_script, write_llama_gguf
@@ -23,6 +24,7 @@ def test_convert_script_on_a_synthetic_q8_0_gguf(tiny_model, tmp_path, root_dir,
     assert load_model(out).wte.weight.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_unsupported_architecture_is_a_one_line_error(tmp_path, root_dir):
     path = tmp_path / "mamba.gguf"
     writer = gguf.GGUFWriter(str(path), "mamba")

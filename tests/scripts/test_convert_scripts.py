@@ -52,6 +52,7 @@ def test_round_trip_logits_equal_transformers(family, fmt, tmp_path):
     assert_same_logits(hf_logits(reloaded), expected)
 
 
+@pytest.mark.slow
 def test_subprocess_dtype_bfloat16_and_back(tmp_path, shared_dir):
     """The scripts as a user runs them; the tokenizer files travel to the HF folder."""
     hf_model = random_hf_model("llama-gqa")
@@ -102,6 +103,7 @@ def assert_user_error(run: subprocess.CompletedProcess, *fragments: str) -> None
         assert fragment in run.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tmp_path):
     """All bad-input cases in one test: each is a subprocess, and a torch import costs seconds."""
     convert_hf = "scripts/convert_hf_checkpoint.py"

@@ -16,6 +16,8 @@ from helpers import (BINS, CONFIG, ROOT, SAFETENSORS, TOKEN, TOKEN_WITHOUT_ACCES
 from lit_gpt.hub.download import HubUnreachable
 from lit_gpt.utils import UserError
 
+pytestmark = pytest.mark.slow  # scripts/download.py in real processes
+
 
 def download(endpoint: str, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(

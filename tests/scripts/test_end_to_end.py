@@ -33,6 +33,8 @@ from lit_gpt.lora_merge import find_lora, unmerged_model
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 
+pytestmark = pytest.mark.slow  # scripts chained end to end in real processes
+
 PROMPT = "Give three tips for staying healthy."
 MAX_NEW_TOKENS = 12
 SEED = 7

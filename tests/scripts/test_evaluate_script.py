@@ -13,6 +13,7 @@ def checkpoint(tiny_checkpoint_dir):
     return tiny_checkpoint_dir("smollm2", weights=True, block_size=128)
 
 
+@pytest.mark.slow
 def test_ifeval_and_reference_loss_on_a_checkpoint(checkpoint, shared_dir, tmp_path, capsys):
     out_dir = tmp_path / "eval"
     code, out, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--tasks", "ifeval reference_loss",
@@ -35,6 +36,7 @@ def test_ifeval_and_reference_loss_on_a_checkpoint(checkpoint, shared_dir, tmp_p
     assert "prompt_level_strict_acc" in out
 
 
+@pytest.mark.slow
 def test_published_gpt4_responses_reproduce_the_papers_numbers(shared_dir, tmp_path, capsys):
     responses = shared_dir / "datasets/eval/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
     code, out, err = run_script(capsys, "evaluate", "--responses", responses, "--out_dir", tmp_path / "gpt4")

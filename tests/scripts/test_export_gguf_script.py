@@ -3,6 +3,7 @@ one-line errors of an unsupported model and a wrong --type."""
 
 import json
 
+import pytest
 import torch
 
 from helpers import assert_one_line_error, run_script
@@ -11,6 +12,7 @@ from lit_gpt.gguf.import_model import convert_gguf
 from lit_gpt.gguf.reader import GGUFFile
 
 
+@pytest.mark.slow
 def test_export_script_writes_a_gguf_our_import_reads_back(tiny_checkpoint_dir, tmp_path, capsys):
     checkpoint_dir = tiny_checkpoint_dir("gpt2", weights=True)
     out = tmp_path / "models" / "tiny-Q8_0.gguf"

@@ -22,7 +22,8 @@ from lit_gpt.train.args import LORA_ONLY, TrainArgs, method_defaults
 from lit_gpt.train.cli import script_constants
 from lit_gpt.train.loop import finetune
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
+# tiny training steps (see conftest.one_thread); slow: the finetune scripts in real processes
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 QUIET = ["--eval_interval", "1000", "--sample_max_new_tokens", "0", "--precision", "32-true"]

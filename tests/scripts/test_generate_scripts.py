@@ -13,6 +13,8 @@ from helpers import ROOT, tiny_config
 from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT
 
+pytestmark = pytest.mark.slow  # generate/base.py in real processes
+
 
 def load_base_script():
     spec = importlib.util.spec_from_file_location("generate_base", ROOT / "generate" / "base.py")

@@ -7,8 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 from lit_gpt.utils import run_cli, space_separated_lists
+
+pytestmark = pytest.mark.slow  # a real process
 
 
 def load_script():

@@ -37,6 +37,7 @@ def llama_dir(tiny_checkpoint_dir):
 
 
 # ---- real dataset samples ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_lima_multi_turn_llama2_chat(capsys, shared_dir, llama_dir, tmp_path):
     code, out, err = run_script(capsys, "prepare_lima", "--data_path", shared_dir / "datasets/lima/train.jsonl",
                                 "--checkpoint_dir", llama_dir, "--destination_path", tmp_path,
@@ -54,6 +55,7 @@ def test_lima_multi_turn_llama2_chat(capsys, shared_dir, llama_dir, tmp_path):
     assert turns["input_ids"].tolist().count(bos) == len(turns["messages"]) // 2  # <s> before every [INST]
 
 
+@pytest.mark.slow
 def test_dolly_categories_become_sources(capsys, shared_dir, smollm2_dir, tmp_path):
     path = shared_dir / "datasets/dolly/dolly_3k.jsonl"
     code, out, err = run_script(capsys, "prepare_dolly", "--data_path", path, "--checkpoint_dir", smollm2_dir,
@@ -73,6 +75,7 @@ def test_dolly_categories_become_sources(capsys, shared_dir, smollm2_dir, tmp_pa
     check_prepared(train + test, Tokenizer(smollm2_dir), manifest)
 
 
+@pytest.mark.slow
 def test_alpaca_gpt4_sample(capsys, shared_dir, smollm2_dir, tmp_path):
     path = shared_dir / "datasets/alpaca_gpt4/sample_999.json"
     code, _, err = run_script(capsys, "prepare_alpaca", "--data_path", path, "--checkpoint_dir", smollm2_dir,
@@ -183,10 +186,10 @@ BAD_INPUTS = {
                      ["empty_out.json: row 2: empty output", "--on_bad_row skip"]),
     "not utf-8": ("prepare_json", "--data_path", "latin1.jsonl",
                   '{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": "b"}\n'.encode("latin-1"),
-                  ["latin1.jsonl: line 2: not valid UTF-8", "save the file as UTF-8"]),
+                  ["latin1.jsonl:2: not valid UTF-8", "save the file as UTF-8"]),
     "malformed json line": ("prepare_lima", "--data_path", "train.jsonl",
                             '{"conversations": ["q", "a"]}\n{"conversations": ["q", \n',
-                            ["train.jsonl: line 2: not valid JSON"]),
+                            ["train.jsonl:2: not valid JSON"]),
     "empty file": ("prepare_alpaca", "--data_path", "alpaca.json", "", ["alpaca.json: the file is empty"]),
 }
 
@@ -230,6 +233,7 @@ def test_checkpoint_without_tokenizer(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_command_line_error_in_a_real_process(smollm2_dir, tmp_path):
     (tmp_path / "bad.csv").write_text('instruction,output\nq,"a"b\n')
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_csv.py"), "--csv_dir",
@@ -240,6 +244,7 @@ def test_command_line_error_in_a_real_process(smollm2_dir, tmp_path):
 
 
 # ---- reuse and rebuild ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rerun_is_a_no_op_until_tokenizer_template_or_input_change(capsys, shared_dir, smollm2_dir, llama_dir,
                                                                     tmp_path):
     rows = json.loads((shared_dir / "datasets/alpaca/alpaca_random_9k.json").read_text())[:40]
@@ -288,6 +293,7 @@ def hub_env(endpoint: str, tmp_path: Path, **extra: str) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_lima_download_from_the_hub(smollm2_dir, tmp_path):
     lima = "".join(json.dumps(row) + "\n" for row in LIMA_ROWS)
     with FakeHub(valid_tokens=(TOKEN,)) as hub:
@@ -333,6 +339,7 @@ def assert_same_prepared(expected: Path, actual: Path) -> None:
                 assert torch.equal(value, other[key]) if isinstance(value, torch.Tensor) else value == other[key], key
 
 
+@pytest.mark.slow
 def test_parquet_arrow_and_hub_dataset_prepare_like_json(capsys, shared_dir, smollm2_dir, tmp_path, datasets_cache):
     import datasets
 
@@ -382,6 +389,7 @@ def test_parquet_arrow_and_hub_dataset_prepare_like_json(capsys, shared_dir, smo
     ("prepare_lima", "lima/train.jsonl", ["--include_multiturn_conversations", "true"]),
     ("prepare_oasst", "oasst_messages.jsonl", ["--languages", "all"]),
 ])
+@pytest.mark.slow
 def test_the_dataset_scripts_read_parquet_like_their_jsonl(capsys, shared_dir, smollm2_dir, tmp_path, datasets_cache,
                                                             script, sample, args):
     import datasets

@@ -13,6 +13,8 @@ import pytest
 from helpers import ROOT
 from lit_gpt.utils import UserError
 
+pytestmark = pytest.mark.slow  # the quickstart end to end
+
 SCRIPT = ROOT / "scripts" / "quickstart.py"
 RESOURCES = ROOT / "lit_gpt" / "resources"
 

@@ -42,6 +42,7 @@ def sidecar_lines(path):
     return path.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_alpagasus_scoring_resumes_after_interruption(score_dataset, alpaca_50, judge_dir, tmp_path):
     data_path, rows = alpaca_50
     output = tmp_path / "scored.json"
@@ -73,6 +74,7 @@ def test_alpagasus_scoring_resumes_after_interruption(score_dataset, alpaca_50, 
     assert sidecar.read_text() == before and json.loads(output.read_text()) == resumed
 
 
+@pytest.mark.slow
 def test_score_chain_and_filter(score_dataset, filter_dataset, alpaca_50, judge_dir, ifd_dir, tmp_path):
     data_path, rows = alpaca_50
     scored = tmp_path / "alpaca.scored.json"
@@ -169,6 +171,7 @@ def test_cli_dolly_with_column_mapping(score_dataset, shared_dir, tmp_path, monk
     assert all(r["heuristics_pass"] in (0, 1) for r in scored)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(root_dir, filter_dataset, tmp_path, alpaca_50, monkeypatch, capsys):
     result = subprocess.run([sys.executable, str(root_dir / "scripts/score_dataset.py"), "--data_path",
                              str(tmp_path / "missing.json"), "--method", "heuristics"],
@@ -184,6 +187,7 @@ def test_cli_errors_are_one_line(root_dir, filter_dataset, tmp_path, alpaca_50, 
     assert code == 1 and "--top_fraction" in err
 
 
+@pytest.mark.slow
 def test_first_rows_scores_a_fixed_sample_that_reruns_do_not_grow(score_dataset, alpaca_50, ifd_dir, tmp_path):
     data_path, rows = alpaca_50
     output = tmp_path / "sample.json"

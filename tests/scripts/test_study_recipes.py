@@ -11,6 +11,8 @@ import pytest
 from helpers import ROOT, load_cached_script
 from lit_gpt.utils import run_cli, space_separated_lists
 
+pytestmark = pytest.mark.slow  # every study recipe end to end
+
 RECIPES = sorted((ROOT / "scripts" / "studies").glob("*.yaml"))
 SLICES = {"lima/train.jsonl": 80, "alpaca/alpaca_random_9k.json": 60, "alpagasus/alpaca_claude_t45.json": 40,
           "dolly/dolly_3k.jsonl": 40, "eval/sinstruct_test_set.jsonl": 12}

@@ -6,6 +6,8 @@ import pytest
 
 from helpers import load_script
 
+pytestmark = pytest.mark.slow  # the scripts end to end with a model
+
 
 @pytest.fixture
 def seed_file(tmp_path, alpaca_rows):

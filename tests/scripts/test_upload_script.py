@@ -19,7 +19,8 @@ from lit_gpt.convert.hf import convert_lit_checkpoint
 from lit_gpt.hub.model_card import CARD_MARKER
 from lit_gpt.train.loop import finetune
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # a one-step training run: see conftest.one_thread
+# a one-step training run (see conftest.one_thread); slow: runs uploaded through real processes
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 READ_ONLY_TOKEN = TOKEN_WITHOUT_ACCESS
 

@@ -18,7 +18,8 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.loop import TrainingDiverged, finetune
 from lit_gpt.utils import UserError
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
+# tiny training steps (see conftest.one_thread); slow: training runs to the end
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def alpaca_pairs(n: int, offset: int = 0, max_chars: int = 200):

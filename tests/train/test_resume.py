@@ -31,7 +31,8 @@ from lit_gpt.train.loop import Trainer, finetune
 from lit_gpt.train.step import lr_factor, validate
 from lit_gpt.utils import UserError
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
+# tiny training steps (see conftest.one_thread); slow: training runs, stopped and resumed
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 # ---- resume ----------------------------------------------------------------------------------------------------------

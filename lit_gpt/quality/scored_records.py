@@ -1,8 +1,10 @@
-"""The rows that data-quality tools score, and their files: a dataset's rows as stored (JSON/JSONL/CSV in, JSON or
-JSONL out, written atomically), the (instruction, input, output) each is scored on, the columns a score adds, and
-the two helpers the model-based scorers share for building their inputs.
+"""The records data-quality tools score, and their files: the (instruction, input, output) each record is scored
+on (`ScoringExample`), the columns a score adds to the record, where the scored records go by default and where
+their scores sidecar lives (`lit_gpt.quality.scoring.ScoreCache`), and the two helpers the model-based scorers share
+for building their inputs. The records are read and written by lit_gpt.data.records (`load_records`,
+`write_records`).
 
-Scoring methods (one column each, written back beside the rows): `alpagasus` (a judge model's 0-5 rating,
+Scoring methods (one column each, added to every record): `alpagasus` (a judge model's 0-5 rating,
 `lit_gpt.quality.judge`), `ifd` (Instruction-Following Difficulty, `lit_gpt.quality.ifd`) and `heuristics`
 (rule-based flags, `lit_gpt.quality.heuristics`).
 """
@@ -11,13 +13,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
 from lit_gpt.data.normalize import BadRecord, normalize
-from lit_gpt.data.records import load_records
-from lit_gpt.utils import atomic_path
 
 METHODS = ("alpagasus", "ifd", "heuristics")
 SCORE_COLUMNS = {"alpagasus": "score_alpagasus", "ifd": "score_ifd", "heuristics": "heuristics_pass"}
@@ -26,7 +25,8 @@ FLAGS_COLUMN = "heuristics_flags"
 # Model-based scoring
 # ======================================================================================================================
 @dataclass
-class ScoringRow:
+class ScoringExample:
+    """What a method scores of record `index`; its content_hash keys the record's entry in the scores sidecar."""
     index: int
     instruction: str
     input: str
@@ -55,49 +55,32 @@ def right_padded(sequences: list[list[int]], pad_id: int, device) -> torch.Tenso
 
 
 def result_columns(method: str, result: dict) -> dict:
-    """The columns a scoring result adds to its row."""
+    """The columns a scoring result adds to its record."""
     if method == "heuristics":
         return {FLAGS_COLUMN: result["flags"], SCORE_COLUMNS[method]: result["score"]}
     return {SCORE_COLUMNS[method]: result["score"]}
 
 
 # ======================================================================================================================
-# Reading and writing datasets
+# Scored records and their files
 # ======================================================================================================================
-def read_rows(path: "str | Path", columns: Optional[dict] = None) -> list[dict]:
-    """The rows of a JSON/JSONL/CSV dataset as stored (columns: our field -> the file's column, as in prepare_json)."""
-    return load_records(path, columns=columns)
-
-
-def to_scoring_row(index: int, row: dict) -> ScoringRow:
-    """The instruction/input/output a row is scored on (the first exchange of a conversation). A row the data
+def scoring_example(index: int, record: dict) -> ScoringExample:
+    """The instruction/input/output a record is scored on (the first exchange of a conversation). A record the data
     pipeline would reject (empty output, ...) keeps whatever text it has: the heuristics flag it, the models score
     what is there, and the filter decides."""
     try:
-        record = normalize(row)
+        text = normalize(record)
     except BadRecord:
-        record = {k: row.get(k) if isinstance(row.get(k), str) else "" for k in ("instruction", "input", "output")}
-    return ScoringRow(index, record.get("instruction") or "", record.get("input") or "", record.get("output") or "")
-
-
-def write_rows(path: "str | Path", rows: Sequence[dict]) -> Path:
-    """Writes rows atomically: a JSON array for .json, one object per line otherwise (.jsonl)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            if path.suffix == ".json":
-                json.dump(list(rows), f, ensure_ascii=False, indent=2)
-                f.write("\n")
-            else:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+        text = {k: record.get(k) if isinstance(record.get(k), str) else "" for k in ("instruction", "input", "output")}
+    return ScoringExample(index, text.get("instruction") or "", text.get("input") or "", text.get("output") or "")
 
 
 def default_output(data_path: Path, tag: str) -> Path:
+    """Where records read from `data_path` go when scored or filtered: <stem>.<tag>.json(l) beside it."""
     suffix = data_path.suffix if data_path.suffix in (".json", ".jsonl") else ".jsonl"
     return data_path.with_name(f"{data_path.stem}.{tag}{suffix}")
 
 
-def sidecar_path(output: Path, method: str) -> Path:
+def scores_sidecar_path(output: Path, method: str) -> Path:
+    """The scores sidecar of `method` beside the scored records `output` (see ScoreCache)."""
     return output.with_name(f"{output.name}.{method}.scores.jsonl")
