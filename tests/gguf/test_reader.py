@@ -96,6 +96,13 @@ def test_tensors_are_memory_mapped_rows_of_their_bytes(tmp_path):
     assert dequantized.shape == (2, 64) and np.abs(dequantized - QUANTIZED).max() < 0.02
 
 
+@pytest.mark.parametrize("padding", range(0, 32, 8))  # headers ending at every 8-byte offset within 32
+def test_data_starts_at_the_next_multiple_of_32_by_default(tmp_path, padding):
+    read = GGUFFile(write(tmp_path / "model.gguf", {**METADATA, "x.padding": (STRING, "p" * padding)}))
+    assert np.array_equal(read.tensors["w"].data.view(np.float32), WEIGHT)
+    assert np.array_equal(read.tensors["norm"].data.view(np.float16), NORM)
+
+
 def test_a_custom_alignment_moves_the_data(tmp_path):
     metadata = {**METADATA, "general.alignment": (U32, 64)}
     read = GGUFFile(write(tmp_path / "model.gguf", metadata, alignment=64))
