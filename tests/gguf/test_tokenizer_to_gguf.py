@@ -128,7 +128,8 @@ def test_llama2_plan_is_its_sentencepiece_model():
 
 # ---- Gemma -------------------------------------------------------------------------------------------------------
 GEMMA_TOKENS = (["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-                + [f"<0x{b:02X}>" for b in range(256)] + ["▁", "h", "e", "l", "o", "he", "ll", "hell", "hello", "▁hello"])
+                + [f"<0x{b:02X}>" for b in range(256)]
+                + ["▁", "h", "e", "l", "o", "he", "ll", "hell", "hello", "▁hello"])
 GEMMA_TYPES = [TOKEN_CONTROL] * 3 + [TOKEN_UNKNOWN] + [TOKEN_CONTROL] * 2 + [TOKEN_BYTE] * 256 + [TOKEN_NORMAL] * 10
 
 

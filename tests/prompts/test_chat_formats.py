@@ -12,7 +12,8 @@ from lit_gpt.prompts.chat_formats import (ChatML, Gemma, Llama2Chat, Llama3, Lla
 from lit_gpt.tokenizer import Tokenizer
 
 EXCHANGE = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]
-UNTIDY = [{"role": "user", "content": " What is the capital of France?\n"}, {"role": "assistant", "content": "\nParis. "}]
+UNTIDY = [{"role": "user", "content": " What is the capital of France?\n"},
+          {"role": "assistant", "content": "\nParis. "}]
 
 
 def specials(style, messages=EXCHANGE) -> list:

@@ -104,6 +104,7 @@ def test_loss_curve_is_a_png(tmp_path):
     plot_loss(state().train_losses, state().val_losses, tmp_path / "loss.png")
     data = (tmp_path / "loss.png").read_bytes()
     width, height = struct.unpack(">II", data[16:24])
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 500 < width <= 700 and 300 < height <= 400  # 7 x 4 in at 100 dpi, cropped
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 500 < width <= 700 and 300 < height <= 400  # 7 x 4 inches at 100 dpi, cropped to the drawing
     plot_loss([(1, 2.0)], [], tmp_path / "train_only.png")  # a run without validation still gets its curve
     assert [p.name for p in sorted(tmp_path.iterdir())] == ["loss.png", "train_only.png"]
