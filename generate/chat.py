@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-
-import torch
-
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+import torch
 
 from lit_gpt.infer.answer import check_sampling_args, encode_conversation
 from lit_gpt.infer.load import load

@@ -26,13 +26,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
-
-from jsonargparse import CLI
-
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from jsonargparse import CLI
 
 from lit_gpt.studies.compare import Plan, StudySettings, compare, plan_comparison
 from lit_gpt.studies.report import markdown_table

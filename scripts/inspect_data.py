@@ -15,13 +15,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
 
-
-import matplotlib.figure
-
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+import matplotlib.figure
 
 from lit_gpt.data.defects import example_defects
 from lit_gpt.data.prepared import length_stats, load_prepared
