@@ -62,7 +62,7 @@ def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: li
         micro_batches = packing.micro_batches(data.lengths, batch, world)
     mine = micro_batches[rank::world]
     n_targets = max(1, sum(data.n_targets[i] for i in batch))
-    # dropout masks from (seed, step, rank): a resumed run draws the same ones
+    # dropout masks and NEFTune noise from (seed, step, rank): a resumed run draws the same ones
     torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
     for k, part in enumerate(mine):

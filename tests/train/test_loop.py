@@ -1,4 +1,5 @@
-"""lit_gpt/train/loop.py: finetune in-process: loss falls, memorization, NaN stop, early stopping, max_iters, --compile, NEFTune.
+"""lit_gpt/train/loop.py: finetune in-process: loss falls, memorization, NaN stop, early stopping, max_iters, --compile,
+NEFTune.
 
 The runs use a tiny checkpoint with the real SmolLM2 tokenizer and prepared data in the lit_gpt.data contract format
 (`checkpoint`, `capitals_data` in conftest.py; helpers.make_data)."""
