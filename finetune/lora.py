@@ -42,6 +42,8 @@ devices = 1
 num_nodes = 1
 strategy = "auto"
 order = "shuffle"
+packing = False  # True: several examples per row (no padding); micro_batch_size then counts rows of max_seq_length
+neftune_noise_alpha = None  # NEFTune noise on the embeddings in training, e.g. 5; None = off
 early_stopping_patience = None
 gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)

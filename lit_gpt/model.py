@@ -7,6 +7,9 @@ RMSNorm or LayerNorm (Gemma's scales by 1 + weight), per-head q/k norms (Qwen3, 
 norms after attention and MLP too (Gemma), parallel residual with one or two norms, biases, tied embeddings, sliding
 windows on all layers (Mistral) or on all but every k-th (Gemma, with their own rope base), soft-capped scores and
 logits (Gemma 2). Rotary embeddings use the "rotate half" layout of the Hugging Face checkpoints.
+
+Training may pack several examples into one row (`segments`): each example then sees exactly what it sees alone
+(positions from 0, attention inside the example only). NEFTune noise on the embeddings is an opt-in for training.
 """
 
 import math
@@ -36,6 +39,7 @@ class GPT(nn.Module):
             # GPT(config).load_state_dict(torch.load("lit_model.pth")) fills the head from it
             self.register_load_state_dict_pre_hook(_head_from_embedding)
         self.gradient_checkpointing = False  # recompute each block in backward: less memory, ~30% more compute
+        self.neftune_noise_alpha: Optional[float] = None  # NEFTune noise on the embeddings in training (neftune_noise)
         self.compiled_blocks: Optional[list] = None  # see compile_blocks()
         self.apply(self._init_weights)
 
@@ -61,6 +65,7 @@ class GPT(nn.Module):
         output_mask: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
         left_pad: Optional[torch.Tensor] = None,
+        segments: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """idx: (B, T) token ids. input_pos: (T,) positions to write into the KV cache (generation), else 0..T-1.
         output_mask: (B, T) bool; when given, only those positions go through the LM head and logits are (N, vocab):
@@ -70,8 +75,13 @@ class GPT(nn.Module):
         those positions only and their (N, vocab) logits never exist all at once (training's memory peak).
         left_pad: (B,) batched generation of prompts of different lengths, left-padded: row b's first left_pad[b]
         slots are padding. Its tokens then get positions from 0 (rotary embeddings see what a batch of one sees) and
-        no query attends to its padding keys."""
+        no query attends to its padding keys.
+        segments: (B, T) packed training rows: the example each position belongs to (0, 1, ... in the row; each
+        example one contiguous run; padding a run of -1). Positions restart at 0 with each example and attention
+        stays inside it, so every example gets the logits (and gradients) it would get alone."""
         B, T = idx.shape
+        if segments is not None and (input_pos is not None or left_pad is not None):
+            raise ValueError("segments (packed training rows) cannot be combined with input_pos or left_pad")
         if input_pos is None:
             pos = torch.arange(T, device=idx.device)
             if T > self.config.block_size:
@@ -80,15 +90,20 @@ class GPT(nn.Module):
             pos = input_pos
         # (cos, sin, mask) of global and of windowed layers: each block takes the one of its kind
         rope_pos = pos if left_pad is None else (pos[None, :] - left_pad[:, None]).clamp(min=0)  # (T,) or (B, T)
+        if segments is not None:
+            rope_pos = positions_in_segments(segments)  # (B, T)
         rope = rope_cos_sin(rope_pos, self.config, dtype=self.wte.weight.dtype)
         local_rope = rope if self.config.rope_local_base is None else rope_cos_sin(
             rope_pos, self.config, dtype=self.wte.weight.dtype, local=True)
         cached = input_pos is not None
-        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad))}
+        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad, segments))}
         if self.config.sliding_window is not None:
-            kinds[True] = (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad))
+            kinds[True] = (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad,
+                                                             segments))
 
-        x = self.wte(idx)
+        x = self.wte(idx)  # (B, T, n_embd)
+        if self.neftune_noise_alpha is not None and self.training:  # before Gemma's scaling, as transformers' hook
+            x = x + neftune_noise(x, self.neftune_noise_alpha, segments)
         if self.config.scale_embeddings:  # Gemma; the factor rounded to the model's dtype, as its reference does
             x = x * torch.tensor(self.config.n_embd ** 0.5, dtype=x.dtype)
         blocks = self.compiled_blocks if self.compiled_blocks is not None and input_pos is None else self.blocks
@@ -110,10 +125,13 @@ class GPT(nn.Module):
 
     @staticmethod
     def _attention_mask(pos: torch.Tensor, T: int, cached: bool, window: Optional[int],
-                        left_pad: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+                        left_pad: Optional[torch.Tensor] = None,
+                        segments: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """None means plain causal attention (SDPA's fast path). A bool mask (True = attend), (T, S), is built for
         KV-cached steps, which attend over the cache up to the newest position, and for windowed layers past the
-        window; (B, 1, T, S) with left padding, whose keys no query attends to."""
+        window; (B, 1, T, S) with left padding, whose keys no query attends to, and for packed rows (segments)."""
+        if segments is not None:
+            return packed_attention_mask(segments, window)
         if not cached and (window is None or T <= window) and left_pad is None:
             return None
         keys = torch.arange(int(pos.max()) + 1 if cached else T, device=pos.device)
@@ -145,6 +163,47 @@ class GPT(nn.Module):
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
             block.attn.kv_cache = None
+
+
+def _run_starts(segments: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: True where a run of equal segment ids (an example, or the padding) begins."""
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return starts
+
+
+def positions_in_segments(segments: torch.Tensor) -> torch.Tensor:
+    """(B, T) each position's offset from the start of its run of equal segment ids: 0, 1, 2, 0, 1, ..."""
+    t = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    return t - torch.where(_run_starts(segments), t, 0).cummax(dim=1).values  # minus the latest start so far
+
+
+def packed_attention_mask(segments: torch.Tensor, window: Optional[int]) -> torch.Tensor:
+    """(B, 1, T, T) bool, True = attend: causal, inside the query's own example, within the window if any.
+    A padding position (negative id) attends to itself only: its output is never used, but a row of -inf would
+    softmax to NaN."""
+    T = segments.shape[1]
+    t = torch.arange(T, device=segments.device)
+    mask = t[None, :] <= t[:, None]  # (T, T) causal
+    if window is not None:  # examples are contiguous: distance in the row = distance in the example
+        mask &= (t[:, None] - t[None, :]) < window
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] >= 0)  # (B, T, T)
+    mask = (mask & same) | torch.eye(T, dtype=torch.bool, device=segments.device)
+    return mask[:, None]
+
+
+def neftune_noise(x: torch.Tensor, alpha: float, segments: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """NEFTune (Jain et al. 2023) noise for embeddings x (B, T, d): uniform in [-1, 1] scaled by alpha / sqrt(L d),
+    L the sequence length: a packed example's own (segments given), else the row's T as in transformers' NEFTune
+    hook. Drawn from torch's global RNG (the training step seeds it per step, so a resumed run draws the same)."""
+    B, T, d = x.shape
+    if segments is None:
+        lengths = torch.full((B, T), T, device=x.device)
+    else:  # the length of each position's run of equal ids, by counting the positions of each run
+        run = _run_starts(segments).long().cumsum(dim=1) - 1  # (B, T) the run each position is in
+        lengths = torch.zeros_like(run).scatter_add_(1, run, torch.ones_like(run)).gather(1, run)
+    scale = alpha / (lengths.double() * d).sqrt()  # (B, T)
+    return torch.empty_like(x).uniform_(-1.0, 1.0) * scale[..., None].to(x.dtype)
 
 
 def _head_from_embedding(module: "GPT", state_dict: dict, prefix: str, *args) -> None:
@@ -213,7 +272,8 @@ class CausalSelfAttention(nn.Module):
 
 def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.Tensor:
     """Attention with Gemma 2's capped scores, cap * tanh(scores / cap): SDPA cannot transform the scores, so this is
-    the textbook computation. q (B, n_head, T, hs), k/v (B, n_groups, S, hs), mask (T, S) bool or None (causal)."""
+    the textbook computation. q (B, n_head, T, hs), k/v (B, n_groups, S, hs), mask (T, S) or (B, 1, T, S) bool, or
+    None (causal)."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)

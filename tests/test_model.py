@@ -1,18 +1,21 @@
-"""lit_gpt/model.py: KV-cached decoding, sliding window, output_mask, gradient checkpointing, compiled blocks.
+"""lit_gpt/model.py: KV-cached decoding, sliding window, output_mask, gradient checkpointing, compiled blocks, packed
+rows, NEFTune.
 
 KV-cached decoding equals full forwards and transformers' greedy generate; the output mask, gradient checkpointing and
-compiled blocks (speed tricks of the training step) change no loss or gradient."""
+compiled blocks (speed tricks of the training step) change no loss or gradient; an example packed into a row with
+others gets the logits it gets alone, in every family; NEFTune's noise is off by default, training-only and scaled."""
 
 import pytest
 import torch
 
-from helpers import (HF_CONFIGS, assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
-                     random_examples, tiny_config)
+from helpers import (HF_CONFIGS, assert_grads_close_by_norm, assert_same_grads, bf16_errors, full_logits_loss, grads,
+                     make_model, masked_head_loss, random_examples, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
 from lit_gpt.infer.sampling import generate, rope_refill_position
-from lit_gpt.model import GPT
+from lit_gpt.model import GPT, packed_attention_mask, positions_in_segments
 from lit_gpt.train.dataset import TrainingSet
+from lit_gpt.train.packing import Packing
 
 FAMILY_SWITCHES = {
     "llama-gqa": dict(),
@@ -229,3 +232,141 @@ def test_compiled_blocks_same_loss_and_grads_and_names():
         cached = torch.cat([model(input_ids[:1, :8], input_pos=torch.arange(8)),
                             model(input_ids[:1, 8:9], input_pos=torch.tensor([8]))], dim=1)
     torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+
+
+# ---- packed rows: each example sees what it sees alone ---------------------------------------------------------------
+PACKED_ROWS = [[0, 1, 2], [3, 4]]  # the second row is shorter: right padding beside packed examples
+CPU = torch.device("cpu")
+
+
+
+
+def packed_batch(config: Config, seed: int = 0):
+    """5 examples of 9-14 input tokens (all past phi3-longrope's original context of 8, so the long factors apply
+    alone and packed alike), and their rows."""
+    data = TrainingSet(random_examples(5, vocab_size=config.vocab_size, min_len=10, max_len=15, seed=seed), 64,
+                       "test", config.vocab_size)
+    return data, Packing.collate(data, PACKED_ROWS, CPU)
+
+
+PACKING_FAMILIES = list(FAMILY_SWITCHES) + [f"hf-{name}" for name in HF_CONFIGS]
+
+
+def family_model(family: str) -> GPT:
+    """test_model's tiny families, and helpers.HF_CONFIGS' converted (hf-...); windows of 3-5 tokens are shorter
+    than the examples."""
+    if not family.startswith("hf-"):
+        return random_model(tiny_config(**FAMILY_SWITCHES[family]))
+    pytest.importorskip("transformers")
+    name = family.removeprefix("hf-")
+    return random_model(Config.from_hf_config(HF_CONFIGS[name]().to_dict(), name=name))
+
+
+@pytest.mark.parametrize("family", PACKING_FAMILIES)
+@torch.no_grad()
+def test_packed_row_gives_each_example_its_logits_alone(family):
+    model = family_model(family)
+    data, (input_ids, _, segments) = packed_batch(model.config)
+    packed = model(input_ids, segments=segments)
+    assert not packed.isnan().any()  # padding positions attend to themselves: no NaN rows
+    for r, row in enumerate(PACKED_ROWS):
+        start = 0
+        for i in row:
+            n = data.lengths[i]
+            alone = model(data.inputs[i][None])[0]
+            torch.testing.assert_close(packed[r, start: start + n], alone, rtol=1e-5, atol=1e-5, msg=f"example {i}")
+            start += n
+    # without the segments the later examples would see the earlier ones (the test can tell the difference)
+    assert not torch.allclose(model(input_ids)[0, data.lengths[0]:], packed[0, data.lengths[0]:], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", PACKING_FAMILIES)
+def test_packed_rows_same_loss_and_grads_as_unpacked_batch(family):
+    model = family_model(family).train()
+    data, (input_ids, targets, segments) = packed_batch(model.config, seed=1)
+    results = []
+    for inputs in ((input_ids, targets, segments), (*data.collate(list(range(5)), CPU), None)):
+        model.zero_grad(set_to_none=True)
+        loss = model(inputs[0], targets=inputs[1], segments=inputs[2])
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=0)
+    assert_grads_close_by_norm(results[0][1], results[1][1], rel=1e-5)
+
+
+def test_segment_positions_and_mask():
+    segments = torch.tensor([[0, 0, 0, 1, 1, -1, -1]])
+    assert positions_in_segments(segments).tolist() == [[0, 1, 2, 0, 1, 0, 1]]
+    mask = packed_attention_mask(segments, window=2)[0, 0]
+    assert mask.shape == (7, 7)
+    assert mask[2].tolist() == [False, True, True, False, False, False, False]  # window 2, own example
+    assert mask[4].tolist() == [False, False, False, True, True, False, False]  # not example 0
+    assert mask[6].tolist() == [False] * 6 + [True]  # padding: itself only
+    with pytest.raises(ValueError, match="segments"):
+        GPT(tiny_config())(torch.zeros(1, 3, dtype=torch.long), segments=segments[:, :3], input_pos=torch.arange(3))
+
+
+def test_packed_rows_with_gradient_checkpointing_and_compiled_blocks():
+    """The loop's memory and speed switches see packed rows' (B, 1, T, T) masks: same loss and gradients."""
+    torch._dynamo.reset()
+    config = tiny_config(**FAMILY_SWITCHES["gemma2-softcap"])  # windowed and global layers, softcapped attention
+    data, (input_ids, targets, segments) = packed_batch(config, seed=2)
+    results = []
+    for switch in ("eager", "checkpointing", "compiled"):
+        model = make_model(dtype=torch.float32, lora=True, **FAMILY_SWITCHES["gemma2-softcap"]).train()
+        model.gradient_checkpointing = switch == "checkpointing"
+        if switch == "compiled":
+            model.compile_blocks()
+        loss = model(input_ids, targets=targets, segments=segments)
+        loss.backward()
+        results.append((loss.detach(), grads(model)))
+    for loss, gradients in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-6, atol=0)
+        assert_grads_close_by_norm(gradients, results[0][1], rel=1e-5)
+
+
+# ---- NEFTune ---------------------------------------------------------------------------------------------------------
+def embeddings_seen_by_the_blocks(model: GPT, idx: torch.Tensor, **kwargs) -> torch.Tensor:
+    seen = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    model(idx, **kwargs)
+    handle.remove()
+    return seen[0]
+
+
+@torch.no_grad()
+def test_neftune_noise_only_in_training_scaled_and_seeded():
+    model = random_model(tiny_config(n_embd=64))
+    torch.manual_seed(0)
+    idx = torch.randint(0, 256, (4, 50))
+    clean = model.wte(idx)
+    model.train()
+    assert torch.equal(embeddings_seen_by_the_blocks(model, idx), clean)  # off by default, also in training
+    model.neftune_noise_alpha = 5.0
+    noise = embeddings_seen_by_the_blocks(model, idx) - clean
+    bound = 5.0 / (50 * 64) ** 0.5  # alpha / sqrt(L d), L = the row's length
+    assert 0.98 * bound < noise.abs().max() <= bound * (1 + 1e-6) and abs(float(noise.mean())) < 0.02 * bound
+    torch.manual_seed(3)
+    first = embeddings_seen_by_the_blocks(model, idx)
+    torch.manual_seed(3)
+    assert torch.equal(embeddings_seen_by_the_blocks(model, idx), first)  # from torch's seeded RNG
+    assert not torch.equal(embeddings_seen_by_the_blocks(model, idx), first)
+    model.eval()
+    assert torch.equal(embeddings_seen_by_the_blocks(model, idx), clean)  # never in evaluation
+
+
+@torch.no_grad()
+def test_neftune_noise_in_packed_rows_scaled_by_each_example_length():
+    model = random_model(tiny_config(n_embd=64)).train()
+    model.neftune_noise_alpha = 5.0
+    lengths = [100, 20, 8]  # the last one padding
+    segments = torch.cat([torch.full((n,), s) for s, n in zip([0, 1, -1], lengths)])[None].repeat(32, 1)
+    torch.manual_seed(0)
+    idx = torch.randint(0, 256, segments.shape)
+    noise = embeddings_seen_by_the_blocks(model, idx, segments=segments) - model.wte(idx)
+    start = 0
+    for n in lengths:
+        bound = 5.0 / (n * 64) ** 0.5
+        part = noise[:, start: start + n].abs().max()
+        assert 0.98 * bound < part <= bound * (1 + 1e-6), (n, part, bound)
+        start += n

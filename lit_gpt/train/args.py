@@ -56,6 +56,12 @@ class TrainArgs:
     strategy: Literal["auto", "ddp", "fsdp"] = _hp("auto", "multi-device strategy: auto, ddp or fsdp")
     order: str = _hp("shuffle", "order of the examples in each epoch: "
                                 + "; ".join(f"{k}: {v}" for k, v in ORDERS.items()))
+    packing: bool = _hp(False, "pack several examples into each row of max_seq_length tokens (attention and positions "
+                               "kept per example): the same examples, loss and gradients per step, no padding; "
+                               "micro_batch_size then counts rows")
+    neftune_noise_alpha: Optional[float] = _hp(None, "NEFTune: uniform noise on the embeddings in training, scaled "
+                                                     "by alpha / sqrt(length x width); 5 is the paper's usual value "
+                                                     "(None: off)")
     early_stopping_patience: Optional[int] = _hp(None, "stop after this many validations without a better val "
                                                        "loss and keep the best weights (None: off)")
     gradient_checkpointing: bool = _hp(False, "recompute activations in backward: less memory, ~30% slower")
@@ -126,6 +132,9 @@ def check_train_args(args: TrainArgs, method: str) -> None:
     if args.grad_clip is not None and not args.grad_clip > 0:
         raise UserError(f"--grad_clip {args.grad_clip}: must be above 0 (the largest gradient norm kept); "
                         "use --grad_clip null for no clipping")
+    if args.neftune_noise_alpha is not None and not args.neftune_noise_alpha > 0:
+        raise UserError(f"--neftune_noise_alpha {args.neftune_noise_alpha}: must be above 0 (e.g. 5); "
+                        "use --neftune_noise_alpha null for no noise")
     if args.quantize is not None and method != "lora":
         raise UserError("--quantize works only with LoRA (finetune/lora.py): full fine-tuning updates every weight")
     if args.compile and args.strategy == "fsdp":

@@ -4,9 +4,9 @@ Every epoch visits each training example once, in the order `lit_gpt.data.order.
 epoch from --seed by default). The order is cut into global batches of `batch_size` examples; with `--order
 shuffle`, chunks of about 100 micro-batches are first sorted by length, cut, and the batches shuffled, so examples
 of similar length share a batch and little compute goes to padding. Each global batch is split into
-`batch_size / micro_batch_size` micro-batches, dealt round-robin to the ranks. The plan depends only on the data,
-the seed, the order and `batch_size`, so 2 ranks x micro-batch m train exactly like 1 rank x 2m, and a resumed run
-sees the same batches.
+`batch_size / micro_batch_size` micro-batches, dealt round-robin to the ranks (with --packing, its examples are
+packed into rows instead: `lit_gpt.train.packing`). The plan depends only on the data, the seed, the order and
+`batch_size`, so 2 ranks x micro-batch m train exactly like 1 rank x 2m, and a resumed run sees the same batches.
 """
 
 import math

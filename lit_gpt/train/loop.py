@@ -42,6 +42,7 @@ from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, f
 from lit_gpt.train.resume import (apply_changed_hyperparameters, remove_unfinished_saves, restore_checkpoint,
                                         save_best_weights, save_step_checkpoint, weights_file_name)
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, training_sets
+from lit_gpt.train.packing import Packing
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
 from lit_gpt.train.step import NonFiniteStep, lr_factor, make_optimizer, train_step, validate
@@ -101,12 +102,16 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
                 lora.apply(model)
                 mark_only_lora_as_trainable(model)
             model.gradient_checkpointing = train.gradient_checkpointing
+            model.neftune_noise_alpha = train.neftune_noise_alpha
             if train.compile:
                 model.compile_blocks()
             fabric.print(f"{method}: training {num_parameters(model, requires_grad=True):,} of "
                          f"{num_parameters(model):,} parameters; precision {precision}"
                          f"{', base quantized ' + train.quantize if train.quantize else ''}; {fabric.world_size} "
                          f"device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
+            if train.packing:
+                fabric.print(f"packing: examples share rows of up to {max_seq_length} tokens, "
+                             f"{train.micro_batch_size} rows per micro-batch")
             model = fabric.setup_module(model)
             if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
                 mark_only_lora_as_trainable(model)
@@ -323,10 +328,11 @@ class Trainer:
             bar.close()
 
     def step(self, batch: list):
+        packing = Packing(self.state.plan.max_seq_length, self.args.micro_batch_size) if self.args.packing else None
         try:
             return train_step(self.fabric, self.model, self.optimizer, self.scheduler, self.train_set, batch,
                               accum=self.accum, seed=self.args.seed, step=self.state.step,
-                              grad_clip=self.args.grad_clip, precision=self.precision)
+                              grad_clip=self.args.grad_clip, precision=self.precision, packing=packing)
         except NonFiniteStep as e:
             steps = checkpoint_steps(self.out_dir)
             kept = f"the last good checkpoint is {steps[-1]}" if steps else "no checkpoint was saved yet"

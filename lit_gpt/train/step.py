@@ -3,7 +3,8 @@
 
 Loss: cross-entropy on response tokens only (labels -100 elsewhere), evaluated only where there is a target (the LM
 head runs on those positions alone, `lit_gpt.fused_loss`) and normalized by the number of target tokens in the whole
-global batch, so the gradient is the token mean over the batch however it is split over micro-batches and ranks.
+global batch, so the gradient is the token mean over the batch however it is split over micro-batches and ranks,
+or packed into rows (`lit_gpt.train.packing`).
 """
 
 import math
@@ -13,6 +14,7 @@ from typing import Optional
 import torch
 
 from lit_gpt.train.dataset import TrainingSet, padding_stats, split_batch
+from lit_gpt.train.packing import Packing
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -47,23 +49,30 @@ class NonFiniteStep(Exception):
 
 
 def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: list[int], *, accum: int, seed: int,
-               step: int, grad_clip: Optional[float], precision: str) -> StepResult:
+               step: int, grad_clip: Optional[float], precision: str, packing: Optional[Packing] = None) -> StepResult:
     """One optimizer step on a global batch (example indices): this rank's share of its micro-batches is run
     forward and backward, gradients are accumulated (synchronized across ranks on the last micro-batch only),
     clipped, and the optimizer and scheduler step. Raises NonFiniteStep, with the gradients cleared, instead of
-    applying a non-finite update."""
+    applying a non-finite update. packing: the batch's examples packed into rows (then `accum` is unused: the
+    rows decide how many micro-batches there are)."""
     world, rank = fabric.world_size, fabric.global_rank
-    micro_batches = split_batch(batch, accum * world)
+    if packing is None:
+        micro_batches = split_batch(batch, accum * world)
+    else:
+        micro_batches = packing.micro_batches(data.lengths, batch, world)
     mine = micro_batches[rank::world]
     n_targets = max(1, sum(data.n_targets[i] for i in batch))
-    # dropout masks from (seed, step, rank): a resumed run draws the same ones
+    # dropout masks and NEFTune noise from (seed, step, rank): a resumed run draws the same ones
     torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
-    for k, indices in enumerate(mine):
-        input_ids, targets = data.collate(indices, fabric.device)
+    for k, part in enumerate(mine):
+        if packing is None:
+            (input_ids, targets), segments = data.collate(part, fabric.device), None
+        else:
+            input_ids, targets, segments = packing.collate(data, part, fabric.device)
         with fabric.no_backward_sync(model, enabled=k < len(mine) - 1):
             # summed cross-entropy over the target positions; the LM head runs on those alone, chunk by chunk
-            loss = model(input_ids, targets=targets)
+            loss = model(input_ids, targets=targets, segments=segments)
             # ranks' gradients are averaged: scale so the total is the token mean over the whole global batch
             fabric.backward(loss * (world / n_targets))
         loss_sum += loss.detach()
@@ -80,7 +89,7 @@ def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: li
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    real, padded = padding_stats(data, micro_batches)
+    real, padded = (padding_stats if packing is None else packing.padding_stats)(data, micro_batches)
     return StepResult(mean_loss, grad_norm, real, padded)
 
 

@@ -10,6 +10,8 @@ from lit_gpt.utils import UserError
 def test_settings_that_cannot_be_meant_are_refused():
     with pytest.raises(UserError, match="--grad_clip -1.0: must be above 0"):
         check_train_args(TrainArgs(grad_clip=-1.0), "lora")
+    with pytest.raises(UserError, match="--neftune_noise_alpha 0.0: must be above 0"):
+        check_train_args(TrainArgs(neftune_noise_alpha=0.0), "lora")
     with pytest.raises(UserError, match="--lora_alpha 0: must be above 0"):
         LoRAConfig(alpha=0)
     with pytest.raises(UserError, match="--lora_r 0"):

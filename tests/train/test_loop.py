@@ -1,4 +1,5 @@
-"""lit_gpt/train/loop.py: finetune in-process: loss falls, memorization, NaN stop, early stopping, max_iters, --compile.
+"""lit_gpt/train/loop.py: finetune in-process: loss falls, memorization, NaN stop, early stopping, max_iters, --compile,
+NEFTune.
 
 The runs use a tiny checkpoint with the real SmolLM2 tokenizer and prepared data in the lit_gpt.data contract format
 (`checkpoint`, `capitals_data` in conftest.py; helpers.make_data)."""
@@ -216,3 +217,15 @@ def test_devices_and_num_nodes_must_describe_the_launched_world(monkeypatch, env
         check_external_launch(fast_args())
     devices, num_nodes = (int(v) for v in fix.split()[1::2])
     check_external_launch(fast_args(devices=devices, num_nodes=num_nodes))
+
+
+def test_neftune_noise_trains_differently_and_reproducibly(tmp_path, checkpoint, capitals_data):
+    """--neftune_noise_alpha reaches the model: the losses move away from the noiseless run's, and a rerun with the
+    same seed draws the same noise (torch's RNG is seeded per step)."""
+    losses = {}
+    for name, alpha in (("plain", None), ("noisy", 5.0), ("again", 5.0)):
+        finetune("full", checkpoint, capitals_data, tmp_path / name,
+                 fast_args(max_iters=2, epochs=None, neftune_noise_alpha=alpha))
+        losses[name] = [float(r["train_loss"]) for r in metrics_rows(tmp_path / name) if r.get("train_loss")]
+    assert len(losses["plain"]) == 2 and losses["noisy"] == losses["again"]
+    assert all(a != b for a, b in zip(losses["noisy"], losses["plain"]))
