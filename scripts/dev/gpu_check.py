@@ -297,6 +297,8 @@ def checks(report: dict, dry_run: bool) -> list:
                       f"{tests.get('collected', 0)} collected, {len(skipped)} skipped, "
                       f"{tests.get('deselected', 0)} without the cuda marker"))
     else:
+        found.append(("a CUDA GPU is present", report["environment"].get("cuda_available", False),
+                      report["environment"].get("gpu")))
         counts = tests.get("counts") or {}
         found.append(("every CUDA test ran and none failed", tests.get("collected", 0) > 0 and not counts["failed"]
                       and not counts["not_run"] and not counts["teardown_errors"], counts))

@@ -155,19 +155,17 @@ def generate(out: Path = Path("gpu_speed.jsonl"), model: str = "SmolLM2-135M", b
         dry_run: a 2-layer model on the CPU
     """
     ours_run = load_dev_script("benchmark_generate").ours_run
-    device = torch.device("cpu" if dry_run else "cuda")
-    config = Config(**DRY_RUN_CONFIG) if dry_run else Config.from_name(model)
-    torch.manual_seed(0)
-    with torch.device(device):
-        net = GPT(config).to(torch.float32 if dry_run else torch.bfloat16).eval()
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(16, 97 if dry_run else 257, (num_prompts,), generator=g).tolist()
-    prompts = [torch.randint(0, config.vocab_size, (n,), generator=g).to(device) for n in lengths]
+    name = "tiny (dry run)" if dry_run else model
+    try:
+        net, prompts = generation_setup(model, num_prompts, dry_run)
+    except (Exception, SystemExit) as e:
+        return append_row(out, {"part": "generation", "model": name, "batch_size": None, "prompts": num_prompts,
+                                "error": f"{type(e).__name__}: {e}"[-3000:]})
     batch1 = None
     for batch_size in (int(b) for b in batch_sizes.split()):
         chunk = prompts[:batch1_prompts] if batch_size == 1 else prompts
-        row = {"part": "generation", "model": "tiny (dry run)" if dry_run else model, "batch_size": batch_size,
-               "prompts": len(chunk), "new_tokens": len(chunk) * max_new_tokens, "dtype": str(net.wte.weight.dtype)}
+        row = {"part": "generation", "model": name, "batch_size": batch_size, "prompts": len(chunk),
+               "new_tokens": len(chunk) * max_new_tokens, "dtype": str(net.wte.weight.dtype)}
         try:
             ours_run(net, chunk[:batch_size], batch_size, 2)  # warm-up: allocator, kernels
             seconds = statistics.median(ours_run(net, chunk, batch_size, max_new_tokens) for _ in range(runs))
@@ -177,6 +175,19 @@ def generate(out: Path = Path("gpu_speed.jsonl"), model: str = "SmolLM2-135M", b
         except (Exception, SystemExit) as e:
             row["error"] = f"{type(e).__name__}: {e}"[-3000:]
         append_row(out, row)
+
+
+def generation_setup(model: str, num_prompts: int, dry_run: bool) -> tuple:
+    """The random-initialised model (bf16 on CUDA; the tiny one in float32 on the CPU) and random prompts of
+    different lengths (16 to 256 tokens; 16 to 96 for the tiny one)."""
+    device = torch.device("cpu" if dry_run else "cuda")
+    config = Config(**DRY_RUN_CONFIG) if dry_run else Config.from_name(model)
+    torch.manual_seed(0)
+    with torch.device(device):
+        net = GPT(config).to(torch.float32 if dry_run else torch.bfloat16).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(16, 97 if dry_run else 257, (num_prompts,), generator=g).tolist()
+    return net, [torch.randint(0, config.vocab_size, (n,), generator=g).to(device) for n in lengths]
 
 
 def computed_memory_gb(config: Config, method: str, precision: str, micro_batch_size: int, tokens: int,
