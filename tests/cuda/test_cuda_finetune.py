@@ -8,6 +8,9 @@ which the GPU machine lacks), the data 16 capital-city pairs. Skipped with the r
 scripts/dev/gpu_check.sh runs them where one is (LIT_GPT_CUDA_TESTS_DEVICE=cpu rehearses them on a CPU)."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,11 +161,17 @@ def test_qlora_bnb_nf4_trains(setup, tmp_path):
 
 
 def test_fsdp_on_one_device_trains(setup, tmp_path):
-    """--devices 1 --strategy fsdp: one shard (a process group of one), full state-dict checkpoints."""
+    """`python finetune/full.py --devices 1 --strategy fsdp`: one shard (a process group of one), full state-dict
+    checkpoints. In its own process: the process group and the environment variables it sets stay with it."""
     if DEVICE != "cuda":
         pytest.skip("the FSDP check is of CUDA")
-    assert finetune("full", setup, tmp_path / "fsdp", "--precision", "bf16-true", "--devices", "1",
-                    "--strategy", "fsdp") == 0
+    checkpoint, data = setup
+    command = [sys.executable, ROOT / "finetune" / "full.py", "--checkpoint_dir", checkpoint, "--data_dir", data,
+               "--out_dir", tmp_path / "fsdp", "--learning_rate", LEARNING_RATES["full"], *RUN_FLAGS,
+               "--precision", "bf16-true", "--devices", "1", "--strategy", "fsdp"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert_loss_falls(tmp_path / "fsdp")
     assert (tmp_path / "fsdp" / "lit_model.pth").is_file()
 

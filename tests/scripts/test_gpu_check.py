@@ -37,7 +37,8 @@ def test_dry_run_checks_wheels_tree_size_cuda_tests_and_speed(tmp_path, root_dir
     train = [row for row in report["speed"] if row["part"] == "train"]
     assert [row["method"] for row in train] == ["lora", "full"]
     for row in train:
-        assert row["ours"]["tokens_per_s"] > 0 and row["ours"]["peak_memory_gb"] > 0 and row["ours"]["achieved_tflops"] > 0
+        ours = row["ours"]
+        assert ours["tokens_per_s"] > 0 and ours["peak_memory_gb"] > 0 and ours["achieved_tflops"] > 0
     generation = [row for row in report["speed"] if row["part"] == "generation"]
     assert [row["batch_size"] for row in generation] == [1, 2] and all(row["tokens_per_s"] > 0 for row in generation)
     assert "| tiny (dry run) | lora |" in report["train_table"]
@@ -46,7 +47,8 @@ def test_dry_run_checks_wheels_tree_size_cuda_tests_and_speed(tmp_path, root_dir
 def test_wheels_list_problems_are_named(tmp_path):
     gpu_check = load_cached_script("dev/gpu_check")
     listing = tmp_path / "wheels.txt"
-    listing.write_text("# comment\ngguf==0.19.0  # 0.12 MB: export\nfoo>=1.0  # 1 MB: x\ngguf==0.19.0  # 0.12 MB: again\n")
+    listing.write_text("# comment\ngguf==0.19.0  # 0.12 MB: export\nfoo>=1.0  # 1 MB: x\n"
+                       "gguf==0.19.0  # 0.12 MB: again\n")
     requirements, problems = gpu_check.read_requirements(listing)
     assert [(r.name, r.version, r.recorded_mb) for r in requirements] == [("gguf", "0.19.0", 0.12)] * 2
     assert len(problems) == 2 and "wheels.txt:3" in problems[0] and "gguf is listed twice" in problems[1]
@@ -55,7 +57,8 @@ def test_wheels_list_problems_are_named(tmp_path):
     wheel_dir.mkdir()
     (wheel_dir / "Typeshed_Client-2.15.0-py3-none-any.whl").write_bytes(b"x")
     (wheel_dir / "stray-1.0-py3-none-any.whl").write_bytes(b"x")
-    wanted = [gpu_check.Requirement("typeshed-client", "2.15.0", 0.8, ""), gpu_check.Requirement("gguf", "0.19.0", 0.1, "")]
+    wanted = [gpu_check.Requirement("typeshed-client", "2.15.0", 0.8, ""),
+              gpu_check.Requirement("gguf", "0.19.0", 0.1, "")]
     found, problems = gpu_check.wheel_files(wanted, wheel_dir)
     assert list(found) == ["typeshed-client"]
     assert len(problems) == 2 and "no wheel of gguf==0.19.0" in problems[0] and "stray-1.0" in problems[1]
@@ -64,8 +67,8 @@ def test_wheels_list_problems_are_named(tmp_path):
 def test_slimmed_wheel_keeps_the_matching_libraries_and_their_record_lines(tmp_path):
     gpu_check = load_cached_script("dev/gpu_check")
     wheel = tmp_path / "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl"
-    names = ["bitsandbytes/__init__.py", "bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda128.so",
-             "bitsandbytes/libbitsandbytes_cuda130.so", "bitsandbytes/libbitsandbytes_rocm72.so"]
+    names = ["bitsandbytes/__init__.py"] + [f"bitsandbytes/libbitsandbytes_{kind}.so"
+                                            for kind in ("cpu", "cuda128", "cuda130", "rocm72")]
     with zipfile.ZipFile(wheel, "w") as z:
         for name in names:
             z.writestr(name, b"\0" * 100)
@@ -74,4 +77,5 @@ def test_slimmed_wheel_keeps_the_matching_libraries_and_their_record_lines(tmp_p
     with zipfile.ZipFile(wheel) as z:
         kept = [names[0], names[1], names[3]]
         assert z.namelist() == kept + ["bitsandbytes-0.50.2.dist-info/RECORD"]
-        assert [line.split(",")[0] for line in z.read("bitsandbytes-0.50.2.dist-info/RECORD").decode().splitlines()] == kept
+        record = z.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
+        assert [line.split(",")[0] for line in record.splitlines()] == kept
