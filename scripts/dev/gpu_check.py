@@ -11,6 +11,7 @@ Standard library only, and argparse rather than the scripts' run_cli: it runs on
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -144,9 +145,15 @@ def check_wheels(out: Path, install: "Path | None") -> int:
 
 
 def install_wheels(files: dict, target: Path) -> "tuple[list[str], str | None]":
-    """{requirement name: wheel} installed into target, all in one pip call: (the names installed, pip's error)."""
+    """{requirement name: wheel} installed into target, all in one pip call: (the names installed, pip's error).
+    Without pip, each wheel is unpacked there (what pip --target --no-deps does, less the console scripts)."""
     if not files:
         return [], None
+    if importlib.util.find_spec("pip") is None:
+        for wheel in files.values():
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(target)
+        return list(files), None
     command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, files.values())]
     proc = subprocess.run(command, capture_output=True, text=True)

@@ -62,13 +62,13 @@ part() {
 }
 
 run_check() {
-    echo "gpu_check: $(date -u +%FT%TZ), $([ $DRY_RUN = 1 ] && echo "dry run on the CPU" || echo GPU), work folder $WORK"
+    echo "gpu_check: $(date -u +%FT%TZ), $([ $DRY_RUN = 1 ] && echo "dry run on the CPU" || echo GPU), work in $WORK"
     # the project from this tree (no `pip install -e .` there) and, on the GPU, the wheels installed there
     if [ $DRY_RUN = 1 ]; then
         export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
     else
         export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-        command -v nvidia-smi >/dev/null && nvidia-smi
+        command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi
     fi
     export MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
     export GPU_CHECK_TEST_LOG="$WORK/tests.jsonl"
@@ -89,8 +89,8 @@ run_check() {
         part generation 30 "$PY" scripts/dev/gpu_speed.py generate --dry_run true --out "$WORK/speed.jsonl" \
             --batch_sizes "1 2" --num_prompts 4 --batch1_prompts 2 --max_new_tokens 8 --runs 1
     else
-        # each model: 4 processes (ours and LitGPT, LoRA and full), ~15 s each to start, warm up and time; the
-        # largest model last, after generation: where time runs short, it is the one cut
+        # each model: 4 processes (ours and LitGPT, LoRA and full) to start, warm up and time, ~15 s each (a guess);
+        # the largest model last, after generation: where time runs short, it is the one cut
         part speed_SmolLM2-135M 70 "$PY" scripts/dev/gpu_speed.py train --model SmolLM2-135M --out "$WORK/speed.jsonl"
         part speed_gemma-3-270m 70 "$PY" scripts/dev/gpu_speed.py train --model gemma-3-270m --out "$WORK/speed.jsonl"
         part speed_Qwen2.5-0.5B 75 "$PY" scripts/dev/gpu_speed.py train --model Qwen2.5-0.5B --out "$WORK/speed.jsonl"

@@ -79,3 +79,16 @@ def test_slimmed_wheel_keeps_the_matching_libraries_and_their_record_lines(tmp_p
         assert z.namelist() == kept + ["bitsandbytes-0.50.2.dist-info/RECORD"]
         record = z.read("bitsandbytes-0.50.2.dist-info/RECORD").decode()
         assert [line.split(",")[0] for line in record.splitlines()] == kept
+
+
+def test_without_pip_the_wheels_are_unpacked_into_the_target(tmp_path, monkeypatch):
+    gpu_check = load_cached_script("dev/gpu_check")
+    wheel = tmp_path / "tiny_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("tiny_pkg/__init__.py", "VALUE = 7\n")
+        z.writestr("tiny_pkg-1.0.dist-info/METADATA", "Name: tiny-pkg\nVersion: 1.0\n")
+    find_spec = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None if name == "pip" else find_spec(name))
+    assert gpu_check.install_wheels({"tiny-pkg": wheel}, tmp_path / "site") == (["tiny-pkg"], None)
+    assert (tmp_path / "site" / "tiny_pkg" / "__init__.py").read_text() == "VALUE = 7\n"
+    assert (tmp_path / "site" / "tiny_pkg-1.0.dist-info" / "METADATA").is_file()
