@@ -60,6 +60,22 @@ def randomize_lora(model: torch.nn.Module, seed: int = 0) -> None:
             m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
 
 
+def random_model(config, seed: int = 0) -> GPT:
+    """Random weights well away from the defaults (norm weights ~1+N(0, .2), the rest ~N(0, .2)), in eval mode."""
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if p.ndim == 1 and name.endswith("weight") else 0.0, 0.2)
+    return model
+
+
+# ---- the CUDA tests (tests/cuda/): "cpu" rehearses their code on a machine without a GPU (CPU against CPU, so their
+# comparisons prove nothing there; what needs CUDA itself, such as 16-mixed and bitsandbytes, is skipped)
+CUDA_TESTS_DEVICE = os.environ.get("LIT_GPT_CUDA_TESTS_DEVICE", "cuda")
+NO_CUDA = CUDA_TESTS_DEVICE == "cuda" and not torch.cuda.is_available()
+
+
 # ---- a tiny checkpoint with the real SmolLM2 tokenizer, prepared data in the lit_gpt.data contract format ------------
 SMOLLM2_TOKENIZER = SHARED / "tokenizers" / "smollm2"
 CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
@@ -75,6 +91,31 @@ def make_checkpoint(directory: Path, seed: int = 0, **overrides) -> Path:
         if f.name != "config.json":
             shutil.copyfile(f, directory / f.name)
     config = tiny_config(vocab_size=49152, tie_embeddings=True, block_size=256, **overrides)
+    config.save(directory / "lit_config.json")
+    torch.manual_seed(seed)
+    torch.save(GPT(config).state_dict(), directory / "lit_model.pth")
+    return directory
+
+
+class _TokenizerMetadata(dict):
+    """GGUF tokenizer metadata as `lit_gpt.gguf.tokenizer_from_gguf` reads a GGUF file (`.path`, `.get`)."""
+    path = "byte-level test vocabulary"
+
+
+def make_byte_level_checkpoint(directory: Path, seed: int = 0, **overrides) -> Path:
+    """`make_checkpoint` without ../shared/ (the GPU machine has only the repository): a byte-level BPE vocabulary
+    of 261 tokens (ChatML specials, the 256 bytes, two merges) written by our GGUF import's tokenizer builder, so it
+    exports back to GGUF; EOS is <|im_end|>, no BOS."""
+    from lit_gpt.gguf.tokenizer_from_gguf import write_tokenizer_files
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = SPECIALS + BYTE_ALPHABET + ["he", "hel"]
+    write_tokenizer_files(_TokenizerMetadata({
+        "general.architecture": "llama", "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": [3] * len(SPECIALS) + [1] * (len(tokens) - 3),
+        "tokenizer.ggml.merges": ["h e", "he l"], "tokenizer.ggml.eos_token_id": SPECIALS.index("<|im_end|>")}),
+        directory)
+    config = tiny_config(vocab_size=len(tokens), tie_embeddings=True, block_size=256, **overrides)
     config.save(directory / "lit_config.json")
     torch.manual_seed(seed)
     torch.save(GPT(config).state_dict(), directory / "lit_model.pth")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import (HF_CONFIGS, assert_grads_close_by_norm, assert_same_grads, bf16_errors, full_logits_loss, grads,
-                     make_model, masked_head_loss, random_examples, tiny_config)
+                     make_model, masked_head_loss, random_examples, random_model, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
 from lit_gpt.infer.sampling import generate, rope_refill_position
@@ -35,15 +35,6 @@ FAMILY_SWITCHES = {
     "phi3-longrope-partial": dict(rotary_percentage=0.5, rope_scaling=dict(
         rope_type="longrope", short_factor=[1.0, 2.0], long_factor=[3.0, 5.0], original_max_position_embeddings=64)),
 }
-
-
-def random_model(config: Config, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if p.ndim == 1 and name.endswith("weight") else 0.0, 0.2)
-    return model
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ examples come from a prepared dataset (`--data_dir`, its train.pt) or are made a
 `dolly` tokenizes the real rows in ../shared/datasets with the SmolLM2 tokenizer through our data pipeline (chat
 format, prompt masked, truncated to --max_seq_length), so lengths and trained-token masks follow the real
 distribution; `fixed` cuts the same token stream into rows of exactly --max_seq_length tokens, all trained (the
-classic "micro-batch x sequence length" throughput setting). Token ids are taken modulo the model's vocabulary.
+classic "micro-batch x sequence length" throughput setting); `random` is `fixed` with random token ids, which needs
+nothing from ../shared/ (scripts/dev/gpu_speed.py on a GPU machine). Token ids are taken modulo the model's vocabulary.
 
 The batches are those our training loop would train on (`lit_gpt.train.dataset.epoch_batches`: length-grouped for the
 default shuffle order); each optimizer step takes one global batch of --batch_size examples split into micro-batches
@@ -357,8 +358,16 @@ def dataset_examples(dataset: str, max_seq_length: int, vocab_size: int, limit: 
     return examples
 
 
+def random_token_examples(n: int, max_seq_length: int, vocab_size: int) -> list[dict]:
+    """n rows of exactly max_seq_length + 1 random token ids (inputs and shifted targets), all trained."""
+    rows = torch.randint(0, vocab_size, (n, max_seq_length + 1), generator=torch.Generator().manual_seed(0))
+    return [{"input_ids": row.clone(), "labels": row.clone()} for row in rows]
+
+
 def load_examples(data_dir: Optional[Path], dataset: str, max_seq_length: int, vocab_size: int,
                   limit: Optional[int]) -> tuple[list[dict], str]:
+    if data_dir is None and dataset == "random":
+        return random_token_examples(limit or 64, max_seq_length, vocab_size), "random token ids"
     if data_dir is None:
         return dataset_examples(dataset, max_seq_length, vocab_size, limit), f"{dataset} (tokenized at run time)"
 
@@ -534,7 +543,7 @@ def main(
     method: Literal["lora", "full"] = "lora",
     precision: Optional[Literal["bf16-true", "bf16-mixed", "16-true", "16-mixed", "32-true"]] = None,
     data_dir: Optional[Path] = None,
-    dataset: Literal["lima", "dolly", "fixed"] = "lima",
+    dataset: Literal["lima", "dolly", "fixed", "random"] = "lima",
     max_examples: Optional[int] = None,
     max_seq_length: int = 512,
     micro_batch_size: int = 4,
@@ -568,7 +577,8 @@ def main(
         precision: training precision (Fabric's names); default: what finetune/ picks here (bf16-true where bf16 is
             native: CUDA with bf16, CPUs with AMX or AVX512-bf16; else 32-true)
         data_dir: a prepared dataset (its train.pt); overrides --dataset
-        dataset: lima or dolly (real rows, tokenized at run time) or fixed (rows of exactly max_seq_length tokens)
+        dataset: lima or dolly (real rows, tokenized at run time), fixed (rows of exactly max_seq_length tokens)
+            or random (as fixed, random token ids: no shared files needed; 64 rows unless --max_examples)
         max_examples: use only the first N rows of the data
         max_seq_length: longest input in tokens (longer examples are truncated)
         micro_batch_size: examples per forward/backward
