@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Literal, Optional
 
 from tqdm import tqdm
 
+from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
@@ -78,7 +79,7 @@ def prepare(
         options: the adapter's own settings, recorded in the manifest and fingerprint
     """
     started = time.perf_counter()
-    checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
+    checkpoint_dir = check_checkpoint_dir(checkpoint_dir, tokenizer_only=True)
     if truncation not in ("truncate", "drop"):
         raise UserError(f"--truncation {truncation!r}: use truncate or drop")
     if on_bad_row not in ("skip", "error"):
@@ -175,7 +176,7 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
             its subsets are its folders)
         access_token: Hugging Face token for gated or private datasets (default: $HF_TOKEN; never printed or saved)
     """
-    check_checkpoint_dir(kwargs.get("checkpoint_dir"))  # before a download that may be large
+    check_checkpoint_dir(kwargs.get("checkpoint_dir"), tokenizer_only=True)  # before a download that may be large
     source = open_source(origin, dataset_id, subset, split, revision, access_token)
     return prepare(read(source), name=name or source.name, source_files=list(source.files),
                    destination_path=origin.destination_path, options={**(options or {}), **source.options}, **kwargs)
@@ -198,17 +199,6 @@ def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) ->
         example.setdefault("id", f"{name}-{rows_in}")
         examples.append(example)
     return examples, dropped, dropped_rows, rows_in
-
-
-def check_checkpoint_dir(checkpoint_dir: "Path | str | None") -> Path:
-    if checkpoint_dir is None:
-        raise UserError("--checkpoint_dir is required: tokenization is model-specific "
-                        "(e.g. --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct)")
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        raise UserError(f"{checkpoint_dir}: checkpoint directory not found; download it with "
-                        "`python scripts/download.py --repo_id ORG/NAME` (--tokenizer_only is enough for data)")
-    return checkpoint_dir
 
 
 def model_block_size(checkpoint_dir: Path) -> int:
