@@ -185,6 +185,30 @@ def mix(
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     destination_path = Path(destination_path)
+    weights = _check_mix_args(inputs, destination_path, weights, counts)
+
+    loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
+    check_compatible(loaded)
+    n_texts = sum(len(i.train) + len(i.test) for i in loaded)
+    if dedup_method == "auto":
+        dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
+    finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
+
+    test = _mix_test_sets(loaded, finder)
+    train = _mix_train_sets(loaded, test, finder, weights, counts, seed, allow_oversample)
+    if not train:
+        raise UserError(f"{', '.join(map(str, inputs))}: the mix has no training example; raise --weights/--counts")
+
+    settings = _mix_settings(loaded, weights, counts, seed, allow_oversample, near_dup_threshold, dedup_method,
+                             n_texts)
+    manifest = _mix_manifest(name or destination_path.name, loaded, train, test, settings, started)
+    write_prepared(destination_path, train, test, manifest)
+    return manifest
+
+
+def _check_mix_args(inputs: Sequence[Path], destination_path: Path, weights: Optional[Sequence[float]],
+                    counts: Optional[Sequence[int]]) -> Optional[Sequence[float]]:
+    """One clear line for each impossible request; returns the weights (all 1 when neither weights nor counts)."""
     if len(inputs) < 1:
         raise UserError("--inputs: give at least one dataset")
     if weights is not None and counts is not None:
@@ -201,37 +225,19 @@ def mix(
         weights = [1.0] * len(inputs)
     if destination_path.resolve() in [p.resolve() for p in inputs]:
         raise UserError(f"{destination_path}: the destination is one of the inputs; choose another --destination_path")
+    return weights
 
-    loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
-    check_compatible(loaded)
-    n_texts = sum(len(i.train) + len(i.test) for i in loaded)
-    if dedup_method == "auto":
-        dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
-    finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
 
-    test = _mix_test_sets(loaded, finder)
-    test_keys = {instruction_key(e) for e in test}
+def _mix_train_sets(inputs: Sequence[MixInput], test: list[dict], finder: NearDuplicateFinder,
+                    weights: Optional[Sequence[float]], counts: Optional[Sequence[int]], seed: int,
+                    allow_oversample: bool) -> list[dict]:
+    """The training set, input by input: each input's usable examples (cleaned against the test set and what earlier
+    inputs contributed), sampled by its weight or count. Each input's counts go to its report."""
     train: list[dict] = []
-    taken_keys: set[str] = set()
-    for k, item in enumerate(loaded):
-        candidates, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
-        for example in item.train:
-            key = content_key(example)
-            if key in taken_keys:
-                dropped["duplicate"] += 1
-            elif instruction_key(example) in test_keys:
-                dropped["test_overlap"] += 1
-            else:
-                taken_keys.add(key)  # also catches a repeat inside this input
-                candidates.append(example)
-        bad = {i for i, _, _ in finder.pairs(candidates, test)}
-        dropped["test_overlap"] += len(bad)
-        near = {i for i, _, _ in finder.pairs(candidates, train)} - bad
-        dropped["near_duplicate"] += len(near)
-        pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
-        for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
-            if i in bad or i in near:
-                taken_keys.discard(content_key(e))
+    taken_keys: set[str] = set()  # content keys of the examples taken so far
+    test_keys = {instruction_key(e) for e in test}
+    for k, item in enumerate(inputs):
+        pool, dropped = _usable_train_examples(item, test, test_keys, train, taken_keys, finder)
         weight = weights[k] if weights is not None else None
         count = int(counts[k]) if counts is not None else None
         requested = requested_counts(len(pool), weight, count)
@@ -245,36 +251,70 @@ def mix(
         item.report["train"] = {"in": len(item.train), **({"weight": weight} if weight is not None else {}),
                                 "requested": requested, "available": len(pool), "taken": len(chosen),
                                 "unique_taken": len(chosen_set), "dropped": dict(dropped)}
-    if not train:
-        raise UserError(f"{', '.join(map(str, inputs))}: the mix has no training example; raise --weights/--counts")
+    return train
 
+
+def _usable_train_examples(item: MixInput, test: list[dict], test_keys: set[str], train: list[dict],
+                           taken_keys: set[str], finder: NearDuplicateFinder) -> tuple[list[dict], Counter]:
+    """The input's training examples that are neither duplicates of one already taken, nor (near-)copies of a test
+    instruction, nor near-duplicates of an earlier input's; and how many were dropped for each reason. The keys of
+    the usable ones are added to taken_keys."""
+    candidates, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
+    for example in item.train:
+        key = content_key(example)
+        if key in taken_keys:
+            dropped["duplicate"] += 1
+        elif instruction_key(example) in test_keys:
+            dropped["test_overlap"] += 1
+        else:
+            taken_keys.add(key)  # also catches a repeat inside this input
+            candidates.append(example)
+    bad = {i for i, _, _ in finder.pairs(candidates, test)}
+    dropped["test_overlap"] += len(bad)
+    near = {i for i, _, _ in finder.pairs(candidates, train)} - bad
+    dropped["near_duplicate"] += len(near)
+    pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
+    for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
+        if i in bad or i in near:
+            taken_keys.discard(content_key(e))
+    return pool, dropped
+
+
+def _mix_settings(inputs: Sequence[MixInput], weights: Optional[Sequence[float]], counts: Optional[Sequence[int]],
+                  seed: int, allow_oversample: bool, near_dup_threshold: float, dedup_method: str,
+                  n_texts: int) -> dict:
+    """What decides the mix (recorded in the manifest; the fingerprint is taken over it)."""
     why = (f"{n_texts} instructions <= {EXACT_SEARCH_LIMIT}: every pair checked exactly (bound-pruned ROUGE-L)"
            if dedup_method == "exact" else
            f"{n_texts} instructions: all-pairs ROUGE-L grows quadratically, MinHash/LSH proposes "
            "candidates from word sets, ROUGE-L confirms them; LSH may miss a few true pairs")
-    first = loaded[0].manifest
-    settings = {
+    return {
         "mix_version": MIX_VERSION, "seed": seed, "allow_oversample": allow_oversample,
         "weights": list(weights) if weights is not None else None,
         "counts": [int(c) for c in counts] if counts is not None else None,
         "near_duplicates": {"measure": "ROUGE-L F of the instructions (and of the inputs when there are any)",
                             "threshold": near_dup_threshold, "method": dedup_method, "why": why},
         "inputs": [{"path": str(i.path), "kind": i.kind, "name": i.name, "fingerprint": i.fingerprint}
-                   for i in loaded],
+                   for i in inputs],
     }
+
+
+def _mix_manifest(name: str, inputs: Sequence[MixInput], train: list[dict], test: list[dict], settings: dict,
+                  started: float) -> dict:
+    """The mixture's manifest: the first input's tokenization settings, the settings, per-input and total counts."""
     fingerprint_settings = {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}
-    fingerprint = settings_fingerprint(fingerprint_settings)
+    first = inputs[0].manifest
     kept = train + test
-    manifest = {
-        "name": name or destination_path.name,
+    return {
+        "name": name,
         "kind": "mixture",
         **{key: first.get(key) for key in ("prompt_style", "prompt_style_fingerprint", "tokenizer_fingerprint",
                                            "tokenizer_dir", "tokenizer_backend", "bos_id", "eos_id", "use_bos",
                                            "max_seq_length")},
-        **{key: _agreed(loaded, key) for key in ("mask_inputs", "truncation", "masking")},
-        "fingerprint": fingerprint,
+        **{key: _agreed(inputs, key) for key in ("mask_inputs", "truncation", "masking")},
+        "fingerprint": settings_fingerprint(fingerprint_settings),
         **settings,
-        "per_input": [{"path": str(i.path), "name": i.name, **i.report} for i in loaded],
+        "per_input": [{"path": str(i.path), "name": i.name, **i.report} for i in inputs],
         "counts": {"train": len(train), "test": len(test), "unique_train": len({content_key(e) for e in train})},
         "sources": dict(sorted(Counter(e.get("source", "unknown") for e in kept).items())),
         "train_sources": dict(sorted(Counter(e.get("source", "unknown") for e in train).items())),
@@ -283,8 +323,6 @@ def mix(
         "seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_prepared(destination_path, train, test, manifest)
-    return manifest
 
 
 def _agreed(inputs: Sequence[MixInput], key: str):
