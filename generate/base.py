@@ -11,7 +11,6 @@ Timings go to stderr, so stdout holds only the generated text.
 """
 
 import sys
-from pathlib import Path
 
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
@@ -19,13 +18,7 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.infer.cli import generate_command
-from lit_gpt.prompts.styles import load_prompt_style
 from lit_gpt.utils import run_cli
-
-
-def format_prompt(prompt: str, checkpoint_dir: Path) -> str:
-    """The prompt text in the checkpoint's prompt style (the script encodes it with special tokens by id)."""
-    return load_prompt_style(checkpoint_dir).prompt(prompt)
 
 
 main = generate_command("base")

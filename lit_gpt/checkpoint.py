@@ -13,12 +13,20 @@ from lit_gpt.utils import UserError, atomic_torch_save, check_writable_dir, copy
 
 
 
-def check_checkpoint_dir(checkpoint_dir: "str | Path", need_weights: bool = True) -> Path:
-    """One clear line for the usual mistakes: wrong path, not converted yet."""
+def check_checkpoint_dir(checkpoint_dir: "str | Path | None", need_weights: bool = True,
+                         tokenizer_only: bool = False) -> Path:
+    """One clear line for the usual mistakes: no --checkpoint_dir, wrong path, not converted yet. need_weights=False:
+    an unconverted download is enough (conversion); tokenizer_only: its tokenizer is (data preparation)."""
+    if checkpoint_dir is None:
+        why = ": tokenization is model-specific" if tokenizer_only else ""
+        raise UserError(f"--checkpoint_dir is required{why} "
+                        "(e.g. --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct)")
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
+        how = "(--tokenizer_only is enough for data)" if tokenizer_only else "first"
         raise UserError(f"{checkpoint_dir}: checkpoint directory not found; download it with "
-                        f"`python scripts/download.py --repo_id ORG/NAME` first")
+                        f"`python scripts/download.py --repo_id ORG/NAME` {how}")
+    need_weights = need_weights and not tokenizer_only
     if need_weights and not (checkpoint_dir / LIT_WEIGHTS_FILE).is_file():
         raise UserError(f"{checkpoint_dir}: no lit_model.pth; convert it with "
                         f"`python scripts/convert_hf_checkpoint.py --checkpoint_dir {checkpoint_dir}`")

@@ -108,17 +108,20 @@ class Config:
         if self.n_head % self.n_query_groups:
             raise ConfigError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
         if self.rope_scaling is not None:
-            kind = self.rope_scaling.get("rope_type")
-            if kind not in ROPE_SCALING_KEYS:
-                raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: rope_type must be one of "
-                                  f"{', '.join(ROPE_SCALING_KEYS)}")
-            missing = [key for key in ROPE_SCALING_KEYS[kind] if key not in self.rope_scaling]
-            if missing:
-                raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: {kind} needs {', '.join(missing)}")
-            if kind == "longrope" and not (len(self.rope_scaling["short_factor"]) == len(
-                    self.rope_scaling["long_factor"]) == self.rope_n_elem // 2):
-                raise ConfigError(f"rope_scaling: longrope needs {self.rope_n_elem // 2} short and long factors "
-                                  "(one per rotary frequency)")
+            self._check_rope_scaling()
+
+    def _check_rope_scaling(self) -> None:
+        kind = self.rope_scaling.get("rope_type")
+        if kind not in ROPE_SCALING_KEYS:
+            raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: rope_type must be one of "
+                              f"{', '.join(ROPE_SCALING_KEYS)}")
+        missing = [key for key in ROPE_SCALING_KEYS[kind] if key not in self.rope_scaling]
+        if missing:
+            raise ConfigError(f"rope_scaling = {self.rope_scaling!r}: {kind} needs {', '.join(missing)}")
+        if kind == "longrope" and not (len(self.rope_scaling["short_factor"]) == len(
+                self.rope_scaling["long_factor"]) == self.rope_n_elem // 2):
+            raise ConfigError(f"rope_scaling: longrope needs {self.rope_n_elem // 2} short and long factors "
+                              "(one per rotary frequency)")
 
     def is_windowed(self, layer: int) -> bool:
         """Whether `layer` attends through the sliding window (Gemma: all but every sliding_window_pattern-th)."""
@@ -163,14 +166,7 @@ class Config:
     def from_hf_config(cls, hf: dict, name: str = "") -> "Config":
         """Derive a Config from a Hugging Face `config.json` dict (community fine-tunes have arbitrary names)."""
         source = name or "config.json"
-        # some configs (e.g. GGUF exports) name only the model_type
-        arch = (hf.get("architectures") or [MODEL_TYPE_TO_ARCHITECTURE.get(hf.get("model_type"), "")])[0]
-        if arch == "Gemma3ForConditionalGeneration":  # text + vision: the text model is ours, with its defaults
-            hf = {**GEMMA3_TEXT_DEFAULTS, **hf.get("text_config", {}), "architectures": ["Gemma3ForCausalLM"]}
-            arch = "Gemma3ForCausalLM"
-        if arch not in MODEL_TYPE_TO_ARCHITECTURE.values():
-            supported = ", ".join(sorted({*MODEL_TYPE_TO_ARCHITECTURE.values(), "Gemma3ForConditionalGeneration"}))
-            raise UserError(f"{source}: architecture {arch or '(none)'!r} is not supported; supported: {supported}")
+        hf, arch = _hf_architecture(hf, source)
         n_head = hf.get("num_attention_heads") or hf.get("n_head")
         n_embd = hf["hidden_size"]
         rope = _hf_rope(hf, source)
@@ -182,81 +178,10 @@ class Config:
                       n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=n_embd, rope_base=rope.base,
                       rope_scaling=rope.scaling)
         if arch in LLAMA_LIKE:
-            llama_like = dict(
-                **common,
-                block_size=hf.get("max_position_embeddings", 4096),
-                n_query_groups=hf.get("num_key_value_heads") or n_head,
-                head_size=hf.get("head_dim") or n_embd // n_head,
-                rotary_percentage=rope.partial or 1.0,
-                norm_eps=hf.get("rms_norm_eps", 1e-6),
-                intermediate_size=hf["intermediate_size"],
-                attn_bias=arch == "Qwen2ForCausalLM" or bool(hf.get("attention_bias", False)),
-                norm_qk=arch in ("Qwen3ForCausalLM", "Gemma3ForCausalLM"),
-                **_hf_sliding_window(hf, arch, source),
-            )
-            if arch not in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
-                return cls(**llama_like)
-            activation = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-            if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
-                raise UserError(f"{source}: hidden_activation {activation!r} is not supported for {arch} "
-                                "(gelu_pytorch_tanh only)")
-            return cls(
-                **llama_like,
-                mlp_class_name="GemmaMLP",
-                norm_unit_offset=True,
-                post_block_norms=True,
-                scale_embeddings=True,
-                rope_local_base=rope.local_base,
-                attention_scores_scalar=hf.get("query_pre_attn_scalar") or llama_like["head_size"],
-                attention_logit_softcapping=hf.get("attn_logit_softcapping"),
-                final_logit_softcapping=hf.get("final_logit_softcapping"),
-            )
+            return cls(**_hf_llama_like_fields(hf, arch, common, rope, source))
         if rope.scaling is not None:
             raise UserError(f"{source}: rope scaling {rope.scaling['rope_type']!r} is not supported for {arch}")
-        if arch == "GPTNeoXForCausalLM":
-            return cls(
-                **common,
-                block_size=hf.get("max_position_embeddings", 2048),
-                rotary_percentage=rope.partial or 1.0,
-                parallel_residual=hf.get("use_parallel_residual", True),
-                bias=True,
-                norm_class_name="LayerNorm",
-                norm_eps=hf.get("layer_norm_eps", 1e-5),
-                mlp_class_name="GptNeoxMLP",
-                intermediate_size=hf["intermediate_size"],
-            )
-        if arch == "PhiForCausalLM":
-            return cls(
-                **common,
-                block_size=hf.get("max_position_embeddings", 2048),
-                n_query_groups=hf.get("num_key_value_heads") or n_head,
-                rotary_percentage=rope.partial or 0.5,
-                parallel_residual=True,
-                shared_attention_norm=True,
-                bias=True,
-                lm_head_bias=True,
-                norm_class_name="LayerNorm",
-                norm_eps=hf.get("layer_norm_eps", 1e-5),
-                mlp_class_name="GptNeoxMLP",
-                intermediate_size=hf["intermediate_size"],
-                gelu_approximate="tanh",
-            )
-        if arch == "FalconForCausalLM":
-            if hf.get("new_decoder_architecture") or hf.get("alibi") or not hf.get("parallel_attn", True):
-                raise UserError(f"{source}: only the Falcon-7B layout is supported (new_decoder_architecture, alibi are not)")
-            return cls(
-                **common,
-                block_size=hf.get("max_position_embeddings", 2048),
-                n_query_groups=1 if hf.get("multi_query", True) else n_head,
-                parallel_residual=True,
-                shared_attention_norm=True,
-                bias=bool(hf.get("bias", False)),
-                norm_class_name="LayerNorm",
-                norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                mlp_class_name="GptNeoxMLP",
-                intermediate_size=hf.get("ffn_hidden_size") or 4 * n_embd,
-            )
-        raise AssertionError(arch)  # every supported architecture returned above
+        return cls(**HF_FAMILY_FIELDS[arch](hf, common, rope, source))
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: "str | Path", model_name: Optional[str] = None) -> "Config":
@@ -367,3 +292,105 @@ def _hf_sliding_window(hf: dict, arch: str, source: str) -> dict:
         if windowed == [pattern == 1 or (i + 1) % pattern != 0 for i in range(n_layer)]:
             return dict(sliding_window=window, sliding_window_pattern=pattern)
     raise UserError(f"{source}: layer_types {layer_types} do not repeat one windowed/global pattern; not supported")
+
+
+def _hf_architecture(hf: dict, source: str) -> tuple[dict, str]:
+    """The transformers class config.json names (or its model_type implies), checked; a Gemma 3 text + vision config
+    becomes its text model's config, with Gemma3TextConfig's defaults."""
+    # some configs (e.g. GGUF exports) name only the model_type
+    arch = (hf.get("architectures") or [MODEL_TYPE_TO_ARCHITECTURE.get(hf.get("model_type"), "")])[0]
+    if arch == "Gemma3ForConditionalGeneration":  # text + vision: the text model is ours, with its defaults
+        hf = {**GEMMA3_TEXT_DEFAULTS, **hf.get("text_config", {}), "architectures": ["Gemma3ForCausalLM"]}
+        arch = "Gemma3ForCausalLM"
+    if arch not in MODEL_TYPE_TO_ARCHITECTURE.values():
+        supported = ", ".join(sorted({*MODEL_TYPE_TO_ARCHITECTURE.values(), "Gemma3ForConditionalGeneration"}))
+        raise UserError(f"{source}: architecture {arch or '(none)'!r} is not supported; supported: {supported}")
+    return hf, arch
+
+
+def _hf_llama_like_fields(hf: dict, arch: str, common: dict, rope: HFRope, source: str) -> dict:
+    """Config fields of the LLAMA_LIKE families; Gemma 2 and 3 add their switches."""
+    n_head, n_embd = common["n_head"], common["n_embd"]
+    llama_like = dict(
+        **common,
+        block_size=hf.get("max_position_embeddings", 4096),
+        n_query_groups=hf.get("num_key_value_heads") or n_head,
+        head_size=hf.get("head_dim") or n_embd // n_head,
+        rotary_percentage=rope.partial or 1.0,
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        intermediate_size=hf["intermediate_size"],
+        attn_bias=arch == "Qwen2ForCausalLM" or bool(hf.get("attention_bias", False)),
+        norm_qk=arch in ("Qwen3ForCausalLM", "Gemma3ForCausalLM"),
+        **_hf_sliding_window(hf, arch, source),
+    )
+    if arch not in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
+        return llama_like
+    activation = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    if activation not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise UserError(f"{source}: hidden_activation {activation!r} is not supported for {arch} "
+                        "(gelu_pytorch_tanh only)")
+    return dict(
+        **llama_like,
+        mlp_class_name="GemmaMLP",
+        norm_unit_offset=True,
+        post_block_norms=True,
+        scale_embeddings=True,
+        rope_local_base=rope.local_base,
+        attention_scores_scalar=hf.get("query_pre_attn_scalar") or llama_like["head_size"],
+        attention_logit_softcapping=hf.get("attn_logit_softcapping"),
+        final_logit_softcapping=hf.get("final_logit_softcapping"),
+    )
+
+
+def _hf_gpt_neox_fields(hf: dict, common: dict, rope: HFRope, source: str) -> dict:
+    return dict(
+        **common,
+        block_size=hf.get("max_position_embeddings", 2048),
+        rotary_percentage=rope.partial or 1.0,
+        parallel_residual=hf.get("use_parallel_residual", True),
+        bias=True,
+        norm_class_name="LayerNorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-5),
+        mlp_class_name="GptNeoxMLP",
+        intermediate_size=hf["intermediate_size"],
+    )
+
+
+def _hf_phi_fields(hf: dict, common: dict, rope: HFRope, source: str) -> dict:
+    return dict(
+        **common,
+        block_size=hf.get("max_position_embeddings", 2048),
+        n_query_groups=hf.get("num_key_value_heads") or common["n_head"],
+        rotary_percentage=rope.partial or 0.5,
+        parallel_residual=True,
+        shared_attention_norm=True,
+        bias=True,
+        lm_head_bias=True,
+        norm_class_name="LayerNorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-5),
+        mlp_class_name="GptNeoxMLP",
+        intermediate_size=hf["intermediate_size"],
+        gelu_approximate="tanh",
+    )
+
+
+def _hf_falcon_fields(hf: dict, common: dict, rope: HFRope, source: str) -> dict:
+    if hf.get("new_decoder_architecture") or hf.get("alibi") or not hf.get("parallel_attn", True):
+        raise UserError(f"{source}: only the Falcon-7B layout is supported (new_decoder_architecture, alibi are not)")
+    return dict(
+        **common,
+        block_size=hf.get("max_position_embeddings", 2048),
+        n_query_groups=1 if hf.get("multi_query", True) else common["n_head"],
+        parallel_residual=True,
+        shared_attention_norm=True,
+        bias=bool(hf.get("bias", False)),
+        norm_class_name="LayerNorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        mlp_class_name="GptNeoxMLP",
+        intermediate_size=hf.get("ffn_hidden_size") or 4 * common["n_embd"],
+    )
+
+
+# the families outside LLAMA_LIKE: architecture -> their Config fields
+HF_FAMILY_FIELDS = {"GPTNeoXForCausalLM": _hf_gpt_neox_fields, "PhiForCausalLM": _hf_phi_fields,
+                    "FalconForCausalLM": _hf_falcon_fields}

@@ -104,12 +104,42 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
     data_dir = Path(data_dir)
     train, test, manifest = load_prepared(data_dir)
     tokenizer = load_tokenizer(manifest, checkpoint_dir)
+    max_length = manifest.get("max_seq_length")
+    defects, defective = find_defects({"train": train, "test": test}, manifest, tokenizer)
+
+    everything = train + test
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for example in everything:
+        by_source[example.get("source", "unknown")].append(example)
+    sources = sorted(by_source.items(), key=lambda kv: -len(kv[1]))
+    print(f"{data_dir}: {len(train)} train + {len(test)} test examples; prompt style {manifest.get('prompt_style')}, "
+          f"max_seq_length {max_length}, tokenizer {manifest.get('tokenizer_dir')}")
+    counts = manifest.get("counts", {})
+    if counts.get("dropped"):
+        print("dropped while preparing: " + ", ".join(f"{n} {r}" for r, n in counts["dropped"].items()))
+    print_source_table(sources + [("(all)", everything)], defective)
+    warn_test_in_train(train, test)
+
+    shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
+    for source, rows in shown_sources + [("all sources", everything)]:
+        print(f"\ntoken lengths, {source}:")
+        print("\n".join(text_histogram([len(e["input_ids"]) for e in rows], max_length or 1)))
+    plot = Path(plot) if plot else data_dir / "token_lengths.png"
+    save_plot(by_source, max_length or max(len(e["input_ids"]) for e in everything), plot)
+    print(f"histogram per source: {plot}")
+
+    if show:
+        print_examples(train[:show], tokenizer, manifest, color)
+    report_defects(data_dir, defects)
+
+
+def find_defects(splits: dict[str, list[dict]], manifest: dict, tokenizer) -> tuple[dict[str, list[str]], set]:
+    """defect -> where it was found (split[index] id=...), and the id() of each defective example (for the
+    per-source counts). The tokenizer, when there is one, must be the manifest's and hold every id."""
     bos_id, eos_id, use_bos = manifest.get("bos_id"), manifest.get("eos_id"), manifest.get("use_bos", False)
     max_length = manifest.get("max_seq_length")
-    splits = {"train": train, "test": test}
-
     defects: dict[str, list[str]] = defaultdict(list)
-    defective = set()  # id() of the examples with a defect, for the per-source counts
+    defective = set()
     for split, examples in splits.items():
         expected = manifest.get("counts", {}).get(split)
         if expected is not None and expected != len(examples):
@@ -127,53 +157,46 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
                 if len(example["input_ids"]) and int(example["input_ids"].max()) >= tokenizer.vocab_size:
                     defects["token id outside the vocabulary"].append(f"{split}[{i}] id={example.get('id')}")
                     defective.add(id(example))
+    return defects, defective
 
-    everything = train + test
-    by_source: dict[str, list[dict]] = defaultdict(list)
-    for example in everything:
-        by_source[example.get("source", "unknown")].append(example)
 
-    print(f"{data_dir}: {len(train)} train + {len(test)} test examples; prompt style {manifest.get('prompt_style')}, "
-          f"max_seq_length {max_length}, tokenizer {manifest.get('tokenizer_dir')}")
-    counts = manifest.get("counts", {})
-    if counts.get("dropped"):
-        print("dropped while preparing: " + ", ".join(f"{n} {r}" for r, n in counts["dropped"].items()))
+def print_source_table(sources: list[tuple[str, list[dict]]], defective: set) -> None:
+    """A row per source: examples, token lengths, trained share, truncated, duplicates, defective examples."""
     header = f"{'source':<24} {'examples':>8} {'tokens p50':>10} {'p99':>6} {'max':>6} {'trained':>8} " \
              f"{'truncated':>9} {'dupl.':>6} {'defects':>7}"
     print(header)
     print("-" * len(header))
-    sources = sorted(by_source.items(), key=lambda kv: -len(kv[1]))
-    for source, rows in sources + [("(all)", everything)]:
+    for source, rows in sources:
         stats = length_stats(rows)
         total = sum(len(e["labels"]) for e in rows)
         trained = sum(int((e["labels"] != IGNORE_INDEX).sum()) for e in rows)
         print(f"{source[:24]:<24} {len(rows):>8} {stats['p50']:>10} {stats['p99']:>6} {stats['max']:>6} "
               f"{trained / max(total, 1):>8.1%} {sum(bool(e.get('truncated')) for e in rows):>9} "
               f"{duplicate_count(rows):>6} {sum(id(e) in defective for e in rows):>7}")
+
+
+def warn_test_in_train(train: list[dict], test: list[dict]) -> None:
     train_keys = {e["input_ids"].numpy().tobytes() for e in train}
     leaked = sum(e["input_ids"].numpy().tobytes() in train_keys for e in test)
     if leaked:
         print(f"warning: {leaked} test examples also appear in train (exact duplicates); test loss is optimistic")
 
-    shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
-    for source, rows in shown_sources + [("all sources", everything)]:
-        print(f"\ntoken lengths, {source}:")
-        print("\n".join(text_histogram([len(e["input_ids"]) for e in rows], max_length or 1)))
-    plot = Path(plot) if plot else data_dir / "token_lengths.png"
-    save_plot(by_source, max_length or max(len(e["input_ids"]) for e in everything), plot)
-    print(f"histogram per source: {plot}")
 
-    if show:
-        if tokenizer is None:
-            raise UserError(f"{manifest.get('tokenizer_dir')}: the tokenizer the data was prepared with is gone; "
-                            "pass --checkpoint_dir to decode the examples")
-        color = sys.stdout.isatty() if color is None else color
-        legend = (f"{COLORS[True]}trained{RESET} / {COLORS[False]}masked{RESET}" if color
-                  else f"{BRACKETS[0]}trained{BRACKETS[1]}, the rest masked")
-        for example in train[:show]:
-            print(f"\n--- {example.get('id')} ({example.get('source')}, {len(example['input_ids'])} tokens; {legend})")
-            print(show_example(example, tokenizer, color))
+def print_examples(examples: list[dict], tokenizer, manifest: dict, color: Optional[bool]) -> None:
+    """The examples' text, trained and masked tokens told apart (colours on a terminal, else brackets)."""
+    if tokenizer is None:
+        raise UserError(f"{manifest.get('tokenizer_dir')}: the tokenizer the data was prepared with is gone; "
+                        "pass --checkpoint_dir to decode the examples")
+    color = sys.stdout.isatty() if color is None else color
+    legend = (f"{COLORS[True]}trained{RESET} / {COLORS[False]}masked{RESET}" if color
+              else f"{BRACKETS[0]}trained{BRACKETS[1]}, the rest masked")
+    for example in examples:
+        print(f"\n--- {example.get('id')} ({example.get('source')}, {len(example['input_ids'])} tokens; {legend})")
+        print(show_example(example, tokenizer, color))
 
+
+def report_defects(data_dir: Path, defects: dict[str, list[str]]) -> None:
+    """Each defect with a few of its places; a UserError (exit 1) when there is any."""
     if defects:
         print("\ndefects:")
         for defect, where in defects.items():

@@ -17,7 +17,7 @@ that did not change are never scored twice. Then keep the best rows with scripts
 import sys
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
@@ -78,45 +78,73 @@ def main(
             too_short
         max_response_words: heuristics: longer responses are flagged too_long
     """
+    _check_counts(batch_size, limit, first_rows)
+    data_path = Path(data_path)
+    rows, examples = _read_rows(data_path, columns, first_rows)
+    output = _output_path(data_path, output, rows)
+    scorer, settings = _make_scorer(method, judge_checkpoint_dir, checkpoint_dir, device, precision, max_seq_length,
+                                    score_from, min_response_chars, max_response_words)
+    cache = ScoreCache(scores_sidecar_path(output, method), method, settings, restart=restart)
+    already = sum(cache.get(e) is not None for e in examples)
+    log(f"{data_path}: {len(rows)} rows, {already} already scored in {cache.path}")
+    results = score_examples(examples, scorer, cache, batch_size=batch_size, limit=limit,
+                             sort_by_length=method != "heuristics", progress=_progress_logger())
+    _write_scored_rows(output, rows, results, method)
+    return output
+
+
+def _check_counts(batch_size: int, limit: Optional[int], first_rows: Optional[int]) -> None:
     if batch_size < 1:
         raise UserError(f"--batch_size {batch_size}: must be at least 1")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1 (leave it out to score every row)")
     if first_rows is not None and first_rows < 1:
         raise UserError(f"--first_rows {first_rows}: must be at least 1 (leave it out to score the whole file)")
-    data_path = Path(data_path)
-    rows = load_records(data_path)[:first_rows]  # written back as they are
+
+
+def _read_rows(data_path: Path, columns: Optional[dict[str, str]], first_rows: Optional[int]) -> tuple[list, list]:
+    """The file's rows (written back as they are) and the scoring rows made of them (read through --columns)."""
+    rows = load_records(data_path)[:first_rows]
     if not rows:
         raise UserError(f"{data_path}: no rows to score")
     examples = [scoring_example(i, row) for i, row in
                 enumerate(load_records(data_path, columns=columns)[:first_rows] if columns else rows)]
-    # a file this script wrote gets the new column in place (scores of several methods side by side); the user's
-    # own data is never written over
+    return rows, examples
+
+
+def _output_path(data_path: Path, output: Optional[Path], rows: list) -> Path:
+    """--output, else: a file this script wrote gets the new column in place (scores of several methods side by
+    side); the user's own data is never written over."""
     already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())
     output = Path(output) if output is not None else data_path if already_scored else default_output(data_path, "scored")
     if not already_scored:
         check_not_an_input(output, {"--data_path": data_path}, "--output")
+    return output
 
+
+def _make_scorer(method: str, judge_checkpoint_dir: Optional[Path], checkpoint_dir: Optional[Path],
+                 device: Optional[str], precision: Optional[str], max_seq_length: Optional[int], score_from: str,
+                 min_response_chars: int, max_response_words: int) -> tuple[object, dict]:
+    """The method's scorer (the model loaded for alpagasus and ifd) and the settings its scores depend on."""
     if method == "heuristics":
         scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,
                                                  max_response_words=max_response_words))
-        settings = {"method": method, **scorer.settings}
+        return scorer, {"method": method, **scorer.settings}
+    model_dir = (judge_checkpoint_dir or checkpoint_dir) if method == "alpagasus" else (checkpoint_dir or judge_checkpoint_dir)
+    if model_dir is None:
+        flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"
+        raise UserError(f"--method {method} needs a model: pass {flag} checkpoints/ORG/NAME")
+    loaded = load(model_dir, device=device, precision=precision)
+    if method == "alpagasus":
+        scorer = Judge(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length,
+                       score_from=score_from)
     else:
-        model_dir = (judge_checkpoint_dir or checkpoint_dir) if method == "alpagasus" else (checkpoint_dir or judge_checkpoint_dir)
-        if model_dir is None:
-            flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"
-            raise UserError(f"--method {method} needs a model: pass {flag} checkpoints/ORG/NAME")
-        loaded = load(model_dir, device=device, precision=precision)
-        if method == "alpagasus":
-            scorer = Judge(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length,
-                           score_from=score_from)
-        else:
-            scorer = IFDScorer(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length)
-        settings = {"method": method, "checkpoint": str(Path(model_dir).resolve()), **scorer.settings}
+        scorer = IFDScorer(loaded.model, loaded.tokenizer, loaded.style, max_seq_length=max_seq_length)
+    return scorer, {"method": method, "checkpoint": str(Path(model_dir).resolve()), **scorer.settings}
 
-    cache = ScoreCache(scores_sidecar_path(output, method), method, settings, restart=restart)
-    already = sum(cache.get(e) is not None for e in examples)
-    log(f"{data_path}: {len(rows)} rows, {already} already scored in {cache.path}")
+
+def _progress_logger() -> Callable[[int, int], None]:
+    """A progress callback that logs a line every 10 s (and at the end) with the rate since it was made."""
     started = last_log = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -126,8 +154,11 @@ def main(
             last_log = now
             log(f"scored {done}/{total} ({done / max(now - started, 1e-9):.1f} rows/s)")
 
-    results = score_examples(examples, scorer, cache, batch_size=batch_size, limit=limit,
-                             sort_by_length=method != "heuristics", progress=progress)
+    return progress
+
+
+def _write_scored_rows(output: Path, rows: list, results: dict, method: str) -> None:
+    """Every input row with the method's columns (null where not scored yet), and a line saying how far it got."""
     empty = result_columns(method, {"score": None, "flags": None})
     scored_rows = [{**row, **(result_columns(method, results[i]) if i in results else empty)}
                    for i, row in enumerate(rows)]
@@ -137,7 +168,6 @@ def main(
     missing = len(rows) - len(results)
     log(f"wrote {output}: {len(results)} of {len(rows)} rows scored ({column}: {stats})"
         + (f"; {missing} left, run again to finish" if missing else ""))
-    return output
 
 
 if __name__ == "__main__":

@@ -59,6 +59,15 @@ def test_check_checkpoint_dir_names_the_missing_piece(tmp_path):
         check_checkpoint_dir(tmp_path)
 
 
+def test_check_checkpoint_dir_for_data_needs_only_the_directory(tmp_path):
+    """Data preparation reads only the tokenizer: no weights needed, and the hints say so."""
+    with pytest.raises(UserError, match="--checkpoint_dir is required: tokenization is model-specific"):
+        check_checkpoint_dir(None, tokenizer_only=True)
+    with pytest.raises(UserError, match=r"--tokenizer_only is enough for data"):
+        check_checkpoint_dir(tmp_path / "nope", tokenizer_only=True)
+    assert check_checkpoint_dir(tmp_path, tokenizer_only=True) == tmp_path
+
+
 def test_load_weights_refuses_weights_of_another_shape(tmp_path):
     small, wide = tiny_config(), tiny_config(n_embd=64)
     with pytest.raises(UserError, match="weights do not fit the model config"):

@@ -136,10 +136,7 @@ class StateDictWriter:
 def convert_hf_checkpoint(checkpoint_dir: "str | Path", model_name: Optional[str] = None,
                           dtype: Optional[str] = None) -> Path:
     """Writes lit_model.pth and lit_config.json into an HF checkpoint dir; tokenizer files stay where they are."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        raise UserError(f"{checkpoint_dir}: checkpoint directory not found; download it with "
-                        "`python scripts/download.py --repo_id ORG/NAME` first")
+    checkpoint_dir = check_checkpoint_dir(checkpoint_dir, need_weights=False)
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
     files = hf_weight_files(checkpoint_dir)

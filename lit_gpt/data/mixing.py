@@ -47,8 +47,7 @@ from lit_gpt.data.normalize import BadRecord, conversation, normalize
 from lit_gpt.data.prepare import model_block_size, split_examples
 from lit_gpt.data.prepared import length_stats, load_prepared, settings_fingerprint, trained_token_share, write_prepared
 from lit_gpt.data.records import load_records
-from lit_gpt.data.similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
-                                     word_tokens)
+from lit_gpt.data.similarity import NearDuplicateFinder
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -79,49 +78,6 @@ def content_key(example: dict) -> str:
     """Exact-duplicate key: the whole conversation, case and spacing aside."""
     turns = [[m["role"], _squeezed(m["content"]), _squeezed(m.get("input", ""))] for m in conversation(example)]
     return hashlib.sha256(json.dumps(turns).encode()).hexdigest()
-
-
-class NearDuplicateFinder:
-    """Near-duplicate pairs between two lists of examples (dicts with `instruction` and optional `input`): ROUGE-L F
-    >= threshold between the instructions (exact search, or MinHash/LSH candidates confirmed by ROUGE-L) and, when
-    either has an input, between the inputs."""
-
-    def __init__(self, method: str, threshold: float, seed: int = 0) -> None:
-        if method not in ("exact", "minhash"):
-            raise UserError(f"near-duplicate method {method!r}: use auto, exact or minhash")
-        if not 0 < threshold <= 1:
-            raise UserError(f"--near_dup_threshold {threshold}: must be in (0, 1]")
-        self.method, self.threshold, self.seed = method, threshold, seed
-
-    def pairs(self, examples_a: Sequence[dict], examples_b: Sequence[dict]) -> list[tuple[int, int, float]]:
-        """(i, j, ROUGE-L of the instructions) for each near-duplicate pair."""
-        found = self._instruction_pairs([e["instruction"] for e in examples_a], [e["instruction"] for e in examples_b])
-        return [(i, j, score) for i, j, score in found if self._inputs_match(examples_a[i], examples_b[j])]
-
-    def _inputs_match(self, a: dict, b: dict) -> bool:
-        input_a, input_b = (a.get("input") or "").strip(), (b.get("input") or "").strip()
-        if not input_a and not input_b:
-            return True
-        return bool(input_a and input_b) and (input_a == input_b or rouge_l(input_a, input_b) >= self.threshold)
-
-    def _instruction_pairs(self, texts_a: Sequence[str], texts_b: Sequence[str]) -> list[tuple[int, int, float]]:
-        if not texts_a or not texts_b:
-            return []
-        if self.method == "exact":
-            return near_duplicates(texts_a, texts_b, self.threshold)
-        # word sets, not bigrams: ROUGE-L F >= t needs a word-overlap Dice >= t, i.e. a Jaccard >= t / (2 - t), so
-        # banding at that Jaccard keeps the true pairs likely; bigrams of a lightly edited text overlap far less
-        signatures = minhash_signatures([*texts_a, *texts_b], ngram=1, seed=self.seed)
-        n_a = len(texts_a)
-        found = []
-        jaccard = self.threshold / (2 - self.threshold)
-        for x, y in lsh_candidate_pairs(signatures, jaccard):  # x < y: only a-b pairs matter
-            if x < n_a <= y:
-                i, j = x, y - n_a
-                score = rouge_l_tokens(word_tokens(texts_a[i]), word_tokens(texts_b[j]))
-                if score >= self.threshold:
-                    found.append((i, j, score))
-        return found
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------------
@@ -229,6 +185,30 @@ def mix(
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     destination_path = Path(destination_path)
+    weights = _check_mix_args(inputs, destination_path, weights, counts)
+
+    loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
+    check_compatible(loaded)
+    n_texts = sum(len(i.train) + len(i.test) for i in loaded)
+    if dedup_method == "auto":
+        dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
+    finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
+
+    test = _mix_test_sets(loaded, finder)
+    train = _mix_train_sets(loaded, test, finder, weights, counts, seed, allow_oversample)
+    if not train:
+        raise UserError(f"{', '.join(map(str, inputs))}: the mix has no training example; raise --weights/--counts")
+
+    settings = _mix_settings(loaded, weights, counts, seed, allow_oversample, near_dup_threshold, dedup_method,
+                             n_texts)
+    manifest = _mix_manifest(name or destination_path.name, loaded, train, test, settings, started)
+    write_prepared(destination_path, train, test, manifest)
+    return manifest
+
+
+def _check_mix_args(inputs: Sequence[Path], destination_path: Path, weights: Optional[Sequence[float]],
+                    counts: Optional[Sequence[int]]) -> Optional[Sequence[float]]:
+    """One clear line for each impossible request; returns the weights (all 1 when neither weights nor counts)."""
     if len(inputs) < 1:
         raise UserError("--inputs: give at least one dataset")
     if weights is not None and counts is not None:
@@ -245,37 +225,19 @@ def mix(
         weights = [1.0] * len(inputs)
     if destination_path.resolve() in [p.resolve() for p in inputs]:
         raise UserError(f"{destination_path}: the destination is one of the inputs; choose another --destination_path")
+    return weights
 
-    loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
-    check_compatible(loaded)
-    n_texts = sum(len(i.train) + len(i.test) for i in loaded)
-    if dedup_method == "auto":
-        dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
-    finder = NearDuplicateFinder(dedup_method, near_dup_threshold, seed)
 
-    test = _mix_test_sets(loaded, finder)
-    test_keys = {instruction_key(e) for e in test}
+def _mix_train_sets(inputs: Sequence[MixInput], test: list[dict], finder: NearDuplicateFinder,
+                    weights: Optional[Sequence[float]], counts: Optional[Sequence[int]], seed: int,
+                    allow_oversample: bool) -> list[dict]:
+    """The training set, input by input: each input's usable examples (cleaned against the test set and what earlier
+    inputs contributed), sampled by its weight or count. Each input's counts go to its report."""
     train: list[dict] = []
-    taken_keys: set[str] = set()
-    for k, item in enumerate(loaded):
-        candidates, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
-        for example in item.train:
-            key = content_key(example)
-            if key in taken_keys:
-                dropped["duplicate"] += 1
-            elif instruction_key(example) in test_keys:
-                dropped["test_overlap"] += 1
-            else:
-                taken_keys.add(key)  # also catches a repeat inside this input
-                candidates.append(example)
-        bad = {i for i, _, _ in finder.pairs(candidates, test)}
-        dropped["test_overlap"] += len(bad)
-        near = {i for i, _, _ in finder.pairs(candidates, train)} - bad
-        dropped["near_duplicate"] += len(near)
-        pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
-        for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
-            if i in bad or i in near:
-                taken_keys.discard(content_key(e))
+    taken_keys: set[str] = set()  # content keys of the examples taken so far
+    test_keys = {instruction_key(e) for e in test}
+    for k, item in enumerate(inputs):
+        pool, dropped = _usable_train_examples(item, test, test_keys, train, taken_keys, finder)
         weight = weights[k] if weights is not None else None
         count = int(counts[k]) if counts is not None else None
         requested = requested_counts(len(pool), weight, count)
@@ -289,36 +251,70 @@ def mix(
         item.report["train"] = {"in": len(item.train), **({"weight": weight} if weight is not None else {}),
                                 "requested": requested, "available": len(pool), "taken": len(chosen),
                                 "unique_taken": len(chosen_set), "dropped": dict(dropped)}
-    if not train:
-        raise UserError(f"{', '.join(map(str, inputs))}: the mix has no training example; raise --weights/--counts")
+    return train
 
+
+def _usable_train_examples(item: MixInput, test: list[dict], test_keys: set[str], train: list[dict],
+                           taken_keys: set[str], finder: NearDuplicateFinder) -> tuple[list[dict], Counter]:
+    """The input's training examples that are neither duplicates of one already taken, nor (near-)copies of a test
+    instruction, nor near-duplicates of an earlier input's; and how many were dropped for each reason. The keys of
+    the usable ones are added to taken_keys."""
+    candidates, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
+    for example in item.train:
+        key = content_key(example)
+        if key in taken_keys:
+            dropped["duplicate"] += 1
+        elif instruction_key(example) in test_keys:
+            dropped["test_overlap"] += 1
+        else:
+            taken_keys.add(key)  # also catches a repeat inside this input
+            candidates.append(example)
+    bad = {i for i, _, _ in finder.pairs(candidates, test)}
+    dropped["test_overlap"] += len(bad)
+    near = {i for i, _, _ in finder.pairs(candidates, train)} - bad
+    dropped["near_duplicate"] += len(near)
+    pool = [e for i, e in enumerate(candidates) if i not in bad and i not in near]
+    for i, e in enumerate(candidates):  # dropped ones may come back as exact repeats from a later input
+        if i in bad or i in near:
+            taken_keys.discard(content_key(e))
+    return pool, dropped
+
+
+def _mix_settings(inputs: Sequence[MixInput], weights: Optional[Sequence[float]], counts: Optional[Sequence[int]],
+                  seed: int, allow_oversample: bool, near_dup_threshold: float, dedup_method: str,
+                  n_texts: int) -> dict:
+    """What decides the mix (recorded in the manifest; the fingerprint is taken over it)."""
     why = (f"{n_texts} instructions <= {EXACT_SEARCH_LIMIT}: every pair checked exactly (bound-pruned ROUGE-L)"
            if dedup_method == "exact" else
            f"{n_texts} instructions: all-pairs ROUGE-L grows quadratically, MinHash/LSH proposes "
            "candidates from word sets, ROUGE-L confirms them; LSH may miss a few true pairs")
-    first = loaded[0].manifest
-    settings = {
+    return {
         "mix_version": MIX_VERSION, "seed": seed, "allow_oversample": allow_oversample,
         "weights": list(weights) if weights is not None else None,
         "counts": [int(c) for c in counts] if counts is not None else None,
         "near_duplicates": {"measure": "ROUGE-L F of the instructions (and of the inputs when there are any)",
                             "threshold": near_dup_threshold, "method": dedup_method, "why": why},
         "inputs": [{"path": str(i.path), "kind": i.kind, "name": i.name, "fingerprint": i.fingerprint}
-                   for i in loaded],
+                   for i in inputs],
     }
+
+
+def _mix_manifest(name: str, inputs: Sequence[MixInput], train: list[dict], test: list[dict], settings: dict,
+                  started: float) -> dict:
+    """The mixture's manifest: the first input's tokenization settings, the settings, per-input and total counts."""
     fingerprint_settings = {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}
-    fingerprint = settings_fingerprint(fingerprint_settings)
+    first = inputs[0].manifest
     kept = train + test
-    manifest = {
-        "name": name or destination_path.name,
+    return {
+        "name": name,
         "kind": "mixture",
         **{key: first.get(key) for key in ("prompt_style", "prompt_style_fingerprint", "tokenizer_fingerprint",
                                            "tokenizer_dir", "tokenizer_backend", "bos_id", "eos_id", "use_bos",
                                            "max_seq_length")},
-        **{key: _agreed(loaded, key) for key in ("mask_inputs", "truncation", "masking")},
-        "fingerprint": fingerprint,
+        **{key: _agreed(inputs, key) for key in ("mask_inputs", "truncation", "masking")},
+        "fingerprint": settings_fingerprint(fingerprint_settings),
         **settings,
-        "per_input": [{"path": str(i.path), "name": i.name, **i.report} for i in loaded],
+        "per_input": [{"path": str(i.path), "name": i.name, **i.report} for i in inputs],
         "counts": {"train": len(train), "test": len(test), "unique_train": len({content_key(e) for e in train})},
         "sources": dict(sorted(Counter(e.get("source", "unknown") for e in kept).items())),
         "train_sources": dict(sorted(Counter(e.get("source", "unknown") for e in train).items())),
@@ -327,8 +323,6 @@ def mix(
         "seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_prepared(destination_path, train, test, manifest)
-    return manifest
 
 
 def _agreed(inputs: Sequence[MixInput], key: str):

@@ -17,13 +17,14 @@ from typing import Callable, Iterable, Literal, Optional
 
 from tqdm import tqdm
 
+from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
                                    write_prepared)
 from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
-from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
+from lit_gpt.prompts.styles import PromptStyle, default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError, file_sha256
 
@@ -78,19 +79,9 @@ def prepare(
         options: the adapter's own settings, recorded in the manifest and fingerprint
     """
     started = time.perf_counter()
-    checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
-    if truncation not in ("truncate", "drop"):
-        raise UserError(f"--truncation {truncation!r}: use truncate or drop")
-    if on_bad_row not in ("skip", "error"):
-        raise UserError(f"--on_bad_row {on_bad_row!r}: use skip or error")
-    if not 0 <= test_split_fraction < 1:
-        raise UserError(f"--test_split_fraction {test_split_fraction}: must be at least 0 and below 1")
-    tokenizer = Tokenizer(checkpoint_dir)
-    style = get_prompt_style(prompt_style) if prompt_style else default_prompt_style(checkpoint_dir)
-    if max_seq_length is None:
-        max_seq_length = model_block_size(checkpoint_dir)
-    if max_seq_length < 2:
-        raise UserError(f"--max_seq_length {max_seq_length}: too short to hold a prompt and an answer")
+    checkpoint_dir = check_checkpoint_dir(checkpoint_dir, tokenizer_only=True)
+    _check_prepare_args(truncation, on_bad_row, test_split_fraction)
+    tokenizer, style, max_seq_length = _tokenization(checkpoint_dir, prompt_style, max_seq_length)
     destination_path = Path(destination_path) if destination_path is not None else Path("data") / name
     source_files = [Path(p) for p in source_files]
 
@@ -112,21 +103,7 @@ def prepare(
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
         raise UserError(f"{', '.join(map(str, source_files))}: no usable rows ({reasons})")
-    train_rows, test_rows = split_examples(examples, test_split_fraction, seed)
-    if test_split_fraction > 0 and not test_rows:
-        print(f"warning: {len(examples)} rows x --test_split_fraction {test_split_fraction} rounds to no test example: "
-              "training will have no validation; use more rows or a larger --test_split_fraction")
-    train, train_dropped = tokenize_examples(train_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
-                                             progress="tokenizing train")
-    test, test_dropped = tokenize_examples(test_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
-                                           progress="tokenizing test")
-    if not train:
-        raise UserError(f"{', '.join(map(str, source_files))}: every training example is longer than "
-                        f"max_seq_length={max_seq_length} ({dict(train_dropped)}); raise --max_seq_length")
-    dropped.update(train_dropped)
-    dropped.update(test_dropped)
-    kept = train + test
-
+    train, test = _split_and_tokenize(examples, settings, tokenizer, style, dropped)
     manifest = {
         **settings,
         "fingerprint": fingerprint,
@@ -135,6 +112,62 @@ def prepare(
         "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "use_bos": tokenizer.use_bos,
         "masking": "prompt tokens masked (-100), answers and their EOS trained" if mask_inputs
                    else "every token trained",
+        **_prepared_counts(rows_in, examples, train, test, dropped),
+        "dropped_rows": dropped_rows,
+        "seconds": round(time.perf_counter() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_prepared(destination_path, train, test, manifest)
+    _print_summary(destination_path, manifest)
+    return manifest
+
+
+def _check_prepare_args(truncation: str, on_bad_row: str, test_split_fraction: float) -> None:
+    if truncation not in ("truncate", "drop"):
+        raise UserError(f"--truncation {truncation!r}: use truncate or drop")
+    if on_bad_row not in ("skip", "error"):
+        raise UserError(f"--on_bad_row {on_bad_row!r}: use skip or error")
+    if not 0 <= test_split_fraction < 1:
+        raise UserError(f"--test_split_fraction {test_split_fraction}: must be at least 0 and below 1")
+
+
+def _tokenization(checkpoint_dir: Path, prompt_style: Optional[str],
+                  max_seq_length: Optional[int]) -> tuple[Tokenizer, PromptStyle, int]:
+    """The tokenizer, the prompt style (default: the checkpoint's) and max_seq_length (default: its block size)."""
+    tokenizer = Tokenizer(checkpoint_dir)
+    style = get_prompt_style(prompt_style) if prompt_style else default_prompt_style(checkpoint_dir)
+    if max_seq_length is None:
+        max_seq_length = model_block_size(checkpoint_dir)
+    if max_seq_length < 2:
+        raise UserError(f"--max_seq_length {max_seq_length}: too short to hold a prompt and an answer")
+    return tokenizer, style, max_seq_length
+
+
+def _split_and_tokenize(examples: list[dict], settings: dict, tokenizer: Tokenizer, style: PromptStyle,
+                        dropped: Counter) -> tuple[list[dict], list[dict]]:
+    """The seeded train/test split, each part tokenized; what tokenization drops is added to `dropped`."""
+    fraction, max_seq_length = settings["test_split_fraction"], settings["max_seq_length"]
+    train_rows, test_rows = split_examples(examples, fraction, settings["seed"])
+    if fraction > 0 and not test_rows:
+        print(f"warning: {len(examples)} rows x --test_split_fraction {fraction} rounds to no test example: "
+              "training will have no validation; use more rows or a larger --test_split_fraction")
+    how = (tokenizer, style, max_seq_length, settings["mask_inputs"], settings["truncation"])
+    train, train_dropped = tokenize_examples(train_rows, *how, progress="tokenizing train")
+    test, test_dropped = tokenize_examples(test_rows, *how, progress="tokenizing test")
+    if not train:
+        source_files = [f["path"] for f in settings["source_files"]]
+        raise UserError(f"{', '.join(source_files)}: every training example is longer than "
+                        f"max_seq_length={max_seq_length} ({dict(train_dropped)}); raise --max_seq_length")
+    dropped.update(train_dropped)
+    dropped.update(test_dropped)
+    return train, test
+
+
+def _prepared_counts(rows_in: int, examples: list[dict], train: list[dict], test: list[dict],
+                     dropped: Counter) -> dict:
+    """The manifest's counts and statistics of the prepared examples."""
+    kept = train + test
+    return {
         "counts": {
             "rows_in": rows_in, "rows_valid": len(examples), "rows_out": len(kept), "train": len(train),
             "test": len(test), "dropped": dict(sorted(dropped.items())), "truncated": sum(e["truncated"] for e in kept),
@@ -143,19 +176,16 @@ def prepare(
         "sources": dict(sorted(Counter(e["source"] for e in kept).items())),
         "token_lengths": length_stats(kept),
         "trained_token_share": trained_token_share(kept),
-        "dropped_rows": dropped_rows,
-        "seconds": round(time.perf_counter() - started, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_prepared(destination_path, train, test, manifest)
-    counts = manifest["counts"]
+
+
+def _print_summary(destination_path: Path, manifest: dict) -> None:
+    counts, lengths = manifest["counts"], manifest["token_lengths"]
     dropped_text = ", ".join(f"{n} {reason}" for reason, n in counts["dropped"].items()) or "none"
-    print(f"{destination_path}: {counts['train']} train + {counts['test']} test examples from {rows_in} rows "
-          f"(dropped: {dropped_text}; truncated: {counts['truncated']}); prompt style {style.name}, "
-          f"max_seq_length {max_seq_length}, token lengths p50/p99/max "
-          f"{manifest['token_lengths']['p50']}/{manifest['token_lengths']['p99']}/{manifest['token_lengths']['max']}; "
-          f"{manifest['seconds']} s")
-    return manifest
+    print(f"{destination_path}: {counts['train']} train + {counts['test']} test examples from {counts['rows_in']} rows "
+          f"(dropped: {dropped_text}; truncated: {counts['truncated']}); prompt style {manifest['prompt_style']}, "
+          f"max_seq_length {manifest['max_seq_length']}, token lengths p50/p99/max "
+          f"{lengths['p50']}/{lengths['p99']}/{lengths['max']}; {manifest['seconds']} s")
 
 
 def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]], /, *,
@@ -175,7 +205,7 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
             its subsets are its folders)
         access_token: Hugging Face token for gated or private datasets (default: $HF_TOKEN; never printed or saved)
     """
-    check_checkpoint_dir(kwargs.get("checkpoint_dir"))  # before a download that may be large
+    check_checkpoint_dir(kwargs.get("checkpoint_dir"), tokenizer_only=True)  # before a download that may be large
     source = open_source(origin, dataset_id, subset, split, revision, access_token)
     return prepare(read(source), name=name or source.name, source_files=list(source.files),
                    destination_path=origin.destination_path, options={**(options or {}), **source.options}, **kwargs)
@@ -198,17 +228,6 @@ def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) ->
         example.setdefault("id", f"{name}-{rows_in}")
         examples.append(example)
     return examples, dropped, dropped_rows, rows_in
-
-
-def check_checkpoint_dir(checkpoint_dir: "Path | str | None") -> Path:
-    if checkpoint_dir is None:
-        raise UserError("--checkpoint_dir is required: tokenization is model-specific "
-                        "(e.g. --checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct)")
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        raise UserError(f"{checkpoint_dir}: checkpoint directory not found; download it with "
-                        "`python scripts/download.py --repo_id ORG/NAME` (--tokenizer_only is enough for data)")
-    return checkpoint_dir
 
 
 def model_block_size(checkpoint_dir: Path) -> int:

@@ -24,6 +24,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from lit_gpt.utils import UserError
+
 WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 MATRIX_ELEMENTS = 1 << 25
 EXACT_PAIR_LIMIT = 200_000_000  # dedup_indices(method="auto") switches to MinHash above this many pairs
@@ -238,3 +240,47 @@ def dedup_indices(texts: Sequence[str], threshold: float = 0.7, method: str = "a
         if i not in dropped:  # i is kept, so its near-duplicate j goes
             dropped.add(j)
     return sorted(dropped)
+
+
+# ---- near-duplicate examples (instruction + input) ----------------------------------------------------------------
+class NearDuplicateFinder:
+    """Near-duplicate pairs between two lists of examples (dicts with `instruction` and optional `input`): ROUGE-L F
+    >= threshold between the instructions (exact search, or MinHash/LSH candidates confirmed by ROUGE-L) and, when
+    either has an input, between the inputs."""
+
+    def __init__(self, method: str, threshold: float, seed: int = 0) -> None:
+        if method not in ("exact", "minhash"):
+            raise UserError(f"near-duplicate method {method!r}: use auto, exact or minhash")
+        if not 0 < threshold <= 1:
+            raise UserError(f"--near_dup_threshold {threshold}: must be in (0, 1]")
+        self.method, self.threshold, self.seed = method, threshold, seed
+
+    def pairs(self, examples_a: Sequence[dict], examples_b: Sequence[dict]) -> list[tuple[int, int, float]]:
+        """(i, j, ROUGE-L of the instructions) for each near-duplicate pair."""
+        found = self._instruction_pairs([e["instruction"] for e in examples_a], [e["instruction"] for e in examples_b])
+        return [(i, j, score) for i, j, score in found if self._inputs_match(examples_a[i], examples_b[j])]
+
+    def _inputs_match(self, a: dict, b: dict) -> bool:
+        input_a, input_b = (a.get("input") or "").strip(), (b.get("input") or "").strip()
+        if not input_a and not input_b:
+            return True
+        return bool(input_a and input_b) and (input_a == input_b or rouge_l(input_a, input_b) >= self.threshold)
+
+    def _instruction_pairs(self, texts_a: Sequence[str], texts_b: Sequence[str]) -> list[tuple[int, int, float]]:
+        if not texts_a or not texts_b:
+            return []
+        if self.method == "exact":
+            return near_duplicates(texts_a, texts_b, self.threshold)
+        # word sets, not bigrams: ROUGE-L F >= t needs a word-overlap Dice >= t, i.e. a Jaccard >= t / (2 - t), so
+        # banding at that Jaccard keeps the true pairs likely; bigrams of a lightly edited text overlap far less
+        signatures = minhash_signatures([*texts_a, *texts_b], ngram=1, seed=self.seed)
+        n_a = len(texts_a)
+        found = []
+        jaccard = self.threshold / (2 - self.threshold)
+        for x, y in lsh_candidate_pairs(signatures, jaccard):  # x < y: only a-b pairs matter
+            if x < n_a <= y:
+                i, j = x, y - n_a
+                score = rouge_l_tokens(word_tokens(texts_a[i]), word_tokens(texts_b[j]))
+                if score >= self.threshold:
+                    found.append((i, j, score))
+        return found

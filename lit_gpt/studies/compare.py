@@ -42,7 +42,8 @@ import torch
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.studies.pairwise import PAIRWISE_PROMPT, differences_from_baseline, pairwise_preference, win_rate
 from lit_gpt.studies.report import CONTAMINATION_THRESHOLD, TIE_BAND, markdown_report, plot_comparison
-from lit_gpt.data.mixing import NearDuplicateFinder, instruction_key
+from lit_gpt.data.mixing import instruction_key
+from lit_gpt.data.similarity import NearDuplicateFinder
 from lit_gpt.data.order import check_order
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import tokenize_examples

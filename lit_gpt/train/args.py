@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 
 from lit_gpt.data.order import ORDERS, check_order
 from lit_gpt.lora import LORA_TARGETS, LoRAConfig
-from lit_gpt.precision import QUANTIZE_MODES
+from lit_gpt.precision import PRECISIONS, QUANTIZE_MODES
 from lit_gpt.utils import UserError
 
 
@@ -47,8 +47,8 @@ class TrainArgs:
     sample_max_new_tokens: int = _hp(64, "tokens of the sample answer generated at each validation (0: none)")
     save_interval: int = _hp(1000, "save a checkpoint every this many steps (and at the end)")
     seed: int = _hp(1337, "seed of the LoRA init, the data order and dropout")
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = _hp(
-        None, "bf16-true, bf16-mixed, 16-mixed or 32-true (None: bf16-true where bf16 is native, else 32-true)")
+    precision: Optional[Literal[PRECISIONS]] = _hp(
+        None, ", ".join(PRECISIONS) + " (None: bf16-true where bf16 is native, else 32-true)")
     quantize: Optional[Literal[QUANTIZE_MODES]] = _hp(
         None, "quantize the frozen base weights (LoRA only; CUDA + bitsandbytes): " + ", ".join(QUANTIZE_MODES))
     devices: int = _hp(1, "devices (GPUs or CPU processes) per node")

@@ -1,5 +1,6 @@
 """The one fine-tuning loop, shared by finetune/lora.py, finetune/full.py and the dataset comparison, on Lightning
 Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resume) and `Trainer.fit()` trains it.
+Fabric itself (strategy, precision plugin, loggers): `lit_gpt.train.fabric`.
 
 Batches: `lit_gpt.train.dataset` (every epoch visits each example once; length-grouped global batches). A step:
 `lit_gpt.train.step.train_step` (response-token loss, gradient accumulation, clipping, a non-finite step refused).
@@ -14,17 +15,13 @@ validations without improvement and puts the best weights at the top of out_dir.
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Iterator, Literal, Optional
 
 import lightning as L
 import torch
-from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
-from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-from lightning.fabric.strategies import FSDPStrategy
 from tqdm import tqdm
 
 from lit_gpt.checkpoint import check_checkpoint_dir, load_model
@@ -35,7 +32,6 @@ from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.file_names import CHECKPOINTS_DIR, LIT_CONFIG_FILE, TEST_FILE
 from lit_gpt.infer.answer import continue_ids
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
-from lit_gpt.model import Block
 from lit_gpt.precision import check_precision_for_device, choose_precision, param_dtype, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, flat_hyperparameters
@@ -43,6 +39,7 @@ from lit_gpt.train.resume import (apply_changed_hyperparameters, remove_unfinish
                                         save_best_weights, save_step_checkpoint, weights_file_name)
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, training_sets
 from lit_gpt.train.packing import Packing
+from lit_gpt.train.fabric import close_loggers, make_fabric
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
 from lit_gpt.train.step import NonFiniteStep, lr_factor, make_optimizer, train_step, validate
@@ -78,43 +75,18 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
         accum = check_batch_split(train, fabric.world_size)
         fabric.launch()
 
-        config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
-        train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
-                                                           train.override_max_seq_length, print=fabric.print)
-        if not len(val_set):
-            fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
-                         + (", so no early stopping" if train.early_stopping_patience is not None else "")
-                         + " and no best checkpoint (prepare with --test_split_fraction above 0 for them)")
+        train_set, val_set, max_seq_length = _training_sets(fabric, train, checkpoint_dir, data_dir, train_raw,
+                                                            test_raw)
         hyperparameters = hyperparameters if hyperparameters is not None else flat_hyperparameters(train, lora)
-        if fabric.is_global_zero:
-            remove_unfinished_saves(out_dir)
-            write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
-        for logger in fabric.loggers[1:]:  # once per run; the CSV logger has none (hyperparameters.yaml has them)
-            logger.log_hyperparams(hyperparameters)
-        fabric.barrier()
+        _start_run(fabric, out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
 
         cuda_devices = [fabric.device] if fabric.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):  # seeds below are the run's; the caller's RNG is restored
             torch.manual_seed(train.seed)  # the LoRA init (identical on every rank)
-            # on the CPU; fabric.setup_module moves it to the device (and quantizes the base layers under --quantize)
-            model = load_model(checkpoint_dir, dtype=plugin.dtype if plugin is not None else param_dtype(precision))
-            if lora is not None:
-                lora.apply(model)
-                mark_only_lora_as_trainable(model)
-            model.gradient_checkpointing = train.gradient_checkpointing
-            model.neftune_noise_alpha = train.neftune_noise_alpha
-            if train.compile:
-                model.compile_blocks()
-            fabric.print(f"{method}: training {num_parameters(model, requires_grad=True):,} of "
-                         f"{num_parameters(model):,} parameters; precision {precision}"
-                         f"{', base quantized ' + train.quantize if train.quantize else ''}; {fabric.world_size} "
-                         f"device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
+            model = _setup_model(fabric, method, checkpoint_dir, train, lora, plugin, precision, accum)
             if train.packing:
                 fabric.print(f"packing: examples share rows of up to {max_seq_length} tokens, "
                              f"{train.micro_batch_size} rows per micro-batch")
-            model = fabric.setup_module(model)
-            if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
-                mark_only_lora_as_trainable(model)
             optimizer = fabric.setup_optimizers(make_optimizer(model, train.learning_rate, train.weight_decay))
 
             steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
@@ -125,12 +97,7 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
                              max_seq_length=max_seq_length, data_fingerprint=manifest.get("fingerprint"))
             state = TrainState(plan=plan, hyperparameters=hyperparameters)
             if resume_file is not None:
-                restore_checkpoint(fabric, resume_file, model, optimizer, scheduler, state, strict=lora is None)
-                apply_changed_hyperparameters(state.hyperparameters, hyperparameters, optimizer, scheduler,
-                                              fabric.print)
-                state.hyperparameters = hyperparameters
-                fabric.print(f"resumed from {resume_file.parent} at step {state.step} "
-                             f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+                _resume(fabric, resume_file, model, optimizer, scheduler, state, hyperparameters, strict=lora is None)
             trainer = Trainer(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train,
                               epochs=epochs, out_dir=out_dir, train_set=train_set, val_set=val_set, accum=accum,
                               total_steps=total_steps, state=state, lora=lora is not None, tokenizer=tokenizer,
@@ -140,6 +107,64 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
             finally:
                 close_loggers(fabric.loggers, "success" if state.stop_reason else "failed")
             return trainer.finish()
+
+
+def _training_sets(fabric: L.Fabric, train: TrainArgs, checkpoint_dir: Path, data_dir: Path, train_raw: list,
+                   test_raw: list) -> tuple[TrainingSet, TrainingSet, int]:
+    """The training and validation sets and max_seq_length; a warning where there is nothing to validate on."""
+    config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
+    train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
+                                                       train.override_max_seq_length, print=fabric.print)
+    if not len(val_set):
+        fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
+                     + (", so no early stopping" if train.early_stopping_patience is not None else "")
+                     + " and no best checkpoint (prepare with --test_split_fraction above 0 for them)")
+    return train_set, val_set, max_seq_length
+
+
+def _start_run(fabric: L.Fabric, out_dir: Path, checkpoint_dir: Path, data_dir: Path, manifest: dict,
+               lora: Optional[LoRAConfig], hyperparameters: dict, method: str) -> None:
+    """The run's files in out_dir (rank zero; a crashed save's leftovers removed) and its hyperparameters logged."""
+    if fabric.is_global_zero:
+        remove_unfinished_saves(out_dir)
+        write_run_files(out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
+    for logger in fabric.loggers[1:]:  # once per run; the CSV logger has none (hyperparameters.yaml has them)
+        logger.log_hyperparams(hyperparameters)
+    fabric.barrier()
+
+
+def _setup_model(fabric: L.Fabric, method: str, checkpoint_dir: Path, train: TrainArgs, lora: Optional[LoRAConfig],
+                 plugin, precision: str, accum: int) -> torch.nn.Module:
+    """The checkpoint's model with LoRA (initialized from torch's RNG), gradient checkpointing and compile as asked,
+    set up by Fabric."""
+    # on the CPU; fabric.setup_module moves it to the device (and quantizes the base layers under --quantize)
+    model = load_model(checkpoint_dir, dtype=plugin.dtype if plugin is not None else param_dtype(precision))
+    if lora is not None:
+        lora.apply(model)
+        mark_only_lora_as_trainable(model)
+    model.gradient_checkpointing = train.gradient_checkpointing
+    model.neftune_noise_alpha = train.neftune_noise_alpha
+    if train.compile:
+        model.compile_blocks()
+    fabric.print(f"{method}: training {num_parameters(model, requires_grad=True):,} of "
+                 f"{num_parameters(model):,} parameters; precision {precision}"
+                 f"{', base quantized ' + train.quantize if train.quantize else ''}; {fabric.world_size} "
+                 f"device(s), {accum} micro-batch(es) of {train.micro_batch_size} per device per step")
+    model = fabric.setup_module(model)
+    if lora is not None:  # quantization replaced the base layers by new ones: freeze those too
+        mark_only_lora_as_trainable(model)
+    return model
+
+
+def _resume(fabric: L.Fabric, resume_file: Path, model, optimizer, scheduler, state: TrainState,
+            hyperparameters: dict, strict: bool) -> None:
+    """Restores the checkpoint into model, optimizer, scheduler and state; the hyperparameters that differ from the
+    checkpoint's apply from here on."""
+    restore_checkpoint(fabric, resume_file, model, optimizer, scheduler, state, strict=strict)
+    apply_changed_hyperparameters(state.hyperparameters, hyperparameters, optimizer, scheduler, fabric.print)
+    state.hyperparameters = hyperparameters
+    fabric.print(f"resumed from {resume_file.parent} at step {state.step} "
+                 f"(epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
 
 
 @contextlib.contextmanager
@@ -153,79 +178,6 @@ def _removed_if_it_fails_early(out_dir: Path) -> Iterator[None]:
         if created and out_dir.is_dir() and not (out_dir / CHECKPOINTS_DIR).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-
-
-def make_fabric(args: TrainArgs, precision: str, plugin, out_dir: Path) -> L.Fabric:
-    strategy: Any = args.strategy
-    if strategy == "fsdp":
-        # full state dicts: checkpoints are single files; use_orig_params: LoRA mixes frozen and trainable weights
-        strategy = FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", use_orig_params=True)
-    check_external_launch(args)
-    loggers = [CSVLogger(root_dir=out_dir / "logs", name="csv", flush_logs_every_n_steps=10),
-               *extra_loggers(args.logger, out_dir)]
-    try:
-        return L.Fabric(devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
-                        precision=None if plugin is not None else precision, plugins=plugin, loggers=loggers)
-    except (ValueError, RuntimeError, TypeError) as e:
-        raise UserError(f"--devices {args.devices} --num_nodes {args.num_nodes} --strategy {args.strategy}: "
-                        f"{str(e).splitlines()[0]}") from None
-
-
-def check_external_launch(args: TrainArgs) -> None:
-    """Under torchrun or SLURM's srun the launcher starts the processes and Fabric joins them as they are, without
-    comparing them to --devices (per node) and --num_nodes, which set the batch split (and, left at 1, the strategy:
-    each process would train alone and write the same out_dir). So they must describe the launched world."""
-    if TorchElasticEnvironment.detect():
-        world, per_node = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"])
-        launcher = "torchrun"
-    elif SLURMEnvironment.detect():  # srun in a batch job (not an interactive `bash` job step)
-        world = int(os.environ["SLURM_NTASKS"])
-        per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])  # "4" or "4(x2)"
-        launcher = "SLURM"
-    else:
-        return
-    nodes = max(1, world // per_node)
-    if (args.devices, args.num_nodes) != (per_node, nodes):
-        raise UserError(f"{launcher} started {world} process(es), {per_node} per node on {nodes} node(s), but "
-                        f"--devices {args.devices} --num_nodes {args.num_nodes} say {args.devices * args.num_nodes}; "
-                        f"pass --devices {per_node} --num_nodes {nodes}")
-
-
-def extra_loggers(logger: str, out_dir: Path) -> list:
-    """The --logger beside the CSV file. Lightning's WandbLogger and MLFlowLogger (from lightning.pytorch) are Fabric
-    loggers too: rank zero logs, the others' calls do nothing."""
-    logs = out_dir / "logs"
-    if logger == "tensorboard":
-        return [TensorBoardLogger(root_dir=logs, name="tensorboard")]
-    if logger == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
-        logs.mkdir(parents=True, exist_ok=True)
-        return [WandbLogger(project=os.environ.get("WANDB_PROJECT", "lit-gpt-data"), name=out_dir.name,
-                            save_dir=str(logs))]
-    if logger == "mlflow":
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not tracking_uri:
-            # no server named: a folder beside the other logs. MLflow 3 wants a database there (sqlalchemy, which
-            # mlflow-skinny lacks) and refuses its own file store unless this is set; the file store needs nothing
-            tracking_uri = (logs / "mlruns").resolve().as_uri()
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        return [MLFlowLogger(experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", "lit-gpt-data"),
-                             run_name=out_dir.name, tracking_uri=tracking_uri)]
-    return []
-
-
-def close_loggers(loggers: list, status: str) -> None:
-    """Flushes every logger. A W&B run is also finished: Lightning leaves it open, so the next run in this process
-    (a dataset comparison trains several) would log into it. `_experiment`, not `experiment`: the latter would start
-    a W&B run on a rank (or after a failure) that never made one."""
-    for logger in loggers:
-        logger.finalize(status)
-        experiment = getattr(logger, "_experiment", None) if type(logger).__name__ == "WandbLogger" else None
-        if experiment is not None:
-            experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def schedule(args: TrainArgs, steps_per_epoch: int, print=print) -> tuple[int, int, int]:
@@ -279,7 +231,7 @@ class Trainer:
         fabric.print(f"order {args.order}: first epoch order hash {self.first_epoch_hash} (seed {args.seed})")
 
     def fit(self) -> None:
-        state, args, fabric = self.state, self.args, self.fabric
+        state, fabric = self.state, self.fabric
         if state.step >= self.total_steps or state.stop_reason == "early_stopping":
             state.stop_reason = state.stop_reason or "done"
             return
@@ -289,43 +241,57 @@ class Trainer:
         self.write = bar.write if fabric.is_global_zero else (lambda message: None)
         try:
             while state.step < self.total_steps and state.stop_reason is None:
-                epoch = state.epoch
-                batches = epoch_batches(self.train_set, epoch, args.seed, args.order, args.batch_size)
-                while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
-                    t0 = time.perf_counter()
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    result = self.step(batches[state.batch_in_epoch])
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    state.tokens += result.tokens
-                    state.padded_tokens += result.padded_tokens
-                    step, epoch_done = state.step, state.batch_in_epoch == len(batches)
-                    if epoch_done:
-                        state.epoch += 1
-                        state.batch_in_epoch = 0
-                    state.train_losses.append((step, result.loss))
-                    metrics = {"iter": step, "epoch": epoch + (state.batch_in_epoch or len(batches)) / len(batches),
-                               "train_loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
-                               "tokens_per_sec": result.tokens / (time.perf_counter() - t0),
-                               "non_pad_share": result.tokens / result.padded_tokens}
-                    last = step >= self.total_steps
-                    if len(self.val_set) and (step % args.eval_interval == 0 or epoch_done or last):
-                        metrics["val_loss"] = self.evaluate()
-                    fabric.log_dict(metrics, step=step)
-                    bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-                    bar.update(1)
-                    stop = last or state.stop_reason is not None
-                    if epoch_done or stop:
-                        self.record_epoch(metrics)
-                    if step % args.save_interval == 0 or stop:
-                        self.save_checkpoint()
-                    if epoch_done or stop:
-                        break
+                self.train_epoch(bar)
             state.stop_reason = state.stop_reason or "done"
             if self.last_saved_step != state.step:
                 self.save_checkpoint()
         finally:
             bar.close()
+
+    def train_epoch(self, bar: tqdm) -> None:
+        """The current epoch's remaining batches, until its end or the run's: a step each, validation, the metrics
+        logged, the epoch's record and checkpoints when due."""
+        state, args = self.state, self.args
+        epoch = state.epoch
+        batches = epoch_batches(self.train_set, epoch, args.seed, args.order, args.batch_size)
+        while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
+            metrics, epoch_done = self.train_batch(batches, epoch)
+            step = metrics["iter"]
+            last = step >= self.total_steps
+            if len(self.val_set) and (step % args.eval_interval == 0 or epoch_done or last):
+                metrics["val_loss"] = self.evaluate()
+            self.fabric.log_dict(metrics, step=step)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
+            bar.update(1)
+            stop = last or state.stop_reason is not None
+            if epoch_done or stop:
+                self.record_epoch(metrics)
+            if step % args.save_interval == 0 or stop:
+                self.save_checkpoint()
+            if epoch_done or stop:
+                break
+
+    def train_batch(self, batches: list, epoch: int) -> tuple[dict, bool]:
+        """One optimizer step on the epoch's next batch, counted in the state; its metrics and whether it ended the
+        epoch."""
+        state = self.state
+        t0 = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        result = self.step(batches[state.batch_in_epoch])
+        state.step += 1
+        state.batch_in_epoch += 1
+        state.tokens += result.tokens
+        state.padded_tokens += result.padded_tokens
+        epoch_done = state.batch_in_epoch == len(batches)
+        if epoch_done:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        state.train_losses.append((state.step, result.loss))
+        metrics = {"iter": state.step, "epoch": epoch + (state.batch_in_epoch or len(batches)) / len(batches),
+                   "train_loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
+                   "tokens_per_sec": result.tokens / (time.perf_counter() - t0),
+                   "non_pad_share": result.tokens / result.padded_tokens}
+        return metrics, epoch_done
 
     def step(self, batch: list):
         packing = Packing(self.state.plan.max_seq_length, self.args.micro_batch_size) if self.args.packing else None
@@ -355,14 +321,7 @@ class Trainer:
             message += f"\n  sample: {self.sample_answer()!r}"
         self.write(message)
         if state.best_val_loss is None or val_loss < state.best_val_loss:
-            state.best_val_loss, state.best_step = val_loss, state.step
-            state.evals_without_improvement = 0
-            state.best_epoch = state.epochs_done(self.steps_per_epoch)
-            if args.early_stopping_patience is not None:
-                self.save_checkpoint()  # the best weights must survive whatever comes after
-            if args.early_stopping_patience is not None or self.epochs > 1:
-                save_best_weights(self.fabric, self.out_dir, self.model, state, self.lora,
-                                  just_saved=self.last_saved_step == state.step)
+            self.keep_best(val_loss)
         else:
             state.evals_without_improvement += 1
             if (args.early_stopping_patience is not None
@@ -371,6 +330,18 @@ class Trainer:
                 self.write(f"early stopping: no better val loss in {args.early_stopping_patience} validations; "
                            f"best {state.best_val_loss:.4f} at step {state.best_step}")
         return val_loss
+
+    def keep_best(self, val_loss: float) -> None:
+        """A new best validation: recorded, and its weights kept where early stopping or several epochs need them."""
+        state, args = self.state, self.args
+        state.best_val_loss, state.best_step = val_loss, state.step
+        state.evals_without_improvement = 0
+        state.best_epoch = state.epochs_done(self.steps_per_epoch)
+        if args.early_stopping_patience is not None:
+            self.save_checkpoint()  # the best weights must survive whatever comes after
+        if args.early_stopping_patience is not None or self.epochs > 1:
+            save_best_weights(self.fabric, self.out_dir, self.model, state, self.lora,
+                              just_saved=self.last_saved_step == state.step)
 
     def sample_answer(self) -> str:
         was_training = self.model.training

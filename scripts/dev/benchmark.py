@@ -16,9 +16,10 @@ The batches are those our training loop would train on (`lit_gpt.train.dataset.e
 default shuffle order); each optimizer step takes one global batch of --batch_size examples split into micro-batches
 of --micro_batch_size. The timed work is the first --steps_per_run global batches (0: the whole epoch); after
 --warmup_steps steps, that same work is timed --runs times and the medians are reported. Each implementation runs in
-its own process (so peak RSS is its own) with --threads intra-op threads. On CPU the processes stay alive side by
-side and take turns, one timed run each, the order alternating (--interleave): on a shared machine whose speed
-drifts, that keeps the comparison fair; `speedup_vs_litgpt_paired_median` is the median over those pairs of runs.
+its own process (scripts/dev/benchmark_worker.py, so peak RSS is its own) with --threads intra-op threads. On CPU
+the processes stay alive side by side and take turns, one timed run each, the order alternating (--interleave): on a
+shared machine whose speed drifts, that keeps the comparison fair; `speedup_vs_litgpt_paired_median` is the median
+over those pairs of runs. The examples and batches: scripts/dev/benchmark_data.py.
 Each process measures the matmul ceiling (a 2048^3 matmul in the training dtype, before and after its runs); the best
 of all of them is the denominator of the model FLOPs utilisation (MFU).
 
@@ -42,14 +43,13 @@ average and tokens per CPU-second.
 
 import json
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal, Optional
 
 
@@ -60,377 +60,16 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.config import Config as OurConfig  # (run_litgpt imports LitGPT's Config)
-from lit_gpt.data.normalize import normalize
-from lit_gpt.data.order import epoch_order
-from lit_gpt.data.prepared import load_prepared
-from lit_gpt.data.records import iter_records
-from lit_gpt.data.tokenize import tokenize_examples
-from lit_gpt.train.args import TrainArgs, check_batch_split
-from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch
-from lit_gpt.train.step import make_optimizer, train_step
-from lit_gpt.utils import cpu_name
+from benchmark_data import batch_plan, load_examples, training_flops  # beside this script (sys.path[0])
+from benchmark_worker import READY, RESULT, RUN_DONE
+from lit_gpt.config import Config
+from lit_gpt.precision import PRECISIONS, choose_precision
+from lit_gpt.utils import UserError, cpu_name, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-READY, RUN_DONE, RESULT = "BENCHMARK_READY", "BENCHMARK_RUN_DONE", "BENCHMARK_RESULT "  # worker -> parent lines
-SHARED_DIR = ROOT.parent / "shared"
-TOKENIZER_DIR = SHARED_DIR / "tokenizers" / "smollm2"
-# shared file and its column mapping (as in scripts/prepare_lima.py / prepare_dolly.py)
-DATASET_FILES = {"lima": ("datasets/lima/train.jsonl", None),
-                 "dolly": ("datasets/dolly/dolly_3k.jsonl", {"input": "context", "output": "response"})}
+WORKER_SCRIPT = Path(__file__).resolve().with_name("benchmark_worker.py")  # `python benchmark_worker.py SPEC.json`
 DEFAULT_LITGPT_PYTHON = "/tmp/litgpt-venv/bin/python"
 LITGPT_INSTALL = "python -m venv /tmp/litgpt-venv && /tmp/litgpt-venv/bin/pip install torch==2.13.0 litgpt==0.5.13"
-WORKER_FLAG = "--_worker"  # internal: `benchmark.py --_worker spec.json` runs one implementation, prints JSON
-DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "32-true": torch.float32,
-          "bf16-mixed": torch.float32, "16-mixed": torch.float32}
-MATMUL_DTYPES = {"bf16-true": torch.bfloat16, "bf16-mixed": torch.bfloat16, "16-true": torch.float16,
-                 "16-mixed": torch.float16, "32-true": torch.float32}
-
-
-# ---- measurements used by both implementations (stdlib + torch only: the LitGPT worker runs these too) -------------
-def peak_rss_bytes() -> int:
-    """This process's resident-set high-water mark (VmHWM) from /proc; 0 where there is no /proc."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"VmHWM:\s+(\d+) kB", text)
-    return int(match.group(1)) * 1024 if match else 0
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5,
-                  budget_seconds: float = 20.0) -> float:
-    """Best-of-`repeats` TFLOP/s of an n x n x n matmul: the ceiling MFU is measured against (the workers take the
-    better of a measurement before and one after the timed runs). Stops early after
-    `budget_seconds` (bf16 without native bf16 units takes about a minute per matmul)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    start = time.perf_counter()
-    a @ b  # warm-up: kernel selection, page faults
-    synchronize(device)
-    best = time.perf_counter() - start
-    for _ in range(repeats):
-        if time.perf_counter() - start > budget_seconds:
-            break
-        t0 = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e12
-
-
-def compile_blocks(blocks: torch.nn.ModuleList) -> None:
-    """LitGPT's blocks compiled as ours are (`GPT.compile_blocks`): each block in place, one compiled graph serving
-    all of them; the head and loss stay eager."""
-    for block in blocks:
-        block.compile()
-
-
-def timed_steps(step, steps: list, warmup_steps: int, device: torch.device) -> dict:
-    """Runs `step(work)` on warm-up steps, then one timed run over all of `steps` each time the parent asks (a line
-    "RUN" on stdin, answered by RUN_DONE), until it says "END": the parent interleaves the implementations' runs,
-    so a slow patch of a shared machine hits all of them alike."""
-    start = time.perf_counter()
-    for k in range(warmup_steps):
-        step(steps[k % len(steps)])
-    synchronize(device)
-    warmup_seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    run_seconds, run_cpu_seconds, step_seconds, losses = [], [], [], []
-    print(READY, flush=True)
-    for request in sys.stdin:
-        if request.strip() != "RUN":
-            break
-        run_start, cpu_start = time.perf_counter(), time.process_time()
-        for work in steps:
-            t0 = time.perf_counter()
-            losses.append(step(work))
-            synchronize(device)
-            step_seconds.append(time.perf_counter() - t0)
-        run_seconds.append(time.perf_counter() - run_start)
-        run_cpu_seconds.append(time.process_time() - cpu_start)  # all threads; less sensitive to other load
-        print(RUN_DONE, flush=True)
-    return {"warmup_seconds": warmup_seconds, "run_seconds": run_seconds, "run_cpu_seconds": run_cpu_seconds,
-            "step_seconds": step_seconds, "first_losses": losses[: len(steps)], "last_loss": losses[-1] if losses else None}
-
-
-def worker_result(spec: dict, device: torch.device, timing: dict, ceiling: float, init_seconds: float,
-                  extra: dict) -> dict:
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()
-    return {**timing, **extra, "matmul_tflops": ceiling, "init_seconds": init_seconds,
-            "peak_memory_bytes": peak, "peak_memory_kind": "cuda_max_memory_allocated" if device.type == "cuda"
-            else "peak_rss", "peak_rss_bytes": peak_rss_bytes(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
-
-
-def setup_worker(spec: dict) -> torch.device:
-    torch.set_num_threads(spec["threads"])
-    device = torch.device(spec["device"])
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # as our loop and LitGPT's scripts do: TF32 for 32-true
-    return device
-
-
-# ---- the two implementations ------------------------------------------------------------------------------------------
-def run_ours(spec: dict) -> dict:
-    """Our model, LoRA and the training loop's own step function on the planned batches."""
-    import lightning as L
-
-    from lit_gpt.config import Config
-    from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
-    from lit_gpt.model import GPT
-    from lit_gpt.precision import param_dtype
-
-    device = setup_worker(spec)
-    plan = torch.load(spec["plan"], weights_only=True)
-    ceiling = matmul_tflops(MATMUL_DTYPES[spec["precision"]], device)
-    start = time.perf_counter()
-    config = Config(**spec["config"])
-    args = TrainArgs(micro_batch_size=spec["micro_batch_size"], batch_size=spec["batch_size"],
-                     precision=spec["precision"], gradient_checkpointing=spec["gradient_checkpointing"],
-                     warmup_steps=10, seed=spec["seed"])
-    fabric = L.Fabric(accelerator=device.type, devices=1, precision=spec["precision"], loggers=[])
-    torch.manual_seed(spec["seed"])
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(param_dtype(spec["precision"]))  # build in the training dtype: no float32 copy in RAM
-    try:
-        model = GPT(config)
-    finally:
-        torch.set_default_dtype(default_dtype)
-    if spec["method"] == "lora":
-        lora = spec["lora"]
-        LoRAConfig(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], targets=tuple(lora["targets"])).apply(model)
-        mark_only_lora_as_trainable(model)
-    model.gradient_checkpointing = spec["gradient_checkpointing"]
-    if spec["compile"]:
-        model.compile_blocks()
-    model = fabric.setup_module(model)
-    optimizer = fabric.setup_optimizers(make_optimizer(model, args.learning_rate, args.weight_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train_set = TrainingSet(plan["examples"], spec["max_seq_length"], "benchmark", config.vocab_size)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    init_seconds = time.perf_counter() - start
-
-    accum = check_batch_split(args, 1)
-    steps_done = 0
-
-    def step(batch: list) -> float:
-        nonlocal steps_done
-        result = train_step(fabric, model, optimizer, scheduler, train_set, batch, accum=accum, seed=args.seed,
-                            step=steps_done, grad_clip=args.grad_clip, precision=spec["precision"])
-        steps_done += 1
-        return result.loss
-
-    timing = timed_steps(step, plan["batches"], spec["warmup_steps"], device)
-    ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
-    return worker_result(spec, device, timing, ceiling, init_seconds,
-                         {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
-
-
-def run_litgpt(spec: dict) -> dict:
-    """LitGPT's GPT and LoRA classes in a minimal loop over the same micro-batch tensors (runs in LitGPT's venv)."""
-    from importlib.metadata import version
-
-    from litgpt.lora import GPT, Config, mark_only_lora_as_trainable
-    from litgpt.utils import chunked_cross_entropy
-
-    device = setup_worker(spec)
-    plan = torch.load(spec["plan"], weights_only=True)
-    dtype = DTYPES[spec["precision"]]
-    if spec["precision"] not in ("bf16-true", "16-true", "32-true"):
-        raise SystemExit(f"the LitGPT baseline runs true precisions only, not {spec['precision']}")
-    ceiling = matmul_tflops(MATMUL_DTYPES[spec["precision"]], device)
-    start = time.perf_counter()
-    ours = spec["config"]
-    lora = spec["lora"] if spec["method"] == "lora" else {"r": 0, "alpha": 1, "dropout": 0.0, "targets": []}
-    windowed = [OurConfig(**ours).is_windowed(i) for i in range(ours["n_layer"])]
-    gemma = dict(  # LitGPT's spelling of the Gemma switches (its RMSNorm adds the unit offset for "Gemma" names)
-        scale_embeddings=ours["scale_embeddings"], attention_scores_scalar=ours["attention_scores_scalar"],
-        post_attention_norm=ours["post_block_norms"], post_mlp_norm=ours["post_block_norms"], norm_qk=ours["norm_qk"],
-        attention_logit_softcapping=ours["attention_logit_softcapping"],
-        final_logit_softcapping=ours["final_logit_softcapping"],
-        sliding_window_indices=[int(w) for w in windowed] if ours["sliding_window"] else None)
-    if ours["rope_local_base"] is not None:
-        gemma.update(rope_local_base_freq=ours["rope_local_base"], rope_indices=[int(w) for w in windowed])
-    if ours["rope_scaling"] is not None:
-        raise SystemExit("the LitGPT baseline here maps plain rotary embeddings only (set rope_scaling to null)")
-    name = ours["name"].replace("gemma", "Gemma")  # LitGPT picks the (1 + weight) RMSNorm by a "Gemma" name
-    if ours["norm_unit_offset"] != ("Gemma" in name):
-        name = f"Gemma ({name})" if ours["norm_unit_offset"] else name.replace("Gemma", "G")
-    config = Config(
-        **gemma,
-        name=name, block_size=ours["block_size"], vocab_size=ours["vocab_size"],
-        padded_vocab_size=ours["vocab_size"], n_layer=ours["n_layer"], n_head=ours["n_head"], n_embd=ours["n_embd"],
-        n_query_groups=ours["n_query_groups"], head_size=ours["head_size"],
-        rotary_percentage=ours["rotary_percentage"], rope_base=int(ours["rope_base"]),
-        parallel_residual=ours["parallel_residual"], shared_attention_norm=ours["shared_attention_norm"],
-        bias=ours["bias"], attn_bias=ours["attn_bias"], lm_head_bias=ours["lm_head_bias"],
-        norm_class_name=ours["norm_class_name"], norm_eps=ours["norm_eps"], mlp_class_name=ours["mlp_class_name"],
-        intermediate_size=ours["intermediate_size"], gelu_approximate=ours["gelu_approximate"],
-        sliding_window_size=ours["sliding_window"],
-        lora_r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-        **{f"lora_{t}": t in lora["targets"] for t in ("query", "key", "value", "projection", "mlp", "head")})
-    torch.manual_seed(spec["seed"])
-    torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = GPT(config)
-    torch.set_default_dtype(torch.float32)
-    with torch.no_grad():  # the same init as ours (LitGPT's GPT keeps PyTorch's defaults): same starting loss
-        for module in model.modules():
-            if type(module) in (torch.nn.Linear, torch.nn.Embedding):
-                module.weight.normal_(0.0, 0.02)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-    if ours["tie_embeddings"]:  # same parameter count and memory as our model
-        model.lm_head.linear.weight = model.transformer.wte.weight
-    model.max_seq_length = spec["max_seq_length"]
-    if spec["method"] == "lora":
-        mark_only_lora_as_trainable(model)
-    if spec["gradient_checkpointing"]:
-        raise SystemExit("the LitGPT baseline has no gradient checkpointing switch in this minimal loop")
-    if spec["compile"]:
-        compile_blocks(model.transformer.h)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([g for g in ({"params": decay, "weight_decay": 0.01},
-                                               {"params": no_decay, "weight_decay": 0.0}) if g["params"]], lr=3e-4)
-    trainable = sum(p.numel() for p in params)
-    init_seconds = time.perf_counter() - start
-
-    def step(micro_batches: list) -> float:
-        total = 0.0
-        for input_ids, targets in micro_batches:
-            input_ids, targets = input_ids.to(device), targets.to(device)
-            logits = model(input_ids, lm_head_chunk_size=128)
-            loss = chunked_cross_entropy(logits, targets) / len(micro_batches)
-            loss.backward()
-            total += float(loss.detach())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return total
-
-    timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], device)
-    ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
-    return worker_result(spec, device, timing, ceiling, init_seconds,
-                         {"implementation": "litgpt", "trainable_parameters": trainable, "litgpt": version("litgpt")})
-
-
-def worker_main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    result = run_ours(spec) if spec["implementation"] == "ours" else run_litgpt(spec)
-    print(RESULT + json.dumps(result), flush=True)
-
-
-# ---- data -------------------------------------------------------------------------------------------------------------
-def dataset_examples(dataset: str, max_seq_length: int, vocab_size: int, limit: Optional[int]) -> list[dict]:
-    """Real LIMA/Dolly rows through our data pipeline (SmolLM2 tokenizer, its chat format, prompt masked); `fixed`
-    packs the same token stream into rows of exactly max_seq_length + 1 tokens (inputs and shifted targets), all trained."""
-    from lit_gpt.prompts.styles import default_prompt_style
-    from lit_gpt.tokenizer import Tokenizer
-    from lit_gpt.utils import UserError
-
-    relative_path, columns = DATASET_FILES["lima" if dataset == "fixed" else dataset]
-    source = SHARED_DIR / relative_path
-    if not source.is_file() or not TOKENIZER_DIR.is_dir():
-        raise UserError(f"{source}: the shared datasets and tokenizer are needed for --dataset {dataset}; "
-                        "pass --data_dir with a prepared dataset instead")
-    rows = [normalize(row, source=dataset) for _, row in iter_records(source, columns=columns)]
-    if limit is not None:
-        rows = rows[:limit]
-    tokenizer = Tokenizer(TOKENIZER_DIR)
-    style = default_prompt_style(TOKENIZER_DIR)
-    row_length = max_seq_length + 1  # training shifts: inputs = ids[:-1], targets = labels[1:]
-    tokenized, _ = tokenize_examples(rows, tokenizer, style, row_length if dataset != "fixed" else 10 ** 9)
-    examples = [{"input_ids": e["input_ids"] % vocab_size, "labels": torch.where(e["labels"] >= 0, e["labels"] % vocab_size,
-                                                                                 e["labels"])} for e in tokenized]
-    if dataset == "fixed":
-        stream = torch.cat([e["input_ids"] for e in examples])
-        n = stream.numel() // row_length
-        examples = [{"input_ids": row.clone(), "labels": row.clone()} for row in stream[: n * row_length].view(n, row_length)]
-    return examples
-
-
-def random_token_examples(n: int, max_seq_length: int, vocab_size: int) -> list[dict]:
-    """n rows of exactly max_seq_length + 1 random token ids (inputs and shifted targets), all trained."""
-    rows = torch.randint(0, vocab_size, (n, max_seq_length + 1), generator=torch.Generator().manual_seed(0))
-    return [{"input_ids": row.clone(), "labels": row.clone()} for row in rows]
-
-
-def load_examples(data_dir: Optional[Path], dataset: str, max_seq_length: int, vocab_size: int,
-                  limit: Optional[int]) -> tuple[list[dict], str]:
-    if data_dir is None and dataset == "random":
-        return random_token_examples(limit or 64, max_seq_length, vocab_size), "random token ids"
-    if data_dir is None:
-        return dataset_examples(dataset, max_seq_length, vocab_size, limit), f"{dataset} (tokenized at run time)"
-
-    train, _, manifest = load_prepared(data_dir)
-    train = train[:limit] if limit is not None else train
-    return [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in train], str(data_dir)
-
-
-def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch_size: int, micro_batch_size: int,
-               steps: Optional[int], seed: int, order: str, litgpt_batching: str) -> dict:
-    """The first `steps` global batches our loop would train on (all of the epoch for None), and LitGPT's
-    micro-batches of the same examples: the same tensors (`same`), or (`plain`) those examples in the epoch order
-    cut into micro-batches and padded to the longest, as a loader without length grouping does. Plus padding
-    statistics of the whole epoch for the loop's batching and for plain batching."""
-    data = TrainingSet(examples, max_seq_length, "benchmark", vocab_size)
-    accum = batch_size // micro_batch_size
-    epoch = epoch_batches(data, 0, seed, order, batch_size)
-    if steps is not None and len(epoch) < steps:
-        raise SystemExit(f"only {len(epoch)} batches of {batch_size} in the data; lower --steps_per_run")
-    chosen = epoch[:steps] if steps is not None else epoch
-    timed = [mb for b in chosen for mb in split_batch(b, accum)]
-    plain_order = epoch_order(data.raw, 0, seed, order)
-    if litgpt_batching == "plain":
-        position = {i: k for k, i in enumerate(plain_order)}
-        in_order = sorted((i for mb in timed for i in mb), key=position.__getitem__)
-        litgpt_timed = [in_order[s: s + micro_batch_size] for s in range(0, len(in_order), micro_batch_size)]
-    else:
-        litgpt_timed = timed
-    litgpt_steps = [litgpt_timed[s: s + accum] for s in range(0, len(litgpt_timed), accum)]
-    micro_batches = [[data.collate(mb, torch.device("cpu")) for mb in step] for step in litgpt_steps]
-    plain = [plain_order[s: s + micro_batch_size] for s in range(0, len(plain_order), micro_batch_size)]
-    grouped = [mb for b in epoch for mb in split_batch(b, accum)]
-
-    def share(mbs: list) -> float:
-        real, padded = padding_stats(data, mbs)
-        return round(real / padded, 4)
-
-    real, padded = padding_stats(data, timed)
-    trained = sum(data.n_targets[i] for mb in timed for i in mb)
-    return {"examples": [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in data.raw],
-            "batches": chosen, "micro_batches": micro_batches,
-            "padded_tokens": {"ours": padded, "litgpt": padding_stats(data, litgpt_timed)[1]},
-            "stats": {"examples_in_data": len(data), "timed_steps_per_run": len(chosen),
-                      "timed_examples_per_run": sum(len(b) for b in chosen),
-                      "timed_real_tokens_per_run": real, "timed_trained_tokens_per_run": trained,
-                      "timed_tokens_per_run_ours": padded,
-                      "timed_tokens_per_run_litgpt": padding_stats(data, litgpt_timed)[1],
-                      "timed_micro_batch_shapes": [[len(mb), max(data.lengths[i] for i in mb)] for mb in timed][:16],
-                      "non_padding_share_timed": round(real / padded, 4),
-                      "non_padding_share_epoch_loop_batching": share(grouped),
-                      "non_padding_share_epoch_plain_batching": share(plain),
-                      "trained_token_share": round(sum(data.n_targets) / max(1, sum(data.lengths)), 4),
-                      "length_mean": round(sum(data.lengths) / max(1, len(data)), 1),
-                      "length_max": max(data.lengths)},
-            "flops_lengths": [data.lengths[i] for mb in timed for i in mb]}
-
-
-def training_flops(config, lengths: list[int], method: str) -> float:
-    """Model FLOPs to train on these examples; LoRA skips the weight-gradient matmuls of the frozen weights."""
-    from lit_gpt.model import flops_per_token
-
-    weight_grad = flops_per_token(config, 0) / 3 if method == "lora" else 0.0  # 2 x params of the 6 x params
-    return sum(n * (flops_per_token(config, n) - weight_grad) for n in lengths)
 
 
 # ---- the parent -------------------------------------------------------------------------------------------------------
@@ -443,7 +82,7 @@ class Worker:
         env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
         print(f"[benchmark] {name}: building and warming up ...", file=sys.stderr, flush=True)
         self.name, self.stderr = name, open(workdir / f"{name}.stderr", "w+")
-        self.proc = subprocess.Popen([python, str(Path(__file__).resolve()), WORKER_FLAG, str(spec_path)], env=env,
+        self.proc = subprocess.Popen([python, str(WORKER_SCRIPT), str(spec_path)], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      cwd=ROOT)
         self._expect(READY)
@@ -455,8 +94,6 @@ class Worker:
         self.proc.wait()
         self.stderr.seek(0)
         tail = "\n".join(self.stderr.read().strip().splitlines()[-15:])
-        from lit_gpt.utils import UserError
-
         raise UserError(f"the {self.name} benchmark process failed (exit {self.proc.returncode}):\n{tail}")
 
     def run(self) -> None:
@@ -531,7 +168,8 @@ def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps
 def git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lit_gpt", "scripts/dev/benchmark.py"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lit_gpt", "scripts/dev/benchmark.py",
+                                "scripts/dev/benchmark_data.py", "scripts/dev/benchmark_worker.py"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("+uncommitted" if dirty else "") if out.returncode == 0 else None
     except OSError:
@@ -541,7 +179,7 @@ def git_commit() -> Optional[str]:
 def main(
     model: str = "SmolLM2-135M",
     method: Literal["lora", "full"] = "lora",
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-true", "16-mixed", "32-true"]] = None,
+    precision: Optional[Literal[PRECISIONS]] = None,
     data_dir: Optional[Path] = None,
     dataset: Literal["lima", "dolly", "fixed", "random"] = "lima",
     max_examples: Optional[int] = None,
@@ -607,66 +245,22 @@ def main(
         litgpt_python: the python of the LitGPT venv
         n_layer: override the number of layers (quick checks)
     """
-    from lit_gpt.config import Config
-    from lit_gpt.utils import UserError
+    return run_benchmark(SimpleNamespace(**locals()))
 
-    overrides = {"n_layer": n_layer} if n_layer is not None else {}
-    config = Config.from_file(model, **overrides) if model.endswith(".json") else Config.from_name(model, **overrides)
-    batch_size = batch_size or micro_batch_size
-    if batch_size % micro_batch_size:
-        raise UserError(f"--batch_size {batch_size} is not a multiple of --micro_batch_size {micro_batch_size}")
-    if runs < 1 or steps_per_run < 0 or warmup_steps < 0:
-        raise UserError("--runs must be >= 1, --steps_per_run and --warmup_steps >= 0")
-    if max_seq_length > config.block_size:
-        raise UserError(f"--max_seq_length {max_seq_length} is longer than {config.name}'s block size {config.block_size}")
-    if accelerator == "auto":
-        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise UserError("--accelerator cuda: no CUDA device here")
-    threads = threads or os.cpu_count() or 1
-    from lit_gpt.precision import choose_precision
 
-    precision = choose_precision(precision, cuda=accelerator == "cuda")
-    if compare_litgpt and not Path(litgpt_python).is_file():
-        raise UserError(f"{litgpt_python}: no LitGPT environment; create it with `{LITGPT_INSTALL}` "
-                        "or pass --litgpt_python")
-
+def run_benchmark(s: SimpleNamespace) -> dict:
+    """main's steps on its settings `s`: checked, the examples and the batch plan, the workers' timed runs, the
+    report (printed as JSON)."""
+    config, s = checked_settings(s)
     start = time.perf_counter()
-    examples, data_source = load_examples(data_dir, dataset, max_seq_length, config.vocab_size, max_examples)
+    examples, data_source = load_examples(s.data_dir, s.dataset, s.max_seq_length, config.vocab_size, s.max_examples)
     prepare_seconds = time.perf_counter() - start
-    plan = batch_plan(examples, max_seq_length, config.vocab_size, batch_size, micro_batch_size, steps_per_run or None,
-                      seed, order, litgpt_batching)
-    flops = training_flops(config, plan["flops_lengths"], method)
-
-    spec = {"config": config.to_dict(), "method": method, "precision": precision, "micro_batch_size": micro_batch_size,
-            "batch_size": batch_size, "max_seq_length": max_seq_length, "warmup_steps": warmup_steps, "runs": runs,
-            "threads": threads, "device": accelerator, "seed": seed, "compile": compile,
-            "gradient_checkpointing": gradient_checkpointing,
-            "lora": {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "targets": list(lora_targets)}}
-    report = {
-        "setting": {"model": config.name, "method": method, "precision": precision, "data": data_source,
-                    "max_seq_length": max_seq_length, "micro_batch_size": micro_batch_size, "batch_size": batch_size,
-                    "order": order, "steps_per_run": steps_per_run or "epoch", "warmup_steps": warmup_steps, "runs": runs,
-                    "litgpt_batching": litgpt_batching if compare_litgpt else None,
-                    "threads": threads, "accelerator": accelerator,
-                    "gradient_checkpointing": gradient_checkpointing,
-                    "lora": spec["lora"] if method == "lora" else None},
-        "data": {**plan["stats"], "prepare_seconds": round(prepare_seconds, 2)},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name()
-                    if accelerator == "cuda" else None, "load_average_before": os.getloadavg()},
-        "code": {"commit": git_commit()},
-    }
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
-        workdir = Path(tmp)
-        plan_path = workdir / "plan.pt"
-        torch.save({k: plan[k] for k in ("examples", "batches", "micro_batches")}, plan_path)
-        spec["plan"] = str(plan_path)
-        implementations = {"ours": (sys.executable, {**spec, "implementation": "ours"})}
-        if compile and compare_eager:
-            implementations["ours_eager"] = (sys.executable, {**spec, "implementation": "ours", "compile": False})
-        if compare_litgpt:
-            implementations["litgpt"] = (litgpt_python, {**spec, "implementation": "litgpt", "compile": litgpt_compile})
-        results = run_all(implementations, workdir, runs, accelerator == "cpu" if interleave is None else interleave)
+    plan = batch_plan(examples, s.max_seq_length, config.vocab_size, s.batch_size, s.micro_batch_size,
+                      s.steps_per_run or None, s.seed, s.order, s.litgpt_batching)
+    flops = training_flops(config, plan["flops_lengths"], s.method)
+    spec = worker_spec(s, config)
+    report = report_head(s, config, spec, plan, data_source, prepare_seconds)
+    implementations, results = run_implementations(s, spec, plan)
     # the machine's ceiling: the best of every process's measurements (each alone is noisy on a shared machine)
     ceiling = max(result["matmul_tflops"] for result in results.values())
     report["machine"]["matmul_tflops"] = round(ceiling, 4)
@@ -675,17 +269,8 @@ def main(
         report[name] = {"compile": implementations[name][1]["compile"],
                         **summarize(result, plan["stats"], padded, flops, plan["stats"]["timed_steps_per_run"],
                                      ceiling)}
-    if compare_litgpt:  # all trained on the same examples: the ratio of useful (non-padding) tokens per second
-        litgpt = report["litgpt"]
-        for name in (n for n in results if n != "litgpt"):
-            suffix = name[len("ours"):]
-            report["speedup_vs_litgpt" + suffix] = round(report[name]["non_padding_tokens_per_s"]
-                                                         / litgpt["non_padding_tokens_per_s"], 3)
-            # drift-robust: the same ratio from each interleaved pair of runs, then the median
-            report["speedup_vs_litgpt_paired_median" + suffix] = round(statistics.median(
-                litgpt_s / ours_s for ours_s, litgpt_s in zip(results[name]["run_seconds"], results["litgpt"]["run_seconds"])), 3)
-            report["peak_memory_ratio_vs_litgpt" + suffix] = round(report[name]["peak_memory_gb"]
-                                                                   / litgpt["peak_memory_gb"], 3)
+    if s.compare_litgpt:
+        report.update(litgpt_comparison(report, results))
     report["machine"]["load_average_after"] = os.getloadavg()
     # other processes on the cores make wall-clock numbers meaningless: say so in the report itself
     report["machine"]["quiet_before_start"] = report["machine"]["load_average_before"][0] < 0.75 * (os.cpu_count() or 1)
@@ -693,10 +278,95 @@ def main(
     return report
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == [WORKER_FLAG]:
-        worker_main(sys.argv[2])
-    else:
-        from lit_gpt.utils import run_cli
+def checked_settings(s: SimpleNamespace) -> tuple[Config, SimpleNamespace]:
+    """The model's config and the settings with their defaults filled in (batch_size, accelerator, threads,
+    precision); one line for each impossible one."""
+    overrides = {"n_layer": s.n_layer} if s.n_layer is not None else {}
+    model = s.model
+    config = Config.from_file(model, **overrides) if model.endswith(".json") else Config.from_name(model, **overrides)
+    batch_size = s.batch_size or s.micro_batch_size
+    if batch_size % s.micro_batch_size:
+        raise UserError(f"--batch_size {batch_size} is not a multiple of --micro_batch_size {s.micro_batch_size}")
+    if s.runs < 1 or s.steps_per_run < 0 or s.warmup_steps < 0:
+        raise UserError("--runs must be >= 1, --steps_per_run and --warmup_steps >= 0")
+    if s.max_seq_length > config.block_size:
+        raise UserError(f"--max_seq_length {s.max_seq_length} is longer than {config.name}'s block size {config.block_size}")
+    accelerator = s.accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserError("--accelerator cuda: no CUDA device here")
+    threads = s.threads or os.cpu_count() or 1
+    precision = choose_precision(s.precision, cuda=accelerator == "cuda")
+    if s.compare_litgpt and not Path(s.litgpt_python).is_file():
+        raise UserError(f"{s.litgpt_python}: no LitGPT environment; create it with `{LITGPT_INSTALL}` "
+                        "or pass --litgpt_python")
+    return config, SimpleNamespace(**{**vars(s), "batch_size": batch_size, "accelerator": accelerator,
+                                      "threads": threads, "precision": precision})
 
-        run_cli(main)
+
+def worker_spec(s: SimpleNamespace, config: Config) -> dict:
+    """What every worker builds and runs (the plan's path is added once it is saved)."""
+    return {"config": config.to_dict(), "method": s.method, "precision": s.precision,
+            "micro_batch_size": s.micro_batch_size, "batch_size": s.batch_size, "max_seq_length": s.max_seq_length,
+            "warmup_steps": s.warmup_steps, "runs": s.runs, "threads": s.threads, "device": s.accelerator,
+            "seed": s.seed, "compile": s.compile, "gradient_checkpointing": s.gradient_checkpointing,
+            "lora": {"r": s.lora_r, "alpha": s.lora_alpha, "dropout": s.lora_dropout, "targets": list(s.lora_targets)},
+            # for the LitGPT worker, which does not import lit_gpt
+            "windowed_layers": [config.is_windowed(i) for i in range(config.n_layer)]}
+
+
+def report_head(s: SimpleNamespace, config: Config, spec: dict, plan: dict, data_source: str,
+                prepare_seconds: float) -> dict:
+    """The report's setting, data, machine and code sections (the results are added after the runs)."""
+    return {
+        "setting": {"model": config.name, "method": s.method, "precision": s.precision, "data": data_source,
+                    "max_seq_length": s.max_seq_length, "micro_batch_size": s.micro_batch_size,
+                    "batch_size": s.batch_size, "order": s.order, "steps_per_run": s.steps_per_run or "epoch",
+                    "warmup_steps": s.warmup_steps, "runs": s.runs,
+                    "litgpt_batching": s.litgpt_batching if s.compare_litgpt else None,
+                    "threads": s.threads, "accelerator": s.accelerator,
+                    "gradient_checkpointing": s.gradient_checkpointing,
+                    "lora": spec["lora"] if s.method == "lora" else None},
+        "data": {**plan["stats"], "prepare_seconds": round(prepare_seconds, 2)},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name()
+                    if s.accelerator == "cuda" else None, "load_average_before": os.getloadavg()},
+        "code": {"commit": git_commit()},
+    }
+
+
+def run_implementations(s: SimpleNamespace, spec: dict, plan: dict) -> tuple[dict, dict]:
+    """{name: (python, spec)} of the implementations asked for, and {name: result} of their timed runs."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
+        workdir = Path(tmp)
+        plan_path = workdir / "plan.pt"
+        torch.save({k: plan[k] for k in ("examples", "batches", "micro_batches")}, plan_path)
+        spec["plan"] = str(plan_path)
+        implementations = {"ours": (sys.executable, {**spec, "implementation": "ours"})}
+        if s.compile and s.compare_eager:
+            implementations["ours_eager"] = (sys.executable, {**spec, "implementation": "ours", "compile": False})
+        if s.compare_litgpt:
+            implementations["litgpt"] = (s.litgpt_python, {**spec, "implementation": "litgpt",
+                                                           "compile": s.litgpt_compile})
+        interleave = s.accelerator == "cpu" if s.interleave is None else s.interleave
+        return implementations, run_all(implementations, workdir, s.runs, interleave)
+
+
+def litgpt_comparison(report: dict, results: dict) -> dict:
+    """Ours (each variant) against LitGPT, which trained on the same examples: the ratio of useful (non-padding)
+    tokens per second, its median over the interleaved pairs of runs, and the peak memory ratio."""
+    litgpt, comparison = report["litgpt"], {}
+    for name in (n for n in results if n != "litgpt"):
+        suffix = name[len("ours"):]
+        comparison["speedup_vs_litgpt" + suffix] = round(report[name]["non_padding_tokens_per_s"]
+                                                         / litgpt["non_padding_tokens_per_s"], 3)
+        # drift-robust: the same ratio from each interleaved pair of runs, then the median
+        comparison["speedup_vs_litgpt_paired_median" + suffix] = round(statistics.median(
+            litgpt_s / ours_s for ours_s, litgpt_s in zip(results[name]["run_seconds"], results["litgpt"]["run_seconds"])), 3)
+        comparison["peak_memory_ratio_vs_litgpt" + suffix] = round(report[name]["peak_memory_gb"]
+                                                                   / litgpt["peak_memory_gb"], 3)
+    return comparison
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -33,31 +33,47 @@ def test_helpers():
     return module
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
-    parser.add_argument("--out", type=Path, default=None, help="write the outcomes as JSON here")
-    options = parser.parse_args()
-    REPO = options.repo.resolve()
-    PY = sys.executable
-    SHARED = HERE.parent / "shared"
-    W = Path(tempfile.mkdtemp(prefix="sweep-"))
-    CK = test_helpers().make_checkpoint(W / "ckpt")  # a tiny checkpoint with the real SmolLM2 tokenizer
-    ENV = {**os.environ, "LIT_GPT_DEFAULT_PRECISION": "32-true", "PYTHONWARNINGS": "ignore"}
-
+def python_runner(repo: Path, default_env: dict):
+    """run(*argv, env=None, cwd=None): `python argv...` in the checkout (default), its output captured."""
     def run(*argv, env=None, cwd=None):
-        p = subprocess.run([PY, *map(str, argv)], cwd=cwd or REPO, capture_output=True, text=True, timeout=600,
-                           env=env or ENV, stdin=subprocess.DEVNULL)
-        return p
+        return subprocess.run([sys.executable, *map(str, argv)], cwd=cwd or repo, capture_output=True, text=True,
+                              timeout=600, env=env or default_env, stdin=subprocess.DEVNULL)
+    return run
 
-    def digest(paths):
-        out = {}
-        for p in paths:
-            p = Path(p)
-            files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
-            out[str(p)] = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
-        return out
 
+def digest(paths) -> dict:
+    """path -> the sha256 of each of its files (a folder's, sorted): an input changed by a run shows here."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []
+        out[str(p)] = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    return out
+
+
+def full_disk(W: Path) -> Path:
+    """A 1 MB tmpfs under W, filled up (needs root)."""
+    d = W / f"full{time.time_ns()}"; d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True)
+    with open(d / "filler", "wb", buffering=0) as f:
+        try:
+            while True: f.write(b"\0" * 4096)
+        except OSError: pass
+    return d
+
+
+def read_only(W: Path) -> Path:
+    """A read-only tmpfs under W (needs root)."""
+    d = W / f"ro{time.time_ns()}"; d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(d)], check=True)
+    return d
+
+
+def make_inputs(W: Path, CK: Path, SHARED: Path, run) -> dict:
+    """What the cases run on, made with this checkout's code: prepared data (with and without a test split), a LoRA
+    run and its merged checkpoint, broken configs, an HF folder (and one with a bad config.json), scored and flagged
+    rows, a crafted train_state.pth whose payload would touch the returned `marker`."""
+    PY = sys.executable
     rows = json.loads((SHARED / "datasets/alpaca/alpaca_random_9k.json").read_text())[:40]
     (W / "alpaca.json").write_text(json.dumps(rows))
     p = run("scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path",
@@ -98,23 +114,17 @@ def main() -> None:
     state = sorted(crafted_dir.glob("checkpoints/step-*/train_state.pth"))[-1]
     subprocess.run([PY, "-c", f"import os, torch\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
                     f"torch.save({{'model': {{}}, 'progress': P(), 'train_state': P()}}, {str(state)!r})"], check=True)
+    return dict(CK=CK, NOTEST=NOTEST, FT=FT, LORA=LORA, bad_config=bad_config, no_embd=no_embd, hf_dir=hf_dir,
+                hf_bad=hf_bad, scored=scored, flagged=flagged, qa=qa, crafted_dir=crafted_dir, marker=marker)
 
-    def full_disk():
-        d = W / f"full{time.time_ns()}"; d.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True)
-        with open(d / "filler", "wb", buffering=0) as f:
-            try:
-                while True: f.write(b"\0" * 4096)
-            except OSError: pass
-        return d
 
-    def read_only():
-        d = W / f"ro{time.time_ns()}"; d.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(d)], check=True)
-        return d
-
-    # name, expected ("error" or "warn"), argv (callable or list), inputs that must stay byte-identical, env, extra check
-    CASES = [
+def user_error_cases(W: Path, inputs: dict) -> list:
+    """(name, expected ("error", "error:FRAGMENT", "warn" or "ok"), argv (a list, or a callable making one), inputs
+    that must stay byte-identical, extra environment) for each case."""
+    CK, NOTEST, FT, LORA, qa, scored, flagged, hf_dir, hf_bad, bad_config, no_embd, crafted_dir = (
+        inputs[k] for k in ("CK", "NOTEST", "FT", "LORA", "qa", "scored", "flagged", "hf_dir", "hf_bad", "bad_config",
+                            "no_embd", "crafted_dir"))
+    return [
         ("finetune --grad_clip -1", "error", [*FT, "--grad_clip", -1, "--out_dir", W / "o1"], [], None),
         ("finetune --lora_alpha 0", "error", [*FT, "--lora_alpha", 0, "--out_dir", W / "o2"], [], None),
         ("finetune --precision 16-mixed on CPU", "error", [*FT, "--precision", "16-mixed", "--out_dir", W / "o3"], [], None),
@@ -126,15 +136,15 @@ def main() -> None:
         ("finetune lit_config without n_embd", "error", ["finetune/lora.py", "--checkpoint_dir", no_embd, "--data_dir", W / "data", "--out_dir", W / "o8"], [no_embd], None),
         ("finetune early stopping without a test split", "warn", ["finetune/lora.py", "--checkpoint_dir", CK, "--data_dir", NOTEST, "--max_iters", 1, "--batch_size", 4, "--micro_batch_size", 4, "--early_stopping_patience", 2, "--out_dir", W / "o9"], [], None),
         ("finetune resume from a crafted train_state.pth", "error", [*FT, "--out_dir", crafted_dir, "--resume", "auto"], [], {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}),
-        ("finetune onto a full disk", "error", lambda: [*FT, "--out_dir", full_disk() / "run"], [], None),
-        ("finetune into a read-only folder", "error", lambda: [*FT, "--out_dir", read_only() / "run"], [], None),
+        ("finetune onto a full disk", "error", lambda: [*FT, "--out_dir", full_disk(W) / "run"], [], None),
+        ("finetune into a read-only folder", "error", lambda: [*FT, "--out_dir", read_only(W) / "run"], [], None),
         ("prepare_json --columns naming a missing field", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer", "input": "contxt"}', "--destination_path", W / "p1"], [qa], None),
         ("prepare_json --data_path missing", "error", ["scripts/prepare_json.py", "--data_path", W / "nope.json", "--checkpoint_dir", CK, "--destination_path", W / "p2"], [], None),
         ("prepare_json --destination_path is a file", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer"}', "--destination_path", W / "afile"], [W / "afile", qa], None),
         ("prepare_json --test_split_fraction 1.5", "error", ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns", '{"instruction": "question", "output": "answer"}', "--test_split_fraction", 1.5, "--destination_path", W / "p3"], [], None),
         ("prepare_csv --csv_dir missing (flag named)", "error:--csv_dir", ["scripts/prepare_csv.py", "--csv_dir", W / "nope.csv", "--checkpoint_dir", CK, "--destination_path", W / "p4"], [], None),
-        ("prepare onto a full disk", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", full_disk() / "d"], [], None),
-        ("prepare into a read-only folder", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", read_only() / "d"], [], None),
+        ("prepare onto a full disk", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", full_disk(W) / "d"], [], None),
+        ("prepare into a read-only folder", "error", lambda: ["scripts/prepare_alpaca.py", "--checkpoint_dir", CK, "--data_path", W / "alpaca.json", "--destination_path", read_only(W) / "d"], [], None),
         ("score_dataset --output equal to --data_path", "error", ["scripts/score_dataset.py", "--data_path", W / "alpaca.json", "--method", "heuristics", "--output", W / "alpaca.json"], [W / "alpaca.json"], None),
         ("score_dataset --limit -1", "error", ["scripts/score_dataset.py", "--data_path", W / "alpaca.json", "--method", "heuristics", "--limit", -1, "--output", W / "s2.json"], [W / "alpaca.json"], None),
         ("score_dataset --data_path missing", "error", ["scripts/score_dataset.py", "--data_path", W / "nope.json", "--method", "heuristics"], [], None),
@@ -158,28 +168,51 @@ def main() -> None:
         ("mix --weights -1", "error", ["scripts/mix_datasets.py", "--inputs", W / "data", "--weights", -1, "--destination_path", W / "m1"], [], None),
     ]
 
+
+def outcome_of(p, expected: str, damaged: bool) -> tuple[str, list[str]]:
+    """The case's outcome (see the module docstring) and stderr's meaningful lines (progress bars left out)."""
+    err = p.stderr
+    lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("train:", "\r")) and "it/s" not in l]
+    if damaged:
+        outcome = "damaged"
+    elif "Traceback" in err:
+        outcome = "traceback"
+    elif expected == "ok":
+        outcome = "handled" if p.returncode == 0 else "error"
+    elif p.returncode == 0:
+        outcome = "handled" if expected == "warn" and "warning" in (p.stdout + err) else "silent"
+    else:
+        last = lines[-1] if lines else ""
+        fragment = expected.split(":", 1)[1] if ":" in expected else None
+        outcome = "clear error" if last.startswith("error:") and (fragment is None or fragment in last) else "unclear error"
+    return outcome, lines
+
+
+def run_cases(cases: list, run, ENV: dict, marker: Path) -> list[dict]:
     results = []
-    for name, expected, argv, inputs, env in CASES:
+    for name, expected, argv, inputs, env in cases:
         argv = argv() if callable(argv) else argv
         before = digest(inputs)
         marker.unlink(missing_ok=True)
         p = run(*argv, env={**ENV, **(env or {})})
-        err = p.stderr
-        lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("train:", "\r")) and "it/s" not in l]
-        if digest(inputs) != before or marker.exists():
-            outcome = "damaged"
-        elif "Traceback" in err:
-            outcome = "traceback"
-        elif expected == "ok":
-            outcome = "handled" if p.returncode == 0 else "error"
-        elif p.returncode == 0:
-            outcome = "handled" if expected == "warn" and "warning" in (p.stdout + err) else "silent"
-        else:
-            last = lines[-1] if lines else ""
-            fragment = expected.split(":", 1)[1] if ":" in expected else None
-            outcome = "clear error" if last.startswith("error:") and (fragment is None or fragment in last) else "unclear error"
+        outcome, lines = outcome_of(p, expected, digest(inputs) != before or marker.exists())
         results.append({"case": name, "outcome": outcome, "exit": p.returncode, "last_line": (lines[-1] if lines else "")[:300]})
         print(f"{outcome:14} {name}: {(lines[-1] if lines else '')[:160]}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
+    parser.add_argument("--out", type=Path, default=None, help="write the outcomes as JSON here")
+    options = parser.parse_args()
+    SHARED = HERE.parent / "shared"
+    W = Path(tempfile.mkdtemp(prefix="sweep-"))
+    CK = test_helpers().make_checkpoint(W / "ckpt")  # a tiny checkpoint with the real SmolLM2 tokenizer
+    ENV = {**os.environ, "LIT_GPT_DEFAULT_PRECISION": "32-true", "PYTHONWARNINGS": "ignore"}
+    run = python_runner(options.repo.resolve(), ENV)
+    inputs = make_inputs(W, CK, SHARED, run)
+    results = run_cases(user_error_cases(W, inputs), run, ENV, inputs["marker"])
     subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}
     print(f"{len(results)} cases: " + ", ".join(f"{n} {o}" for o, n in counts.items()))

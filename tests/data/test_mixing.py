@@ -10,9 +10,9 @@ import json
 import pytest
 
 from helpers import prepare_slice
-from lit_gpt.data.mixing import NearDuplicateFinder, content_key, instruction_key, mix
+from lit_gpt.data.mixing import content_key, instruction_key, mix
 from lit_gpt.data.prepared import load_prepared
-from lit_gpt.data.similarity import rouge_l
+from lit_gpt.data.similarity import NearDuplicateFinder, rouge_l
 from lit_gpt.utils import UserError
 
 

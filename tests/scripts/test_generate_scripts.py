@@ -1,6 +1,5 @@
 """generate/base.py end to end: the greedy samples equal lit_gpt's generate, a missing checkpoint is one line."""
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -14,13 +13,6 @@ from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT
 
 pytestmark = pytest.mark.slow  # generate/base.py in real processes
-
-
-def load_base_script():
-    spec = importlib.util.spec_from_file_location("generate_base", ROOT / "generate" / "base.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -45,6 +37,7 @@ def tiny_checkpoint(tmp_path, shared_dir) -> Path:
 def test_base_script_generates_text(tiny_checkpoint, default_precision):
     from lit_gpt.checkpoint import load_model
     from lit_gpt.precision import param_dtype
+    from lit_gpt.prompts.styles import load_prompt_style
     from lit_gpt.tokenizer import Tokenizer
 
     prompt = "Hello, my name is"
@@ -56,7 +49,7 @@ def test_base_script_generates_text(tiny_checkpoint, default_precision):
     assert "Sample 2: " in proc.stderr and "tokens/s" in proc.stderr
 
     tokenizer = Tokenizer(tiny_checkpoint)
-    prompt_ids = tokenizer.encode(load_base_script().format_prompt(prompt, tiny_checkpoint))
+    prompt_ids = tokenizer.encode(load_prompt_style(tiny_checkpoint).prompt(prompt))
     model = load_model(tiny_checkpoint, dtype=param_dtype(default_precision))  # as the script loads it by default
     expected_ids = generate(model, prompt_ids, 8, temperature=0.0, eos_id=tokenizer.stop_ids)
     expected = tokenizer.decode(expected_ids)

@@ -16,3 +16,14 @@ def test_settings_that_cannot_be_meant_are_refused():
         LoRAConfig(alpha=0)
     with pytest.raises(UserError, match="--lora_r 0"):
         LoRAConfig(r=0)
+
+
+def test_precision_choices_are_the_precision_modules():
+    """One list of precisions: --precision offers every one that lit_gpt.precision accepts (16-true included)."""
+    from typing import get_args
+
+    from lit_gpt.precision import PRECISIONS
+    from lit_gpt.train.args import hyperparameter_specs
+
+    annotation = hyperparameter_specs()["precision"][0]
+    assert get_args(get_args(annotation)[0]) == PRECISIONS
