@@ -62,7 +62,8 @@ class GPT(nn.Module):
         targets: Optional[torch.Tensor] = None,
         left_pad: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """idx: (B, T) token ids. input_pos: (T,) positions to write into the KV cache (generation), else 0..T-1.
+        """idx: (B, T) token ids. input_pos: positions to write into the KV cache (generation), (T,) for all rows or
+        (B, T), each row at its own (continuous batching: rows of different lengths, no padding); else 0..T-1.
         output_mask: (B, T) bool; when given, only those positions go through the LM head and logits are (N, vocab):
         training never spends the head's large matmul on prompt or padding positions.
         targets: (B, T) next-token ids, -100 where nothing is trained; when given, returns the summed cross-entropy
@@ -113,15 +114,16 @@ class GPT(nn.Module):
                         left_pad: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """None means plain causal attention (SDPA's fast path). A bool mask (True = attend), (T, S), is built for
         KV-cached steps, which attend over the cache up to the newest position, and for windowed layers past the
-        window; (B, 1, T, S) with left padding, whose keys no query attends to."""
+        window; (B, 1, T, S) with left padding, whose keys no query attends to, and with per-row positions (B, T),
+        where each row attends to its own keys up to its own position (its cache row holds nothing else)."""
         if not cached and (window is None or T <= window) and left_pad is None:
             return None
         keys = torch.arange(int(pos.max()) + 1 if cached else T, device=pos.device)
-        mask = keys[None, :] <= pos[:, None]
+        mask = keys <= pos[..., None]  # (T, S), or (B, T, S) for per-row positions
         if window is not None:
-            mask &= (pos[:, None] - keys[None, :]) < window
+            mask &= (pos[..., None] - keys) < window
         if left_pad is None:
-            return mask
+            return mask if pos.ndim == 1 else mask[:, None]
         mask = mask[None] & (keys[None, None, :] >= left_pad[:, None, None])  # (B, T, S)
         # a padding slot attends to itself only: its output is never used, but a row of -inf would softmax to NaN
         mask |= keys[None, None, :] == pos[None, :, None]
@@ -135,12 +137,6 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.kv_cache = KVCache(batch_size, self.config.n_query_groups, max_seq_length,
                                           self.config.head_size, device, dtype)
-
-    def keep_kv_cache_rows(self, rows: torch.Tensor) -> None:
-        """Keeps only these batch rows of every KV cache (batched generation drops the rows that finished)."""
-        for block in self.blocks:
-            cache = block.attn.kv_cache
-            cache.k, cache.v = cache.k[rows], cache.v[rows]
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -225,19 +221,32 @@ def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.T
 
 
 class KVCache(nn.Module):
+    """Keys and values of `batch_size` sequences, allocated once at full size: steps write into it in place and
+    read views of it, nothing grows or is copied. The model's batch row b is cache row first_row + b, so that
+    continuous batching (`lit_gpt.infer.cache`) can prefill a new prompt alone into a free row."""
+
     def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype) -> None:
         super().__init__()
         shape = (batch_size, n_groups, max_seq_length, head_size)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.first_row = 0
 
     def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int):
-        """Writes the new keys/values at `input_pos`, returns the cache's first `length` positions."""
-        if int(input_pos.max()) >= self.k.shape[2]:
-            raise ValueError(f"position {int(input_pos.max())} is past the KV cache length {self.k.shape[2]}")
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k[:, :, :length], self.v[:, :, :length]
+        """Writes the new keys/values (B, n_groups, T, hs) at `input_pos`, (T,) or (B, T) per row; returns the
+        rows' first `length` positions (`length` = the newest position + 1, so it also bounds the positions)."""
+        if length > self.k.shape[2]:
+            raise ValueError(f"position {length - 1} is past the KV cache length {self.k.shape[2]}")
+        rows = slice(self.first_row, self.first_row + k.shape[0])
+        cache_k, cache_v = self.k[rows], self.v[rows]  # views: the writes below land in the buffers
+        if input_pos.ndim == 1:
+            cache_k.index_copy_(2, input_pos, k.to(cache_k.dtype))
+            cache_v.index_copy_(2, input_pos, v.to(cache_v.dtype))
+        else:  # row b's t-th keys go to position input_pos[b, t]: indices (B, T) pick (B, T, n_groups, hs) slots
+            batch = torch.arange(k.shape[0], device=k.device)[:, None]
+            cache_k[batch, :, input_pos] = k.transpose(1, 2).to(cache_k.dtype)
+            cache_v[batch, :, input_pos] = v.transpose(1, 2).to(cache_v.dtype)
+        return cache_k[:, :, :length], cache_v[:, :, :length]
 
 
 class LLaMAMLP(nn.Module):
@@ -331,6 +340,10 @@ def inverse_frequencies(n_elem: int, base: float, scaling: Optional[dict] = None
 def rope_cos_sin(pos: torch.Tensor, config: Config, dtype: torch.dtype, local: bool = False):
     """cos/sin tables (T, rope_n_elem) for positions `pos`, computed in float32 then cast (as the HF models do).
     local: the windowed layers' tables (Gemma 3: their own base, no scaling)."""
+    if pos.ndim == 2 and pos.shape[0] > 1 and not local and (config.rope_scaling or {}).get("rope_type") == "longrope":
+        # per-row positions: each row switches to longrope's long factors at its own length, as it would alone
+        rows = [rope_cos_sin(row[None], config, dtype) for row in pos]
+        return torch.cat([cos for cos, _ in rows]), torch.cat([sin for _, sin in rows])
     if local:
         inv_freq, attention = inverse_frequencies(config.rope_n_elem, config.rope_local_base, device=pos.device)
     else:

@@ -10,7 +10,8 @@ from helpers import (HF_CONFIGS, assert_same_grads, bf16_errors, full_logits_los
                      random_examples, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
-from lit_gpt.infer.sampling import generate, rope_refill_position
+from lit_gpt.infer.cache import rope_refill_position
+from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT
 from lit_gpt.train.dataset import TrainingSet
 
