@@ -57,7 +57,7 @@ def test_generation_benchmark_runs_ours_and_transformers(tiny_checkpoint_dir, ca
 
 def test_generation_benchmark_ifeval_workload_quick(tiny_checkpoint_dir, capsys):
     """--workload ifeval on 3 prompts, 4 tokens each: ours (continuous batching, 2 rows), transformers' static
-    batches and lm-eval's hf backend answer the same prompts identically (greedy, float32), scores and speeds in JSON."""
+    batches and lm-eval's hf backend answer the same prompts identically (greedy, float32); scores, speeds in JSON."""
     import pytest
 
     pytest.importorskip("transformers")
