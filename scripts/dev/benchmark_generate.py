@@ -276,7 +276,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
         limit: ifeval: the first N prompts (default all 541)
         batch_size: ifeval: our rows in flight
         hf_batch_sizes: ifeval: transformers' static batch sizes to try (the best is reported)
-        peers: ifeval: which of "transformers lm-eval" to run (default both)
+        peers: ifeval: which of "transformers lm-eval" to run (default both; "" for ours alone)
         compile: ifeval: our decode step through torch.compile
         device: cpu or cuda
         threads: torch threads (default: all cores)
@@ -285,7 +285,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
     """
     if workload not in WORKLOADS or dtype not in DTYPES:
         raise UserError(f"--workload is one of {', '.join(WORKLOADS)}; --dtype one of {', '.join(DTYPES)}")
-    peer_list = (peers or " ".join(PEERS)).split() if workload == "ifeval" else (
+    peer_list = (" ".join(PEERS) if peers is None else peers).split() if workload == "ifeval" else (
         ["transformers"] if compare_transformers else [])
     sizes = [int(b) for b in str(batch_sizes).split()]
     hf_sizes = [int(b) for b in str(hf_batch_sizes).split()]
