@@ -64,24 +64,21 @@ class GPT(nn.Module):
         input_pos: Optional[torch.Tensor] = None,
         output_mask: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
-        left_pad: Optional[torch.Tensor] = None,
         segments: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """idx: (B, T) token ids. input_pos: (T,) positions to write into the KV cache (generation), else 0..T-1.
+        """idx: (B, T) token ids. input_pos: positions to write into the KV cache (generation), (T,) for all rows or
+        (B, T), each row at its own (continuous batching: rows of different lengths, no padding); else 0..T-1.
         output_mask: (B, T) bool; when given, only those positions go through the LM head and logits are (N, vocab):
         training never spends the head's large matmul on prompt or padding positions.
         targets: (B, T) next-token ids, -100 where nothing is trained; when given, returns the summed cross-entropy
         over the trained positions (float32 scalar) instead of logits, via `linear_cross_entropy`: the head runs on
         those positions only and their (N, vocab) logits never exist all at once (training's memory peak).
-        left_pad: (B,) batched generation of prompts of different lengths, left-padded: row b's first left_pad[b]
-        slots are padding. Its tokens then get positions from 0 (rotary embeddings see what a batch of one sees) and
-        no query attends to its padding keys.
         segments: (B, T) packed training rows: the example each position belongs to (0, 1, ... in the row; each
         example one contiguous run; padding a run of -1). Positions restart at 0 with each example and attention
         stays inside it, so every example gets the logits (and gradients) it would get alone."""
         B, T = idx.shape
-        if segments is not None and (input_pos is not None or left_pad is not None):
-            raise ValueError("segments (packed training rows) cannot be combined with input_pos or left_pad")
+        if segments is not None and input_pos is not None:
+            raise ValueError("segments (packed training rows) cannot be combined with input_pos (generation)")
         if input_pos is None:
             pos = torch.arange(T, device=idx.device)
             if T > self.config.block_size:
@@ -89,17 +86,14 @@ class GPT(nn.Module):
         else:
             pos = input_pos
         # (cos, sin, mask) of global and of windowed layers: each block takes the one of its kind
-        rope_pos = pos if left_pad is None else (pos[None, :] - left_pad[:, None]).clamp(min=0)  # (T,) or (B, T)
-        if segments is not None:
-            rope_pos = positions_in_segments(segments)  # (B, T)
+        rope_pos = pos if segments is None else positions_in_segments(segments)  # (T,) or (B, T)
         rope = rope_cos_sin(rope_pos, self.config, dtype=self.wte.weight.dtype)
         local_rope = rope if self.config.rope_local_base is None else rope_cos_sin(
             rope_pos, self.config, dtype=self.wte.weight.dtype, local=True)
         cached = input_pos is not None
-        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, left_pad, segments))}
+        kinds = {False: (*rope, self._attention_mask(pos, T, cached, None, segments))}
         if self.config.sliding_window is not None:
-            kinds[True] = (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, left_pad,
-                                                             segments))
+            kinds[True] = (*local_rope, self._attention_mask(pos, T, cached, self.config.sliding_window, segments))
 
         x = self.wte(idx)  # (B, T, n_embd)
         if self.neftune_noise_alpha is not None and self.training:  # before Gemma's scaling, as transformers' hook
@@ -125,25 +119,21 @@ class GPT(nn.Module):
 
     @staticmethod
     def _attention_mask(pos: torch.Tensor, T: int, cached: bool, window: Optional[int],
-                        left_pad: Optional[torch.Tensor] = None,
                         segments: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """None means plain causal attention (SDPA's fast path). A bool mask (True = attend), (T, S), is built for
         KV-cached steps, which attend over the cache up to the newest position, and for windowed layers past the
-        window; (B, 1, T, S) with left padding, whose keys no query attends to, and for packed rows (segments)."""
+        window; (B, 1, T, S) with per-row positions (B, T),
+        where each row attends to its own keys up to its own position (its cache row holds nothing else); and for
+        packed rows (segments)."""
         if segments is not None:
             return packed_attention_mask(segments, window)
-        if not cached and (window is None or T <= window) and left_pad is None:
+        if not cached and (window is None or T <= window):
             return None
         keys = torch.arange(int(pos.max()) + 1 if cached else T, device=pos.device)
-        mask = keys[None, :] <= pos[:, None]
+        mask = keys <= pos[..., None]  # (T, S), or (B, T, S) for per-row positions
         if window is not None:
-            mask &= (pos[:, None] - keys[None, :]) < window
-        if left_pad is None:
-            return mask
-        mask = mask[None] & (keys[None, None, :] >= left_pad[:, None, None])  # (B, T, S)
-        # a padding slot attends to itself only: its output is never used, but a row of -inf would softmax to NaN
-        mask |= keys[None, None, :] == pos[None, :, None]
-        return mask[:, None]
+            mask &= (pos[..., None] - keys) < window
+        return mask if pos.ndim == 1 else mask[:, None]
 
     def set_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None,
                      device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
@@ -153,12 +143,6 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.attn.kv_cache = KVCache(batch_size, self.config.n_query_groups, max_seq_length,
                                           self.config.head_size, device, dtype)
-
-    def keep_kv_cache_rows(self, rows: torch.Tensor) -> None:
-        """Keeps only these batch rows of every KV cache (batched generation drops the rows that finished)."""
-        for block in self.blocks:
-            cache = block.attn.kv_cache
-            cache.k, cache.v = cache.k[rows], cache.v[rows]
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -285,19 +269,32 @@ def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.T
 
 
 class KVCache(nn.Module):
+    """Keys and values of `batch_size` sequences, allocated once at full size: steps write into it in place and
+    read views of it, nothing grows or is copied. The model's batch row b is cache row first_row + b, so that
+    continuous batching (`lit_gpt.infer.cache`) can prefill a new prompt alone into a free row."""
+
     def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype) -> None:
         super().__init__()
         shape = (batch_size, n_groups, max_seq_length, head_size)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.first_row = 0
 
     def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int):
-        """Writes the new keys/values at `input_pos`, returns the cache's first `length` positions."""
-        if int(input_pos.max()) >= self.k.shape[2]:
-            raise ValueError(f"position {int(input_pos.max())} is past the KV cache length {self.k.shape[2]}")
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k[:, :, :length], self.v[:, :, :length]
+        """Writes the new keys/values (B, n_groups, T, hs) at `input_pos`, (T,) or (B, T) per row; returns the
+        rows' first `length` positions (`length` = the newest position + 1, so it also bounds the positions)."""
+        if length > self.k.shape[2]:
+            raise ValueError(f"position {length - 1} is past the KV cache length {self.k.shape[2]}")
+        rows = slice(self.first_row, self.first_row + k.shape[0])
+        cache_k, cache_v = self.k[rows], self.v[rows]  # views: the writes below land in the buffers
+        if input_pos.ndim == 1:
+            cache_k.index_copy_(2, input_pos, k.to(cache_k.dtype))
+            cache_v.index_copy_(2, input_pos, v.to(cache_v.dtype))
+        else:  # row b's t-th keys go to position input_pos[b, t]: indices (B, T) pick (B, T, n_groups, hs) slots
+            batch = torch.arange(k.shape[0], device=k.device)[:, None]
+            cache_k[batch, :, input_pos] = k.transpose(1, 2).to(cache_k.dtype)
+            cache_v[batch, :, input_pos] = v.transpose(1, 2).to(cache_v.dtype)
+        return cache_k[:, :, :length], cache_v[:, :, :length]
 
 
 class LLaMAMLP(nn.Module):
@@ -391,6 +388,10 @@ def inverse_frequencies(n_elem: int, base: float, scaling: Optional[dict] = None
 def rope_cos_sin(pos: torch.Tensor, config: Config, dtype: torch.dtype, local: bool = False):
     """cos/sin tables (T, rope_n_elem) for positions `pos`, computed in float32 then cast (as the HF models do).
     local: the windowed layers' tables (Gemma 3: their own base, no scaling)."""
+    if pos.ndim == 2 and pos.shape[0] > 1 and not local and (config.rope_scaling or {}).get("rope_type") == "longrope":
+        # per-row positions: each row switches to longrope's long factors at its own length, as it would alone
+        rows = [rope_cos_sin(row[None], config, dtype) for row in pos]
+        return torch.cat([cos for cos, _ in rows]), torch.cat([sin for _, sin in rows])
     if local:
         inv_freq, attention = inverse_frequencies(config.rope_n_elem, config.rope_local_base, device=pos.device)
     else:

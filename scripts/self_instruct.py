@@ -40,6 +40,7 @@ def main(
     temperature: float = 1.0,
     top_p: Optional[float] = 0.95,
     max_requests: Optional[int] = None,
+    batch_size: int = 8,
     rouge_threshold: float = 0.7,
     seed: int = 0,
     device: Optional[str] = None,
@@ -58,6 +59,7 @@ def main(
         temperature: sampling temperature (diversity matters here; 0 is greedy)
         top_p: nucleus sampling
         max_requests: stop after this many requests even if short of the target (default 10 per task + 10)
+        batch_size: requests generated together (never more than the missing tasks need)
         rouge_threshold: reject instructions with ROUGE-L >= this to any instruction in the pool
         seed: seed for the choice of examples and for sampling
         device: cpu, cuda, ...; default cuda when available
@@ -90,7 +92,7 @@ def main(
 
     config = SelfInstructConfig(num_prompt_tasks=num_prompt_tasks, tasks_per_request=tasks_per_request,
                                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                max_requests=max_requests, seed=seed)
+                                max_requests=max_requests, seed=seed, batch_size=batch_size)
     tasks, stats = self_instruct(generator.model, generator.tokenizer, generator.style, seeds, num_instructions,
                                  config, InstructionFilter(rouge_threshold=rouge_threshold), on_progress=save)
     save(tasks, stats)

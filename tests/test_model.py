@@ -12,7 +12,8 @@ from helpers import (HF_CONFIGS, assert_grads_close_by_norm, assert_same_grads, 
                      make_model, masked_head_loss, random_examples, random_model, tiny_config)
 from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
-from lit_gpt.infer.sampling import generate, rope_refill_position
+from lit_gpt.infer.cache import rope_refill_position
+from lit_gpt.infer.sampling import generate
 from lit_gpt.model import GPT, packed_attention_mask, positions_in_segments
 from lit_gpt.train.dataset import TrainingSet
 from lit_gpt.train.packing import Packing

@@ -38,8 +38,10 @@ class ReferenceLoss:
 @torch.inference_mode()
 def reference_loss(model: GPT, examples: Sequence[dict], micro_batch_size: int = 8) -> ReferenceLoss:
     """Summed and mean answer-token NLL over prepared examples ({"input_ids", "labels"}, labels -100 outside the
-    answer; longer than the model's context: truncated to it). Examples run length-sorted in micro-batches, right-
-    padded; only the answer positions go through the LM head."""
+    answer; longer than the model's context: truncated to it). Only the answer positions go through the LM head.
+
+    Examples run length-sorted, right-padded, in batches of a fixed token budget: `micro_batch_size` rows of the
+    longest example (the memory peak), so shorter examples run many more rows per forward."""
     if not examples:
         raise ValueError("no examples to score")
     device = next(model.parameters()).device
@@ -48,27 +50,11 @@ def reference_loss(model: GPT, examples: Sequence[dict], micro_batch_size: int =
     labels = [e["labels"][:block + 1] for e in examples]
     nll = [0.0] * len(examples)
     counts = [int((lab[1:] != -100).sum()) for lab in labels]
-    order = sorted(range(len(examples)), key=lambda i: inputs[i].numel())
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), micro_batch_size):
-        rows = order[start: start + micro_batch_size]
-        width = max(inputs[i].numel() for i in rows) - 1
-        x = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-        y = torch.full((len(rows), width), -100, dtype=torch.long, device=device)
-        for r, i in enumerate(rows):
-            n = inputs[i].numel() - 1
-            x[r, :n], y[r, :n] = inputs[i][:-1], labels[i][1:]
-        scored = y != -100
-        if not bool(scored.any()):
-            continue
-        logits = model(x, output_mask=scored)  # (answer tokens, vocab)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
-        token_nll = F.cross_entropy(logits, y[scored], reduction="none").double()
-        row_of_token = torch.arange(len(rows), device=device)[:, None].expand_as(y)[scored]
-        sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row_of_token, token_nll)
-        for r, i in enumerate(rows):
-            nll[i] = float(sums[r])
+    for rows in token_budget_batches([x.numel() - 1 for x in inputs], micro_batch_size):
+        for i, value in zip(rows, _answer_nll(model, [inputs[i] for i in rows], [labels[i] for i in rows], device)):
+            nll[i] = value
     model.train(was_training)
     total_tokens = sum(counts)
     if total_tokens == 0:
@@ -77,3 +63,35 @@ def reference_loss(model: GPT, examples: Sequence[dict], micro_batch_size: int =
     kept = [i for i, n in enumerate(counts) if n > 0]
     return ReferenceLoss(mean, math.exp(mean), total_tokens, len(kept), [nll[i] for i in kept],
                          [counts[i] for i in kept])
+
+
+def token_budget_batches(widths: Sequence[int], rows_of_longest: int) -> "list[list[int]]":
+    """Indices of the sequences (of these widths), shortest first, in batches whose rows x widest stay within
+    `rows_of_longest` x the widest sequence of all."""
+    budget = rows_of_longest * max(max(widths), 1)
+    batches: list[list[int]] = []
+    for i in sorted(range(len(widths)), key=lambda i: widths[i]):
+        if batches and (len(batches[-1]) + 1) * max(widths[i], 1) <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device) -> list:
+    """Each sequence's summed NLL of its answer tokens (labels != -100), from one right-padded forward."""
+    width = max(x.numel() for x in inputs) - 1
+    x = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
+    y = torch.full((len(inputs), width), -100, dtype=torch.long, device=device)
+    for r, (ids, lab) in enumerate(zip(inputs, labels)):
+        n = ids.numel() - 1
+        x[r, :n], y[r, :n] = ids[:-1], lab[1:]
+    scored = y != -100
+    if not bool(scored.any()):
+        return [0.0] * len(inputs)
+    logits = model(x, output_mask=scored)  # (answer tokens, vocab)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
+    token_nll = F.cross_entropy(logits, y[scored], reduction="none").double()
+    row_of_token = torch.arange(len(inputs), device=device)[:, None].expand_as(y)[scored]
+    sums = torch.zeros(len(inputs), dtype=torch.float64, device=device).index_add_(0, row_of_token, token_nll)
+    return sums.tolist()  # one transfer per batch

@@ -39,41 +39,40 @@ def continue_ids(model: GPT, tokenizer: Tokenizer, prompt_ids: "torch.Tensor | S
 def continue_batch(model: GPT, tokenizer: Tokenizer, prompts: Sequence["torch.Tensor | Sequence[int]"],
                    max_new_tokens: int, *, batch_size: int = 16, temperature: float = 0.0, top_k: Optional[int] = None,
                    top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                   stop_strings: Iterable[str] = (), progress: Optional[str] = None) -> list[Answer]:
-    """`continue_ids` for many prompts, `batch_size` at a time through `generate_batch` (prompts of similar length
-    share a batch: less padding); answers in the prompts' order. `progress`: a tqdm bar with that label (and ETA)."""
+                   stop_strings: Iterable[str] = (), progress: Optional[str] = None,
+                   compile: bool = False) -> list[Answer]:
+    """`continue_ids` for many prompts, `batch_size` in flight at a time through `generate_batch` (continuous
+    batching: a prompt whose answer ends makes room for the next at once); answers in the prompts' order.
+    `progress`: a tqdm bar with that label (and ETA). compile: the decode step through torch.compile
+    (`lit_gpt.infer.cache.RowCache`)."""
     device = next(model.parameters()).device
     prompts = [p.to(device) if isinstance(p, torch.Tensor) else torch.tensor(list(p), dtype=torch.long, device=device)
                for p in prompts]
+    if not prompts:
+        return []
     stop_strings = tuple(s for s in stop_strings if s)
     tail = max((len(s) for s in stop_strings), default=0) + 8  # tokens enough to hold any stop string
-    answers: list[Optional[Answer]] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: -prompts[i].numel())
+    budgets = [min(max_new_tokens, model.config.block_size - p.numel()) for p in prompts]
+    stopped = set()
+
+    def at_stop_string(i: int, ids: list) -> bool:
+        if any(s in tokenizer.decode(ids[-tail:]) for s in stop_strings):
+            stopped.add(i)
+            return True
+        return False
+
     bar = tqdm(total=len(prompts), desc=progress, unit="prompts", disable=None if progress else True, file=sys.stderr)
-    for start in range(0, len(order), batch_size):
-        rows = order[start: start + batch_size]
-        budget = min(max_new_tokens, model.config.block_size - max(prompts[i].numel() for i in rows))
-        if budget <= 0:
-            for i in rows:
-                answers[i] = Answer("", False)
-            continue
-        stopped = set()
-
-        def at_stop_string(row: int, ids: list) -> bool:
-            if stop_strings and any(s in tokenizer.decode(ids[-tail:]) for s in stop_strings):
-                stopped.add(row)
-                return True
-            return False
-
-        new = generate_batch(model, [prompts[i] for i in rows], budget, temperature=temperature, top_k=top_k,
-                             top_p=top_p, eos_id=tokenizer.stop_ids, generator=generator,
-                             stop=at_stop_string if stop_strings else None)
-        for row, (i, ids) in enumerate(zip(rows, new)):
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            cut = min((k for k in (text.find(s) for s in stop_strings) if k >= 0), default=-1)
-            answers[i] = Answer(text if cut < 0 else text[:cut], row in stopped or len(ids) < budget)
-        bar.update(len(rows))
+    new = generate_batch(model, prompts, [max(b, 0) for b in budgets], batch_size=batch_size,
+                         temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.stop_ids,
+                         generator=generator, stop=at_stop_string if stop_strings else None,
+                         done=lambda i: bar.update(1), compile=compile)
     bar.close()
+    answers = []
+    for i, ids in enumerate(new):
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((k for k in (text.find(s) for s in stop_strings) if k >= 0), default=-1)
+        finished = budgets[i] > 0 and (i in stopped or len(ids) < budgets[i])
+        answers.append(Answer(text if cut < 0 else text[:cut], finished))
     return answers
 
 

@@ -1,16 +1,19 @@
 """Autoregressive sampling with the KV cache: prefill the prompt once, then feed one token per step.
 
-`sample` turns one logits vector into a token (greedy, temperature, top-k, nucleus/top-p); `generate` loops it until
-EOS or `max_new_tokens`; `TextStreamer` prints the tokens as text while they arrive, `StopStringStreamer` also ends
-the answer at a stop string of the prompt style; `stream_answer` puts the three together.
+`sample` turns one logits vector into a token (greedy, temperature, top-k, nucleus/top-p); `generate_batch` is the
+one generation loop, continuous batching over a pool of prompts (a row that ends is given to the next prompt at
+once); `generate` is its batch of one, until EOS or `max_new_tokens`; `TextStreamer` prints the tokens as text
+while they arrive, `StopStringStreamer` also ends the answer at a stop string of the prompt style; `stream_answer`
+puts the three together.
 """
 
 import sys
+from collections import deque
 from typing import Callable, Iterable, Optional, Sequence, TextIO, Union
-
 
 import torch
 
+from lit_gpt.infer.cache import RowCache, rope_refill_position
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
@@ -58,21 +61,6 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def _last(batch: torch.Tensor) -> torch.Tensor:
-    """output_mask of each row's last position: (B, T) -> logits (B, vocab)."""
-    mask = torch.zeros_like(batch, dtype=torch.bool)
-    mask[:, -1] = True
-    return mask
-
-
-def rope_refill_position(config) -> Optional[int]:
-    """The position whose token makes longrope (Phi-3) switch from its short to its long frequency factors for the
-    whole sequence; generation recomputes the KV cache there, as transformers' Phi-3 does. None for other models.
-    In a batch, the factors follow the longest row (the positions' maximum), as in a transformers batch."""
-    scaling = config.rope_scaling or {}
-    return scaling["original_max_position_embeddings"] if scaling.get("rope_type") == "longrope" else None
-
-
 @torch.inference_mode()
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -90,81 +78,112 @@ def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, tempe
     return torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
 
 
-@torch.inference_mode()
-def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: int, *, temperature: float = 1.0,
-                   top_k: Optional[int] = None, top_p: Optional[float] = None,
-                   eos_id: Union[int, Iterable[int], None] = None,
-                   stop: Optional[Callable[[int, list], bool]] = None,
-                   stream: Optional[Callable[[int, int], None]] = None,
-                   generator: Optional[torch.Generator] = None) -> "list[list[int]]":
-    """The new token ids of each prompt (1D tensors of any lengths), generated together with one KV cache.
-
-    The prompts are left-padded to the longest: every row's last prompt token sits in the same slot, so one token
-    per row is fed at each step. The model gives each row positions from 0 and masks its padding
-    (`GPT.forward(left_pad=...)`), so a row's greedy tokens are those of the prompt alone. A row ends at a token in
-    `eos_id` (not returned), when `stop(row, its ids so far)` says so (e.g. a stop string), or after
-    max_new_tokens; finished rows leave the batch (and the KV cache), so the rest runs as a smaller batch. `stream`
-    gets (row, token id) as each is sampled. Sampling with a seeded `generator` is reproducible for the same batch;
-    greedy (temperature 0) does not depend on the batch at all (up to float rounding of the batched matmuls)."""
+def token_budgets(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: "int | Sequence[int]") -> list[int]:
+    """Each prompt's most new tokens, checked: the prompts must be non-empty 1D token ids of the model's vocabulary,
+    and each with its budget (when it has one: a prompt with none is not run) must fit the model's context."""
     if not prompts or any(p.ndim != 1 or p.numel() == 0 for p in prompts):
         raise ValueError("prompts must be non-empty 1D tensors")
-    config, device = model.config, prompts[0].device
-    lengths = [p.numel() for p in prompts]
-    longest = max(lengths)
-    if longest + max_new_tokens > config.block_size:
-        raise UserError(f"the prompt has {longest} tokens; with --max_new_tokens {max_new_tokens} that exceeds "
-                        f"the model's context of {config.block_size} tokens; shorten the prompt or lower "
-                        "--max_new_tokens")
+    config = model.config
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    for p, budget in zip(prompts, budgets):
+        if budget > 0 and p.numel() + budget > config.block_size:
+            raise UserError(f"the prompt has {p.numel()} tokens; with --max_new_tokens {budget} that exceeds "
+                            f"the model's context of {config.block_size} tokens; shorten the prompt or lower "
+                            "--max_new_tokens")
     top_id = max(int(p.max()) for p in prompts)
     if top_id >= config.vocab_size:
         raise UserError(f"the prompt has token id {top_id} but the model's vocabulary has "
                         f"{config.vocab_size} entries; the tokenizer files do not belong to this checkpoint")
-    stop_ids = set([eos_id] if isinstance(eos_id, int) else eos_id or [])
-    new_ids: list[list[int]] = [[] for _ in prompts]
-    if max_new_tokens <= 0:
-        return new_ids
+    return budgets
 
-    batch = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)  # the padding id never matters
-    for row, p in enumerate(prompts):
-        batch[row, longest - p.numel():] = p
-    left_pad = torch.tensor([longest - n for n in lengths], device=device)
-    refill_at = rope_refill_position(config)
-    rows = list(range(len(prompts)))  # which prompt each batch row is
-    model.set_kv_cache(batch_size=len(prompts), max_seq_length=longest + max_new_tokens, device=device)
+
+class _Answers:
+    """The answers being generated: each prompt's new ids so far, and what ends them (see `generate_batch`)."""
+
+    def __init__(self, budgets: list, eos_id, stop, stream, done) -> None:
+        self.budgets, self.stop, self.stream, self.done = budgets, stop, stream, done or (lambda i: None)
+        self.stop_ids = set([eos_id] if isinstance(eos_id, int) else eos_id or [])
+        self.ids: list[list[int]] = [[] for _ in budgets]
+
+    def goes_on(self, i: int, token_id: int) -> bool:
+        """Records prompt i's new token; False when its answer has ended (then `done` hears of it)."""
+        if token_id not in self.stop_ids:
+            self.ids[i].append(token_id)
+            if self.stream is not None:
+                self.stream(i, token_id)
+            if not (self.stop is not None and self.stop(i, self.ids[i])) and len(self.ids[i]) < self.budgets[i]:
+                return True
+        self.done(i)
+        return False
+
+
+@torch.inference_mode()
+def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: "int | Sequence[int]", *,
+                   batch_size: Optional[int] = None, temperature: float = 1.0, top_k: Optional[int] = None,
+                   top_p: Optional[float] = None, eos_id: Union[int, Iterable[int], None] = None,
+                   stop: Optional[Callable[[int, list], bool]] = None,
+                   stream: Optional[Callable[[int, int], None]] = None, done: Optional[Callable[[int], None]] = None,
+                   generator: Optional[torch.Generator] = None, compile: bool = False) -> "list[list[int]]":
+    """The new token ids of each prompt (1D tensors of any lengths), by continuous batching: `batch_size` rows
+    (default: all prompts) are in flight, each prompt in its own KV-cache row at its own positions
+    (`lit_gpt.infer.cache.RowCache`), one token per row per step. A row ends at a token in `eos_id` (not
+    returned), when `stop(prompt index, its ids so far)` says so (e.g. a stop string), or after its budget
+    (`max_new_tokens`: one for all, or one per prompt); its row goes at once to the next prompt, whose prefill runs
+    alone and joins the batch, so one long answer never holds up the others. Prompts start longest first (rows of
+    similar lengths run together); results come in the prompts' order. `stream` gets (prompt index, token id) as
+    each is sampled, `done` a prompt's index when its answer is complete. compile: `RowCache`'s.
+
+    Each row attends to its own keys only, so greedy (temperature 0) answers equal those of each prompt alone (up
+    to float rounding of the batched matmuls); sampling with a seeded `generator` is reproducible for the same
+    prompts and batch_size."""
+    budgets = token_budgets(model, prompts, max_new_tokens)
+    answers = _Answers(budgets, eos_id, stop, stream, done)
+    for i in (i for i, budget in enumerate(budgets) if budget <= 0):
+        answers.done(i)
+    waiting = deque(sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: -prompts[i].numel()))
+    if not waiting:
+        return answers.ids
+    rows = RowCache(model, min(batch_size or len(waiting), len(waiting)),
+                    max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile)
+
+    def start_next(row: int) -> bool:
+        """Gives `row` to the next waiting prompt whose answer does not end at its first token."""
+        while waiting:
+            i = waiting.popleft()
+            token = sample(rows.prefill(prompts[i], row), temperature, top_k, top_p, generator)
+            if answers.goes_on(i, int(token)):
+                rows.put(row, i, token, prompts[i].numel())
+                return True
+        return False
+
     try:
-        logits = model(batch, input_pos=torch.arange(longest, device=device), output_mask=_last(batch),
-                       left_pad=left_pad if left_pad.any() else None)  # the LM head on the last position only
-        for step in range(max_new_tokens):
-            tokens = sample(logits, temperature, top_k, top_p, generator)  # (rows, 1)
-            keep = []
-            for i, row in enumerate(rows):
-                token_id = int(tokens[i])
-                if token_id in stop_ids:
-                    continue
-                new_ids[row].append(token_id)
-                if stream is not None:
-                    stream(row, token_id)
-                if stop is None or not stop(row, new_ids[row]):
-                    keep.append(i)
-            if not keep or step + 1 == max_new_tokens:  # the last token's logits would be thrown away
-                break
-            if refill_at is not None:  # the ids so far, for the one forward that recomputes the cache
-                batch = torch.cat((batch, tokens), dim=1)
-            if len(keep) < len(rows):
-                kept = torch.tensor(keep, device=device)
-                model.keep_kv_cache_rows(kept)
-                batch, tokens, left_pad = batch[kept], tokens[kept], left_pad[kept]
-                rows = [rows[i] for i in keep]
-            slot = longest + step
-            pad = left_pad if left_pad.any() else None
-            if slot == refill_at:  # longrope switched its factors: every cached key was rotated with the old ones
-                logits = model(batch, input_pos=torch.arange(slot + 1, device=device), output_mask=_last(batch),
-                               left_pad=pad)
-            else:
-                logits = model(tokens, input_pos=torch.tensor([slot], device=device), left_pad=pad)[:, -1]
+        while rows.active < rows.capacity and start_next(rows.active):
+            pass
+        while rows.active:
+            fed_at = list(rows.length)
+            logits = rows.step()
+            _refill_longrope(rows, logits, fed_at, prompts, answers.ids)
+            tokens = sample(logits, temperature, top_k, top_p, generator)
+            rows.set_next(tokens)
+            ended = [row for row, (i, t) in enumerate(zip(rows.owner, tokens.flatten().tolist()))
+                     if not answers.goes_on(i, t)]
+            for row in reversed(ended):  # from the last, so that leave() moves only rows that go on
+                if not start_next(row):
+                    rows.leave(row)
     finally:
-        model.clear_kv_cache()
-    return new_ids
+        rows.close()
+    return answers.ids
+
+
+def _refill_longrope(rows: RowCache, logits: torch.Tensor, fed_at: list, prompts: Sequence[torch.Tensor],
+                     new_ids: list) -> None:
+    """Longrope (Phi-3) switches a row's factors when the row's token at `rope_refill_position` is fed: that row's
+    whole cache is recomputed (its prompt and answer so far, alone) and its logits of the step replaced."""
+    refill_at = rope_refill_position(rows.model.config)
+    for row in (r for r, position in enumerate(fed_at) if position == refill_at):
+        i = rows.owner[row]
+        ids = torch.cat((prompts[i], logits.new_tensor(new_ids[i], dtype=torch.long)))
+        logits[row] = rows.prefill(ids, row)[0]
 
 
 class TextStreamer:

@@ -14,7 +14,7 @@ import torch
 from lit_gpt.data.records import iter_records
 from lit_gpt.data.similarity import near_duplicates, rouge_l_tokens, word_tokens
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.infer.answer import continue_batch, continue_ids
+from lit_gpt.infer.answer import continue_batch
 from lit_gpt.quality.judge import Judge
 from lit_gpt.quality.scored_records import ScoringExample, fit_ids
 from lit_gpt.utils import UserError
@@ -179,6 +179,7 @@ class SelfInstructConfig:
     top_p: Optional[float] = 0.95
     max_requests: Optional[int] = None  # stop after this many model calls even if short of the target
     seed: int = 0
+    batch_size: int = 8  # requests generated together (continuous batching), never more than the target needs
 
 
 def self_instruct(model, tokenizer, style, seeds: Sequence[dict], num_instructions: int,
@@ -188,7 +189,9 @@ def self_instruct(model, tokenizer, style, seeds: Sequence[dict], num_instructio
     """Generates up to `num_instructions` new tasks from the seeds; returns (tasks, stats).
 
     Each request shows `num_prompt_tasks` random seed tasks and asks for more in the same format; the tasks parsed
-    from the answer go through `filter_candidates` against the pool (seed + accepted instructions)."""
+    from the answer go through `filter_candidates` against the pool (seed + accepted instructions), answer after
+    answer. Up to `batch_size` requests are generated together, but no more than the tasks still missing need
+    (`tasks_per_request` each), so a run stops about where one request at a time would."""
     if not seeds:
         raise UserError("no seed tasks: the seed file needs rows with instruction and output")
     rng = random.Random(config.seed)
@@ -198,32 +201,45 @@ def self_instruct(model, tokenizer, style, seeds: Sequence[dict], num_instructio
     stats = {"requests": 0, "parsed": 0, "accepted": 0, "rejected": {}}
     max_requests = config.max_requests if config.max_requests is not None else 10 * num_instructions + 10
     while len(accepted) < num_instructions and stats["requests"] < max_requests:
-        stats["requests"] += 1
-        examples = rng.sample(list(seeds), min(config.num_prompt_tasks, len(seeds)))
-        while True:  # drop examples until the prompt leaves room for the answer
-            request, prefill = self_instruct_request(examples, config.tasks_per_request)
-            ids = prompt_with_prefill(tokenizer, style, request, prefill)
-            if len(ids) + min(config.max_new_tokens, 64) <= model.config.block_size or len(examples) == 1:
-                break
-            examples = examples[:-1]
-        if len(ids) >= model.config.block_size:
-            stats["rejected"]["prompt_too_long"] = stats["rejected"].get("prompt_too_long", 0) + 1
-            continue
-        answer = continue_ids(model, tokenizer, ids, config.max_new_tokens, temperature=config.temperature,
-                              top_p=config.top_p, generator=generator)
-        text, finished = answer.text, answer.finished
-        candidates = parse_generated_tasks(prefill + text, complete=finished)
-        stats["parsed"] += len(candidates)
-        kept, rejected = filter_candidates(candidates, pool, filter_config)
-        for _, reason in rejected:
-            stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
-        kept = kept[:num_instructions - len(accepted)]
-        accepted += kept
-        pool += [c["instruction"] for c in kept]
+        needed = -(-(num_instructions - len(accepted)) // config.tasks_per_request)
+        count = min(config.batch_size, needed, max_requests - stats["requests"])
+        requests = [_self_instruct_request(model, tokenizer, style, seeds, rng, config) for _ in range(count)]
+        stats["requests"] += count
+        runnable = [(ids, prefill) for ids, prefill in requests if len(ids) < model.config.block_size]
+        if len(runnable) < count:
+            stats["rejected"]["prompt_too_long"] = stats["rejected"].get("prompt_too_long", 0) + count - len(runnable)
+        answers = continue_batch(model, tokenizer, [ids for ids, _ in runnable], config.max_new_tokens,
+                                 batch_size=count, temperature=config.temperature, top_p=config.top_p,
+                                 generator=generator)
+        for (_, prefill), answer in zip(runnable, answers):
+            candidates = parse_generated_tasks(prefill + answer.text, complete=answer.finished)
+            stats["parsed"] += len(candidates)
+            kept, rejected = filter_candidates(candidates, pool, filter_config)
+            for _, reason in rejected:
+                stats["rejected"][reason] = stats["rejected"].get(reason, 0) + 1
+            kept = kept[:num_instructions - len(accepted)]
+            accepted += kept
+            pool += [c["instruction"] for c in kept]
         stats["accepted"] = len(accepted)
         if on_progress is not None:
             on_progress(accepted, stats)
     return accepted, stats
+
+
+def _self_instruct_request(model, tokenizer, style, seeds: Sequence[dict], rng: random.Random,
+                           config: SelfInstructConfig) -> "tuple[list[int], str]":
+    """One request's prompt ids (random seed tasks, dropped until the prompt leaves room for an answer) and the
+    text its answer begins with."""
+    examples = rng.sample(list(seeds), min(config.num_prompt_tasks, len(seeds)))
+    while True:
+        request, prefill = self_instruct_request(examples, config.tasks_per_request)
+        ids = prompt_with_prefill(tokenizer, style, request, prefill)
+        if len(ids) + min(config.max_new_tokens, 64) <= model.config.block_size or len(examples) == 1:
+            return ids, prefill
+        examples = examples[:-1]
+
+
+GENERATION_POOL = 16  # backtranslation writes instructions for 16 x batch_size texts per call (progress between)
 
 
 @dataclass
@@ -246,11 +262,12 @@ def backtranslate(model, tokenizer, style, texts: Sequence[str], curator: "Judge
     prefill_ids = tokenizer.encode_ids(BACKWARD_PREFIX)
     pairs = []
     room = model.config.block_size - config.max_new_tokens - len(prefill_ids)
-    for start in range(0, len(texts), config.batch_size):  # the backward model writes a batch of instructions at once
-        chunk = texts[start:start + config.batch_size]
+    pool = config.batch_size * GENERATION_POOL  # continuous batching: batch_size rows in flight over a pool of texts
+    for start in range(0, len(texts), pool):
+        chunk = texts[start:start + pool]
         prompts = [fit_ids(encode_prompt(tokenizer, style, BACKWARD_REQUEST.format(text=t.strip())).tolist(), room)[0]
                    + prefill_ids for t in chunk]
-        answers = continue_batch(model, tokenizer, prompts, config.max_new_tokens, batch_size=len(chunk),
+        answers = continue_batch(model, tokenizer, prompts, config.max_new_tokens, batch_size=config.batch_size,
                                  temperature=config.temperature, top_p=config.top_p, generator=generator)
         pairs += [{"instruction": parse_backtranslated_instruction(a.text), "input": "", "output": t}
                   for a, t in zip(answers, chunk)]

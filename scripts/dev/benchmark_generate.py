@@ -1,16 +1,27 @@
-"""Generation speed: our batched KV-cache generation at batch 1 and larger, side by side with transformers' generate.
+"""Generation speed: ours side by side with transformers' generate and lm-eval's Hugging Face backend.
 
-    python scripts/dev/benchmark_generate.py --batch_sizes "1 8 16 32" --max_new_tokens 32 --threads 2
+Two workloads, on the same weights (a converted checkpoint, exported once with our converter to a Hugging Face
+folder for the peers), the same prompts and the same dtype:
 
-The weights are the real SmolLM2-135M-Instruct (the packaged GGUF, converted once to --checkpoint_dir; any converted
-checkpoint dir works) and the prompts are the first --num_prompts IFEval prompts in the model's chat format, of
-their natural, different lengths. Each implementation generates greedily exactly --max_new_tokens tokens per prompt
-(no stop at EOS, so both do the same work), batch after batch of --batch_size prompts: ours through
-`lit_gpt.infer.sampling.generate_batch` (left-padded), transformers through `generate` on the same weights (exported
-with our converter), in the same dtype, left-padded with an attention mask. Runs alternate (ours, theirs, ours, ...)
---runs times in one process, so a drift in machine speed hits both; medians are reported, with the load average
-(timings taken while other work uses the cores are meaningless). Batch 1 times the first --batch1_prompts prompts
-only (it is the slow case). Output: one JSON object.
+  fixed (default): the first --num_prompts IFEval prompts in the model's chat format, each generating exactly
+    --max_new_tokens tokens (32; no stop at EOS, so all do the same work), batch after batch of each of
+    --batch_sizes: ours through `generate_batch`, transformers through `generate` (left-padded). Runs alternate
+    (ours, theirs, ...) --runs times; medians reported. Batch 1 times the first --batch1_prompts prompts only.
+
+      python scripts/dev/benchmark_generate.py --batch_sizes "1 8 16 32" --max_new_tokens 32 --threads 2
+
+  ifeval: the real evaluation: IFEval prompts (all 541, or the first --limit) in the chat format, greedy, each
+    until EOS or --max_new_tokens (1280, lm-eval's budget). Ours: continuous batching with --batch_size rows in
+    flight (optionally --compile'd). transformers: `generate` in static batches of prompts sorted by length (a batch
+    runs until its slowest row ends) at each of --hf_batch_sizes; the best is its number. lm-eval: `simple_evaluate`
+    of its ifeval task (the same prompt file, the tokenizer's chat template, the same budget) with its `hf` model on
+    the exported folder, timed end to end. IFEval scores and answer agreement with ours are reported beside speed.
+
+      python scripts/dev/benchmark_generate.py --workload ifeval --device cuda --dtype bfloat16 --batch_size 64 \\
+          --hf_batch_sizes "16 32 64"
+
+Timings taken while other work uses the machine are meaningless: the load average is reported. Output: one JSON
+object on stdout.
 """
 
 import json
@@ -22,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-
 import torch
 
 try:
@@ -32,18 +42,39 @@ except ModuleNotFoundError:
 
 from lit_gpt.convert.hf import convert_lit_checkpoint
 from lit_gpt.data.tokenize import encode_prompt
-from lit_gpt.eval.ifeval import load_prompts
+from lit_gpt.eval import ifeval
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate_batch
 from lit_gpt.utils import UserError, run_cli
 
+WORKLOADS = ("fixed", "ifeval")
+PEERS = ("transformers", "lm-eval")
+DTYPES = {"float32": (torch.float32, "32-true"), "bfloat16": (torch.bfloat16, "bf16-true")}
 
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def left_padded(chunk: list, device: torch.device) -> "tuple[torch.Tensor, torch.Tensor]":
+    """Ids and attention mask of prompts left-padded to the longest (what transformers' generate takes)."""
+    longest = max(p.numel() for p in chunk)
+    ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=device)
+    mask = torch.zeros(len(chunk), longest, dtype=torch.long, device=device)
+    for row, p in enumerate(chunk):
+        ids[row, longest - p.numel():], mask[row, longest - p.numel():] = p, 1
+    return ids, mask
+
+
+# ---- fixed: exactly max_new_tokens per prompt ------------------------------------------------------------------------
 def ours_run(model, prompts: list, batch_size: int, max_new_tokens: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
         out = generate_batch(model, prompts[i: i + batch_size], max_new_tokens, temperature=0.0)
         assert all(len(ids) == max_new_tokens for ids in out)
+    synchronize(prompts[0].device)
     return time.perf_counter() - start
 
 
@@ -51,52 +82,16 @@ def transformers_run(hf_model, prompts: list, batch_size: int, max_new_tokens: i
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i: i + batch_size]
-            longest = max(p.numel() for p in chunk)
-            ids = torch.zeros(len(chunk), longest, dtype=torch.long)
-            mask = torch.zeros(len(chunk), longest, dtype=torch.long)
-            for row, p in enumerate(chunk):
-                ids[row, longest - p.numel():], mask[row, longest - p.numel():] = p, 1
+            ids, mask = left_padded(prompts[i: i + batch_size], prompts[0].device)
             out = hf_model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-            assert out.shape[1] == longest + max_new_tokens
+            assert out.shape[1] == ids.shape[1] + max_new_tokens
+    synchronize(prompts[0].device)
     return time.perf_counter() - start
 
 
-def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, batch_sizes: str = "1 8 16 32",
-         num_prompts: int = 32, batch1_prompts: int = 8, max_new_tokens: int = 32, runs: int = 3,
-         threads: Optional[int] = None, dtype: str = "float32", compare_transformers: bool = True) -> dict:
-    """Prints and returns the tokens/s of each batch size, ours and transformers'.
-
-    Args:
-        checkpoint_dir: a converted checkpoint (the packaged SmolLM2-135M-Instruct is converted there if missing)
-        batch_sizes: space-separated batch sizes
-        num_prompts: how many IFEval prompts (batches of batch_size cover them)
-        batch1_prompts: how many of them batch size 1 times
-        max_new_tokens: tokens generated per prompt
-        runs: timed runs per implementation and batch size (medians reported)
-        threads: torch threads (default: all cores)
-        dtype: float32 or bfloat16
-        compare_transformers: also time transformers' generate on the same weights
-    """
-    sizes = [int(b) for b in str(batch_sizes).split()]
-    if not sizes or min(sizes) < 1 or num_prompts < 1 or runs < 1 or max_new_tokens < 1:
-        raise UserError("--batch_sizes, --num_prompts, --runs and --max_new_tokens must be at least 1")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    if not (checkpoint_dir / "lit_model.pth").is_file():
-        install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
-    loaded = load(checkpoint_dir, device="cpu", precision={"float32": "32-true", "bfloat16": "bf16-true"}[dtype])
-    model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
-    prompts = [encode_prompt(tokenizer, style, p.prompt) for p in load_prompts()[:num_prompts]]
-    hf_model = None
-    if compare_transformers:
-        import transformers
-
-        hf_dir = Path(tempfile.mkdtemp(prefix="hf-"))
-        convert_lit_checkpoint(checkpoint_dir, hf_dir)
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype).eval()
-
+def fixed_workload(model, hf_model, prompts: list, sizes: list, batch1_prompts: int, max_new_tokens: int,
+                   runs: int) -> list:
     results = []
     for batch_size in sizes:
         chunk = prompts[:batch1_prompts] if batch_size == 1 else prompts
@@ -120,9 +115,213 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, batch_siz
     for row in results:
         if batch1:
             row["ours_speedup_vs_batch1"] = round(row["ours_tokens_per_s"] / batch1, 2)
-    report = {"model": str(checkpoint_dir), "dtype": dtype, "threads": torch.get_num_threads(),
-              "max_new_tokens": max_new_tokens, "prompt_tokens": [p.numel() for p in prompts],
-              "load_average": os.getloadavg(), "results": results}
+    return results
+
+
+# ---- ifeval: until EOS or the budget ---------------------------------------------------------------------------------
+def timed(device: torch.device, run) -> "tuple[object, dict]":
+    """run()'s result, and its seconds and peak GPU memory."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    synchronize(device)
+    stats = {"seconds": round(time.perf_counter() - start, 3)}
+    if device.type == "cuda":
+        stats["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+    return result, stats
+
+
+def speed(stats: dict, answers: list, prompts: int) -> dict:
+    new_tokens = sum(len(a) for a in answers)
+    return {**stats, "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / stats["seconds"], 1),
+            "prompts_per_s": round(prompts / stats["seconds"], 3)}
+
+
+def ours_ifeval(model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int, compile: bool) -> dict:
+    """Continuous batching; a warm-up first whose rows end one after another (every batch shape a compiled step
+    meets: its compile time is reported apart)."""
+    device = prompts[0].device
+    warm = [prompts[i % len(prompts)] for i in range(batch_size)]
+    _, warm_up = timed(device, lambda: generate_batch(model, warm, [2 + i for i in range(batch_size)],
+                                                      batch_size=batch_size, temperature=0.0, compile=compile))
+    answers, stats = timed(device, lambda: generate_batch(model, prompts, max_new_tokens, batch_size=batch_size,
+                                                          temperature=0.0, eos_id=stop_ids, compile=compile))
+    return {"batch_size": batch_size, "compile": compile, "warm_up_seconds": warm_up["seconds"],
+            **speed(stats, answers, len(prompts)), "answers": answers}
+
+
+def transformers_ifeval(hf_model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int) -> dict:
+    """Static batches of length-sorted prompts, left-padded; each row's answer is cut at its first stop id."""
+    stop_ids = sorted(stop_ids)
+    order = sorted(range(len(prompts)), key=lambda i: -prompts[i].numel())
+    answers: list = [None] * len(prompts)
+
+    def run() -> None:
+        for start in range(0, len(order), batch_size):
+            rows = order[start: start + batch_size]
+            ids, mask = left_padded([prompts[i] for i in rows], prompts[0].device)
+            with torch.inference_mode():
+                out = hf_model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                        eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+            for i, new in zip(rows, out[:, ids.shape[1]:].tolist()):
+                answers[i] = new[:next((k for k, t in enumerate(new) if t in stop_ids), len(new))]
+
+    transformers_run(hf_model, prompts[:batch_size], batch_size, 2)  # warm-up
+    _, stats = timed(prompts[0].device, run)
+    return {"batch_size": batch_size, **speed(stats, answers, len(prompts)), "answers": answers}
+
+
+LM_EVAL_TASK = """task: ifeval_local
+include: {ifeval_yaml}
+dataset_path: json
+dataset_kwargs:
+  data_files: {prompts}
+generation_kwargs:
+  until: []
+  do_sample: false
+  temperature: 0.0
+  max_gen_toks: {max_new_tokens}
+"""
+
+
+def lm_eval_ifeval(hf_dir: Path, limit: Optional[int], dtype: str, device: torch.device, max_new_tokens: int,
+                   batch_size: int, tokenizer) -> dict:
+    """lm-eval's ifeval task on the local prompt file (offline) with its `hf` model, chat template applied; timed
+    from `simple_evaluate` to its results. Its answers are re-tokenized with ours to count tokens."""
+    import lm_eval
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    task_dir = Path(tempfile.mkdtemp(prefix="lm-eval-task-"))
+    ifeval_yaml = Path(lm_eval.tasks.__file__).parent / "ifeval" / "ifeval.yaml"
+    (task_dir / "ifeval_local.yaml").write_text(LM_EVAL_TASK.format(
+        ifeval_yaml=ifeval_yaml, prompts=ifeval.DEFAULT_PROMPTS, max_new_tokens=max_new_tokens))
+    model_args = f"pretrained={hf_dir},dtype={dtype},device={device}"
+    results, stats = timed(device, lambda: lm_eval.simple_evaluate(
+        model="hf", model_args=model_args, tasks=["ifeval_local"], task_manager=TaskManager(include_path=str(task_dir)),
+        limit=limit, batch_size=batch_size, apply_chat_template=True, log_samples=True, bootstrap_iters=0))
+    samples = sorted(results["samples"]["ifeval_local"], key=lambda s: s["doc_id"])
+    texts = [s["filtered_resps"][0] for s in samples]
+    contexts = [s["arguments"][0][0] for s in samples]  # (context, generation kwargs) of its one request
+    metrics = results["results"]["ifeval_local"]
+    scores = {name: round(metrics[f"{name},none"], 4) for name in ("prompt_level_strict_acc", "inst_level_strict_acc")}
+    return {"batch_size": batch_size, "timed": "simple_evaluate end to end: model loading, setup, scoring included",
+            **speed(stats, [tokenizer.encode_ids(t) for t in texts], len(texts)), "ifeval": scores, "texts": texts,
+            "contexts": contexts}
+
+
+def ifeval_scores(prompts: list, texts: list) -> dict:
+    result = ifeval.score(prompts, texts)
+    return {"prompt_level_strict_acc": round(result.prompt_level_strict_acc, 4),
+            "inst_level_strict_acc": round(result.inst_level_strict_acc, 4)}
+
+
+def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new_tokens: int,
+                    batch_size: int, hf_batch_sizes: list, compile: bool, dtype: str, hf_dir: Optional[Path]) -> dict:
+    model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
+    items = ifeval.load_prompts()[:limit]
+    prompts = [encode_prompt(tokenizer, style, p.prompt, device=loaded.device) for p in items]
+    stop_ids = set(tokenizer.stop_ids)
+
+    def texts(answers: list) -> list:
+        return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers]
+
+    report = {"prompts": len(prompts), "prompt_tokens": sum(p.numel() for p in prompts)}
+    ours = ours_ifeval(model, prompts, stop_ids, max_new_tokens, batch_size, compile)
+    ours_texts = texts(ours.pop("answers"))
+    report["ours"] = {**ours, "ifeval": ifeval_scores(items, ours_texts)}
+    print(json.dumps({"ours": report["ours"]}), file=sys.stderr)
+    if "transformers" in peers:
+        runs = []
+        for size in hf_batch_sizes:
+            run = transformers_ifeval(hf_model, prompts, stop_ids, max_new_tokens, size)
+            run["same_answers_as_ours"] = round(sum(a == b for a, b in zip(texts(run.pop("answers")), ours_texts))
+                                                / len(prompts), 4)
+            runs.append(run)
+            print(json.dumps({"transformers": run}), file=sys.stderr)
+        best = max(runs, key=lambda r: r["tokens_per_s"])
+        report["transformers"] = {"runs": runs, "best": best,
+                                  "ours_speedup": round(report["ours"]["tokens_per_s"] / best["tokens_per_s"], 2)}
+    if "lm-eval" in peers:
+        size = report["transformers"]["best"]["batch_size"] if "transformers" in report else max(hf_batch_sizes)
+        run = lm_eval_ifeval(hf_dir, limit, dtype, loaded.device, max_new_tokens, size, tokenizer)
+        ours_contexts = [tokenizer.decode(p, skip_special_tokens=False) for p in prompts]
+        run["same_prompts_as_ours"] = round(sum(a == b for a, b in zip(run.pop("contexts"), ours_contexts))
+                                            / len(prompts), 4)
+        run["same_answers_as_ours"] = round(sum(a.strip() == b for a, b in zip(run.pop("texts"), ours_texts))
+                                            / len(prompts), 4)
+        run["ours_speedup_in_seconds"] = round(run["seconds"] / report["ours"]["seconds"], 2)
+        report["lm_eval_hf"] = run
+    return report
+
+
+def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload: str = "fixed",
+         batch_sizes: str = "1 8 16 32", num_prompts: int = 32, batch1_prompts: int = 8,
+         max_new_tokens: Optional[int] = None, runs: int = 3, limit: Optional[int] = None, batch_size: int = 64,
+         hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
+         device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
+         compare_transformers: bool = True) -> dict:
+    """Prints and returns the speed of ours and of the peers.
+
+    Args:
+        checkpoint_dir: a converted checkpoint (the packaged SmolLM2-135M-Instruct is converted there if missing)
+        workload: fixed (exactly --max_new_tokens per prompt, several batch sizes) or ifeval (until EOS)
+        batch_sizes: fixed: space-separated batch sizes
+        num_prompts: fixed: how many IFEval prompts (batches of batch_size cover them)
+        batch1_prompts: fixed: how many of them batch size 1 times
+        max_new_tokens: tokens per prompt (fixed: exactly, default 32; ifeval: at most, default 1280)
+        runs: fixed: timed runs per implementation and batch size (medians reported)
+        limit: ifeval: the first N prompts (default all 541)
+        batch_size: ifeval: our rows in flight
+        hf_batch_sizes: ifeval: transformers' static batch sizes to try (the best is reported)
+        peers: ifeval: which of "transformers lm-eval" to run (default both; "" for ours alone)
+        compile: ifeval: our decode step through torch.compile
+        device: cpu or cuda
+        threads: torch threads (default: all cores)
+        dtype: float32 or bfloat16
+        compare_transformers: fixed: also time transformers' generate on the same weights
+    """
+    if workload not in WORKLOADS or dtype not in DTYPES:
+        raise UserError(f"--workload is one of {', '.join(WORKLOADS)}; --dtype one of {', '.join(DTYPES)}")
+    peer_list = (" ".join(PEERS) if peers is None else peers).split() if workload == "ifeval" else (
+        ["transformers"] if compare_transformers else [])
+    sizes = [int(b) for b in str(batch_sizes).split()]
+    hf_sizes = [int(b) for b in str(hf_batch_sizes).split()]
+    max_new_tokens = max_new_tokens or (1280 if workload == "ifeval" else 32)
+    if set(peer_list) - set(PEERS):
+        raise UserError(f"--peers {peers}: choose from {' '.join(PEERS)}")
+    if min(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1]) < 1:
+        raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
+                        "and --limit must be at least 1")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    if not (checkpoint_dir / "lit_model.pth").is_file():
+        install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
+    loaded = load(checkpoint_dir, device=device, precision=DTYPES[dtype][1])
+    hf_dir = hf_model = None
+    if peer_list:
+        import transformers
+
+        hf_dir = Path(tempfile.mkdtemp(prefix="hf-"))
+        convert_lit_checkpoint(checkpoint_dir, hf_dir)
+        if "transformers" in peer_list:
+            hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype][0])
+            hf_model = hf_model.to(loaded.device).eval()
+    report = {"workload": workload, "model": str(checkpoint_dir), "device": str(loaded.device), "dtype": dtype,
+              "threads": torch.get_num_threads(), "max_new_tokens": max_new_tokens}
+    if workload == "fixed":
+        prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
+                   for p in ifeval.load_prompts()[:num_prompts]]
+        report["prompt_tokens"] = [p.numel() for p in prompts]
+        report["results"] = fixed_workload(loaded.model, hf_model, prompts, sizes, batch1_prompts, max_new_tokens,
+                                           runs)
+    else:
+        report.update(ifeval_workload(loaded, hf_model, peer_list, limit, max_new_tokens, batch_size,
+                                      hf_sizes, compile, dtype, hf_dir))
+    report["load_average"] = os.getloadavg()
+    if loaded.device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(loaded.device)
     print(json.dumps(report, indent=2))
     return report
 

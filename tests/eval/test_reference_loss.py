@@ -5,8 +5,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from helpers import tiny_config
-from lit_gpt.eval.reference_loss import reference_loss
+from helpers import DOLLY_COLUMNS, tiny_config
+from lit_gpt.eval.reference_loss import reference_loss, token_budget_batches
 from lit_gpt.model import GPT
 
 
@@ -34,3 +34,67 @@ def test_reference_loss_equals_the_hand_computation():
         assert math.isclose(ours, hand, rel_tol=1e-9)
     assert math.isclose(result.mean_nll, sum(by_hand_sums) / 7, rel_tol=1e-9)
     assert math.isclose(result.perplexity, math.exp(result.mean_nll)) and result.tokens == 7 and result.examples == 3
+
+
+@torch.inference_mode()
+def reference_loss_in_fixed_micro_batches(model: GPT, examples: list, micro_batch_size: int) -> list:
+    """The implementation before token-budget batches (length-sorted micro-batches of a fixed number of rows): each
+    example's summed answer NLL, what the new batching must reproduce."""
+    block = model.config.block_size
+    inputs = [e["input_ids"][:block + 1] for e in examples]
+    labels = [e["labels"][:block + 1] for e in examples]
+    nll = [0.0] * len(examples)
+    order = sorted(range(len(examples)), key=lambda i: inputs[i].numel())
+    for start in range(0, len(order), micro_batch_size):
+        rows = order[start: start + micro_batch_size]
+        width = max(inputs[i].numel() for i in rows) - 1
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        y = torch.full((len(rows), width), -100, dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = inputs[i].numel() - 1
+            x[r, :n], y[r, :n] = inputs[i][:-1], labels[i][1:]
+        scored = y != -100
+        token_nll = F.cross_entropy(model(x, output_mask=scored).float(), y[scored], reduction="none").double()
+        row_of_token = torch.arange(len(rows))[:, None].expand_as(y)[scored]
+        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, row_of_token, token_nll)
+        for r, i in enumerate(rows):
+            nll[i] = float(sums[r])
+    return nll
+
+
+def test_token_budget_batches_equal_fixed_micro_batches_on_real_rows(tiny_checkpoint_dir, shared_dir, monkeypatch):
+    """Real Dolly rows in SmolLM2's chat format (27-256 tokens) on a float32 tiny model: the same NLLs as the
+    fixed micro-batches to 1e-4, from fewer forwards (short examples share bigger batches)."""
+    import itertools
+
+    from lit_gpt.data.records import iter_records
+    from lit_gpt.data.tokenize import tokenize_examples
+    from lit_gpt.prompts.styles import get_prompt_style
+    from lit_gpt.tokenizer import Tokenizer
+
+    checkpoint = tiny_checkpoint_dir("smollm2", block_size=256)
+    tokenizer = Tokenizer(checkpoint)
+    rows = [row for _, row in itertools.islice(iter_records(shared_dir / "datasets" / "dolly" / "dolly_3k.jsonl",
+                                                            columns=DOLLY_COLUMNS), 60)]
+    examples, _ = tokenize_examples(rows, tokenizer, get_prompt_style("smollm2"), max_seq_length=256)
+    lengths = [e["input_ids"].numel() for e in examples]
+    assert len(examples) > 50 and max(lengths) > 3 * min(lengths)
+    torch.manual_seed(0)
+    model = GPT(tiny_config(vocab_size=tokenizer.vocab_size, block_size=256)).eval()
+    expected = reference_loss_in_fixed_micro_batches(model, examples, micro_batch_size=4)
+    forwards = []
+    forward = GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, idx, **kw: forwards.append(idx.shape) or forward(self, idx, **kw))
+    result = reference_loss(model, examples, micro_batch_size=4)
+    torch.testing.assert_close(torch.tensor(result.per_example_nll), torch.tensor(expected),
+                               rtol=1e-4, atol=1e-4)
+    assert len(forwards) < len(examples) / 4
+    assert max(rows * width for rows, width in forwards) <= 4 * (max(lengths) - 1)
+
+
+def test_token_budget_batches_hold_more_short_rows_within_the_budget():
+    widths = [10, 2, 5, 10, 3, 2, 1]
+    batches = token_budget_batches(widths, rows_of_longest=2)  # budget 2 x 10 tokens
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert [[widths[i] for i in b] for b in batches] == [[1, 2, 2, 3], [5, 10], [10]]
+    assert all(len(b) * max(widths[i] for i in b) <= 20 for b in batches)

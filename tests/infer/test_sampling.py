@@ -221,6 +221,80 @@ def test_batched_sampling_is_reproducible_with_a_seed():
     assert runs[0] == runs[1] and runs[0] != generate_batch(model, prompts, 8, temperature=0.0)
 
 
+# ---- continuous batching: fewer rows than prompts --------------------------------------------------------------------
+LONGROPE = dict(block_size=40, rope_scaling={"rope_type": "longrope", "original_max_position_embeddings": 8,
+                                             "short_factor": [1.0, 1.5, 2.0, 3.0],
+                                             "long_factor": [2.0, 4.0, 8.0, 16.0]})
+
+
+def early_stops(model: GPT, prompts: list, n: int) -> "tuple[int, list]":
+    """An EOS id that ends some prompts' greedy answers early (one at its very first token) and leaves others to the
+    budget, and those answers, each prompt alone."""
+    alone = [generate(model, p, n, temperature=0.0).tolist() for p in prompts]
+    eos = alone[0][2]
+    expected = [ids[:ids.index(eos)] if eos in ids else ids for ids in alone]
+    assert min(len(e) for e in expected) < 3 and max(len(e) for e in expected) == n
+    return eos, expected
+
+
+@pytest.mark.parametrize("arch", [*BATCH_ARCHITECTURES, "phi3-longrope"])
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_continuous_batching_greedy_equals_one_prompt_at_a_time(arch, batch_size):
+    """Seven prompts of 1-12 tokens through 1-3 rows: rows end early (EOS, a stop rule, a smaller budget) and are
+    given to the next prompt or filled by moving the last row; each answer is its prompt's own, in input order.
+    Longrope rows cross the factor switch (position 8) at different steps, each recomputing its own cache."""
+    model = tiny_model(**(LONGROPE if arch == "phi3-longrope" else BATCH_ARCHITECTURES[arch]))
+    g = torch.Generator().manual_seed(4)
+    prompts = mixed_prompts() + [torch.randint(0, 256, (n,), generator=g) for n in (3, 10)]
+    eos, expected = early_stops(model, prompts, 10)
+    budgets = [10, 10, 10, 4, 10, 10, 10]
+    expected[3] = expected[3][:4]
+    expected[5] = expected[5][:5]  # the stop rule ends prompt 5 after five tokens
+    done = []
+    got = generate_batch(model, prompts, budgets, batch_size=batch_size, temperature=0.0, eos_id=eos,
+                         stop=lambda i, ids: i == 5 and len(ids) == 5, done=done.append)
+    assert got == expected
+    assert sorted(done) == list(range(len(prompts)))
+
+
+def test_rows_are_never_idle_while_prompts_wait(monkeypatch):
+    """Two rows, one long answer (of the longest prompt: it starts first) and five short ones: the short ones pass
+    through the other row while the long one runs, so every decode step runs both rows until the pool is empty, and
+    the steps are those of the long answer."""
+    from lit_gpt.infer.cache import RowCache
+
+    model = tiny_model()
+    prompts = mixed_prompts() + [torch.tensor([5, 6])]
+    budgets = [2, 2, 12, 2, 2, 2]
+    rows_per_step = []
+    step = RowCache.step
+    monkeypatch.setattr(RowCache, "step", lambda self: rows_per_step.append(self.active) or step(self))
+    got = generate_batch(model, prompts, budgets, batch_size=2, temperature=0.0)
+    assert [len(ids) for ids in got] == budgets
+    assert len(rows_per_step) == 11  # the long answer's 12 tokens: 1 from its prefill, 11 decode steps
+    assert rows_per_step[:5] == [2] * 5 and set(rows_per_step[5:]) == {1}
+
+
+def test_continuous_batching_sampling_is_reproducible_for_a_batch_composition():
+    model = tiny_model()
+    prompts = mixed_prompts()
+
+    def run(seed: int, batch_size: int) -> list:
+        return generate_batch(model, prompts, 8, batch_size=batch_size, temperature=1.0, top_k=20,
+                              generator=torch.Generator().manual_seed(seed))
+
+    assert run(5, 2) == run(5, 2) != run(6, 2)
+    assert all(len(ids) == 8 for ids in run(5, 2))
+
+
+def test_compiled_decode_step_gives_the_same_greedy_answers():
+    """torch.compile of the decode step (dynamic shapes: rows and key lengths change every step)."""
+    model = tiny_model(n_layer=1)
+    prompts = mixed_prompts()
+    eos, expected = early_stops(model, prompts, 6)
+    assert generate_batch(model, prompts, 6, batch_size=2, temperature=0.0, eos_id=eos, compile=True) == expected
+
+
 def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(packaged_smollm2_dir):
     """The packaged SmolLM2-135M-Instruct in float32 (converted once per session, conftest.py): five real chat
     prompts of different lengths."""
@@ -239,3 +313,6 @@ def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(packaged_smollm
     alone = [generate(model, p, 16, temperature=0.0, eos_id=tokenizer.stop_ids).tolist() for p in prompts]
     assert generate_batch(model, prompts, 16, temperature=0.0, eos_id=tokenizer.stop_ids) == alone
     assert "Paris" in tokenizer.decode(alone[0])
+    # continuous batching, two rows: the answers that end at EOS (before 16 tokens) make room for the next prompt
+    assert any(len(ids) < 16 for ids in alone) and any(len(ids) == 16 for ids in alone)
+    assert generate_batch(model, prompts, 16, batch_size=2, temperature=0.0, eos_id=tokenizer.stop_ids) == alone

@@ -102,12 +102,11 @@ def test_self_instruct_filters_injected_generations(parts, alpaca_rows, monkeypa
     model, tokenizer, style = parts
     calls = []
 
-    def fake_continue_ids(model, tokenizer, prompt_ids, max_new_tokens, **sampling):
-        calls.append(tokenizer.decode(prompt_ids))
-        text = CANNED[len(calls) - 1]
-        return Answer(text, len(calls) == 1)  # the second generation ran into the token limit
+    def fake_continue_batch(model, tokenizer, prompts, max_new_tokens, **sampling):
+        calls.append([tokenizer.decode(ids) for ids in prompts])
+        return [Answer(CANNED[0], True), Answer(CANNED[1], False)][:len(prompts)]  # the 2nd ran into the limit
 
-    monkeypatch.setattr(quality, "continue_ids", fake_continue_ids)
+    monkeypatch.setattr(quality, "continue_batch", fake_continue_batch)
     seeds = [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca_rows[:3]]
     tasks, stats = self_instruct(model, tokenizer, style, seeds, num_instructions=10,
                                  config=SelfInstructConfig(num_prompt_tasks=3, max_requests=2))
@@ -118,17 +117,20 @@ def test_self_instruct_filters_injected_generations(parts, alpaca_rows, monkeypa
                         "output": "77 F"}
     assert stats == {"requests": 2, "parsed": 6, "accepted": 3,
                      "rejected": {"blacklisted_word": 1, "similar_to_pool": 2}}
+    assert [len(c) for c in calls] == [2]  # both requests generated together
     # the request shows the seeds in the task format, in SmolLM2's chat format, with the answer begun
-    assert calls[0].count("### Task ") == 4 and "Instruction: " + seeds[0]["instruction"] in calls[0]
-    assert "<|im_start|>user\n" in calls[0] and calls[0].endswith("<|im_start|>assistant\n### Task 4\nInstruction:")
+    first = calls[0][0]
+    assert first.count("### Task ") == 4 and "Instruction: " + seeds[0]["instruction"] in first
+    assert "<|im_start|>user\n" in first and first.endswith("<|im_start|>assistant\n### Task 4\nInstruction:")
 
 
 def test_self_instruct_stops_at_target_and_rejects_bad_seeds(parts, alpaca_rows, monkeypatch, tmp_path, root_dir):
     model, tokenizer, style = parts
-    monkeypatch.setattr(quality, "continue_ids", lambda *a, **k: Answer(CANNED[0], True))
+    monkeypatch.setattr(quality, "continue_batch",
+                        lambda model, tokenizer, prompts, *a, **k: [Answer(CANNED[0], True)] * len(prompts))
     seeds = [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca_rows[:3]]
     tasks, stats = self_instruct(model, tokenizer, style, seeds, num_instructions=1)
-    assert len(tasks) == 1 and stats["requests"] == 1
+    assert len(tasks) == 1 and stats["requests"] == 1  # one request can bring the one task: no more are generated
     with pytest.raises(UserError):
         self_instruct(model, tokenizer, style, [], num_instructions=1)
     bad = tmp_path / "bad.jsonl"

@@ -57,3 +57,36 @@ def test_generation_benchmark_runs_ours_and_transformers(tiny_checkpoint_dir, ca
         assert row["ours_tokens_per_s"] > 0 and row["transformers_tokens_per_s"] > 0
         assert row["new_tokens"] == row["prompts"] * 3
     assert json.loads(capsys.readouterr().out)["results"] == report["results"]
+
+
+def test_generation_benchmark_ifeval_workload_quick(tiny_checkpoint_dir, capsys):
+    """--workload ifeval on 3 prompts, 4 tokens each: ours (continuous batching, 2 rows), transformers' static
+    batches and lm-eval's hf backend answer the same prompts identically (greedy, float32); scores, speeds in JSON."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("lm_eval")
+    from helpers import load_cached_script
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    report = load_cached_script("dev/benchmark_generate").main(
+        checkpoint_dir=checkpoint, workload="ifeval", limit=3, max_new_tokens=4, batch_size=2, hf_batch_sizes="1 2",
+        threads=1)
+    assert report["prompts"] == 3 and report["max_new_tokens"] == 4
+    ours, hf, lm_eval = report["ours"], report["transformers"], report["lm_eval_hf"]
+    assert 0 < ours["new_tokens"] <= 12 and ours["tokens_per_s"] > 0
+    assert 0 <= ours["ifeval"]["prompt_level_strict_acc"] <= 1
+    assert [r["batch_size"] for r in hf["runs"]] == [1, 2] and hf["best"] in hf["runs"] and hf["ours_speedup"] > 0
+    assert all(r["same_answers_as_ours"] == 1.0 and r["new_tokens"] == ours["new_tokens"] for r in hf["runs"])
+    assert lm_eval["same_prompts_as_ours"] == lm_eval["same_answers_as_ours"] == 1.0
+    assert lm_eval["ifeval"] == ours["ifeval"]
+    assert json.loads(capsys.readouterr().out)["ours"] == ours
+
+
+def test_generation_benchmark_user_errors(capsys):
+    from helpers import assert_one_line_error, run_script
+
+    code, _, err = run_script(capsys, "dev/benchmark_generate", "--workload", "real")
+    assert_one_line_error(code, err, "--workload")
+    code, _, err = run_script(capsys, "dev/benchmark_generate", "--workload", "ifeval", "--peers", "vllm")
+    assert_one_line_error(code, err, "--peers vllm")
