@@ -31,7 +31,7 @@ from lit_gpt.quality.judge import Judge
 from lit_gpt.quality.rows import (SCORE_COLUMNS, default_output, read_rows, result_columns, sidecar_path,
                                   to_scoring_row, write_rows)
 from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats
-from lit_gpt.utils import UserError, check_not_an_input, log, run_cli
+from lit_gpt.utils import UserError, check_output, log, run_cli
 
 
 def main(
@@ -93,8 +93,9 @@ def main(
     # own data is never written over
     already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())
     output = Path(output) if output is not None else data_path if already_scored else default_output(data_path, "scored")
-    if not already_scored:
-        check_not_an_input(output, {"--data_path": data_path}, "--output")
+    in_place = already_scored and output.resolve() == data_path.resolve()
+    check_output(output, {"--data_path": None if in_place else data_path, "--checkpoint_dir": checkpoint_dir,
+                          "--judge_checkpoint_dir": judge_checkpoint_dir}, "--output")
 
     if method == "heuristics":
         scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,
