@@ -68,7 +68,7 @@ from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.train.args import TrainArgs, check_batch_split
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch
 from lit_gpt.train.step import make_optimizer, train_step
-from lit_gpt.utils import cpu_name
+from lit_gpt.utils import check_typed_on_command_line, cpu_name
 
 ROOT = Path(__file__).resolve().parents[2]
 READY, RUN_DONE, RESULT = "BENCHMARK_READY", "BENCHMARK_RUN_DONE", "BENCHMARK_RESULT "  # worker -> parent lines
@@ -594,7 +594,8 @@ def main(
         litgpt_batching: same (LitGPT trains on exactly our micro-batch tensors) or plain (the same examples in
             epoch order, padded to the longest of each micro-batch, as its own loader does; compare non-padding
             tokens/s then)
-        litgpt_python: the python of the LitGPT venv
+        litgpt_python: the python of the LitGPT venv (typed on the command line, not read from a --config file: it
+            is run)
         n_layer: override the number of layers (quick checks)
     """
     from lit_gpt.config import Config
@@ -617,6 +618,8 @@ def main(
     from lit_gpt.precision import choose_precision
 
     precision = choose_precision(precision, cuda=accelerator == "cuda")
+    if compare_litgpt:  # it runs that interpreter: only as typed on the command line, not from a --config file
+        check_typed_on_command_line("litgpt_python", litgpt_python, DEFAULT_LITGPT_PYTHON)
     if compare_litgpt and not Path(litgpt_python).is_file():
         raise UserError(f"{litgpt_python}: no LitGPT environment; create it with `{LITGPT_INSTALL}` "
                         "or pass --litgpt_python")
