@@ -32,6 +32,9 @@ manifest records which search was used and why. The 0.7 rule also joins instruct
 ("Identify which instrument is string or percussion: Kpanlogo, Shamisen" vs "...: Agiarut, Agung", 0.78) and very
 short questions ("What is a homonym?" vs "What is a haiku?", 0.75); the manifest counts what it dropped, and a
 higher --near_dup_threshold keeps more.
+
+The destination is never one of the inputs (nor contains or lies inside one) and is not written over when it holds a
+model, a prepared (not mixed) dataset or a mixture of other sources, unless `overwrite` (`prepared.check_destination`).
 """
 
 import hashlib
@@ -45,14 +48,15 @@ from typing import Optional, Sequence
 
 from lit_gpt.data.normalize import BadRecord, conversation, normalize
 from lit_gpt.data.prepare import model_block_size, split_examples
-from lit_gpt.data.prepared import length_stats, load_prepared, settings_fingerprint, trained_token_share, write_prepared
+from lit_gpt.data.prepared import (check_destination, length_stats, load_prepared, settings_fingerprint,
+                                   source_fingerprint, trained_token_share, write_prepared)
 from lit_gpt.data.records import load_records
 from lit_gpt.data.similarity import (lsh_candidate_pairs, minhash_signatures, near_duplicates, rouge_l, rouge_l_tokens,
                                      word_tokens)
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, file_sha256
+from lit_gpt.utils import UserError, check_output, file_sha256
 
 EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
 MUST_MATCH = ("tokenizer_fingerprint", "prompt_style", "max_seq_length")
@@ -223,9 +227,11 @@ def mix(
     checkpoint_dir: Optional["str | Path"] = None,
     test_split_fraction: float = 0.05,
     name: Optional[str] = None,
+    overwrite: bool = False,
 ) -> dict:
     """Mixes the inputs into destination_path/{train.pt, test.pt, manifest.json}; returns the manifest.
-    See the module docstring for what weights/counts mean and how duplicates and test overlap are removed."""
+    See the module docstring for what weights/counts mean and how duplicates and test overlap are removed, and when
+    `overwrite` is needed."""
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     destination_path = Path(destination_path)
@@ -243,11 +249,13 @@ def mix(
         raise UserError(f"--counts {list(counts)}: must be whole numbers >= 0")
     if weights is None and counts is None:
         weights = [1.0] * len(inputs)
-    if destination_path.resolve() in [p.resolve() for p in inputs]:
-        raise UserError(f"{destination_path}: the destination is one of the inputs; choose another --destination_path")
+    check_output(destination_path, {"--inputs": inputs, "--checkpoint_dir": checkpoint_dir}, "--destination_path")
 
     loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
     check_compatible(loaded)
+    # which data the mix is made of, whatever the weights or the inputs' tokenization: their sources
+    sources = settings_fingerprint(sorted(source_fingerprint(i.manifest) or i.fingerprint for i in loaded))
+    check_destination(destination_path, "mixture", sources, overwrite)
     n_texts = sum(len(i.train) + len(i.test) for i in loaded)
     if dedup_method == "auto":
         dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
@@ -312,6 +320,7 @@ def mix(
     manifest = {
         "name": name or destination_path.name,
         "kind": "mixture",
+        "source_fingerprint": sources,
         **{key: first.get(key) for key in ("prompt_style", "prompt_style_fingerprint", "tokenizer_fingerprint",
                                            "tokenizer_dir", "tokenizer_backend", "bos_id", "eos_id", "use_bos",
                                            "max_seq_length")},
