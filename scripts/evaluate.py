@@ -43,7 +43,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
          out_dir: Optional[Path] = None, limit: Optional[int] = None, batch_size: int = batch_size,
          max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
          ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
-         prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None) -> None:
+         prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
+         force: bool = False) -> None:
     """Evaluates a model and writes results.json, results.md and per-item outputs into --out_dir.
 
     Args:
@@ -61,6 +62,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         prompt_style: override the model's chat format (e.g. plain for a base model)
         precision: bf16-true, 16-true or 32-true (default: what this machine runs fastest)
         device: cpu or cuda (default: cuda when available)
+        force: load the LoRA weights onto a base whose weights differ from the ones they were trained on
     """
     if responses is not None:
         out_dir = out_dir or Path("out") / "eval" / Path(responses).stem
@@ -81,7 +83,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
     check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--lora_path": lora_path,
                            "--reference_data": reference_data, "--ifeval_path": ifeval_path}, "--out_dir")
-    loaded = load(checkpoint_dir, lora_path, device, precision)
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
     style = chosen_style or loaded.style
     loaded.print_summary(style)
     with output_lock(out_dir):
