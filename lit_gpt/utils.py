@@ -312,8 +312,12 @@ def _take_lock(path: Path, flag: str) -> None:
                             "delete the lock file)")
         except OSError as e:
             raise (write_error(path, e, flag) or e) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_lock_text())
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(_lock_text())
+        except OSError as e:  # a full disk has room for the file, not for its text
+            path.unlink(missing_ok=True)
+            raise (write_error(path, e, flag) or e) from None
         return
     raise UserError(f"{path}: could not take the lock (other runs keep taking it); try again")
 

@@ -214,6 +214,17 @@ def test_a_full_disk_is_one_line_and_the_old_file_stays(small_disk):
     assert not list(small_disk.glob(".*.tmp"))
 
 
+def test_the_lock_on_a_full_disk_is_one_line(small_disk):
+    """The lock file gets an inode but no room for its text: one line, and no empty lock left behind."""
+    (small_disk / "out").mkdir()
+    fill_disk(small_disk)
+    with pytest.raises(UserError, match=f"no space left on device writing {small_disk / 'out' / LOCK_FILE}; free "
+                                        "space or choose another --destination_path"):
+        with output_lock(small_disk / "out", "--destination_path"):
+            pass
+    assert not (small_disk / "out" / LOCK_FILE).exists()
+
+
 def test_a_read_only_disk_is_one_line(tmp_path):
     mount = tmp_path / "ro"
     mount.mkdir()
