@@ -255,7 +255,7 @@ def mix(
     check_compatible(loaded)
     # which data the mix is made of, whatever the weights or the inputs' tokenization: their sources
     sources = settings_fingerprint(sorted(source_fingerprint(i.manifest) or i.fingerprint for i in loaded))
-    check_destination(destination_path, "mixture", sources, overwrite)
+    check_destination(destination_path, "mixture", sources, inputs, overwrite)
     n_texts = sum(len(i.train) + len(i.test) for i in loaded)
     if dedup_method == "auto":
         dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"

@@ -111,7 +111,7 @@ def prepare(
     settings["source_fingerprint"] = settings_fingerprint(fingerprint_settings["source_files"])
     check_output(destination_path, {"--checkpoint_dir": checkpoint_dir, source_flag: source_files},
                  "--destination_path", writes=DATASET_FILES)
-    check_destination(destination_path, "prepared", settings["source_fingerprint"], overwrite)
+    check_destination(destination_path, "prepared", settings["source_fingerprint"], source_files, overwrite)
     with output_lock(destination_path, "--destination_path"):
         if not force and is_prepared(destination_path, fingerprint):
             print(f"{destination_path}: already prepared from the same input with the same tokenizer, prompt style "

@@ -40,10 +40,12 @@ def source_fingerprint(manifest: dict) -> "str | None":
     return None
 
 
-def check_destination(destination: "str | Path", kind: str, source: str, overwrite: bool) -> None:
-    """Refuses to write a dataset (`kind` "prepared" or "mixture", made from `source`: its source fingerprint) over a
-    destination holding a model, a dataset of the other kind, or another dataset (other sources) unless `overwrite`.
-    The same dataset made with other settings is replaced, as before; so is an unfinished one (no manifest)."""
+def check_destination(destination: "str | Path", kind: str, source: str, inputs: list, overwrite: bool) -> None:
+    """Refuses to write a dataset (`kind` "prepared" or "mixture", made from `inputs`, whose content has the source
+    fingerprint `source`) over a destination holding a model, a dataset of the other kind, or another dataset unless
+    `overwrite`. Another dataset: other content from other paths; the same files edited, the same content copied
+    elsewhere, or the same data with other settings are the same dataset, replaced as before (an unfinished one with
+    no manifest too)."""
     destination = Path(destination)
     if overwrite or not destination.is_dir():
         return
@@ -54,13 +56,20 @@ def check_destination(destination: "str | Path", kind: str, source: str, overwri
         what = f"a model ({model[0]})"
     elif manifest and existing != kind:
         what = f"a dataset of another kind ({existing}, {manifest.get('name')})"
-    elif manifest and source_fingerprint(manifest) not in (None, source):
+    elif manifest and source_fingerprint(manifest) not in (None, source) and _input_paths(manifest) != {
+            Path(p).resolve() for p in inputs}:
         what = (f"another dataset ({manifest.get('name')}, made from other inputs: source fingerprint "
                 f"{source_fingerprint(manifest)}, this one {source})")
     else:
         return
     raise UserError(f"--destination_path {destination}: holds {what}; choose another --destination_path, or "
                     "pass --overwrite true to replace it")
+
+
+def _input_paths(manifest: dict) -> set:
+    """The files (a preparation) or directories and files (a mixture) a manifest says its dataset was made from."""
+    entries = manifest.get("source_files") if manifest.get("kind", "prepared") == "prepared" else manifest.get("inputs")
+    return {Path(e["path"]).resolve() for e in entries or [] if isinstance(e, dict) and isinstance(e.get("path"), str)}
 
 
 def write_prepared(destination: "str | Path", train: list, test: list, manifest: dict) -> None:

@@ -42,7 +42,10 @@ def test_a_manifest_from_before_source_fingerprints_is_still_known_by_its_input_
     assert source_fingerprint(older) == manifest["source_fingerprint"]  # the same hashes of its input files
     assert source_fingerprint({"name": "made by hand"}) is None
     (tmp_path / "manifest.json").write_text(json.dumps(older))
-    check_destination(tmp_path, "prepared", manifest["source_fingerprint"], overwrite=False)  # the same dataset
-    with pytest.raises(UserError, match="holds another dataset"):
-        check_destination(tmp_path, "prepared", "0123456789abcdef", overwrite=False)
-    check_destination(tmp_path, "prepared", "0123456789abcdef", overwrite=True)
+    elsewhere = [tmp_path / "other.json"]
+    check_destination(tmp_path, "prepared", manifest["source_fingerprint"], elsewhere, False)  # the same content
+    recorded = [f["path"] for f in manifest["source_files"]]
+    check_destination(tmp_path, "prepared", "0123456789abcdef", recorded, False)  # the same files, edited since
+    with pytest.raises(UserError, match="holds another dataset"):  # other content from other files
+        check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, False)
+    check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, overwrite=True)
