@@ -40,7 +40,7 @@ def read_message() -> Optional[str]:
 def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, system: Optional[str] = None,
          max_new_tokens: int = 256, temperature: float = 0.7, top_k: Optional[int] = 50,
          top_p: Optional[float] = None, precision: Optional[str] = None, seed: int = 1234,
-         device: Optional[str] = None) -> None:
+         device: Optional[str] = None, force: bool = False) -> None:
     """Chat with a model.
 
     Args:
@@ -54,9 +54,10 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         precision: 32-true, bf16-true or 16-true; default bf16 where the hardware has it natively, else float32
         seed: random seed, for reproducible answers
         device: cpu, cuda, cuda:1, ...; default cuda when available
+        force: merge the LoRA weights even into a base whose weights differ from the ones they were trained on
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
-    loaded = load(checkpoint_dir, lora_path, device, precision)
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
     loaded.print_summary()
     model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
     max_prompt_tokens = model.config.block_size - max_new_tokens

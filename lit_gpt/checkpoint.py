@@ -1,5 +1,7 @@
 """The one checkpoint format: a directory with lit_config.json + lit_model.pth + the tokenizer files."""
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +13,8 @@ from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, save_prompt_style
 from lit_gpt.utils import UserError, atomic_torch_save, check_writable_dir, copy_file, load_state_dict
 
+FINGERPRINT_BLOCKS = 64  # 1 MiB blocks of lit_model.pth read for its fingerprint, evenly spaced
+FINGERPRINT_METHOD = f"sha256 of the config, the size of lit_model.pth and {FINGERPRINT_BLOCKS} evenly spaced MiB of it"
 
 
 def check_checkpoint_dir(checkpoint_dir: "str | Path | None", need_weights: bool = True,
@@ -33,6 +37,28 @@ def check_checkpoint_dir(checkpoint_dir: "str | Path | None", need_weights: bool
     if need_weights and not (checkpoint_dir / LIT_CONFIG_FILE).is_file():
         raise UserError(f"{checkpoint_dir}: no lit_config.json; convert it again with scripts/convert_hf_checkpoint.py")
     return checkpoint_dir
+
+
+def checkpoint_fingerprint(checkpoint_dir: "str | Path") -> str:
+    """16 hex digits that tell a checkpoint's weights from other weights of the same config (FINGERPRINT_METHOD).
+    Not the whole file's hash: that reads every byte, seconds to minutes per load of a 7B model; this reads at most
+    64 MiB. The blocks are spread over the whole file, so a change that reaches every layer (a full fine-tune, a
+    merged LoRA, another dtype or conversion) changes them; a file below 64 MiB is hashed whole."""
+    checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
+    weights = checkpoint_dir / LIT_WEIGHTS_FILE
+    size = weights.stat().st_size
+    block = 1 << 20
+    config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE).to_dict()  # its values, not the file's spelling
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    h.update(str(size).encode())
+    with open(weights, "rb") as f:
+        if size <= FINGERPRINT_BLOCKS * block:
+            h.update(f.read())
+        else:
+            for i in range(FINGERPRINT_BLOCKS):
+                f.seek((size - block) * i // (FINGERPRINT_BLOCKS - 1))
+                h.update(f.read(block))
+    return h.hexdigest()[:16]
 
 
 def load_model(checkpoint_dir: "str | Path", device: "str | torch.device" = "cpu",

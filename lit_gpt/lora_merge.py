@@ -2,27 +2,30 @@
 into the base weights (`merge`, `merged_model`) and writing the result as a checkpoint (`save_merged_checkpoint`).
 
 A LoRA run of finetune/lora.py leaves `lit_model.pth.lora` beside `lora_config.json` (r, alpha, targets),
-`prompt_style.json`, the base model's `lit_config.json` and `hyperparameters.yaml` (which records the base
-`checkpoint_dir`), so the LoRA file alone says how to rebuild the model: `find_lora(path)` reads all of it.
+`prompt_style.json`, the base model's `lit_config.json`, `hyperparameters.yaml` (which records the base
+`checkpoint_dir`) and `base_fingerprint.json` (which base weights: `BaseFingerprint`), so the LoRA file alone says how
+to rebuild the model: `find_lora(path)` reads all of it and refuses a base with other weights.
 Inference loads a LoRA fine-tune through `lit_gpt.infer.load.load`, which merges it here.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import yaml
 
-from lit_gpt.checkpoint import check_checkpoint_dir, load_model, load_weights, save_checkpoint
+from lit_gpt.checkpoint import (FINGERPRINT_METHOD, check_checkpoint_dir, checkpoint_fingerprint, load_model,
+                                load_weights, save_checkpoint)
 from lit_gpt.config import Config
-from lit_gpt.file_names import (HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE,
-                                LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
+from lit_gpt.file_names import (BASE_FINGERPRINT_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE,
+                                LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
 from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, load_prompt_style
-from lit_gpt.utils import UserError, atomic_write_json, check_writable_dir, file_sha256, load_state_dict
+from lit_gpt.utils import (UserError, atomic_write_json, check_output, file_sha256, load_state_dict, log,
+                           output_lock)
 
 
 @dataclass
@@ -39,6 +42,29 @@ class LoRAFinetune:
         return f"{self.base_dir} + {self.path} (r={self.config.r}, {', '.join(self.config.targets)})"
 
 
+@dataclass
+class BaseFingerprint:
+    """base_fingerprint.json in a LoRA run: the base weights it was trained on (`checkpoint_fingerprint`)."""
+    fingerprint: str
+    checkpoint_dir: str  # where the base was, for messages
+    method: str = FINGERPRINT_METHOD
+
+    @classmethod
+    def of(cls, checkpoint_dir: "str | Path") -> "BaseFingerprint":
+        return cls(checkpoint_fingerprint(checkpoint_dir), str(Path(checkpoint_dir).resolve()))
+
+    def save(self, directory: "str | Path") -> None:
+        atomic_write_json(Path(directory) / BASE_FINGERPRINT_FILE, asdict(self))
+
+    @classmethod
+    def recorded(cls, directory: "str | Path") -> "Optional[BaseFingerprint]":
+        """The record in `directory`, or None for a run from before they were written (or a damaged one)."""
+        try:
+            return cls(**json.loads((Path(directory) / BASE_FINGERPRINT_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
 # ---- finding a LoRA fine-tune and its base, checked to belong together ---------------------------------------------
 def recorded_base_checkpoint(directory: Path) -> Optional[Path]:
     """The base checkpoint_dir that finetune/lora.py recorded in hyperparameters.yaml, or None."""
@@ -53,9 +79,10 @@ def recorded_base_checkpoint(directory: Path) -> Optional[Path]:
     return Path(value) if value else None
 
 
-def find_lora(lora_path: "str | Path", checkpoint_dir: "str | Path | None" = None) -> LoRAFinetune:
+def find_lora(lora_path: "str | Path", checkpoint_dir: "str | Path | None" = None, force: bool = False) -> LoRAFinetune:
     """The LoRA file, its config and its base checkpoint (default: the one recorded with the run), checked to belong
-    together: the base's lit_config.json must be the one the run copied beside the LoRA file."""
+    together: the base's lit_config.json must be the one the run copied beside the LoRA file, and its weights the
+    ones the run recorded in base_fingerprint.json (`force`: a warning instead of an error)."""
     path = Path(lora_path)
     if path.is_dir():
         path = path / LORA_WEIGHTS_FILE
@@ -76,6 +103,7 @@ def find_lora(lora_path: "str | Path", checkpoint_dir: "str | Path | None" = Non
     lora = LoRAFinetune(path=path, config=config, base_dir=base_dir)
     _check_not_merged_already(lora)  # first: merging LoRA on a tied head also changes lit_config.json
     _check_same_base(lora)
+    _check_same_weights(lora, force)
     return lora
 
 
@@ -106,6 +134,25 @@ def _check_same_base(lora: LoRAFinetune) -> None:
     if differing:
         raise UserError(f"{lora.path}: trained on another base model than {lora.base_dir} (lit_config.json differs: "
                         f"{', '.join(differing[:3])}); pass the --checkpoint_dir the LoRA weights were trained on")
+
+
+def _check_same_weights(lora: LoRAFinetune, force: bool) -> None:
+    """Another base with the same config but other weights (re-converted, another fine-tune of it, a merge) would
+    load without an error and answer as neither model: its fingerprint is compared with the recorded one."""
+    recorded = BaseFingerprint.recorded(lora.directory)
+    if recorded is None:
+        if (lora.directory / LIT_CONFIG_FILE).is_file():  # a run's directory (not the LoRA files alone), just older
+            log(f"note: {lora.directory} records no fingerprint of its base weights (a run from before they were "
+                f"recorded); assuming {lora.base_dir} holds the weights it was trained on")
+        return
+    actual = checkpoint_fingerprint(lora.base_dir)
+    if actual == recorded.fingerprint:
+        return
+    problem = (f"{lora.path}: trained on base weights with fingerprint {recorded.fingerprint} "
+               f"({recorded.checkpoint_dir}) but {lora.base_dir} has {actual}: same config, other weights")
+    if not force:
+        raise UserError(f"{problem}; pass the --checkpoint_dir it was trained on, or --force true to use these")
+    log(f"warning: {problem}; used anyway (--force)")
 
 
 def _check_lora_tensors(state: dict, model: GPT, lora: LoRAFinetune) -> None:
@@ -201,14 +248,16 @@ def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path", overwrite:
     """The LoRA fine-tune merged into its base as a complete checkpoint directory (`checkpoint.save_checkpoint`).
     A directory that already holds a checkpoint is replaced only with `overwrite` (LoRA runs trained on it would
     stop fitting it)."""
-    out_dir = Path(out_dir)
-    for other, what in ((lora.base_dir, "the base checkpoint"), (lora.directory, "the LoRA run's directory")):
-        if out_dir.resolve() == other.resolve():
-            raise UserError(f"{out_dir}: --out_dir must differ from {what}; choose a new directory")
+    out_dir = check_output(out_dir, {"--checkpoint_dir": lora.base_dir, "--lora_path": lora.path}, "--out_dir")
     if not overwrite and (out_dir / LIT_WEIGHTS_FILE).is_file():
         raise UserError(f"{out_dir}: already holds a checkpoint; choose a new --out_dir, or pass --overwrite true "
                         "to replace it")
-    check_writable_dir(out_dir)
+    with output_lock(out_dir):
+        _save_merged(lora, out_dir)
+    return out_dir
+
+
+def _save_merged(lora: LoRAFinetune, out_dir: Path) -> None:
     config, state = merge(lora)
     save_checkpoint(out_dir, config, state, lora.base_dir, lora_prompt_style(lora))
     earlier = []  # a base that was itself a merge keeps its record: all of them are in these weights
@@ -217,4 +266,3 @@ def save_merged_checkpoint(lora: LoRAFinetune, out_dir: "str | Path", overwrite:
     atomic_write_json(out_dir / MERGED_LORA_FILE, {"lora_sha256": [*earlier, file_sha256(lora.path)],
                                                    "lora_path": str(lora.path.resolve()),
                                                    "base_dir": str(lora.base_dir.resolve())})
-    return out_dir

@@ -1,4 +1,5 @@
-"""Small shared helpers: user-facing errors, atomic writes, safe checkpoint loading, the scripts' CLI entry point."""
+"""Small shared helpers: user-facing errors, atomic writes, outputs kept apart from their inputs and locked while
+written, safe checkpoint loading, the scripts' CLI entry point."""
 
 import contextlib
 import errno
@@ -10,13 +11,17 @@ import platform
 import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from jsonargparse import CLI
+
+from lit_gpt.file_names import LOCK_FILE
 
 
 class UserError(Exception):
@@ -209,14 +214,128 @@ def check_writable_dir(path: "str | Path", flag: str = "--out_dir") -> Path:
     return path
 
 
-def check_not_an_input(output: "str | Path", inputs: dict, flag: str) -> None:
-    """Refuses an output path that is one of the command's input files (inputs: flag -> path): the output would
-    overwrite it."""
-    output = Path(output)
-    for input_flag, path in inputs.items():
-        if path is not None and output.resolve() == Path(path).resolve():
-            raise UserError(f"{flag} {output} is the same file as {input_flag}; writing it would overwrite the "
-                            f"input, choose another {flag}")
+def check_output(output: "str | Path", inputs: dict, flag: str, writes: Optional[Iterable[str]] = None) -> Path:
+    """Refuses an output that is, contains, lies inside or links to one of the command's inputs (inputs: the input's
+    flag -> a path, a list of paths, or None), in one line naming both flags: the output would overwrite the input,
+    or mix with what it was made from. Symlinks are resolved on both sides. `writes`: the names a directory writer
+    puts into its output (a prepared dataset's train.pt, test.pt, manifest.json); an input inside the output is then
+    refused only where it is one of them (the download a prepare script keeps in its destination is not)."""
+    target = Path(output).resolve()
+    link = f" (a link to {target})" if Path(output).is_symlink() else ""
+    for input_flag, paths in inputs.items():
+        for path in [] if paths is None else paths if isinstance(paths, (list, tuple)) else [paths]:
+            source = Path(path).resolve()
+            written = [target / name for name in writes] if writes is not None else [target]
+            if source == target:
+                relation = "is the same path as"
+            elif any(source == w or source.is_relative_to(w) for w in written):
+                relation = "contains"
+            elif target.is_relative_to(source):
+                relation = "lies inside"
+            else:
+                continue
+            raise UserError(f"{flag} {output}{link} {relation} {input_flag} {path}: an output is kept apart from the "
+                            f"inputs it is made from (it would overwrite or mix with them); choose another {flag}")
+    return Path(output)
+
+
+def check_typed_on_command_line(flag: str, value: Any, default: Any, argv: Optional[list] = None) -> None:
+    """A flag that names a program to run (an interpreter path) is taken only as typed on this command line, never
+    from a --config file: a file (shared, downloaded, written by a study) could otherwise start any executable. The
+    script's own default is allowed."""
+    if value is None or value == default:
+        return
+    argv = sys.argv[1:] if argv is None else argv
+    name = f"--{flag}"
+    typed = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == name]
+    typed += [arg.split("=", 1)[1] for arg in argv if arg.startswith(name + "=")]
+    if not any(Path(str(t)) == Path(str(value)) for t in typed):
+        raise UserError(f"{name} {value}: names a program to run, so it is taken from the command line only, not from "
+                        f"a --config file; type {name} on the command line")
+
+
+# ---- one writer per directory ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def output_lock(directory: "str | Path", flag: str = "--out_dir") -> Iterator[Path]:
+    """Holds directory/.lit_gpt.lock (this process's PID and host, created with O_EXCL) while a command writes the
+    directory, so that two runs into one directory are refused instead of interleaving their files (the weights of
+    one, the settings of the other). The second is told the first one's PID. A lock whose process is gone (killed
+    with -9) is taken over; the lock is removed on exit, also after an error; a directory that the lock created and
+    the command left empty is removed too. A lock held on another host cannot be checked: it is refused."""
+    directory = Path(directory)
+    created = not directory.exists()
+    check_writable_dir(directory, flag)
+    path = directory / LOCK_FILE
+    _take_lock(path, flag)
+    try:
+        yield directory
+    finally:
+        if _lock_holder(path) == _lock_text():
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty
+
+
+def _lock_text() -> str:
+    return f"{os.getpid()} {socket.gethostname()}\n"
+
+
+def _lock_holder(path: Path) -> Optional[str]:
+    """The lock's content; None when there is no lock. A lock just created may be empty for a moment: reread."""
+    for _ in range(5):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        if text:
+            return text
+        time.sleep(0.05)
+    return text
+
+
+def _take_lock(path: Path, flag: str) -> None:
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None:
+                continue  # released meanwhile
+            pid, _, host = holder.strip().partition(" ")
+            if host == socket.gethostname() and not _process_alive(pid):
+                if _lock_holder(path) == holder:  # stale (its process is gone): take it over
+                    path.unlink(missing_ok=True)
+                continue
+            raise UserError(f"{path.parent}: another run is writing here (PID {pid or '?'} on {host or '?'}, lock "
+                            f"file {path}); wait for it to finish or choose another {flag} (if no such run exists, "
+                            "delete the lock file)")
+        except OSError as e:
+            raise (write_error(path, e, flag) or e) from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(_lock_text())
+        except OSError as e:  # a full disk has room for the file, not for its text
+            path.unlink(missing_ok=True)
+            raise (write_error(path, e, flag) or e) from None
+        return
+    raise UserError(f"{path}: could not take the lock (other runs keep taking it); try again")
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether the process is running (on this host). An unreadable PID counts as dead: the lock is damaged."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:  # a zombie (killed, not yet reaped by its parent) is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def load_state_dict(path: "str | Path", mmap: bool = True) -> dict:

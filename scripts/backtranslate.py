@@ -26,7 +26,7 @@ from lit_gpt.data.records import write_records
 from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
 from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled
-from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli
 
 
 def main(
@@ -69,6 +69,8 @@ def main(
         raise UserError(f"{data_path}: no texts")
     if not 1 <= min_score <= 5:
         raise UserError(f"--min_score {min_score}: the curation scale is 1-5")
+    check_output(output, {"--data_path": data_path, "--checkpoint_dir": checkpoint_dir,
+                          "--curator_checkpoint_dir": curator_checkpoint_dir}, "--output")
     generator = load(checkpoint_dir, device=device, precision=precision)
     if curator_checkpoint_dir is None or Path(curator_checkpoint_dir) == Path(checkpoint_dir):
         curator_model = generator

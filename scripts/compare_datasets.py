@@ -14,8 +14,9 @@ prompts that near-duplicate training instructions are reported. Writes out_dir/c
 printed), comparison.png and comparison.json. Details: lit_gpt/studies/compare.py.
 
 --recipe runs a study (scripts/studies/*.yaml, format in lit_gpt/studies/recipe.py): its build steps first (our prepare,
-score, filter and mix scripts, in this process), then the comparison with the recipe's flags; a flag given on the
-command line wins over the recipe's, --settings '{"rows": 100}' changes the recipe's sizes.
+score, filter and mix scripts, in this process; nothing else, and each writes only under --data_root), then the
+comparison with the recipe's flags; a flag given on the command line wins over the recipe's, --settings
+'{"rows": 100}' changes the recipe's sizes.
 """
 
 import importlib.util
@@ -31,13 +32,13 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from jsonargparse import CLI
+from jsonargparse import CLI, capture_parser
 
 from lit_gpt.studies.compare import Plan, StudySettings, compare, plan_comparison
 from lit_gpt.studies.report import markdown_table
 from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe
 from lit_gpt.train.args import hyperparameter_specs
-from lit_gpt.utils import UserError, cpu_name, log, run_cli, space_separated_lists, with_flags
+from lit_gpt.utils import UserError, cpu_name, log, output_lock, run_cli, space_separated_lists, with_flags
 
 LIST_FLAGS = ("data_dirs", "orders", "epochs")
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -73,8 +74,9 @@ def main(*, recipe: Optional[Path] = None, settings: Optional[dict] = None, data
     elif settings or data_root is not None:
         raise UserError("--settings and --data_root belong to --recipe; without a recipe, pass the flags directly")
     plan = plan_from_flags(given)  # every setting checked before a recipe builds its data
-    study = build_variants(recipe, values) if recipe is not None else None
-    comparison = compare(plan, study=study, started=started)
+    with output_lock(plan.settings.out_dir):
+        study = build_variants(recipe, values) if recipe is not None else None
+        comparison = compare(plan, study=study, started=started)
     print(markdown_table(comparison))
     print(f"{plan.settings.out_dir / 'comparison.md'}, comparison.png, comparison.json written")
     return comparison
@@ -135,19 +137,22 @@ def recipe_flags(recipe: StudyRecipe, given: dict, settings: dict, data_root: Op
 
 
 def build_variants(recipe: StudyRecipe, values: dict) -> dict:
-    """Runs the recipe's build steps; returns what the report says of the study."""
+    """Runs the recipe's build steps, every one checked before the first runs; returns what the report says of the
+    study."""
     steps = recipe.steps(values)
+    wheres = [f"{recipe.path}: build step {i + 1} ({step.script})" for i, step in enumerate(steps)]
+    tools = [load_tool(step, where) for step, where in zip(steps, wheres)]
     started = time.perf_counter()
-    for i, step in enumerate(steps):
+    for i, (step, tool, where) in enumerate(zip(steps, tools, wheres)):
         log(f"=== {recipe.path.name} step {i + 1}/{len(steps)}: {step.command()}")
-        run_step(step, f"{recipe.path}: build step {i + 1} ({step.script})")
+        run_step(step, tool, where)
     return {"recipe": str(recipe.path), "question": recipe.question, "settings": values,
             "build": [s.command() for s in steps], "build_seconds": round(time.perf_counter() - started, 1),
             "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()}}
 
 
-def run_step(step: BuildStep, where: str) -> None:
-    """One build step: the script's main() with its command line, in this process (no interpreter start per step)."""
+def load_tool(step: BuildStep, where: str):
+    """The module of a build step's script (one of recipe.RECIPE_TOOLS), its flags checked against the script's own."""
     path = SCRIPTS_DIR / step.script
     if not path.is_file():
         raise UserError(f"{where}: scripts/{step.script} does not exist")
@@ -158,6 +163,12 @@ def run_step(step: BuildStep, where: str) -> None:
         sys.modules[name] = module  # jsonargparse reads the source to resolve the **kwargs a script passes on
         spec.loader.exec_module(module)
     module = sys.modules[name]
+    step.check_flags(set(capture_parser(lambda: CLI(module.main, args=[]))._option_string_actions), where)
+    return module
+
+
+def run_step(step: BuildStep, module, where: str) -> None:
+    """One build step: the script's main() with its command line, in this process (no interpreter start per step)."""
     try:
         CLI(module.main, args=space_separated_lists(step.args, getattr(module, "LIST_FLAGS", ())))
     except UserError as e:

@@ -22,7 +22,8 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.import_model import convert_gguf
-from lit_gpt.utils import run_cli
+from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES
+from lit_gpt.utils import check_output, output_lock, run_cli
 
 
 def main(*, gguf_path: Path, checkpoint_dir: Path,
@@ -36,7 +37,10 @@ def main(*, gguf_path: Path, checkpoint_dir: Path,
         overwrite: Replace the checkpoint of another model in checkpoint_dir (LoRA runs trained on it stop fitting).
     """
     start = time.perf_counter()
-    config = convert_gguf(gguf_path, checkpoint_dir, dtype, overwrite)
+    check_output(checkpoint_dir, {"--gguf_path": gguf_path}, "--checkpoint_dir",
+                 writes=(LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, PROMPT_STYLE_FILE, *TOKENIZER_FILES))
+    with output_lock(checkpoint_dir, "--checkpoint_dir"):
+        config = convert_gguf(gguf_path, checkpoint_dir, dtype, overwrite)
     repo = f" ({config.hf_repo_id})" if config.hf_repo_id else ""
     print(f"Converted {gguf_path} to {checkpoint_dir}: {config.name}{repo}, {config.n_layer} layers, width "
           f"{config.n_embd}, {dtype}, in {time.perf_counter() - start:.1f} s")

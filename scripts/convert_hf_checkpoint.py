@@ -15,8 +15,9 @@ try:
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
+from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.convert.hf import convert_hf_checkpoint
-from lit_gpt.utils import run_cli
+from lit_gpt.utils import output_lock, run_cli
 
 
 def main(
@@ -32,7 +33,9 @@ def main(
         model_name: a registered model name to use instead of deriving the config from config.json
         dtype: cast the weights; default keeps the checkpoint's dtype
     """
-    path = convert_hf_checkpoint(checkpoint_dir, model_name=model_name, dtype=dtype)
+    check_checkpoint_dir(checkpoint_dir, need_weights=False)  # it exists (the lock would create it)
+    with output_lock(checkpoint_dir, "--checkpoint_dir"):  # in place: one conversion at a time
+        path = convert_hf_checkpoint(checkpoint_dir, model_name=model_name, dtype=dtype)
     print(f"wrote {path} and {path.with_name('lit_config.json')}")
 
 

@@ -15,7 +15,7 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.convert.hf import convert_lit_checkpoint
-from lit_gpt.utils import run_cli
+from lit_gpt.utils import check_output, output_lock, run_cli
 
 
 def main(*, checkpoint_dir: Path, output_dir: Path) -> None:
@@ -23,9 +23,11 @@ def main(*, checkpoint_dir: Path, output_dir: Path) -> None:
 
     Args:
         checkpoint_dir: a directory with lit_config.json, lit_model.pth and the tokenizer files
-        output_dir: where the HF folder goes (created if needed; must differ from checkpoint_dir)
+        output_dir: where the HF folder goes (created if needed; apart from checkpoint_dir)
     """
-    out = convert_lit_checkpoint(checkpoint_dir, output_dir)
+    check_output(output_dir, {"--checkpoint_dir": checkpoint_dir}, "--output_dir")
+    with output_lock(output_dir, "--output_dir"):
+        out = convert_lit_checkpoint(checkpoint_dir, output_dir)
     print(f"wrote {out}")
 
 

@@ -31,7 +31,7 @@ from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate
                               score_responses_file)
 from lit_gpt.infer.load import load
 from lit_gpt.prompts.styles import get_prompt_style
-from lit_gpt.utils import UserError, check_not_an_input, run_cli
+from lit_gpt.utils import UserError, check_output, output_lock, run_cli
 
 # ---- defaults: edit them here or pass them as flags ----
 tasks = "ifeval"
@@ -43,7 +43,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
          out_dir: Optional[Path] = None, limit: Optional[int] = None, batch_size: int = batch_size,
          max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
          ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
-         prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None) -> None:
+         prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
+         force: bool = False) -> None:
     """Evaluates a model and writes results.json, results.md and per-item outputs into --out_dir.
 
     Args:
@@ -61,11 +62,13 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         prompt_style: override the model's chat format (e.g. plain for a base model)
         precision: bf16-true, 16-true or 32-true (default: what this machine runs fastest)
         device: cpu or cuda (default: cuda when available)
+        force: load the LoRA weights onto a base whose weights differ from the ones they were trained on
     """
     if responses is not None:
         out_dir = out_dir or Path("out") / "eval" / Path(responses).stem
-        check_not_an_input(out_dir, {"--responses": responses}, "--out_dir")
-        report = score_responses_file(Path(responses), Path(out_dir), ifeval_path)
+        check_output(out_dir, {"--responses": responses, "--ifeval_path": ifeval_path}, "--out_dir")
+        with output_lock(out_dir):
+            report = score_responses_file(Path(responses), Path(out_dir), ifeval_path)
         print((Path(out_dir) / "results.md").read_text())
         return report
     names = parse_tasks(tasks)
@@ -76,14 +79,17 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     harness = harness_tasks.replace(",", " ").split()
     check_task_inputs(names, reference_data, harness)
     chosen_style = get_prompt_style(prompt_style) if prompt_style else None
-    loaded = load(checkpoint_dir, lora_path, device, precision)
+    source = Path(lora_path or checkpoint_dir or ".")
+    out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
+    check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--lora_path": lora_path,
+                           "--reference_data": reference_data, "--ifeval_path": ifeval_path}, "--out_dir")
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
     style = chosen_style or loaded.style
     loaded.print_summary(style)
-    source = Path(lora_path or checkpoint_dir)
-    out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
-    report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
-                      batch_size=batch_size, max_new_tokens=max_new_tokens, ifeval_path=ifeval_path,
-                      reference_data=reference_data, harness_tasks=harness)
+    with output_lock(out_dir):
+        report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
+                          batch_size=batch_size, max_new_tokens=max_new_tokens, ifeval_path=ifeval_path,
+                          reference_data=reference_data, harness_tasks=harness)
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
     return report

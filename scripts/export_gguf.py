@@ -19,7 +19,7 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.export_model import export_gguf
-from lit_gpt.utils import log, run_cli
+from lit_gpt.utils import check_output, log, run_cli
 
 DEFAULT_TYPE = "f16"
 
@@ -30,10 +30,11 @@ def main(*, checkpoint_dir: Path, output_path: Path,
 
     Args:
         checkpoint_dir: a checkpoint directory (scripts/convert_hf_checkpoint.py, scripts/merge_lora.py, finetune/full.py)
-        output_path: the .gguf file to write (replaced if it exists)
+        output_path: the .gguf file to write (replaced if it exists; not inside checkpoint_dir)
         type: the matrices' type; norms and biases stay F32
     """
     start = time.perf_counter()
+    check_output(output_path, {"--checkpoint_dir": checkpoint_dir}, "--output_path")
     summary = export_gguf(checkpoint_dir, output_path, type)
     for note in summary.notes:
         log(f"note: {note}")

@@ -25,7 +25,7 @@ except ModuleNotFoundError:
 from lit_gpt.data.records import load_records, write_records
 from lit_gpt.quality.scored_records import FLAGS_COLUMN, SCORE_COLUMNS, default_output
 from lit_gpt.quality.scoring import score_stats, select_rows
-from lit_gpt.utils import UserError, atomic_write_text, check_not_an_input, log, run_cli
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli
 
 
 def main(
@@ -56,7 +56,7 @@ def main(
     except UserError as e:
         raise UserError(f"{scores}: {e}") from None
     output = Path(output) if output is not None else default_output(scores, f"{method}_kept")
-    check_not_an_input(output, {"--scores": scores}, "--output")
+    check_output(output, {"--scores": scores}, "--output")
     if not kept:
         raise UserError(f"{scores}: no row passes the rule ({len(rows)} rows; dropped: "
                         + ", ".join(f"{reason} {len(i)}" for reason, i in sorted(dropped.items()))

@@ -21,7 +21,8 @@ from lit_gpt.lora_merge import find_lora, save_merged_checkpoint
 from lit_gpt.utils import run_cli
 
 
-def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None, overwrite: bool = False) -> None:
+def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = None, overwrite: bool = False,
+         force: bool = False) -> None:
     """Merge LoRA weights into the base checkpoint.
 
     Args:
@@ -29,9 +30,10 @@ def main(*, lora_path: Path, out_dir: Path, checkpoint_dir: Optional[Path] = Non
         out_dir: where the merged checkpoint goes (a new directory, not the base checkpoint or the LoRA run's)
         checkpoint_dir: the base checkpoint (default: the one recorded in hyperparameters.yaml beside the LoRA file)
         overwrite: replace a checkpoint already in out_dir (e.g. an earlier merge)
+        force: merge even into a base whose weights differ from the ones the LoRA weights were trained on
     """
     t0 = time.perf_counter()
-    lora = find_lora(lora_path, checkpoint_dir)
+    lora = find_lora(lora_path, checkpoint_dir, force=force)
     save_merged_checkpoint(lora, out_dir, overwrite)
     print(f"merged {lora.path} (r={lora.config.r}, {', '.join(lora.config.targets)}) into {lora.base_dir}: wrote "
           f"{out_dir} in {time.perf_counter() - t0:.1f} s")

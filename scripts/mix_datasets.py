@@ -22,7 +22,7 @@ except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.mixing import mix, summary_table
-from lit_gpt.utils import UserError, run_cli, space_separated_lists
+from lit_gpt.utils import UserError, output_lock, run_cli, space_separated_lists
 
 LIST_FLAGS = ("inputs", "weights", "counts")
 
@@ -31,7 +31,7 @@ def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = 
          weights: Optional[list[float]] = None, counts: Optional[list[int]] = None, seed: int = 42,
          allow_oversample: bool = False, near_dup_threshold: float = 0.7,
          dedup_method: Literal["auto", "exact", "minhash"] = "auto", checkpoint_dir: Optional[Path] = None,
-         test_split_fraction: float = 0.05) -> dict:
+         test_split_fraction: float = 0.05, overwrite: bool = False) -> dict:
     """Mix datasets into destination_path/{train.pt, test.pt, manifest.json}.
 
     Args:
@@ -45,15 +45,19 @@ def main(inputs: Optional[list[str]] = None, destination_path: Optional[Path] = 
         dedup_method: auto (exact up to 20k instructions, MinHash/LSH beyond), exact or minhash
         checkpoint_dir: tokenizer for record-file inputs (default: the prepared inputs' tokenizer directory)
         test_split_fraction: share of a record file's rows held out for the test set
+        overwrite: replace what destination_path holds even when it is another dataset (other inputs), a prepared
+            (not mixed) dataset or a model
     """
     if not inputs:
         raise UserError("--inputs is required: prepared dataset directories or record files, e.g. --inputs data/lima "
                         "data/dolly")
     if destination_path is None:
         raise UserError("--destination_path is required, e.g. data/lima_dolly")
-    manifest = mix(inputs, destination_path, weights=weights, counts=counts, seed=seed,
-                   allow_oversample=allow_oversample, near_dup_threshold=near_dup_threshold,
-                   dedup_method=dedup_method, checkpoint_dir=checkpoint_dir, test_split_fraction=test_split_fraction)
+    with output_lock(destination_path, "--destination_path"):  # one writer at a time
+        manifest = mix(inputs, destination_path, weights=weights, counts=counts, seed=seed,
+                       allow_oversample=allow_oversample, near_dup_threshold=near_dup_threshold,
+                       dedup_method=dedup_method, checkpoint_dir=checkpoint_dir,
+                       test_split_fraction=test_split_fraction, overwrite=overwrite)
     print(summary_table(manifest))
     near = manifest["near_duplicates"]
     print(f"{destination_path}: {manifest['counts']['train']} train + {manifest['counts']['test']} test examples; "

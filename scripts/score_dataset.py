@@ -32,7 +32,7 @@ from lit_gpt.quality.judge import Judge
 from lit_gpt.quality.scored_records import (SCORE_COLUMNS, default_output, result_columns, scores_sidecar_path,
                                             scoring_example)
 from lit_gpt.quality.scoring import ScoreCache, score_examples, score_stats
-from lit_gpt.utils import UserError, check_not_an_input, log, run_cli
+from lit_gpt.utils import UserError, check_output, log, run_cli
 
 
 def main(
@@ -81,7 +81,7 @@ def main(
     _check_counts(batch_size, limit, first_rows)
     data_path = Path(data_path)
     rows, examples = _read_rows(data_path, columns, first_rows)
-    output = _output_path(data_path, output, rows)
+    output = _output_path(data_path, output, rows, checkpoint_dir, judge_checkpoint_dir)
     scorer, settings = _make_scorer(method, judge_checkpoint_dir, checkpoint_dir, device, precision, max_seq_length,
                                     score_from, min_response_chars, max_response_words)
     cache = ScoreCache(scores_sidecar_path(output, method), method, settings, restart=restart)
@@ -112,13 +112,15 @@ def _read_rows(data_path: Path, columns: Optional[dict[str, str]], first_rows: O
     return rows, examples
 
 
-def _output_path(data_path: Path, output: Optional[Path], rows: list) -> Path:
+def _output_path(data_path: Path, output: Optional[Path], rows: list, checkpoint_dir: Optional[Path],
+                 judge_checkpoint_dir: Optional[Path]) -> Path:
     """--output, else: a file this script wrote gets the new column in place (scores of several methods side by
     side); the user's own data is never written over."""
     already_scored = any(column in rows[0] for column in SCORE_COLUMNS.values())
     output = Path(output) if output is not None else data_path if already_scored else default_output(data_path, "scored")
-    if not already_scored:
-        check_not_an_input(output, {"--data_path": data_path}, "--output")
+    in_place = already_scored and output.resolve() == data_path.resolve()
+    check_output(output, {"--data_path": None if in_place else data_path, "--checkpoint_dir": checkpoint_dir,
+                          "--judge_checkpoint_dir": judge_checkpoint_dir}, "--output")
     return output
 
 

@@ -25,7 +25,7 @@ from lit_gpt.data.records import load_records, write_records
 from lit_gpt.infer.load import load
 from lit_gpt.quality.scored_records import scoring_example
 from lit_gpt.quality.synthetic import InstructionFilter, SelfInstructConfig, self_instruct
-from lit_gpt.utils import UserError, atomic_write_text, log, run_cli
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli
 
 
 def main(
@@ -74,8 +74,8 @@ def main(
         raise UserError(f"{seed_tasks}: no row has both an instruction and an output")
     if num_instructions < 1:
         raise UserError(f"--num_instructions {num_instructions}: must be at least 1")
+    output = check_output(output, {"--seed_tasks": seed_tasks, "--checkpoint_dir": checkpoint_dir}, "--output")
     generator = load(checkpoint_dir, device=device, precision=precision)
-    output = Path(output)
     manifest_path = output.with_name(output.name + ".manifest.json")
     settings = {"seed_tasks": str(seed_tasks), "checkpoint_dir": str(checkpoint_dir),
                 "prompt_style": generator.style.name, "num_prompt_tasks": num_prompt_tasks,

@@ -1,14 +1,16 @@
 """lit_gpt/lora_merge.py: merging LoRA into its base. The merged state dict gives the un-merged model's logits for
 every target (a tied head becomes untied; the model itself is left as it was), also through the HF export of fused
-projections; a merged checkpoint loads as the LoRA run does, records what it holds and never replaces an input."""
+projections; a merged checkpoint loads as the LoRA run does, records what it holds and never replaces an input. A LoRA
+run records its base weights' fingerprint: another base with the same config but other weights is refused."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
-from helpers import randomize_lora, tiny_config
-from lit_gpt.checkpoint import load_model
+from helpers import make_checkpoint, randomize_lora, tiny_config
+from lit_gpt.checkpoint import checkpoint_fingerprint, load_model
 from lit_gpt.lora import LoRAConfig, LoRALinear
 from lit_gpt.lora_merge import (find_lora, merged_config, merged_model, merged_state_dict, save_merged_checkpoint,
                                 unmerged_model)
@@ -97,8 +99,61 @@ def test_merged_checkpoint_loads_as_the_lora_run(run_setup, lora_run, tmp_path):
         expected = unmerged_model(lora)(idx)
         torch.testing.assert_close(load_model(merged).eval()(idx), expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(merged_model(lora)(idx), load_model(merged).eval()(idx), atol=0, rtol=0)
-    for inputs in (checkpoint, lora_run):
-        with pytest.raises(UserError, match="--out_dir must differ"):
+    for inputs, relation in ((checkpoint, "is the same path as --checkpoint_dir"), (lora_run, "contains --lora_path"),
+                             (checkpoint / "merged", "lies inside --checkpoint_dir")):
+        with pytest.raises(UserError, match=f"--out_dir {inputs} {relation}"):
             save_merged_checkpoint(lora, inputs)
+    (tmp_path / "link").symlink_to(checkpoint)
+    with pytest.raises(UserError, match=rf"--out_dir {tmp_path / 'link'} \(a link to {checkpoint}\) is the same"):
+        save_merged_checkpoint(lora, tmp_path / "link")
     with pytest.raises(UserError, match="already holds a checkpoint; .* --overwrite true"):
         save_merged_checkpoint(lora, merged)
+
+
+def test_a_lora_run_loads_only_onto_the_base_weights_it_was_trained_on(run_setup, lora_run, tmp_path, capsys):
+    checkpoint, _ = run_setup
+    record = json.loads((lora_run / "base_fingerprint.json").read_text())
+    assert record["fingerprint"] == checkpoint_fingerprint(checkpoint)
+    assert record["checkpoint_dir"] == str(checkpoint.resolve())
+    step = sorted(lora_run.glob("checkpoints/step-*"))[-1]
+    assert json.loads((step / "base_fingerprint.json").read_text()) == record  # each step loads on its own
+    assert find_lora(step).base_dir == checkpoint
+
+    other = make_checkpoint(tmp_path / "other", seed=1)  # the same config, other weights
+    assert (other / "lit_config.json").read_text() == (checkpoint / "lit_config.json").read_text()
+    with pytest.raises(UserError, match=f"trained on base weights with fingerprint {record['fingerprint']} .* but "
+                                        f"{other} has {checkpoint_fingerprint(other)}: same config, other weights; "
+                                        "pass the --checkpoint_dir it was trained on, or --force true"):
+        find_lora(lora_run, other)
+    capsys.readouterr()
+    assert find_lora(lora_run, other, force=True).base_dir == other
+    err = capsys.readouterr().err
+    assert "warning: " in err and "used anyway (--force)" in err
+
+    old = tmp_path / "old-run"  # a run from before fingerprints were recorded loads as before, with a note
+    shutil.copytree(lora_run, old)
+    (old / "base_fingerprint.json").unlink()
+    assert find_lora(old, other).base_dir == other
+    assert "records no fingerprint of its base weights" in capsys.readouterr().err
+
+
+def test_the_fingerprint_reads_blocks_spread_over_a_large_file(tmp_path, monkeypatch):
+    import lit_gpt.checkpoint as checkpoint_module
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt")
+    monkeypatch.setattr(checkpoint_module, "FINGERPRINT_BLOCKS", 2)  # two MiB blocks: first and last
+    size = (checkpoint / "lit_model.pth").stat().st_size
+    assert size > 3 << 20
+    before = checkpoint_fingerprint(checkpoint)
+    with open(checkpoint / "lit_model.pth", "r+b") as f:  # a byte between the two blocks: not seen
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 1]))
+    assert checkpoint_fingerprint(checkpoint) == before
+    with open(checkpoint / "lit_model.pth", "r+b") as f:  # the last byte: seen
+        f.seek(size - 1)
+        byte = f.read(1)
+        f.seek(size - 1)
+        f.write(bytes([byte[0] ^ 1]))
+    assert checkpoint_fingerprint(checkpoint) != before

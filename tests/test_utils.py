@@ -1,7 +1,9 @@
-"""Tests for lit_gpt/utils.py: UserError and run_cli, atomic writes, check_writable_dir, load_state_dict,
-num_parameters and space_separated_lists."""
+"""Tests for lit_gpt/utils.py: UserError and run_cli, atomic writes, check_writable_dir, outputs kept apart from their
+inputs (check_output), flags taken from the command line only, the output lock, load_state_dict, num_parameters and
+space_separated_lists."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,10 @@ import pytest
 import torch
 
 from helpers import ROOT, fill_disk
-from lit_gpt.utils import (UserError, atomic_path, atomic_torch_save, atomic_write_text, check_writable_dir,
-                           load_state_dict, num_parameters, remove_stale_temp_files, run_cli, space_separated_lists)
+from lit_gpt.file_names import LOCK_FILE
+from lit_gpt.utils import (UserError, atomic_path, atomic_torch_save, atomic_write_text, check_output,
+                           check_typed_on_command_line, check_writable_dir, load_state_dict, num_parameters,
+                           output_lock, remove_stale_temp_files, run_cli, space_separated_lists)
 
 
 def leftovers(directory: Path) -> list:
@@ -211,6 +215,17 @@ def test_a_full_disk_is_one_line_and_the_old_file_stays(small_disk):
     assert not list(small_disk.glob(".*.tmp"))
 
 
+def test_the_lock_on_a_full_disk_is_one_line(small_disk):
+    """The lock file gets an inode but no room for its text: one line, and no empty lock left behind."""
+    (small_disk / "out").mkdir()
+    fill_disk(small_disk)
+    with pytest.raises(UserError, match=f"no space left on device writing {small_disk / 'out' / LOCK_FILE}; free "
+                                        "space or choose another --destination_path"):
+        with output_lock(small_disk / "out", "--destination_path"):
+            pass
+    assert not (small_disk / "out" / LOCK_FILE).exists()
+
+
 def test_a_read_only_disk_is_one_line(tmp_path):
     mount = tmp_path / "ro"
     mount.mkdir()
@@ -248,3 +263,91 @@ def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
     atomic_write_text(tmp_path / "notes.txt", "hello")
     assert not stale.exists() and mine.exists()
     assert remove_stale_temp_files(tmp_path) == []
+
+
+# ---- outputs apart from inputs ---------------------------------------------------------------------------------------
+def test_check_output_refuses_an_output_that_is_contains_lies_inside_or_links_to_an_input(tmp_path):
+    checkpoint, data = tmp_path / "ckpt", tmp_path / "data"
+    checkpoint.mkdir()
+    (checkpoint / "lit_model.pth").write_bytes(b"weights")
+    (tmp_path / "link").symlink_to(checkpoint)
+    inputs = {"--checkpoint_dir": checkpoint, "--data_dir": data, "--resume": None}
+    for output, relation in ((checkpoint, "is the same path as --checkpoint_dir"),
+                             (tmp_path, "contains --checkpoint_dir"),
+                             (checkpoint / "run", "lies inside --checkpoint_dir"),
+                             (data / "run", "lies inside --data_dir"),
+                             (tmp_path / "link", f"(a link to {checkpoint}) is the same path as --checkpoint_dir"),
+                             (tmp_path / "link" / "lit_model.pth", "lies inside --checkpoint_dir")):
+        with pytest.raises(UserError, match=rf"^--out_dir {output} {re.escape(relation)} .*choose another --out_dir$"):
+            check_output(output, inputs, "--out_dir")
+    assert check_output(tmp_path / "out", inputs, "--out_dir") == tmp_path / "out"
+    assert (checkpoint / "lit_model.pth").read_bytes() == b"weights"
+    files = {"--data_path": [tmp_path / "a.json", tmp_path / "b.json"]}  # a list of inputs
+    with pytest.raises(UserError, match="--output .*b.json is the same path as --data_path .*b.json"):
+        check_output(tmp_path / "b.json", files, "--output")
+
+
+def test_check_output_of_a_writer_that_names_its_files_refuses_only_those(tmp_path):
+    """A prepare script downloads its source into the destination: that file is no output. train.pt would be."""
+    destination = tmp_path / "data" / "alpaca"
+    kept_download, written = destination / "alpaca_data_cleaned.json", destination / "train.pt"
+    writes = ("train.pt", "test.pt", "manifest.json")
+    check_output(destination, {"--data_path": kept_download}, "--destination_path", writes=writes)
+    with pytest.raises(UserError, match="--destination_path .* contains --data_path .*train.pt"):
+        check_output(destination, {"--data_path": written}, "--destination_path", writes=writes)
+    with pytest.raises(UserError, match="contains --data_path"):  # without `writes`, any input inside is refused
+        check_output(destination, {"--data_path": kept_download}, "--destination_path")
+
+
+def test_a_program_path_is_taken_from_the_command_line_only(tmp_path):
+    default = "/tmp/venv/bin/python"
+    check_typed_on_command_line("litgpt_python", default, default, argv=[])  # the script's own default
+    for argv in (["--litgpt_python", "/opt/py/bin/python"], ["--litgpt_python=/opt/py/bin/python"]):
+        check_typed_on_command_line("litgpt_python", Path("/opt/py/bin/python"), default, argv=argv)
+    with pytest.raises(UserError, match=r"^--litgpt_python /bin/sh: names a program to run, so it is taken from the "
+                                        r"command line only, not from a --config file"):
+        check_typed_on_command_line("litgpt_python", "/bin/sh", default, argv=["--config", "run.yaml"])
+
+
+# ---- one writer per directory ----------------------------------------------------------------------------------------
+def test_a_second_writer_is_refused_with_the_first_ones_pid_and_the_lock_goes_at_exit(tmp_path):
+    out = tmp_path / "run"
+    with output_lock(out) as locked:
+        assert locked == out and (out / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(UserError, match=rf"^{out}: another run is writing here \(PID {os.getpid()} on .*; "
+                                            "wait for it to finish or choose another --out_dir"):
+            with output_lock(out):
+                pass
+        (out / "weights").write_text("w")
+    assert not (out / LOCK_FILE).exists() and (out / "weights").exists()
+    with pytest.raises(UserError, match="bad flag"):  # released after an error too; a folder it made and left
+        with output_lock(tmp_path / "new", "--destination_path"):  # empty is removed
+            raise UserError("bad flag")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    program = ("import sys, time; sys.path.insert(0, '.'); from lit_gpt.utils import output_lock\n"
+               f"with output_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(UserError, match=f"PID {holder.pid} on "):  # alive: refused
+            with output_lock(out):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup, the lock stays
+        holder.wait()
+    assert (out / LOCK_FILE).read_text().split()[0] == str(holder.pid)
+    with output_lock(out):  # its PID is gone: stale, taken over
+        assert (out / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_a_lock_held_on_another_host_is_refused(tmp_path):
+    (tmp_path / LOCK_FILE).write_text("123 some-other-host\n")
+    with pytest.raises(UserError, match="PID 123 on some-other-host"):
+        with output_lock(tmp_path):
+            pass
+    assert (tmp_path / LOCK_FILE).read_text() == "123 some-other-host\n"  # not ours to remove

@@ -32,6 +32,9 @@ manifest records which search was used and why. The 0.7 rule also joins instruct
 ("Identify which instrument is string or percussion: Kpanlogo, Shamisen" vs "...: Agiarut, Agung", 0.78) and very
 short questions ("What is a homonym?" vs "What is a haiku?", 0.75); the manifest counts what it dropped, and a
 higher --near_dup_threshold keeps more.
+
+The destination is never one of the inputs (nor contains or lies inside one) and is not written over when it holds a
+model, a prepared (not mixed) dataset or a mixture of other sources, unless `overwrite` (`prepared.check_destination`).
 """
 
 import hashlib
@@ -45,13 +48,14 @@ from typing import Optional, Sequence
 
 from lit_gpt.data.normalize import BadRecord, conversation, normalize
 from lit_gpt.data.prepare import model_block_size, split_examples
-from lit_gpt.data.prepared import length_stats, load_prepared, settings_fingerprint, trained_token_share, write_prepared
+from lit_gpt.data.prepared import (check_destination, length_stats, load_prepared, settings_fingerprint,
+                                   source_fingerprint, trained_token_share, write_prepared)
 from lit_gpt.data.records import load_records
 from lit_gpt.data.similarity import NearDuplicateFinder
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, file_sha256
+from lit_gpt.utils import UserError, check_output, file_sha256
 
 EXACT_SEARCH_LIMIT = 20_000  # texts (train + test of all inputs); above it near-duplicates are found by MinHash/LSH
 MUST_MATCH = ("tokenizer_fingerprint", "prompt_style", "max_seq_length")
@@ -179,16 +183,22 @@ def mix(
     checkpoint_dir: Optional["str | Path"] = None,
     test_split_fraction: float = 0.05,
     name: Optional[str] = None,
+    overwrite: bool = False,
 ) -> dict:
     """Mixes the inputs into destination_path/{train.pt, test.pt, manifest.json}; returns the manifest.
-    See the module docstring for what weights/counts mean and how duplicates and test overlap are removed."""
+    See the module docstring for what weights/counts mean and how duplicates and test overlap are removed, and when
+    `overwrite` is needed."""
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     destination_path = Path(destination_path)
-    weights = _check_mix_args(inputs, destination_path, weights, counts)
+    weights = _check_mix_args(inputs, weights, counts)
+    check_output(destination_path, {"--inputs": inputs, "--checkpoint_dir": checkpoint_dir}, "--destination_path")
 
     loaded = _load_inputs(inputs, checkpoint_dir, seed, test_split_fraction)
     check_compatible(loaded)
+    # which data the mix is made of, whatever the weights or the inputs' tokenization: their sources
+    sources = settings_fingerprint(sorted(source_fingerprint(i.manifest) or i.fingerprint for i in loaded))
+    check_destination(destination_path, "mixture", sources, inputs, overwrite)
     n_texts = sum(len(i.train) + len(i.test) for i in loaded)
     if dedup_method == "auto":
         dedup_method = "exact" if n_texts <= EXACT_SEARCH_LIMIT else "minhash"
@@ -201,12 +211,12 @@ def mix(
 
     settings = _mix_settings(loaded, weights, counts, seed, allow_oversample, near_dup_threshold, dedup_method,
                              n_texts)
-    manifest = _mix_manifest(name or destination_path.name, loaded, train, test, settings, started)
+    manifest = _mix_manifest(name or destination_path.name, loaded, train, test, settings, sources, started)
     write_prepared(destination_path, train, test, manifest)
     return manifest
 
 
-def _check_mix_args(inputs: Sequence[Path], destination_path: Path, weights: Optional[Sequence[float]],
+def _check_mix_args(inputs: Sequence[Path], weights: Optional[Sequence[float]],
                     counts: Optional[Sequence[int]]) -> Optional[Sequence[float]]:
     """One clear line for each impossible request; returns the weights (all 1 when neither weights nor counts)."""
     if len(inputs) < 1:
@@ -223,8 +233,6 @@ def _check_mix_args(inputs: Sequence[Path], destination_path: Path, weights: Opt
         raise UserError(f"--counts {list(counts)}: must be whole numbers >= 0")
     if weights is None and counts is None:
         weights = [1.0] * len(inputs)
-    if destination_path.resolve() in [p.resolve() for p in inputs]:
-        raise UserError(f"{destination_path}: the destination is one of the inputs; choose another --destination_path")
     return weights
 
 
@@ -300,7 +308,7 @@ def _mix_settings(inputs: Sequence[MixInput], weights: Optional[Sequence[float]]
 
 
 def _mix_manifest(name: str, inputs: Sequence[MixInput], train: list[dict], test: list[dict], settings: dict,
-                  started: float) -> dict:
+                  sources: str, started: float) -> dict:
     """The mixture's manifest: the first input's tokenization settings, the settings, per-input and total counts."""
     fingerprint_settings = {**settings, "inputs": [i["fingerprint"] for i in settings["inputs"]]}
     first = inputs[0].manifest
@@ -308,6 +316,7 @@ def _mix_manifest(name: str, inputs: Sequence[MixInput], train: list[dict], test
     return {
         "name": name,
         "kind": "mixture",
+        "source_fingerprint": sources,
         **{key: first.get(key) for key in ("prompt_style", "prompt_style_fingerprint", "tokenizer_fingerprint",
                                            "tokenizer_dir", "tokenizer_backend", "bos_id", "eos_id", "use_bos",
                                            "max_seq_length")},

@@ -5,7 +5,8 @@
     -> train.pt / test.pt + manifest.json (`lit_gpt.data.prepared`)
 
 A preparation is skipped when the destination already holds one with the same fingerprint (settings, tokenizer,
-prompt style, input files).
+prompt style, input files). It is refused (without --overwrite true) where the destination holds another dataset, a
+mixture or a model, or lies inside the checkpoint; the destination is locked while it is written.
 """
 
 import random
@@ -20,13 +21,13 @@ from tqdm import tqdm
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
-from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
-                                   write_prepared)
+from lit_gpt.data.prepared import (DATASET_FILES, check_destination, is_prepared, length_stats, read_manifest,
+                                   settings_fingerprint, trained_token_share, write_prepared)
 from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import PromptStyle, default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, file_sha256
+from lit_gpt.utils import UserError, check_output, file_sha256, output_lock
 
 PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what prepared data contains
 SHOWN_DROPPED_ROWS = 20  # the manifest lists this many dropped rows with their location
@@ -56,7 +57,9 @@ def prepare(
     truncation: Literal["truncate", "drop"] = "truncate",
     on_bad_row: Literal["skip", "error"] = "skip",
     force: bool = False,
+    overwrite: bool = False,
     options: Optional[dict] = None,
+    source_flag: str = "--data_path",
 ) -> dict:
     """Prepares instruction data for fine-tuning: tokenized train.pt/test.pt and manifest.json.
 
@@ -76,7 +79,9 @@ def prepare(
             drop it; both are counted in the manifest
         on_bad_row: skip rows that cannot be used (empty output, ...; counted in the manifest) or stop with an error
         force: prepare again even when the destination is up to date
+        overwrite: replace what the destination holds even when it is another dataset, a mixture or a model
         options: the adapter's own settings, recorded in the manifest and fingerprint
+        source_flag: the flag that named source_files, for messages
     """
     started = time.perf_counter()
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir, tokenizer_only=True)
@@ -94,11 +99,26 @@ def prepare(
     }
     fingerprint_settings = {**settings, "source_files": sorted(f["sha256"] for f in settings["source_files"])}
     fingerprint = settings_fingerprint(fingerprint_settings)
-    if not force and is_prepared(destination_path, fingerprint):
-        print(f"{destination_path}: already prepared from the same input with the same tokenizer, prompt style and "
-              f"settings (fingerprint {fingerprint}); nothing to do (--force true prepares it again)")
-        return read_manifest(destination_path)
+    settings["source_fingerprint"] = settings_fingerprint(fingerprint_settings["source_files"])
+    check_output(destination_path, {"--checkpoint_dir": checkpoint_dir, source_flag: source_files},
+                 "--destination_path", writes=DATASET_FILES)
+    check_destination(destination_path, "prepared", settings["source_fingerprint"], source_files, overwrite)
+    with output_lock(destination_path, "--destination_path"):
+        if not force and is_prepared(destination_path, fingerprint):
+            print(f"{destination_path}: already prepared from the same input with the same tokenizer, prompt style "
+                  f"and settings (fingerprint {fingerprint}); nothing to do (--force true prepares it again)")
+            return read_manifest(destination_path)
+        return _prepare_into(destination_path, records, settings, fingerprint, source_files, checkpoint_dir,
+                             tokenizer, style, started)
 
+
+def _prepare_into(destination_path: Path, records: Iterable[tuple[str, dict]], settings: dict, fingerprint: str,
+                  source_files: list[Path], checkpoint_dir: Path, tokenizer: Tokenizer, style: PromptStyle,
+                  started: float) -> dict:
+    """The preparation itself: rows read and normalized, split, tokenized, written with their manifest."""
+    name, on_bad_row, seed = settings["name"], settings["on_bad_row"], settings["seed"]
+    test_split_fraction, max_seq_length = settings["test_split_fraction"], settings["max_seq_length"]
+    mask_inputs, truncation = settings["mask_inputs"], settings["truncation"]
     examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row)
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
@@ -208,7 +228,8 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
     check_checkpoint_dir(kwargs.get("checkpoint_dir"), tokenizer_only=True)  # before a download that may be large
     source = open_source(origin, dataset_id, subset, split, revision, access_token)
     return prepare(read(source), name=name or source.name, source_files=list(source.files),
-                   destination_path=origin.destination_path, options={**(options or {}), **source.options}, **kwargs)
+                   destination_path=origin.destination_path, options={**(options or {}), **source.options},
+                   source_flag="--dataset_id" if dataset_id is not None else origin.flag, **kwargs)
 
 
 def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) -> tuple[list, Counter, list, int]:

@@ -4,7 +4,9 @@ A prepared dataset is a directory with train.pt and test.pt, each `torch.save(li
 example plus `input_ids` and `labels` (1-D int64 of equal length, -100 where masked, the last trained label the
 tokenizer's EOS) and `truncated` (bool); and manifest.json beside them: counts, every setting, the tokenizer's and
 the prompt style's fingerprints, and a `fingerprint` over the settings and the inputs, so that a preparation is
-redone exactly when one of them changed.
+redone exactly when one of them changed. Its `source_fingerprint` says which dataset it is whatever the settings (the
+input files' hashes; a mixture's: its inputs'): a destination holding another dataset, a dataset of another kind or a
+model is not written over without --overwrite (`check_destination`).
 """
 
 import hashlib
@@ -14,14 +16,60 @@ from pathlib import Path
 import torch
 
 from lit_gpt.data.tokenize import IGNORE_INDEX
-from lit_gpt.file_names import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
+from lit_gpt.file_names import (HF_CONFIG_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, MANIFEST_FILE,
+                                TEST_FILE, TRAIN_FILE)
 from lit_gpt.utils import UserError, atomic_path, atomic_write_json
 
+DATASET_FILES = (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)  # what writing a dataset replaces in its destination
+MODEL_FILES = (LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, LIT_CONFIG_FILE, HF_CONFIG_FILE)  # a checkpoint or a run
 
 
 def settings_fingerprint(settings: dict) -> str:
     """16 hex digits of the SHA-256 of the settings as canonical JSON: equal settings, equal fingerprint."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_fingerprint(manifest: dict) -> "str | None":
+    """Which dataset a manifest describes, whatever its settings: its `source_fingerprint`, else (written before it
+    was recorded) the hashes of its input files; None when it names neither."""
+    if manifest.get("source_fingerprint"):
+        return manifest["source_fingerprint"]
+    files = manifest.get("source_files")
+    if isinstance(files, list) and files and all(isinstance(f, dict) and "sha256" in f for f in files):
+        return settings_fingerprint(sorted(f["sha256"] for f in files))
+    return None
+
+
+def check_destination(destination: "str | Path", kind: str, source: str, inputs: list, overwrite: bool) -> None:
+    """Refuses to write a dataset (`kind` "prepared" or "mixture", made from `inputs`, whose content has the source
+    fingerprint `source`) over a destination holding a model, a dataset of the other kind, or another dataset unless
+    `overwrite`. Another dataset: other content from other paths; the same files edited, the same content copied
+    elsewhere, or the same data with other settings are the same dataset, replaced as before (an unfinished one with
+    no manifest too)."""
+    destination = Path(destination)
+    if overwrite or not destination.is_dir():
+        return
+    manifest = read_manifest(destination)
+    model = [name for name in MODEL_FILES if (destination / name).is_file()]
+    existing = manifest.get("kind", "prepared")
+    if model:
+        what = f"a model ({model[0]})"
+    elif manifest and existing != kind:
+        what = f"a dataset of another kind ({existing}, {manifest.get('name')})"
+    elif manifest and source_fingerprint(manifest) not in (None, source) and _input_paths(manifest) != {
+            Path(p).resolve() for p in inputs}:
+        what = (f"another dataset ({manifest.get('name')}, made from other inputs: source fingerprint "
+                f"{source_fingerprint(manifest)}, this one {source})")
+    else:
+        return
+    raise UserError(f"--destination_path {destination}: holds {what}; choose another --destination_path, or "
+                    "pass --overwrite true to replace it")
+
+
+def _input_paths(manifest: dict) -> set:
+    """The files (a preparation) or directories and files (a mixture) a manifest says its dataset was made from."""
+    entries = manifest.get("source_files") if manifest.get("kind", "prepared") == "prepared" else manifest.get("inputs")
+    return {Path(e["path"]).resolve() for e in entries or [] if isinstance(e, dict) and isinstance(e.get("path"), str)}
 
 
 def write_prepared(destination: "str | Path", train: list, test: list, manifest: dict) -> None:

@@ -104,13 +104,13 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
                      *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
                      num_samples: int, precision: Optional[str], seed: int, device: Optional[str],
-                     prompt_style: Optional[str] = None) -> None:
+                     prompt_style: Optional[str] = None, force: bool = False) -> None:
     """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
-    base), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
+    base; `force`: also into a base with other weights than the ones it was trained on), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
     one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
     chosen = get_prompt_style(prompt_style) if prompt_style is not None else None  # a wrong name fails before loading
-    loaded = load(checkpoint_dir, lora_path, device, precision)
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
     style = chosen or loaded.style
     loaded.print_summary(style)
     prompt_ids = encode_prompt(loaded.tokenizer, style, prompt, input, device=loaded.device)

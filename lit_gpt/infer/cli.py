@@ -19,7 +19,9 @@ MODEL_FLAGS = {  # name -> (annotation, default, help); inspect.Parameter.empty 
               "lit_model.pth.lora written by finetune/lora.py (or its output directory, or one of its "
               "checkpoints/step-N directories)"),
              ("checkpoint_dir", Optional[Path], None,
-              "the base checkpoint (default: the one recorded in hyperparameters.yaml beside the LoRA file)")],
+              "the base checkpoint (default: the one recorded in hyperparameters.yaml beside the LoRA file)"),
+             ("force", bool, False, "merge the LoRA weights even into a base whose weights differ from the ones they "
+                                    "were trained on (same config, other fingerprint)")],
 }
 DESCRIPTIONS = {"base": "Generate text from a checkpoint.",
                 "full": "Generate text from a fully fine-tuned checkpoint.",

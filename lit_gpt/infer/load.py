@@ -47,13 +47,14 @@ class Loaded:
 
 
 def load(checkpoint_dir: "str | Path | None" = None, lora_path: "str | Path | None" = None,
-         device: "str | torch.device | None" = None, precision: Optional[str] = None) -> Loaded:
+         device: "str | torch.device | None" = None, precision: Optional[str] = None, force: bool = False) -> Loaded:
     """A checkpoint, or a LoRA fine-tune merged into its base (`checkpoint_dir` overrides the recorded base), on
-    `device` (default: cuda when available) in the dtype `precision` asks for there (default: the machine's)."""
+    `device` (default: cuda when available) in the dtype `precision` asks for there (default: the machine's).
+    `force`: merge the LoRA weights even into a base whose weights differ from the ones they were trained on."""
     device, dtype = device_and_dtype(device, precision)
     started = time.perf_counter()
     if lora_path is not None:
-        lora = find_lora(lora_path, checkpoint_dir)
+        lora = find_lora(lora_path, checkpoint_dir, force=force)
         model = merged_model(lora).to(device=device, dtype=dtype)  # merged in the base's dtype, then cast
         return Loaded(model, Tokenizer(lora.base_dir), lora_prompt_style(lora), lora.base_dir, lora.path,
                       lora.describe(), time.perf_counter() - started)

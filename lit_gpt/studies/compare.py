@@ -62,7 +62,7 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_train_args, typed_hyperparameters
 from lit_gpt.train.loop import finetune
 from lit_gpt.train.state import checkpoint_steps
-from lit_gpt.utils import UserError, atomic_write_text, log
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log
 
 
 def _setting(default, help: str):
@@ -171,6 +171,8 @@ def plan_comparison(checkpoint_dir: "str | Path", data_dirs: Sequence["str | Pat
     if judge is not None and not judge.is_dir():
         raise UserError(f"--judge_checkpoint_dir {judge}: no such directory (a converted checkpoint, e.g. "
                         "checkpoints/ORG/NAME)")
+    check_output(settings.out_dir, {"--checkpoint_dir": checkpoint_dir, "--data_dirs": [v.data_dir for v in variants],
+                                    "--eval_path": settings.eval_path, "--judge_checkpoint_dir": judge}, "--out_dir")
     if not settings.resume:
         for variant in variants:
             if checkpoint_steps(settings.out_dir / variant.name):

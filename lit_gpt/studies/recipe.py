@@ -16,9 +16,16 @@ with a default in its `settings`, so the same recipe runs at the documented 2-co
 
 Placeholders every recipe has: {checkpoint_dir}, {data} (--data_root: where the variants are built), {shared}
 (--shared_dir: the shared real data), {max_seq_length}, {scorer_checkpoint_dir} (a small LM for IFD scores); the
-recipe's `settings` add their own. This module reads and fills recipes; the script runs the steps.
+recipe's `settings` add their own. A placeholder is a plain name: no format spec, attribute or index.
+
+A recipe is data, not a program: its build steps run only the dataset tools of RECIPE_TOOLS, with the flags those
+tools show in --help (not --config, which reads another file), and each writes only under the data root (its output
+flag is required and checked, symlinks resolved). No tool of RECIPE_TOOLS runs a recipe or starts a program, so a
+recipe cannot run anything else, itself included. Where the comparison writes is the command line's --out_dir. This
+module reads, fills and checks recipes; the script runs the steps.
 """
 
+import fnmatch
 import shlex
 import string
 from dataclasses import dataclass, field
@@ -30,6 +37,10 @@ import yaml
 from lit_gpt.utils import UserError
 
 RECIPE_KEYS = ("question", "settings", "build", "compare")
+# the scripts of scripts/ a build step may run (a file name pattern) -> the flag naming what the step writes
+RECIPE_TOOLS = {"prepare_*.py": "--destination_path", "score_dataset.py": "--output",
+                "filter_dataset.py": "--output", "mix_datasets.py": "--destination_path"}
+PARSER_FLAGS = ("--config", "--print_config", "--help", "-h")  # jsonargparse's own: not for a recipe
 
 
 @dataclass
@@ -40,6 +51,39 @@ class BuildStep:
 
     def command(self) -> str:
         return "python scripts/" + " ".join([self.script] + [shlex.quote(a) for a in self.args])
+
+    def flag_values(self, flag: str) -> list[str]:
+        """Every value given to `flag` (`--flag value` or `--flag=value`)."""
+        values = [self.args[i + 1] for i, a in enumerate(self.args[:-1]) if a == flag]
+        return values + [a.split("=", 1)[1] for a in self.args if a.startswith(flag + "=")]
+
+    def check_flags(self, accepted: "set[str]", where: str) -> None:
+        """Refuses a flag that is not one of the tool's own (`accepted`: its parser's option strings), jsonargparse's
+        --config or --help, and an abbreviation (argparse would take `--dest` for `--destination_path`)."""
+        for arg in self.args:
+            name = arg.split("=", 1)[0]
+            if name in PARSER_FLAGS or (name.startswith("--") and name not in accepted):
+                own = ", ".join(sorted(f for f in accepted if f.startswith("--") and f not in PARSER_FLAGS))
+                raise UserError(f"{where}: {name} is not a flag a recipe may give {self.script} (its flags: {own})")
+
+    def check_output(self, data_root: "str | Path", where: str) -> None:
+        """The step must name what it writes, and that must lie under the data root (symlinks resolved)."""
+        flag = recipe_tool(self.script)
+        outputs = self.flag_values(flag)
+        if not outputs:
+            raise UserError(f"{where}: give {self.script} its {flag} under {{data}}: a recipe writes only there")
+        root = Path(data_root).resolve()
+        for output in outputs:
+            if not Path(output).resolve().is_relative_to(root):
+                raise UserError(f"{where}: {flag} {output} lies outside the data root {data_root}; a recipe writes "
+                                "only under {data}")
+
+
+def recipe_tool(script: str) -> "str | None":
+    """The output flag of a tool recipes may run (named alone: a path could lead out of scripts/), else None."""
+    if "/" in script or "\\" in script:
+        return None
+    return next((flag for pattern, flag in RECIPE_TOOLS.items() if fnmatch.fnmatchcase(script, pattern)), None)
 
 
 @dataclass
@@ -60,13 +104,18 @@ class StudyRecipe:
         return {**self.settings, **overrides, **fixed}
 
     def steps(self, values: dict[str, Any]) -> list[BuildStep]:
+        """The build steps, filled in, each a tool of RECIPE_TOOLS writing under values["data"] (the data root)."""
         steps = []
+        tools = ", ".join(RECIPE_TOOLS)
         for i, line in enumerate(self.build):
-            words = shlex.split(fill(line, values, f"{self.path}: build step {i + 1}"))
-            if not words or not words[0].endswith(".py"):
-                raise UserError(f"{self.path}: build step {i + 1} {line!r} must start with a script of scripts/, "
-                                "e.g. mix_datasets.py")
-            steps.append(BuildStep(Path(words[0]).name, words[1:]))
+            where = f"{self.path}: build step {i + 1}"
+            words = shlex.split(fill(line, values, where))
+            if not words or recipe_tool(words[0]) is None:
+                raise UserError(f"{where} {line!r} must start with a script of scripts/ that recipes run: {tools} "
+                                "(named alone, e.g. mix_datasets.py)")
+            step = BuildStep(words[0], words[1:])
+            step.check_output(values["data"], where)
+            steps.append(step)
         return steps
 
     def compare_flags(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +123,19 @@ class StudyRecipe:
 
 
 def fill(text: str, values: dict[str, Any], where: str) -> str:
-    """`text` with its {placeholders} replaced; an unknown one is a one-line error naming it."""
-    names = [name for _, name, _, _ in string.Formatter().parse(text) if name]
+    """`text` with its {placeholders} replaced; an unknown one is a one-line error naming it, and so is anything but a
+    plain name (`{data:>10}`, `{data!r}`, `{data.__class__}`, `{0}`, `{}`): str.format would read attributes."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(text)
+                  if name is not None]
+    except ValueError as e:  # an unmatched { or }
+        raise UserError(f"{where}: {e} in {text!r}; write a literal brace as {{{{ or }}}}") from None
+    for name, spec, conversion in fields:
+        if not name.isidentifier() or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UserError(f"{where}: placeholder {shown} is not a plain name; write e.g. {{data}} (no format spec, "
+                            "conversion, attribute or index)")
+    names = [name for name, _, _ in fields]
     missing = sorted({n for n in names if n not in values})
     if missing:
         raise UserError(f"{where}: unknown placeholder(s) {', '.join('{' + n + '}' for n in missing)}; known: "
@@ -117,4 +177,7 @@ def load_recipe(path: "str | Path") -> StudyRecipe:
         raise UserError(f"{path}: `build` must be a list of command lines (one string per step)")
     if not isinstance(compare, dict) or not isinstance(settings, dict):
         raise UserError(f"{path}: `compare` and `settings` must be mappings")
+    if "out_dir" in compare:
+        raise UserError(f"{path}: compare.out_dir: a recipe does not choose where results are written; pass --out_dir "
+                        "on the command line (default: out/studies/<recipe>/<model>)")
     return StudyRecipe(path, data["question"], settings, build, compare)

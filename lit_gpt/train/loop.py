@@ -42,8 +42,9 @@ from lit_gpt.train.packing import Packing
 from lit_gpt.train.fabric import close_loggers, make_fabric
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
+from lit_gpt.train.lock import run_lock
 from lit_gpt.train.step import NonFiniteStep, lr_factor, make_optimizer, train_step, validate
-from lit_gpt.utils import UserError, atomic_write_json, check_writable_dir, link_or_copy, num_parameters
+from lit_gpt.utils import UserError, atomic_write_json, check_output, check_writable_dir, link_or_copy, num_parameters
 
 
 class TrainingDiverged(UserError):
@@ -65,7 +66,8 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     tokenizer = Tokenizer(checkpoint_dir)
     train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer)
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / method / (manifest.get("name") or data_dir.name)
-    with _removed_if_it_fails_early(out_dir):
+    check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--data_dir": data_dir}, "--out_dir")
+    with _removed_if_it_fails_early(out_dir), contextlib.ExitStack() as locked:
         check_writable_dir(out_dir)
         resume_file = find_resume_file(out_dir, resume)
         precision = choose_precision(train.precision)
@@ -74,6 +76,7 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
         fabric = make_fabric(train, precision, plugin, out_dir)
         accum = check_batch_split(train, fabric.world_size)
         fabric.launch()
+        locked.enter_context(run_lock(fabric, out_dir))  # one run at a time in out_dir
 
         train_set, val_set, max_seq_length = _training_sets(fabric, train, checkpoint_dir, data_dir, train_raw,
                                                             test_raw)

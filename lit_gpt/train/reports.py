@@ -1,6 +1,6 @@
 """What a run writes besides weights: the files that make out_dir self-describing (model config, tokenizer, prompt
-style, LoRA config, hyperparameters.yaml, the data's manifest as data_manifest.json), the loss curve,
-train_summary.json and overfitting_summary.json.
+style, LoRA config and base fingerprint, hyperparameters.yaml, the data's manifest as data_manifest.json), the loss
+curve, train_summary.json and overfitting_summary.json.
 
 train_summary.json holds the steps, epochs, final and best losses, the order and a hash of the first epoch's batches
 (the same for every rerun with the same seed); overfitting_summary.json the best val loss with its epoch and step,
@@ -17,6 +17,7 @@ import yaml
 from lit_gpt.file_names import BEST_DIR, DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.checkpoint import copy_tokenizer_files
 from lit_gpt.lora import LoRAConfig
+from lit_gpt.lora_merge import BaseFingerprint
 from lit_gpt.prompts.styles import save_prompt_style
 from lit_gpt.train.resume import weights_file_name
 from lit_gpt.train.state import TrainState
@@ -25,8 +26,9 @@ from lit_gpt.utils import atomic_path, atomic_write_json, atomic_write_text, cop
 
 def write_run_files(out_dir: Path, checkpoint_dir: Path, data_dir: Path, manifest: dict,
                     lora: Optional[LoRAConfig], hyperparameters: dict, method: str) -> None:
-    """Model config, tokenizer files, prompt style, the LoRA config and the settings (hyperparameters.yaml, which
-    records the base checkpoint_dir): with them the weights in out_dir can be loaded without other input."""
+    """Model config, tokenizer files, prompt style, the LoRA config with the base weights' fingerprint and the
+    settings (hyperparameters.yaml, which records the base checkpoint_dir): with them the weights in out_dir can be
+    loaded without other input."""
     if (checkpoint_dir / LIT_CONFIG_FILE).is_file():
         copy_file(checkpoint_dir / LIT_CONFIG_FILE, out_dir / LIT_CONFIG_FILE)
     copy_tokenizer_files(checkpoint_dir, out_dir)
@@ -36,6 +38,7 @@ def write_run_files(out_dir: Path, checkpoint_dir: Path, data_dir: Path, manifes
         save_prompt_style(manifest["prompt_style"], out_dir)
     if lora is not None:
         lora.save(out_dir)
+        BaseFingerprint.of(checkpoint_dir).save(out_dir)  # loading refuses other weights of the same config
     # the data's manifest (its fingerprint, counts, sources) travels with the weights: the model card of an upload
     # names the data even after data_dir was moved or rebuilt
     atomic_write_json(out_dir / DATA_MANIFEST_FILE, manifest)

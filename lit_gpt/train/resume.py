@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from lit_gpt.file_names import (BEST_DIR, CHECKPOINTS_DIR, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE,
-                           LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, PROMPT_STYLE_FILE, TOKENIZER_FILES, TRAIN_STATE_FILE)
+from lit_gpt.file_names import (BASE_FINGERPRINT_FILE, BEST_DIR, CHECKPOINTS_DIR, HYPERPARAMETERS_FILE,
+                                LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, PROMPT_STYLE_FILE,
+                                TOKENIZER_FILES, TRAIN_STATE_FILE)
 from lit_gpt.lora import LORA_TARGETS, is_lora_name
 from lit_gpt.train.state import TrainState, checkpoint_steps, step_dir
 from lit_gpt.utils import (UserError, atomic_torch_save, atomic_write_json, link_or_copy, remove_stale_temp_files,
@@ -29,9 +30,9 @@ def _model_filter(lora: bool):
 def save_step_checkpoint(fabric, out_dir: Path, model, optimizer, scheduler, state: TrainState, lora: bool) -> Path:
     """checkpoints/step-N/{weights, train_state.pth, the run's description files}. The training state is written
     last (renamed into place), so a step dir with train_state.pth is complete; then the training state of older
-    steps is deleted. The description files (lit_config.json, lora_config.json, prompt_style.json,
-    hyperparameters.yaml, tokenizer files; hard links where possible) make each step directory loadable on its
-    own: generate/ and merge_lora.py take it like the run's final output."""
+    steps is deleted. The description files (lit_config.json, lora_config.json, base_fingerprint.json,
+    prompt_style.json, hyperparameters.yaml, tokenizer files; hard links where possible) make each step directory
+    loadable on its own: generate/ and merge_lora.py take it like the run's final output."""
     directory = step_dir(out_dir, state.step)
     tmp = temp_path(directory / TRAIN_STATE_FILE)  # the same name on every rank is not needed: rank 0 writes it
     try:
@@ -46,7 +47,8 @@ def save_step_checkpoint(fabric, out_dir: Path, model, optimizer, scheduler, sta
     if fabric.is_global_zero:
         weights = torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)["model"]
         atomic_torch_save(weights, directory / weights_file_name(lora))
-        for name in (LIT_CONFIG_FILE, LORA_CONFIG_FILE, PROMPT_STYLE_FILE, HYPERPARAMETERS_FILE, *TOKENIZER_FILES):
+        for name in (LIT_CONFIG_FILE, LORA_CONFIG_FILE, BASE_FINGERPRINT_FILE, PROMPT_STYLE_FILE, HYPERPARAMETERS_FILE,
+                     *TOKENIZER_FILES):
             if (out_dir / name).is_file():
                 link_or_copy(out_dir / name, directory / name)
         tmp.replace(directory / TRAIN_STATE_FILE)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from lit_gpt.file_names import CHECKPOINTS_DIR, TRAIN_STATE_FILE
+from lit_gpt.file_names import CHECKPOINTS_DIR, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, TRAIN_STATE_FILE
 from lit_gpt.utils import UserError
 
 
@@ -95,13 +95,20 @@ def checkpoint_steps(out_dir: Path) -> list:
 
 
 def find_resume_file(out_dir: Path, resume: Optional[str]) -> Optional[Path]:
+    """The train_state.pth to resume from, or None for a fresh run. A fresh run is refused where out_dir holds an
+    earlier run's checkpoints, or a model that no run left there (weights without checkpoints/: a checkpoint
+    directory, which the run would overwrite)."""
+    steps = checkpoint_steps(out_dir)
+    if resume is None and steps:
+        raise UserError(f"{out_dir}: holds checkpoints of an earlier run; continue it with --resume auto, "
+                        "or choose another --out_dir")
+    weights = [name for name in (LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE) if (out_dir / name).is_file()]
+    if resume in (None, "auto") and not steps and weights:
+        raise UserError(f"{out_dir}: holds {weights[0]} but no checkpoints/ of a fine-tuning run (a model of its "
+                        "own, which the run would overwrite); choose another --out_dir")
     if resume is None:
-        if checkpoint_steps(out_dir):
-            raise UserError(f"{out_dir}: holds checkpoints of an earlier run; continue it with --resume auto, "
-                            "or choose another --out_dir")
         return None
     if resume == "auto":
-        steps = checkpoint_steps(out_dir)
         return steps[-1] / TRAIN_STATE_FILE if steps else None
     path = Path(resume)
     if path.is_dir():

@@ -64,7 +64,7 @@ from benchmark_data import batch_plan, load_examples, training_flops  # beside t
 from benchmark_worker import READY, RESULT, RUN_DONE
 from lit_gpt.config import Config
 from lit_gpt.precision import PRECISIONS, choose_precision
-from lit_gpt.utils import UserError, cpu_name, run_cli
+from lit_gpt.utils import UserError, check_typed_on_command_line, cpu_name, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).resolve().with_name("benchmark_worker.py")  # `python benchmark_worker.py SPEC.json`
@@ -242,7 +242,8 @@ def main(
         litgpt_batching: same (LitGPT trains on exactly our micro-batch tensors) or plain (the same examples in
             epoch order, padded to the longest of each micro-batch, as its own loader does; compare non-padding
             tokens/s then)
-        litgpt_python: the python of the LitGPT venv
+        litgpt_python: the python of the LitGPT venv (typed on the command line, not read from a --config file: it
+            is run)
         n_layer: override the number of layers (quick checks)
     """
     return run_benchmark(SimpleNamespace(**locals()))
@@ -298,6 +299,8 @@ def checked_settings(s: SimpleNamespace) -> tuple[Config, SimpleNamespace]:
         raise UserError("--accelerator cuda: no CUDA device here")
     threads = s.threads or os.cpu_count() or 1
     precision = choose_precision(s.precision, cuda=accelerator == "cuda")
+    if s.compare_litgpt:  # it runs that interpreter: only as typed on the command line, not from a --config file
+        check_typed_on_command_line("litgpt_python", s.litgpt_python, DEFAULT_LITGPT_PYTHON)
     if s.compare_litgpt and not Path(s.litgpt_python).is_file():
         raise UserError(f"{s.litgpt_python}: no LitGPT environment; create it with `{LITGPT_INSTALL}` "
                         "or pass --litgpt_python")

@@ -32,10 +32,11 @@ except ModuleNotFoundError:
 from lit_gpt.gguf.export_model import export_gguf
 from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.utils import UserError, check_typed_on_command_line, run_cli
 
 DEFAULT_CHECKPOINT = Path("checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct")
 DEFAULT_PROMPT = "What is the capital of France?"
+DEFAULT_LLAMA_CPP_PYTHON = Path("/tmp/llamacpp-venv/bin/python")
 
 # run in the llama.cpp venv (numpy + llama_cpp only); request on stdin, result as JSON on stdout
 LLAMA_CPP_PROGRAM = r"""
@@ -64,19 +65,21 @@ print(json.dumps({"tokenized": tokenized, "answer_ids": answer,
 """
 
 
-def main(*, checkpoint_dir: Path = DEFAULT_CHECKPOINT, llama_cpp_python: Path = Path("/tmp/llamacpp-venv/bin/python"),
+def main(*, checkpoint_dir: Path = DEFAULT_CHECKPOINT, llama_cpp_python: Path = DEFAULT_LLAMA_CPP_PYTHON,
          types: tuple = ("f16", "q8_0"), out_dir: Path = Path("out/gguf_check"), prompt: str = DEFAULT_PROMPT,
          max_new_tokens: int = 24) -> None:
     """Export checkpoint_dir as GGUF files and compare llama.cpp's greedy answers with ours.
 
     Args:
         checkpoint_dir: the checkpoint to export and compare
-        llama_cpp_python: a Python interpreter with llama-cpp-python installed
+        llama_cpp_python: a Python interpreter with llama-cpp-python installed (typed on the command line, not
+            read from a --config file: it is run)
         types: the GGUF types to check (scripts/export_gguf.py --type)
         out_dir: where the GGUF files and llama.cpp's logits go
         prompt: the question, in the checkpoint's chat format
         max_new_tokens: the length of the greedy answers
     """
+    check_typed_on_command_line("llama_cpp_python", llama_cpp_python, DEFAULT_LLAMA_CPP_PYTHON)
     if not Path(llama_cpp_python).is_file():
         raise UserError(f"{llama_cpp_python}: no such Python; build llama-cpp-python into a venv first (see "
                         "this script's docstring)")

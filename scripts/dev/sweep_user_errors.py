@@ -1,14 +1,17 @@
-"""Developer check: 41 user mistakes run against a checkout, each outcome classified.
+"""Developer check: 57 user mistakes run against a checkout, each outcome classified.
 
     python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json]
 
 Every case is a real command line (finetune, prepare, score, filter, generate, convert, merge, inspect, mix) with one
 mistake in it: a value that cannot be meant, a path of the wrong kind, an output that is an input, a full or
-read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth. Outcomes: `clear error` (exit != 0, the
-last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is the right
-answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake), `traceback`,
-`damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to compare
-(the checkpoint and data are built with this checkout's code; the formats are the same). About 4 minutes on 2 cores.
+read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth; and what nothing may do unasked
+(`guard_cases`): a study recipe running more than the dataset tools, a --config file naming a program to run, an
+output onto an input, two runs in one directory, LoRA weights on another base's weights. Outcomes: `clear error`
+(exit != 0, the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is
+the right answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
+`traceback`, `damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to
+compare (the checkpoint and data are built with this checkout's code; the formats are the same). About 6 minutes on 2
+cores.
 """
 import argparse
 import hashlib
@@ -16,6 +19,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -201,6 +205,84 @@ def run_cases(cases: list, run, ENV: dict, marker: Path) -> list[dict]:
     return results
 
 
+def guard_cases(W: Path, CK: Path, FT: list, LORA: Path, PY: str, marker: Path) -> list:
+    """Cases where a command must not run, leak or overwrite what the user did not ask for, in CASES' form: a study
+    recipe is a closed door (only the dataset tools, their own flags, outputs under its data root), a program path
+    comes from the command line only, outputs never overwrite inputs, one run per directory, a LoRA loads only on
+    the base weights it was trained on."""
+    import torch
+
+    def recipe(name, build):
+        path = W / f"{name}.yaml"
+        path.write_text(json.dumps({"question": "Is the door closed?", "build": build,
+                                    "compare": {"data_dirs": ["{data}/built"]}}))
+        return ["scripts/compare_datasets.py", "--recipe", path, "--checkpoint_dir", CK, "--data_root",
+                W / f"{name}_data", "--out_dir", W / f"{name}_out"]
+
+    payload = W / "payload.sh"  # stands in for a program a file names: it must never run
+    payload.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    payload.chmod(0o755)
+    bench_config = W / "bench.yaml"
+    bench_config.write_text(f"compare_litgpt: true\nlitgpt_python: {payload}\nn_layer: 1\nruns: 1\n")
+    base = W / "ck_guard"  # its own copy: the cases below try to overwrite it
+    shutil.copytree(CK, base)
+    (W / "ck_link").symlink_to(base)
+    other = W / "ck_other_weights"  # the same config, other weights
+    shutil.copytree(CK, other)
+    state = torch.load(other / "lit_model.pth", weights_only=True)
+    torch.save({k: v + 0.01 if k == "wte.weight" else v for k, v in state.items()}, other / "lit_model.pth")
+    old_run = W / "lora_old"  # a LoRA run from before base fingerprints were recorded
+    shutil.copytree(LORA.parent, old_run, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    (old_run / "base_fingerprint.json").unlink(missing_ok=True)
+    busy, stale = W / "busy", W / "stale"  # a lock held by a live process (this one), and one of a killed run
+    gone = subprocess.Popen([PY, "-c", "pass"])
+    gone.wait()
+    for folder, pid in ((busy, os.getpid()), (stale, gone.pid)):
+        folder.mkdir()
+        (folder / ".lit_gpt.lock").write_text(f"{pid} {socket.gethostname()}\n")
+    qa = W / "qa_guard.jsonl"
+    qa.write_text('{"question": "q1", "answer": "a1"}\n{"question": "q2", "answer": "a2"}\n' * 10)
+    prepare_qa = ["scripts/prepare_json.py", "--data_path", qa, "--checkpoint_dir", CK, "--columns",
+                  '{"instruction": "question", "output": "answer"}']
+    return [
+        ("recipe running compare_datasets (itself)", "error:recipes run",
+         recipe("self", [f"compare_datasets.py --recipe {W / 'self.yaml'}"]), [], None),
+        ("recipe step writing outside its data root", "error:outside the data root",
+         recipe("escape", [f"mix_datasets.py --inputs {W / 'data'} --destination_path {{data}}/../escaped"]),
+         [W / "data"], None),
+        ("recipe step with --config", "error:--config",
+         recipe("config", [f"mix_datasets.py --inputs {W / 'data'} --destination_path {{data}}/built --config "
+                           f"{bench_config}"]), [W / "data"], None),
+        ("recipe placeholder {data.__class__}", "error:plain name",
+         recipe("attr", ["mix_datasets.py --inputs {data.__class__} --destination_path {data}/built"]), [], None),
+        ("benchmark --litgpt_python from a --config file", "error:command line",
+         ["scripts/dev/benchmark.py", "--config", bench_config, "--dataset", "fixed", "--steps_per_run", 1], [], None),
+        ("full --out_dir equal to --checkpoint_dir", "error:--checkpoint_dir",
+         ["finetune/full.py", *FT[1:], "--checkpoint_dir", base, "--out_dir", base], [base], None),
+        ("lora --out_dir a symlink to the checkpoint", "error:a link to",
+         [*FT, "--checkpoint_dir", base, "--out_dir", W / "ck_link"], [base], None),
+        ("export_gguf --output_path onto the checkpoint's lit_model.pth", "error:--checkpoint_dir",
+         ["scripts/export_gguf.py", "--checkpoint_dir", base, "--output_path", base / "lit_model.pth"], [base], None),
+        ("prepare into a folder holding another dataset", "error:--overwrite true",
+         [*prepare_qa, "--destination_path", W / "data"], [W / "data"], None),
+        ("merge_lora --out_dir a symlink to the base", "error:a link to",
+         ["scripts/merge_lora.py", "--lora_path", LORA, "--checkpoint_dir", base, "--out_dir", W / "ck_link"],
+         [base], None),
+        ("finetune into an out_dir another run is writing", "error:PID",
+         [*FT, "--out_dir", busy], [busy], None),
+        ("finetune over the lock of a killed run", "ok", [*FT, "--out_dir", stale], [], None),
+        ("prepare into a destination another prepare is writing", "error:PID",
+         [*prepare_qa, "--destination_path", busy], [busy], None),
+        ("generate/lora.py on other weights of its base's config", "error:--force true",
+         ["generate/lora.py", "--lora_path", LORA, "--checkpoint_dir", other, "--max_new_tokens", 2], [], None),
+        ("generate/lora.py on other weights with --force true", "warn",
+         ["generate/lora.py", "--lora_path", LORA, "--checkpoint_dir", other, "--max_new_tokens", 2, "--force",
+          "true"], [], None),
+        ("generate/lora.py on a run without a base fingerprint", "ok",
+         ["generate/lora.py", "--lora_path", old_run, "--max_new_tokens", 2], [], None),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
@@ -212,7 +294,9 @@ def main() -> None:
     ENV = {**os.environ, "LIT_GPT_DEFAULT_PRECISION": "32-true", "PYTHONWARNINGS": "ignore"}
     run = python_runner(options.repo.resolve(), ENV)
     inputs = make_inputs(W, CK, SHARED, run)
-    results = run_cases(user_error_cases(W, inputs), run, ENV, inputs["marker"])
+    cases = user_error_cases(W, inputs) + guard_cases(W, CK, inputs["FT"], inputs["LORA"], sys.executable,
+                                                      inputs["marker"])
+    results = run_cases(cases, run, ENV, inputs["marker"])
     subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}
     print(f"{len(results)} cases: " + ", ".join(f"{n} {o}" for o, n in counts.items()))

@@ -6,6 +6,7 @@ slices of the real LIMA and Dolly files, prepared by the data pipeline with the 
 """
 
 import json
+import shutil
 
 import pytest
 
@@ -136,8 +137,9 @@ def test_bad_requests_and_incompatible_inputs(data, tmp_path, shared_dir):
         mix([data["lima"]], tmp_path / "mix", weights=[1, 1])
     with pytest.raises(UserError, match="either --weights or --counts"):
         mix([data["lima"]], tmp_path / "mix", weights=[1], counts=[1])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no train.pt"):
-        mix([data["lima"], tmp_path], tmp_path / "mix")
+        mix([data["lima"], tmp_path / "empty"], tmp_path / "mix")
     other = prepare_slice(shared_dir / "datasets" / "lima" / "train.jsonl", "lima", data["checkpoint_dir"],
                           tmp_path / "lima_alpaca", 20, prompt_style="alpaca", max_seq_length=128)
     with pytest.raises(UserError) as error:
@@ -147,3 +149,21 @@ def test_bad_requests_and_incompatible_inputs(data, tmp_path, shared_dir):
     assert "tokenizer_fingerprint" not in message
 
 
+
+
+def test_the_destination_is_no_input_and_not_another_dataset(data, tmp_path):
+    mixed = tmp_path / "mix"
+    manifest = mix([data["lima"], data["dolly"]], mixed, counts=[3, 3])
+    assert manifest["source_fingerprint"]
+    assert mix([data["dolly"], data["lima"]], mixed, counts=[4, 2])["counts"]["train"] == 6  # same sources: replaced
+    for destination, relation in ((data["lima"], "is the same path as"), (data["lima"] / "sub", "lies inside"),
+                                  (data["lima"].parent, "contains")):
+        with pytest.raises(UserError, match=f"--destination_path .* {relation} --inputs"):
+            mix([data["lima"]], destination, counts=[2])
+    with pytest.raises(UserError, match=r"holds another dataset \(mix, made from other inputs"):
+        mix([data["lima"]], mixed, counts=[2])
+    prepared = tmp_path / "lima_copy"  # a prepared (not mixed) dataset
+    shutil.copytree(data["lima"], prepared)
+    with pytest.raises(UserError, match=r"holds a dataset of another kind \(prepared, lima\); .* --overwrite true"):
+        mix([data["dolly"]], prepared)
+    assert mix([data["lima"]], mixed, counts=[2], overwrite=True)["counts"]["train"] == 2

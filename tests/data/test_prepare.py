@@ -145,3 +145,41 @@ def test_prepare_needs_a_tokenizer(tmp_path):
         prepare([], name="x", source_files=[], checkpoint_dir=tmp_path / "ckpt")
     with pytest.raises(UserError, match="--checkpoint_dir is required"):
         prepare([], name="x", source_files=[])
+
+
+def test_a_destination_holding_another_dataset_or_a_model_is_not_written_over(llama_dir, tmp_path, capsys):
+    def rows(name, n):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(f'{{"instruction": "{name} q{i}", "output": "a{i}"}}\n' for i in range(n)))
+        return path
+
+    first, other = rows("first", 6), rows("other", 7)
+
+    def run(source, destination, **kwargs):
+        return prepare(iter_records(source), name=source.stem, source_files=[source], checkpoint_dir=llama_dir,
+                       destination_path=destination, test_split_fraction=0, **kwargs)
+
+    out = tmp_path / "out"
+    manifest = run(first, out)
+    assert manifest["source_fingerprint"] and manifest["counts"]["train"] == 6
+    assert run(first, out, max_seq_length=64)["max_seq_length"] == 64  # the same data, other settings: replaced
+    with pytest.raises(UserError, match=rf"^--destination_path {out}: holds another dataset \(first, made from other "
+                                        r"inputs: .*pass --overwrite true to replace it$"):
+        run(other, out)
+    assert load_prepared(out)[2]["name"] == "first"  # untouched
+    assert run(other, out, overwrite=True)["name"] == "other"
+
+    checkpoint_like = tmp_path / "model"
+    checkpoint_like.mkdir()
+    (checkpoint_like / "lit_model.pth").write_bytes(b"w")
+    with pytest.raises(UserError, match=r"holds a model \(lit_model.pth\)"):
+        run(first, checkpoint_like)
+    with pytest.raises(UserError, match="--destination_path .* lies inside --checkpoint_dir"):
+        run(first, llama_dir / "data")
+    assert not (llama_dir / "data").exists()
+    downloaded = tmp_path / "dl" / "rows.jsonl"  # a script's default download lands in its destination: fine
+    downloaded.parent.mkdir()
+    downloaded.write_text(first.read_text())
+    assert run(downloaded, downloaded.parent)["counts"]["train"] == 6
+    with pytest.raises(UserError, match="--destination_path .* contains --data_path .*train.pt"):
+        run(downloaded.parent / "train.pt", downloaded.parent)

@@ -1,4 +1,5 @@
-"""lit_gpt/data/prepared.py: load_prepared refuses missing data and data of another tokenizer."""
+"""lit_gpt/data/prepared.py: load_prepared refuses missing data and data of another tokenizer; which dataset a
+manifest describes (source_fingerprint), also for one written before it was recorded."""
 
 import json
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from helpers import fill_disk
-from lit_gpt.data.prepared import load_prepared, write_prepared
+from lit_gpt.data.prepared import check_destination, load_prepared, source_fingerprint, write_prepared
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
@@ -33,3 +34,19 @@ def test_re_preparing_onto_a_full_disk_keeps_the_old_dataset(small_disk):
         write_prepared(small_disk, [example] * 20000, [example], {"name": "new", "fingerprint": "b"})
     train, test, manifest = load_prepared(small_disk)  # the previous preparation is still whole
     assert manifest["name"] == "old" and len(train) == 1
+
+
+def test_a_manifest_from_before_source_fingerprints_is_still_known_by_its_input_files(lima, tmp_path):
+    out, manifest = lima
+    assert source_fingerprint(manifest) == manifest["source_fingerprint"]
+    older = {k: v for k, v in manifest.items() if k != "source_fingerprint"}
+    assert source_fingerprint(older) == manifest["source_fingerprint"]  # the same hashes of its input files
+    assert source_fingerprint({"name": "made by hand"}) is None
+    (tmp_path / "manifest.json").write_text(json.dumps(older))
+    elsewhere = [tmp_path / "other.json"]
+    check_destination(tmp_path, "prepared", manifest["source_fingerprint"], elsewhere, False)  # the same content
+    recorded = [f["path"] for f in manifest["source_files"]]
+    check_destination(tmp_path, "prepared", "0123456789abcdef", recorded, False)  # the same files, edited since
+    with pytest.raises(UserError, match="holds another dataset"):  # other content from other files
+        check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, False)
+    check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, overwrite=True)

@@ -90,3 +90,18 @@ def test_generation_benchmark_user_errors(capsys):
     assert_one_line_error(code, err, "--workload")
     code, _, err = run_script(capsys, "dev/benchmark_generate", "--workload", "ifeval", "--peers", "vllm")
     assert_one_line_error(code, err, "--peers vllm")
+
+
+def test_the_peer_interpreter_is_taken_from_the_command_line_only(tmp_path, root_dir):
+    """--litgpt_python names a program the benchmark runs: a --config file must not choose it."""
+    marker = tmp_path / "payload-ran"
+    program = tmp_path / "python"
+    program.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    program.chmod(0o755)
+    config = tmp_path / "benchmark.yaml"
+    config.write_text(f"compare_litgpt: true\nlitgpt_python: {program}\n")
+    cmd = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--config", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--litgpt_python {program}: names a program to run, so it is taken from the command line" in proc.stderr
+    assert not marker.exists()

@@ -6,11 +6,14 @@ errors for bad settings."""
 import importlib.util
 import itertools
 import json
+import os
+import socket
 
 import pytest
 
 from helpers import ROOT
 from lit_gpt.eval.held_out import eval_rows
+from lit_gpt.file_names import LOCK_FILE
 from lit_gpt.data.mixing import mix
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
@@ -116,3 +119,35 @@ def test_a_recipe_is_checked_before_it_builds_anything(variants, tmp_path):
         with pytest.raises(UserError, match=error):
             script.main(recipe=recipe, checkpoint_dir=variants["checkpoint_dir"], data_root=tmp_path / "data",
                         out_dir=tmp_path / "out")
+
+
+def test_a_recipe_runs_only_dataset_tools_with_their_own_flags_under_its_data_root(variants, tmp_path):
+    script = load_script()
+    recipe = tmp_path / "recipe.yaml"
+    for step, error in ((f"compare_datasets.py --recipe {recipe}", "must start with a script of scripts/ that recipes "
+                                                                   "run: prepare_"),
+                        ("mix_datasets.py --inputs {data}/a --destination_path {data}/b --config evil.yaml",
+                         "build step 1 \\(mix_datasets.py\\): --config is not a flag a recipe may give "
+                         "mix_datasets.py"),
+                        ("mix_datasets.py --inp {data}/a --destination_path {data}/b", "--inp is not a flag"),
+                        ("mix_datasets.py --inputs {data}/a --destination_path {data}/../b",
+                         "--destination_path .*/data/../b lies outside the data root")):
+        recipe.write_text(json.dumps({"question": "Is it closed?", "build": [step],
+                                      "compare": {"data_dirs": ["{data}/b"]}}))
+        with pytest.raises(UserError, match=error):
+            script.main(recipe=recipe, checkpoint_dir=variants["checkpoint_dir"], data_root=tmp_path / "data",
+                        out_dir=tmp_path / "out")
+        assert not (tmp_path / "data").exists() and not (tmp_path / "b").exists()  # nothing ran
+        assert not (tmp_path / "out").exists()  # the lock's folder, made for nothing, is gone again
+
+
+def test_a_second_comparison_into_a_busy_out_dir_is_refused(variants, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live process holds it
+    with pytest.raises(UserError, match=f"{out}: another run is writing here \\(PID {os.getppid()} "):
+        load_script().main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
+                           out_dir=out)
+    with pytest.raises(UserError, match="--out_dir .* contains --data_dirs"):
+        load_script().main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
+                           out_dir=variants["root"])

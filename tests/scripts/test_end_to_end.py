@@ -309,10 +309,27 @@ def test_lora_from_another_base_model(work, lora_out, tiny_checkpoint_dir, capsy
     assert "hyperparameters.yaml" in line and "--checkpoint_dir" in line
 
 
+def test_lora_on_other_weights_of_its_base_config_needs_force(work, lora_out, base, capsys):
+    """A re-converted or further fine-tuned base with the same lit_config.json: the recorded fingerprint tells."""
+    other = work / "other-weights"
+    shutil.copytree(base, other)
+    state = torch.load(other / "lit_model.pth", weights_only=True)
+    state["wte.weight"] = state["wte.weight"] + 0.01
+    torch.save(state, other / "lit_model.pth")
+    for script, extra in (("generate/lora.py", []), ("scripts/merge_lora.py", ["--out_dir", work / "never"]),
+                          ("scripts/evaluate.py", ["--out_dir", work / "never", "--limit", 1])):
+        line = cli_error(capsys, script, "--lora_path", lora_out, "--checkpoint_dir", other, *extra)
+        assert "same config, other weights" in line and str(other) in line and "--force true" in line, line
+    assert not (work / "never").exists()
+    load_script("scripts/merge_lora.py").main(lora_path=lora_out, checkpoint_dir=other, out_dir=work / "forced",
+                                              force=True)
+    assert (work / "forced" / "lit_model.pth").is_file() and "used anyway (--force)" in capsys.readouterr().err
+
+
 def test_other_mistakes_point_to_the_right_script(work, lora_out, base, capsys):
     line = cli_error(capsys, "generate/full.py", "--checkpoint_dir", lora_out)
     assert "generate/lora.py" in line
     line = cli_error(capsys, "scripts/merge_lora.py", "--lora_path", lora_out, "--out_dir", base)
-    assert "--out_dir" in line and "base checkpoint" in line
+    assert f"--out_dir {base} is the same path as --checkpoint_dir" in line
     line = cli_error(capsys, "generate/chat.py")
     assert "--checkpoint_dir" in line

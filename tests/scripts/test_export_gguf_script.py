@@ -39,3 +39,15 @@ def test_unsupported_model_and_type_are_one_line_errors(tiny_checkpoint_dir, tmp
                                  out)
     assert_one_line_error(code, stderr, "nowhere: checkpoint directory not found")
     assert not out.exists()
+
+
+def test_the_output_never_replaces_a_file_of_the_checkpoint(tiny_checkpoint_dir, tmp_path, capsys):
+    checkpoint_dir = tiny_checkpoint_dir("gpt2", weights=True)
+    before = {p.name: p.read_bytes() for p in checkpoint_dir.iterdir()}
+    (tmp_path / "model.gguf").symlink_to(checkpoint_dir / "lit_model.pth")
+    for output, fragment in ((checkpoint_dir / "lit_model.pth", "lies inside --checkpoint_dir"),
+                             (checkpoint_dir / "tokenizer.json", "lies inside --checkpoint_dir"),
+                             (tmp_path / "model.gguf", f"(a link to {checkpoint_dir / 'lit_model.pth'}) lies inside")):
+        code, _, stderr = run_script(capsys, "export_gguf", "--checkpoint_dir", checkpoint_dir, "--output_path", output)
+        assert_one_line_error(code, stderr, f"--output_path {output}", fragment, "choose another --output_path")
+    assert {p.name: p.read_bytes() for p in checkpoint_dir.iterdir()} == before

@@ -93,11 +93,17 @@ def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")
     lora, full = ROOT / "finetune" / "lora.py", ROOT / "finetune" / "full.py"
+    (tmp_path / "link").symlink_to(checkpoint)
+    base_weights = (checkpoint / "lit_model.pth").read_bytes()
     cases = {  # (script, data_dir, out_dir, extra flags) -> what the message must name
         "train.pt": (lora, no_train, tmp_path / "o1", []),
         "another tokenizer": (full, other_tokenizer, tmp_path / "o2", []),
         "a_file": (lora, data, a_file / "out", []),
         "CUDA": (lora, data, tmp_path / "o4", ["--quantize", "bnb.nf4"]),
+        # the output would replace the base weights: refused, also through a symlink
+        f"--out_dir {checkpoint} is the same path as --checkpoint_dir": (full, data, checkpoint, []),
+        f"(a link to {checkpoint.resolve()}) is the same path as --checkpoint_dir": (full, data, tmp_path / "link", []),
+        "lies inside --data_dir": (lora, data, data / "run", []),
     }
     procs = {name: subprocess.Popen([sys.executable, str(script), "--checkpoint_dir", str(checkpoint), "--data_dir",
                                      str(data_dir), "--out_dir", str(out_dir), *extra], env=ENV, cwd=ROOT,
@@ -108,6 +114,7 @@ def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data):
         assert proc.returncode == 1, (name, stderr)
         assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert name in stderr, stderr
+    assert (checkpoint / "lit_model.pth").read_bytes() == base_weights
 
 
 def test_ddp_two_processes_equal_one_process_same_global_batch(tmp_path, checkpoint, data):

@@ -207,7 +207,7 @@ def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_datas
     source = tmp_path / "mine.json"
     source.write_bytes(data_path.read_bytes())
     before = source.read_bytes()
-    with pytest.raises(UserError, match="--output .* is the same file as --data_path"):
+    with pytest.raises(UserError, match="--output .* is the same path as --data_path"):
         score_dataset.main(data_path=source, method="heuristics", output=source)
     with pytest.raises(UserError, match="--limit -1: must be at least 1"):
         score_dataset.main(data_path=source, method="heuristics", limit=-1)
@@ -217,7 +217,7 @@ def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_datas
     assert score_dataset.main(data_path=scored, method="heuristics", output=scored) == scored
     assert score_dataset.main(data_path=scored, method="heuristics") == scored  # by default too, as the README does
     scores_before = scored.read_bytes()
-    with pytest.raises(UserError, match="--output .* is the same file as --scores"):
+    with pytest.raises(UserError, match="--output .* is the same path as --scores"):
         filter_dataset.main(scores=scored, method="heuristics", output=scored)
     all_flagged = tmp_path / "flagged.json"
     all_flagged.write_text(json.dumps([{**r, "heuristics_pass": 0, "heuristics_flags": ["refusal"]} for r in rows]))

@@ -40,3 +40,16 @@ def test_resume_lookup(tmp_path):
         find_resume_file(tmp_path, None)  # a fresh run would clobber the earlier one's checkpoints
     with pytest.raises(UserError, match="no training state"):
         find_resume_file(tmp_path, str(step_dir(tmp_path, 2)))
+
+
+@pytest.mark.parametrize("weights", ["lit_model.pth", "lit_model.pth.lora"])
+def test_a_fresh_run_is_refused_where_a_model_no_run_left_would_be_overwritten(tmp_path, weights):
+    """A converted checkpoint (or weights copied from elsewhere) has weights but no checkpoints/ of a run."""
+    (tmp_path / weights).write_bytes(b"someone else's weights")
+    for resume in (None, "auto"):
+        with pytest.raises(UserError, match=f"holds {weights} but no checkpoints/ of a fine-tuning run .* choose "
+                                            "another --out_dir"):
+            find_resume_file(tmp_path, resume)
+    step_dir(tmp_path, 2).mkdir(parents=True)
+    (step_dir(tmp_path, 2) / TRAIN_STATE_FILE).write_bytes(b"x")
+    assert find_resume_file(tmp_path, "auto") == step_dir(tmp_path, 2) / TRAIN_STATE_FILE  # a run's own weights
