@@ -116,9 +116,7 @@ def _prepare_into(destination_path: Path, records: Iterable[tuple[str, dict]], s
                   source_files: list[Path], checkpoint_dir: Path, tokenizer: Tokenizer, style: PromptStyle,
                   started: float) -> dict:
     """The preparation itself: rows read and normalized, split, tokenized, written with their manifest."""
-    name, on_bad_row, seed = settings["name"], settings["on_bad_row"], settings["seed"]
-    test_split_fraction, max_seq_length = settings["test_split_fraction"], settings["max_seq_length"]
-    mask_inputs, truncation = settings["mask_inputs"], settings["truncation"]
+    name, on_bad_row, mask_inputs = settings["name"], settings["on_bad_row"], settings["mask_inputs"]
     examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row)
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
