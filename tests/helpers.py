@@ -53,11 +53,15 @@ def tiny_config(**overrides):
 
 
 def randomize_lora(model: torch.nn.Module, seed: int = 0) -> None:
-    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math."""
+    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math (and DoRA's magnitudes,
+    which start at the weights' own row norms, other values)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, LoRALinear):
-            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
+            m.lora_B.data = (torch.randn(m.lora_B.shape, generator=g) * 0.5).to(m.lora_B.dtype)
+            if m.variant == "dora":
+                noise = 1 + 0.3 * torch.randn(m.lora_magnitude.shape, generator=g)
+                m.lora_magnitude.data = m.lora_magnitude.data * noise.to(m.lora_magnitude.dtype)
 
 
 # ---- a tiny checkpoint with the real SmolLM2 tokenizer, prepared data in the lit_gpt.data contract format ------------

@@ -16,3 +16,12 @@ def test_settings_that_cannot_be_meant_are_refused():
         LoRAConfig(alpha=0)
     with pytest.raises(UserError, match="--lora_r 0"):
         LoRAConfig(r=0)
+
+
+def test_dora_on_a_quantized_base_is_refused():
+    from lit_gpt.train.args import typed_hyperparameters
+
+    train, lora = typed_hyperparameters({"lora_variant": "rslora", "quantize": "bnb.nf4"}, "lora")
+    assert lora.variant == "rslora" and train.quantize == "bnb.nf4"  # rsLoRA only rescales: QLoRA works
+    with pytest.raises(UserError, match="--lora_variant dora with --quantize bnb.nf4: DoRA needs the base weights"):
+        typed_hyperparameters({"lora_variant": "dora", "quantize": "bnb.nf4"}, "lora")
