@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from lit_gpt.data.normalize import conversation  # noqa: E402
 from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.data.records import iter_records  # noqa: E402
-from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
+from lit_gpt.data.tokenize import (IGNORE_INDEX, with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
                                    render_text, training_segments)
 from lit_gpt.gguf.import_model import gguf_tensor_name, permute_rotary_rows  # noqa: E402
 from lit_gpt.lora import LoRAConfig, LoRALinear, mark_only_lora_as_trainable  # noqa: E402
@@ -183,7 +183,7 @@ def check_prepared(examples, tokenizer, manifest) -> None:
             assert trained_text.rstrip().endswith(end_of_turn)
     # a truncated example is the start of the full one, ended with EOS
     for (ids, _), (full, flags) in zip(truncated, encode_segments(tokenizer, [s for _, s in truncated])):
-        full, _ = _with_bos_and_eos(tokenizer, full, flags)
+        full, _ = with_bos_and_eos(tokenizer, full, flags)
         assert len(full) > manifest["max_seq_length"]
         assert ids[:-1] == full[: len(ids) - 1] and ids[-1] == eos
 

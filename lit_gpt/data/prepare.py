@@ -5,13 +5,15 @@
     -> train.pt / test.pt + manifest.json (`lit_gpt.data.prepared`)
 
 A preparation is skipped when the destination already holds one with the same fingerprint (settings, tokenizer,
-prompt style, input files).
+prompt style, input files). What rows become is an `ExampleFormat`: instruction examples by default, preference
+pairs with `lit_gpt.data.preferences.PREFERENCES`.
 """
 
 import random
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional
 
@@ -19,8 +21,8 @@ from tqdm import tqdm
 
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
-from lit_gpt.data.prepared import (is_prepared, length_stats, read_manifest, settings_fingerprint, trained_token_share,
-                                   write_prepared)
+from lit_gpt.data.prepared import (INSTRUCTION_FORMAT, is_prepared, length_stats, read_manifest, settings_fingerprint,
+                                   trained_token_share, write_prepared)
 from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import default_prompt_style, get_prompt_style
@@ -29,6 +31,25 @@ from lit_gpt.utils import UserError, file_sha256
 
 PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what prepared data contains
 SHOWN_DROPPED_ROWS = 20  # the manifest lists this many dropped rows with their location
+
+
+@dataclass(frozen=True)
+class ExampleFormat:
+    """What a preparation makes of rows: `normalize` (row, source -> example, or BadRecord), `tokenize` (called as
+    `tokenize_examples`: kept examples and a Counter of drop reasons) and `summary` (kept examples -> the manifest's
+    multi_turn count, token_lengths and trained_token_share). `name` goes into the manifest as its "format"."""
+    name: str
+    normalize: Callable
+    tokenize: Callable
+    summary: Callable
+
+
+def instruction_summary(examples: list[dict]) -> dict:
+    return {"multi_turn": sum(1 for e in examples if e.get("messages")), "token_lengths": length_stats(examples),
+            "trained_token_share": trained_token_share(examples)}
+
+
+INSTRUCTIONS = ExampleFormat(INSTRUCTION_FORMAT, normalize, tokenize_examples, instruction_summary)
 
 
 def split_examples(examples: list, test_fraction: float, seed: int) -> tuple[list, list]:
@@ -56,6 +77,7 @@ def prepare(
     on_bad_row: Literal["skip", "error"] = "skip",
     force: bool = False,
     options: Optional[dict] = None,
+    example_format: ExampleFormat = INSTRUCTIONS,
 ) -> dict:
     """Prepares instruction data for fine-tuning: tokenized train.pt/test.pt and manifest.json.
 
@@ -76,6 +98,7 @@ def prepare(
         on_bad_row: skip rows that cannot be used (empty output, ...; counted in the manifest) or stop with an error
         force: prepare again even when the destination is up to date
         options: the adapter's own settings, recorded in the manifest and fingerprint
+        example_format: what the rows become (instruction examples; preference pairs)
     """
     started = time.perf_counter()
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
@@ -101,6 +124,8 @@ def prepare(
         "prompt_style_fingerprint": style.fingerprint, "max_seq_length": max_seq_length, "mask_inputs": mask_inputs,
         "truncation": truncation, "test_split_fraction": test_split_fraction, "seed": seed, "on_bad_row": on_bad_row,
     }
+    if example_format is not INSTRUCTIONS:  # instruction data keeps the fingerprints it always had
+        settings["format"] = example_format.name
     fingerprint_settings = {**settings, "source_files": sorted(f["sha256"] for f in settings["source_files"])}
     fingerprint = settings_fingerprint(fingerprint_settings)
     if not force and is_prepared(destination_path, fingerprint):
@@ -108,7 +133,7 @@ def prepare(
               f"settings (fingerprint {fingerprint}); nothing to do (--force true prepares it again)")
         return read_manifest(destination_path)
 
-    examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row)
+    examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row, example_format.normalize)
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
         raise UserError(f"{', '.join(map(str, source_files))}: no usable rows ({reasons})")
@@ -116,16 +141,18 @@ def prepare(
     if test_split_fraction > 0 and not test_rows:
         print(f"warning: {len(examples)} rows x --test_split_fraction {test_split_fraction} rounds to no test example: "
               "training will have no validation; use more rows or a larger --test_split_fraction")
-    train, train_dropped = tokenize_examples(train_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
-                                             progress="tokenizing train")
-    test, test_dropped = tokenize_examples(test_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
-                                           progress="tokenizing test")
+    tokenize = example_format.tokenize
+    train, train_dropped = tokenize(train_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
+                                    progress="tokenizing train")
+    test, test_dropped = tokenize(test_rows, tokenizer, style, max_seq_length, mask_inputs, truncation,
+                                  progress="tokenizing test")
     if not train:
         raise UserError(f"{', '.join(map(str, source_files))}: every training example is longer than "
                         f"max_seq_length={max_seq_length} ({dict(train_dropped)}); raise --max_seq_length")
     dropped.update(train_dropped)
     dropped.update(test_dropped)
     kept = train + test
+    summary = example_format.summary(kept)
 
     manifest = {
         **settings,
@@ -138,11 +165,11 @@ def prepare(
         "counts": {
             "rows_in": rows_in, "rows_valid": len(examples), "rows_out": len(kept), "train": len(train),
             "test": len(test), "dropped": dict(sorted(dropped.items())), "truncated": sum(e["truncated"] for e in kept),
-            "multi_turn": sum(1 for e in kept if e.get("messages")),
+            "multi_turn": summary["multi_turn"],
         },
         "sources": dict(sorted(Counter(e["source"] for e in kept).items())),
-        "token_lengths": length_stats(kept),
-        "trained_token_share": trained_token_share(kept),
+        "token_lengths": summary["token_lengths"],
+        "trained_token_share": summary["trained_token_share"],
         "dropped_rows": dropped_rows,
         "seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -158,13 +185,14 @@ def prepare(
     return manifest
 
 
-def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]], /, *,
+def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]],
+                   example_format: ExampleFormat = INSTRUCTIONS, /, *,
                    name: Optional[str] = None, options: Optional[dict] = None, dataset_id: Optional[str] = None,
                    subset: Optional[str] = None, split: str = "train", revision: Optional[str] = None,
                    access_token: Optional[str] = None, **kwargs) -> dict:
     """What every prepare script runs: its source opened (--dataset_id, else `origin`: --data_path or the script's
-    default download), its rows read by `read(source)`, then `prepare`. The flags below are every script's, defined
-    here once.
+    default download), its rows read by `read(source)`, then `prepare` into `example_format` (positional, so that it
+    is no flag). The flags below are every script's, defined here once.
 
     Args:
         dataset_id: a Hugging Face dataset ORG/NAME to read instead of a local file or the default download (Parquet,
@@ -178,16 +206,18 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
     check_checkpoint_dir(kwargs.get("checkpoint_dir"))  # before a download that may be large
     source = open_source(origin, dataset_id, subset, split, revision, access_token)
     return prepare(read(source), name=name or source.name, source_files=list(source.files),
-                   destination_path=origin.destination_path, options={**(options or {}), **source.options}, **kwargs)
+                   destination_path=origin.destination_path, options={**(options or {}), **source.options},
+                   example_format=example_format, **kwargs)
 
 
-def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) -> tuple[list, Counter, list, int]:
+def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str,
+             normalize_row: Callable = normalize) -> tuple[list, Counter, list, int]:
     examples, dropped, dropped_rows = [], Counter(), []
     rows_in = 0
     for where, record in tqdm(records, desc="reading rows", unit="rows", disable=None, file=sys.stderr):
         rows_in += 1
         try:
-            example = normalize(record, source=name)
+            example = normalize_row(record, source=name)
         except BadRecord as e:
             if on_bad_row == "error":
                 raise UserError(f"{where}: {e}; fix the row or pass --on_bad_row skip to drop such rows") from None

@@ -4,7 +4,8 @@ A prepared dataset is a directory with train.pt and test.pt, each `torch.save(li
 example plus `input_ids` and `labels` (1-D int64 of equal length, -100 where masked, the last trained label the
 tokenizer's EOS) and `truncated` (bool); and manifest.json beside them: counts, every setting, the tokenizer's and
 the prompt style's fingerprints, and a `fingerprint` over the settings and the inputs, so that a preparation is
-redone exactly when one of them changed.
+redone exactly when one of them changed. Preference pairs (lit_gpt/data/preferences.py) are prepared the same way;
+their manifest says "format": "preference", and `load_prepared` hands each kind only to a reader that asks for it.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from lit_gpt.data.tokenize import IGNORE_INDEX
 from lit_gpt.file_names import MANIFEST_FILE, TEST_FILE, TRAIN_FILE
 from lit_gpt.utils import UserError, atomic_path, atomic_write_json
 
+INSTRUCTION_FORMAT = "instructions"  # a manifest without "format" holds instruction examples
 
 
 def settings_fingerprint(settings: dict) -> str:
@@ -56,9 +58,11 @@ def is_prepared(data_dir: "str | Path", fingerprint: str) -> bool:
             and (data_dir / TEST_FILE).is_file())
 
 
-def load_prepared(data_dir: "str | Path", tokenizer=None) -> tuple[list[dict], list[dict], dict]:
-    """(train examples, test examples, manifest) of a prepared dataset. With a tokenizer, refuses data prepared with
-    another one (its ids would mean other tokens)."""
+def load_prepared(data_dir: "str | Path", tokenizer=None,
+                  format: str = INSTRUCTION_FORMAT) -> tuple[list[dict], list[dict], dict]:
+    """(train examples, test examples, manifest) of a prepared dataset of the given format (instruction examples,
+    or "preference" pairs). With a tokenizer, refuses data prepared with another one (its ids would mean other
+    tokens)."""
     data_dir = Path(data_dir)
     hint = "prepare it first, e.g. `python scripts/prepare_alpaca.py --checkpoint_dir <model> --destination_path " \
            f"{data_dir}`"
@@ -68,6 +72,11 @@ def load_prepared(data_dir: "str | Path", tokenizer=None) -> tuple[list[dict], l
     manifest = read_manifest(data_dir)
     if not manifest:
         raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {hint}")
+    found = manifest.get("format", INSTRUCTION_FORMAT)
+    if found != format:
+        raise UserError(f"{data_dir}: holds {found} data (manifest.json), not {format}; prepare the data for this "
+                        f"use (preference pairs: scripts/prepare_preferences.py, instructions: the other prepare "
+                        "scripts)")
     if tokenizer is not None and tokenizer.fingerprint != manifest.get("tokenizer_fingerprint"):
         raise UserError(f"{data_dir}: prepared with another tokenizer ({manifest.get('tokenizer_dir')}); prepare it "
                         f"again with --checkpoint_dir {tokenizer.checkpoint_dir}")
