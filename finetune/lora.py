@@ -24,6 +24,7 @@ grad_clip = 1.0
 lora_r = 8
 lora_alpha = 16
 lora_dropout = 0.05
+lora_variant = "lora"  # lora, rslora (scaled by alpha / sqrt(r)) or dora (weight-decomposed: magnitude x direction)
 lora_query = True
 lora_key = False
 lora_value = True

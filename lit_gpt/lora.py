@@ -1,11 +1,19 @@
 """Low-rank adaptation (LoRA): train a small update B A beside each chosen frozen weight W.
 
-A wrapped layer computes W x + b + (alpha / r) B A dropout(x) with A (r x in) random and B (out x r) zero at the
-start, so training begins exactly at the base model. The base layer stays a child `linear` of `LoRALinear`, which
-keeps it a plain `nn.Linear` that quantization (bitsandbytes) can replace; only the LoRA tensors are saved:
-`lit_model.pth.lora` holds {"blocks.0.attn.q.lora_A": (r, in), "blocks.0.attn.q.lora_B": (out, r), ...} and
-`lora_config.json` the `LoRAConfig` needed to rebuild the layers. Merging a fine-tune into its base (a plain GPT
-state dict with the usual parameter names, a merged checkpoint) is in `lit_gpt.lora_merge`.
+A wrapped layer computes W x + b + s B A dropout(x) with A (r x in) random and B (out x r) zero at the start, so
+training begins exactly at the base model. Variants (`LoRAConfig.variant`):
+- lora: s = alpha / r (Hu et al., 2021);
+- rslora: s = alpha / sqrt(r), rank-stabilized (Kalajdzievski, 2023): the update's size no longer shrinks as r grows;
+- dora: weight-decomposed (Liu et al., 2024): the weight is m * (W + s B A) / ||W + s B A||, the norm of each output
+  row (the paper's column norm of W^T), with a trained magnitude vector m (out,) that starts at the row norms of W.
+  As in the paper's section 4.3 and PEFT, the norm is treated as a constant in backward (detached).
+
+The base layer stays a child `linear` of `LoRALinear`, which keeps it a plain `nn.Linear` that quantization
+(bitsandbytes) can replace; only the LoRA tensors are saved: `lit_model.pth.lora` holds
+{"blocks.0.attn.q.lora_A": (r, in), "blocks.0.attn.q.lora_B": (out, r), ...} (DoRA also
+"blocks.0.attn.q.lora_magnitude": (out,)) and `lora_config.json` the `LoRAConfig` needed to rebuild the layers,
+variant included (a file without one is plain LoRA). Merging a fine-tune into its base (a plain GPT state dict with
+the usual parameter names, a merged checkpoint) is in `lit_gpt.lora_merge`.
 """
 
 import json
@@ -31,6 +39,12 @@ LORA_TARGETS = {
     "mlp": "mlp.fc_1/fc_2/proj or mlp.fc/proj",
     "head": "lm_head (the output layer; stays tied to the embedding when the model ties them)",
 }
+LORA_VARIANTS = {
+    "lora": "the update scaled by alpha / r",
+    "rslora": "rank-stabilized: the update scaled by alpha / sqrt(r), so that its size does not shrink as r grows",
+    "dora": "weight-decomposed: a trained magnitude per output row times the normalized W + update",
+}
+LORA_TENSOR_NAMES = ("lora_A", "lora_B", "lora_magnitude")  # what a LoRA layer trains and saves
 
 
 @dataclass
@@ -39,9 +53,13 @@ class LoRAConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     targets: tuple = ("query", "value")
+    variant: str = "lora"
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
+        if self.variant not in LORA_VARIANTS:
+            raise UserError(f"--lora_variant {self.variant!r}: choose from "
+                            + "; ".join(f"{k} ({v})" for k, v in LORA_VARIANTS.items()))
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise UserError(f"--lora_r {self.r!r}: the LoRA rank must be a whole number >= 1")
         if not self.alpha > 0:
@@ -57,7 +75,7 @@ class LoRAConfig:
 
     @property
     def scaling(self) -> float:
-        return self.alpha / self.r
+        return lora_scaling(self.alpha, self.r, self.variant)
 
     def apply(self, model: GPT) -> "LoRAConfig":
         """Replaces the target Linears of `model` in place by LoRALinear wrappers around them. Base weights are kept
@@ -67,7 +85,8 @@ class LoRAConfig:
         for parent, name in _target_layers(model, self.targets):
             linear = getattr(parent, name)
             tied = parent is model and name == "lm_head" and linear.weight is model.wte.weight
-            setattr(parent, name, LoRALinear(linear, self.r, self.alpha, self.dropout, tied=tied))
+            setattr(parent, name, LoRALinear(linear, self.r, self.alpha, self.dropout, tied=tied,
+                                             variant=self.variant))
         return self
 
     def save(self, directory: "str | Path") -> Path:
@@ -86,27 +105,36 @@ class LoRAConfig:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(r=int(data["r"]), alpha=float(data["alpha"]), dropout=float(data.get("dropout", 0.0)),
-                       targets=tuple(data["targets"]))
+                       targets=tuple(data["targets"]), variant=str(data.get("variant", "lora")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: not a valid LoRA config ({type(e).__name__}: {e})") from None
 
 
-class LoRALinear(nn.Module):
-    """nn.Linear plus a trainable low-rank update. `tied` marks a base weight shared with another module (the LM
-    head tied to the embedding): merging then builds a separate merged weight instead of editing the shared one."""
+def lora_scaling(alpha: float, r: int, variant: str = "lora") -> float:
+    """s, the factor of B A: alpha / sqrt(r) for rsLoRA, alpha / r otherwise."""
+    return alpha / math.sqrt(r) if variant == "rslora" else alpha / r
 
-    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, tied: bool = False) -> None:
+
+class LoRALinear(nn.Module):
+    """nn.Linear plus a trainable low-rank update (of a LORA_VARIANTS `variant`). `tied` marks a base weight shared
+    with another module (the LM head tied to the embedding): merging then builds a separate merged weight instead of
+    editing the shared one, as it does for DoRA, whose merged weight cannot be undone by a subtraction."""
+
+    def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0, tied: bool = False,
+                 variant: str = "lora") -> None:
         super().__init__()
         self.linear = linear
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.r, self.scaling, self.tied = r, alpha / r, tied
+        self.r, self.scaling, self.tied, self.variant = r, lora_scaling(alpha, r, variant), tied, variant
         weight = linear.weight
         dtype = weight.dtype if weight.is_floating_point() else torch.get_default_dtype()
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=weight.device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, r, device=weight.device, dtype=dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
-        self._unmerged_weight: tuple = ()  # the shared weight while a tied layer is merged
+        self._unmerged_weight: tuple = ()  # the base weight while a tied or DoRA layer is merged
+        if variant == "dora":  # m starts at ||W||: with B = 0 the layer starts exactly at the base layer
+            self.lora_magnitude = nn.Parameter(row_norms(self._plain_weight().detach()).to(dtype))
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self) -> None:
@@ -115,23 +143,47 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:
-        """(alpha / r) B A, the (out x in) update this layer adds to W."""
+        """s B A, the (out x in) update this layer adds to W (DoRA then rescales the rows of the sum)."""
         return (self.lora_B @ self.lora_A) * self.scaling
+
+    def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """The plain weight (out x in, `weight`'s dtype) this layer computes with: W + s B A, and for DoRA
+        m / ||W + s B A|| times that, row by row (in the LoRA tensors' precision, e.g. float32 over a bf16 base)."""
+        delta = self.delta_weight().detach()
+        if self.variant != "dora":
+            return weight + delta.to(weight.dtype)
+        combined = weight.to(delta.dtype) + delta
+        return (combined * (self.lora_magnitude.detach() / row_norms(combined)).view(-1, 1)).to(weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
         if self.merged:
             return y
-        lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
-        return y + lora * self.scaling
+        x_lora = self.dropout(x)
+        lora = F.linear(F.linear(x_lora, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype)) * self.scaling
+        if self.variant != "dora":
+            return y + lora
+        return self._dora_forward(x_lora, y, lora)
+
+    def _dora_forward(self, x_lora: torch.Tensor, y: torch.Tensor, lora: torch.Tensor) -> torch.Tensor:
+        """m / ||W + s B A|| (W x + s B A x) + b, written as PEFT writes it: the base output y is reused, and under
+        dropout the rescaled base term sees the dropped-out input as the LoRA term does."""
+        weight = self._plain_weight().to(x_lora.dtype)
+        delta = self.delta_weight().detach().to(x_lora.dtype)
+        scale = self.lora_magnitude.to(x_lora.dtype) / row_norms(weight + delta).detach()
+        if isinstance(self.dropout, nn.Identity) or not self.training:
+            base = y if self.linear.bias is None else y - self.linear.bias.to(y.dtype)
+        else:
+            base = F.linear(x_lora, weight)
+        return y + (scale - 1) * base + scale * lora
 
     def merge(self) -> None:
-        """Folds B A into the base weight so forward costs one matmul (inference)."""
+        """Folds the update into the base weight so forward costs one matmul (inference)."""
         if self.merged:
             return
         weight = self._plain_weight()
-        merged = weight.data + self.delta_weight().detach().to(weight.dtype)
-        if self.tied:
+        merged = self.merged_weight(weight.data)
+        if self.tied or self.variant == "dora":
             self._unmerged_weight = (weight,)
             self.linear.weight = nn.Parameter(merged, requires_grad=False)
         else:
@@ -141,7 +193,7 @@ class LoRALinear(nn.Module):
     def unmerge(self) -> None:
         if not self.merged:
             return
-        if self.tied:
+        if self._unmerged_weight:
             self.linear.weight = self._unmerged_weight[0]
             self._unmerged_weight = ()
         else:
@@ -152,6 +204,9 @@ class LoRALinear(nn.Module):
     def _plain_weight(self) -> torch.Tensor:
         weight = self.linear.weight
         if not weight.is_floating_point() or type(self.linear) is not nn.Linear:
+            if self.variant == "dora":  # its forward needs ||W + s B A|| at every step
+                raise UserError("DoRA needs the base weights themselves (their row norms, at every step): train "
+                                "--lora_variant dora without --quantize")
             raise UserError("cannot merge LoRA into a quantized base layer; load the base model without --quantize "
                             "to merge")
         return weight
@@ -172,8 +227,14 @@ def _target_layers(model: GPT, targets: "set[str] | tuple") -> Iterator[tuple[nn
         yield model, "lm_head"
 
 
+def row_norms(weight: torch.Tensor) -> torch.Tensor:
+    """||W|| of each output row of an (out x in) weight: DoRA's column norm (the paper writes W as in x out)."""
+    # float32 at least: a bf16 sum of squares over thousands of inputs would lose the norm's last digits
+    return torch.linalg.norm(weight, dim=1, dtype=torch.promote_types(weight.dtype, torch.float32)).to(weight.dtype)
+
+
 def is_lora_name(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
+    return name.rsplit(".", 1)[-1] in LORA_TENSOR_NAMES
 
 
 def mark_only_lora_as_trainable(model: nn.Module) -> None:

@@ -1,7 +1,7 @@
 """A LoRA fine-tune on disk, merged into its base: finding and checking its files (`find_lora`), folding the updates
 into the base weights (`merge`, `merged_model`) and writing the result as a checkpoint (`save_merged_checkpoint`).
 
-A LoRA run of finetune/lora.py leaves `lit_model.pth.lora` beside `lora_config.json` (r, alpha, targets),
+A LoRA run of finetune/lora.py leaves `lit_model.pth.lora` beside `lora_config.json` (r, alpha, targets, variant),
 `prompt_style.json`, the base model's `lit_config.json`, `hyperparameters.yaml` (which records the base
 `checkpoint_dir`) and `base_fingerprint.json` (which base weights: `BaseFingerprint`), so the LoRA file alone says how
 to rebuild the model: `find_lora(path)` reads all of it and refuses a base with other weights.
@@ -21,7 +21,7 @@ from lit_gpt.checkpoint import (FINGERPRINT_METHOD, check_checkpoint_dir, checkp
 from lit_gpt.config import Config
 from lit_gpt.file_names import (BASE_FINGERPRINT_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE,
                                 LORA_CONFIG_FILE, LORA_WEIGHTS_FILE, MERGED_LORA_FILE, PROMPT_STYLE_FILE)
-from lit_gpt.lora import LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict
+from lit_gpt.lora import LORA_TENSOR_NAMES, LoRAConfig, LoRALinear, load_lora_weights, lora_state_dict
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, load_prompt_style
 from lit_gpt.utils import (UserError, atomic_write_json, check_output, file_sha256, load_state_dict, log,
@@ -39,7 +39,8 @@ class LoRAFinetune:
         return self.path.parent
 
     def describe(self) -> str:
-        return f"{self.base_dir} + {self.path} (r={self.config.r}, {', '.join(self.config.targets)})"
+        variant = "" if self.config.variant == "lora" else f"{self.config.variant}, "
+        return f"{self.base_dir} + {self.path} ({variant}r={self.config.r}, {', '.join(self.config.targets)})"
 
 
 @dataclass
@@ -185,13 +186,12 @@ def lora_prompt_style(lora: LoRAFinetune) -> PromptStyle:
 # ---- merging ---------------------------------------------------------------------------------------------------------
 def unmerged_model(lora: LoRAFinetune) -> GPT:
     """Base model (CPU, its stored dtype, eval mode) with the LoRA layers and weights, not merged. The LoRA tensors
-    are kept in float32 so that B A is computed at full precision even over a bf16 base."""
+    are kept in float32 so that B A (and DoRA's norms) are computed at full precision even over a bf16 base."""
     model = load_model(lora.base_dir)
     lora.config.apply(model)
-    for module in model.modules():
-        if isinstance(module, LoRALinear):
-            module.lora_A.data = module.lora_A.data.float()
-            module.lora_B.data = module.lora_B.data.float()
+    for name, param in model.named_parameters():
+        if name.rsplit(".", 1)[-1] in LORA_TENSOR_NAMES:
+            param.data = param.data.float()
     state = load_state_dict(lora.path)
     _check_lora_tensors(state, model, lora)
     load_lora_weights(model, state)
@@ -199,7 +199,8 @@ def unmerged_model(lora: LoRAFinetune) -> GPT:
 
 
 def merged_state_dict(model: GPT) -> dict:
-    """A plain GPT state dict (no LoRA names, no `.linear.`) with every update folded in; the model is unchanged.
+    """A plain GPT state dict (no LoRA names, no `.linear.`) with every update folded in (`LoRALinear.merged_weight`:
+    W + s B A, or DoRA's rescaled rows); the model is unchanged.
     With LoRA on a tied head the result has its own `lm_head.weight` (W + update) while `wte.weight` stays W: save
     it with `merged_config(model)`, which unties the embeddings."""
     state = model.state_dict()
@@ -212,11 +213,12 @@ def merged_state_dict(model: GPT) -> dict:
             if not weight.is_floating_point():
                 raise UserError("cannot merge LoRA into a quantized base layer; load the base model without "
                                 "--quantize to merge")
-            weight = weight + module.delta_weight().detach().to(weight.dtype)
+            weight = module.merged_weight(weight)
         state[p + "weight"] = weight
         if p + "linear.bias" in state:
             state[p + "bias"] = state.pop(p + "linear.bias")
-        del state[p + "lora_A"], state[p + "lora_B"]
+        for name in LORA_TENSOR_NAMES:
+            state.pop(p + name, None)
     return state
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from lit_gpt.data.normalize import conversation  # noqa: E402
 from lit_gpt.data.prepare import prepare  # noqa: E402
 from lit_gpt.data.records import iter_records  # noqa: E402
-from lit_gpt.data.tokenize import (IGNORE_INDEX, _with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
+from lit_gpt.data.tokenize import (IGNORE_INDEX, with_bos_and_eos, decode_with_specials, encode_segments,  # noqa: E402
                                    render_text, training_segments)
 from lit_gpt.gguf.import_model import gguf_tensor_name, permute_rotary_rows  # noqa: E402
 from lit_gpt.lora import LoRAConfig, LoRALinear, mark_only_lora_as_trainable  # noqa: E402
@@ -53,11 +53,15 @@ def tiny_config(**overrides):
 
 
 def randomize_lora(model: torch.nn.Module, seed: int = 0) -> None:
-    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math."""
+    """B starts at zero (a no-op update); give every LoRA layer a non-zero B to test the math (and DoRA's magnitudes,
+    which start at the weights' own row norms, other values)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, LoRALinear):
-            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.5
+            m.lora_B.data = (torch.randn(m.lora_B.shape, generator=g) * 0.5).to(m.lora_B.dtype)
+            if m.variant == "dora":
+                noise = 1 + 0.3 * torch.randn(m.lora_magnitude.shape, generator=g)
+                m.lora_magnitude.data = m.lora_magnitude.data * noise.to(m.lora_magnitude.dtype)
 
 
 def random_model(config, seed: int = 0) -> GPT:
@@ -220,7 +224,7 @@ def check_prepared(examples, tokenizer, manifest) -> None:
             assert trained_text.rstrip().endswith(end_of_turn)
     # a truncated example is the start of the full one, ended with EOS
     for (ids, _), (full, flags) in zip(truncated, encode_segments(tokenizer, [s for _, s in truncated])):
-        full, _ = _with_bos_and_eos(tokenizer, full, flags)
+        full, _ = with_bos_and_eos(tokenizer, full, flags)
         assert len(full) > manifest["max_seq_length"]
         assert ids[:-1] == full[: len(ids) - 1] and ids[-1] == eos
 

@@ -187,3 +187,93 @@ def test_lora_recorder_detects_full_weight_gradients():
     with RecordAllocations(storages) as recorder:
         masked_head_loss(model, input_ids, input_ids).backward()
     assert any(shape in weight_shapes for _, shape in recorder.outputs)
+
+
+# ---- variants: rsLoRA's scaling, DoRA's magnitude and direction ------------------------------------------------------
+def test_rslora_scales_the_update_by_alpha_over_sqrt_r():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5, bias=True)
+    layer = LoRALinear(base, r=4, alpha=6.0, variant="rslora")
+    layer.lora_B.data = torch.randn(5, 4)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(layer(x), base(x) + 3.0 * (x @ layer.lora_A.T @ layer.lora_B.T))  # 6 / sqrt(4)
+    assert LoRAConfig(r=4, alpha=6.0, variant="rslora").scaling == 3.0 and LoRAConfig(r=4, alpha=6.0).scaling == 1.5
+
+
+def dora_by_hand(layer: LoRALinear, detach_norm: bool = True) -> torch.Tensor:
+    """m / ||W + s B A|| (W + s B A), row by row, as the DoRA paper writes it (W^T's columns are W's rows)."""
+    combined = layer.linear.weight + layer.scaling * layer.lora_B @ layer.lora_A
+    norm = combined.norm(dim=1, keepdim=True)
+    return layer.lora_magnitude.view(-1, 1) * combined / (norm.detach() if detach_norm else norm)
+
+
+def test_dora_is_magnitude_times_normalized_direction_and_merges_exactly():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5, bias=True)
+    layer = LoRALinear(base, r=3, alpha=6.0, variant="dora")
+    x = torch.randn(2, 4, 6)
+    torch.testing.assert_close(layer.lora_magnitude.detach(), base.weight.detach().norm(dim=1))  # m starts at ||W||
+    torch.testing.assert_close(layer(x), base(x))  # B = 0 and m = ||W||: exactly the base layer
+    layer.lora_B.data = torch.randn(5, 3)
+    layer.lora_magnitude.data = layer.lora_magnitude.data * torch.tensor([0.5, 1.0, 1.5, 2.0, 0.8])
+    expected = x @ dora_by_hand(layer).T + base.bias
+    torch.testing.assert_close(layer(x), expected)
+    W_before, merged = base.weight, dora_by_hand(layer).detach()
+    layer.merge()
+    torch.testing.assert_close(base.weight, merged)
+    torch.testing.assert_close(layer(x), expected)
+    layer.unmerge()
+    assert base.weight is W_before  # the original weight comes back, not W recomputed from the merged one
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_dora_gradients_treat_the_norm_as_a_constant():
+    """DoRA's section 4.3 (and PEFT): ||W + s B A|| is detached, so B, A and m get the gradients of the weight
+    m / c (W + s B A) with c a constant."""
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(6, 5, bias=False), r=3, alpha=6.0, variant="dora")
+    layer.linear.weight.requires_grad_(False)
+    layer.lora_B.data = torch.randn(5, 3)
+    x = torch.randn(4, 6)
+    grads = {}
+    for name, loss in (("layer", lambda: layer(x).pow(2).sum()),
+                       ("detached", lambda: (x @ dora_by_hand(layer).T).pow(2).sum()),
+                       ("not detached", lambda: (x @ dora_by_hand(layer, detach_norm=False).T).pow(2).sum())):
+        params = (layer.lora_A, layer.lora_B, layer.lora_magnitude)
+        grads[name] = torch.autograd.grad(loss(), params)
+    for ours, expected in zip(grads["layer"], grads["detached"]):
+        torch.testing.assert_close(ours, expected)
+    assert not torch.allclose(grads["layer"][1], grads["not detached"][1])  # the detach is what makes them equal
+
+
+def test_lora_variant_is_saved_with_the_config_and_old_configs_are_plain_lora(tmp_path):
+    config = lora_config_from_flags({"lora_r": 4, "lora_alpha": 8, "lora_variant": "dora"})
+    assert config.variant == "dora"
+    config.save(tmp_path)
+    assert LoRAConfig.from_file(tmp_path) == config
+    (tmp_path / "old.json").write_text('{"r": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["query", "value"]}')
+    assert LoRAConfig.from_file(tmp_path / "old.json").variant == "lora"
+    with pytest.raises(UserError, match="--lora_variant 'qlora': choose from lora .*; rslora .*; dora"):
+        LoRAConfig(variant="qlora")
+
+
+def test_dora_saves_and_loads_its_magnitudes_and_trains_them():
+    config = tiny_config()
+    model = GPT(config)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    LoRAConfig(r=2, alpha=4, dropout=0.0, variant="dora").apply(model)
+    mark_only_lora_as_trainable(model)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert "blocks.0.attn.q.lora_magnitude" in trainable and sorted(lora_state_dict(model)) == trainable
+    assert model.blocks[0].attn.q.lora_magnitude.shape == (config.n_head * config.head_size,)
+    randomize_lora(model)
+    fresh = GPT(config)
+    fresh.load_state_dict(base)
+    LoRAConfig(r=2, alpha=4, dropout=0.0, variant="dora").apply(fresh)
+    load_lora_weights(fresh, lora_state_dict(model))
+    idx = torch.randint(0, config.vocab_size, (2, 5))
+    torch.testing.assert_close(fresh(idx), model(idx))
+    plain = GPT(config)
+    LoRAConfig(r=2, alpha=4, dropout=0.0).apply(plain)
+    with pytest.raises(UserError, match="unexpected"):  # DoRA weights under a plain LoRA config
+        load_lora_weights(plain, lora_state_dict(model))

@@ -20,13 +20,15 @@ from lit_gpt.utils import UserError
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
+@pytest.mark.parametrize("variant", ["lora", "rslora", "dora"])
 @pytest.mark.parametrize("overrides", [dict(tie_embeddings=True), dict(mlp_class_name="GptNeoxMLP", bias=True,
                                                                        norm_class_name="LayerNorm")])
-def test_merged_state_dict_equals_unmerged_forward_all_targets(overrides):
+def test_merged_state_dict_equals_unmerged_forward_all_targets(overrides, variant):
     config = tiny_config(**overrides)
     torch.manual_seed(1)
     model = GPT(config)
-    LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("query", "key", "value", "projection", "mlp", "head")).apply(model)
+    LoRAConfig(r=2, alpha=4, dropout=0.1, targets=("query", "key", "value", "projection", "mlp", "head"),
+               variant=variant).apply(model)
     model.eval()  # after LoRAConfig.apply: the new dropout layers must be switched off too
     randomize_lora(model)
     n_lora = sum(isinstance(m, LoRALinear) for m in model.modules())
@@ -157,3 +159,25 @@ def test_the_fingerprint_reads_blocks_spread_over_a_large_file(tmp_path, monkeyp
         f.seek(size - 1)
         f.write(bytes([byte[0] ^ 1]))
     assert checkpoint_fingerprint(checkpoint) != before
+
+
+def test_a_dora_run_saves_its_variant_and_magnitudes_and_merges_as_it_ran(run_setup, tmp_path):
+    """The variant travels with the weights: a 2-step DoRA run's lora_config.json says dora, its LoRA file holds the
+    trained magnitudes, and its merged checkpoint gives the unmerged DoRA model's logits."""
+    from helpers import fast_args
+    from lit_gpt.lora import row_norms
+    from lit_gpt.train.loop import finetune
+    from lit_gpt.utils import load_state_dict
+
+    checkpoint, data = run_setup
+    finetune("lora", checkpoint, data, tmp_path / "run", fast_args(learning_rate=2e-2, max_iters=2),
+             LoRAConfig(r=4, alpha=8, dropout=0.0, targets=("query", "value"), variant="dora"))
+    lora = find_lora(tmp_path / "run")
+    assert lora.config.variant == "dora" and "(dora, r=4" in lora.describe()
+    magnitude = load_state_dict(lora.path)["blocks.0.attn.q.lora_magnitude"]
+    base_q = load_model(checkpoint).blocks[0].attn.q.weight
+    assert not torch.allclose(magnitude.float(), row_norms(base_q).float())  # trained away from ||W||
+    merged = save_merged_checkpoint(lora, tmp_path / "merged")
+    idx = torch.tensor([[1, 17, 300, 4096, 9, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(merged).eval()(idx), unmerged_model(lora)(idx), atol=1e-5, rtol=0)

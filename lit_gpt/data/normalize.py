@@ -32,7 +32,7 @@ def normalize(record: dict, source: Optional[str] = None) -> dict:
         raise BadRecord("not a JSON object")
     conversation = next((record[k] for k in CONVERSATION_KEYS if record.get(k) is not None), None)
     if conversation is not None:
-        messages = _normalize_messages(conversation)
+        messages = normalize_messages(conversation)
         system = messages[0]["content"] if messages[0]["role"] == "system" else None
         first = messages[1:] if system is not None else messages
         example = {"instruction": first[0]["content"], "input": "", "output": first[1]["content"]}
@@ -54,7 +54,7 @@ def normalize(record: dict, source: Optional[str] = None) -> dict:
     metadata.update({k: v for k, v in record.items() if k not in FIELDS and k not in CONVERSATION_KEYS
                      and k != "metadata" and v is not None})
     if metadata:
-        example["metadata"] = {str(k): _plain_value(v) for k, v in metadata.items()}
+        example["metadata"] = {str(k): plain_value(v) for k, v in metadata.items()}
     return example
 
 
@@ -72,7 +72,7 @@ def _text_field(record: dict, field: str, required: bool = True) -> str:
     return value
 
 
-def _normalize_messages(conversation: Any) -> list[dict]:
+def normalize_messages(conversation: Any) -> list[dict]:
     if not isinstance(conversation, list) or not conversation:
         raise BadRecord("conversation is not a non-empty list")
     messages = []
@@ -104,7 +104,7 @@ def _normalize_messages(conversation: Any) -> list[dict]:
     return messages
 
 
-def _plain_value(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Metadata stays loadable with torch.load(weights_only=True): str/int/float/bool, anything else as JSON text."""
     if isinstance(value, (str, int, float, bool)):
         return value

@@ -6,12 +6,15 @@
 
 A preparation is skipped when the destination already holds one with the same fingerprint (settings, tokenizer,
 prompt style, input files). It is refused (without --overwrite true) where the destination holds another dataset, a
-mixture or a model, or lies inside the checkpoint; the destination is locked while it is written.
+mixture or a model, or lies inside the checkpoint; the destination is locked while it is written. What rows
+become is an `ExampleFormat`: instruction examples by default, preference pairs with
+`lit_gpt.data.preferences.PREFERENCES`.
 """
 
 import random
 import sys
 import time
+from dataclasses import dataclass
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional
@@ -21,7 +24,8 @@ from tqdm import tqdm
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.data.normalize import BadRecord, normalize
-from lit_gpt.data.prepared import (DATASET_FILES, check_destination, is_prepared, length_stats, read_manifest,
+from lit_gpt.data.prepared import (DATASET_FILES, INSTRUCTION_FORMAT, check_destination, is_prepared, length_stats,
+                                   read_manifest,
                                    settings_fingerprint, trained_token_share, write_prepared)
 from lit_gpt.data.records import Origin, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
@@ -31,6 +35,25 @@ from lit_gpt.utils import UserError, check_output, file_sha256, output_lock
 
 PIPELINE_VERSION = 1  # bump when a change to the pipeline changes what prepared data contains
 SHOWN_DROPPED_ROWS = 20  # the manifest lists this many dropped rows with their location
+
+
+@dataclass(frozen=True)
+class ExampleFormat:
+    """What a preparation makes of rows: `normalize` (row, source -> example, or BadRecord), `tokenize` (called as
+    `tokenize_examples`: kept examples and a Counter of drop reasons) and `summary` (kept examples -> the manifest's
+    multi_turn count, token_lengths and trained_token_share). `name` goes into the manifest as its "format"."""
+    name: str
+    normalize: Callable
+    tokenize: Callable
+    summary: Callable
+
+
+def instruction_summary(examples: list[dict]) -> dict:
+    return {"multi_turn": sum(1 for e in examples if e.get("messages")), "token_lengths": length_stats(examples),
+            "trained_token_share": trained_token_share(examples)}
+
+
+INSTRUCTIONS = ExampleFormat(INSTRUCTION_FORMAT, normalize, tokenize_examples, instruction_summary)
 
 
 def split_examples(examples: list, test_fraction: float, seed: int) -> tuple[list, list]:
@@ -60,6 +83,7 @@ def prepare(
     overwrite: bool = False,
     options: Optional[dict] = None,
     source_flag: str = "--data_path",
+    example_format: "ExampleFormat | None" = None,
 ) -> dict:
     """Prepares instruction data for fine-tuning: tokenized train.pt/test.pt and manifest.json.
 
@@ -82,6 +106,7 @@ def prepare(
         overwrite: replace what the destination holds even when it is another dataset, a mixture or a model
         options: the adapter's own settings, recorded in the manifest and fingerprint
         source_flag: the flag that named source_files, for messages
+        example_format: what the rows become (default: instruction examples; preference pairs)
     """
     started = time.perf_counter()
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir, tokenizer_only=True)
@@ -97,6 +122,9 @@ def prepare(
         "prompt_style_fingerprint": style.fingerprint, "max_seq_length": max_seq_length, "mask_inputs": mask_inputs,
         "truncation": truncation, "test_split_fraction": test_split_fraction, "seed": seed, "on_bad_row": on_bad_row,
     }
+    example_format = example_format or INSTRUCTIONS
+    if example_format is not INSTRUCTIONS:  # instruction data keeps the fingerprints it always had
+        settings["format"] = example_format.name
     fingerprint_settings = {**settings, "source_files": sorted(f["sha256"] for f in settings["source_files"])}
     fingerprint = settings_fingerprint(fingerprint_settings)
     settings["source_fingerprint"] = settings_fingerprint(fingerprint_settings["source_files"])
@@ -109,19 +137,19 @@ def prepare(
                   f"and settings (fingerprint {fingerprint}); nothing to do (--force true prepares it again)")
             return read_manifest(destination_path)
         return _prepare_into(destination_path, records, settings, fingerprint, source_files, checkpoint_dir,
-                             tokenizer, style, started)
+                             tokenizer, style, example_format, started)
 
 
 def _prepare_into(destination_path: Path, records: Iterable[tuple[str, dict]], settings: dict, fingerprint: str,
                   source_files: list[Path], checkpoint_dir: Path, tokenizer: Tokenizer, style: PromptStyle,
-                  started: float) -> dict:
+                  example_format: "ExampleFormat", started: float) -> dict:
     """The preparation itself: rows read and normalized, split, tokenized, written with their manifest."""
     name, on_bad_row, mask_inputs = settings["name"], settings["on_bad_row"], settings["mask_inputs"]
-    examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row)
+    examples, dropped, dropped_rows, rows_in = _collect(records, name, on_bad_row, example_format.normalize)
     if not examples:
         reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.items()) or "no rows"
         raise UserError(f"{', '.join(map(str, source_files))}: no usable rows ({reasons})")
-    train, test = _split_and_tokenize(examples, settings, tokenizer, style, dropped)
+    train, test = _split_and_tokenize(examples, settings, tokenizer, style, example_format.tokenize, dropped)
     manifest = {
         **settings,
         "fingerprint": fingerprint,
@@ -130,7 +158,7 @@ def _prepare_into(destination_path: Path, records: Iterable[tuple[str, dict]], s
         "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "use_bos": tokenizer.use_bos,
         "masking": "prompt tokens masked (-100), answers and their EOS trained" if mask_inputs
                    else "every token trained",
-        **_prepared_counts(rows_in, examples, train, test, dropped),
+        **_prepared_counts(rows_in, examples, train, test, dropped, example_format.summary(train + test)),
         "dropped_rows": dropped_rows,
         "seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -162,7 +190,7 @@ def _tokenization(checkpoint_dir: Path, prompt_style: Optional[str],
 
 
 def _split_and_tokenize(examples: list[dict], settings: dict, tokenizer: Tokenizer, style: PromptStyle,
-                        dropped: Counter) -> tuple[list[dict], list[dict]]:
+                        tokenize: Callable, dropped: Counter) -> tuple[list[dict], list[dict]]:
     """The seeded train/test split, each part tokenized; what tokenization drops is added to `dropped`."""
     fraction, max_seq_length = settings["test_split_fraction"], settings["max_seq_length"]
     train_rows, test_rows = split_examples(examples, fraction, settings["seed"])
@@ -170,8 +198,8 @@ def _split_and_tokenize(examples: list[dict], settings: dict, tokenizer: Tokeniz
         print(f"warning: {len(examples)} rows x --test_split_fraction {fraction} rounds to no test example: "
               "training will have no validation; use more rows or a larger --test_split_fraction")
     how = (tokenizer, style, max_seq_length, settings["mask_inputs"], settings["truncation"])
-    train, train_dropped = tokenize_examples(train_rows, *how, progress="tokenizing train")
-    test, test_dropped = tokenize_examples(test_rows, *how, progress="tokenizing test")
+    train, train_dropped = tokenize(train_rows, *how, progress="tokenizing train")
+    test, test_dropped = tokenize(test_rows, *how, progress="tokenizing test")
     if not train:
         source_files = [f["path"] for f in settings["source_files"]]
         raise UserError(f"{', '.join(source_files)}: every training example is longer than "
@@ -182,18 +210,18 @@ def _split_and_tokenize(examples: list[dict], settings: dict, tokenizer: Tokeniz
 
 
 def _prepared_counts(rows_in: int, examples: list[dict], train: list[dict], test: list[dict],
-                     dropped: Counter) -> dict:
+                     dropped: Counter, summary: dict) -> dict:
     """The manifest's counts and statistics of the prepared examples."""
     kept = train + test
     return {
         "counts": {
             "rows_in": rows_in, "rows_valid": len(examples), "rows_out": len(kept), "train": len(train),
             "test": len(test), "dropped": dict(sorted(dropped.items())), "truncated": sum(e["truncated"] for e in kept),
-            "multi_turn": sum(1 for e in kept if e.get("messages")),
+            "multi_turn": summary["multi_turn"],
         },
         "sources": dict(sorted(Counter(e["source"] for e in kept).items())),
-        "token_lengths": length_stats(kept),
-        "trained_token_share": trained_token_share(kept),
+        "token_lengths": summary["token_lengths"],
+        "trained_token_share": summary["trained_token_share"],
     }
 
 
@@ -206,13 +234,14 @@ def _print_summary(destination_path: Path, manifest: dict) -> None:
           f"{lengths['p50']}/{lengths['p99']}/{lengths['max']}; {manifest['seconds']} s")
 
 
-def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]], /, *,
+def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, dict]]],
+                   example_format: "ExampleFormat | None" = None, /, *,
                    name: Optional[str] = None, options: Optional[dict] = None, dataset_id: Optional[str] = None,
                    subset: Optional[str] = None, split: str = "train", revision: Optional[str] = None,
                    access_token: Optional[str] = None, **kwargs) -> dict:
     """What every prepare script runs: its source opened (--dataset_id, else `origin`: --data_path or the script's
-    default download), its rows read by `read(source)`, then `prepare`. The flags below are every script's, defined
-    here once.
+    default download), its rows read by `read(source)`, then `prepare` into `example_format` (positional, so that it
+    is no flag; default: instruction examples). The flags below are every script's, defined here once.
 
     Args:
         dataset_id: a Hugging Face dataset ORG/NAME to read instead of a local file or the default download (Parquet,
@@ -227,16 +256,18 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
     source = open_source(origin, dataset_id, subset, split, revision, access_token)
     return prepare(read(source), name=name or source.name, source_files=list(source.files),
                    destination_path=origin.destination_path, options={**(options or {}), **source.options},
-                   source_flag="--dataset_id" if dataset_id is not None else origin.flag, **kwargs)
+                   source_flag="--dataset_id" if dataset_id is not None else origin.flag,
+                   example_format=example_format, **kwargs)
 
 
-def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str) -> tuple[list, Counter, list, int]:
+def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str,
+             normalize_row: Callable = normalize) -> tuple[list, Counter, list, int]:
     examples, dropped, dropped_rows = [], Counter(), []
     rows_in = 0
     for where, record in tqdm(records, desc="reading rows", unit="rows", disable=None, file=sys.stderr):
         rows_in += 1
         try:
-            example = normalize(record, source=name)
+            example = normalize_row(record, source=name)
         except BadRecord as e:
             if on_bad_row == "error":
                 raise UserError(f"{where}: {e}; fix the row or pass --on_bad_row skip to drop such rows") from None

@@ -6,7 +6,9 @@ tokenizer's EOS) and `truncated` (bool); and manifest.json beside them: counts, 
 the prompt style's fingerprints, and a `fingerprint` over the settings and the inputs, so that a preparation is
 redone exactly when one of them changed. Its `source_fingerprint` says which dataset it is whatever the settings (the
 input files' hashes; a mixture's: its inputs'): a destination holding another dataset, a dataset of another kind or a
-model is not written over without --overwrite (`check_destination`).
+model is not written over without --overwrite (`check_destination`). Preference pairs
+(lit_gpt/data/preferences.py) are prepared the same way; their manifest says "format": "preference", and
+`load_prepared` hands each kind only to a reader that asks for it.
 """
 
 import hashlib
@@ -22,6 +24,7 @@ from lit_gpt.utils import UserError, atomic_path, atomic_write_json
 
 DATASET_FILES = (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)  # what writing a dataset replaces in its destination
 MODEL_FILES = (LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, LIT_CONFIG_FILE, HF_CONFIG_FILE)  # a checkpoint or a run
+INSTRUCTION_FORMAT = "instructions"  # a manifest without "format" holds instruction examples
 
 
 def settings_fingerprint(settings: dict) -> str:
@@ -104,9 +107,11 @@ def is_prepared(data_dir: "str | Path", fingerprint: str) -> bool:
             and (data_dir / TEST_FILE).is_file())
 
 
-def load_prepared(data_dir: "str | Path", tokenizer=None) -> tuple[list[dict], list[dict], dict]:
-    """(train examples, test examples, manifest) of a prepared dataset. With a tokenizer, refuses data prepared with
-    another one (its ids would mean other tokens)."""
+def load_prepared(data_dir: "str | Path", tokenizer=None,
+                  format: str = INSTRUCTION_FORMAT) -> tuple[list[dict], list[dict], dict]:
+    """(train examples, test examples, manifest) of a prepared dataset of the given format (instruction examples,
+    or "preference" pairs). With a tokenizer, refuses data prepared with another one (its ids would mean other
+    tokens)."""
     data_dir = Path(data_dir)
     hint = "prepare it first, e.g. `python scripts/prepare_alpaca.py --checkpoint_dir <model> --destination_path " \
            f"{data_dir}`"
@@ -116,6 +121,11 @@ def load_prepared(data_dir: "str | Path", tokenizer=None) -> tuple[list[dict], l
     manifest = read_manifest(data_dir)
     if not manifest:
         raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {hint}")
+    found = manifest.get("format", INSTRUCTION_FORMAT)
+    if found != format:
+        raise UserError(f"{data_dir}: holds {found} data (manifest.json), not {format}; prepare the data for this "
+                        f"use (preference pairs: scripts/prepare_preferences.py, instructions: the other prepare "
+                        "scripts)")
     if tokenizer is not None and tokenizer.fingerprint != manifest.get("tokenizer_fingerprint"):
         raise UserError(f"{data_dir}: prepared with another tokenizer ({manifest.get('tokenizer_dir')}); prepare it "
                         f"again with --checkpoint_dir {tokenizer.checkpoint_dir}")

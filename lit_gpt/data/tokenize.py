@@ -152,7 +152,7 @@ def _trained_flags(offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
     return [any(s < end and (e if e > s else s + 1) > start for start, end in spans) for s, e in offsets]
 
 
-def _with_bos_and_eos(tokenizer, ids: list[int], flags: list[bool]) -> tuple[list[int], list[bool]]:
+def with_bos_and_eos(tokenizer, ids: list[int], flags: list[bool]) -> tuple[list[int], list[bool]]:
     """BOS in front iff the model uses one and the style did not put it there; a trained EOS at the end iff the style's
     last trained token is not the tokenizer's EOS (ChatML's <|im_end|> on a tokenizer whose EOS is another token)."""
     if tokenizer.use_bos and tokenizer.bos_id is not None and (not ids or ids[0] != tokenizer.bos_id):
@@ -203,20 +203,20 @@ def tokenize_examples(examples: list[dict], tokenizer, style: PromptStyle, max_s
         chunk = examples[begin: begin + batch_size]
         encoded = encode_segments(tokenizer, [training_segments(style, conversation(ex)) for ex in chunk])
         for example, (ids, flags) in zip(chunk, encoded):
-            ids, flags = _with_bos_and_eos(tokenizer, ids, flags)
+            ids, flags = with_bos_and_eos(tokenizer, ids, flags)
             ids, flags, status = fit_to_length(ids, flags, max_seq_length, tokenizer.eos_id, truncation)
             if ids is None:
                 dropped[status] += 1
                 continue
             labels = [i if f else IGNORE_INDEX for i, f in zip(ids, flags)] if mask_inputs else ids
-            kept.append({**example, "input_ids": _long_tensor(ids), "labels": _long_tensor(labels),
+            kept.append({**example, "input_ids": long_tensor(ids), "labels": long_tensor(labels),
                          "truncated": status == "truncated"})
         bar.update(len(chunk))
     bar.close()
     return kept, dropped
 
 
-def _long_tensor(ids: list[int]) -> torch.Tensor:
+def long_tensor(ids: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.array(ids, dtype=np.int64))  # several times faster than torch.tensor(list)
 
 

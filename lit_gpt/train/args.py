@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Optional
 
 from lit_gpt.data.order import ORDERS, check_order
-from lit_gpt.lora import LORA_TARGETS, LoRAConfig
+from lit_gpt.lora import LORA_TARGETS, LORA_VARIANTS, LoRAConfig
 from lit_gpt.precision import PRECISIONS, QUANTIZE_MODES
 from lit_gpt.utils import UserError
 
@@ -71,17 +71,19 @@ class TrainArgs:
                                                   "written): " + "; ".join(f"{k}: {v}" for k, v in LOGGERS.items()))
 
 
-LORA_HELP = {"r": "rank of the LoRA update", "alpha": "the LoRA update is scaled by alpha / r",
+LORA_HELP = {"r": "rank of the LoRA update",
+             "alpha": "the LoRA update is scaled by alpha / r (rslora: alpha / sqrt(r))",
              "dropout": "dropout on the input of the LoRA path",
+             "variant": "; ".join(f"{k}: {v}" for k, v in LORA_VARIANTS.items()),
              **{t: f"LoRA on {what}" for t, what in LORA_TARGETS.items()}}
 
 
 def hyperparameter_specs() -> dict:
     """Every hyperparameter a script may set as a constant: name -> (type, default, help). The LoRA ones are
-    `lora_r`, `lora_alpha`, `lora_dropout` and one switch per target layer (`lora_query`, `lora_mlp`, ...)."""
+    `lora_r`, `lora_alpha`, `lora_dropout`, `lora_variant` and one switch per target layer (`lora_query`, ...)."""
     specs = {f.name: (f.type, f.default, f.metadata["help"]) for f in fields(TrainArgs)}
     default = LoRAConfig()
-    for name, annotation in (("r", int), ("alpha", float), ("dropout", float)):
+    for name, annotation in (("r", int), ("alpha", float), ("dropout", float), ("variant", str)):
         specs[f"lora_{name}"] = (annotation, getattr(default, name), LORA_HELP[name])
     for target in LORA_TARGETS:
         specs[f"lora_{target}"] = (bool, target in default.targets, LORA_HELP[target])
@@ -107,7 +109,11 @@ def typed_hyperparameters(values: dict, method: Literal["lora", "full"]) -> tupl
         raise UserError(f"hyperparameters {unknown} are not constants of finetune/{method}.py; see its --help")
     train_names = {f.name for f in fields(TrainArgs)}
     train = TrainArgs(**{k: v for k, v in values.items() if k in train_names})
-    return train, lora_config_from_flags(values) if method == "lora" else None
+    lora = lora_config_from_flags(values) if method == "lora" else None
+    if lora is not None and lora.variant == "dora" and train.quantize is not None:
+        raise UserError(f"--lora_variant dora with --quantize {train.quantize}: DoRA needs the base weights "
+                        "themselves (their row norms, at every step); drop one of them")
+    return train, lora
 
 
 def lora_config_from_flags(values: dict) -> LoRAConfig:
@@ -115,7 +121,8 @@ def lora_config_from_flags(values: dict) -> LoRAConfig:
     specs = hyperparameter_specs()
     flags = {name[len("lora_"):]: values.get(name, specs[name][1]) for name in specs if name.startswith("lora_")}
     targets = tuple(t for t in LORA_TARGETS if flags[t])
-    return LoRAConfig(r=flags["r"], alpha=flags["alpha"], dropout=flags["dropout"], targets=targets)
+    return LoRAConfig(r=flags["r"], alpha=flags["alpha"], dropout=flags["dropout"], targets=targets,
+                      variant=flags["variant"])
 
 
 def check_train_args(args: TrainArgs, method: str) -> None:
@@ -169,5 +176,6 @@ def flat_hyperparameters(train: TrainArgs, lora: Optional[LoRAConfig]) -> dict:
     values = asdict(train)
     if lora is not None:
         values.update({"lora_r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+                       "lora_variant": lora.variant,
                        **{f"lora_{t}": t in lora.targets for t in LORA_TARGETS}})
     return values

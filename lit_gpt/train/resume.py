@@ -114,7 +114,8 @@ def remove_unfinished_saves(out_dir: Path) -> None:
 
 
 # settings that shape the weights or their meaning: a resumed run must keep them
-FIXED_ON_RESUME = ("lora_r", "lora_alpha", *(f"lora_{t}" for t in LORA_TARGETS), "precision", "quantize")
+FIXED_ON_RESUME = ("lora_r", "lora_alpha", "lora_variant", *(f"lora_{t}" for t in LORA_TARGETS), "precision",
+                   "quantize")
 
 
 def apply_changed_hyperparameters(saved: dict, current: dict, optimizer, scheduler, print=print) -> dict:

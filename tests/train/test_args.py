@@ -27,3 +27,12 @@ def test_precision_choices_are_the_precision_modules():
 
     annotation = hyperparameter_specs()["precision"][0]
     assert get_args(get_args(annotation)[0]) == PRECISIONS
+
+
+def test_dora_on_a_quantized_base_is_refused():
+    from lit_gpt.train.args import typed_hyperparameters
+
+    train, lora = typed_hyperparameters({"lora_variant": "rslora", "quantize": "bnb.nf4"}, "lora")
+    assert lora.variant == "rslora" and train.quantize == "bnb.nf4"  # rsLoRA only rescales: QLoRA works
+    with pytest.raises(UserError, match="--lora_variant dora with --quantize bnb.nf4: DoRA needs the base weights"):
+        typed_hyperparameters({"lora_variant": "dora", "quantize": "bnb.nf4"}, "lora")

@@ -1,0 +1,52 @@
+"""Prepare preference pairs (a prompt, a chosen and a rejected answer) for DPO-style training.
+
+    python scripts/prepare_preferences.py --checkpoint_dir ... --dataset_id HuggingFaceH4/ultrafeedback_binarized \
+        --split train_prefs
+    python scripts/prepare_preferences.py --checkpoint_dir ... --data_path hh-rlhf/harmless-base/train.jsonl.gz
+    python scripts/prepare_preferences.py --checkpoint_dir ... --data_path pairs.jsonl \
+        --columns '{"prompt": "question", "chosen": "better", "rejected": "worse"}'
+
+Each row is read in whichever common layout it has: chosen/rejected message lists (UltraFeedback binarized), a prompt
+(or instruction + input) with chosen/rejected answer texts, chosen/rejected whole transcripts whose shared start is
+the prompt (Anthropic HH-RLHF), or Alpaca-style rows with two answers and the preferred one (AlpacaFarm: output_1,
+output_2, preference). The prompt is tokenized once, both answers after it with their masks; the manifest counts
+rows, drops and truncations and fingerprints the input as for instruction data (lit_gpt/data/preferences.py).
+"""
+
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Literal, Optional
+
+try:
+    import lit_gpt  # noqa: F401  (the scripts use the installed package)
+except ModuleNotFoundError:
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+from lit_gpt.data.preferences import PREFERENCES
+from lit_gpt.data.prepare import prepare_source
+from lit_gpt.data.records import Origin, iter_records
+from lit_gpt.utils import run_cli
+
+
+def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
+         format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
+         destination_path: Optional[Path] = None, **kwargs) -> dict:
+    """Prepare preference pairs from a JSON/JSONL, Parquet or Arrow file or a Hub dataset.
+
+    Args:
+        data_path: the file of pairs (.json, .jsonl, .jsonl.gz, .parquet, .arrow)
+        columns: our field name -> the file's, e.g. {"prompt": "question", "chosen": "better", "rejected": "worse"}
+        format: json or jsonl (default: from the file name and content)
+        name: dataset name (default: the file or Hub dataset name); default destination data/<name>
+        destination_path: output directory
+    """
+    origin = Origin(data_path, destination_path,
+                    no_source="--data_path is required: the file of preference pairs (or --dataset_id ORG/NAME)")
+    read = partial(iter_records, format=format, columns=columns)
+    return prepare_source(origin, read, PREFERENCES, name=name, options={"columns": columns or {}, "format": format},
+                          **kwargs)
+
+
+if __name__ == "__main__":
+    run_cli(main)
