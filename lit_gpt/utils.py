@@ -18,6 +18,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import torch
 from jsonargparse import CLI
 
+from lit_gpt.cli_parser import ScriptParser
+from lit_gpt.credentials import redact, secret_values
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad path, bad file, wrong flag). Scripts print its message as one line and exit 1."""
@@ -53,13 +56,16 @@ def with_flags(main: Callable, flags: Iterable[tuple[str, Any, Any, str]]) -> Ca
 
 def run_cli(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Entry point of every script: jsonargparse CLI over `fn`; a UserError becomes one line on stderr and exit 1.
+    Secrets (--access_token, $HF_TOKEN) are never shown: `ScriptParser` masks them in --print_config, --help and
+    its errors, and an error line is redacted too.
     Process-wide settings belong here, not in library calls: TF32 matmuls for float32 on CUDA (as Lit-GPT does)."""
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+    kwargs.setdefault("parser_class", ScriptParser)
     try:
         return CLI(fn, *args, **kwargs)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e), secret_values(kwargs.get('args') or sys.argv[1:]))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
