@@ -6,8 +6,8 @@
 Reports per source: examples, token lengths (a text histogram here, a PNG beside the data), the share of tokens
 trained on, truncated examples and exact duplicates. Then the defects that silently hurt training: a trained span
 that does not end with EOS (the model never learns to stop), doubled or missing BOS, empty responses, labels that
-differ from input_ids, examples longer than max_seq_length, ids outside the vocabulary, data prepared with another
-tokenizer or not matching its manifest. Exits with status 1 when it finds any.
+differ from input_ids, examples longer than max_seq_length, ids outside the vocabulary, test examples that are also
+in train, data prepared with another tokenizer or not matching its manifest. Exits with status 1 when it finds any.
 """
 
 import sys
@@ -33,6 +33,7 @@ RESET = "\033[0m"
 BRACKETS = ("[[", "]]")  # trained text without a terminal
 SHOWN_DEFECTS = 5  # example locations listed per defect
 SHOWN_HISTOGRAMS = 6  # text histograms of the largest sources (the PNG has them all)
+OVERLAP = "test examples also in train (exact duplicates: the test loss is optimistic)"
 
 
 def load_tokenizer(manifest: dict, checkpoint_dir: Optional[Path]):
@@ -91,26 +92,14 @@ def show_example(example: dict, tokenizer, color: bool) -> str:
     return "".join(parts)
 
 
-def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Optional[Path] = None,
-         plot: Optional[Path] = None, color: Optional[bool] = None) -> None:
-    """Check prepared data and report per source; exit 1 on defects that would silently hurt training.
-
-    Args:
-        data_dir: directory with train.pt, test.pt and manifest.json from a scripts/prepare_*.py run
-        show: print this many training examples with trained and masked tokens told apart
-        checkpoint_dir: tokenizer to decode with (default: the one recorded in the manifest)
-        plot: where to write the token-length histogram PNG (default: <data_dir>/token_lengths.png)
-        color: colour the --show output (default: when printing to a terminal; otherwise [[trained]] brackets)
-    """
-    data_dir = Path(data_dir)
-    train, test, manifest = load_prepared(data_dir)
-    tokenizer = load_tokenizer(manifest, checkpoint_dir)
+def find_defects(train: list, test: list, manifest: dict, tokenizer) -> tuple[dict, set]:
+    """({defect: its locations}, id() of the examples with a defect, for the per-source counts)."""
     bos_id, eos_id, use_bos = manifest.get("bos_id"), manifest.get("eos_id"), manifest.get("use_bos", False)
     max_length = manifest.get("max_seq_length")
     splits = {"train": train, "test": test}
 
     defects: dict[str, list[str]] = defaultdict(list)
-    defective = set()  # id() of the examples with a defect, for the per-source counts
+    defective = set()
     for split, examples in splits.items():
         expected = manifest.get("counts", {}).get(split)
         if expected is not None and expected != len(examples):
@@ -128,6 +117,31 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
                 if len(example["input_ids"]) and int(example["input_ids"].max()) >= tokenizer.vocab_size:
                     defects["token id outside the vocabulary"].append(f"{split}[{i}] id={example.get('id')}")
                     defective.add(id(example))
+
+    train_keys = {e["input_ids"].numpy().tobytes() for e in train}
+    for i, example in enumerate(test):  # a test example the model trains on makes the test loss optimistic
+        if example["input_ids"].numpy().tobytes() in train_keys:
+            defects[OVERLAP].append(f"test[{i}] id={example.get('id')}")
+            defective.add(id(example))
+    return defects, defective
+
+
+def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Optional[Path] = None,
+         plot: Optional[Path] = None, color: Optional[bool] = None) -> None:
+    """Check prepared data and report per source; exit 1 on defects that would silently hurt training.
+
+    Args:
+        data_dir: directory with train.pt, test.pt and manifest.json from a scripts/prepare_*.py run
+        show: print this many training examples with trained and masked tokens told apart
+        checkpoint_dir: tokenizer to decode with (default: the one recorded in the manifest)
+        plot: where to write the token-length histogram PNG (default: <data_dir>/token_lengths.png)
+        color: colour the --show output (default: when printing to a terminal; otherwise [[trained]] brackets)
+    """
+    data_dir = Path(data_dir)
+    train, test, manifest = load_prepared(data_dir)
+    tokenizer = load_tokenizer(manifest, checkpoint_dir)
+    defects, defective = find_defects(train, test, manifest, tokenizer)
+    max_length = manifest.get("max_seq_length")
 
     everything = train + test
     by_source: dict[str, list[dict]] = defaultdict(list)
@@ -151,10 +165,6 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
         print(f"{source[:24]:<24} {len(rows):>8} {stats['p50']:>10} {stats['p99']:>6} {stats['max']:>6} "
               f"{trained / max(total, 1):>8.1%} {sum(bool(e.get('truncated')) for e in rows):>9} "
               f"{duplicate_count(rows):>6} {sum(id(e) in defective for e in rows):>7}")
-    train_keys = {e["input_ids"].numpy().tobytes() for e in train}
-    leaked = sum(e["input_ids"].numpy().tobytes() in train_keys for e in test)
-    if leaked:
-        print(f"warning: {leaked} test examples also appear in train (exact duplicates); test loss is optimistic")
 
     shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
     for source, rows in shown_sources + [("all sources", everything)]:
@@ -181,7 +191,8 @@ def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Op
             more = ", ..." if len(where) > SHOWN_DEFECTS else ""
             print(f"  {defect}: {len(where)} ({', '.join(where[:SHOWN_DEFECTS])}{more})")
         summary = ", ".join(f"{len(where)} {defect}" for defect, where in defects.items())
-        raise UserError(f"{data_dir}: defects that would silently hurt training: {summary}; prepare the data again "
+        fix = "remove the rows that are in the source twice, then prepare" if OVERLAP in defects else "prepare"
+        raise UserError(f"{data_dir}: defects that would silently hurt training: {summary}; {fix} the data again "
                         "with scripts/prepare_*.py")
     print("\nno defects found")
 
