@@ -1,10 +1,7 @@
 """Tests for lit_gpt/cli_parser.py through run_cli (every script's entry point): a secret flag's value never shows
 in --print_config, --help or an error; a --config file's error names the file."""
 
-from pathlib import Path
 from typing import Optional
-
-import pytest
 
 from lit_gpt.utils import UserError, run_cli
 
@@ -26,7 +23,7 @@ def run(capsys, fn, *args) -> tuple[int, str]:
     return code, out.out + out.err
 
 
-def test_the_token_reaches_the_function(capsys):
+def test_the_token_reaches_the_function():
     assert run_cli(main, args=["--access_token", TOKEN]) == ("x", TOKEN, False)
 
 
