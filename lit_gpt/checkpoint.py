@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
+from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, save_prompt_style
 from lit_gpt.utils import UserError, atomic_torch_save, check_writable_dir, copy_file, load_state_dict
@@ -32,6 +32,11 @@ def check_checkpoint_dir(checkpoint_dir: "str | Path | None", need_weights: bool
                         f"`python scripts/download.py --repo_id ORG/NAME` {how}")
     need_weights = need_weights and not tokenizer_only
     if need_weights and not (checkpoint_dir / LIT_WEIGHTS_FILE).is_file():
+        if (checkpoint_dir / LORA_WEIGHTS_FILE).is_file():  # finetune/lora.py's out_dir: the LoRA tensors only
+            merged = checkpoint_dir / "merged"
+            raise UserError(f"{checkpoint_dir}: a LoRA run ({LORA_WEIGHTS_FILE}), not a complete checkpoint; merge it "
+                            f"into its base first with `python scripts/merge_lora.py --lora_path {checkpoint_dir} "
+                            f"--out_dir {merged}` and use {merged}")
         raise UserError(f"{checkpoint_dir}: no lit_model.pth; convert it with "
                         f"`python scripts/convert_hf_checkpoint.py --checkpoint_dir {checkpoint_dir}`")
     if need_weights and not (checkpoint_dir / LIT_CONFIG_FILE).is_file():

@@ -8,15 +8,30 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from lit_gpt.file_names import HF_CONFIG_FILE, LIT_CONFIG_FILE
 from lit_gpt.registry import name_to_config, repo_to_config
-from lit_gpt.utils import UserError, atomic_write_text
+from lit_gpt.utils import UserError, atomic_write_text, read_json
 
 
 class ConfigError(UserError, ValueError):
-    """A config value of the wrong type or out of range (a UserError: scripts print it as one line)."""
+    """A config value of the wrong type or out of range (a UserError: scripts print it as one line). `field`: the
+    Config field it is about, so that a reader can name the file's own key."""
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-POSITIVE_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "n_query_groups", "head_size",
-                   "intermediate_size", "sliding_window", "sliding_window_pattern", "attention_scores_scalar")
+# The sizes: whole numbers from 1 to a bound far above any real model's (Llama 3.1 405B: 126 layers, 128 heads,
+# n_embd 16,384; Gemma 3: a 262,208-token vocabulary; contexts of up to 10M tokens). A crafted file with more would
+# have the model allocate (or a reader loop) without end before anything else noticed.
+SIZE_LIMITS = {"block_size": 1 << 24, "vocab_size": 1 << 22, "n_layer": 1024, "n_head": 1024, "n_query_groups": 1024,
+               "n_embd": 1 << 16, "head_size": 1 << 13, "intermediate_size": 1 << 20, "sliding_window": 1 << 24,
+               "sliding_window_pattern": 1 << 10, "attention_scores_scalar": 1 << 16}
+MAX_PARAMETERS = 1 << 41  # about 2.2 trillion: sizes each within bounds can still multiply to an impossible model
+# the Hugging Face config.json keys of the sizes (checked before a config.json is turned into a Config)
+HF_SIZE_KEYS = {"num_hidden_layers": "n_layer", "hidden_size": "n_embd", "num_attention_heads": "n_head",
+                "n_head": "n_head", "num_key_value_heads": "n_query_groups", "head_dim": "head_size",
+                "intermediate_size": "intermediate_size", "ffn_hidden_size": "intermediate_size",
+                "vocab_size": "vocab_size", "max_position_embeddings": "block_size", "sliding_window": "sliding_window"}
 ABOVE_ZERO_FIELDS = ("norm_eps", "rope_base", "rope_local_base", "attention_logit_softcapping",
                      "final_logit_softcapping")
 # rope_scaling: the keys each scaled rotary variant needs (HF's names; longrope may also carry factor and
@@ -25,6 +40,36 @@ ROPE_SCALING_KEYS = {"linear": ("factor",),
                      "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
                      "longrope": ("short_factor", "long_factor", "original_max_position_embeddings")}
 REQUIRED_IN_FILE = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")  # no default can be right for these
+
+
+def size_problem(field: str, value: Any) -> Optional[str]:
+    """What is wrong with `value` for the size `field` (a key of SIZE_LIMITS), or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be a whole number"
+    if not 1 <= value <= SIZE_LIMITS[field]:
+        return f"must be from 1 to {SIZE_LIMITS[field]:,}"
+    return None
+
+
+def check_sizes(values: dict) -> None:
+    """Refuses (ConfigError) a size in `values` (Config field -> value; None: not set) that is not a whole number
+    within SIZE_LIMITS. Config checks its own; readers call it before they loop over n_layer or allocate."""
+    for field, value in values.items():
+        if field in SIZE_LIMITS and value is not None:
+            problem = size_problem(field, value)
+            if problem is not None:
+                raise ConfigError(f"{field} = {value!r}: {problem}", field)
+
+
+def check_hf_sizes(hf: dict, source: str) -> None:
+    """The sizes of a Hugging Face config.json (and of a multimodal one's text_config), checked before anything is
+    derived from them: one line naming the file and the key."""
+    for part in (hf, hf.get("text_config")):
+        for key, field in HF_SIZE_KEYS.items():
+            if isinstance(part, dict) and part.get(key) is not None:
+                problem = size_problem(field, part[key])
+                if problem is not None:
+                    raise UserError(f"{source}: {key} = {part[key]!r}: {problem}; fix the value in the file")
 
 
 def _type_problem(value: Any, annotation: Any) -> Optional[str]:
@@ -90,10 +135,10 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             problem = _type_problem(value, f.type)
-            if problem is None and f.name in POSITIVE_FIELDS and value is not None and value < 1:
-                problem = "must be at least 1"
+            if problem is None and f.name in SIZE_LIMITS and value is not None:
+                problem = size_problem(f.name, value)
             if problem is not None:
-                raise ConfigError(f"{f.name} = {value!r}: {problem}")
+                raise ConfigError(f"{f.name} = {value!r}: {problem}", f.name)
         if not 0 < self.rotary_percentage <= 1:
             raise ConfigError(f"rotary_percentage = {self.rotary_percentage!r}: must be in (0, 1]")
         for name in ABOVE_ZERO_FIELDS:
@@ -105,8 +150,15 @@ class Config:
             self.head_size = self.n_embd // self.n_head
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
+        if self.head_size < 1:
+            raise ConfigError(f"n_embd = {self.n_embd} is smaller than n_head = {self.n_head}, no head_size fits",
+                              "n_embd")
         if self.n_head % self.n_query_groups:
             raise ConfigError(f"n_head={self.n_head} is not a multiple of n_query_groups={self.n_query_groups}")
+        if self.parameter_estimate() > MAX_PARAMETERS:
+            raise ConfigError(f"the sizes (n_layer {self.n_layer}, n_embd {self.n_embd}, intermediate_size "
+                              f"{self.intermediate_size}, vocab_size {self.vocab_size}) make "
+                              f"{self.parameter_estimate():.3g} parameters, more than {MAX_PARAMETERS:.3g}")
         if self.rope_scaling is not None:
             self._check_rope_scaling()
 
@@ -129,6 +181,13 @@ class Config:
             return False
         return self.sliding_window_pattern == 1 or (layer + 1) % self.sliding_window_pattern != 0
 
+    def parameter_estimate(self) -> int:
+        """About how many parameters the sizes make (the matmul weights and embeddings; norms and biases aside)."""
+        attention = self.n_embd * self.head_size * (2 * self.n_head + 2 * self.n_query_groups)
+        mlp = (3 if self.mlp_class_name != "GptNeoxMLP" else 2) * self.n_embd * self.intermediate_size
+        embeddings = self.vocab_size * self.n_embd * (1 if self.tie_embeddings else 2)
+        return self.n_layer * (attention + mlp) + embeddings
+
     @property
     def rope_n_elem(self) -> int:
         return int(self.rotary_percentage * self.head_size)
@@ -147,12 +206,7 @@ class Config:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: config file not found")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e}); re-run the conversion script") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: not a model config (a JSON object); convert the checkpoint again")
+        data = read_json(path, "model config", fix="convert the checkpoint again")
         missing = [k for k in REQUIRED_IN_FILE if k not in data and k not in overrides]
         if missing:
             raise UserError(f"{path}: {', '.join(missing)} missing; convert the checkpoint again")
@@ -199,10 +253,12 @@ class Config:
             return cls.from_name(checkpoint_dir.name)
         hf_config = checkpoint_dir / HF_CONFIG_FILE
         if hf_config.is_file():
+            hf = read_json(hf_config, "model config", fix="download the checkpoint again")
+            check_hf_sizes(hf, str(hf_config))  # before anything loops over num_hidden_layers
             try:
-                return cls.from_hf_config(json.loads(hf_config.read_text()), name=checkpoint_dir.name)
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as e:
-                raise UserError(f"{hf_config}: cannot read the model config ({e!r})") from None
+                return cls.from_hf_config(hf, name=checkpoint_dir.name)
+            except KeyError as e:
+                raise UserError(f"{hf_config}: cannot read the model config ({e!r} missing)") from None
             except ConfigError as e:  # a value of the wrong type, named as our field
                 raise UserError(f"{hf_config}: {e} (as derived from this file); fix the value in the file") from None
             except (TypeError, ValueError, ZeroDivisionError) as e:

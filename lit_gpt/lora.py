@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from lit_gpt.file_names import LORA_CONFIG_FILE
 from lit_gpt.model import GPT
-from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
+from lit_gpt.utils import UserError, atomic_write_text, load_state_dict, read_json
 
 # what each LoRA target means in our GPT
 LORA_TARGETS = {
@@ -45,6 +45,7 @@ LORA_VARIANTS = {
     "dora": "weight-decomposed: a trained magnitude per output row times the normalized W + update",
 }
 LORA_TENSOR_NAMES = ("lora_A", "lora_B", "lora_magnitude")  # what a LoRA layer trains and saves
+MAX_LORA_RANK = 1 << 13  # far above any useful rank (8 to 256 are usual); a lora_config.json with more is refused
 
 
 @dataclass
@@ -102,12 +103,24 @@ class LoRAConfig:
             path = path / LORA_CONFIG_FILE
         if not path.is_file():
             raise UserError(f"{path}: LoRA config not found; point to the output directory of finetune/lora.py")
+        data = read_json(path, "LoRA config", fix="point to the output directory of finetune/lora.py")
+        data.setdefault("dropout", 0.0)
+        # checked here, before any layer is built: a rank of 10^9 would have LoRALinear allocate terabytes
+        checks = {"r": (lambda r: type(r) is int and 1 <= r <= MAX_LORA_RANK,
+                        f"a whole number from 1 to {MAX_LORA_RANK}"),
+                  "alpha": (lambda a: type(a) in (int, float) and 0 < a < 1e6, "a number above 0 (below 10^6)"),
+                  "dropout": (lambda d: type(d) in (int, float) and 0 <= d < 1, "a number in [0, 1)"),
+                  "targets": (lambda t: type(t) is list and all(type(x) is str for x in t), "a list of layer names")}
+        for key, (fits, wanted) in checks.items():
+            if key not in data:
+                raise UserError(f"{path}: {key} missing; not a LoRA config written by finetune/lora.py")
+            if not fits(data[key]):
+                raise UserError(f"{path}: {key} = {data[key]!r}: must be {wanted}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(r=int(data["r"]), alpha=float(data["alpha"]), dropout=float(data.get("dropout", 0.0)),
+            return cls(r=data["r"], alpha=float(data["alpha"]), dropout=float(data["dropout"]),
                        targets=tuple(data["targets"]), variant=str(data.get("variant", "lora")))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path}: not a valid LoRA config ({type(e).__name__}: {e})") from None
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
 
 
 def lora_scaling(alpha: float, r: int, variant: str = "lora") -> float:

@@ -11,7 +11,7 @@ from typing import Iterable, Optional, Union
 
 import torch
 
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, read_json
 
 # the special tokens that end an answer in the chat formats of lit_gpt.prompts.styles (each style's `end_tokens`; a test
 # keeps the two in step): generation stops at whichever of them the vocabulary has
@@ -26,6 +26,7 @@ class Tokenizer:
         self.checkpoint_dir = checkpoint_dir
         config = _read_json(checkpoint_dir / "tokenizer_config.json")
         generation_config = _read_json(checkpoint_dir / "generation_config.json")
+        _check_tokenizer_config(config, checkpoint_dir / "tokenizer_config.json")
 
         if (checkpoint_dir / "tokenizer.model").is_file():
             import sentencepiece as spm
@@ -56,6 +57,7 @@ class Tokenizer:
             raise UserError(f"{checkpoint_dir}: no tokenizer.model or tokenizer.json; "
                             "download the tokenizer with `python scripts/download.py --repo_id ORG/NAME --tokenizer_only`")
 
+        _check_generation_config(generation_config, checkpoint_dir / "generation_config.json", self.vocab_size)
         self.bos_id = self._special_id(config.get("bos_token"), generation_config.get("bos_token_id"))
         eos = generation_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
@@ -156,12 +158,32 @@ class Tokenizer:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, "tokenizer config", fix="download the tokenizer again") if path.is_file() else {}
+
+
+def _check_tokenizer_config(config: dict, path: Path) -> None:
+    """The fields of tokenizer_config.json we use, of the types they must have (one line naming the field)."""
+    for key in ("bos_token", "eos_token"):
+        token = config.get(key)
+        content = token.get("content") if isinstance(token, dict) else token
+        if content is not None and not isinstance(content, str):
+            raise UserError(f"{path}: {key} = {token!r}: must be a token's text; download the tokenizer again")
+    for key in ("add_bos_token", "add_eos_token"):
+        if key in config and not isinstance(config[key], bool):
+            raise UserError(f"{path}: {key} = {config[key]!r}: must be true or false; download the tokenizer again")
+    template = config.get("chat_template")
+    if template is not None and not isinstance(template, (str, list)):
+        raise UserError(f"{path}: chat_template must be a template text; download the tokenizer again")
+
+
+def _check_generation_config(config: dict, path: Path, vocab_size: int) -> None:
+    """bos/eos/pad_token_id of generation_config.json: ids (eos: also a list of ids) within the vocabulary."""
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = config.get(key)
+        ids = value if isinstance(value, list) and key == "eos_token_id" else [value] if value is not None else []
+        if not all(type(i) is int and 0 <= i < vocab_size for i in ids):
+            raise UserError(f"{path}: {key} = {value!r}: must be a token id from 0 to {vocab_size - 1} (the "
+                            "vocabulary's size); download the tokenizer again")
 
 
 def _byte_to_char_index(text: str) -> "list[int] | range":

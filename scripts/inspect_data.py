@@ -6,8 +6,8 @@
 Reports per source: examples, token lengths (a text histogram here, a PNG beside the data), the share of tokens
 trained on, truncated examples and exact duplicates. Then the defects that silently hurt training: a trained span
 that does not end with EOS (the model never learns to stop), doubled or missing BOS, empty responses, labels that
-differ from input_ids, examples longer than max_seq_length, ids outside the vocabulary, data prepared with another
-tokenizer or not matching its manifest. Exits with status 1 when it finds any.
+differ from input_ids, examples longer than max_seq_length, ids outside the vocabulary, test examples that are also
+in train, data prepared with another tokenizer or not matching its manifest. Exits with status 1 when it finds any.
 """
 
 import sys
@@ -15,12 +15,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
 
+
+import matplotlib.figure
+
 try:
     import lit_gpt  # noqa: F401  (the scripts use the installed package)
 except ModuleNotFoundError:
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
-
-import matplotlib.figure
 
 from lit_gpt.data.defects import example_defects
 from lit_gpt.data.prepared import length_stats, load_prepared
@@ -32,6 +33,7 @@ RESET = "\033[0m"
 BRACKETS = ("[[", "]]")  # trained text without a terminal
 SHOWN_DEFECTS = 5  # example locations listed per defect
 SHOWN_HISTOGRAMS = 6  # text histograms of the largest sources (the PNG has them all)
+OVERLAP = "test examples also in train (exact duplicates: the test loss is optimistic)"
 
 
 def load_tokenizer(manifest: dict, checkpoint_dir: Optional[Path]):
@@ -90,54 +92,12 @@ def show_example(example: dict, tokenizer, color: bool) -> str:
     return "".join(parts)
 
 
-def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Optional[Path] = None,
-         plot: Optional[Path] = None, color: Optional[bool] = None) -> None:
-    """Check prepared data and report per source; exit 1 on defects that would silently hurt training.
-
-    Args:
-        data_dir: directory with train.pt, test.pt and manifest.json from a scripts/prepare_*.py run
-        show: print this many training examples with trained and masked tokens told apart
-        checkpoint_dir: tokenizer to decode with (default: the one recorded in the manifest)
-        plot: where to write the token-length histogram PNG (default: <data_dir>/token_lengths.png)
-        color: colour the --show output (default: when printing to a terminal; otherwise [[trained]] brackets)
-    """
-    data_dir = Path(data_dir)
-    train, test, manifest = load_prepared(data_dir)
-    tokenizer = load_tokenizer(manifest, checkpoint_dir)
-    max_length = manifest.get("max_seq_length")
-    defects, defective = find_defects({"train": train, "test": test}, manifest, tokenizer)
-
-    everything = train + test
-    by_source: dict[str, list[dict]] = defaultdict(list)
-    for example in everything:
-        by_source[example.get("source", "unknown")].append(example)
-    sources = sorted(by_source.items(), key=lambda kv: -len(kv[1]))
-    print(f"{data_dir}: {len(train)} train + {len(test)} test examples; prompt style {manifest.get('prompt_style')}, "
-          f"max_seq_length {max_length}, tokenizer {manifest.get('tokenizer_dir')}")
-    counts = manifest.get("counts", {})
-    if counts.get("dropped"):
-        print("dropped while preparing: " + ", ".join(f"{n} {r}" for r, n in counts["dropped"].items()))
-    print_source_table(sources + [("(all)", everything)], defective)
-    warn_test_in_train(train, test)
-
-    shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
-    for source, rows in shown_sources + [("all sources", everything)]:
-        print(f"\ntoken lengths, {source}:")
-        print("\n".join(text_histogram([len(e["input_ids"]) for e in rows], max_length or 1)))
-    plot = Path(plot) if plot else data_dir / "token_lengths.png"
-    save_plot(by_source, max_length or max(len(e["input_ids"]) for e in everything), plot)
-    print(f"histogram per source: {plot}")
-
-    if show:
-        print_examples(train[:show], tokenizer, manifest, color)
-    report_defects(data_dir, defects)
-
-
-def find_defects(splits: dict[str, list[dict]], manifest: dict, tokenizer) -> tuple[dict[str, list[str]], set]:
-    """defect -> where it was found (split[index] id=...), and the id() of each defective example (for the
-    per-source counts). The tokenizer, when there is one, must be the manifest's and hold every id."""
+def find_defects(train: list, test: list, manifest: dict, tokenizer) -> tuple[dict, set]:
+    """({defect: its locations}, id() of the examples with a defect, for the per-source counts)."""
     bos_id, eos_id, use_bos = manifest.get("bos_id"), manifest.get("eos_id"), manifest.get("use_bos", False)
     max_length = manifest.get("max_seq_length")
+    splits = {"train": train, "test": test}
+
     defects: dict[str, list[str]] = defaultdict(list)
     defective = set()
     for split, examples in splits.items():
@@ -157,16 +117,48 @@ def find_defects(splits: dict[str, list[dict]], manifest: dict, tokenizer) -> tu
                 if len(example["input_ids"]) and int(example["input_ids"].max()) >= tokenizer.vocab_size:
                     defects["token id outside the vocabulary"].append(f"{split}[{i}] id={example.get('id')}")
                     defective.add(id(example))
+
+    train_keys = {e["input_ids"].numpy().tobytes() for e in train}
+    for i, example in enumerate(test):  # a test example the model trains on makes the test loss optimistic
+        if example["input_ids"].numpy().tobytes() in train_keys:
+            defects[OVERLAP].append(f"test[{i}] id={example.get('id')}")
+            defective.add(id(example))
     return defects, defective
 
 
-def print_source_table(sources: list[tuple[str, list[dict]]], defective: set) -> None:
-    """A row per source: examples, token lengths, trained share, truncated, duplicates, defective examples."""
+def main(data_dir: Path = Path("data/alpaca"), show: int = 0, checkpoint_dir: Optional[Path] = None,
+         plot: Optional[Path] = None, color: Optional[bool] = None) -> None:
+    """Check prepared data and report per source; exit 1 on defects that would silently hurt training.
+
+    Args:
+        data_dir: directory with train.pt, test.pt and manifest.json from a scripts/prepare_*.py run
+        show: print this many training examples with trained and masked tokens told apart
+        checkpoint_dir: tokenizer to decode with (default: the one recorded in the manifest)
+        plot: where to write the token-length histogram PNG (default: <data_dir>/token_lengths.png)
+        color: colour the --show output (default: when printing to a terminal; otherwise [[trained]] brackets)
+    """
+    data_dir = Path(data_dir)
+    train, test, manifest = load_prepared(data_dir)
+    tokenizer = load_tokenizer(manifest, checkpoint_dir)
+    defects, defective = find_defects(train, test, manifest, tokenizer)
+    max_length = manifest.get("max_seq_length")
+
+    everything = train + test
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for example in everything:
+        by_source[example.get("source", "unknown")].append(example)
+
+    print(f"{data_dir}: {len(train)} train + {len(test)} test examples; prompt style {manifest.get('prompt_style')}, "
+          f"max_seq_length {max_length}, tokenizer {manifest.get('tokenizer_dir')}")
+    counts = manifest.get("counts", {})
+    if counts.get("dropped"):
+        print("dropped while preparing: " + ", ".join(f"{n} {r}" for r, n in counts["dropped"].items()))
     header = f"{'source':<24} {'examples':>8} {'tokens p50':>10} {'p99':>6} {'max':>6} {'trained':>8} " \
              f"{'truncated':>9} {'dupl.':>6} {'defects':>7}"
     print(header)
     print("-" * len(header))
-    for source, rows in sources:
+    sources = sorted(by_source.items(), key=lambda kv: -len(kv[1]))
+    for source, rows in sources + [("(all)", everything)]:
         stats = length_stats(rows)
         total = sum(len(e["labels"]) for e in rows)
         trained = sum(int((e["labels"] != IGNORE_INDEX).sum()) for e in rows)
@@ -174,36 +166,33 @@ def print_source_table(sources: list[tuple[str, list[dict]]], defective: set) ->
               f"{trained / max(total, 1):>8.1%} {sum(bool(e.get('truncated')) for e in rows):>9} "
               f"{duplicate_count(rows):>6} {sum(id(e) in defective for e in rows):>7}")
 
+    shown_sources = sources[:SHOWN_HISTOGRAMS] if len(sources) > 1 else []
+    for source, rows in shown_sources + [("all sources", everything)]:
+        print(f"\ntoken lengths, {source}:")
+        print("\n".join(text_histogram([len(e["input_ids"]) for e in rows], max_length or 1)))
+    plot = Path(plot) if plot else data_dir / "token_lengths.png"
+    save_plot(by_source, max_length or max(len(e["input_ids"]) for e in everything), plot)
+    print(f"histogram per source: {plot}")
 
-def warn_test_in_train(train: list[dict], test: list[dict]) -> None:
-    train_keys = {e["input_ids"].numpy().tobytes() for e in train}
-    leaked = sum(e["input_ids"].numpy().tobytes() in train_keys for e in test)
-    if leaked:
-        print(f"warning: {leaked} test examples also appear in train (exact duplicates); test loss is optimistic")
+    if show:
+        if tokenizer is None:
+            raise UserError(f"{manifest.get('tokenizer_dir')}: the tokenizer the data was prepared with is gone; "
+                            "pass --checkpoint_dir to decode the examples")
+        color = sys.stdout.isatty() if color is None else color
+        legend = (f"{COLORS[True]}trained{RESET} / {COLORS[False]}masked{RESET}" if color
+                  else f"{BRACKETS[0]}trained{BRACKETS[1]}, the rest masked")
+        for example in train[:show]:
+            print(f"\n--- {example.get('id')} ({example.get('source')}, {len(example['input_ids'])} tokens; {legend})")
+            print(show_example(example, tokenizer, color))
 
-
-def print_examples(examples: list[dict], tokenizer, manifest: dict, color: Optional[bool]) -> None:
-    """The examples' text, trained and masked tokens told apart (colours on a terminal, else brackets)."""
-    if tokenizer is None:
-        raise UserError(f"{manifest.get('tokenizer_dir')}: the tokenizer the data was prepared with is gone; "
-                        "pass --checkpoint_dir to decode the examples")
-    color = sys.stdout.isatty() if color is None else color
-    legend = (f"{COLORS[True]}trained{RESET} / {COLORS[False]}masked{RESET}" if color
-              else f"{BRACKETS[0]}trained{BRACKETS[1]}, the rest masked")
-    for example in examples:
-        print(f"\n--- {example.get('id')} ({example.get('source')}, {len(example['input_ids'])} tokens; {legend})")
-        print(show_example(example, tokenizer, color))
-
-
-def report_defects(data_dir: Path, defects: dict[str, list[str]]) -> None:
-    """Each defect with a few of its places; a UserError (exit 1) when there is any."""
     if defects:
         print("\ndefects:")
         for defect, where in defects.items():
             more = ", ..." if len(where) > SHOWN_DEFECTS else ""
             print(f"  {defect}: {len(where)} ({', '.join(where[:SHOWN_DEFECTS])}{more})")
         summary = ", ".join(f"{len(where)} {defect}" for defect, where in defects.items())
-        raise UserError(f"{data_dir}: defects that would silently hurt training: {summary}; prepare the data again "
+        fix = "remove the rows that are in the source twice, then prepare" if OVERLAP in defects else "prepare"
+        raise UserError(f"{data_dir}: defects that would silently hurt training: {summary}; {fix} the data again "
                         "with scripts/prepare_*.py")
     print("\nno defects found")
 

@@ -13,7 +13,11 @@ training hyperparameter and the results, read from --run_dir (the finetune/lora.
 README.md of your own in the folder is uploaded instead. --dry_run writes the card and lists the files, no upload.
 
 The token: --access_token, else $HF_TOKEN, else the one `hf auth login` saved; it needs write access. It is never
-printed or written to a file.
+printed or written to a file (--print_config shows it as ***).
+
+Files that may be credentials are refused, the upload names them: a Hub token (hf_...), an API key (sk-...) or a
+private key inside, a credentials file's name (.netrc, id_rsa*, *.pem, .env, ...), a link leading out of the folder.
+--allow PATH ... (paths in the folder) uploads them anyway. Hidden files (.env, .git/, .cache/) are never sent.
 """
 
 import sys
@@ -28,16 +32,18 @@ except ModuleNotFoundError:
 from lit_gpt.hub.download import check_repo_id
 from lit_gpt.hub.upload import plan_upload, upload, write_card
 from lit_gpt.hub.model_card import read_eval_report, read_run
-from lit_gpt.utils import run_cli
+from lit_gpt.utils import run_cli, space_separated_lists
 
 # ---- defaults: edit them here or pass them as flags ----
 private = False  # a new repo is public unless this is True (an existing repo keeps its visibility)
 license = None  # e.g. apache-2.0, llama2, gemma, other: the base model's licence terms usually bind the fine-tune
+LIST_FLAGS = ("allow",)  # written shell-style: --allow a.txt sub/b.pem
 
 
 def main(*, folder: Path, repo_id: str, run_dir: Optional[Path] = None, eval_report: Optional[Path] = None,
          license: Optional[str] = license, base_model: Optional[str] = None, private: bool = private,
-         access_token: Optional[str] = None, commit_message: Optional[str] = None, dry_run: bool = False) -> None:
+         access_token: Optional[str] = None, commit_message: Optional[str] = None, dry_run: bool = False,
+         allow: Optional[list[str]] = None) -> None:
     """Upload an HF folder or GGUF file(s) with a generated model card.
 
     Args:
@@ -51,11 +57,12 @@ def main(*, folder: Path, repo_id: str, run_dir: Optional[Path] = None, eval_rep
         access_token: a Hub token with write access (default: $HF_TOKEN, else `hf auth login`'s)
         commit_message: the commit's message
         dry_run: write the card and list the files; upload nothing
+        allow: paths in --folder to upload although they look like credentials (the refusal names them)
     """
     repo_id = check_repo_id(repo_id)
     run = read_run(run_dir) if run_dir is not None else None
     report = read_eval_report(eval_report) if eval_report is not None else None
-    plan = plan_upload(folder, repo_id, run, report, license, base_model)
+    plan = plan_upload(folder, repo_id, run, report, license, base_model, allow or ())
     card = write_card(plan, folder)
     names = sorted(plan.files) + (["README.md (generated)"] if plan.card is not None else [])
     print(f"{repo_id}: {len(plan.files)} {plan.model_format} file(s): {', '.join(names)}"
@@ -70,4 +77,4 @@ def main(*, folder: Path, repo_id: str, run_dir: Optional[Path] = None, eval_rep
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, args=space_separated_lists(sys.argv[1:], LIST_FLAGS))

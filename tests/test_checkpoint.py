@@ -96,3 +96,15 @@ def test_a_tied_checkpoint_loads_the_plain_pytorch_way(tmp_path, tiny_checkpoint
     del state["lm_head.weight"]
     with pytest.raises(RuntimeError, match="lm_head.weight"):  # an untied model still needs its own head
         GPT(tiny_config(vocab_size=49152)).load_state_dict(state)
+
+
+def test_a_lora_run_is_sent_to_merge_lora(tmp_path):
+    run = tmp_path / "out" / "lora"
+    run.mkdir(parents=True)
+    (run / "lit_model.pth.lora").write_bytes(b"")
+    (run / "lit_config.json").write_text("{}")
+    with pytest.raises(UserError) as e:
+        check_checkpoint_dir(run)  # what scripts/export_gguf.py and the converters check first
+    assert str(e.value) == (f"{run}: a LoRA run (lit_model.pth.lora), not a complete checkpoint; merge it into its "
+                            f"base first with `python scripts/merge_lora.py --lora_path {run} --out_dir {run}/merged` "
+                            f"and use {run}/merged")

@@ -155,3 +155,25 @@ def test_tokenizer_json_is_used_when_it_has_tokens_the_sentencepiece_model_lacks
     assert encode_prompt(tokenizer, "phi-3", "Hi").tolist()[1:] == hf(text, add_special_tokens=False).input_ids
     (folder / "tokenizer_config.json").write_text(json.dumps(config))  # nothing missing: SentencePiece as before
     assert Tokenizer(folder).backend == "sentencepiece"
+
+
+@pytest.mark.parametrize("file, content, problem", [
+    ("generation_config.json", {"eos_token_id": 49152}, "eos_token_id = 49152: must be a token id from 0 to 49151"),
+    ("generation_config.json", {"eos_token_id": [2, -1]}, "eos_token_id = [2, -1]: must be a token id from 0"),
+    ("generation_config.json", {"bos_token_id": "1"}, "bos_token_id = '1': must be a token id from 0"),
+    ("generation_config.json", {"pad_token_id": 1.0}, "pad_token_id = 1.0: must be a token id from 0"),
+    ("tokenizer_config.json", {"eos_token": 2}, "eos_token = 2: must be a token's text"),
+    ("tokenizer_config.json", {"add_bos_token": "yes"}, "add_bos_token = 'yes': must be true or false"),
+    ("tokenizer_config.json", {"chat_template": {"a": 1}}, "chat_template must be a template text"),
+])
+def test_crafted_tokenizer_configs_name_the_file_and_field(tmp_path, shared_dir, file, content, problem):
+    folder = tmp_path / "tok"
+    shutil.copytree(shared_dir / "tokenizers/smollm2", folder)
+    (folder / file).write_text(json.dumps(content))
+    with pytest.raises(UserError) as e:
+        Tokenizer(folder)
+    assert str(e.value).startswith(f"{folder / file}: {problem}") and "\n" not in str(e.value)
+    (folder / file).write_bytes(b'{"eos_token": "\xc3"}')
+    with pytest.raises(UserError, match=f"{folder / file}: cannot read this tokenizer config: not UTF-8 "
+                                        r"\(byte 15 is 0xc3\)"):
+        Tokenizer(folder)

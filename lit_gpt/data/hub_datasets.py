@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from lit_gpt.hub.download import NETWORK_ERRORS, HubUnreachable, check_repo_id, resolve_token, translate_hub_errors
+from lit_gpt.hub.download import (NETWORK_ERRORS, HubUnreachable, check_repo_id, hub_endpoint, resolve_token,
+                                  translate_hub_errors)
 from lit_gpt.utils import UserError
 
 DATASET_SUFFIXES = (".parquet", ".arrow")
@@ -197,9 +198,7 @@ def _translate_datasets_errors(dataset_id: str, token: Optional[str]) -> Iterato
                 raise hub_error from None
         # no network (or HF_HUB_OFFLINE) and nothing cached: datasets says ConnectionError, or "Couldn't find" it
         if isinstance(e, ConnectionError) or (isinstance(e, FileNotFoundError) and "Couldn't find" in str(e)):
-            from huggingface_hub import constants
-
-            raise HubUnreachable(f"{dataset_id}: cannot reach the Hugging Face Hub at {constants.ENDPOINT} (or "
+            raise HubUnreachable(f"{dataset_id}: cannot reach the Hugging Face Hub at {hub_endpoint()} (or "
                                  "HF_HUB_OFFLINE is set) and datasets has no cached copy; check the network "
                                  "connection (or HF_ENDPOINT / proxy settings) and retry") from None
         if isinstance(e, (datasets.exceptions.DatasetsError, ValueError, FileNotFoundError)):

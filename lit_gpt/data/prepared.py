@@ -20,11 +20,12 @@ import torch
 from lit_gpt.data.tokenize import IGNORE_INDEX
 from lit_gpt.file_names import (HF_CONFIG_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, MANIFEST_FILE,
                                 TEST_FILE, TRAIN_FILE)
-from lit_gpt.utils import UserError, atomic_path, atomic_write_json
+from lit_gpt.utils import UserError, atomic_path, atomic_write_json, read_json
 
 DATASET_FILES = (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)  # what writing a dataset replaces in its destination
 MODEL_FILES = (LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, LIT_CONFIG_FILE, HF_CONFIG_FILE)  # a checkpoint or a run
 INSTRUCTION_FORMAT = "instructions"  # a manifest without "format" holds instruction examples
+RAW_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")  # what scripts/prepare_json.py reads
 
 
 def settings_fingerprint(settings: dict) -> str:
@@ -90,13 +91,13 @@ def write_prepared(destination: "str | Path", train: list, test: list, manifest:
 
 
 def read_manifest(data_dir: "str | Path") -> dict:
-    """The manifest of a prepared dataset, or {} when there is none (or it is not valid JSON)."""
+    """The manifest of a prepared dataset, or {} when there is none (or it cannot be read: `read_json`)."""
     path = Path(data_dir) / MANIFEST_FILE
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_json(path, "dataset manifest")
+    except UserError:
         return {}
 
 
@@ -107,18 +108,31 @@ def is_prepared(data_dir: "str | Path", fingerprint: str) -> bool:
             and (data_dir / TEST_FILE).is_file())
 
 
+def _prepare_hint(data_dir: Path) -> str:
+    """How to make `data_dir` a prepared dataset. A data file (JSON, JSONL, Parquet, Arrow) is prepared into a folder
+    of its own, which is what a prepared dataset is; it cannot become one in place."""
+    if data_dir.is_file() or data_dir.suffix in RAW_DATA_SUFFIXES:
+        folder = data_dir.parent / data_dir.stem if data_dir.parent != Path(".") else Path("data") / data_dir.stem
+        return (f"prepare it first: `python scripts/prepare_json.py --data_path {data_dir} --checkpoint_dir <model> "
+                f"--destination_path {folder}`, then use {folder} in its place")
+    return ("prepare it first, e.g. `python scripts/prepare_alpaca.py --checkpoint_dir <model> --destination_path "
+            f"{data_dir}`")
+
+
 def load_prepared(data_dir: "str | Path", tokenizer=None,
                   format: str = INSTRUCTION_FORMAT) -> tuple[list[dict], list[dict], dict]:
     """(train examples, test examples, manifest) of a prepared dataset of the given format (instruction examples,
     or "preference" pairs). With a tokenizer, refuses data prepared with another one (its ids would mean other
     tokens)."""
     data_dir = Path(data_dir)
-    hint = "prepare it first, e.g. `python scripts/prepare_alpaca.py --checkpoint_dir <model> --destination_path " \
-           f"{data_dir}`"
+    hint = _prepare_hint(data_dir)
+    if data_dir.is_file():
+        raise UserError(f"{data_dir}: a file, not a prepared dataset (a folder with {TRAIN_FILE}, {TEST_FILE} and "
+                        f"{MANIFEST_FILE}); {hint}")
     for file in (TRAIN_FILE, TEST_FILE, MANIFEST_FILE):
         if not (data_dir / file).is_file():
             raise UserError(f"{data_dir}: no {file}; {hint}")
-    manifest = read_manifest(data_dir)
+    manifest = read_json(data_dir / MANIFEST_FILE, "dataset manifest", fix=hint)
     if not manifest:
         raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {hint}")
     found = manifest.get("format", INSTRUCTION_FORMAT)

@@ -18,11 +18,11 @@ from typing import Iterator, NamedTuple, Optional
 import numpy as np
 import torch
 
-from lit_gpt.config import Config
+from lit_gpt.config import Config, ConfigError, check_sizes
 from lit_gpt.registry import name_to_config
 from lit_gpt.convert.hf import DTYPES, StateDictWriter, check_layout
 from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES
-from lit_gpt.gguf.reader import MISSING, GGUFFile
+from lit_gpt.gguf.reader import MISSING, GGUFFile, typed_metadata
 from lit_gpt.gguf.tokenizer_from_gguf import check_tokenizer_supported, write_tokenizer_files
 from lit_gpt.utils import UserError, atomic_path, check_writable_dir
 
@@ -99,39 +99,27 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
     if gguf_file.get(f"{arch}.expert_count", 0):
         raise UserError(f"{path}: mixture-of-experts GGUF files are not supported yet")
 
-    def value(key, default=MISSING):
+    def value(key, default=MISSING, kind="int"):
         v = gguf_file.get(f"{arch}.{key}", default)
         if isinstance(v, list):
             raise UserError(f"{path}: per-layer {arch}.{key} (different sizes per layer) is not supported yet")
-        return v
+        return typed_metadata(gguf_file, f"{arch}.{key}", kind, default)
 
-    n_embd, n_head = int(value("embedding_length")), int(value("attention.head_count"))
-    head_size = int(value("attention.key_length", n_embd // n_head))
-    if int(value("attention.value_length", head_size)) != head_size:
+    sizes = _gguf_sizes(gguf_file, arch, value)
+    head_size = sizes["head_size"]
+    if value("attention.value_length", head_size) != head_size:
         raise UserError(f"{path}: different key and value head sizes are not supported yet")
     tensors = gguf_file.tensors
-    embedding_rows = int(tensors["token_embd.weight"].shape[1]) if "token_embd.weight" in tensors else None
-    tokens = gguf_file.get("tokenizer.ggml.tokens", None)
-    vocab_size = len(tokens) if tokens is not None else embedding_rows
-    if embedding_rows is not None and embedding_rows != vocab_size:
-        vocab_size = embedding_rows  # a padded embedding matrix: the weights decide the model's shape
     fields = dict(
         name=Path(checkpoint_dir).name,
-        block_size=int(value("context_length", 4096)),
-        vocab_size=vocab_size,
-        n_layer=int(value("block_count")),
-        n_head=n_head,
-        n_embd=n_embd,
-        n_query_groups=int(value("attention.head_count_kv", n_head)),
-        head_size=head_size,
-        rotary_percentage=int(value("rope.dimension_count", head_size)) / head_size,
-        rope_base=_float32_value(value("rope.freq_base", 10000.0)),
+        **sizes,
+        rotary_percentage=value("rope.dimension_count", head_size) / head_size,
+        rope_base=_float32_value(value("rope.freq_base", 10000.0, "float")),
         rope_scaling=_rope_scaling(gguf_file, arch),
         attn_bias="blk.0.attn_q.bias" in tensors,
         norm_class_name="RMSNorm",
-        norm_eps=_float32_value(value("attention.layer_norm_rms_epsilon", 1e-5)),
+        norm_eps=_float32_value(value("attention.layer_norm_rms_epsilon", 1e-5, "float")),
         mlp_class_name=spec.mlp_class_name,
-        intermediate_size=int(value("feed_forward_length")),
         tie_embeddings="output.weight" not in tensors,
         architecture=spec.hf_architecture,
         **dict(spec.fields),
@@ -139,7 +127,7 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
     if arch == "gemma3":
         fields.update(_gemma3_fields(gguf_file, fields))
     if arch == "phi3":  # every layer windowed (Phi-3-mini: 2047), where the file says so
-        fields["sliding_window"] = int(gguf_file.get("phi3.attention.sliding_window", 0)) or None
+        fields["sliding_window"] = typed_metadata(gguf_file, "phi3.attention.sliding_window", "int", 0) or None
         if "rope_factors_long.weight" in tensors:
             fields["rope_scaling"] = _longrope_scaling(gguf_file, arch)
     try:
@@ -155,11 +143,38 @@ def config_from_gguf(gguf_file: GGUFFile, checkpoint_dir: "str | Path") -> Confi
     return config
 
 
+# the metadata key (after "{arch}.") of each size, for the errors: the file's own names
+GGUF_SIZE_KEYS = {"n_layer": "block_count", "n_embd": "embedding_length", "n_head": "attention.head_count",
+                  "n_query_groups": "attention.head_count_kv", "head_size": "attention.key_length",
+                  "intermediate_size": "feed_forward_length", "block_size": "context_length"}
+
+
+def _gguf_sizes(gguf_file: GGUFFile, arch: str, value) -> dict:
+    """The model's sizes from the metadata (`value`: config_from_gguf's typed reader), each checked to be within
+    Config's bounds before anything divides by them or loops over the layers."""
+    n_embd, n_head = value("embedding_length"), value("attention.head_count")
+    sizes = dict(n_layer=value("block_count"), n_embd=n_embd, n_head=n_head,
+                 n_query_groups=value("attention.head_count_kv", n_head),
+                 head_size=value("attention.key_length", n_embd // n_head if n_head > 0 else 0),
+                 intermediate_size=value("feed_forward_length"), block_size=value("context_length", 4096))
+    tensors = gguf_file.tensors
+    embedding_rows = int(tensors["token_embd.weight"].shape[1]) if "token_embd.weight" in tensors else None
+    tokens = typed_metadata(gguf_file, "tokenizer.ggml.tokens", "list", None)
+    # a padded embedding matrix: the weights decide the model's shape
+    sizes["vocab_size"] = embedding_rows if embedding_rows is not None else len(tokens) if tokens is not None else None
+    try:
+        check_sizes({**sizes, "vocab_size": sizes["vocab_size"] or 0})
+    except ConfigError as e:
+        key = f"{arch}.{GGUF_SIZE_KEYS[e.field]}" if e.field in GGUF_SIZE_KEYS else "tokenizer.ggml.tokens"
+        raise UserError(f"{gguf_file.path}: GGUF metadata {key}: {e}; the file is damaged") from None
+    return sizes
+
+
 def _rope_scaling(gguf_file: GGUFFile, arch: str) -> Optional[dict]:
     """Linear rope scaling (Gemma 3 4B and up) in Hugging Face's key names; others are refused."""
     path = gguf_file.path
-    scaling = gguf_file.get(f"{arch}.rope.scaling.type", "none")
-    factor = float(gguf_file.get(f"{arch}.rope.scaling.factor", 1.0))
+    scaling = typed_metadata(gguf_file, f"{arch}.rope.scaling.type", "str", "none")
+    factor = float(typed_metadata(gguf_file, f"{arch}.rope.scaling.factor", "float", 1.0))
     if "rope_freqs.weight" in gguf_file.tensors:  # Llama 3.1's per-frequency factors, baked into a tensor
         raise UserError(f"{path}: rotary embedding scaling by a rope_freqs tensor (Llama 3.1+) is not supported yet; "
                         "convert the model's Hugging Face checkpoint instead")
@@ -180,8 +195,9 @@ def _longrope_scaling(gguf_file: GGUFFile, arch: str) -> dict:
                             "is incomplete")
         factors[kind] = [_float32_value(f) for f in dequantize_tensor(tensor, gguf_file.path).tolist()]
     scaling = {"rope_type": "longrope", "short_factor": factors["short"], "long_factor": factors["long"],
-               "original_max_position_embeddings": int(gguf_file.get(f"{arch}.rope.scaling.original_context_length"))}
-    attention = gguf_file.get(f"{arch}.rope.scaling.attn_factor", None)
+               "original_max_position_embeddings": typed_metadata(
+                   gguf_file, f"{arch}.rope.scaling.original_context_length", "int")}
+    attention = typed_metadata(gguf_file, f"{arch}.rope.scaling.attn_factor", "float", None)
     if attention is not None:
         scaling["attention_factor"] = _float32_value(attention)
     return scaling
@@ -191,8 +207,15 @@ def _gemma3_fields(gguf_file: GGUFFile, fields: dict) -> dict:
     """Gemma 3's windowed layers and attention scale: the metadata keys newer llama.cpp versions write where they
     exist, llama.cpp's fixed values otherwise."""
     path, n_layer = gguf_file.path, fields["n_layer"]
-    pattern = gguf_file.get("gemma3.attention.sliding_window_pattern", GEMMA3_SLIDING_WINDOW_PATTERN)
-    if isinstance(pattern, list):  # one flag per layer, true = windowed
+    pattern = gguf_file.get("gemma3.attention.sliding_window_pattern", None)
+    if pattern is None:
+        pattern = GEMMA3_SLIDING_WINDOW_PATTERN
+    elif not isinstance(pattern, list):
+        pattern = typed_metadata(gguf_file, "gemma3.attention.sliding_window_pattern", "int")
+    elif len(pattern) != n_layer:
+        raise UserError(f"{path}: gemma3.attention.sliding_window_pattern has {len(pattern)} entries for {n_layer} "
+                        "layers; the file is damaged")
+    else:  # one flag per layer, true = windowed (n_layer is within Config's bounds: the loop ends soon)
         regular = [[(i + 1) % k != 0 for i in range(n_layer)] for k in range(1, n_layer + 2)]
         matches = [k for k, flags in enumerate(regular, start=1) if flags == [bool(p) for p in pattern]]
         if not matches:
@@ -200,14 +223,18 @@ def _gemma3_fields(gguf_file: GGUFFile, fields: dict) -> dict:
                             "every k layers; not supported yet")
         pattern = matches[0]
     # 1/sqrt(query_pre_attn_scalar): llama.cpp uses the head size, but n_embd / n_head for the 27B model (62 layers)
-    scale = gguf_file.get("gemma3.attention.scale", None)
+    scale = typed_metadata(gguf_file, "gemma3.attention.scale", "float", None)
     if scale is not None:
+        if not 1e-4 <= scale <= 1:  # 1/sqrt(a head size); 0 would divide by zero
+            raise UserError(f"{path}: GGUF metadata gemma3.attention.scale = {scale}: must be from 0.0001 to 1; the "
+                            "file is damaged")
         scalar = round(1.0 / float(scale) ** 2)
     else:
         scalar = fields["n_embd"] // fields["n_head"] if n_layer == 62 else fields["head_size"]
-    window = gguf_file.get("gemma3.attention.sliding_window", None)
-    return dict(sliding_window=int(window) if window else None, sliding_window_pattern=int(pattern),
-                rope_local_base=_float32_value(gguf_file.get("gemma3.rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE)),
+    window = typed_metadata(gguf_file, "gemma3.attention.sliding_window", "int", None)
+    return dict(sliding_window=window or None, sliding_window_pattern=pattern,
+                rope_local_base=_float32_value(typed_metadata(gguf_file, "gemma3.rope.freq_base_swa", "float",
+                                                                   GEMMA3_LOCAL_ROPE_BASE)),
                 attention_scores_scalar=scalar)
 
 

@@ -3,6 +3,7 @@
 `lit_gpt.gguf.import_model` turns what this reads into a checkpoint dir; the `gguf` package does the dequantizing.
 """
 
+import math
 import struct
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +25,12 @@ MISSING = object()  # GGUFFile.get's "no default": a missing key is an error
 _SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
 READABLE_VERSIONS = (2, 3)  # version 1 had 32-bit counts; llama.cpp stopped writing it in 2023
+MAX_DIMS = 4  # ggml's GGML_MAX_DIMS
+KINDS = {"int": (lambda v: type(v) is int, "a whole number"),
+         "float": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
+         "bool": (lambda v: type(v) is bool, "true or false"),
+         "str": (lambda v: type(v) is str, "a string"),
+         "list": (lambda v: type(v) is list, "an array")}
 
 
 class _Truncated(Exception):
@@ -42,7 +49,7 @@ class _MetadataParser:
         self.buffer, self.offset = buffer, 0
 
     def take(self, fmt: str, count: int = 1) -> tuple:
-        size = struct.calcsize(f"<{count}{fmt}")
+        size = struct.calcsize(f"<{fmt}") * count  # a crafted count of 2^64 is too long, not a struct.error
         if self.offset + size > len(self.buffer):
             raise _Truncated
         values = struct.unpack_from(f"<{count}{fmt}", self.buffer, self.offset)
@@ -85,7 +92,7 @@ class GGUFFile:
         data = np.memmap(self.path, dtype=np.uint8, mode="r")
         try:
             self.metadata, self.tensors = self._parse(data)
-        except (_Truncated, ValueError, UnicodeDecodeError) as e:
+        except (_Truncated, ValueError, UnicodeDecodeError) as e:  # ValueError: what _parse found inconsistent
             problem = "it ends too early" if isinstance(e, _Truncated) else f"{type(e).__name__}: {e}"
             raise UserError(f"{self.path}: cannot read the GGUF file ({problem}); it is truncated or corrupt, "
                             "download it again") from None
@@ -109,31 +116,22 @@ class GGUFFile:
         for _ in range(tensor_count):
             name = parser.string()
             (n_dims,) = parser.take("I")
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise ValueError(f"tensor {name!r} has {n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})")
             dims = parser.take("Q", n_dims)
             type_id, offset = parser.take("I")[0], parser.take("Q")[0]
             infos.append((name, dims, type_id, offset))
-        alignment = int(metadata.get("general.alignment", 32))
-        if alignment < 1 or alignment & (alignment - 1):
-            raise ValueError(f"general.alignment {alignment} is not a power of two")
+        alignment = metadata.get("general.alignment", 32)
+        if type(alignment) is not int or not 1 <= alignment <= 1 << 30 or alignment & (alignment - 1):
+            raise ValueError(f"general.alignment {alignment!r} is not a power of two")
         data_start = -(-parser.offset // alignment) * alignment
-        tensors = {}
+        tensors, spans = {}, []
         for name, dims, type_id, offset in infos:
-            try:
-                tensor_type = gguf.GGMLQuantizationType(type_id)
-            except ValueError:
-                raise ValueError(f"tensor {name!r} has unknown type {type_id}") from None
-            block_size, type_size = gguf.GGML_QUANT_SIZES[tensor_type]
-            if dims[0] % block_size:
-                raise ValueError(f"tensor {name!r}: rows of {dims[0]} do not fill whole {tensor_type.name} blocks")
-            row_bytes = dims[0] // block_size * type_size
-            start = data_start + offset
-            end = start + row_bytes * int(np.prod(dims[1:], dtype=np.int64))
-            if end > len(data):
-                raise _Truncated
             if name in tensors:
                 raise ValueError(f"tensor {name!r} appears twice")
-            tensors[name] = GGUFTensor(name, dims, tensor_type,
-                                       data[start:end].reshape(*reversed(dims[1:]), row_bytes))
+            tensors[name], span = _tensor(data, name, dims, type_id, offset, data_start, alignment)
+            spans.append((span, name))
+        _check_no_overlap(spans)
         return metadata, tensors
 
     def get(self, key: str, default: Any = MISSING) -> Any:
@@ -143,3 +141,46 @@ class GGUFFile:
                 raise UserError(f"{self.path}: GGUF metadata has no {key!r}; the file is incomplete")
             return default
         return self.metadata[key]
+
+
+def typed_metadata(gguf_file: Any, key: str, kind: str, default: Any = MISSING) -> Any:
+    """`gguf_file.get(key, default)` checked to be of `kind` (KINDS: "int", "float", "bool", "str", "list"): a
+    value of another type is one line naming the key. `gguf_file`: a GGUFFile or anything with its `.path` and `.get`
+    (the export's planned file); the default, ours, is not checked."""
+    value = gguf_file.get(key, default)
+    if value is not default and not KINDS[kind][0](value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise UserError(f"{gguf_file.path}: GGUF metadata {key} = {shown}: must be {KINDS[kind][1]}; the file is "
+                        "damaged")
+    return value
+
+
+def _tensor(data: np.ndarray, name: str, dims: tuple, type_id: int, offset: int, data_start: int,
+            alignment: int) -> tuple:
+    """(the tensor, (its first byte, its end) in the file), its info checked against the file: a known type, whole
+    blocks per row, an aligned offset, and bytes (its shape times its type's size) that lie inside the file."""
+    import gguf
+
+    try:
+        tensor_type = gguf.GGMLQuantizationType(type_id)
+    except ValueError:
+        raise ValueError(f"tensor {name!r} has unknown type {type_id}") from None
+    block_size, type_size = gguf.GGML_QUANT_SIZES[tensor_type]
+    if dims[0] % block_size:
+        raise ValueError(f"tensor {name!r}: rows of {dims[0]} do not fill whole {tensor_type.name} blocks")
+    if offset % alignment:
+        raise ValueError(f"tensor {name!r}: offset {offset} is not a multiple of the alignment {alignment}")
+    row_bytes = dims[0] // block_size * type_size
+    start = data_start + offset
+    end = start + row_bytes * math.prod(dims[1:])  # Python ints: crafted dims cannot overflow
+    if end > len(data):
+        raise _Truncated
+    return GGUFTensor(name, dims, tensor_type, data[start:end].reshape(*reversed(dims[1:]), row_bytes)), (start, end)
+
+
+def _check_no_overlap(spans: list) -> None:
+    """Two tensors whose data share bytes are a crafted or damaged file (llama.cpp writes each once)."""
+    spans = sorted(((start, end), name) for (start, end), name in spans if end > start)
+    for ((_, end), name), ((start, _), other) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"tensors {name!r} and {other!r} share bytes of the file")

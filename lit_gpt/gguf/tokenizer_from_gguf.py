@@ -42,11 +42,12 @@ END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
 
 def check_tokenizer_supported(gguf_file: Any) -> str:
     """Which builder the vocabulary needs ("bpe", "sentencepiece" or "gemma"); fails early, before any weights are
-    converted, on a tokenizer we cannot rebuild exactly."""
+    converted, on a tokenizer we cannot rebuild exactly or a vocabulary that is damaged (`check_vocabulary`)."""
     path = gguf_file.path
     model = gguf_file.get("tokenizer.ggml.model", None)
     if model is None:
         raise UserError(f"{path}: the GGUF has no tokenizer (tokenizer.ggml.model); it cannot become a checkpoint")
+    check_vocabulary(gguf_file)
     if model == "gpt2":
         pre = gguf_file.get("tokenizer.ggml.pre", "gpt-2")
         if pre not in SUPPORTED_PRE_TOKENIZERS:
@@ -62,6 +63,47 @@ def check_tokenizer_supported(gguf_file: Any) -> str:
                             "supported yet")
         return "gemma"
     return "sentencepiece"
+
+
+# metadata key -> (what its items must be, the check); the per-token lists must be as long as the token list
+VOCABULARY_LISTS = {"tokenizer.ggml.tokens": ("strings", lambda x: type(x) is str),
+                    "tokenizer.ggml.scores": ("numbers", lambda x: type(x) in (int, float)),
+                    "tokenizer.ggml.token_type": ("token types 1 to 6", lambda x: type(x) is int and 1 <= x <= 6),
+                    "tokenizer.ggml.merges": ("two pieces joined by a space", lambda x: type(x) is str and " " in x)}
+PER_TOKEN_LISTS = ("tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+TOKENIZER_FLAGS = ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix")
+TOKENIZER_TEXTS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template")
+
+
+def check_vocabulary(gguf_file: Any) -> None:
+    """The tokenizer metadata checked before anything is built from it: lists of the right item types, scores and
+    token types one per token, special token ids within the vocabulary, flags true or false. One line naming the
+    key; a damaged or crafted file would otherwise give a wrong tokenizer, or an error deep inside `tokenizers`."""
+    path = gguf_file.path
+
+    def refuse(key: str, problem: str) -> UserError:
+        return UserError(f"{path}: GGUF metadata {key} {problem}; the file is damaged")
+
+    for key, (items, fits) in VOCABULARY_LISTS.items():
+        values = gguf_file.get(key, None)
+        if values is not None and not (isinstance(values, list) and all(fits(v) for v in values)):
+            raise refuse(key, f"must be a list of {items}")
+    tokens = gguf_file.get("tokenizer.ggml.tokens", None)
+    if not tokens:
+        raise refuse("tokenizer.ggml.tokens", "is missing or empty")
+    for key in PER_TOKEN_LISTS:
+        values = gguf_file.get(key, None)
+        if values is not None and len(values) != len(tokens):
+            raise refuse(key, f"has {len(values)} entries for {len(tokens)} tokens")
+    for key in SPECIAL_TOKEN_KEYS.values():
+        i = gguf_file.get(key, None)
+        if i is not None and not (type(i) is int and 0 <= i < len(tokens)):
+            raise refuse(key, f"= {i!r} is not a token id (0 to {len(tokens) - 1})")
+    for keys, kind, fits in ((TOKENIZER_FLAGS, "true or false", bool), (TOKENIZER_TEXTS, "a string", str)):
+        for key in keys:
+            value = gguf_file.get(key, None)
+            if value is not None and type(value) is not fits:
+                raise refuse(key, f"= {str(value)[:40]!r} must be {kind}")
 
 
 SPECIAL_TOKEN_KEYS = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",

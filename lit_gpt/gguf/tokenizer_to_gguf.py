@@ -20,7 +20,7 @@ from lit_gpt.gguf.tokenizer_from_gguf import (END_OF_TURN_TOKENS, GEMMA_ARCHITEC
                                     TOKEN_UNKNOWN, TOKEN_UNUSED, TOKEN_USER_DEFINED, build_bpe_tokenizer,
                                     write_tokenizer_files)
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, read_json
 
 # one name per pre-tokenization llama.cpp and our import both implement (the others are aliases of these)
 PRE_TOKENIZER_CANDIDATES = ("gpt-2", "smollm", "llama-bpe", "qwen2")
@@ -80,7 +80,7 @@ def _special_ids(tokenizer: Tokenizer, checkpoint_dir: Path) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "tokenizer config", fix="download the tokenizer again") if path.is_file() else {}
 
 
 def _padded(tokens: list, types: list, scores: list, vocab_size: int, checkpoint_dir: Path) -> None:
@@ -179,7 +179,7 @@ def plan_tokenizer(checkpoint_dir: Path, arch: str, vocab_size: int) -> Tokenize
     if tokenizer.backend == "sentencepiece":
         metadata, description = _sentencepiece_metadata(tokenizer, vocab_size, checkpoint_dir)
     else:
-        data = json.loads(tokenizer.model_file.read_text())
+        data = read_json(tokenizer.model_file, "tokenizer file", fix="download the tokenizer again")
         model_type = data.get("model", {}).get("type")
         if model_type != "BPE":
             raise UserError(f"{tokenizer.model_file}: a {model_type} tokenizer cannot be written to GGUF yet "

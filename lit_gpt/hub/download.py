@@ -8,6 +8,7 @@ import contextlib
 import fnmatch
 import glob
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator, Optional
@@ -68,6 +69,11 @@ def resolve_token(access_token: Optional[str] = None) -> Optional[str]:
     return token.strip() or None
 
 
+def hub_endpoint() -> str:
+    """The Hub's address for messages, without the user:password@ an HF_ENDPOINT mirror URL may carry."""
+    return re.sub(r"//[^/@]*@", "//", constants.ENDPOINT)
+
+
 def check_repo_id(repo_id: str) -> str:
     parts = repo_id.strip().split("/")
     if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
@@ -115,7 +121,7 @@ def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: s
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status is not None and status >= 500:
-            raise HubUnreachable(f"{repo_id}: the Hub at {constants.ENDPOINT} answered with server error {status}; "
+            raise HubUnreachable(f"{repo_id}: the Hub at {hub_endpoint()} answered with server error {status}; "
                                  "retry later") from None
         if status == 401:
             raise UserError(f"{repo_id}: the Hub rejected the access token (401 invalid credentials); check "
@@ -128,7 +134,7 @@ def translate_hub_errors(repo_id: str, token: Optional[str] = None, repo_type: s
             raise UserError(f"{repo_id}: access denied (403); the token lacks read permission for this {what}") from None
         raise UserError(f"{repo_id}: the Hub refused the request (HTTP {status})") from None
     except NETWORK_ERRORS as e:
-        raise HubUnreachable(f"{repo_id}: cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
+        raise HubUnreachable(f"{repo_id}: cannot reach the Hugging Face Hub at {hub_endpoint()} "
                              f"({type(e).__name__}); check the network connection (or HF_ENDPOINT / proxy settings) "
                              "and retry") from None
     except OSError as e:  # after the Hub's own errors, most of which are OSErrors too: disk full, permissions

@@ -14,7 +14,6 @@ A card written here starts its body with `CARD_MARKER`: a README.md carrying it 
 in the folder is the author's own and is uploaded as it is.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,7 +22,7 @@ import yaml
 
 from lit_gpt.registry import name_to_config
 from lit_gpt.file_names import DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LORA_CONFIG_FILE, MANIFEST_FILE
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, read_json
 
 CARD_MARKER = "<!-- model card written by lit-gpt-data (scripts/upload.py); rerun it to update this file -->"
 TRAIN_SUMMARY_FILE = "train_summary.json"
@@ -212,10 +211,11 @@ def _kept(d: Optional[dict], keys: tuple) -> Optional[dict]:
 
 
 def _read_json(path: Path) -> Optional[dict]:
+    """The JSON object in `path`, or None when there is none or it cannot be read (`read_json`): the card leaves
+    that part out."""
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_json(path)
+    except UserError:
         return None
-    return value if isinstance(value, dict) else None

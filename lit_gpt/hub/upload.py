@@ -13,6 +13,7 @@ from typing import Optional
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
+from lit_gpt.credentials import find_credentials
 from lit_gpt.file_names import HF_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE
 from lit_gpt.hub.download import check_repo_id, resolve_token, translate_hub_errors
 from lit_gpt.hub.model_card import CARD_MARKER, RunFacts, render_card
@@ -56,11 +57,23 @@ def find_model_files(path: "str | Path") -> tuple[Path, dict, str]:
                     "a GGUF upload .gguf files)")
 
 
+def check_no_credentials(path: "str | Path", folder: Path, files: dict, allow: "list[str] | tuple" = ()) -> None:
+    """Refuses files that look like credentials (a token or private key inside, a credentials file's name) and, in
+    a folder, links that lead out of it, unless `allow` names them (paths in the folder)."""
+    found = find_credentials(folder, files, allow, check_links=Path(path).is_dir())  # not a file the user named
+    if found:
+        raise UserError(f"--folder {path}: refusing to upload what may be credentials: {'; '.join(found)}; remove "
+                        f"them, or pass --allow {' '.join(f.split(' (')[0] for f in found)} if they are safe to publish")
+
+
 def plan_upload(path: "str | Path", repo_id: str, run: Optional[RunFacts] = None, eval_report: Optional[dict] = None,
-                license: Optional[str] = None, base_model: Optional[str] = None) -> UploadPlan:
+                license: Optional[str] = None, base_model: Optional[str] = None,
+                allow: "list[str] | tuple" = ()) -> UploadPlan:
     """The files and the card of an upload (no network). A README.md of the author's own (without `CARD_MARKER`)
-    is kept and uploaded instead of a generated card."""
+    is kept and uploaded instead of a generated card. Files that may be credentials are refused
+    (`check_no_credentials`) unless `allow` names them."""
     folder, files, model_format = find_model_files(path)
+    check_no_credentials(path, folder, files, allow)
     existing = files.get(CARD_FILE)
     if existing is not None and CARD_MARKER not in existing.read_text(encoding="utf-8", errors="replace"):
         return UploadPlan(folder, files, model_format, card=None)

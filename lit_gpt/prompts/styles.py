@@ -24,7 +24,7 @@ from lit_gpt.registry import name_to_config
 from lit_gpt.file_names import LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.prompts.base import (BOS, EOS, PromptStyle, Segment, Special, split_conversation, user_text,
                                  with_system)
-from lit_gpt.utils import UserError, atomic_write_text
+from lit_gpt.utils import UserError, atomic_write_text, read_json
 
 __all__ = [  # the styles and their parts, importable from here
     "BOS", "EOS", "PromptStyle", "Segment", "Special", "split_conversation", "user_text", "with_system",
@@ -188,10 +188,8 @@ def default_prompt_style(checkpoint_dir: "str | Path") -> PromptStyle:
     names = [checkpoint_dir.name]
     lit_config = checkpoint_dir / LIT_CONFIG_FILE
     if lit_config.is_file():
-        try:
-            names.insert(0, json.loads(lit_config.read_text()).get("name") or "")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{lit_config}: not valid JSON; convert the checkpoint again") from None
+        name = read_json(lit_config, "model config", fix="convert the checkpoint again").get("name")
+        names.insert(0, name if isinstance(name, str) else "")
     for name in names:
         style = style_from_model_name(name)
         if style:
@@ -206,12 +204,12 @@ def _chat_template(checkpoint_dir: Path) -> Optional[str]:
     config_file = checkpoint_dir / "tokenizer_config.json"
     template = None
     if config_file.is_file():
-        try:
-            template = json.loads(config_file.read_text(encoding="utf-8")).get("chat_template")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{config_file}: not valid JSON; download the tokenizer again") from None
+        template = read_json(config_file, "tokenizer config", fix="download the tokenizer again").get("chat_template")
         if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
-            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+            template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                            None)
+        if template is not None and not isinstance(template, str):
+            raise UserError(f"{config_file}: chat_template must be a template text; download the tokenizer again")
     if template is None and (checkpoint_dir / "chat_template.jinja").is_file():
         template = (checkpoint_dir / "chat_template.jinja").read_text(encoding="utf-8")
     return template
@@ -230,9 +228,8 @@ def load_prompt_style(directory: "str | Path") -> PromptStyle:
     path = Path(directory) / PROMPT_STYLE_FILE
     if not path.is_file():
         return default_prompt_style(directory)
-    try:
-        name = json.loads(path.read_text(encoding="utf-8"))["name"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise UserError(f"{path}: not a prompt style file (expected {{\"name\": ...}}); delete it or write it again "
-                        "with lit_gpt.prompts.styles.save_prompt_style") from None
+    fix = "delete it or write it again with lit_gpt.prompts.styles.save_prompt_style"
+    name = read_json(path, "prompt style file", fix=fix).get("name")
+    if not isinstance(name, str):
+        raise UserError(f"{path}: name = {name!r}: must be a prompt style's name (expected {{\"name\": ...}}); {fix}")
     return get_prompt_style(name)

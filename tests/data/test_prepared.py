@@ -50,3 +50,20 @@ def test_a_manifest_from_before_source_fingerprints_is_still_known_by_its_input_
     with pytest.raises(UserError, match="holds another dataset"):  # other content from other files
         check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, False)
     check_destination(tmp_path, "prepared", "0123456789abcdef", elsewhere, overwrite=True)
+
+
+def test_a_data_file_or_a_crafted_manifest_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a60.json").write_text("[]")
+    with pytest.raises(UserError) as e:  # the raw rows, given where prepared data belongs
+        load_prepared("a60.json")
+    assert str(e.value) == ("a60.json: a file, not a prepared dataset (a folder with train.pt, test.pt and "
+                            "manifest.json); prepare it first: `python scripts/prepare_json.py --data_path a60.json "
+                            "--checkpoint_dir <model> --destination_path data/a60`, then use data/a60 in its place")
+    assert "--destination_path a60.json" not in str(e.value)
+    example = {"input_ids": torch.arange(5), "labels": torch.arange(5)}
+    write_prepared(tmp_path / "data", [example], [example], {"name": "x"})
+    (tmp_path / "data" / "manifest.json").write_text('{"counts": ' * 100 + "1" + "}" * 100)
+    with pytest.raises(UserError, match=r"data/manifest.json: cannot read this dataset manifest: nested more than 64 "
+                                        r"levels deep; prepare it first"):
+        load_prepared(tmp_path / "data")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import LIMA, TOKEN, assert_token_nowhere, closed_port_url, hub_env
-from lit_gpt.hub.download import check_repo_id, resolve_token, select_checkpoint_files
+from lit_gpt.hub.download import check_repo_id, hub_endpoint, resolve_token, select_checkpoint_files
 from lit_gpt.utils import UserError
 
 
@@ -85,3 +85,12 @@ def test_resolve_token_and_repo_id(monkeypatch):
     for bad in ("name", "a/b/c", "/name", "org/", "../x"):
         with pytest.raises(UserError):
             check_repo_id(bad)
+
+
+def test_hub_endpoint_in_messages_has_no_credentials(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://user:hf_secret@mirror.example/hub")
+    assert hub_endpoint() == "https://mirror.example/hub"
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    assert hub_endpoint() == "https://huggingface.co"

@@ -79,3 +79,9 @@ def test_eval_report_and_run_dir_errors(tmp_path):
         read_eval_report(tmp_path / "missing")
     with pytest.raises(UserError, match="no hyperparameters.yaml"):
         read_run(tmp_path)
+
+
+def test_a_crafted_eval_report_is_refused_in_one_line(tmp_path):
+    (tmp_path / "results.json").write_text("[" * 100000 + "]" * 100000)  # json alone would raise RecursionError
+    with pytest.raises(UserError, match="no evaluation report there"):
+        read_eval_report(tmp_path)

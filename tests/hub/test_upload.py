@@ -47,3 +47,28 @@ def test_generated_card_is_rewritten_an_authors_readme_is_kept(tmp_path):
     kept = plan_upload(tmp_path, "me/m", license="mit")
     assert kept.card is None and kept.files["README.md"] == tmp_path / "README.md"
     assert write_card(kept, tmp_path) is None and (tmp_path / "README.md").read_text() == "# mine\n"
+
+
+def test_files_that_may_be_credentials_are_refused_unless_allowed(tmp_path):
+    hf = tmp_path / "hf"
+    (hf / "keys").mkdir(parents=True)
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"\x00" * 64)
+    (hf / "notes.md").write_text("HF_TOKEN=hf_" + "x1" * 17 + "\n")
+    (hf / "keys" / "id_rsa").write_text("not really")
+    (tmp_path / "elsewhere.txt").write_text("outside")
+    (hf / "extra.txt").symlink_to(tmp_path / "elsewhere.txt")
+    (hf / ".netrc").write_text("machine huggingface.co password x")  # hidden: never sent, so not refused either
+    with pytest.raises(UserError) as e:
+        plan_upload(hf, "me/m")
+    message = str(e.value)
+    assert "\n" not in message and "hf_x1" not in message
+    assert message.startswith(f"--folder {hf}: refusing to upload what may be credentials: extra.txt (a link to ")
+    assert "keys/id_rsa (a credentials file by its name); notes.md (holds a Hugging Face token)" in message
+    assert message.endswith("pass --allow extra.txt keys/id_rsa notes.md if they are safe to publish")
+    plan = plan_upload(hf, "me/m", allow=["extra.txt", "keys/id_rsa", "notes.md"])
+    assert sorted(plan.files) == ["config.json", "extra.txt", "keys/id_rsa", "model.safetensors", "notes.md"]
+
+    one = tmp_path / "m.gguf"  # a single file named by the user may be a link
+    one.symlink_to(hf / "model.safetensors")
+    assert plan_upload(one, "me/m").files == {"m.gguf": one}

@@ -245,6 +245,25 @@ def test_save_and_load_prompt_style(tmp_path):
         load_prompt_style(checkpoint)
 
 
+@pytest.mark.parametrize("content, problem", [
+    ('{"name": ["alpaca"]}', "name = ['alpaca']: must be a prompt style's name"),
+    ('{"name": ' * 80 + '"x"' + "}" * 80, "cannot read this prompt style file: nested more than 64 levels deep"),
+    ('{"name": "alpaca", "n": 1' + "0" * 120 + "}", "cannot read this prompt style file: line 1 holds a number of"),
+])
+def test_crafted_prompt_style_and_tokenizer_config_name_the_file(tmp_path, content, problem):
+    checkpoint = make_checkpoint(tmp_path / "out", "pythia-160m")
+    (checkpoint / "prompt_style.json").write_text(content)
+    with pytest.raises(UserError) as e:
+        load_prompt_style(checkpoint)
+    assert str(e.value).startswith(f"{checkpoint / 'prompt_style.json'}: {problem}")
+    (checkpoint / "prompt_style.json").unlink()
+    config = json.loads((checkpoint / "lit_config.json").read_text())
+    (checkpoint / "lit_config.json").write_text(json.dumps({**config, "name": "my-own-model"}))  # not registered
+    (checkpoint / "tokenizer_config.json").write_text('{"chat_template": 7}')
+    with pytest.raises(UserError, match="tokenizer_config.json: chat_template must be a template text"):
+        load_prompt_style(checkpoint)
+
+
 # ---- every chat format against its model's own chat template --------------------------------------------------------
 # tests/fixtures/chat_templates/<org>-<model>.jinja: the chat_template of each model's tokenizer_config.json (no Hub
 # here; transcribed from public copies of the Hub files, each cross-checked against a second copy):

@@ -44,7 +44,7 @@ def test_clean_data_report(capsys, prepared):
     assert lima_row.split()[1] == str(manifest["sources"]["lima"]) == "6"
     truncated = int(lima_row.split()[6])
     assert truncated == manifest["counts"]["truncated"] > 0
-    assert int(alpaca_row.split()[7]) + ("test examples also appear in train" in out) >= 1  # the duplicated row
+    assert int(alpaca_row.split()[7]) == 1  # the duplicated row, both times in train (in test too: a defect)
     assert alpaca_row.split()[8] == lima_row.split()[8] == "0"  # defects per source
     assert "token lengths, lima:" in out and "token lengths, all sources:" in out and "no defects found" in out
     assert (prepared / "token_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -100,6 +100,24 @@ def test_defects_exit_1(capsys, prepared, tmp_path):
     for example_id in ids:
         assert f"id={example_id}" in out
     assert line.startswith("error: ")
+
+
+def test_test_examples_also_in_train_are_a_defect(capsys, prepared, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    train = torch.load(data / "train.pt", weights_only=True)
+    test = torch.load(data / "test.pt", weights_only=True)
+    torch.save(test + [train[5]], data / "test.pt")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["counts"]["test"] += 1
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run_script(capsys, "inspect_data", "--data_dir", data)
+    assert_one_line_error(code, err, f"{data}: defects that would silently hurt training: 1 test examples also in "
+                          "train", "remove the rows that are in the source twice")
+    assert "no defects found" not in out
+    assert f"test[{len(test)}] id={train[5]['id']}" in out
+    all_sources = next(line for line in out.splitlines() if line.startswith("(all)"))
+    assert all_sources.split()[8] == "1"
 
 
 def test_stale_data_and_missing_tokenizer(capsys, prepared, tiny_checkpoint_dir, tmp_path):

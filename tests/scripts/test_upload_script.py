@@ -141,3 +141,30 @@ def test_upload_errors_are_one_line_and_dry_run_uploads_nothing(run):
     card = (tmp_path / "hf" / "README.md").read_text()  # the dry run's card, for reading before an upload
     assert CARD_MARKER in card and fingerprint in card
     assert_token_nowhere(READ_ONLY_TOKEN, proc, tmp_path)
+
+
+def test_the_token_is_never_shown_and_credential_files_are_refused(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"\x00" * 64)
+    (hf / "notes.txt").write_text("export HF_TOKEN=hf_" + "Zz9" * 11 + "\n")
+    base = ["--folder", hf, "--repo_id", "me/x"]
+    with FakeHub(valid_tokens=(TOKEN, READ_ONLY_TOKEN), write_tokens=(TOKEN,)) as hub:
+        shown = upload(hub, tmp_path, *base, "--access_token", TOKEN, "--print_config")
+        assert shown.returncode == 0 and "access_token: '***'" in shown.stdout, shown.stderr
+        helped = upload(hub, tmp_path, *base, "--access_token", TOKEN, "--help")
+        assert helped.returncode == 0 and "--allow" in helped.stdout
+        refused = upload(hub, tmp_path, *base, "--access_token", TOKEN)
+        assert refused.returncode == 1 and refused.stderr == (
+            f"error: --folder {hf}: refusing to upload what may be credentials: notes.txt (holds a Hugging Face "
+            "token); remove them, or pass --allow notes.txt if they are safe to publish\n")
+        assert hub.requests == []
+        failed = upload(hub, tmp_path, *base, "--allow", "notes.txt", "--access_token", READ_ONLY_TOKEN)
+        assert failed.returncode == 1 and "lacks write permission" in failed.stderr
+        uploaded = upload(hub, tmp_path, *base, "--allow", "notes.txt", HF_TOKEN=TOKEN)
+        assert uploaded.returncode == 0, uploaded.stderr
+        assert "notes.txt" in hub.repos[("model", "me/x")].files
+    for proc in (shown, helped, refused, uploaded):
+        assert_token_nowhere(TOKEN, proc, tmp_path)
+    assert_token_nowhere(READ_ONLY_TOKEN, failed, tmp_path)
