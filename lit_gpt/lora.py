@@ -61,8 +61,9 @@ class LoRAConfig:
         if self.variant not in LORA_VARIANTS:
             raise UserError(f"--lora_variant {self.variant!r}: choose from "
                             + "; ".join(f"{k} ({v})" for k, v in LORA_VARIANTS.items()))
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise UserError(f"--lora_r {self.r!r}: the LoRA rank must be a whole number >= 1")
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or not 1 <= self.r <= MAX_LORA_RANK:
+            # checked before any layer is built: a rank of 10^9 would have LoRALinear allocate terabytes
+            raise UserError(f"--lora_r {self.r!r}: the LoRA rank must be a whole number from 1 to {MAX_LORA_RANK}")
         if not self.alpha > 0:
             raise UserError(f"--lora_alpha {self.alpha}: must be above 0 (the update is scaled by alpha / r, so 0 "
                             "would train nothing); the usual choice is 2 x r")

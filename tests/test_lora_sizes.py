@@ -42,3 +42,10 @@ def test_missing_keys_unknown_targets_and_crafted_json(tmp_path):
         LoRAConfig.from_file(path)
     path.write_text(json.dumps({k: v for k, v in GOOD.items() if k != "dropout"}))
     assert LoRAConfig.from_file(path) == LoRAConfig(r=8, alpha=16.0, dropout=0.0, targets=("query", "value"))
+
+
+def test_a_rank_from_the_command_line_is_bounded_before_anything_is_allocated():
+    assert LoRAConfig(r=MAX_LORA_RANK).r == MAX_LORA_RANK
+    with pytest.raises(UserError, match=rf"^--lora_r 1000000000: the LoRA rank must be a whole number from 1 to "
+                                        rf"{MAX_LORA_RANK}$"):
+        LoRAConfig(r=10 ** 9)
