@@ -9,6 +9,7 @@ prompt_style.json and hyperparameters.yaml of the run; checkpoints/step-N/, logs
 the --logger's), loss.png.
 """
 
+import importlib.util
 import sys
 
 
@@ -50,9 +51,7 @@ gradient_checkpointing = False
 compile = False  # True: torch.compile the blocks; ~40% less activation memory after a one-off compile (~1 min)
 logger = "tensorboard"  # besides logs/csv/metrics.csv (always written): csv (only that), tensorboard, wandb, mlflow
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.train.cli import finetune_command

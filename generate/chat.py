@@ -8,13 +8,12 @@ Each answer is generated from the whole conversation so far, rendered in the pro
 new conversation, /exit (or end of input, Ctrl-D) quits. Messages about the model go to stderr.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 import torch

@@ -6,11 +6,10 @@ The output directory of finetune/full.py is a complete checkpoint; the prompt is
 trained with (prompt_style.json). Timings go to stderr, so stdout holds only the generated text.
 """
 
+import importlib.util
 import sys
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.infer.cli import generate_command

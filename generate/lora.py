@@ -8,11 +8,10 @@ The LoRA updates are merged into the base weights first, so generation is as fas
 Timings go to stderr, so stdout holds only the generated text.
 """
 
+import importlib.util
 import sys
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.infer.cli import generate_command

@@ -11,14 +11,13 @@ GGUF metadata and the tokenizer files are rebuilt from the vocabulary stored in 
         --checkpoint_dir checkpoints/google/gemma-3-270m
 """
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.import_model import convert_gguf

@@ -6,13 +6,12 @@ Reads model.safetensors or pytorch_model.bin, sharded or not, one tensor at a ti
 The tokenizer files stay where they are; the directory is then a complete checkpoint for the other scripts.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.checkpoint import check_checkpoint_dir

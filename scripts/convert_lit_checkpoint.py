@@ -6,12 +6,11 @@ Writes config.json, model.safetensors and copies the tokenizer files, so that
 `transformers.AutoModelForCausalLM.from_pretrained(output_dir)` loads the same model.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.convert.hf import convert_lit_checkpoint

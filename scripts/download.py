@@ -11,13 +11,12 @@ models that PyPI wheels ship as GGUF files (lit_gpt.gguf.packaged.PACKAGED_MODEL
 270M) are converted from the installed wheels instead.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.packaged import install_packaged, is_installed, packaged_model

@@ -18,13 +18,12 @@ Writes out_dir/results.json (every number, settings, versions), results.md, ifev
 in IFEval's response format, with verdicts) and reference_loss.jsonl.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,

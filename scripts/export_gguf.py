@@ -8,14 +8,13 @@ Qwen3 (`qwen3`), Phi-3 (`phi3`), Gemma 3 (`gemma3`); lit_gpt.gguf.export_model r
 the file could not describe exactly. The file is written under a temporary name and renamed when complete.
 """
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.export_model import export_gguf

@@ -13,13 +13,12 @@ counts, the score statistics and, per reason, the indices of the dropped rows.
 """
 
 import json
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Literal, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.records import load_records, write_records

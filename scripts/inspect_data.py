@@ -10,18 +10,16 @@ differ from input_ids, examples longer than max_seq_length, ids outside the voca
 in train, data prepared with another tokenizer or not matching its manifest. Exits with status 1 when it finds any.
 """
 
+import importlib.util
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Optional
 
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 import matplotlib.figure
-
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
-    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.defects import example_defects
 from lit_gpt.data.prepared import length_stats, load_prepared

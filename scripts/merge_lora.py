@@ -7,14 +7,13 @@ prompt_style.json the run trained with) works like any checkpoint: generate/base
 scripts/convert_lit_checkpoint.py. The weights keep the base checkpoint's dtype. Every file is written atomically.
 """
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.lora_merge import find_lora, save_merged_checkpoint

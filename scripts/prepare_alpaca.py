@@ -8,14 +8,13 @@ Any source in Alpaca's layout works: a JSON array of {"instruction", "input", "o
 with those columns (--data_path), or a Hub dataset (--dataset_id, with --subset, --split, --revision).
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

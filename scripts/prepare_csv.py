@@ -9,14 +9,13 @@ quotes or newlines are quoted as in any spreadsheet export. Use --columns to map
 --columns '{"instruction": "question", "output": "answer"}' (also for --dataset_id, a .parquet or an .arrow file).
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

@@ -7,14 +7,13 @@ Rows are {"instruction", "context", "response", "category"}: context becomes the
 the category (open_qa, summarization, ...) the source, so data reports break down by category.
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

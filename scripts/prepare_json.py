@@ -14,14 +14,13 @@ fields kept as metadata (for Parquet, Arrow and Hub datasets read "columns"). Ro
 `messages` ([{"role", "content"}, ...]) or `conversations` are used as multi-turn examples.
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Literal, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

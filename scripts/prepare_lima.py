@@ -9,13 +9,12 @@ Rows are {"conversations": [user, assistant, user, ...], "source": ...}; by defa
 conversation is used, with --include_multiturn_conversations the whole conversation (trained on every answer).
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

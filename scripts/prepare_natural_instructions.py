@@ -13,14 +13,13 @@ tests with --task_split test. --max_instances_per_task 100 and 2 positive exampl
 instances of a task add little, and keep the large tasks from drowning the small ones.
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.formats import natural_instructions_records, natural_instructions_task_files

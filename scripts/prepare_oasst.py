@@ -10,14 +10,13 @@ every step down to a leaf, ending on an assistant answer; deleted or rejected me
 OpenAssistant/oasst1 (Parquet, --dataset_id) and .parquet / .arrow copies (--data_path) have the same columns.
 """
 
+import importlib.util
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.prepare import prepare_source

@@ -12,13 +12,12 @@ row of the correct answer choice. Without --data_path the named subsets' train f
 glob patterns select among the subset folders of a local copy (--data_path).
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.formats import p3_records, p3_subset_files

@@ -13,14 +13,13 @@ output_2, preference). The prompt is tokenized once, both answers after it with 
 rows, drops and truncations and fingerprints the input as for instruction data (lit_gpt/data/preferences.py).
 """
 
+import importlib.util
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Literal, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.preferences import PREFERENCES

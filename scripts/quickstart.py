@@ -18,6 +18,7 @@ The before/after questions are then the first rows of the prepared test split.
 import os
 import re
 import shutil
+import importlib.util
 import sys
 import textwrap
 import time
@@ -31,9 +32,7 @@ STARTED = time.perf_counter()  # the reported total includes loading torch and t
 # threads sleep instead; must be set before torch loads the OpenMP runtime. An explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.convert.hf import convert_hf_checkpoint

@@ -14,14 +14,13 @@ column) keeps every row and column of the input. Scores are appended batch by ba
 that did not change are never scored twice. Then keep the best rows with scripts/filter_dataset.py.
 """
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.records import load_records, write_records

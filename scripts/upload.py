@@ -20,13 +20,12 @@ private key inside, a credentials file's name (.netrc, id_rsa*, *.pem, .env, ...
 --allow PATH ... (paths in the folder) uploads them anyway. Hidden files (.env, .git/, .cache/) are never sent.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.hub.download import check_repo_id

@@ -45,6 +45,7 @@ import json
 import os
 import statistics
 import subprocess
+import importlib.util
 import sys
 import tempfile
 import time
@@ -55,9 +56,7 @@ from typing import Literal, Optional
 
 import torch
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from benchmark_data import batch_plan, load_examples, training_flops  # beside this script (sys.path[0])

@@ -9,6 +9,7 @@ fresh subprocess (ru_maxrss is per process). Needs about 2x the checkpoint size 
 
 import json
 import subprocess
+import importlib.util
 import sys
 import tempfile
 import time
@@ -18,9 +19,7 @@ from typing import Literal
 
 import torch
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.config import Config

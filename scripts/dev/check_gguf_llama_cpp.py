@@ -17,6 +17,7 @@ when an answer differs.
 
 import json
 import subprocess
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,9 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:
-    import lit_gpt  # noqa: F401  (the scripts use the installed package)
-except ModuleNotFoundError:
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.gguf.export_model import export_gguf
