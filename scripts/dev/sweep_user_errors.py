@@ -1,4 +1,4 @@
-"""Developer check: 57 user mistakes run against a checkout, each outcome classified.
+"""Developer check: 66 user mistakes run against a checkout, each outcome classified.
 
     python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json]
 
@@ -6,7 +6,9 @@ Every case is a real command line (finetune, prepare, score, filter, generate, c
 mistake in it: a value that cannot be meant, a path of the wrong kind, an output that is an input, a full or
 read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth; and what nothing may do unasked
 (`guard_cases`): a study recipe running more than the dataset tools, a --config file naming a program to run, an
-output onto an input, two runs in one directory, LoRA weights on another base's weights. Outcomes: `clear error`
+output onto an input, two runs in one directory, LoRA weights on another base's weights; and secrets and crafted
+files (`secret_and_crafted_cases`): a token on the command line, in a file to upload, sizes that would allocate
+without end, JSON nested without end, train/test overlap. Outcomes: `leaked` (the token in any output), `clear error`
 (exit != 0, the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is
 the right answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
 `traceback`, `damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to
@@ -173,11 +175,16 @@ def user_error_cases(W: Path, inputs: dict) -> list:
     ]
 
 
+SECRET = "hf_" + "Sweep" * 7  # a token shaped like a real one: no output may show it
+
+
 def outcome_of(p, expected: str, damaged: bool) -> tuple[str, list[str]]:
     """The case's outcome (see the module docstring) and stderr's meaningful lines (progress bars left out)."""
     err = p.stderr
     lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("train:", "\r")) and "it/s" not in l]
-    if damaged:
+    if SECRET in p.stdout + err:
+        outcome, lines = "leaked", [line.replace(SECRET, "<the token>") for line in lines]
+    elif damaged:
         outcome = "damaged"
     elif "Traceback" in err:
         outcome = "traceback"
@@ -283,6 +290,53 @@ def guard_cases(W: Path, CK: Path, FT: list, LORA: Path, PY: str, marker: Path) 
     ]
 
 
+def secret_and_crafted_cases(W: Path, CK: Path, inputs: dict) -> list:
+    """Cases where a token must stay unseen (--print_config, --help, a misspelt flag, a file to upload) and crafted
+    files must be refused in one line before anything is built (a LoRA rank of 10^9, 10^8 layers, a manifest nested
+    100,000 deep), plus the data doctor's verdict on train/test overlap."""
+    folder = W / "to_upload"
+    shutil.copytree(CK, folder)
+    leaky, linked = W / "to_upload_leaky", W / "to_upload_linked"
+    shutil.copytree(folder, leaky)
+    (leaky / "notes.txt").write_text(f"my token: {SECRET}\n")
+    shutil.copytree(folder, linked)
+    (linked / "passwd").symlink_to("/etc/passwd")
+    upload = ["scripts/upload.py", "--repo_id", "me/model", "--dry_run", "true"]
+    huge_rank = W / "lora_huge_rank"
+    shutil.copytree(inputs["LORA"].parent, huge_rank, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    config = json.loads((huge_rank / "lora_config.json").read_text())
+    (huge_rank / "lora_config.json").write_text(json.dumps({**config, "r": 10 ** 9}))
+    deep = W / "ck_deep_layers"
+    shutil.copytree(CK, deep)
+    (deep / "lit_config.json").write_text(json.dumps({**json.loads((CK / "lit_config.json").read_text()),
+                                                      "n_layer": 10 ** 8}))
+    nested = W / "data_nested"
+    shutil.copytree(W / "data", nested)
+    (nested / "manifest.json").write_text('{"counts": ' * 100_000 + "1" + "}" * 100_000)
+    overlap = W / "data_overlap"
+    shutil.copytree(W / "data", overlap)
+    import torch
+    train = torch.load(overlap / "train.pt", weights_only=True)
+    torch.save(train[:3], overlap / "test.pt")
+    return [
+        ("upload --access_token --print_config", "ok",
+         [*upload, "--folder", folder, "--access_token", SECRET, "--print_config"], [], None),
+        ("upload --access_token --help", "ok", [*upload, "--access_token", SECRET, "--help"], [], None),
+        ("upload with a misspelt --acces_token", "error", [*upload, "--folder", folder, "--acces_token", SECRET],
+         [], None),
+        ("upload a folder holding a token", "error:notes.txt", [*upload, "--folder", leaky], [leaky], None),
+        ("upload a folder with a link to /etc/passwd", "error:passwd", [*upload, "--folder", linked], [linked], None),
+        ("generate/lora.py with a LoRA rank of 10^9", "error:r =", ["generate/lora.py", "--lora_path", huge_rank],
+         [huge_rank], None),
+        ("generate/base.py with 10^8 layers", "error:n_layer", ["generate/base.py", "--checkpoint_dir", deep],
+         [deep], None),
+        ("inspect_data on a manifest nested 100,000 deep", "error:nested", ["scripts/inspect_data.py", "--data_dir",
+         nested], [nested], None),
+        ("inspect_data on test examples that are in train", "error:also in train",
+         ["scripts/inspect_data.py", "--data_dir", overlap], [overlap], None),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
@@ -294,8 +348,8 @@ def main() -> None:
     ENV = {**os.environ, "LIT_GPT_DEFAULT_PRECISION": "32-true", "PYTHONWARNINGS": "ignore"}
     run = python_runner(options.repo.resolve(), ENV)
     inputs = make_inputs(W, CK, SHARED, run)
-    cases = user_error_cases(W, inputs) + guard_cases(W, CK, inputs["FT"], inputs["LORA"], sys.executable,
-                                                      inputs["marker"])
+    cases = [*user_error_cases(W, inputs), *guard_cases(W, CK, inputs["FT"], inputs["LORA"], sys.executable,
+                                                        inputs["marker"]), *secret_and_crafted_cases(W, CK, inputs)]
     results = run_cases(cases, run, ENV, inputs["marker"])
     subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}
