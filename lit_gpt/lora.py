@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from lit_gpt.file_names import LORA_CONFIG_FILE
 from lit_gpt.model import GPT
-from lit_gpt.utils import UserError, atomic_write_text, load_state_dict, read_json
+from lit_gpt.utils import UserError, atomic_write_text, load_state_dict
+from lit_gpt.json_files import read_json
 
 # what each LoRA target means in our GPT
 LORA_TARGETS = {

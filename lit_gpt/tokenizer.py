@@ -11,7 +11,8 @@ from typing import Iterable, Optional, Union
 
 import torch
 
-from lit_gpt.utils import UserError, read_json
+from lit_gpt.utils import UserError
+from lit_gpt.json_files import read_json
 
 # the special tokens that end an answer in the chat formats of lit_gpt.prompts.styles (each style's `end_tokens`; a test
 # keeps the two in step): generation stops at whichever of them the vocabulary has

@@ -1,7 +1,6 @@
 """Small shared helpers: user-facing errors, atomic writes, outputs kept apart from their inputs and locked while
 written, safe checkpoint loading, the scripts' CLI entry point."""
 
-import codecs
 import contextlib
 import errno
 import hashlib
@@ -23,8 +22,8 @@ import torch
 from jsonargparse import CLI
 
 from lit_gpt.file_names import LOCK_FILE
-from lit_gpt.cli_parser import ScriptParser
-from lit_gpt.credentials import redact, secret_values
+from lit_gpt.cli.parser import ScriptParser
+from lit_gpt.cli.secrets import redact, secret_values
 
 
 class UserError(Exception):
@@ -367,80 +366,6 @@ def _unreadable_weights(path: "str | Path", error: Exception) -> UserError:
     first_line = text.splitlines()[0] if text else ""
     return UserError(f"{path}: cannot read weights ({type(error).__name__}: {first_line}); the file is truncated or "
                      "corrupt, convert or download it again")
-
-
-JSON_MAX_DEPTH = 64  # of nested objects/lists; our JSON files (configs, manifests, tokenizers) need fewer than 10
-JSON_MAX_DIGITS = 100  # of a number: more is a crafted file (Python would parse a 4,300-digit int, slowly)
-JSON_MAX_BYTES = 1 << 30  # a tokenizer.json of a 256k vocabulary is about 35 MB
-
-
-class _JSONValueProblem(ValueError):
-    pass
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > JSON_MAX_DIGITS:
-        raise _JSONValueProblem(text, f"a number of {len(text.lstrip('-'))} digits (at most {JSON_MAX_DIGITS})")
-    return int(text)
-
-
-def _bounded_float(text: str) -> float:
-    value = float(text)
-    if len(text) > JSON_MAX_DIGITS + 10 or value in (float("inf"), float("-inf")):
-        raise _JSONValueProblem(text, "a number too large for a float")
-    return value
-
-
-def _no_constant(text: str) -> None:
-    raise _JSONValueProblem(text, f"{text}, which JSON does not allow")
-
-
-def _json_depth(value: Any) -> int:
-    """How deeply objects and lists nest in `value` (1 for a flat object), without recursion."""
-    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return deepest
-
-
-def read_json(path: "str | Path", what: str = "JSON file", fix: str = "", want_object: bool = True) -> Any:
-    """The JSON value in `path`, read defensively: a file that is not UTF-8 (the byte offset named, also after a
-    BOM), not JSON, nested deeper than JSON_MAX_DEPTH, with a number of more than JSON_MAX_DIGITS digits, NaN or
-    Infinity, or (want_object) not an object becomes one line: `{path}: cannot read this {what}: {problem}; {fix}`."""
-    path = Path(path)
-    end = f"; {fix}" if fix else ""
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found{end}")
-
-    def refuse(problem: str) -> UserError:
-        return UserError(f"{path}: cannot read this {what}: {problem}{end}")
-
-    if path.stat().st_size > JSON_MAX_BYTES:
-        raise refuse(f"{path.stat().st_size:,} bytes, more than {JSON_MAX_BYTES:,}")
-    raw = path.read_bytes()
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise refuse(f"not UTF-8 (byte {bom + e.start} is 0x{raw[bom + e.start]:02x})") from None
-    try:
-        value = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
-    except json.JSONDecodeError as e:
-        raise refuse(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except _JSONValueProblem as e:
-        line = text.count("\n", 0, max(text.find(e.args[0]), 0)) + 1
-        raise refuse(f"line {line} holds {e.args[1]}") from None
-    except RecursionError:  # json's parser recurses: far deeper than JSON_MAX_DEPTH
-        raise refuse(f"nested more than {JSON_MAX_DEPTH} levels deep") from None
-    if _json_depth(value) > JSON_MAX_DEPTH:
-        raise refuse(f"nested more than {JSON_MAX_DEPTH} levels deep")
-    if want_object and not isinstance(value, dict):
-        kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
-        raise refuse(f"it holds {kinds.get(type(value), 'a number')}, not a JSON object")
-    return value
 
 
 def file_sha256(path: "str | Path") -> str:

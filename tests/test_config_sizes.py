@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from lit_gpt.config import MAX_PARAMETERS, SIZE_LIMITS, Config, ConfigError, check_sizes
+from lit_gpt.config import Config
+from lit_gpt.config_checks import MAX_PARAMETERS, SIZE_LIMITS, ConfigError, check_sizes
 from lit_gpt.registry import configs
 from lit_gpt.utils import UserError
 

@@ -1,6 +1,6 @@
 """Tests for lit_gpt/utils.py: UserError and run_cli, atomic writes, check_writable_dir, outputs kept apart from their
-inputs (check_output), flags taken from the command line only, the output lock, load_state_dict, read_json,
-num_parameters and space_separated_lists."""
+inputs (check_output), flags taken from the command line only, the output lock, load_state_dict, num_parameters and
+space_separated_lists."""
 
 import os
 import re
@@ -15,7 +15,7 @@ from helpers import ROOT, fill_disk
 from lit_gpt.file_names import LOCK_FILE
 from lit_gpt.utils import (UserError, atomic_path, atomic_torch_save, atomic_write_text, check_output,
                            check_typed_on_command_line, check_writable_dir, load_state_dict, num_parameters,
-                           output_lock, read_json, remove_stale_temp_files, run_cli, space_separated_lists)
+                           output_lock, remove_stale_temp_files, run_cli, space_separated_lists)
 
 
 def leftovers(directory: Path) -> list:
@@ -354,33 +354,3 @@ def test_a_lock_held_on_another_host_is_refused(tmp_path):
         with output_lock(tmp_path):
             pass
     assert (tmp_path / LOCK_FILE).read_text() == "123 some-other-host\n"  # not ours to remove
-
-
-def test_read_json_reads_objects_also_after_a_bom(tmp_path):
-    path = tmp_path / "config.json"
-    path.write_bytes(b"\xef\xbb\xbf" + '{"n_layer": 2, "eps": 1e-05, "name": "Gr\u00fc\u00df", "a": [[1]]}'.encode())
-    assert read_json(path, "model config") == {"n_layer": 2, "eps": 1e-05, "name": "Gr\u00fc\u00df", "a": [[1]]}
-    path.write_text("[1, 2]")
-    assert read_json(path, want_object=False) == [1, 2]
-
-
-@pytest.mark.parametrize("content, problem", [
-    (b'{"a": 1,}', "not valid JSON (Expecting property name enclosed in double quotes at line 1, column 9)"),
-    (b'{"a": "\xff"}', "not UTF-8 (byte 7 is 0xff)"),
-    (b'\xef\xbb\xbf{"a": "\xfe"}', "not UTF-8 (byte 10 is 0xfe)"),  # the offset counts the BOM
-    (b'{"a": [' * 65 + b"]}" * 65, "nested more than 64 levels deep"),
-    (b"[" * 100000 + b"]" * 100000, "nested more than 64 levels deep"),  # beyond Python's recursion limit
-    (b'{"a": 1,\n "n_layer": ' + b"9" * 101 + b"}", "line 2 holds a number of 101 digits (at most 100)"),
-    (b'{"r": 1e999}', "line 1 holds a number too large for a float"),
-    (b'{"eps": NaN}', "line 1 holds NaN, which JSON does not allow"),
-    (b"[1, 2]", "it holds an array, not a JSON object"),
-    (b"null", "it holds null, not a JSON object"),
-])
-def test_read_json_refuses_crafted_files_in_one_line(tmp_path, content, problem):
-    path = tmp_path / "lit_config.json"
-    path.write_bytes(content)
-    with pytest.raises(UserError) as e:
-        read_json(path, "model config", fix="convert the checkpoint again")
-    assert str(e.value) == f"{path}: cannot read this model config: {problem}; convert the checkpoint again"
-    with pytest.raises(UserError, match="model config not found"):
-        read_json(tmp_path / "missing.json", "model config")

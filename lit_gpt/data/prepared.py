@@ -20,7 +20,8 @@ import torch
 from lit_gpt.data.tokenize import IGNORE_INDEX
 from lit_gpt.file_names import (HF_CONFIG_FILE, LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, MANIFEST_FILE,
                                 TEST_FILE, TRAIN_FILE)
-from lit_gpt.utils import UserError, atomic_path, atomic_write_json, read_json
+from lit_gpt.utils import UserError, atomic_path, atomic_write_json
+from lit_gpt.json_files import read_json
 
 DATASET_FILES = (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)  # what writing a dataset replaces in its destination
 MODEL_FILES = (LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, LIT_CONFIG_FILE, HF_CONFIG_FILE)  # a checkpoint or a run

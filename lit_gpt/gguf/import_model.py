@@ -18,7 +18,8 @@ from typing import Iterator, NamedTuple, Optional
 import numpy as np
 import torch
 
-from lit_gpt.config import Config, ConfigError, check_sizes
+from lit_gpt.config import Config
+from lit_gpt.config_checks import ConfigError, check_sizes
 from lit_gpt.registry import name_to_config
 from lit_gpt.convert.hf import DTYPES, StateDictWriter, check_layout
 from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, TOKENIZER_FILES

@@ -20,7 +20,8 @@ from lit_gpt.gguf.tokenizer_from_gguf import (END_OF_TURN_TOKENS, GEMMA_ARCHITEC
                                     TOKEN_UNKNOWN, TOKEN_UNUSED, TOKEN_USER_DEFINED, build_bpe_tokenizer,
                                     write_tokenizer_files)
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.utils import UserError, read_json
+from lit_gpt.utils import UserError
+from lit_gpt.json_files import read_json
 
 # one name per pre-tokenization llama.cpp and our import both implement (the others are aliases of these)
 PRE_TOKENIZER_CANDIDATES = ("gpt-2", "smollm", "llama-bpe", "qwen2")

@@ -22,7 +22,8 @@ import yaml
 
 from lit_gpt.registry import name_to_config
 from lit_gpt.file_names import DATA_MANIFEST_FILE, HYPERPARAMETERS_FILE, LIT_CONFIG_FILE, LORA_CONFIG_FILE, MANIFEST_FILE
-from lit_gpt.utils import UserError, read_json
+from lit_gpt.utils import UserError
+from lit_gpt.json_files import read_json
 
 CARD_MARKER = "<!-- model card written by lit-gpt-data (scripts/upload.py); rerun it to update this file -->"
 TRAIN_SUMMARY_FILE = "train_summary.json"

@@ -13,7 +13,7 @@ from typing import Optional
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-from lit_gpt.credentials import find_credentials
+from lit_gpt.cli.secrets import find_credentials
 from lit_gpt.file_names import HF_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE
 from lit_gpt.hub.download import check_repo_id, resolve_token, translate_hub_errors
 from lit_gpt.hub.model_card import CARD_MARKER, RunFacts, render_card

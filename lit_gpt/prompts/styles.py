@@ -24,7 +24,8 @@ from lit_gpt.registry import name_to_config
 from lit_gpt.file_names import LIT_CONFIG_FILE, PROMPT_STYLE_FILE
 from lit_gpt.prompts.base import (BOS, EOS, PromptStyle, Segment, Special, split_conversation, user_text,
                                  with_system)
-from lit_gpt.utils import UserError, atomic_write_text, read_json
+from lit_gpt.utils import UserError, atomic_write_text
+from lit_gpt.json_files import read_json
 
 __all__ = [  # the styles and their parts, importable from here
     "BOS", "EOS", "PromptStyle", "Segment", "Special", "split_conversation", "user_text", "with_system",

@@ -1,6 +1,6 @@
 """What counts as a secret, so that none is printed, written or uploaded by mistake.
 
-- Flags that carry one (`--access_token`, `--hf_token`, `--api_key`, ...): `lit_gpt.cli_parser` shows their values as
+- Flags that carry one (`--access_token`, `--hf_token`, `--api_key`, ...): `lit_gpt.cli.parser` shows their values as
   `SECRET_MASK` in --print_config, --help and error messages (`redact`).
 - Files that hold one (a Hub token or API key in the text, a private key, .netrc / id_rsa / *.pem by name) or a link
   that leads out of the folder: `find_credentials` lists them so that an upload can refuse them.

@@ -1,4 +1,4 @@
-"""Tests for lit_gpt/cli_parser.py through run_cli (every script's entry point): a secret flag's value never shows
+"""Tests for lit_gpt/cli/parser.py through run_cli (every script's entry point): a secret flag's value never shows
 in --print_config, --help or an error; a --config file's error names the file."""
 
 from typing import Optional

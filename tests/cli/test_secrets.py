@@ -1,10 +1,10 @@
-"""Tests for lit_gpt/credentials.py: secret flags, redaction, and the files an upload must not send."""
+"""Tests for lit_gpt/cli/secrets.py: secret flags, redaction, and the files an upload must not send."""
 
 import os
 
 import pytest
 
-from lit_gpt.credentials import find_credentials, is_secret_flag, redact, secret_values
+from lit_gpt.cli.secrets import find_credentials, is_secret_flag, redact, secret_values
 
 HF_TOKEN = "hf_" + "Ab1" * 12
 

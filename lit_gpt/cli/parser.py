@@ -1,6 +1,6 @@
 """The argument parser behind every script (`lit_gpt.utils.run_cli`): jsonargparse's, with two differences.
 
-- Secrets stay secret: the value of a secret flag (`lit_gpt.credentials.is_secret_flag`: --access_token, ...) is
+- Secrets stay secret: the value of a secret flag (`lit_gpt.cli.secrets.is_secret_flag`: --access_token, ...) is
   shown as `***` by --print_config (so `--print_config > cfg.yaml` writes no token either), by --help (a default
   edited into a script) and in error messages (also a token given to a misspelt flag). A config file that holds
   the mask instead of the token is refused rather than sent to the Hub as a token.
@@ -12,7 +12,7 @@ from typing import Any, NoReturn, Optional
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
 
-from lit_gpt.credentials import SECRET_MASK, is_secret_flag, redact, secret_values
+from lit_gpt.cli.secrets import SECRET_MASK, is_secret_flag, redact, secret_values
 
 
 class ScriptHelpFormatter(DefaultHelpFormatter):
