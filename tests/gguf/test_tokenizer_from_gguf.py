@@ -41,17 +41,19 @@ def tiny_bpe(pre="gpt-2", extra_tokens=(), extra_types=(), **metadata) -> Vocabu
 
 # ---- which builder -----------------------------------------------------------------------------------------------
 def test_check_tokenizer_supported():
-    assert check_tokenizer_supported(Vocabulary({"tokenizer.ggml.model": "gpt2"})) == "bpe"  # pre "gpt-2" by default
+    tokens = {"tokenizer.ggml.tokens": ["a", "b"]}  # a vocabulary is checked first: it must hold tokens
+    assert check_tokenizer_supported(Vocabulary({**tokens, "tokenizer.ggml.model": "gpt2"})) == "bpe"  # pre "gpt-2"
     for pre in SUPPORTED_PRE_TOKENIZERS:
         assert check_tokenizer_supported(tiny_bpe(pre)) == "bpe"
-    assert check_tokenizer_supported(Vocabulary({"tokenizer.ggml.model": "llama"})) == "sentencepiece"
-    gemma = {"tokenizer.ggml.model": "llama", "general.architecture": "gemma3"}
+    assert check_tokenizer_supported(Vocabulary({**tokens, "tokenizer.ggml.model": "llama"})) == "sentencepiece"
+    gemma = {**tokens, "tokenizer.ggml.model": "llama", "general.architecture": "gemma3"}
     assert check_tokenizer_supported(Vocabulary(gemma)) == "gemma"
     for metadata, error in [
         ({}, "vocab.gguf: the GGUF has no tokenizer (tokenizer.ggml.model); it cannot become a checkpoint"),
+        ({"tokenizer.ggml.model": "gpt2"}, "vocab.gguf: GGUF metadata tokenizer.ggml.tokens is missing or empty"),
         (tiny_bpe("deepseek-llm").metadata, "vocab.gguf: byte-level BPE pre-tokenizer 'deepseek-llm' is not "
                                             "supported yet (supported: gpt-2, gpt2, smollm,"),
-        ({"tokenizer.ggml.model": "bert"}, "vocab.gguf: tokenizer type 'bert' is not supported yet"),
+        ({**tokens, "tokenizer.ggml.model": "bert"}, "vocab.gguf: tokenizer type 'bert' is not supported yet"),
         ({**gemma, "tokenizer.ggml.add_space_prefix": True}, "add_space_prefix = true is not supported yet"),
     ]:
         with pytest.raises(UserError) as e:

@@ -36,7 +36,7 @@ def run(capsys, kind: str, *args) -> tuple:
 @pytest.mark.parametrize("kind, model_flags, required", [
     ("base", ["checkpoint_dir"], []),
     ("full", ["checkpoint_dir"], ["checkpoint_dir"]),
-    ("lora", ["lora_path", "checkpoint_dir"], ["lora_path"]),
+    ("lora", ["lora_path", "checkpoint_dir", "force"], ["lora_path"]),
 ])
 def test_each_command_has_its_model_flags_and_the_sampling_flags(kind, model_flags, required):
     command = generate_command(kind)
@@ -61,7 +61,9 @@ def test_the_parsed_flags_reach_generate_answers(monkeypatch, capsys, kind, args
     code, _, err = run(capsys, kind, *args, "--prompt", "Sum these.", "--input", "2, 3", "--temperature", "0",
                        "--top_p", "0.9")
     assert code == 0, err
-    assert calls == [((*model, "Sum these.", "2, 3"), {**SAMPLING_DEFAULTS, "temperature": 0.0, "top_p": 0.9})]
+    extra = {"force": False} if kind == "lora" else {}  # --force: a LoRA on a base with other weights
+    assert calls == [((*model, "Sum these.", "2, 3"),
+                      {**extra, **SAMPLING_DEFAULTS, "temperature": 0.0, "top_p": 0.9})]
 
 
 def test_a_greedy_run_prints_the_models_continuation(base, capsys):
