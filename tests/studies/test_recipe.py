@@ -33,9 +33,24 @@ def test_placeholders_are_filled_from_settings_overrides_and_fixed_values(tmp_pa
     assert [s.script for s in steps] == ["mix_datasets.py", "prepare_json.py"]
     assert steps[0].args == ["--inputs", "d/a", "--counts", "8", "--destination_path", "d/b"]
     assert steps[1].args[1] == '{"score": "score_ifd"}'  # {{ }} is a literal brace, as in str.format
-    assert steps[1].command() == """python scripts/prepare_json.py --columns '{"score": "score_ifd"}' --max_seq_length 256"""
+    assert steps[1].command() == ("""python scripts/prepare_json.py --columns '{"score": "score_ifd"}' """
+                                  "--max_seq_length 256")
     flags = recipe.compare_flags(values)
     assert flags["data_dirs"] == ["d/a", "d/b"] and flags["max_iters"] == 8  # a lone placeholder keeps its type
+
+
+def test_gpu_settings_give_the_full_size(tmp_path):
+    recipe = load_recipe(write(tmp_path, RECIPE + "gpu_settings:\n  settings: {rows: 9000}\n"
+                                                  "  compare: {ifeval_prompts: -1, max_iters: 300}\n"))
+    assert recipe.settings["rows"] == 1000 and "ifeval_prompts" not in recipe.compare  # the CPU size by default
+    gpu = recipe.for_gpu()
+    assert gpu.settings == {"rows": 9000, "max_seq_length": 256}
+    assert gpu.compare["ifeval_prompts"] == -1 and gpu.compare["max_iters"] == 300
+    assert gpu.compare["data_dirs"] == recipe.compare["data_dirs"]
+    with pytest.raises(UserError, match=r"gpu_settings.settings \['row'\] are not in `settings`"):
+        load_recipe(write(tmp_path, RECIPE + "gpu_settings: {settings: {row: 1}}\n"))
+    with pytest.raises(UserError, match="`gpu_settings` must be a mapping"):
+        load_recipe(write(tmp_path, RECIPE + "gpu_settings: {flags: {}}\n"))
 
 
 def test_fill_value_nests_and_names_an_unknown_placeholder():
