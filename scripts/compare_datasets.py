@@ -5,18 +5,20 @@
         --judge_checkpoint_dir checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct --out_dir out/compare/alpagasus
     python scripts/compare_datasets.py --recipe scripts/studies/1_quality_vs_quantity.yaml   # a whole study
 
-Every variant (data dir x --orders x --epochs) is trained with finetune/<method>.py's training loop, the same
-hyperparameters and seed, into out_dir/<variant>/; then each is evaluated on one held-out set (eval loss on the
-reference answers, share of greedy answers that stop with EOS, with --ifeval_prompts IFEval's four accuracies, and
-with --judge_checkpoint_dir the win rate against the first variant, judged in both answer orders); every later
-variant's difference from the first comes with a paired 95% bootstrap interval ("n.s." when it contains 0). Held-out
-prompts that near-duplicate training instructions are reported. Writes out_dir/comparison.md (the table, also
-printed), comparison.png and comparison.json. Details: lit_gpt/studies/compare.py.
+Every variant (data dir x --orders x --epochs) is trained with finetune/<method>.py's training loop and the same
+hyperparameters, once per seed of --seeds, into out_dir/<variant>/seed-<seed>/ (with --aa_control, default, the first
+variant once more with other seeds: the A/A control); then each run is evaluated on one held-out set (reference-answer
+loss per answer style, share of greedy answers that stop with EOS, with --ifeval_prompts IFEval with echo detection,
+with --judge_checkpoint_dir the win rate against the first variant, judged in both answer orders). Every later variant
+is tested against the first on --primary_metric (seed and item noise, Holm-corrected), with the interval and the
+minimum detectable effect. Held-out prompts that near-duplicate training instructions are reported. Writes
+out_dir/comparison.md (the tables, also printed), comparison.png and comparison.json. Details:
+lit_gpt/studies/compare.py.
 
 --recipe runs a study (scripts/studies/*.yaml, format in lit_gpt/studies/recipe.py): its build steps first (our prepare,
 score, filter and mix scripts, in this process; nothing else, and each writes only under --data_root), then the
 comparison with the recipe's flags; a flag given on the command line wins over the recipe's, --settings
-'{"rows": 100}' changes the recipe's sizes.
+'{"rows": 100}' changes the recipe's sizes, --gpu_settings true applies the recipe's full (GPU) size.
 """
 
 import importlib.util
@@ -38,11 +40,11 @@ from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe
 from lit_gpt.train.args import hyperparameter_specs
 from lit_gpt.utils import UserError, cpu_name, log, output_lock, run_cli, space_separated_lists, with_flags
 
-LIST_FLAGS = ("data_dirs", "orders", "epochs")
+LIST_FLAGS = ("data_dirs", "orders", "epochs", "seeds", "draw_rows")
 SCRIPTS_DIR = Path(__file__).resolve().parent
-# finetune/<method>.py's constants that have a flag here (any other: --hyperparameters); --seed also seeds the
-# held-out sample (StudySettings.seed)
-TRAINING_FLAGS = ("learning_rate", "batch_size", "micro_batch_size", "max_iters", "warmup_steps", "seed")
+# finetune/<method>.py's constants that have a flag here (any other: --hyperparameters); the training seed is
+# --seeds (one run per seed), --seed seeds the held-out sample (StudySettings.seed)
+TRAINING_FLAGS = ("learning_rate", "batch_size", "micro_batch_size", "max_iters", "warmup_steps")
 PATH_FLAGS = {"checkpoint_dir": (Optional[Path], "the base model every variant starts from"),
               "data_dirs": (Optional[list[str]], "prepared data directories (same tokenizer and prompt style), the "
                                                  "first is the baseline")}
@@ -51,7 +53,7 @@ HYPERPARAMETERS_HELP = ("any other constants of finetune/<method>.py, e.g. '{\"l
 
 
 def main(*, recipe: Optional[Path] = None, settings: Optional[dict] = None, data_root: Optional[Path] = None,
-         shared_dir: Path = Path("../shared"), **flags) -> dict:
+         shared_dir: Path = Path("../shared"), gpu_settings: bool = False, **flags) -> dict:
     """Fine-tune the same model on each dataset variant and compare them on one held-out set.
 
     A flag of the comparison that is left out takes the recipe's value (with --recipe), else the default its help
@@ -62,15 +64,17 @@ def main(*, recipe: Optional[Path] = None, settings: Optional[dict] = None, data
         settings: with --recipe, new values for the recipe's sizes, e.g. '{"rows": 200}'
         data_root: with --recipe, where its data variants are built (default: data/studies/<model>)
         shared_dir: with --recipe, the shared real data its build steps read (default: ../shared)
+        gpu_settings: with --recipe, its full size (the recipe's gpu_settings over its CPU sizes)
     """
     started = time.perf_counter()
     given = {k: v for k, v in flags.items() if v is not None}  # the comparison's flags the command line gave
     values = None  # a recipe's placeholder values
     if recipe is not None:
-        recipe = load_recipe(recipe)
+        recipe = load_recipe(recipe).for_gpu() if gpu_settings else load_recipe(recipe)
         given, values = recipe_flags(recipe, given, settings or {}, data_root, shared_dir)
-    elif settings or data_root is not None:
-        raise UserError("--settings and --data_root belong to --recipe; without a recipe, pass the flags directly")
+    elif settings or data_root is not None or gpu_settings:
+        raise UserError("--settings, --data_root and --gpu_settings belong to --recipe; without a recipe, pass the "
+                        "flags directly")
     plan = plan_from_flags(given)  # every setting checked before a recipe builds its data
     with output_lock(plan.settings.out_dir):
         study = build_variants(recipe, values) if recipe is not None else None
@@ -93,8 +97,6 @@ def comparison_flags() -> list[tuple]:
     for name in TRAINING_FLAGS:
         annotation, default, help = specs[name]
         help = f"finetune/<method>.py's, the same for every variant (default: {default}): {help}"
-        if name in study_fields:  # --seed: also StudySettings.seed
-            help += f"; also the {study_fields[name].metadata['help']} (default: {getattr(study_defaults, name)})"
         flags.append((name, Optional[annotation], None, help))
     return flags + [("hyperparameters", Optional[dict], None, HYPERPARAMETERS_HELP)]
 

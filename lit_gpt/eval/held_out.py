@@ -1,7 +1,7 @@
 """Held-out evaluation rows from a file in any of the layouts people use: the data pipeline's (Alpaca, Dolly,
 conversations, ...), Vicuna's {"text"}, Self-Instruct's {"instruction", "instances": [{"input", "output"}]},
 MT-bench's {"turns"}. Each row is {instruction, input, output or None, messages}; rows without an answer still serve
-as prompts (`lit_gpt.studies.compare`'s EOS rate and judge, `lit_gpt.eval.run`'s reference loss skips them).
+as prompts (`lit_gpt.studies.evaluation`'s EOS rate and judge, `lit_gpt.eval.run`'s reference loss skips them).
 """
 
 from pathlib import Path

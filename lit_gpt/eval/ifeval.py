@@ -70,7 +70,7 @@ class InstructionTypeScore:
 class IFEvalResult:
     """Scores as fractions in [0, 1]. Per prompt (in the order scored): its key, the strict and loose verdict of each
     of its instructions (lm-eval's `follow_instruction_list`) and whether all were followed: the 0/1 arrays a paired
-    bootstrap over prompts (`lit_gpt.eval.bootstrap`) resamples."""
+    comparison over prompts (`lit_gpt.eval.statistics`) uses."""
     keys: list[int]
     instruction_ids: list[list[str]]
     strict_verdicts: list[list[bool]]

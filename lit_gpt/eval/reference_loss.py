@@ -4,7 +4,7 @@ For each (instruction, reference answer) pair the conversation is rendered and t
 (`lit_gpt.data.tokenize.tokenize_examples`: the prompt masked, the answer and its end-of-turn token trained), and the
 negative log-likelihood of the answer tokens is summed. The report gives the token-weighted mean NLL over all answers
 (nats per token) and its perplexity exp(mean), plus each example's NLL and token count, so two models can be compared
-paired over the same answers (`lit_gpt.eval.bootstrap`). Lower is better; it is the training loss's held-out twin,
+paired over the same answers (`lit_gpt.eval.statistics`). Lower is better; it is the training loss's held-out twin,
 comparable only between models with the same tokenizer.
 """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from lit_gpt.data.records import iter_jsonl
-from lit_gpt.quality.scored_records import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringExample
+from lit_gpt.quality.scored_records import FLAGS_COLUMN, METHODS, SCORE_COLUMNS, ScoringExample, scoring_example
 from lit_gpt.utils import UserError, write_error
 
 # ======================================================================================================================
@@ -95,12 +95,13 @@ def score_examples(examples: Sequence[ScoringExample], scorer, cache: ScoreCache
 # Filtering by score
 # ======================================================================================================================
 def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = None,
-                top_fraction: Optional[float] = None, max_score: Optional[float] = None) -> tuple[list[int], dict]:
+                top_fraction: Optional[float] = None, max_score: Optional[float] = None,
+                top_count: Optional[int] = None) -> tuple[list[int], dict]:
     """(indices of kept rows in their original order, {reason: [dropped indices]}).
 
     heuristics: keep rows whose heuristics_pass is 1 (reasons = their flags). alpagasus/ifd: drop unscored rows,
-    rows above max_score, then keep those >= min_score, or the round(top_fraction * len(rows)) highest-scoring
-    ones (ties broken by row order)."""
+    rows above max_score, then keep those >= min_score, or the top_count (or round(top_fraction * len(rows)))
+    highest-scoring ones (ties broken by row order)."""
     if method not in METHODS:
         raise UserError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     column = SCORE_COLUMNS[method]
@@ -109,13 +110,13 @@ def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = 
     def drop(reason: str, i: int) -> None:
         dropped.setdefault(reason, []).append(i)
 
-    if method == "heuristics" and (min_score is not None or top_fraction is not None or max_score is not None):
+    rules = (min_score, top_fraction, top_count)
+    if method == "heuristics" and (any(r is not None for r in rules) or max_score is not None):
         raise UserError("--method heuristics keeps the rows that pass every check; it takes no --min_score, "
-                        "--top_fraction or --max_score")
-    if method != "heuristics" and (min_score is None) == (top_fraction is None):
-        raise UserError("give exactly one of --min_score or --top_fraction")
-    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
-        raise UserError(f"--top_fraction {top_fraction}: must be in (0, 1]")
+                        "--top_fraction, --top_count or --max_score")
+    if method != "heuristics" and sum(r is not None for r in rules) != 1:
+        raise UserError("give exactly one of --min_score, --top_fraction or --top_count")
+    _check_top(top_fraction, top_count)
     if not any(column in row for row in rows):
         raise UserError(f"no row has a {column!r} column; score the file first with "
                         f"`python scripts/score_dataset.py --method {method}`")
@@ -141,13 +142,52 @@ def select_rows(rows: Sequence[dict], method: str, min_score: Optional[float] = 
             drop("below_min_score", i)
         else:
             eligible.append(i)
-    if top_fraction is not None:
-        n_keep = min(len(eligible), int(round(top_fraction * len(rows))))
-        ranked = sorted(eligible, key=lambda i: (-rows[i][column], i))
-        for i in ranked[n_keep:]:
-            drop("below_top_fraction", i)
-        eligible = sorted(ranked[:n_keep])
+    if top_fraction is not None or top_count is not None:
+        return _top(eligible, lambda i: rows[i][column], len(rows), top_fraction, top_count, dropped)
     return eligible, dropped
+
+
+def _check_top(top_fraction: Optional[float], top_count: Optional[int]) -> None:
+    if top_fraction is not None and not 0.0 < top_fraction <= 1.0:
+        raise UserError(f"--top_fraction {top_fraction}: must be in (0, 1]")
+    if top_count is not None and top_count < 1:
+        raise UserError(f"--top_count {top_count}: must be >= 1")
+
+
+def _top(eligible: list[int], value: Callable[[int], float], rows: int, top_fraction: Optional[float],
+         top_count: Optional[int], dropped: dict) -> tuple[list[int], dict]:
+    """The top_count (or round(top_fraction * rows)) eligible rows of highest value, in row order (ties: the earlier
+    row); the others dropped as below_top_fraction / below_top_count."""
+    n_keep = top_count if top_count is not None else int(round(top_fraction * rows))
+    ranked = sorted(eligible, key=lambda i: (-value(i), i))
+    reason = "below_top_count" if top_count is not None else "below_top_fraction"
+    for i in ranked[n_keep:]:
+        dropped.setdefault(reason, []).append(i)
+    return sorted(ranked[:n_keep]), dropped
+
+
+def answer_length(row: dict) -> int:
+    """The length (characters) of a row's answer, the first one of a conversation."""
+    return len(scoring_example(0, row).output.strip())
+
+
+def select_longest(rows: Sequence[dict], top_fraction: Optional[float] = None,
+                   top_count: Optional[int] = None) -> tuple[list[int], dict]:
+    """The rows with the longest answers ("Long Is More for Alignment", Zhao et al. 2024: the 1,000 longest answers
+    of a dataset are a strong baseline for data selection): (kept indices in row order, {reason: [dropped]}). The
+    paper counts tokens; characters rank the same rows nearly alike and need no tokenizer."""
+    if (top_fraction is None) == (top_count is None):
+        raise UserError("--method longest: give exactly one of --top_count or --top_fraction")
+    _check_top(top_fraction, top_count)
+    dropped: dict[str, list[int]] = {}
+    lengths = [answer_length(row) for row in rows]
+    eligible = []
+    for i, n in enumerate(lengths):
+        if n:
+            eligible.append(i)
+        else:
+            dropped.setdefault("no_answer", []).append(i)
+    return _top(eligible, lengths.__getitem__, len(rows), top_fraction, top_count, dropped)
 
 
 def score_stats(values: Iterable[float]) -> Optional[dict]:

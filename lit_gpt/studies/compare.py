@@ -1,37 +1,29 @@
 """Comparing dataset variants (`scripts/compare_datasets.py`): which data makes the better fine-tune?
 
-Every variant (a prepared data directory x a training order x a number of epochs) is trained from the same
-checkpoint with the same hyperparameters and seed by the one training loop (`lit_gpt.train.loop.finetune`, with the
-library's defaults, TrainArgs and LoRAConfig, the values finetune/lora.py and finetune/full.py ship with), in-process,
-one after the other, into out_dir/<variant>/. Then each fine-tuned model is evaluated on one common held-out set:
+Every variant (an arm: a prepared data directory x a training order x a number of epochs) is trained from the same
+checkpoint with the same hyperparameters by the one training loop (`lit_gpt.train.loop.finetune`, with the library's
+defaults, TrainArgs and LoRAConfig, the values finetune/lora.py and finetune/full.py ship with), once per seed of
+--seeds, in-process, one run after the other, into out_dir/<variant>/seed-<seed>/. The seed drives the LoRA init,
+dropout, the data order and, for an arm that draws its rows (--draw_rows: N training examples of its data dir,
+`lit_gpt.data.mixing.mix`), the draw. With --token_budget every run trains as many steps as its examples take to
+reach that many tokens (equal tokens, not equal examples). The first variant is the baseline; with --aa_control
+(default) the baseline is trained once more with as many other seeds, the A/A arm: a real difference from the
+baseline cannot exist, so a test that finds one is wrong. --base_row evaluates the untrained base checkpoint and
+--reference_checkpoint_dir an instruction-tuned model (in its own chat format) beside the arms, for scale only.
 
-- eval loss (reference-answer loss): mean NLL of the response tokens of the held-out examples that have a reference
-  answer, tokenized with the variants' tokenizer and prompt style (`lit_gpt.eval.reference_loss`);
-- IFEval (with --ifeval_prompts): the 541 (or the first N) IFEval prompts answered greedily in the chat format and
-  scored by lm-eval's rule checkers (`lit_gpt.eval.ifeval`): prompt- and instruction-level accuracy, strict and loose;
-- EOS rate: the share of greedy answers to held-out prompts that end with a stop token within max_new_tokens (a
-  model that never stops has not learned the answer format);
-- win rate (with a judge checkpoint): for each prompt a judge model compares the variant's answer with the first
-  variant's (the baseline) and names the better one, asked twice with the answers in both positions, because small
-  judges prefer a position; the judge's expected choice from its digit probabilities (`lit_gpt.quality.judge.Judge`) is
-  averaged over the two orders. p > 0.5 + TIE_BAND is a win, p < 0.5 - TIE_BAND a loss, else a tie (half a win).
-
-The held-out set is --eval_path (a prepared data directory's test.pt, or a JSON/JSONL file of instruction rows:
-the data pipeline's layouts, or Vicuna's {"text"}, Self-Instruct's {"instruction", "instances": [{"input",
-"output"}]}, MT-bench's {"turns"}; rows without an answer count for the EOS rate and the judge only); by default
-the union of the variants' test sets. Contamination check: held-out prompts that near-duplicate a variant's training
-examples (ROUGE-L >= 0.7 as `lit_gpt.data.mixing` defines it) are counted and warned about: they flatter that variant.
-Every variant after the first also gets its difference from the first with a paired 95% bootstrap interval over the
-same prompts / answers (`lit_gpt.eval.bootstrap`): IFEval prompt-level strict and loose accuracy, and the per-answer
-mean NLL. An interval that contains 0 is reported as "no significant difference".
-Results: comparison.md (a markdown table), comparison.png, comparison.json (numbers and every answer).
+Each run is evaluated on one common held-out set (`lit_gpt.studies.evaluation`: reference-answer loss per answer
+style, IFEval with echo detection, EOS rate); with a judge checkpoint a judge model compares each arm's answers with
+the baseline's run of the same seed index, in both orders (`lit_gpt.studies.pairwise`). The statistics
+(`lit_gpt.studies.analysis`) compare every arm with the baseline on the declared --primary_metric, with seed and
+item noise, Holm-corrected, and check the A/A arm the same way. With --resume, finished runs and their evaluations
+are reused. Results: comparison.md (`lit_gpt.studies.report`), comparison.png, comparison.json (numbers, per-item
+scores and every answer).
 
 `plan_comparison` checks every setting before any data is loaded (a recipe builds its data after that); `compare`
-then runs the plan: data, held-out set, contamination, one variant after the other, the judge, the files.
+then runs the plan: data, held-out set, contamination, one run after the other, the judge, the statistics, the files.
 """
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,33 +32,32 @@ from typing import Literal, Optional, Sequence
 import torch
 
 from lit_gpt.checkpoint import check_checkpoint_dir
-from lit_gpt.studies.pairwise import PAIRWISE_PROMPT, differences_from_baseline, pairwise_preference, win_rate
-from lit_gpt.studies.report import CONTAMINATION_THRESHOLD, TIE_BAND, markdown_report, plot_comparison
-from lit_gpt.data.mixing import instruction_key
-from lit_gpt.data.similarity import NearDuplicateFinder
+from lit_gpt.data.mixing import mix
 from lit_gpt.data.order import check_order
 from lit_gpt.data.prepared import load_prepared
-from lit_gpt.data.tokenize import tokenize_examples
-from lit_gpt.eval import ifeval
-from lit_gpt.eval.held_out import eval_rows
-from lit_gpt.eval.reference_loss import reference_loss
-from lit_gpt.eval.run import run_ifeval
-from lit_gpt.infer.answer import answer_prompts
 from lit_gpt.infer.load import load
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.precision import device_and_dtype
-from lit_gpt.prompts.base import PromptStyle
-from lit_gpt.prompts.styles import get_prompt_style
-from lit_gpt.quality.judge import Judge
+from lit_gpt.studies.analysis import check_primary_metric, study_statistics
+from lit_gpt.studies.evaluation import HeldOut, evaluate_model, held_out_set, warn_of_contamination
+from lit_gpt.studies.pairwise import judge_arms
+from lit_gpt.studies.report import markdown_report, plot_comparison
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_train_args, typed_hyperparameters
 from lit_gpt.train.loop import finetune
 from lit_gpt.train.state import checkpoint_steps
-from lit_gpt.utils import UserError, atomic_write_text, check_output, log
+from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text, check_output, log
+
+EVALUATION_FILE = "study_evaluation.json"  # a run's evaluation, reused by --resume under the same held-out set
 
 
 def _setting(default, help: str):
     return field(default=default, metadata={"help": help})
+
+
+def _mutable_setting(default: "list | dict", help: str):
+    """A list or dict setting: each StudySettings gets its own copy of the default."""
+    return field(default_factory=lambda: type(default)(default), metadata={"help": help})
 
 
 @dataclass
@@ -75,39 +66,67 @@ class StudySettings:
     hyperparameters are finetune/<method>.py's (TrainArgs, LoRAConfig), the same for every variant."""
 
     out_dir: Path = _setting(Path("out/compare"), "one subdirectory per variant, plus comparison.md/.png/.json")
-    orders: list[str] = field(default_factory=lambda: ["shuffle"], metadata={
-        "help": "training orders to compare, e.g. shuffle by_length_asc"})
-    epochs: list[Optional[int]] = field(default_factory=lambda: [None], metadata={
-        "help": "epoch counts to compare, e.g. 1 3 (None: finetune/<method>.py's; with --max_iters alone, that many "
-                "steps)"})
+    orders: list[str] = _mutable_setting(["shuffle"], "training orders to compare, e.g. shuffle by_length_asc")
+    epochs: list[Optional[int]] = _mutable_setting([None], "epoch counts to compare, e.g. 1 3 (None: "
+                                                           "finetune/<method>.py's; with --max_iters alone, that many "
+                                                           "steps)")
+    seeds: list[int] = _mutable_setting([1337, 1338, 1339], "one run per variant per seed (LoRA init, dropout, data "
+                                                            "order, the draw of --draw_rows)")
+    aa_control: bool = _setting(True, "train the baseline again with as many other seeds (the A/A arm) and check "
+                                      "that the statistics do not call it different")
+    primary_metric: str = _setting("answer_nll", "the one metric every variant is tested on against the first: "
+                                                 "ifeval_prompt_loose, ifeval_prompt_strict (_no_echo: echoes "
+                                                 "fail), answer_nll, answer_nll_no_eos, answer_nll:<reference set>")
+    draw_rows: list[int] = _mutable_setting([], "per data dir, training examples each run draws from it with its seed "
+                                             "(0: all); empty: no draws")
+    token_budget: Optional[int] = _setting(None, "train every run for as many steps as its examples take to reach "
+                                                 "this many tokens (instead of --max_iters)")
     eval_path: Optional[Path] = _setting(None, "held-out set: a prepared data directory (its test.pt) or a JSON/JSONL "
                                                "file of instructions (with or without answers); None: the union of "
                                                "the variants' test sets")
+    reference_sets: dict[str, Path] = _mutable_setting({}, "more answer styles for the reference loss, name -> file or "
+                                                   "prepared dir, e.g. '{\"gpt4\": \"../shared/datasets/alpaca_gpt4/"
+                                                   "sample_999.json\"}'")
+    base_row: bool = _setting(False, "also evaluate the base checkpoint untrained")
+    reference_checkpoint_dir: Optional[Path] = _setting(None, "also evaluate this instruction-tuned model, in its own "
+                                                              "chat format (e.g. SmolLM2-135M-Instruct)")
     judge_checkpoint_dir: Optional[Path] = _setting(None, "a model that judges answers pairwise (win rate against "
                                                           "the first variant)")
     method: Literal["lora", "full"] = _setting("lora", "lora or full fine-tuning (finetune/lora.py or "
                                                        "finetune/full.py defaults)")
     eval_prompts: int = _setting(40, "held-out prompts answered greedily (EOS rate, judge)")
-    eval_examples: int = _setting(200, "held-out examples with a reference answer for the eval loss")
+    eval_examples: int = _setting(200, "answers with a reference scored for the loss, per answer style")
     max_new_tokens: int = _setting(128, "answer length limit for the EOS rate")
-    ifeval_prompts: int = _setting(0, "IFEval prompts each variant answers (0: no IFEval; -1: all 541)")
+    ifeval_prompts: int = _setting(0, "IFEval prompts each run answers (0: no IFEval; -1: all 541)")
     ifeval_max_new_tokens: int = _setting(1280, "IFEval's answer budget (1280 as lm-eval)")
     eval_batch_size: int = _setting(16, "prompts generated together, examples per loss batch")
-    resume: bool = _setting(False, "reuse finished runs in out_dir and continue unfinished ones")
-    seed: int = _setting(42, "seed of the held-out sample (answered prompts, loss examples) and the bootstrap "
-                             "intervals")
+    resume: bool = _setting(False, "reuse finished runs (and their evaluations) in out_dir, continue unfinished ones")
+    seed: int = _setting(42, "seed of the held-out sample (answered prompts, scored answers)")
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.eval_path = Path(self.eval_path) if self.eval_path is not None else None
-        if self.judge_checkpoint_dir is not None:
-            self.judge_checkpoint_dir = Path(self.judge_checkpoint_dir)
+        self.reference_sets = {str(k): Path(v) for k, v in (self.reference_sets or {}).items()}
+        for name in ("judge_checkpoint_dir", "reference_checkpoint_dir"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         if self.method not in ("lora", "full"):
             raise UserError(f"--method {self.method!r}: use lora or full")
         if (self.eval_prompts < 0 or self.eval_examples < 0 or self.max_new_tokens < 1 or self.ifeval_prompts < -1
                 or self.eval_batch_size < 1 or self.ifeval_max_new_tokens < 1):
             raise UserError("--eval_prompts and --eval_examples must be >= 0, --ifeval_prompts >= -1 (-1: all), "
                             "--max_new_tokens, --ifeval_max_new_tokens and --eval_batch_size >= 1")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds {self.seeds}: give one or more different seeds, e.g. --seeds 1337 1338 1339")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise UserError(f"--token_budget {self.token_budget}: must be >= 1 (tokens per run)")
+        if any(n < 0 for n in self.draw_rows):
+            raise UserError(f"--draw_rows {self.draw_rows}: must be >= 0 (0: all rows)")
+        check_primary_metric(self.primary_metric, self.ifeval_prompts, self.eval_examples, list(self.reference_sets))
+
+    def aa_seeds(self) -> list[int]:
+        """The A/A arm's seeds: as many as --seeds, none of them."""
+        return [max(self.seeds) + 1 + i for i in range(len(self.seeds))]
 
 
 @dataclass
@@ -116,28 +135,36 @@ class Variant:
     data_dir: Path
     order: str
     epochs: Optional[int]  # None: TrainArgs.epochs (max_iters alone decides the number of steps)
+    draw_rows: Optional[int] = None  # each run trains on this many examples drawn from data_dir with its seed
+    role: str = "arm"  # "baseline" (the first), "arm", or "aa_control" (the baseline again, other seeds)
+    seeds: list[int] = field(default_factory=list)
 
 
 def make_variants(data_dirs: Sequence["str | Path"], orders: Sequence[str],
-                  epochs: Sequence[Optional[int]] = (None,)) -> list[Variant]:
-    """Every data dir x order x epochs; names say only what varies (alpaca, alpaca-by_length_asc, alpaca-3ep)."""
+                  epochs: Sequence[Optional[int]] = (None,), draw_rows: Sequence[int] = ()) -> list[Variant]:
+    """Every data dir x order x epochs; names say only what varies (alpaca, alpaca-by_length_asc, alpaca-3ep,
+    alpaca-draw1000). The first is the baseline."""
     if not data_dirs:
         raise UserError("--data_dirs: give at least one prepared data directory")
-
+    if draw_rows and len(draw_rows) != len(data_dirs):
+        raise UserError(f"--draw_rows has {len(draw_rows)} values for {len(data_dirs)} data dirs; give one per "
+                        "data dir (0: all its rows)")
     for order in orders:
         check_order(order)
     for n in epochs:
         if n is not None and n < 1:
             raise UserError(f"--epochs {n}: must be >= 1")
     data_dirs = [Path(d) for d in data_dirs]
-    base = [d.name for d in data_dirs]
+    draws = [n or None for n in draw_rows] or [None] * len(data_dirs)
+    base = [d.name + (f"-draw{n}" if n else "") for d, n in zip(data_dirs, draws)]
     base = [f"{n}-{i + 1}" if base.count(n) > 1 else n for i, n in enumerate(base)]
     variants = []
-    for name, data_dir in zip(base, data_dirs):
+    for name, data_dir, draw in zip(base, data_dirs, draws):
         for order in orders:
             for n in epochs:
                 parts = [name] + ([order] if len(orders) > 1 else []) + ([f"{n}ep"] if len(epochs) > 1 else [])
-                variants.append(Variant("-".join(parts), data_dir, order, n))
+                role = "arm" if variants else "baseline"
+                variants.append(Variant("-".join(parts), data_dir, order, n, draw, role))
     return variants
 
 
@@ -150,9 +177,9 @@ STUDY_TRAIN_ARGS = TrainArgs(sample_max_new_tokens=0)
 class Plan:
     """A checked comparison (`plan_comparison`): what `compare` runs."""
     checkpoint_dir: Path
-    variants: list[Variant]
+    variants: list[Variant]  # with their seeds; the A/A arm last
     settings: StudySettings
-    train: TrainArgs  # every variant's, but its order and epochs
+    train: TrainArgs  # every variant's, but its order, epochs, seed (and steps under a token budget)
     lora: Optional[LoRAConfig]  # None: full fine-tuning
     hyperparameters: dict  # what the study sets (the report lists them); the rest are finetune/<method>.py's
 
@@ -160,34 +187,44 @@ class Plan:
 # ---- checks: every setting, before any data is loaded -------------------------------------------------------------
 def plan_comparison(checkpoint_dir: "str | Path", data_dirs: Sequence["str | Path"],
                     settings: Optional[StudySettings] = None, hyperparameters: Optional[dict] = None) -> Plan:
-    """The comparison with every setting checked: the checkpoint, the variants (data dirs, orders, epochs), the
-    training hyperparameters (names of finetune/<method>.py's constants, the same for every variant), the judge and
-    the runs an earlier comparison left in out_dir. Reads no data."""
+    """The comparison with every setting checked: the checkpoint, the variants (data dirs, orders, epochs, draws,
+    seeds, the A/A arm), the training hyperparameters (names of finetune/<method>.py's constants, the same for every
+    variant), the judge and reference models and the runs an earlier comparison left in out_dir. Reads no data."""
     settings = settings or StudySettings()
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
-    variants = make_variants(data_dirs, settings.orders, settings.epochs)
+    variants = [replace(v, seeds=list(settings.seeds))
+                for v in make_variants(data_dirs, settings.orders, settings.epochs, settings.draw_rows)]
+    if settings.aa_control:
+        variants.append(replace(variants[0], name=f"{variants[0].name}-aa", role="aa_control",
+                                seeds=settings.aa_seeds()))
     train, lora, chosen = study_training(settings.method, hyperparameters or {})
-    judge = settings.judge_checkpoint_dir
-    if judge is not None and not judge.is_dir():
-        raise UserError(f"--judge_checkpoint_dir {judge}: no such directory (a converted checkpoint, e.g. "
-                        "checkpoints/ORG/NAME)")
+    if settings.token_budget is not None and ("max_iters" in chosen or settings.epochs != [None]):
+        raise UserError("--token_budget sets every run's steps: leave out --max_iters and --epochs")
+    for flag in ("judge_checkpoint_dir", "reference_checkpoint_dir"):
+        path = getattr(settings, flag)
+        if path is not None and not path.is_dir():
+            raise UserError(f"--{flag} {path}: no such directory (a converted checkpoint, e.g. "
+                            "checkpoints/HuggingFaceTB/SmolLM2-135M-Instruct)")
     check_output(settings.out_dir, {"--checkpoint_dir": checkpoint_dir, "--data_dirs": [v.data_dir for v in variants],
-                                    "--eval_path": settings.eval_path, "--judge_checkpoint_dir": judge}, "--out_dir")
+                                    "--eval_path": settings.eval_path,
+                                    "--judge_checkpoint_dir": settings.judge_checkpoint_dir,
+                                    "--reference_checkpoint_dir": settings.reference_checkpoint_dir}, "--out_dir")
     if not settings.resume:
         for variant in variants:
-            if checkpoint_steps(settings.out_dir / variant.name):
-                raise UserError(f"{settings.out_dir / variant.name}: holds a run of an earlier comparison; pass "
-                                "--resume true to reuse finished runs (and continue unfinished ones), or choose "
-                                "another --out_dir")
+            for seed in variant.seeds:
+                if checkpoint_steps(run_dir(settings, variant, seed)):
+                    raise UserError(f"{run_dir(settings, variant, seed)}: holds a run of an earlier comparison; "
+                                    "pass --resume true to reuse finished runs (and continue unfinished ones), or "
+                                    "choose another --out_dir")
     return Plan(checkpoint_dir, variants, settings, train, lora, chosen)
 
 
 def study_training(method: str, hyperparameters: dict) -> tuple[TrainArgs, Optional[LoRAConfig], dict]:
     """(TrainArgs, LoRAConfig, what the study sets): STUDY_TRAIN_ARGS' changes to the defaults, then
     `hyperparameters` (names of finetune/<method>.py's constants), checked as finetune() checks them."""
-    for fixed in ("order", "epochs"):
+    for fixed, flag in (("order", "--orders"), ("epochs", "--epochs"), ("seed", "--seeds")):
         if fixed in hyperparameters:
-            raise UserError(f"{fixed!r} is set per variant: use --{fixed}s instead of --hyperparameters")
+            raise UserError(f"{fixed!r} is set per run: use {flag} instead of --hyperparameters")
     defaults, study = asdict(TrainArgs()), asdict(STUDY_TRAIN_ARGS)
     chosen = {name: value for name, value in study.items() if value != defaults[name]}
     chosen.update(hyperparameters)
@@ -197,13 +234,35 @@ def study_training(method: str, hyperparameters: dict) -> tuple[TrainArgs, Optio
 
 
 # ---- training -------------------------------------------------------------------------------------------------------
-def train_variant(plan: Plan, variant: Variant, run_dir: Path) -> dict:
-    """Trains one variant (with --resume: reuses its finished run, continues an unfinished one); the run summary."""
-    train = replace(plan.train, order=variant.order)
+def run_dir(settings: StudySettings, variant: Variant, seed: int) -> Path:
+    return settings.out_dir / variant.name / f"seed-{seed}"
+
+
+def run_data(plan: Plan, variant: Variant, seed: int) -> Path:
+    """The run's prepared data: the variant's data dir, or the draw of --draw_rows examples from it with `seed`."""
+    if variant.draw_rows is None:
+        return variant.data_dir
+    destination = plan.settings.out_dir / "drawn" / variant.name / f"seed-{seed}"
+    log(f"=== {variant.name}: drawing {variant.draw_rows} examples of {variant.data_dir} with seed {seed}")
+    mix([variant.data_dir], destination, counts=[variant.draw_rows], seed=seed, name=variant.name)
+    return destination
+
+
+def budget_steps(token_budget: int, batch_size: int, examples: Sequence[dict]) -> int:
+    """Steps whose batches of `batch_size` examples hold about `token_budget` tokens (prompt and answer)."""
+    mean_tokens = sum(len(e["input_ids"]) for e in examples) / max(len(examples), 1)
+    return max(1, round(token_budget / (batch_size * max(mean_tokens, 1.0))))
+
+
+def train_run(plan: Plan, variant: Variant, seed: int, data_dir: Path, examples: Sequence[dict]) -> dict:
+    """Trains one run (with --resume: reuses its finished run, continues an unfinished one); the run summary."""
+    train = replace(plan.train, order=variant.order, seed=seed)
     if variant.epochs is not None:
         train = replace(train, epochs=variant.epochs)
-    return finetune(plan.settings.method, plan.checkpoint_dir, variant.data_dir, run_dir, train, plan.lora,
-                    "auto" if plan.settings.resume else None)
+    if plan.settings.token_budget is not None:
+        train = replace(train, max_iters=budget_steps(plan.settings.token_budget, train.batch_size, examples))
+    return finetune(plan.settings.method, plan.checkpoint_dir, data_dir, run_dir(plan.settings, variant, seed), train,
+                    plan.lora, "auto" if plan.settings.resume else None)
 
 
 def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, precision: Optional[str]):
@@ -211,46 +270,6 @@ def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: tor
     if method == "full":
         return load(run_dir, device=device, precision=precision).model
     return load(checkpoint_dir, lora_path=run_dir, device=device, precision=precision).model
-
-
-# ---- the held-out set -----------------------------------------------------------------------------------------------
-@dataclass
-class EvalSet:
-    description: str
-    prompts: list  # dicts with instruction, input and (maybe None) output
-    scored: list  # prepared examples (input_ids, labels) of the prompts that have a reference answer
-
-
-def build_eval_set(eval_path: Optional[Path], tokenizer, prompt_style: str, max_seq_length: int,
-                   variant_tests: dict) -> EvalSet:
-    if eval_path is None:  # the union of the variants' test sets, each instruction once
-        seen, scored = set(), []
-        for examples in variant_tests.values():
-            for example in examples:
-                if instruction_key(example) not in seen:
-                    seen.add(instruction_key(example))
-                    scored.append(example)
-        names = ", ".join(variant_tests)
-        description = f"union of the variants' test sets ({names}): {len(scored)} examples"
-        return EvalSet(description, [_prompt(e) for e in scored], scored)
-    eval_path = Path(eval_path)
-    if eval_path.is_dir():
-        _, test, manifest = load_prepared(eval_path, tokenizer)
-        if manifest.get("prompt_style") != prompt_style:
-            raise UserError(f"{eval_path}: prepared with prompt style {manifest.get('prompt_style')!r}, the variants "
-                            f"with {prompt_style!r}; prepare it again with --prompt_style {prompt_style}")
-        return EvalSet(f"{eval_path}/test.pt: {len(test)} examples", [_prompt(e) for e in test], test)
-    rows = eval_rows(eval_path)
-    with_answer = [{**r, "source": "eval", "id": f"eval-{i}"} for i, r in enumerate(rows) if r["output"]]
-    for row in with_answer:
-        if not row.get("messages"):
-            row.pop("messages", None)
-    scored, _ = tokenize_examples(with_answer, tokenizer, get_prompt_style(prompt_style), max_seq_length)
-    return EvalSet(f"{eval_path}: {len(rows)} prompts, {len(scored)} with a reference answer", rows, scored)
-
-
-def _prompt(example: dict) -> dict:
-    return {"instruction": example["instruction"], "input": example.get("input", ""), "output": example.get("output")}
 
 
 def load_variant_data(variants: Sequence[Variant], tokenizer: Tokenizer) -> dict[Path, tuple]:
@@ -266,138 +285,126 @@ def load_variant_data(variants: Sequence[Variant], tokenizer: Tokenizer) -> dict
     return data
 
 
-@dataclass
-class HeldOut:
-    """What every variant is evaluated on (`held_out_set`), in the variants' tokenizer and prompt style."""
-    eval_set: EvalSet
-    prompts: list[dict]  # answered greedily: the EOS rate and the judge
-    scored: list[dict]  # examples with a reference answer: the eval loss
-    ifeval: list  # IFEval prompts
-    tokenizer: Tokenizer
-    style: PromptStyle
-
-
-def held_out_set(settings: StudySettings, tokenizer: Tokenizer, data: dict) -> HeldOut:
-    """The held-out set and the seeded samples of it that are answered and scored."""
-    ifeval_set = ifeval.load_prompts() if settings.ifeval_prompts else []
-    if settings.ifeval_prompts > 0:
-        ifeval_set = ifeval_set[:settings.ifeval_prompts]
-    prompt_style = next(iter(data.values()))[2].get("prompt_style") or "alpaca"
-    max_seq_length = max(m.get("max_seq_length") or 0 for _, _, m in data.values()) or None
-    eval_set = build_eval_set(settings.eval_path, tokenizer, prompt_style, max_seq_length,
-                              {str(d): test for d, (_, test, _) in data.items()})
-    rng = random.Random(settings.seed)
-    count = min(settings.eval_prompts, len(eval_set.prompts))
-    prompts = [eval_set.prompts[i] for i in sorted(rng.sample(range(len(eval_set.prompts)), count))]
-    scored = eval_set.scored
-    if len(scored) > settings.eval_examples:
-        sample = random.Random(settings.seed + 1).sample(range(len(scored)), settings.eval_examples)
-        scored = [scored[i] for i in sorted(sample)]
-    log(f"held-out set: {eval_set.description}; {len(prompts)} prompts answered, {len(scored)} examples for the loss")
-    return HeldOut(eval_set, prompts, scored, ifeval_set, tokenizer, get_prompt_style(prompt_style))
-
-
-def contamination(train: Sequence[dict], prompts: Sequence[dict]) -> list[tuple[int, int, float]]:
-    """(held-out index, train index, ROUGE-L) for held-out prompts whose instruction near-duplicates a training one."""
-    pairs = NearDuplicateFinder("exact", CONTAMINATION_THRESHOLD).pairs(prompts, train)
-    best: dict[int, tuple[int, int, float]] = {}
-    for i, j, score in pairs:
-        if i not in best or score > best[i][2]:
-            best[i] = (i, j, score)
-    return sorted(best.values())
-
-
-def warn_of_contamination(data: dict, prompts: Sequence[dict]) -> dict[str, list]:
-    """data dir -> `contamination` of its training examples by the held-out prompts; a warning for each found."""
-    leaks = {}
-    for data_dir, (train, _, _) in data.items():
-        found = contamination(train, prompts)
-        leaks[str(data_dir)] = found
-        if found:
-            i, j, score = found[0]
-            log(f"warning: {data_dir}: {len(found)} of {len(prompts)} held-out prompts near-duplicate training "
-                f"instructions (ROUGE-L >= {CONTAMINATION_THRESHOLD}), e.g. {prompts[i]['instruction'][:80]!r} ~ "
-                f"{train[j]['instruction'][:80]!r} ({score:.2f}); its scores are optimistic")
-    return leaks
-
-
-# ---- evaluation -----------------------------------------------------------------------------------------------------
-def ifeval_scores(model, tokenizer, style, prompts: Sequence, max_new_tokens: int, batch_size: int) -> dict:
-    """IFEval of one variant: the four accuracies and the per-prompt verdicts a paired comparison resamples."""
-    answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
-    return {**result.metrics, "prompt_strict": result.prompt_strict, "prompt_loose": result.prompt_loose,
-            "finished_share": sum(a.finished for a in answers) / len(answers), "responses": [a.text for a in answers]}
-
-
-def train_and_evaluate(plan: Plan, variant: Variant, held_out: HeldOut, train_examples: int, contaminated: int,
-                       device: torch.device) -> dict:
-    """Trains one variant into out_dir/<variant>, evaluates it on the held-out set: its row of the comparison."""
-    run_dir = plan.settings.out_dir / variant.name
-    log(f"=== {variant.name}: training on {variant.data_dir} (order {variant.order}"
+# ---- one run: trained, then evaluated -------------------------------------------------------------------------------
+def train_and_evaluate(plan: Plan, variant: Variant, seed: int, held_out: HeldOut, device: torch.device) -> dict:
+    """Trains one run of a variant into out_dir/<variant>/seed-<seed>, evaluates it: its record in the comparison."""
+    data_dir = run_data(plan, variant, seed)
+    examples = load_prepared(data_dir)[0]
+    log(f"=== {variant.name} seed {seed}: training on {data_dir} (order {variant.order}"
         + (f", {variant.epochs} epoch(s))" if variant.epochs is not None else ")"))
     clock = time.perf_counter()
-    summary = train_variant(plan, variant, run_dir)
+    summary = train_run(plan, variant, seed, data_dir, examples)
     train_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-    model = load_finetuned(plan.checkpoint_dir, run_dir, plan.settings.method, device, plan.train.precision)
-    log(f"=== {variant.name}: evaluating")
-    settings, tokenizer, style = plan.settings, held_out.tokenizer, held_out.style
-    with torch.inference_mode():
-        losses = (reference_loss(model, held_out.scored, micro_batch_size=settings.eval_batch_size)
-                  if held_out.scored else None)
-        answers = [{"answer": a.text, "finished": a.finished}
-                   for a in answer_prompts(model, tokenizer, style, held_out.prompts, settings.max_new_tokens,
-                                           batch_size=settings.eval_batch_size)]
-        ifeval_result = ifeval_scores(model, tokenizer, style, held_out.ifeval, settings.ifeval_max_new_tokens,
-                                      settings.eval_batch_size) if held_out.ifeval else None
-    del model
+    directory = run_dir(plan.settings, variant, seed)
+    key = f"{held_out.fingerprint(plan.settings)}/{summary.get('steps')}/{summary.get('weights_from_step')}"
+    evaluation = cached_evaluation(directory, key) if plan.settings.resume else None
+    if evaluation is None:
+        log(f"=== {variant.name} seed {seed}: evaluating")
+        model = load_finetuned(plan.checkpoint_dir, directory, plan.settings.method, device, plan.train.precision)
+        evaluation = evaluate_model(model, held_out, plan.settings)
+        del model
+        atomic_write_json(directory / EVALUATION_FILE, {"key": key, "evaluation": evaluation})
+    mean_tokens = sum(len(e["input_ids"]) for e in examples) / max(len(examples), 1)
+    steps = summary.get("steps") or 0
     return {
-        "variant": variant.name, "data_dir": str(variant.data_dir), "order": variant.order,
+        "seed": seed, "run_dir": str(directory), "data_dir": str(data_dir), "train_examples": len(examples),
+        "cut_share": sum(bool(e.get("truncated")) for e in examples) / max(len(examples), 1),
+        "tokens_read": round(steps * plan.train.batch_size * mean_tokens),
         "epochs": variant.epochs if variant.epochs is not None else round(summary.get("epochs", 0), 2),
-        "train_examples": train_examples, "steps": summary.get("steps"),
-        "final_train_loss": summary.get("final_train_loss"), "best_val_loss": summary.get("best_val_loss"),
-        "eval_loss": losses.mean_nll if losses else None,
-        "answer_nll": losses.per_example_mean() if losses else None,
-        "ifeval": ifeval_result,
-        "eos_rate": sum(a["finished"] for a in answers) / len(answers) if answers else None,
-        "contaminated_prompts": contaminated,
-        "weights_from_step": summary.get("weights_from_step"), "epoch_curve": epoch_curve(run_dir),
-        "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - clock, 1),
-        "answers": answers, "run_dir": str(run_dir),
+        "steps": summary.get("steps"), "final_train_loss": summary.get("final_train_loss"),
+        "best_val_loss": summary.get("best_val_loss"), "weights_from_step": summary.get("weights_from_step"),
+        "epoch_curve": epoch_curve(directory), "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(time.perf_counter() - clock, 1), "evaluation": evaluation,
     }
+
+
+def cached_evaluation(directory: Path, key: str) -> Optional[dict]:
+    """The evaluation an earlier comparison stored for this run, if it evaluated the same weights on the same set."""
+    path = directory / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return stored.get("evaluation") if stored.get("key") == key else None
+
+
+def untrained_rows(plan: Plan, held_out: HeldOut, device: torch.device) -> list[dict]:
+    """The base checkpoint untrained (in the variants' chat format) and the instruction-tuned reference model (in
+    its own), each evaluated once: rows for scale, not arms (no seeds, no tests)."""
+    rows = []
+    settings = plan.settings
+    if settings.base_row:
+        log(f"=== evaluating the untrained base {plan.checkpoint_dir}")
+        model = load(plan.checkpoint_dir, device=device, precision=plan.train.precision).model
+        rows.append({"name": "base (untrained)", "role": "base", "data_dir": None, "checkpoint_dir":
+                     str(plan.checkpoint_dir), "runs": [{"seed": None, "evaluation": evaluate_model(
+                         model, held_out, settings)}]})
+        del model
+    if settings.reference_checkpoint_dir is not None:
+        log(f"=== evaluating the instruction-tuned reference {settings.reference_checkpoint_dir}")
+        loaded = load(settings.reference_checkpoint_dir, device=device, precision=plan.train.precision)
+        # its losses are comparable only in the same tokens and chat format
+        same = (loaded.tokenizer.fingerprint == held_out.tokenizer.fingerprint
+                and loaded.style.name == held_out.style.name)
+        evaluation = evaluate_model(loaded.model, held_out, settings, loaded.style, loaded.tokenizer, same)
+        rows.append({"name": f"{settings.reference_checkpoint_dir.name} (instruction-tuned reference)",
+                     "role": "reference", "data_dir": None, "checkpoint_dir": str(settings.reference_checkpoint_dir),
+                     "prompt_style": loaded.style.name, "losses_comparable": same,
+                     "runs": [{"seed": None, "evaluation": evaluation}]})
+        del loaded
+    return rows
 
 
 # ---- the comparison -------------------------------------------------------------------------------------------------
 def compare(plan: Plan, study: Optional[dict] = None, started: Optional[float] = None) -> dict:
-    """Trains every variant of the plan, evaluates each on the common held-out set, writes comparison.md/.png/.json.
+    """Trains every run of the plan, evaluates each on the common held-out set, writes comparison.md/.png/.json.
     `study`: what a recipe run adds to the report (its question, build commands, machine); `started`: the
     perf_counter the wall time counts from (default: now). Returns the comparison (what comparison.json holds)."""
     started = time.perf_counter() if started is None else started
     settings = plan.settings
     if settings.eval_path is not None and not settings.eval_path.exists():
         raise UserError(f"--eval_path {settings.eval_path}: no such file or directory")
+    for name, path in settings.reference_sets.items():  # a recipe may build them: checked once the data is there
+        if not path.exists():
+            raise UserError(f"--reference_sets {name}: {path}: no such file or directory")
     tokenizer = Tokenizer(plan.checkpoint_dir)
     data = load_variant_data(plan.variants, tokenizer)
-    held_out = held_out_set(settings, tokenizer, data)
-    leaks = warn_of_contamination(data, held_out.eval_set.prompts)
+    manifests = [m for _, _, m in data.values()]
+    prompt_style = manifests[0].get("prompt_style") or "alpaca"
+    max_seq_length = max(m.get("max_seq_length") or 0 for m in manifests) or 2048
+    held_out = held_out_set(settings, tokenizer, prompt_style, max_seq_length,
+                            {str(d): test for d, (_, test, _) in data.items()})
+    leaks = warn_of_contamination(data, held_out)
     device, _ = device_and_dtype(None, plan.train.precision)
-    rows = [train_and_evaluate(plan, variant, held_out, len(data[variant.data_dir][0]),
-                               len(leaks[str(variant.data_dir)]), device) for variant in plan.variants]
-    differences_from_baseline(rows, settings.seed)
+    arms = []
+    for variant in plan.variants:
+        runs = [train_and_evaluate(plan, variant, seed, held_out, device) for seed in variant.seeds]
+        arms.append({"name": variant.name, "role": variant.role, "data_dir": str(variant.data_dir),
+                     "order": variant.order, "epochs": variant.epochs, "draw_rows": variant.draw_rows,
+                     "seeds": variant.seeds, "contaminated": {name: len(found) for name, found in
+                                                              leaks[str(variant.data_dir)].items()},
+                     "runs": runs})
+    arms += untrained_rows(plan, held_out, device)
     judge_info = None
-    if settings.judge_checkpoint_dir is not None and len(rows) > 1 and held_out.prompts:
-        judge_info = _judge_all(settings.judge_checkpoint_dir, rows, held_out.prompts, device)
+    if settings.judge_checkpoint_dir is not None and len(arms) > 1 and held_out.prompts:
+        judge_info = judge_arms(settings.judge_checkpoint_dir, arms, held_out.prompts, device)
     comparison = {"checkpoint_dir": str(plan.checkpoint_dir), "method": settings.method,
-                  "hyperparameters": plan.hyperparameters, "eval_set": held_out.eval_set.description,
-                  "prompts": held_out.prompts, "max_new_tokens": settings.max_new_tokens,
-                  "ifeval_prompts": len(held_out.ifeval), "ifeval_max_new_tokens": settings.ifeval_max_new_tokens,
-                  "eval_examples": len(held_out.scored), "judge": judge_info, "variants": rows,
-                  "contamination": {d: [{"held_out": i, "train": j, "rouge_l": round(s, 3)} for i, j, s in found]
-                                    for d, found in leaks.items()},
+                  "hyperparameters": plan.hyperparameters, "seeds": settings.seeds,
+                  "token_budget": settings.token_budget, "batch_size": plan.train.batch_size,
+                  "max_seq_length": max_seq_length, "eval_set": held_out.eval_set.description,
+                  "reference_sets": held_out.descriptions, "prompts": held_out.prompts,
+                  "max_new_tokens": settings.max_new_tokens, "ifeval_prompts": len(held_out.ifeval),
+                  "ifeval_max_new_tokens": settings.ifeval_max_new_tokens, "judge": judge_info,
+                  "statistics": study_statistics(arms, settings.primary_metric), "arms": arms,
+                  "contamination": {d: {name: [{"held_out": i, "train": j, "rouge_l": round(s, 3)} for i, j, s in found]
+                                        for name, found in sets.items()} for d, sets in leaks.items()},
                   "study": study, "wall_seconds": round(time.perf_counter() - started, 1)}
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(settings.out_dir / "comparison.json", json.dumps(comparison, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(settings.out_dir / "comparison.md", markdown_report(comparison))
-    plot_comparison(rows, settings.out_dir / "comparison.png")
+    plot_comparison(comparison, settings.out_dir / "comparison.png")
     return comparison
 
 
@@ -405,20 +412,3 @@ def epoch_curve(run_dir: Path) -> list[dict]:
     """The run's per-epoch train and val losses (overfitting_summary.json), [] if it wrote none."""
     path = Path(run_dir) / "overfitting_summary.json"
     return json.loads(path.read_text()).get("per_epoch", []) if path.is_file() else []
-
-
-def _judge_all(judge_checkpoint_dir, rows: list[dict], prompts: list[dict], device: torch.device) -> dict:
-    judge_model = load(judge_checkpoint_dir, device=device)
-    model, tokenizer, style = judge_model.model, judge_model.tokenizer, judge_model.style
-    judge = Judge(model, tokenizer, style, rating=PAIRWISE_PROMPT)
-    baseline = rows[0]
-    log(f"=== judging every variant against {baseline['variant']} with {judge_checkpoint_dir}")
-    for row in rows[1:]:
-        preferences = pairwise_preference(judge, prompts, [a["answer"] for a in baseline["answers"]],
-                                          [a["answer"] for a in row["answers"]])
-        row.update(win_rate(preferences))
-        for answer, preference in zip(row["answers"], preferences):
-            answer["p_better_than_baseline"] = preference["p_b_better"]
-    del model
-    return {"checkpoint_dir": str(judge_checkpoint_dir), "baseline": baseline["variant"], "tie_band": TIE_BAND,
-            "prompt": PAIRWISE_PROMPT.request}

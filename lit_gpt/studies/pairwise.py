@@ -1,14 +1,17 @@
-"""Every later variant of a comparison against the first, the baseline (`lit_gpt.studies.compare`): the paired
-bootstrap differences of their scores, and a judge model's pairwise preference between their answers, asked in both
-orders because small judges prefer a position.
+"""Every later arm of a comparison against the first, the baseline (`lit_gpt.studies.compare`): a judge model's
+pairwise preference between their answers, asked in both orders because small judges prefer a position. Each run of
+an arm is judged against the baseline's run of the same seed index, and the preferences of all runs are pooled.
 """
 
 from typing import Sequence
 
-from lit_gpt.eval.bootstrap import paired_bootstrap
+import torch
+
+from lit_gpt.infer.load import load
 from lit_gpt.quality.judge import Judge, RatingPrompt
 from lit_gpt.quality.scored_records import ScoringExample
 from lit_gpt.studies.report import TIE_BAND
+from lit_gpt.utils import log
 
 PAIRWISE_PROMPT = RatingPrompt(
     name="pairwise",
@@ -19,21 +22,6 @@ PAIRWISE_PROMPT = RatingPrompt(
         "Which response is better? Write only its number, 1 or 2. Do not let the order, the length or the style of "
         "the responses sway you."),
     low=1, high=2, answer_prefix="Better response:")
-
-
-def differences_from_baseline(rows: list[dict], seed: int) -> None:
-    """Adds each later variant's paired bootstrap difference from the first (rows[0]) to its row."""
-    baseline = rows[0]
-    for row in rows[1:]:
-        diffs = {}
-        if baseline.get("ifeval") and row.get("ifeval"):
-            for key in ("prompt_strict", "prompt_loose"):
-                diffs[f"ifeval_{key}"] = paired_bootstrap(
-                    [float(v) for v in baseline["ifeval"][key]], [float(v) for v in row["ifeval"][key]],
-                    seed=seed).to_dict()
-        if baseline.get("answer_nll") and row.get("answer_nll"):
-            diffs["answer_nll"] = paired_bootstrap(baseline["answer_nll"], row["answer_nll"], seed=seed).to_dict()
-        row["vs_baseline"] = diffs
 
 
 def pairwise_preference(judge: Judge, prompts: Sequence[dict], answers_a: Sequence[str], answers_b: Sequence[str],
@@ -69,3 +57,27 @@ def win_rate(preferences: Sequence[dict]) -> dict:
     return {"win_rate": (wins + 0.5 * ties) / len(values) if values else None, "wins": wins, "ties": ties,
             "losses": losses, "mean_preference": sum(values) / len(values) if values else None,
             "order_consistent": consistent / len(values) if values else None}
+
+
+def judge_arms(judge_checkpoint_dir, arms: list[dict], prompts: list[dict], device: torch.device) -> dict:
+    """Adds each trained arm's pooled `win_rate` against the baseline (the first arm) to it as "judge"; marks every
+    answer with the judge's probability that it beats the baseline's. Returns what the report says of the judge."""
+    judge_model = load(judge_checkpoint_dir, device=device)
+    judge = Judge(judge_model.model, judge_model.tokenizer, judge_model.style, rating=PAIRWISE_PROMPT)
+    baseline = arms[0]
+    log(f"=== judging every arm against {baseline['name']} with {judge_checkpoint_dir}")
+    for arm in arms[1:]:
+        if arm["role"] not in ("arm", "aa_control"):
+            continue
+        pooled = []
+        for base_run, run in zip(baseline["runs"], arm["runs"]):
+            answers = run["evaluation"]["answers"]
+            preferences = pairwise_preference(judge, prompts, [a["answer"] for a in base_run["evaluation"]["answers"]],
+                                              [a["answer"] for a in answers])
+            for answer, preference in zip(answers, preferences):
+                answer["p_better_than_baseline"] = preference["p_b_better"]
+            pooled += preferences
+        arm["judge"] = win_rate(pooled)
+    del judge_model
+    return {"checkpoint_dir": str(judge_checkpoint_dir), "baseline": baseline["name"], "tie_band": TIE_BAND,
+            "prompt": PAIRWISE_PROMPT.request}

@@ -14,6 +14,13 @@ with a default in its `settings`, so the same recipe runs at the documented 2-co
       data_dirs: ["{data}/alpaca_1k", "{data}/lima"]
       max_iters: 12
 
+A recipe's sizes are those of a 2-core CPU; its `gpu_settings` (optional) hold the full size, applied by
+`--gpu_settings true`: `settings` (new placeholder values) and `compare` (flags, each replacing the recipe's):
+
+    gpu_settings:
+      settings: {rows: 1000, max_seq_length: 2048}
+      compare: {ifeval_prompts: -1, max_iters: 300}
+
 Placeholders every recipe has: {checkpoint_dir}, {data} (--data_root: where the variants are built), {shared}
 (--shared_dir: the shared real data), {max_seq_length}, {scorer_checkpoint_dir} (a small LM for IFD scores); the
 recipe's `settings` add their own. A placeholder is a plain name: no format spec, attribute or index.
@@ -28,7 +35,7 @@ module reads, fills and checks recipes; the script runs the steps.
 import fnmatch
 import shlex
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,7 @@ import yaml
 
 from lit_gpt.utils import UserError
 
-RECIPE_KEYS = ("question", "settings", "build", "compare")
+RECIPE_KEYS = ("question", "settings", "build", "compare", "gpu_settings")
 # the scripts of scripts/ a build step may run (a file name pattern) -> the flag naming what the step writes
 RECIPE_TOOLS = {"prepare_*.py": "--destination_path", "score_dataset.py": "--output",
                 "filter_dataset.py": "--output", "mix_datasets.py": "--destination_path"}
@@ -93,6 +100,12 @@ class StudyRecipe:
     settings: dict[str, Any] = field(default_factory=dict)  # placeholder -> default value
     build: list[str] = field(default_factory=list)  # command lines, with placeholders
     compare: dict[str, Any] = field(default_factory=dict)  # compare_datasets.py flag -> value, with placeholders
+    gpu_settings: dict[str, dict] = field(default_factory=dict)  # the full size: {"settings": {..}, "compare": {..}}
+
+    def for_gpu(self) -> "StudyRecipe":
+        """The recipe at its full (GPU) size: gpu_settings' values over its settings and compare flags."""
+        return replace(self, settings={**self.settings, **self.gpu_settings.get("settings", {})},
+                       compare={**self.compare, **self.gpu_settings.get("compare", {})})
 
     def values(self, fixed: dict[str, Any], overrides: "dict[str, Any] | None" = None) -> dict[str, Any]:
         """The placeholder values: the recipe's settings, then --settings, then the fixed ones (paths and model)."""
@@ -177,7 +190,14 @@ def load_recipe(path: "str | Path") -> StudyRecipe:
         raise UserError(f"{path}: `build` must be a list of command lines (one string per step)")
     if not isinstance(compare, dict) or not isinstance(settings, dict):
         raise UserError(f"{path}: `compare` and `settings` must be mappings")
-    if "out_dir" in compare:
+    if "out_dir" in compare or "out_dir" in ((data.get("gpu_settings") or {}).get("compare") or {}):
         raise UserError(f"{path}: compare.out_dir: a recipe does not choose where results are written; pass --out_dir "
                         "on the command line (default: out/studies/<recipe>/<model>)")
-    return StudyRecipe(path, data["question"], settings, build, compare)
+    gpu = data.get("gpu_settings") or {}
+    if not isinstance(gpu, dict) or set(gpu) - {"settings", "compare"} or \
+            not all(isinstance(v, dict) for v in gpu.values()):
+        raise UserError(f"{path}: `gpu_settings` must be a mapping with `settings` and/or `compare` mappings")
+    unknown = sorted(set(gpu.get("settings", {})) - set(settings))
+    if unknown:
+        raise UserError(f"{path}: gpu_settings.settings {unknown} are not in `settings`")
+    return StudyRecipe(path, data["question"], settings, build, compare, gpu)

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from lit_gpt.quality.scored_records import ScoringExample, scoring_example
-from lit_gpt.quality.scoring import ScoreCache, score_examples, select_rows
+from lit_gpt.quality.scoring import ScoreCache, score_examples, select_longest, select_rows
 from lit_gpt.utils import UserError
 
 
@@ -64,11 +64,29 @@ def test_select_rows_rules():
     kept, dropped = select_rows(rows, "alpagasus", top_fraction=0.25, max_score=4.9)
     assert kept == [1, 4]
     assert dropped["above_max_score"] == [0]
+    kept, dropped = select_rows(rows, "alpagasus", top_count=3)  # 5.0, 4.9 and the first 4.5
+    assert kept == [0, 1, 4] and dropped["below_top_count"] == [5, 7, 2, 6]
     with pytest.raises(UserError, match="exactly one"):
         select_rows(rows, "alpagasus", min_score=4, top_fraction=0.1)
+    with pytest.raises(UserError, match="exactly one"):
+        select_rows(rows, "alpagasus", top_count=2, top_fraction=0.1)
+    with pytest.raises(UserError, match="--top_count 0"):
+        select_rows(rows, "alpagasus", top_count=0)
     with pytest.raises(UserError, match="score_ifd"):
         select_rows(rows, "ifd", min_score=1)
     flagged = [{"heuristics_pass": 1, "heuristics_flags": []}, {"heuristics_pass": 0, "heuristics_flags": ["refusal"]},
                {"heuristics_pass": 0, "heuristics_flags": ["too_short", "repeated_chars"]}]
     kept, dropped = select_rows(flagged, "heuristics")
     assert kept == [0] and dropped == {"refusal": [1], "too_short": [2], "repeated_chars": [2]}
+
+
+def test_select_longest_keeps_the_longest_answers_in_row_order():
+    rows = [{"instruction": "a", "output": "x" * 10}, {"instruction": "b", "output": "x" * 50},
+            {"conversations": ["c", "y" * 40, "d", "z" * 500]},  # a conversation: its first answer counts
+            {"instruction": "e", "output": "  "}, {"instruction": "f", "output": "x" * 50}]
+    kept, dropped = select_longest(rows, top_count=2)
+    assert kept == [1, 4] and dropped == {"no_answer": [3], "below_top_count": [2, 0]}
+    kept, _ = select_longest(rows, top_fraction=0.6)  # round(0.6 * 5) = 3
+    assert kept == [1, 2, 4]
+    with pytest.raises(UserError, match="exactly one of --top_count or --top_fraction"):
+        select_longest(rows)

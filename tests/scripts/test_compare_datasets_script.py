@@ -1,13 +1,14 @@
 """scripts/compare_datasets.py end to end on two tiny variants from real Alpaca rows.
 
-The training loop, eval loss, EOS rate, a pairwise judge, the table and the plot; the contamination warning; one-line
-errors for bad settings."""
+The training loop (one run per seed), eval loss, EOS rate, a pairwise judge, the statistics, the tables and the plot;
+the contamination warning; one-line errors for bad settings."""
 
 import importlib.util
 import itertools
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -59,42 +60,49 @@ def test_compare_end_to_end(variants, tmp_path, capsys):
             str(variants["checkpoint_dir"]), "--out_dir", str(out_dir), "--max_iters", "2", "--batch_size", "4",
             "--micro_batch_size", "4", "--learning_rate", "0.01", "--warmup_steps", "0", "--eval_prompts", "3",
             "--eval_examples", "4", "--max_new_tokens", "4", "--hyperparameters", '{"eval_interval": 2}',
-            "--ifeval_prompts", "3", "--ifeval_max_new_tokens", "4"]
+            "--ifeval_prompts", "3", "--ifeval_max_new_tokens", "4", "--seeds", "5", "6", "--aa_control", "false",
+            "--primary_metric", "ifeval_prompt_strict"]
     script = load_script()
     run_cli(script.main, args=space_separated_lists(argv, script.LIST_FLAGS))
     captured = capsys.readouterr()
     comparison = json.loads((out_dir / "comparison.json").read_text())
-    clean, leaky = comparison["variants"]
-    assert [clean["variant"], leaky["variant"]] == ["alpagasus", "alpaca_leaky"]
-    for row in (clean, leaky):
-        assert row["steps"] == 2 and (out_dir / row["variant"] / "lit_model.pth.lora").is_file()
-        assert 0 < row["eval_loss"] < 20 and 0 <= row["eos_rate"] <= 1 and len(row["answers"]) == 3
-        assert row["best_val_loss"] is not None
-    # the same hyperparameters for both runs
-    settings = [(out_dir / r["variant"] / "hyperparameters.yaml").read_text().split("\n") for r in (clean, leaky)]
+    clean, leaky = comparison["arms"]
+    assert [clean["name"], leaky["name"]] == ["alpagasus", "alpaca_leaky"]
+    for arm in (clean, leaky):
+        assert [run["seed"] for run in arm["runs"]] == [5, 6]
+        for run in arm["runs"]:
+            evaluation = run["evaluation"]
+            assert run["steps"] == 2 and (Path(run["run_dir"]) / "lit_model.pth.lora").is_file()
+            assert run["run_dir"] == str(out_dir / arm["name"] / f"seed-{run['seed']}")
+            assert 0 < evaluation["losses"]["held_out"]["token_nll"] < 20 and 0 <= evaluation["eos_rate"] <= 1
+            assert len(evaluation["answers"]) == 3 and run["best_val_loss"] is not None
+            ifeval = evaluation["ifeval"]
+            assert len(ifeval["prompt_strict"]) == 3 and 0 <= ifeval["inst_level_loose_acc"] <= 1
+    # the same hyperparameters for every run, the seed aside
+    settings = [(out_dir / a["name"] / "seed-5" / "hyperparameters.yaml").read_text().split("\n")
+                for a in (clean, leaky)]
     differing = [a for a, b in zip(*settings) if a != b]
     assert all(line.split(":")[0] in ("data_dir", "out_dir") for line in differing), differing
+    seeds = [(out_dir / "alpagasus" / f"seed-{s}" / "hyperparameters.yaml").read_text().split("\n") for s in (5, 6)]
+    assert [a.split(":")[0] for a, b in zip(*seeds) if a != b] == ["out_dir", "seed"]
     # contamination: the paraphrased held-out prompt is found in the leaky variant only, and warned about
-    assert clean["contaminated_prompts"] == 0 and leaky["contaminated_prompts"] == 1
+    assert clean["contaminated"]["held_out"] == 0 and leaky["contaminated"]["held_out"] == 1
     assert "warning" in captured.err and str(variants["leaky"]) in captured.err
-    # the judge compared the second variant with the first in both orders
-    assert comparison["judge"]["baseline"] == "alpagasus" and 0 <= leaky["win_rate"] <= 1
-    assert leaky["wins"] + leaky["ties"] + leaky["losses"] == 3
+    # the judge compared each run of the second arm with the first arm's run of the same seed, in both orders
+    assert comparison["judge"]["baseline"] == "alpagasus" and 0 <= leaky["judge"]["win_rate"] <= 1
+    assert leaky["judge"]["wins"] + leaky["judge"]["ties"] + leaky["judge"]["losses"] == 6
     table = (out_dir / "comparison.md").read_text()
-    assert "| variant |" in table and "| alpaca_leaky |" in table and "win rate vs alpagasus" in table
-    assert "| variant |" in captured.out
+    assert "| arm |" in table and "| alpaca_leaky |" in table and "win rate vs alpagasus %" in table
+    assert "**The claim: IFEval prompt-level strict accuracy, every arm against alpagasus**" in captured.out
+    assert "No A/A control (--aa_control false)" in table
     assert (out_dir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # IFEval on 3 real prompts and the paired differences from the first variant, with their intervals
-    for row in (clean, leaky):
-        assert len(row["ifeval"]["prompt_strict"]) == 3 and 0 <= row["ifeval"]["inst_level_loose_acc"] <= 1
-    for key in ("ifeval_prompt_strict", "ifeval_prompt_loose", "answer_nll"):
-        d = leaky["vs_baseline"][key]
-        assert d["low"] <= d["difference"] <= d["high"] and d["items"] == (4 if key == "answer_nll" else 3)
-    assert "IFEval prompt strict" in table and ("n.s." in table or "[" in table)
+    (d,) = comparison["statistics"]["comparisons"]
+    assert d["arm"] == "alpaca_leaky" and d["items"] == 3 and d["seeds_a"] == d["seeds_b"] == 2
+    assert d["low"] <= d["difference"] <= d["high"]
     # a second comparison into the same out_dir must not silently overwrite the runs
     with pytest.raises(UserError, match="--resume true"):
         script.main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])], out_dir=out_dir,
-                    max_iters=1)
+                    max_iters=1, seeds=[5])
 
 
 def test_bad_settings_are_one_line_errors(variants, tmp_path):

@@ -187,6 +187,20 @@ def test_cli_errors_are_one_line(root_dir, filter_dataset, tmp_path, alpaca_50, 
     assert code == 1 and "--top_fraction" in err
 
 
+def test_longest_answers_need_no_scores(filter_dataset, alpaca_50, tmp_path):
+    data_path, rows = alpaca_50
+    output = filter_dataset.main(scores=data_path, method="longest", top_count=5, output=tmp_path / "longest.json")
+    kept = json.loads(output.read_text())
+    lengths = sorted((len(r["output"].strip()) for r in rows), reverse=True)
+    assert [r for r in rows if r in kept] == kept and len(kept) == 5  # the rows as they were, in their order
+    assert sorted(len(r["output"].strip()) for r in kept) == sorted(lengths[:5])
+    manifest = json.loads((tmp_path / "longest.json.manifest.json").read_text())
+    assert manifest["column"] == "answer characters" and manifest["threshold"] == lengths[4]
+    assert manifest["counts"]["dropped_by_reason"] == {"below_top_count": 45}
+    with pytest.raises(UserError, match="no --min_score"):
+        filter_dataset.main(scores=data_path, method="longest", min_score=100, output=tmp_path / "x.json")
+
+
 @pytest.mark.slow
 def test_first_rows_scores_a_fixed_sample_that_reruns_do_not_grow(score_dataset, alpaca_50, ifd_dir, tmp_path):
     data_path, rows = alpaca_50

@@ -1,10 +1,14 @@
 """lit_gpt/studies/compare.py: variant names; every setting is checked before any data is read, the variants train
-with typed TrainArgs / LoRAConfig."""
+with typed TrainArgs / LoRAConfig, one run per seed, the A/A arm with other seeds; and a tiny study end to end, whose
+report makes only the claims its statistics allow."""
+
+import json
 
 import pytest
 
+from helpers import prepare_slice
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.studies.compare import StudySettings, make_variants, plan_comparison, study_training
+from lit_gpt.studies.compare import StudySettings, budget_steps, compare, make_variants, plan_comparison, study_training
 from lit_gpt.train.args import TrainArgs
 from lit_gpt.utils import UserError
 
@@ -17,6 +21,11 @@ def test_variant_names():
         ("a-shuffle-1ep", "shuffle", 1), ("a-shuffle-3ep", "shuffle", 3),
         ("a-as_given-1ep", "as_given", 1), ("a-as_given-3ep", "as_given", 3)]
     assert [v.name for v in make_variants(["x/data", "y/data"], ["shuffle"], [1])] == ["data-1", "data-2"]
+    drawn = make_variants(["data/alpaca", "data/lima", "data/alpaca"], ["shuffle"], [None], [1000, 0, 0])
+    assert [(v.name, v.draw_rows, v.role) for v in drawn] == [("alpaca-draw1000", 1000, "baseline"),
+                                                              ("lima", None, "arm"), ("alpaca", None, "arm")]
+    with pytest.raises(UserError, match="--draw_rows has 1 values for 2 data dirs"):
+        make_variants(["data/a", "data/b"], ["shuffle"], [None], [10])
 
 
 def test_study_training_is_typed_and_records_what_the_study_sets():
@@ -32,15 +41,33 @@ def test_study_training_is_typed_and_records_what_the_study_sets():
         study_training("full", {"lora_r": 4})
     with pytest.raises(UserError, match="use --orders instead"):
         study_training("lora", {"order": "by_length_asc"})
+    with pytest.raises(UserError, match="'seed' is set per run: use --seeds"):
+        study_training("lora", {"seed": 3})
+
+
+def test_a_token_budget_is_equal_tokens():
+    short, long = [{"input_ids": [0] * 50}] * 4, [{"input_ids": [0] * 200}] * 4
+    assert budget_steps(8000, 8, short) == 20 and budget_steps(8000, 8, long) == 5
+    assert budget_steps(10, 8, long) == 1  # at least one step
 
 
 def test_every_setting_is_checked_before_any_data_is_read(tiny_checkpoint_dir, tmp_path):
     checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True)
     missing = [tmp_path / "not_prepared_yet"]  # a recipe builds its data after the plan is checked
-    settings = StudySettings(out_dir=tmp_path / "out", orders=["shuffle", "by_length_asc"])
+    settings = StudySettings(out_dir=tmp_path / "out", orders=["shuffle", "by_length_asc"], seeds=[7, 9])
     plan = plan_comparison(checkpoint_dir, missing, settings, {"max_iters": 2})
-    assert [v.name for v in plan.variants] == ["not_prepared_yet-shuffle", "not_prepared_yet-by_length_asc"]
+    assert [(v.name, v.role, v.seeds) for v in plan.variants] == [
+        ("not_prepared_yet-shuffle", "baseline", [7, 9]), ("not_prepared_yet-by_length_asc", "arm", [7, 9]),
+        ("not_prepared_yet-shuffle-aa", "aa_control", [10, 11])]  # the A/A arm: the baseline, other seeds
     assert plan.train.max_iters == 2 and plan.lora == LoRAConfig()
+    no_aa = plan_comparison(checkpoint_dir, missing, StudySettings(aa_control=False))
+    assert [v.role for v in no_aa.variants] == ["baseline"] and no_aa.variants[0].seeds == [1337, 1338, 1339]
+    with pytest.raises(UserError, match="--token_budget sets every run's steps"):
+        plan_comparison(checkpoint_dir, missing, StudySettings(token_budget=1000), {"max_iters": 2})
+    with pytest.raises(UserError, match="--reference_checkpoint_dir"):
+        plan_comparison(checkpoint_dir, missing, StudySettings(reference_checkpoint_dir=tmp_path / "nothing"))
+    with pytest.raises(UserError, match="--reference_sets gpt4: .*: no such file"):
+        compare(plan_comparison(checkpoint_dir, missing, StudySettings(reference_sets={"gpt4": tmp_path / "no.json"})))
     with pytest.raises(UserError, match="lerning_rate"):
         plan_comparison(checkpoint_dir, missing, hyperparameters={"lerning_rate": 1})
     with pytest.raises(UserError, match="--grad_clip"):
@@ -51,3 +78,51 @@ def test_every_setting_is_checked_before_any_data_is_read(tiny_checkpoint_dir, t
         StudySettings(eval_prompts=-1)
     with pytest.raises(UserError, match="--method 'qlora'"):
         StudySettings(method="qlora")
+    with pytest.raises(UserError, match="--seeds \\[1, 1\\]: give one or more different seeds"):
+        StudySettings(seeds=[1, 1])
+    with pytest.raises(UserError, match="IFEval is off"):
+        StudySettings(primary_metric="ifeval_prompt_loose")
+    with pytest.raises(UserError, match="answer_nll:lima"):
+        StudySettings(primary_metric="answer_nll:lima")
+
+
+@pytest.mark.slow  # nine tiny runs trained and evaluated
+def test_a_tiny_study_reports_its_claims(tiny_checkpoint_dir, shared_dir, tmp_path):
+    checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True, block_size=256)
+    datasets = shared_dir / "datasets"
+    alpaca = prepare_slice(datasets / "alpaca/alpaca_random_9k.json", "alpaca", checkpoint_dir, tmp_path / "alpaca",
+                           30, max_seq_length=64)
+    kept = prepare_slice(datasets / "alpagasus/alpaca_claude_t45.json", "alpagasus", checkpoint_dir,
+                         tmp_path / "alpagasus", 12, max_seq_length=64)
+    settings = StudySettings(
+        out_dir=tmp_path / "out", seeds=[1, 2, 3], primary_metric="ifeval_prompt_loose", draw_rows=[10, 0],
+        eval_path=datasets / "eval/sinstruct_test_set.jsonl", eval_examples=4, eval_prompts=0, ifeval_prompts=6,
+        ifeval_max_new_tokens=4, eval_batch_size=6, base_row=True,
+        reference_sets={"gpt4": datasets / "alpaca_gpt4/sample_999.json"})
+    hyperparameters = {"max_iters": 2, "batch_size": 2, "micro_batch_size": 2, "eval_interval": 100, "eval_iters": 1}
+    comparison = compare(plan_comparison(checkpoint_dir, [alpaca, kept], settings, hyperparameters))
+    arms = {arm["name"]: arm for arm in comparison["arms"]}
+    assert list(arms) == ["alpaca-draw10", "alpagasus", "alpaca-draw10-aa", "base (untrained)"]
+    assert [r["seed"] for r in arms["alpaca-draw10-aa"]["runs"]] == [4, 5, 6]
+    draws = [run["data_dir"] for run in arms["alpaca-draw10"]["runs"]]  # each seed draws its own 10 rows
+    assert [run["train_examples"] for run in arms["alpaca-draw10"]["runs"]] == [10, 10, 10] and len(set(draws)) == 3
+    run = arms["alpagasus"]["runs"][0]
+    assert set(run["evaluation"]["losses"]) == {"held_out", "gpt4"} and len(run["evaluation"]["ifeval"]["echo"]) == 6
+    losses = run["evaluation"]["losses"]["gpt4"]
+    assert losses["tokens_no_eos"] == losses["tokens"] - losses["answers"]  # one end-of-turn token per answer
+    stats = comparison["statistics"]
+    assert [d["arm"] for d in stats["comparisons"]] == ["alpagasus"] and stats["aa_control"]["seeds_b"] == 3
+    report = (settings.out_dir / "comparison.md").read_text()
+    assert "the method calls it not significant, as it must." in report
+    header, _, baseline, *_ = [line.split(" | ") for line in report.splitlines() if line.startswith("| ")][:3]
+    assert header[2] == "ifeval_prompt_loose (%; mean ± seed SD)" and " ± " in baseline[2]
+    assert "difference from alpaca-draw10 [95% interval]" in header and "min. detectable effect" in header
+    assert "with 3 seed(s) per arm on 6 of IFEval's 541 prompts (a reduced size" in report
+    assert json.loads((settings.out_dir / "comparison.json").read_text())["seeds"] == [1, 2, 3]
+    # a restart reuses every finished run and its evaluation
+    stored = settings.out_dir / "alpagasus" / "seed-1" / "study_evaluation.json"
+    written = stored.stat().st_mtime_ns
+    again = compare(plan_comparison(checkpoint_dir, [alpaca, kept], StudySettings(**{**settings.__dict__,
+                                                                                      "resume": True}),
+                                    hyperparameters))
+    assert again["statistics"] == stats and stored.stat().st_mtime_ns == written

@@ -43,6 +43,20 @@ def test_placeholders_are_filled_from_settings_overrides_and_fixed_values(tmp_pa
     assert flags["data_dirs"] == ["d/a", "d/b"] and flags["max_iters"] == 8  # a lone placeholder keeps its type
 
 
+def test_gpu_settings_give_the_full_size(tmp_path):
+    recipe = load_recipe(write(tmp_path, RECIPE + "gpu_settings:\n  settings: {rows: 9000}\n"
+                                                  "  compare: {ifeval_prompts: -1, max_iters: 300}\n"))
+    assert recipe.settings["rows"] == 1000 and "ifeval_prompts" not in recipe.compare  # the CPU size by default
+    gpu = recipe.for_gpu()
+    assert gpu.settings == {"rows": 9000, "max_seq_length": 256}
+    assert gpu.compare["ifeval_prompts"] == -1 and gpu.compare["max_iters"] == 300
+    assert gpu.compare["data_dirs"] == recipe.compare["data_dirs"]
+    with pytest.raises(UserError, match=r"gpu_settings.settings \['row'\] are not in `settings`"):
+        load_recipe(write(tmp_path, RECIPE + "gpu_settings: {settings: {row: 1}}\n"))
+    with pytest.raises(UserError, match="`gpu_settings` must be a mapping"):
+        load_recipe(write(tmp_path, RECIPE + "gpu_settings: {flags: {}}\n"))
+
+
 def test_fill_value_nests_and_names_an_unknown_placeholder():
     assert fill_value({"a": ["{x}/y", 3]}, {"x": "p"}, "here") == {"a": ["p/y", 3]}
     with pytest.raises(UserError, match=r"here\.a: unknown placeholder\(s\) \{z\}; known: \{x\}"):

@@ -1,125 +1,148 @@
-"""lit_gpt/studies/report.py: the comparison report of two variants written by hand (their paired differences made by
-lit_gpt.eval.bootstrap), cell by cell: the table's columns as the comparison has them, the differences and their
-significance, the notes, and the plot's panels."""
+"""lit_gpt/studies/report.py: the report of a study written from hand-made runs (their statistics computed by
+lit_gpt.studies.analysis): the claim table with the primary metric, its interval, MDE and seed spread, the A/A and
+MDE lines, the untested tables, and the plot's panels."""
 
 import copy
 import struct
 
 import pytest
 
-from lit_gpt.eval.bootstrap import PairedDifference
-from lit_gpt.studies.report import markdown_report, markdown_table, plot_comparison, significance_notes
+from lit_gpt.studies.analysis import study_statistics
+from lit_gpt.studies.report import (arms_table, length_table, loss_table, markdown_report, markdown_table, mde_note,
+                                    plot_comparison, primary_table)
+
+ITEMS = 32
 
 
-def paired(difference, low, high, items=50) -> dict:
-    return PairedDifference(difference, low, high, items, resamples=1000).to_dict()
+def run_record(seed, passes, nll_shift=0.0, words=10, echoes=0) -> dict:
+    """A run whose first `passes` IFEval prompts pass (the first `echoes` of them by echoing), with answer losses."""
+    passed = [i < passes for i in range(ITEMS)]
+    nll = [1.0 + 0.1 * (i % 5) + nll_shift for i in range(6)]
+    losses = {"answers": 6, "cut": 1, "answer_nll": nll, "answer_nll_no_eos": [x + 0.2 for x in nll],
+              "token_nll": sum(nll) / 6 - 0.05, "token_nll_no_eos": sum(nll) / 6 + 0.1, "tokens": 60,
+              "tokens_no_eos": 54}
+    ifeval = {"prompt_level_strict_acc": passes / ITEMS, "prompt_level_loose_acc": passes / ITEMS,
+              "prompt_strict": passed, "prompt_loose": passed, "echo": [i < echoes for i in range(ITEMS)],
+              "answer_words": [words + i % 3 for i in range(ITEMS)], "finished_share": 0.5}
+    return {"seed": seed, "train_examples": 100, "cut_share": 0.25, "steps": 10, "tokens_read": 8000, "epochs": 1.0,
+            "final_train_loss": 1.5 + seed / 1000, "train_seconds": 60.0, "eval_seconds": 20.0, "epoch_curve": [],
+            "evaluation": {"losses": {"held_out": losses}, "ifeval": ifeval, "answers": [], "eos_rate": None}}
 
 
-def ifeval_scores(strict, loose, finished):
-    return {"prompt_level_strict_acc": strict, "inst_level_strict_acc": strict + 0.1, "prompt_level_loose_acc": loose,
-            "inst_level_loose_acc": loose + 0.1, "finished_share": finished}
+def arm(name, role, runs, **extra) -> dict:
+    return {"name": name, "role": role, "data_dir": f"data/{name}", "order": "shuffle", "epochs": None,
+            "draw_rows": None, "seeds": [r["seed"] for r in runs], "contaminated": {"held_out": 0}, "runs": runs,
+            **extra}
 
 
-BASELINE = {"variant": "full", "data_dir": "data/full", "order": "shuffle", "epochs": 1, "train_examples": 1000,
-            "steps": 30, "weights_from_step": 30, "final_train_loss": 1.5, "best_val_loss": 1.62, "eval_loss": 1.7,
-            "eos_rate": 0.75, "contaminated_prompts": 0, "ifeval": ifeval_scores(0.25, 0.3, 0.9), "vs_baseline": {},
-            "train_seconds": 60.0, "eval_seconds": 20.0,
-            "epoch_curve": [{"epoch": 1.0, "train_loss": 1.6, "val_loss": 1.65}]}
-FILTERED = {"variant": "filtered", "data_dir": "data/filtered", "order": "sorted", "epochs": 2, "train_examples": 400,
-            "steps": 24, "weights_from_step": 12, "final_train_loss": 1.2, "best_val_loss": None, "eval_loss": 1.65,
-            "eos_rate": 0.5, "contaminated_prompts": 3, "ifeval": ifeval_scores(0.271, 0.3, 1.0),
-            "win_rate": 0.6, "wins": 5, "ties": 2, "losses": 3, "order_consistent": 0.8,
-            "train_seconds": 30.0, "eval_seconds": 21.0,
-            "epoch_curve": [{"epoch": 1.0, "train_loss": 1.4, "val_loss": 1.6},
-                            {"epoch": 2.0, "train_loss": 1.1, "val_loss": 1.63}],
-            "vs_baseline": {"answer_nll": paired(-0.05, -0.08, -0.02),
-                            "ifeval_prompt_strict": paired(0.021, -0.010, 0.053),
-                            "ifeval_prompt_loose": paired(0.0, -0.02, 0.02)}}
-
-
-def comparison(**changes) -> dict:
-    full = {"checkpoint_dir": "checkpoints/tiny", "method": "lora", "hyperparameters": {"learning_rate": 0.001},
-            "eval_set": "held_out.json: 20 prompts, 20 with a reference answer", "eval_examples": 20,
-            "prompts": [{"instruction": f"q{i}"} for i in range(10)], "max_new_tokens": 64, "ifeval_prompts": 50,
-            "ifeval_max_new_tokens": 256, "judge": {"baseline": "full", "checkpoint_dir": "checkpoints/judge",
-                                                    "tie_band": 0.05},
-            "variants": [copy.deepcopy(BASELINE), copy.deepcopy(FILTERED)], "study": None, "wall_seconds": 150.0}
+def comparison(seeds=(1, 2, 3), primary="ifeval_prompt_loose", **changes) -> dict:
+    k = len(seeds)
+    arms = [arm("alpaca", "baseline", [run_record(s, p) for s, p in zip(seeds, (8, 9, 7)[:k])]),
+            arm("lima", "arm", [run_record(s, p, -0.3, words=40, echoes=2) for s, p in zip(seeds, (20, 22, 21)[:k])]),
+            arm("alpaca-aa", "aa_control", [run_record(s + 10, p) for s, p in zip(seeds, (9, 7, 8)[:k])]),
+            {**arm("base (untrained)", "base", [{**run_record(0, 1), "seed": None}]), "data_dir": None,
+             "checkpoint_dir": "checkpoints/base"}]
+    full = {"checkpoint_dir": "checkpoints/base", "method": "lora", "hyperparameters": {"learning_rate": 0.001},
+            "seeds": list(seeds), "token_budget": None, "batch_size": 8, "max_seq_length": 256,
+            "eval_set": "held_out.json: 20 prompts, 6 with a reference answer", "reference_sets": {
+                "held_out": "held_out.json: 20 prompts, 6 with a reference answer"}, "prompts": [],
+            "max_new_tokens": 64, "ifeval_prompts": ITEMS, "ifeval_max_new_tokens": 128, "judge": None,
+            "arms": arms, "study": None, "wall_seconds": 150.0}
+    full["statistics"] = study_statistics(arms, primary)
     return {**full, **changes}
 
 
 def table_rows(text: str) -> list:
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
 
 
-def test_the_plain_table():
-    plain = [{**row, "ifeval": None, "weights_from_step": row["steps"]} for row in (BASELINE, FILTERED)]
-    header, rule, *rows = table_rows(markdown_table(comparison(variants=plain, prompts=[], judge=None)))
-    assert header == ["variant", "data", "order", "epochs", "train ex.", "steps", "final train loss", "best val loss",
-                      "eval loss", "contaminated prompts"]
-    assert rule == ["---"] * len(header)
-    assert rows == [["full", "`data/full`", "shuffle", "1", "1000", "30", "1.500", "1.620", "1.700", "0"],
-                    ["filtered", "`data/filtered`", "sorted", "2", "400", "24", "1.200", "–",
-                     "1.650 (-0.050 [-0.080, -0.020])", "3"]]  # significant: no "n.s."
+def test_the_claim_table_shows_the_primary_metric_with_interval_mde_and_seed_spread():
+    c = comparison()
+    header, _, baseline, lima, aa, base = table_rows(primary_table(c))
+    assert header == ["arm", "seeds", "ifeval_prompt_loose (%; mean ± seed SD)",
+                      "difference from alpaca [95% interval]", "p", "p (Holm)", "min. detectable effect", "test",
+                      "verdict"]
+    assert baseline == ["alpaca", "3", "25.0 ± 3.1", "baseline", "–", "–", "–", "–", "–"]
+    d = c["statistics"]["comparisons"][0]
+    assert lima[:3] == ["lima", "3", "65.6 ± 3.1"]
+    assert lima[3] == f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    assert lima[5] == lima[4]  # one comparison: Holm changes nothing
+    assert lima[6] == f"{100 * d['mde']:.1f}" and lima[7].startswith("t test over seeds and items")
+    assert lima[8] == "significant: better"
+    assert aa[0] == "alpaca-aa (A/A control)" and aa[5] == "not in the family"
+    assert aa[8] == "not significant (as it must be)"
+    assert base == ["base (untrained)", "–", "3.1", "not tested", "–", "–", "–", "–", "–"]
 
 
-def test_the_full_table():
-    header, _, baseline, filtered = table_rows(markdown_table(comparison()))
-    assert header == ["variant", "data", "order", "epochs", "train ex.", "steps", "weights of step",
-                      "final train loss", "best val loss", "eval loss", "EOS rate", "contaminated prompts",
-                      "IFEval prompt strict", "IFEval inst strict", "IFEval prompt loose", "IFEval inst loose",
-                      "IFEval answers ended", "win rate vs full"]
-    assert baseline[6:] == ["30", "1.500", "1.620", "1.700", "75%", "0", "25.0", "35.0", "30.0", "40.0", "90%",
-                            "baseline"]
-    # differences in accuracy points with their 95% interval; n.s. where it contains 0
-    assert filtered[6:] == ["12", "1.200", "–", "1.650 (-0.050 [-0.080, -0.020])", "50%", "3",
-                            "27.1 (+2.1 [-1.0, +5.3] n.s.)", "37.1", "30.0 (+0.0 [-2.0, +2.0] n.s.)", "40.0", "100%",
-                            "60% (5-2-3)"]
+def test_a_loss_is_lower_is_better():
+    c = comparison(primary="answer_nll")
+    _, _, baseline, lima, *_ = table_rows(primary_table(c))
+    assert baseline[2] == "1.167 ± 0.000" and lima[2] == "0.867 ± 0.000" and lima[8] == "significant: better"
+    assert "lower is better" in primary_table(c).splitlines()[2]
+    assert length_table(c) == ""  # nothing to adjust: every arm is scored on the same reference answers
 
 
-def test_a_variant_without_ifeval_scores_gets_dashes():
-    variants = comparison()["variants"]
-    variants[1]["ifeval"] = None
-    _, _, _, filtered = table_rows(markdown_table(comparison(variants=variants)))
-    assert filtered[12:17] == ["–"] * 5
+def test_the_aa_and_mde_lines():
+    report = markdown_report(comparison())
+    assert ("A/A control: alpaca-aa is the baseline alpaca trained again with seeds 11, 12, 13; difference "
+            in report) and "the method calls it not significant, as it must." in report
+    assert ("with 3 seed(s) per arm on 32 of IFEval's 541 prompts (a reduced size: on all 541 the design would "
+            "detect smaller effects)") in report
+    assert '"no detectable difference" is not "no difference"' in report
+    assert "Holm-corrected over the study's 1 comparison(s)" in report
+    assert "One seed per arm" not in report
 
 
-def test_significance_notes():
-    assert significance_notes(comparison()) == [
-        "filtered vs full: eval loss: significant; IFEval prompt-level strict: n.s., ~113 IFEval prompts (now 50) "
-        "would be needed to show a difference of this size; IFEval prompt-level loose: no difference at all."]
-    variants = comparison()["variants"]
-    variants[1]["vs_baseline"] = {}
-    assert significance_notes(comparison(variants=variants)) == []  # nothing compared, nothing said
+def test_a_miscalibrated_test_is_called_out():
+    c = comparison()
+    c["statistics"]["aa_control"]["p_value"] = 0.01
+    assert "SIGNIFICANT although both arms are the same condition" in markdown_report(c)
+    assert table_rows(primary_table(c))[4][8] == "SIGNIFICANT: the test is miscalibrated"
+
+
+def test_one_seed_says_item_noise_only():
+    c = comparison(seeds=(1,))
+    d = c["statistics"]["comparisons"][0]
+    assert d["test"] == "exact McNemar test (one seed: item noise only)"
+    report = markdown_report(c)
+    assert "One seed per arm: item noise only" in report
+    assert table_rows(primary_table(c))[3][2] == "62.5"  # lima: no spread to show for one seed
+
+
+def test_the_untested_tables():
+    c = comparison()
+    header, _, baseline, lima, *_ = table_rows(arms_table(c))
+    assert header[:10] == ["arm", "data", "order", "epochs", "train ex.", "cut at max_seq_length %", "steps",
+                           "tokens read (≈)", "final train loss", "answer NLL, per answer (held-out)"]
+    assert baseline[5] == "25.0 ± 0.0" and baseline[8] == "1.502 ± 0.001"
+    assert header[10:] == ["contaminated prompts", "IFEval prompt strict %", "IFEval prompt loose %",
+                           "loose, echoes failed %", "echo answers", "passes by echo", "answer words",
+                           "IFEval answers ended %"]
+    assert lima[11:16] == ["65.6 ± 3.1", "65.6 ± 3.1", "59.4 ± 3.1", "2.0 ± 0.0", "2.0 ± 0.0"]
+    header, _, *rows = table_rows(loss_table(c))
+    assert header == ["arm", "answer style", "answers (cut)", "per answer", "per answer, no EOS", "token-weighted",
+                      "token-weighted, no EOS"]
+    assert rows[0] == ["alpaca", "held_out", "6 (1)", "1.167 ± 0.000", "1.367 ± 0.000", "1.117 ± 0.000",
+                       "1.267 ± 0.000"]
+    header, _, *rows = table_rows(length_table(c))
+    assert [r[0] for r in rows] == ["alpaca", "lima", "alpaca-aa"] and rows[0][2] == "baseline"
+    assert rows[1][1] == "41.0 ± 0.0"
 
 
 def test_the_report_says_what_was_compared_and_how():
-    study = {"question": "Does filtering help?", "recipe": "recipes/filter.yaml",
-             "build": ["python scripts/score_data.py ...", "python scripts/filter_data.py ..."], "build_seconds": 12.0,
+    study = {"question": "Does quality win?", "recipe": "recipes/q.yaml", "build": ["python scripts/a.py ..."],
+             "build_seconds": 12.0,
              "machine": {"cpu": "Test CPU", "cores": 2, "load_average_before": [0.5, 0.25, 0.125]}}
     report = markdown_report(comparison(study=study))
-    assert report.startswith("# Does filtering help?\n\nRecipe `recipes/filter.yaml`; data built by:\n\n```\n"
-                             "python scripts/score_data.py ...\npython scripts/filter_data.py ...\n```\n\n"
-                             "| variant | data |")
-    notes = report.split("\n\n")
-    assert "Model: `checkpoints/tiny` (lora), same hyperparameters and seed for every variant: " \
-           "`{\"learning_rate\": 0.001}` (the rest: the defaults finetune/lora.py ships with)." in notes
-    assert ("Held-out set: held_out.json: 20 prompts, 20 with a reference answer. Eval loss: mean NLL of the "
-            "reference answers' tokens of 20 examples. EOS rate: greedy answers to 10 prompts that stop within 64 new "
-            "tokens. Best val loss: each variant's own test set (not comparable across data).") in notes
-    assert any(n.startswith("IFEval: 50 prompts, greedy, at most 256 new tokens") for n in notes)
-    assert any(n.startswith("Win rate: judge `checkpoints/judge` compares each variant's answer with full's on the "
-                            "same 10 prompts") and "within 0.5 ± 0.05" in n for n in notes)
-    assert any(n.startswith("Judge consistency (prompts on which it picked the same answer in both orders): "
-                            "filtered: 80%.") for n in notes)
-    assert notes[-1] == ("Wall time 2.5 min (data build 12 s; full: train 60 s, eval 20 s, filtered: train 30 s, "
-                         "eval 21 s) on Test CPU, 2 cores, load average before 0.50, 0.25, 0.12.\n")
-
-
-def test_a_report_without_study_judge_or_ifeval():
-    report = markdown_report(comparison(judge=None, ifeval_prompts=0, prompts=[]))
-    assert report.startswith("# Dataset comparison\n\n| variant |")
-    assert "Win rate" not in report and "IFEval: " not in report and "EOS rate:" not in report
-    assert "Wall time" not in report
+    assert report.startswith("# Does quality win?\n\nRecipe `recipes/q.yaml`; data built by:\n\n```\n"
+                             "python scripts/a.py ...\n```\n\n**The claim: IFEval prompt-level loose accuracy")
+    assert markdown_table(comparison()) in report
+    assert "every run trained the same steps (examples), not the same tokens" in report
+    assert "base (untrained): `checkpoints/base` without fine-tuning" in report
+    assert report.endswith("Wall time 2.5 min (data build 12 s; alpaca: train 180 s, eval 60 s, lima: train 180 s, "
+                           "eval 60 s, alpaca-aa: train 180 s, eval 60 s) on Test CPU, 2 cores, load average before "
+                           "0.50, 0.25, 0.12.\n")
+    assert "equal tokens, not equal examples" in markdown_report(comparison(token_budget=10000))
 
 
 def png_size(path) -> tuple:
@@ -128,17 +151,21 @@ def png_size(path) -> tuple:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.parametrize("extras, panels", [
-    ((), 1),  # eval loss only
-    (("eos_rate",), 2),
-    (("eos_rate", "ifeval", "win_rate"), 4),
-    (("eos_rate", "ifeval", "win_rate", "epoch_curve"), 5),  # the per-epoch curves beside the bars
+@pytest.mark.parametrize("primary, curves, panels", [
+    ("ifeval_prompt_loose", False, 2),  # the primary metric and the answer NLL
+    ("answer_nll", False, 2),  # the primary metric and IFEval loose
+    ("answer_nll", True, 3),  # the per-epoch curves beside the bars
 ])
-def test_the_plot_has_a_panel_per_measure(tmp_path, extras, panels):
-    measures = ("eos_rate", "ifeval", "win_rate", "epoch_curve")
-    rows = [{k: v for k, v in copy.deepcopy(row).items() if k not in measures or k in extras}
-            for row in (BASELINE, FILTERED)]
-    plot_comparison(rows, tmp_path / "comparison.png")
+def test_the_plot_has_a_panel_per_measure(tmp_path, primary, curves, panels):
+    c = comparison(primary=primary)
+    if curves:
+        for run in c["arms"][0]["runs"]:
+            run["epoch_curve"] = [{"epoch": 1.0, "train_loss": 1.6, "val_loss": 1.65},
+                                  {"epoch": 2.0, "train_loss": 1.1, "val_loss": 1.63}]
+    plot_comparison(copy.deepcopy(c), tmp_path / "comparison.png")
     assert png_size(tmp_path / "comparison.png") == (400 * panels, 350)  # 4 x 3.5 inches per panel at 100 dpi
     assert [p.name for p in tmp_path.iterdir()] == ["comparison.png"]
-    assert ("ifeval_prompt_strict" in rows[1]) == ("ifeval" in extras)
+
+
+def test_mde_note_for_a_loss():
+    assert "on 6 reference answers (held_out)" in mde_note(comparison(primary="answer_nll"))

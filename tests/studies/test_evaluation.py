@@ -1,0 +1,42 @@
+"""lit_gpt/studies/evaluation.py: the answer losses with and without the end-of-turn token, and which answers can be
+scored both ways."""
+
+import pytest
+import torch
+
+from helpers import make_model, random_examples
+from lit_gpt.eval.reference_loss import reference_loss
+from lit_gpt.studies.evaluation import _scorable, answer_losses, without_eos
+
+EOS = 2
+
+
+def with_eos(examples):
+    """Each example ends with a trained EOS, as prepared data does."""
+    return [{"input_ids": torch.cat([e["input_ids"], torch.tensor([EOS])]),
+             "labels": torch.cat([e["labels"], torch.tensor([EOS])]), "truncated": i == 0}
+            for i, e in enumerate(examples)]
+
+
+def test_without_eos_masks_only_the_end_of_turn_labels():
+    (example,) = with_eos(random_examples(1, seed=3))
+    example["labels"][example["labels"] == EOS] = 5  # no other EOS in the answer
+    example["labels"][-1] = EOS
+    (masked,) = without_eos([example], EOS)
+    assert masked["labels"][-1] == -100 and torch.equal(masked["labels"][:-1], example["labels"][:-1])
+    assert example["labels"][-1] == EOS  # the original is untouched
+    answer_only_eos = {"labels": torch.tensor([-100, -100, EOS])}
+    assert not _scorable(answer_only_eos, EOS) and _scorable(example, EOS)
+
+
+def test_answer_losses_token_weighted_and_per_answer_with_and_without_eos():
+    model = make_model(dtype=torch.float32)
+    examples = [e for e in with_eos(random_examples(5, seed=1)) if _scorable(e, EOS)]
+    eos_labels = sum(int((e["labels"][1:] == EOS).sum()) for e in examples)
+    result = answer_losses(model, examples, EOS, batch_size=2)
+    full = reference_loss(model, examples)
+    assert result["token_nll"] == pytest.approx(full.mean_nll) and result["answer_nll"] == full.per_example_mean()
+    assert result["tokens_no_eos"] == result["tokens"] - eos_labels
+    assert len(result["answer_nll_no_eos"]) == len(result["answer_nll"]) == result["answers"] == len(examples)
+    assert result["cut"] == 1
+    assert result["answer_nll_no_eos"] != result["answer_nll"]
