@@ -1,4 +1,4 @@
-"""lit_gpt/config_checks.py (through Config and the readers): sizes within bounds before anything is built, types of the fields, a config.json's sizes."""
+"""lit_gpt/config_checks.py (SIZE_LIMITS, check_sizes, check_hf_sizes, MAX_PARAMETERS), through Config: a crafted
 lit_config.json or config.json is refused in one line naming the file and the field, quickly, before any model is
 built or any loop runs over its layers."""
 
