@@ -294,8 +294,8 @@ def secret_and_crafted_cases(W: Path, CK: Path, inputs: dict) -> list:
     """Cases where a token must stay unseen (--print_config, --help, a misspelt flag, a file to upload) and crafted
     files must be refused in one line before anything is built (a LoRA rank of 10^9, 10^8 layers, a manifest nested
     100,000 deep), plus the data doctor's verdict on train/test overlap."""
-    folder = W / "to_upload"
-    shutil.copytree(CK, folder)
+    folder = W / "to_upload"  # an HF folder (convert_lit_checkpoint.py's output): what upload.py takes
+    shutil.copytree(inputs["hf_dir"], folder)
     leaky, linked = W / "to_upload_leaky", W / "to_upload_linked"
     shutil.copytree(folder, leaky)
     (leaky / "notes.txt").write_text(f"my token: {SECRET}\n")
@@ -332,8 +332,8 @@ def secret_and_crafted_cases(W: Path, CK: Path, inputs: dict) -> list:
          [deep], None),
         ("inspect_data on a manifest nested 100,000 deep", "error:nested", ["scripts/inspect_data.py", "--data_dir",
          nested], [nested], None),
-        ("inspect_data on test examples that are in train", "error:also in train",
-         ["scripts/inspect_data.py", "--data_dir", overlap], [overlap], None),
+        ("inspect_data on test examples that are in train", "error:also in train",  # (its plot is written beside)
+         ["scripts/inspect_data.py", "--data_dir", overlap], [overlap / "train.pt", overlap / "test.pt"], None),
     ]
 
 
