@@ -8,7 +8,8 @@ read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth; and 
 (`guard_cases`): a study recipe running more than the dataset tools, a --config file naming a program to run, an
 output onto an input, two runs in one directory, LoRA weights on another base's weights; and secrets and crafted
 files (`secret_and_crafted_cases`): a token on the command line, in a file to upload, sizes that would allocate
-without end, JSON nested without end, train/test overlap. Outcomes: `leaked` (the token in any output), `clear error`
+without end, JSON nested without end, train/test overlap. Outcomes: `hang` (still running after
+10 minutes), `leaked` (the token in any output), `clear error`
 (exit != 0, the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is
 the right answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
 `traceback`, `damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to
@@ -39,11 +40,20 @@ def test_helpers():
     return module
 
 
-def python_runner(repo: Path, default_env: dict):
-    """run(*argv, env=None, cwd=None): `python argv...` in the checkout (default), its output captured."""
+HANG_SECONDS = 600  # a case still running after this long is a hang (its returncode None)
+
+
+def python_runner(repo: Path, default_env: dict, timeout: float = HANG_SECONDS):
+    """run(*argv, env=None, cwd=None): `python argv...` in the checkout (default), its output captured; a command
+    that runs past `timeout` is stopped and comes back with returncode None."""
     def run(*argv, env=None, cwd=None):
-        return subprocess.run([sys.executable, *map(str, argv)], cwd=cwd or repo, capture_output=True, text=True,
-                              timeout=600, env=env or default_env, stdin=subprocess.DEVNULL)
+        argv = [sys.executable, *map(str, argv)]
+        try:
+            return subprocess.run(argv, cwd=cwd or repo, capture_output=True, text=True, timeout=timeout,
+                                  env=env or default_env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            text = [s.decode(errors="replace") if isinstance(s, bytes) else (s or "") for s in (e.stdout, e.stderr)]
+            return subprocess.CompletedProcess(argv, None, *text)
     return run
 
 
@@ -182,7 +192,9 @@ def outcome_of(p, expected: str, damaged: bool) -> tuple[str, list[str]]:
     """The case's outcome (see the module docstring) and stderr's meaningful lines (progress bars left out)."""
     err = p.stderr
     lines = [l for l in err.splitlines() if l.strip() and not l.startswith(("train:", "\r")) and "it/s" not in l]
-    if SECRET in p.stdout + err:
+    if p.returncode is None:
+        outcome = "hang"
+    elif SECRET in p.stdout + err:
         outcome, lines = "leaked", [line.replace(SECRET, "<the token>") for line in lines]
     elif damaged:
         outcome = "damaged"
