@@ -10,7 +10,7 @@ comparable only between models with the same tokenizer.
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,35 +27,54 @@ class ReferenceLoss:
     per_example_nll: list = field(default_factory=list)  # summed over each answer's tokens
     per_example_tokens: list = field(default_factory=list)
 
+    # with `eos_id`: the same answers' loss without their end-of-turn tokens, from the same forward passes
+    without_eos: Optional["ReferenceLoss"] = None
+
     def per_example_mean(self) -> list:
         """Each answer's own mean NLL per token (what a paired comparison resamples)."""
         return [nll / n for nll, n in zip(self.per_example_nll, self.per_example_tokens)]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["without_eos"] is None:
+            del d["without_eos"]
+        return d
 
 
 @torch.inference_mode()
-def reference_loss(model: GPT, examples: Sequence[dict], micro_batch_size: int = 8) -> ReferenceLoss:
+def reference_loss(model: GPT, examples: Sequence[dict], micro_batch_size: int = 8,
+                   eos_id: Optional[int] = None) -> ReferenceLoss:
     """Summed and mean answer-token NLL over prepared examples ({"input_ids", "labels"}, labels -100 outside the
     answer; longer than the model's context: truncated to it). Only the answer positions go through the LM head.
 
     Examples run length-sorted, right-padded, in batches of a fixed token budget: `micro_batch_size` rows of the
-    longest example (the memory peak), so shorter examples run many more rows per forward."""
+    longest example (the memory peak), so shorter examples run many more rows per forward. With `eos_id`, the
+    result's `without_eos` is the loss of the answers' text alone (labels equal to eos_id left out), summed from the
+    same token losses: no second forward."""
     if not examples:
         raise ValueError("no examples to score")
     device = next(model.parameters()).device
     block = model.config.block_size
     inputs = [e["input_ids"][:block + 1] for e in examples]
     labels = [e["labels"][:block + 1] for e in examples]
-    nll = [0.0] * len(examples)
+    nll, text_nll = [0.0] * len(examples), [0.0] * len(examples)
     counts = [int((lab[1:] != -100).sum()) for lab in labels]
+    text_counts = [int(((lab[1:] != -100) & (lab[1:] != eos_id)).sum()) for lab in labels]
     was_training = model.training
     model.eval()
     for rows in token_budget_batches([x.numel() - 1 for x in inputs], micro_batch_size):
-        for i, value in zip(rows, _answer_nll(model, [inputs[i] for i in rows], [labels[i] for i in rows], device)):
-            nll[i] = value
+        sums = _answer_nll(model, [inputs[i] for i in rows], [labels[i] for i in rows], device, eos_id)
+        for i, (value, text_value) in zip(rows, zip(*sums)):
+            nll[i], text_nll[i] = value, text_value
     model.train(was_training)
+    result = _summary(nll, counts)
+    if eos_id is not None and sum(text_counts):
+        result.without_eos = _summary(text_nll, text_counts)
+    return result
+
+
+def _summary(nll: list, counts: list) -> ReferenceLoss:
+    """The ReferenceLoss of per-example summed NLLs and token counts (examples without a scored token left out)."""
     total_tokens = sum(counts)
     if total_tokens == 0:
         raise ValueError("the examples have no answer tokens to score")
@@ -78,8 +97,10 @@ def token_budget_batches(widths: Sequence[int], rows_of_longest: int) -> "list[l
     return batches
 
 
-def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device) -> list:
-    """Each sequence's summed NLL of its answer tokens (labels != -100), from one right-padded forward."""
+def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device,
+                eos_id: Optional[int] = None) -> tuple[list, list]:
+    """Each sequence's summed NLL of its answer tokens (labels != -100), and of those that are not `eos_id`, from one
+    right-padded forward."""
     width = max(x.numel() for x in inputs) - 1
     x = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
     y = torch.full((len(inputs), width), -100, dtype=torch.long, device=device)
@@ -88,10 +109,13 @@ def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device) ->
         x[r, :n], y[r, :n] = ids[:-1], lab[1:]
     scored = y != -100
     if not bool(scored.any()):
-        return [0.0] * len(inputs)
+        return [0.0] * len(inputs), [0.0] * len(inputs)
     logits = model(x, output_mask=scored)  # (answer tokens, vocab)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
     token_nll = F.cross_entropy(logits, y[scored], reduction="none").double()
     row_of_token = torch.arange(len(inputs), device=device)[:, None].expand_as(y)[scored]
-    sums = torch.zeros(len(inputs), dtype=torch.float64, device=device).index_add_(0, row_of_token, token_nll)
-    return sums.tolist()  # one transfer per batch
+    text = y[scored] != (-100 if eos_id is None else eos_id)  # -100 is never a scored label: all text
+    sums = torch.zeros(2, len(inputs), dtype=torch.float64, device=device)
+    sums[0].index_add_(0, row_of_token, token_nll)
+    sums[1].index_add_(0, row_of_token[text], token_nll[text])
+    return tuple(sums.tolist())  # one transfer per batch

@@ -166,24 +166,17 @@ def warn_of_contamination(data: dict, held_out: HeldOut) -> dict[str, dict[str, 
 
 
 # ---- one model ----------------------------------------------------------------------------------------------------
-def without_eos(examples: Sequence[dict], eos_id: Optional[int]) -> list[dict]:
-    """The examples with the labels of their end-of-turn tokens masked: the loss of the answers' text alone."""
-    masked = []
-    for example in examples:
-        labels = example["labels"].clone()
-        labels[labels == eos_id] = IGNORE_INDEX
-        masked.append({**example, "labels": labels})
-    return masked
-
-
 def answer_losses(model, examples: Sequence[dict], eos_id: Optional[int], batch_size: int) -> dict:
-    """One answer style's loss, token-weighted and per answer, with and without the end-of-turn token."""
+    """One answer style's loss, token-weighted and per answer, with and without the end-of-turn token (both from the
+    same forward passes)."""
     result = {"answers": len(examples), "cut": sum(bool(e.get("truncated")) for e in examples)}
-    for suffix, scored in (("", examples), ("_no_eos", without_eos(examples, eos_id))):
-        loss = reference_loss(model, scored, micro_batch_size=batch_size)
-        result[f"token_nll{suffix}"] = loss.mean_nll
-        result[f"tokens{suffix}"] = loss.tokens
-        result[f"answer_nll{suffix}"] = loss.per_example_mean()
+    loss = reference_loss(model, examples, micro_batch_size=batch_size, eos_id=eos_id)
+    for suffix, part in (("", loss), ("_no_eos", loss.without_eos)):
+        if part is None:  # every scored token is an end-of-turn token
+            raise ValueError("the answers have no text tokens to score without their end-of-turn tokens")
+        result[f"token_nll{suffix}"] = part.mean_nll
+        result[f"tokens{suffix}"] = part.tokens
+        result[f"answer_nll{suffix}"] = part.per_example_mean()
     return result
 
 

@@ -6,7 +6,7 @@ import torch
 
 from helpers import make_model, random_examples
 from lit_gpt.eval.reference_loss import reference_loss
-from lit_gpt.studies.evaluation import _scorable, answer_losses, without_eos
+from lit_gpt.studies.evaluation import _scorable, answer_losses
 
 EOS = 2
 
@@ -18,12 +18,19 @@ def with_eos(examples):
             for i, e in enumerate(examples)]
 
 
-def test_without_eos_masks_only_the_end_of_turn_labels():
+def test_the_loss_without_eos_leaves_out_only_the_end_of_turn_labels():
+    """From one pass: the same numbers as scoring the answers again with their EOS labels masked."""
+    model = make_model(dtype=torch.float32)
     (example,) = with_eos(random_examples(1, seed=3))
     example["labels"][example["labels"] == EOS] = 5  # no other EOS in the answer
     example["labels"][-1] = EOS
-    (masked,) = without_eos([example], EOS)
-    assert masked["labels"][-1] == -100 and torch.equal(masked["labels"][:-1], example["labels"][:-1])
+    masked = {**example, "labels": example["labels"].clone()}
+    masked["labels"][-1] = -100
+    result = answer_losses(model, [example], EOS, batch_size=2)
+    again = reference_loss(model, [masked])
+    assert result["tokens_no_eos"] == again.tokens == result["tokens"] - 1
+    assert result["token_nll_no_eos"] == pytest.approx(again.mean_nll, rel=1e-6)
+    assert result["answer_nll_no_eos"] == pytest.approx(again.per_example_mean(), rel=1e-6)
     assert example["labels"][-1] == EOS  # the original is untouched
     answer_only_eos = {"labels": torch.tensor([-100, -100, EOS])}
     assert not _scorable(answer_only_eos, EOS) and _scorable(example, EOS)
