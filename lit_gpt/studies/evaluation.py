@@ -3,8 +3,8 @@
 - Reference-answer loss per answer style: the held-out set's answers (--eval_path, the metric `answer_nll`) and each
   of --reference_sets (`answer_nll:<name>`: e.g. Self-Instruct's human answers, LIMA's long answers, GPT-4's),
   tokenized like training data in the variants' tokenizer and prompt style (`lit_gpt.eval.run.reference_examples`).
-  Each set is scored twice by `lit_gpt.eval.reference_loss`: as is, and with the end-of-turn tokens' labels masked
-  (`_no_eos`), because a model that has learned to stop gains most of its loss advantage on that one token. Both
+  Each set is scored once by `lit_gpt.eval.reference_loss`, which sums each answer's loss with and without its
+  end-of-turn tokens (`_no_eos`) from the same forward passes, because a model that has learned to stop gains most of its loss advantage on that one token. Both
   token-weighted (long answers weigh more) and per answer (every answer once: the per-item score the statistics use).
 - IFEval: prompt-level verdicts, each answer's length in words (the covariate of the length-controlled view) and
   whether it echoes its prompt (`lit_gpt.eval.echo`).
