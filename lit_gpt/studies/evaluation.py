@@ -5,7 +5,8 @@
   tokenized like training data in the variants' tokenizer and prompt style (`lit_gpt.eval.run.reference_examples`).
   Each set is scored once by `lit_gpt.eval.reference_loss`, which sums each answer's loss with and without its
   end-of-turn tokens (`_no_eos`) from the same forward passes, because a model that has learned to stop gains most
-  of its loss advantage on that one token. Both token-weighted (long answers weigh more) and per answer (every answer once: the per-item score the statistics use).
+  of its loss advantage on that one token. Both token-weighted (long answers weigh more) and per answer (every answer
+  once: the per-item score the statistics use).
 - IFEval: prompt-level verdicts, each answer's length in words (the covariate of the length-controlled view) and
   whether it echoes its prompt (`lit_gpt.eval.echo`).
 - EOS rate: greedy answers to --eval_prompts held-out prompts that stop within --max_new_tokens (and the judge's input).
