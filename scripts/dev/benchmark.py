@@ -164,6 +164,16 @@ def summarize(result: dict, stats: dict, padded_tokens: int, flops: float, steps
     }
 
 
+def memory_traffic(result: dict, passes: int, bandwidth: float) -> dict:
+    """The step against the memory ceiling: every forward+backward pass reads each weight at least twice, so
+    2 x parameter bytes x passes per run over the run time is a floor on the bytes/s the step moves (activations,
+    gradients and optimizer state come on top)."""
+    median = statistics.median(result["run_seconds"])
+    floor = 2 * result["parameter_bytes"] * passes / median / 1e9
+    return {"weight_read_gbps_floor": round(floor, 2), "weight_read_share_of_bandwidth": round(floor / bandwidth, 4),
+            "memory_gbps_measured_here": round(result["memory_gbps"], 2), "profile_top_ops": result["profile"]}
+
+
 def git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -180,12 +190,13 @@ def main(
     method: Literal["lora", "full"] = "lora",
     precision: Optional[Literal[PRECISIONS]] = None,
     data_dir: Optional[Path] = None,
-    dataset: Literal["lima", "dolly", "fixed", "random"] = "lima",
+    dataset: Literal["lima", "alpaca", "dolly", "fixed", "random"] = "lima",
     max_examples: Optional[int] = None,
     max_seq_length: int = 512,
     micro_batch_size: int = 4,
     batch_size: Optional[int] = None,
     order: str = "shuffle",
+    packing: bool = False,
     steps_per_run: int = 2,
     warmup_steps: int = 2,
     runs: int = 5,
@@ -205,6 +216,7 @@ def main(
     litgpt_batching: Literal["same", "plain"] = "same",
     litgpt_python: str = DEFAULT_LITGPT_PYTHON,
     n_layer: Optional[int] = None,
+    profile: bool = False,
 ) -> dict:
     """Times our training step (and optionally LitGPT's) on a random-init model; prints JSON.
 
@@ -214,13 +226,15 @@ def main(
         precision: training precision (Fabric's names); default: what finetune/ picks here (bf16-true where bf16 is
             native: CUDA with bf16, CPUs with AMX or AVX512-bf16; else 32-true)
         data_dir: a prepared dataset (its train.pt); overrides --dataset
-        dataset: lima or dolly (real rows, tokenized at run time), fixed (rows of exactly max_seq_length tokens)
+        dataset: lima, alpaca or dolly (real rows, tokenized at run time), fixed (rows of exactly max_seq_length tokens)
             or random (as fixed, random token ids: no shared files needed; 64 rows unless --max_examples)
         max_examples: use only the first N rows of the data
         max_seq_length: longest input in tokens (longer examples are truncated)
         micro_batch_size: examples per forward/backward
         batch_size: examples per optimizer step (default: micro_batch_size, one micro-batch per step)
         order: the training loop's --order (shuffle groups batches by length)
+        packing: ours packs each global batch into rows of max_seq_length (finetune/ --packing true);
+            micro_batch_size then counts rows
         steps_per_run: optimizer steps (global batches) in one timed run; 0: the whole epoch (all of the data)
         warmup_steps: untimed steps first (kernel selection, compilation, allocator)
         runs: timed runs over the same batches; medians are reported (>= 5 for a report)
@@ -244,6 +258,7 @@ def main(
         litgpt_python: the python of the LitGPT venv (typed on the command line, not read from a --config file: it
             is run)
         n_layer: override the number of layers (quick checks)
+        profile: after the timed runs, profile one step of each implementation and report its top operators
     """
     return run_benchmark(SimpleNamespace(**locals()))
 
@@ -256,19 +271,22 @@ def run_benchmark(s: SimpleNamespace) -> dict:
     examples, data_source = load_examples(s.data_dir, s.dataset, s.max_seq_length, config.vocab_size, s.max_examples)
     prepare_seconds = time.perf_counter() - start
     plan = batch_plan(examples, s.max_seq_length, config.vocab_size, s.batch_size, s.micro_batch_size,
-                      s.steps_per_run or None, s.seed, s.order, s.litgpt_batching)
+                      s.steps_per_run or None, s.seed, s.order, s.litgpt_batching, s.packing)
     flops = training_flops(config, plan["flops_lengths"], s.method)
     spec = worker_spec(s, config)
     report = report_head(s, config, spec, plan, data_source, prepare_seconds)
     implementations, results = run_implementations(s, spec, plan)
     # the machine's ceiling: the best of every process's measurements (each alone is noisy on a shared machine)
     ceiling = max(result["matmul_tflops"] for result in results.values())
+    bandwidth = max(result["memory_gbps"] for result in results.values())
     report["machine"]["matmul_tflops"] = round(ceiling, 4)
+    report["machine"]["memory_gbps"] = round(bandwidth, 2)
     for name, result in results.items():
-        padded = plan["padded_tokens"]["litgpt" if name == "litgpt" else "ours"]
+        side = "litgpt" if name == "litgpt" else "ours"
         report[name] = {"compile": implementations[name][1]["compile"],
-                        **summarize(result, plan["stats"], padded, flops, plan["stats"]["timed_steps_per_run"],
-                                     ceiling)}
+                        **summarize(result, plan["stats"], plan["padded_tokens"][side], flops,
+                                    plan["stats"]["timed_steps_per_run"], ceiling),
+                        **memory_traffic(result, plan["stats"][f"timed_passes_{side}"], bandwidth)}
     if s.compare_litgpt:
         report.update(litgpt_comparison(report, results))
     report["machine"]["load_average_after"] = os.getloadavg()
@@ -312,7 +330,7 @@ def worker_spec(s: SimpleNamespace, config: Config) -> dict:
     return {"config": config.to_dict(), "method": s.method, "precision": s.precision,
             "micro_batch_size": s.micro_batch_size, "batch_size": s.batch_size, "max_seq_length": s.max_seq_length,
             "warmup_steps": s.warmup_steps, "runs": s.runs, "threads": s.threads, "device": s.accelerator,
-            "seed": s.seed, "compile": s.compile, "gradient_checkpointing": s.gradient_checkpointing,
+            "seed": s.seed, "compile": s.compile, "packing": s.packing, "profile": s.profile, "gradient_checkpointing": s.gradient_checkpointing,
             "lora": {"r": s.lora_r, "alpha": s.lora_alpha, "dropout": s.lora_dropout, "targets": list(s.lora_targets)},
             # for the LitGPT worker, which does not import lit_gpt
             "windowed_layers": [config.is_windowed(i) for i in range(config.n_layer)]}
@@ -324,7 +342,8 @@ def report_head(s: SimpleNamespace, config: Config, spec: dict, plan: dict, data
     return {
         "setting": {"model": config.name, "method": s.method, "precision": s.precision, "data": data_source,
                     "max_seq_length": s.max_seq_length, "micro_batch_size": s.micro_batch_size,
-                    "batch_size": s.batch_size, "order": s.order, "steps_per_run": s.steps_per_run or "epoch",
+                    "batch_size": s.batch_size, "order": s.order, "packing": s.packing,
+                    "steps_per_run": s.steps_per_run or "epoch",
                     "warmup_steps": s.warmup_steps, "runs": s.runs,
                     "litgpt_batching": s.litgpt_batching if s.compare_litgpt else None,
                     "threads": s.threads, "accelerator": s.accelerator,

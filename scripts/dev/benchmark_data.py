@@ -1,13 +1,14 @@
-"""The examples and batches scripts/dev/benchmark.py times: real LIMA/Dolly rows tokenized at run time (or a fixed
-token stream, or a prepared dataset), the global batches our training loop would train on, LitGPT's micro-batches of
-the same examples, padding statistics and the model FLOPs of the timed work."""
+"""The examples and batches scripts/dev/benchmark.py times: real LIMA/Alpaca/Dolly rows tokenized at run time (or a
+fixed token stream, or a prepared dataset), the global batches our training loop would train on (and, with packing,
+the rows it packs them into), LitGPT's micro-batches of the same examples, padding statistics and the model FLOPs of
+the timed work."""
 
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from lit_gpt.data.normalize import normalize
+from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.order import epoch_order
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.records import iter_records
@@ -15,24 +16,31 @@ from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import default_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.dataset import TrainingSet, epoch_batches, padding_stats, split_batch
+from lit_gpt.train.packing import Packing
 from lit_gpt.utils import UserError
 
 SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
 TOKENIZER_DIR = SHARED_DIR / "tokenizers" / "smollm2"
 # shared file and its column mapping (as in scripts/prepare_lima.py / prepare_dolly.py)
 DATASET_FILES = {"lima": ("datasets/lima/train.jsonl", None),
+                 "alpaca": ("datasets/alpaca/alpaca_random_9k.json", None),
                  "dolly": ("datasets/dolly/dolly_3k.jsonl", {"input": "context", "output": "response"})}
 
 
 def dataset_examples(dataset: str, max_seq_length: int, vocab_size: int, limit: Optional[int]) -> list[dict]:
-    """Real LIMA/Dolly rows through our data pipeline (SmolLM2 tokenizer, its chat format, prompt masked); `fixed`
+    """Real LIMA/Alpaca/Dolly rows through our data pipeline (SmolLM2 tokenizer, its chat format, prompt masked); `fixed`
     packs the same token stream into rows of exactly max_seq_length + 1 tokens (inputs and shifted targets), all trained."""
     relative_path, columns = DATASET_FILES["lima" if dataset == "fixed" else dataset]
     source = SHARED_DIR / relative_path
     if not source.is_file() or not TOKENIZER_DIR.is_dir():
         raise UserError(f"{source}: the shared datasets and tokenizer are needed for --dataset {dataset}; "
                         "pass --data_dir with a prepared dataset instead")
-    rows = [normalize(row, source=dataset) for _, row in iter_records(source, columns=columns)]
+    rows = []
+    for _, row in iter_records(source, columns=columns):
+        try:
+            rows.append(normalize(row, source=dataset))
+        except BadRecord:  # dropped, as prepare drops them (Alpaca has a few rows with an empty output)
+            continue
     if limit is not None:
         rows = rows[:limit]
     tokenizer = Tokenizer(TOKENIZER_DIR)
@@ -67,11 +75,12 @@ def load_examples(data_dir: Optional[Path], dataset: str, max_seq_length: int, v
 
 
 def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch_size: int, micro_batch_size: int,
-               steps: Optional[int], seed: int, order: str, litgpt_batching: str) -> dict:
+               steps: Optional[int], seed: int, order: str, litgpt_batching: str, packing: bool = False) -> dict:
     """The first `steps` global batches our loop would train on (all of the epoch for None), and LitGPT's
     micro-batches of the same examples: the same tensors (`same`), or (`plain`) those examples in the epoch order
     cut into micro-batches and padded to the longest, as a loader without length grouping does. Plus padding
-    statistics of the whole epoch for the loop's batching and for plain batching."""
+    statistics of the whole epoch for the loop's batching and for plain batching. With `packing` our loop packs
+    each global batch into rows of max_seq_length tokens, micro_batch_size rows a pass (lit_gpt.train.packing)."""
     data = TrainingSet(examples, max_seq_length, "benchmark", vocab_size)
     accum = batch_size // micro_batch_size
     epoch = epoch_batches(data, 0, seed, order, batch_size)
@@ -79,6 +88,8 @@ def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch
         raise SystemExit(f"only {len(epoch)} batches of {batch_size} in the data; lower --steps_per_run")
     chosen = epoch[:steps] if steps is not None else epoch
     timed = [mb for b in chosen for mb in split_batch(b, accum)]
+    packer = Packing(max_seq_length, micro_batch_size) if packing else None
+    packed = [mb for b in chosen for mb in packer.micro_batches(data.lengths, b, 1)] if packer else None
     plain_order = epoch_order(data.raw, 0, seed, order)
     if litgpt_batching == "plain":
         position = {i: k for k, i in enumerate(plain_order)}
@@ -95,7 +106,7 @@ def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch
         real, padded = padding_stats(data, mbs)
         return round(real / padded, 4)
 
-    real, padded = padding_stats(data, timed)
+    real, padded = padding_stats(data, timed) if packer is None else Packing.padding_stats(data, packed)
     trained = sum(data.n_targets[i] for mb in timed for i in mb)
     return {"examples": [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in data.raw],
             "batches": chosen, "micro_batches": micro_batches,
@@ -105,7 +116,13 @@ def batch_plan(examples: list[dict], max_seq_length: int, vocab_size: int, batch
                       "timed_real_tokens_per_run": real, "timed_trained_tokens_per_run": trained,
                       "timed_tokens_per_run_ours": padded,
                       "timed_tokens_per_run_litgpt": padding_stats(data, litgpt_timed)[1],
-                      "timed_micro_batch_shapes": [[len(mb), max(data.lengths[i] for i in mb)] for mb in timed][:16],
+                      "timed_micro_batch_shapes": [[len(mb), max(data.lengths[i] for i in mb)] for mb in timed][:16]
+                      if packer is None else [[len(mb), max(sum(data.lengths[i] for i in row) for row in mb)]
+                                              for mb in packed if mb][:16],
+                      "packing": packing,
+                      # forward+backward passes per run: each reads every weight at least twice (the memory floor)
+                      "timed_passes_ours": len(timed) if packer is None else len(packed),
+                      "timed_passes_litgpt": len(litgpt_timed),
                       "non_padding_share_timed": round(real / padded, 4),
                       "non_padding_share_epoch_loop_batching": share(grouped),
                       "non_padding_share_epoch_plain_batching": share(plain),

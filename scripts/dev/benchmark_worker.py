@@ -58,6 +58,37 @@ def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repea
     return 2 * n ** 3 / best / 1e12
 
 
+def memory_gbps(device: torch.device, mib: int = 512, repeats: int = 5) -> float:
+    """Best-of-`repeats` GB/s of copying a `mib` MiB tensor (far larger than the caches): bytes read plus bytes
+    written over the time, the machine's other ceiling (a step whose share of it is higher than its share of the
+    matmul peak is bound by memory traffic)."""
+    src = torch.empty(mib * 2 ** 20, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # page faults
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() / best / 1e9
+
+
+def op_profile(step, work, top: int = 15) -> list:
+    """One step under torch.profiler: the `top` operators by self time, [name, self ms, share of the step]."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step(work)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    events.sort(key=lambda e: -e.self_cpu_time_total)
+    return [[e.key, round(e.self_cpu_time_total / 1e3, 2), round(e.self_cpu_time_total / total, 4)]
+            for e in events[:top]]
+
+
 def compile_blocks(blocks: torch.nn.ModuleList) -> None:
     """LitGPT's blocks compiled as ours are (`GPT.compile_blocks`): each block in place, one compiled graph serving
     all of them; the head and loss stay eager."""
@@ -65,7 +96,7 @@ def compile_blocks(blocks: torch.nn.ModuleList) -> None:
         block.compile()
 
 
-def timed_steps(step, steps: list, warmup_steps: int, device: torch.device) -> dict:
+def timed_steps(step, steps: list, warmup_steps: int, device: torch.device, profile: bool = False) -> dict:
     """Runs `step(work)` on warm-up steps, then one timed run over all of `steps` each time the parent asks (a line
     "RUN" on stdin, answered by RUN_DONE), until it says "END": the parent interleaves the implementations' runs,
     so a slow patch of a shared machine hits all of them alike."""
@@ -91,13 +122,19 @@ def timed_steps(step, steps: list, warmup_steps: int, device: torch.device) -> d
         run_cpu_seconds.append(time.process_time() - cpu_start)  # all threads; less sensitive to other load
         print(RUN_DONE, flush=True)
     return {"warmup_seconds": warmup_seconds, "run_seconds": run_seconds, "run_cpu_seconds": run_cpu_seconds,
-            "step_seconds": step_seconds, "first_losses": losses[: len(steps)], "last_loss": losses[-1] if losses else None}
+            "step_seconds": step_seconds, "first_losses": losses[: len(steps)], "last_loss": losses[-1] if losses else None,
+            # after the timed runs, so the profiler's overhead touches none of them
+            "profile": op_profile(step, steps[0]) if profile else None}
 
 
 def worker_result(spec: dict, device: torch.device, timing: dict, ceiling: float, init_seconds: float,
                   extra: dict) -> dict:
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()
+    extra = dict(extra)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in extra.pop("model").parameters())
     return {**timing, **extra, "matmul_tflops": ceiling, "init_seconds": init_seconds,
+            "memory_gbps": memory_gbps(device),
+            "parameter_bytes": parameter_bytes,
             "peak_memory_bytes": peak, "peak_memory_kind": "cuda_max_memory_allocated" if device.type == "cuda"
             else "peak_rss", "peak_rss_bytes": peak_rss_bytes(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
@@ -122,6 +159,7 @@ def run_ours(spec: dict) -> dict:
     from lit_gpt.precision import param_dtype
     from lit_gpt.train.args import TrainArgs, check_batch_split
     from lit_gpt.train.dataset import TrainingSet
+    from lit_gpt.train.packing import Packing
     from lit_gpt.train.step import make_optimizer, train_step
 
     device = setup_worker(spec)
@@ -155,19 +193,21 @@ def run_ours(spec: dict) -> dict:
     init_seconds = time.perf_counter() - start
 
     accum = check_batch_split(args, 1)
+    packing = Packing(spec["max_seq_length"], spec["micro_batch_size"]) if spec.get("packing") else None
     steps_done = 0
 
     def step(batch: list) -> float:
         nonlocal steps_done
         result = train_step(fabric, model, optimizer, scheduler, train_set, batch, accum=accum, seed=args.seed,
-                            step=steps_done, grad_clip=args.grad_clip, precision=spec["precision"])
+                            step=steps_done, grad_clip=args.grad_clip, precision=spec["precision"], packing=packing)
         steps_done += 1
         return result.loss
 
-    timing = timed_steps(step, plan["batches"], spec["warmup_steps"], device)
+    timing = timed_steps(step, plan["batches"], spec["warmup_steps"], device, spec.get("profile", False))
     ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
-                         {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__})
+                         {"implementation": "ours", "trainable_parameters": trainable, "lightning": L.__version__,
+                          "model": model})
 
 
 def run_litgpt(spec: dict) -> dict:
@@ -199,10 +239,11 @@ def run_litgpt(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return total
 
-    timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], device)
+    timing = timed_steps(step, plan["micro_batches"], spec["warmup_steps"], device, spec.get("profile", False))
     ceiling = max(ceiling, matmul_tflops(MATMUL_DTYPES[spec["precision"]], device))
     return worker_result(spec, device, timing, ceiling, init_seconds,
-                         {"implementation": "litgpt", "trainable_parameters": trainable, "litgpt": version("litgpt")})
+                         {"implementation": "litgpt", "trainable_parameters": trainable, "litgpt": version("litgpt"),
+                          "model": model})
 
 
 def litgpt_config(spec: dict):

@@ -33,6 +33,33 @@ def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
     assert data["prepare_seconds"] > 0 and report["setting"]["method"] == "lora"
 
 
+def test_benchmark_script_packs_profiles_and_reports_the_memory_ceiling(tmp_path, root_dir, shared_dir):
+    """--packing: ours trains packed rows of real Alpaca lengths (the same examples as the loop's length grouping,
+    in fewer passes); --profile: each side's top operators; the memory ceiling and the weight-traffic floor."""
+    config = tiny_config(vocab_size=512, block_size=256, n_embd=64, intermediate_size=128)
+    config.save(tmp_path / "lit_config.json")
+    base = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
+            "--precision", "32-true", "--dataset", "alpaca", "--max_examples", "64", "--max_seq_length", "256",
+            "--micro_batch_size", "2", "--batch_size", "16", "--steps_per_run", "0", "--warmup_steps", "1",
+            "--runs", "1", "--threads", "1"]
+    reports = {}
+    for packing in ("false", "true"):
+        proc = subprocess.run(base + ["--packing", packing, "--profile", packing], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports[packing] = json.loads(proc.stdout)
+    packed, grouped = reports["true"], reports["false"]
+    assert packed["setting"]["packing"] is True and packed["data"]["packing"] is True
+    # the same examples: the same real tokens in fewer, fuller passes when packed
+    assert packed["data"]["timed_real_tokens_per_run"] == grouped["data"]["timed_real_tokens_per_run"]
+    assert packed["data"]["timed_passes_ours"] < grouped["data"]["timed_passes_ours"]
+    ours = packed["ours"]
+    assert ours["profile_top_ops"] and all(ms >= 0 and 0 <= share <= 1 for _, ms, share in ours["profile_top_ops"])
+    assert grouped["ours"]["profile_top_ops"] is None
+    assert packed["machine"]["memory_gbps"] > 0 and 0 < ours["weight_read_gbps_floor"]
+    assert 0 < ours["weight_read_share_of_bandwidth"] < 1
+
+
 def test_benchmark_script_user_errors(tmp_path, root_dir):
     cmd = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--compare_litgpt", "true",
            "--litgpt_python", str(tmp_path / "nowhere" / "python")]
