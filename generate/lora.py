@@ -4,8 +4,8 @@
 
 The LoRA settings (lora_config.json), the prompt style the run trained with (prompt_style.json) and the base
 checkpoint (hyperparameters.yaml) are read from beside the LoRA file; --checkpoint_dir overrides the base checkpoint.
-The LoRA updates are merged into the base weights first, so generation is as fast as with the base model.
-Timings go to stderr, so stdout holds only the generated text.
+The LoRA updates are merged into the base weights first, so generation is as fast as with the base model; the
+timings go to stderr and stdout holds only the generated text.
 """
 
 import importlib.util

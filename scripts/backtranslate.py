@@ -22,10 +22,10 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.records import write_records
-from lit_gpt.infer.load import load
+from lit_gpt.infer.load import LOAD_FLAGS, load
 from lit_gpt.quality.judge import CURATION_PROMPT, Judge
 from lit_gpt.quality.synthetic import BacktranslateConfig, backtranslate, read_unlabelled
-from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli, with_flags
 
 
 def main(
@@ -41,8 +41,7 @@ def main(
     top_p: Optional[float] = None,
     batch_size: int = 8,
     seed: int = 0,
-    device: Optional[str] = None,
-    precision: Optional[str] = None,
+    **load_flags,
 ) -> Path:
     """Generate an instruction for each text, rate the pairs, keep the good ones.
 
@@ -58,8 +57,6 @@ def main(
         top_p: nucleus sampling when temperature > 0
         batch_size: pairs per rating forward pass
         seed: sampling seed
-        device: cpu, cuda, ...; default cuda when available
-        precision: 32-true, bf16-true or 16-true
     """
     texts = read_unlabelled(data_path)
     if limit is not None:
@@ -70,11 +67,11 @@ def main(
         raise UserError(f"--min_score {min_score}: the curation scale is 1-5")
     check_output(output, {"--data_path": data_path, "--checkpoint_dir": checkpoint_dir,
                           "--curator_checkpoint_dir": curator_checkpoint_dir}, "--output")
-    generator = load(checkpoint_dir, device=device, precision=precision)
+    generator = load(checkpoint_dir, **load_flags)
     if curator_checkpoint_dir is None or Path(curator_checkpoint_dir) == Path(checkpoint_dir):
         curator_model = generator
     else:
-        curator_model = load(curator_checkpoint_dir, device=device, precision=precision)
+        curator_model = load(curator_checkpoint_dir, **load_flags)
     curator = Judge(curator_model.model, curator_model.tokenizer, curator_model.style, rating=CURATION_PROMPT)
     config = BacktranslateConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                  min_score=min_score, batch_size=batch_size, seed=seed)
@@ -98,6 +95,8 @@ def main(
     log(f"kept {stats['kept']} of {stats['texts']} pairs -> {output} ({stats}); manifest {manifest_path}")
     return output
 
+
+main = with_flags(main, LOAD_FLAGS)  # --device, --precision
 
 if __name__ == "__main__":
     run_cli(main)

@@ -16,36 +16,24 @@ fields kept as metadata (for Parquet, Arrow and Hub datasets read "columns"). Ro
 
 import importlib.util
 import sys
-from functools import partial
-from pathlib import Path
-from typing import Literal, Optional
 
 if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.data.prepare import prepare_source
-from lit_gpt.data.records import Origin, iter_records
+from lit_gpt.data.prepare import mapped_file_command
 from lit_gpt.utils import run_cli
 
+FLAG_HELP = {
+    "data_path": "the JSON (array of objects), JSONL (one object per line), .parquet or .arrow file",
+    "columns": 'our field name -> the file\'s field name, e.g. {"instruction": "question", "output": "answer"}',
+    "name": "dataset name (default: the file name without extension, or the Hub dataset's NAME); default "
+            "destination data/<name>",
+}
 
-def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
-         format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
-         destination_path: Optional[Path] = None, **kwargs) -> dict:
-    """Prepare a JSON/JSONL, Parquet or Arrow file or a Hub dataset: tokenize, write train.pt/test.pt/manifest.json.
-
-    Args:
-        data_path: the JSON (array of objects), JSONL (one object per line), .parquet or .arrow file
-        columns: our field name -> the file's field name, e.g. {"instruction": "question", "output": "answer"}
-        format: json or jsonl (default: from the file name and content)
-        name: dataset name (default: the file name without extension, or the Hub dataset's NAME); default
-            destination data/<name>
-        destination_path: output directory
-    """
-    origin = Origin(data_path, destination_path,
-                    no_source="--data_path is required: the file to prepare (or --dataset_id ORG/NAME)")
-    read = partial(iter_records, format=format, columns=columns, required=("instruction", "output"))
-    return prepare_source(origin, read, name=name, options={"columns": columns or {}, "format": format}, **kwargs)
-
+main = mapped_file_command(
+    "Prepare a JSON/JSONL, Parquet or Arrow file or a Hub dataset: tokenize, write train.pt/test.pt/manifest.json.",
+    FLAG_HELP, no_source="--data_path is required: the file to prepare (or --dataset_id ORG/NAME)",
+    required=("instruction", "output"))
 
 if __name__ == "__main__":
     run_cli(main)

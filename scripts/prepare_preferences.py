@@ -15,37 +15,24 @@ rows, drops and truncations and fingerprints the input as for instruction data (
 
 import importlib.util
 import sys
-from functools import partial
-from pathlib import Path
-from typing import Literal, Optional
 
 if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.preferences import PREFERENCES
-from lit_gpt.data.prepare import prepare_source
-from lit_gpt.data.records import Origin, iter_records
+from lit_gpt.data.prepare import mapped_file_command
 from lit_gpt.utils import run_cli
 
+FLAG_HELP = {
+    "data_path": "the file of pairs (.json, .jsonl, .jsonl.gz, .parquet, .arrow)",
+    "columns": 'our field name -> the file\'s, e.g. {"prompt": "question", "chosen": "better", "rejected": "worse"}',
+    "name": "dataset name (default: the file or Hub dataset name); default destination data/<name>",
+}
 
-def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
-         format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
-         destination_path: Optional[Path] = None, **kwargs) -> dict:
-    """Prepare preference pairs from a JSON/JSONL, Parquet or Arrow file or a Hub dataset.
-
-    Args:
-        data_path: the file of pairs (.json, .jsonl, .jsonl.gz, .parquet, .arrow)
-        columns: our field name -> the file's, e.g. {"prompt": "question", "chosen": "better", "rejected": "worse"}
-        format: json or jsonl (default: from the file name and content)
-        name: dataset name (default: the file or Hub dataset name); default destination data/<name>
-        destination_path: output directory
-    """
-    origin = Origin(data_path, destination_path,
-                    no_source="--data_path is required: the file of preference pairs (or --dataset_id ORG/NAME)")
-    read = partial(iter_records, format=format, columns=columns)
-    return prepare_source(origin, read, PREFERENCES, name=name, options={"columns": columns or {}, "format": format},
-                          **kwargs)
-
+main = mapped_file_command(
+    "Prepare preference pairs from a JSON/JSONL, Parquet or Arrow file or a Hub dataset.", FLAG_HELP,
+    no_source="--data_path is required: the file of preference pairs (or --dataset_id ORG/NAME)",
+    example_format=PREFERENCES)
 
 if __name__ == "__main__":
     run_cli(main)

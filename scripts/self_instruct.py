@@ -21,10 +21,10 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.data.records import load_records, write_records
-from lit_gpt.infer.load import load
+from lit_gpt.infer.load import LOAD_FLAGS, load
 from lit_gpt.quality.scored_records import scoring_example
 from lit_gpt.quality.synthetic import InstructionFilter, SelfInstructConfig, self_instruct
-from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli
+from lit_gpt.utils import UserError, atomic_write_text, check_output, log, run_cli, with_flags
 
 
 def main(
@@ -42,8 +42,7 @@ def main(
     batch_size: int = 8,
     rouge_threshold: float = 0.7,
     seed: int = 0,
-    device: Optional[str] = None,
-    precision: Optional[str] = None,
+    **load_flags,
 ) -> Path:
     """Generate up to --num_instructions filtered tasks.
 
@@ -61,8 +60,6 @@ def main(
         batch_size: requests generated together (never more than the missing tasks need)
         rouge_threshold: reject instructions with ROUGE-L >= this to any instruction in the pool
         seed: seed for the choice of examples and for sampling
-        device: cpu, cuda, ...; default cuda when available
-        precision: 32-true, bf16-true or 16-true
     """
     seeds = []
     for i, row in enumerate(load_records(seed_tasks)):
@@ -74,7 +71,7 @@ def main(
     if num_instructions < 1:
         raise UserError(f"--num_instructions {num_instructions}: must be at least 1")
     output = check_output(output, {"--seed_tasks": seed_tasks, "--checkpoint_dir": checkpoint_dir}, "--output")
-    generator = load(checkpoint_dir, device=device, precision=precision)
+    generator = load(checkpoint_dir, **load_flags)
     manifest_path = output.with_name(output.name + ".manifest.json")
     settings = {"seed_tasks": str(seed_tasks), "checkpoint_dir": str(checkpoint_dir),
                 "prompt_style": generator.style.name, "num_prompt_tasks": num_prompt_tasks,
@@ -98,6 +95,8 @@ def main(
     log(f"wrote {len(tasks)} tasks to {output}; manifest {manifest_path}")
     return output
 
+
+main = with_flags(main, LOAD_FLAGS)  # --device, --precision
 
 if __name__ == "__main__":
     run_cli(main)

@@ -155,16 +155,22 @@ def packaged_smollm2_dir(tmp_path_factory) -> Path:
     return checkpoint_dir
 
 
-# data/test_prepare.py, test_tokenize.py, test_prepared.py (scripts/test_prepare_scripts.py and
-# scripts/test_inspect_data.py have their own smollm2_dir / llama_dir, test_gguf_import.py its own smollm2_dir)
+# data/test_prepare.py, test_tokenize.py, test_prepared.py (scripts/test_prepare_scripts.py overrides block_sizes;
+# scripts/test_inspect_data.py has its own smollm2_dir / llama_dir, test_gguf_import.py its own smollm2_dir)
 @pytest.fixture(scope="module")
-def smollm2_dir(tiny_checkpoint_dir):
-    return tiny_checkpoint_dir("smollm2", block_size=512)
+def block_sizes() -> dict:
+    """The block sizes of smollm2_dir and llama_dir; a test file that needs others overrides this fixture."""
+    return {"smollm2": 512, "llama-2": 2048}
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tiny_checkpoint_dir):
-    return tiny_checkpoint_dir("llama-2", block_size=2048)
+def smollm2_dir(tiny_checkpoint_dir, block_sizes):
+    return tiny_checkpoint_dir("smollm2", block_size=block_sizes["smollm2"])
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tiny_checkpoint_dir, block_sizes):
+    return tiny_checkpoint_dir("llama-2", block_size=block_sizes["llama-2"])
 
 
 @pytest.fixture(scope="module")

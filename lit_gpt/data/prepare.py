@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional
 
@@ -27,7 +28,7 @@ from lit_gpt.data.normalize import BadRecord, normalize
 from lit_gpt.data.prepared import (DATASET_FILES, INSTRUCTION_FORMAT, check_destination, is_prepared, length_stats,
                                    read_manifest,
                                    settings_fingerprint, trained_token_share, write_prepared)
-from lit_gpt.data.records import Origin, Source, open_source
+from lit_gpt.data.records import Origin, Source, iter_records, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import PromptStyle, default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -258,6 +259,32 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
                    destination_path=origin.destination_path, options={**(options or {}), **source.options},
                    source_flag="--dataset_id" if dataset_id is not None else origin.flag,
                    example_format=example_format, **kwargs)
+
+
+def mapped_file_command(description: str, flag_help: dict, no_source: str,
+                        example_format: "ExampleFormat | None" = None, required: tuple = ()) -> Callable:
+    """The `main` of a script that prepares any file or Hub dataset whose fields --columns renames
+    (scripts/prepare_json.py, prepare_preferences.py), for `run_cli`: its flags are written here once, their help in
+    the script's words (`flag_help`: data_path, columns, name); the rows become `example_format`, each needing the
+    `required` fields."""
+    def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
+             format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
+             destination_path: Optional[Path] = None, **kwargs) -> dict:
+        origin = Origin(data_path, destination_path, no_source=no_source)
+        read = partial(iter_records, format=format, columns=columns, required=required)
+        return prepare_source(origin, read, example_format, name=name,
+                              options={"columns": columns or {}, "format": format}, **kwargs)
+
+    main.__doc__ = f"""{description}
+
+    Args:
+        data_path: {flag_help["data_path"]}
+        columns: {flag_help["columns"]}
+        format: json or jsonl (default: from the file name and content)
+        name: {flag_help["name"]}
+        destination_path: output directory
+    """
+    return main
 
 
 def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str,

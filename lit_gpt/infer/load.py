@@ -25,6 +25,10 @@ from lit_gpt.prompts.styles import PromptStyle, load_prompt_style
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
 
+# the --device and --precision flags of the scripts that load a model to write data (`with_flags`; pass them to `load`)
+LOAD_FLAGS = [("device", Optional[str], None, "cpu, cuda, ...; default cuda when available"),
+              ("precision", Optional[str], None, "32-true, bf16-true or 16-true")]
+
 
 @dataclass
 class Loaded:

@@ -41,21 +41,33 @@ class MistralInstruct(PromptStyle):
 
     def render(self, messages, add_generation_prompt=False):
         system, turns = split_conversation(messages)
+        system_turn = self.system_turn(len(turns))
         segments: list[Segment] = [(BOS, False)]
         for i, (user, assistant) in enumerate(turns):
             content = user_text(user)
-            if i == 0 and system is not None:
+            if i == system_turn and system is not None:
                 content = f"{system}\n\n{content}"
-            segments.append((f" [INST] {content} [/INST]", False))
+            segments += self.instruction(content)
             if assistant is not None:
-                segments += [(" " + assistant["content"], True), (EOS, True)]
+                segments += [(" " + self.answer_text(assistant["content"]), True), (EOS, True)]
         return segments
+
+    # the parts in which v0.3 differs
+    def system_turn(self, num_turns: int) -> int:
+        """The turn whose instruction the system message goes before."""
+        return 0
+
+    def instruction(self, content: str) -> list[Segment]:
+        return [(f" [INST] {content} [/INST]", False)]
+
+    def answer_text(self, answer: str) -> str:
+        return answer
 
 
 INST, INST_END = Special("[INST]"), Special("[/INST]")
 
 
-class MistralInstructV3(PromptStyle):
+class MistralInstructV3(MistralInstruct):
     """Mistral-7B-Instruct-v0.3 (tokenizer v3, `[INST]`/`[/INST]` are control tokens): `<s>[INST] user[/INST]
     answer</s>[INST] ...`, answers stripped. The system message goes before the last instruction, as mistral_common
     puts it; the HF template does that only when the conversation ends with that instruction (a generation prompt)
@@ -63,46 +75,61 @@ class MistralInstructV3(PromptStyle):
 
     name = "mistral-instruct-v0.3"
 
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        segments: list[Segment] = [(BOS, False)]
-        for i, (user, assistant) in enumerate(turns):
-            content = user_text(user)
-            if i == len(turns) - 1 and system is not None:
-                content = f"{system}\n\n{content}"
-            segments += [(INST, False), (" " + content, False), (INST_END, False)]
-            if assistant is not None:
-                segments += [(" " + assistant["content"].strip(), True), (EOS, True)]
-        return segments
+    def system_turn(self, num_turns):
+        return num_turns - 1
+
+    def instruction(self, content):
+        return [(INST, False), (" " + content, False), (INST_END, False)]
+
+    def answer_text(self, answer):
+        return answer.strip()
 
 
-# ---- ChatML: Qwen, SmolLM2 ---------------------------------------------------------------------------------------
+# ---- role blocks: ChatML (Qwen, SmolLM2), Zephyr ----------------------------------------------------------------
 IM_START = Special("<|im_start|>")
 IM_END = Special("<|im_end|>")
 
 
-class ChatML(PromptStyle):
-    """`<|im_start|>role\\ncontent<|im_end|>\\n` per message. default_system is used when the conversation has no system
-    message (Qwen2.5 and SmolLM2 templates insert one; plain ChatML does not)."""
+class RoleBlocks(PromptStyle):
+    """One block per message: the `opening` segments, the role's `header` with the content, the `closing` token and a
+    newline; an answer's header is a segment of its own, untrained. default_system is used when the conversation has
+    no system message."""
 
-    name = "chatml"
+    opening: tuple[Segment, ...] = ()
+    header = "{role}\n"
+    closing: Special = EOS
     default_system: Optional[str] = None
-    stop_strings = ("<|im_end|>",)
 
     def render(self, messages, add_generation_prompt=False):
         system, turns = split_conversation(messages)
         system = system if system is not None else self.default_system
         segments: list[Segment] = []
         if system is not None:
-            segments += [(IM_START, False), (f"system\n{system}", False), (IM_END, False), ("\n", False)]
+            segments += self.message("system", system)
         for user, assistant in turns:
-            segments += [(IM_START, False), (f"user\n{user_text(user)}", False), (IM_END, False), ("\n", False)]
+            segments += self.message("user", user_text(user))
             if assistant is not None:
-                segments += [(IM_START, False), ("assistant\n", False), (assistant["content"], True), (IM_END, True),
-                             ("\n", False)]
+                segments += [*self.answer_header(), (assistant["content"], True), (self.closing, True), ("\n", False)]
         if add_generation_prompt:
-            segments += [(IM_START, False), ("assistant\n", False)]
+            segments += self.answer_header()
         return segments
+
+    def message(self, role: str, content: str) -> list[Segment]:
+        """An untrained message's block."""
+        return [*self.opening, (self.header.format(role=role) + content, False), (self.closing, False), ("\n", False)]
+
+    def answer_header(self) -> list[Segment]:
+        return [*self.opening, (self.header.format(role="assistant"), False)]
+
+
+class ChatML(RoleBlocks):
+    """`<|im_start|>role\\ncontent<|im_end|>\\n` per message. default_system: the Qwen2.5 and SmolLM2 templates
+    insert one; plain ChatML does not."""
+
+    name = "chatml"
+    stop_strings = ("<|im_end|>",)
+    opening = ((IM_START, False),)
+    closing = IM_END
 
 
 class Qwen25(ChatML):
@@ -131,16 +158,16 @@ class Qwen3(ChatML):
         system, turns = split_conversation(messages)
         segments: list[Segment] = []
         if system is not None:
-            segments += [(IM_START, False), (f"system\n{system}", False), (IM_END, False), ("\n", False)]
+            segments += self.message("system", system)
         for i, (user, assistant) in enumerate(turns):
-            segments += [(IM_START, False), (f"user\n{user_text(user)}", False), (IM_END, False), ("\n", False)]
+            segments += self.message("user", user_text(user))
             if assistant is None:
                 continue
             content, reasoning = assistant["content"], ""
             if "</think>" in content:
                 reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].strip("\n")
                 content = content.split("</think>")[-1].lstrip("\n")
-            segments += [(IM_START, False), ("assistant\n", False)]
+            segments += self.answer_header()
             if i == len(turns) - 1:
                 think = bool(reasoning)  # a reasoning block is the model's own output; the empty one is the prompt's
                 segments += [(THINK, think), (f"\n{reasoning}\n", think), (THINK_END, think),
@@ -149,29 +176,17 @@ class Qwen3(ChatML):
                 segments.append((content, True))
             segments += [(IM_END, True), ("\n", False)]
         if add_generation_prompt:
-            segments += [(IM_START, False), ("assistant\n", False), (THINK, False), ("\n\n", False),
-                         (THINK_END, False), ("\n\n", False)]
+            segments += [*self.answer_header(), (THINK, False), ("\n\n", False), (THINK_END, False), ("\n\n", False)]
         return segments
 
 
-class Zephyr(PromptStyle):
+class Zephyr(RoleBlocks):
     """Zephyr / TinyLlama-chat: `<|role|>\\ncontent</s>\\n` per message, </s> being the model's EOS."""
 
     name = "zephyr"
     stop_strings = ("<|user|>",)
-
-    def render(self, messages, add_generation_prompt=False):
-        system, turns = split_conversation(messages)
-        segments: list[Segment] = []
-        if system is not None:
-            segments += [(f"<|system|>\n{system}", False), (EOS, False), ("\n", False)]
-        for user, assistant in turns:
-            segments += [(f"<|user|>\n{user_text(user)}", False), (EOS, False), ("\n", False)]
-            if assistant is not None:
-                segments += [("<|assistant|>\n", False), (assistant["content"], True), (EOS, True), ("\n", False)]
-        if add_generation_prompt:
-            segments.append(("<|assistant|>\n", False))
-        return segments
+    header = "<|{role}|>\n"
+    closing = EOS
 
 
 # ---- Llama 3 -----------------------------------------------------------------------------------------------------

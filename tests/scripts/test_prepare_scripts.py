@@ -27,13 +27,9 @@ TOKEN = "hf_TestTokenLimaAccess0123456789"
 
 
 @pytest.fixture(scope="module")
-def smollm2_dir(tiny_checkpoint_dir):
-    return tiny_checkpoint_dir("smollm2", block_size=1024)
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tiny_checkpoint_dir):
-    return tiny_checkpoint_dir("llama-2", block_size=4096)
+def block_sizes() -> dict:
+    """Longer than conftest's, for smollm2_dir and llama_dir here: the real samples' long rows."""
+    return {"smollm2": 1024, "llama-2": 4096}
 
 
 # ---- real dataset samples ----------------------------------------------------------------------------------------
@@ -90,24 +86,28 @@ def test_alpaca_gpt4_sample(capsys, shared_dir, smollm2_dir, tmp_path):
 
 
 # ---- fixtures in the published layouts -----------------------------------------------------------------------------
-def test_longform(capsys, smollm2_dir, tmp_path):
-    code, _, err = run_script(capsys, "prepare_longform", "--data_path", FIXTURES / "longform_sample.json",
-                              "--checkpoint_dir", smollm2_dir, "--destination_path", tmp_path,
-                              "--test_split_fraction", 0)
+def prepare_without_test_split(capsys, script: str, destination: Path, *args) -> tuple[list, dict]:
+    """(train examples, manifest) of `script *args` run with --test_split_fraction 0 into `destination`."""
+    code, _, err = run_script(capsys, script, *args, "--destination_path", destination, "--test_split_fraction", 0)
     assert code == 0, err
-    train, test, manifest = load_prepared(tmp_path)
-    assert manifest["counts"]["dropped"] == {"empty output": 1} and len(train) == 5 and test == []
+    train, test, manifest = load_prepared(destination)
+    assert test == []
+    return train, manifest
+
+
+def test_longform(capsys, smollm2_dir, tmp_path):
+    train, manifest = prepare_without_test_split(capsys, "prepare_longform", tmp_path, "--data_path",
+                                                 FIXTURES / "longform_sample.json", "--checkpoint_dir", smollm2_dir)
+    assert manifest["counts"]["dropped"] == {"empty output": 1} and len(train) == 5
     assert set(manifest["sources"]) == {"Wikipedia", "WikiHow", "StackExchange", "Enron", "C4"}
     first = train[0]
     assert first["instruction"].startswith("Write a short paragraph") and first["metadata"] == {"subset": "wikipedia"}
 
 
 def test_flan_subsets(capsys, smollm2_dir, tmp_path):
-    code, _, err = run_script(capsys, "prepare_flan", "--data_path", FIXTURES / "flan", "--checkpoint_dir", smollm2_dir,
-                              "--destination_path", tmp_path, "--test_split_fraction", 0,
-                              "--subsets", "aeslc_10templates,cosmos_qa_10templates")
-    assert code == 0, err
-    train, _, manifest = load_prepared(tmp_path)
+    train, manifest = prepare_without_test_split(capsys, "prepare_flan", tmp_path, "--data_path", FIXTURES / "flan",
+                                                 "--checkpoint_dir", smollm2_dir,
+                                                 "--subsets", "aeslc_10templates,cosmos_qa_10templates")
     assert manifest["sources"] == {"aeslc_10templates": 3, "cosmos_qa_10templates": 3}
     assert manifest["options"] == {"subsets": ["aeslc_10templates", "cosmos_qa_10templates"]}
     assert train[0]["output"] == "Revised training schedule"
@@ -120,10 +120,8 @@ def test_flan_subsets(capsys, smollm2_dir, tmp_path):
 
 def test_oasst_best_ranked_threads(capsys, smollm2_dir, tmp_path):
     path = FIXTURES / "oasst_messages.jsonl"
-    code, _, err = run_script(capsys, "prepare_oasst", "--data_path", path, "--checkpoint_dir", smollm2_dir,
-                              "--destination_path", tmp_path, "--test_split_fraction", 0)
-    assert code == 0, err
-    train, _, manifest = load_prepared(tmp_path)
+    train, manifest = prepare_without_test_split(capsys, "prepare_oasst", tmp_path, "--data_path", path,
+                                                 "--checkpoint_dir", smollm2_dir)
     assert manifest["counts"]["rows_in"] == 3  # English trees; the German one is filtered out
     assert manifest["counts"]["dropped"] == {"conversation has no assistant answer": 1}
     thread = next(e for e in train if e["id"] == "t1")
@@ -141,10 +139,8 @@ def test_oasst_best_ranked_threads(capsys, smollm2_dir, tmp_path):
 
 def test_csv_quoted_newlines_any_column_order_metadata(capsys, smollm2_dir, tmp_path):
     path = FIXTURES / "instructions.csv"
-    code, _, err = run_script(capsys, "prepare_csv", "--csv_dir", path, "--checkpoint_dir", smollm2_dir,
-                              "--destination_path", tmp_path, "--test_split_fraction", 0)
-    assert code == 0, err
-    train, _, manifest = load_prepared(tmp_path)
+    train, manifest = prepare_without_test_split(capsys, "prepare_csv", tmp_path, "--csv_dir", path,
+                                                 "--checkpoint_dir", smollm2_dir)
     assert manifest["counts"]["dropped"] == {"empty output": 1}
     assert manifest["dropped_rows"] == [{"where": f"{path}: row 4 (line 7)", "reason": "empty output"}]
     poem = next(e for e in train if e["metadata"]["category"] == "poetry")
@@ -161,11 +157,9 @@ def test_json_column_mapping(capsys, smollm2_dir, tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"question": "Largest planet?", "answer": "Jupiter.", "topic": "space"}\n'
                     '{"question": "Boiling point of water at sea level?", "answer": "100 degrees Celsius."}\n')
-    code, _, err = run_script(capsys, "prepare_json", "--data_path", path, "--checkpoint_dir", smollm2_dir,
-                              "--columns", '{"instruction": "question", "output": "answer"}',
-                              "--destination_path", tmp_path / "out", "--test_split_fraction", 0)
-    assert code == 0, err
-    train, _, manifest = load_prepared(tmp_path / "out")
+    train, manifest = prepare_without_test_split(capsys, "prepare_json", tmp_path / "out", "--data_path", path,
+                                                 "--checkpoint_dir", smollm2_dir,
+                                                 "--columns", '{"instruction": "question", "output": "answer"}')
     assert manifest["name"] == "qa" and manifest["sources"] == {"qa": 2}
     assert (train[0]["instruction"], train[0]["output"], train[0]["metadata"]) == \
         ("Largest planet?", "Jupiter.", {"topic": "space"})
