@@ -308,9 +308,9 @@ class Trainer:
     def step(self, batch: list):
         packing = Packing(self.state.plan.max_seq_length, self.args.micro_batch_size) if self.args.packing else None
         try:
-            return self.objective.train_step(self.fabric, self.model, self.optimizer, self.scheduler, self.train_set, batch,
-                              accum=self.accum, seed=self.args.seed, step=self.state.step,
-                              grad_clip=self.args.grad_clip, precision=self.precision, packing=packing)
+            return self.objective.train_step(self.fabric, self.model, self.optimizer, self.scheduler, self.train_set,
+                                             batch, accum=self.accum, seed=self.args.seed, step=self.state.step,
+                                             grad_clip=self.args.grad_clip, precision=self.precision, packing=packing)
         except NonFiniteStep as e:
             steps = checkpoint_steps(self.out_dir)
             kept = f"the last good checkpoint is {steps[-1]}" if steps else "no checkpoint was saved yet"
