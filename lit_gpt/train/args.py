@@ -169,8 +169,11 @@ def typed_preference_hyperparameters(values: dict) -> tuple[PreferenceArgs, Trai
     preference = PreferenceArgs(**{k: v for k, v in values.items() if k in names})
     if preference.method not in ("lora", "full"):
         raise UserError(f"--method {preference.method!r}: choose lora or full")
-    rest = {k: v for k, v in values.items() if k not in names
-            and not (preference.method == "full" and k.startswith("lora_"))}
+    full = preference.method == "full"
+    if full and values.get("quantize") is not None:
+        raise UserError("--quantize works only with --method lora: full fine-tuning updates every weight")
+    rest = {k: v for k, v in values.items()
+            if k not in names and not (full and (k.startswith("lora_") or k in LORA_ONLY))}
     train, lora = typed_hyperparameters(rest, preference.method)
     check_preference_args(preference, train)
     return preference, train, lora
