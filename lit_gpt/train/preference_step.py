@@ -31,8 +31,9 @@ PAIR_TENSORS = ("prompt_ids", "chosen_ids", "chosen_mask", "rejected_ids", "reje
 
 @dataclass
 class ReferenceLogps:
-    """The frozen reference model's log-probability of each pair's chosen and rejected answer, (N,) float32 on the
-    CPU: summed over the answer's tokens, or their average where the loss uses averages (IPO)."""
+    """The frozen reference model's log-probability of each pair's chosen and rejected answer, (N,) float64 on the
+    CPU (holding the float32 values exactly): summed over the answer's tokens, or their average where the loss uses
+    averages (IPO)."""
 
     chosen: torch.Tensor
     rejected: torch.Tensor
@@ -136,7 +137,8 @@ def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: to
     """(summed, averaged) log-probability of each row's masked targets, (rows,) float32: what
     `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone."""
     logits = model(input_ids, output_mask=mask)  # (N, vocab): the answer positions, row by row
-    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least: see sequence_logps
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
     rows = mask.nonzero(as_tuple=True)[0]
     total = torch.zeros(len(mask), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     return total, total / mask.sum(-1).clamp(min=1)
@@ -172,11 +174,11 @@ class PreferenceObjective:
         was_training = model.training
         model.eval()
         for pairs in (train_set, val_set):
-            chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+            chosen, rejected = (torch.zeros(len(pairs), dtype=torch.float64) for _ in range(2))
             for start in range(0, len(pairs), micro_batch_size):
                 indices = list(range(start, min(start + micro_batch_size, len(pairs))))
                 logps = pair_logps(model, *pairs.collate(indices, fabric.device))
-                chosen[indices], rejected[indices] = (x.float().cpu() for x in self._reference_form(logps))
+                chosen[indices], rejected[indices] = (x.double().cpu() for x in self._reference_form(logps))
             pairs.reference = ReferenceLogps(chosen, rejected)
         model.train(was_training)
         fabric.print(f"reference log-probabilities of the base model: {len(train_set)} + {len(val_set)} pairs")
