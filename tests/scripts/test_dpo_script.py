@@ -148,3 +148,23 @@ def test_full_run_resumes_like_an_uninterrupted_run_with_epochs_and_best_weights
     overfitting = json.loads((tmp_path / "whole" / "overfitting_summary.json").read_text())
     assert len(overfitting["per_epoch"]) == 2 and overfitting["best_val_loss"] == whole["best_val_loss"]
     assert (tmp_path / "whole" / "hyperparameters.yaml").read_text().startswith("# finetune/dpo.py settings")
+
+
+def test_ddp_two_processes_equal_one_process(setup, tmp_path):
+    # 12 pairs, batch 4: each rank scores 2 pairs a step (its own reference forward with LoRA off), sums reduced
+    checkpoint, data = setup
+    common = ["--checkpoint_dir", checkpoint, "--data_dir", data, "--batch_size", "4", "--epochs", "1",
+              "--learning_rate", "1e-2", "--warmup_steps", "1", "--eval_interval", "3", "--lora_r", "4",
+              "--lora_dropout", "0", "--precision", "32-true", "--sample_max_new_tokens", "0", "--logger", "csv"]
+    runs = {"one": ["--micro_batch_size", "2"],
+            "two": ["--devices", "2", "--strategy", "ddp", "--micro_batch_size", "1"]}
+    for name, flags in runs.items():
+        result = subprocess.run([sys.executable, ROOT / "finetune" / "dpo.py", *common, "--out_dir", tmp_path / name,
+                                 *flags], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = metrics_rows(tmp_path / "one"), metrics_rows(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        for key in ("train_loss", "train_accuracy", "train_reward_margin", "val_loss", "val_accuracy"):
+            if a[key]:
+                assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5), key
