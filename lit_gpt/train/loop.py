@@ -1,7 +1,10 @@
-"""The one fine-tuning loop, shared by finetune/lora.py, finetune/full.py and the dataset comparison, on Lightning
-Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resume) and `Trainer.fit()` trains it.
-Fabric itself (strategy, precision plugin, loggers): `lit_gpt.train.fabric`.
+"""The one fine-tuning loop, shared by finetune/lora.py, finetune/full.py, finetune/dpo.py and the dataset
+comparison, on Lightning Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resume) and
+`Trainer.fit()` trains it. Fabric itself (strategy, precision plugin, loggers): `lit_gpt.train.fabric`.
 
+What is trained is an objective the loop calls (its data format and sets, a step, validation metrics):
+`lit_gpt.train.step.TokenObjective` (instruction tuning, the default) or
+`lit_gpt.train.preference_step.PreferenceObjective` (finetune/dpo.py).
 Batches: `lit_gpt.train.dataset` (every epoch visits each example once; length-grouped global batches). A step:
 `lit_gpt.train.step.train_step` (response-token loss, gradient accumulation, clipping, a non-finite step refused).
 Checkpoints and resume: `lit_gpt.train.resume`; torch's RNG (dropout) is re-seeded from (seed, step, rank)
