@@ -16,6 +16,7 @@ variant included (a file without one is plain LoRA). Merging a fine-tune into it
 the usual parameter names, a merged checkpoint) is in `lit_gpt.lora_merge`.
 """
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -147,6 +148,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.empty(self.out_features, r, device=weight.device, dtype=dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self.enabled = True  # False: the base layer alone (`lora_disabled`)
         self._unmerged_weight: tuple = ()  # the base weight while a tied or DoRA layer is merged
         if variant == "dora":  # m starts at ||W||: with B = 0 the layer starts exactly at the base layer
             self.lora_magnitude = nn.Parameter(row_norms(self._plain_weight().detach()).to(dtype))
@@ -172,7 +174,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x)
-        if self.merged:
+        if self.merged or not self.enabled:
             return y
         x_lora = self.dropout(x)
         lora = F.linear(F.linear(x_lora, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype)) * self.scaling
@@ -255,6 +257,22 @@ def is_lora_name(name: str) -> bool:
 def mark_only_lora_as_trainable(model: nn.Module) -> None:
     for name, param in model.named_parameters():
         param.requires_grad = is_lora_name(name)
+
+
+@contextlib.contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """Inside it, every LoRA layer computes its base layer alone: the frozen base model's outputs from the model
+    being trained, without a second copy of it (DPO's reference model)."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    if any(m.merged for m in layers):
+        raise ValueError("lora_disabled needs unmerged LoRA layers (a merged update is part of the base weight)")
+    for m in layers:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enabled = True
 
 
 def lora_state_dict(model: nn.Module) -> dict:

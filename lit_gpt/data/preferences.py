@@ -9,7 +9,9 @@ Layouts that `normalize_pair` reads:
 - a prompt (text or messages; or instruction + input) and chosen / rejected answer texts;
 - chosen / rejected whole transcripts without a prompt (Anthropic HH-RLHF: "\\n\\nHuman: ...\\n\\nAssistant: ..."): the
   shared prefix up to its last "\\n\\nAssistant:" is the prompt, split into its turns;
-- Alpaca-style rows with two answers (AlpacaFarm): instruction, input, output_1, output_2 and preference (1 or 2).
+- Alpaca-style rows with two answers (AlpacaFarm): instruction, input, output_1, output_2 and preference (1 or 2);
+- two Alpaca-layout files of answers to the same instructions, one preferred (`answer_pairs`): e.g. GPT-4's and
+  text-davinci-003's answers to Alpaca instructions.
 
 A normalized pair is {"prompt": [messages ending with a user message], "chosen": str, "rejected": str, "source",
 "id", "metadata"}. Tokenized, it gains "prompt_ids" (once), "chosen_ids" / "rejected_ids" (what follows the prompt)
@@ -21,7 +23,7 @@ ids, masked.
 
 import re
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
@@ -62,6 +64,22 @@ def normalize_pair(record: dict, source: Optional[str] = None) -> dict:
     if metadata:
         pair["metadata"] = metadata
     return pair
+
+
+def answer_pairs(chosen: Iterable[tuple[str, dict]],
+                 rejected: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+    """Rows of two files of answers to instructions (Alpaca layout: instruction, input, output) -> (where, pair
+    row) for each instruction + input found in both: the first file's output chosen, the second's rejected (its
+    first answer to that instruction). Rows of the first file without a match in the second are left out."""
+    others = {}
+    for _, row in rejected:
+        if isinstance(row, dict):
+            others.setdefault((row.get("instruction"), row.get("input") or ""), row.get("output"))
+    for where, row in chosen:
+        key = (row.get("instruction"), row.get("input") or "") if isinstance(row, dict) else None
+        if key in others:
+            yield where, {"instruction": key[0], "input": key[1], "chosen": row.get("output"),
+                          "rejected": others[key]}
 
 
 def _answer(record: dict, field: str) -> str:

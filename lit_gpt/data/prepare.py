@@ -264,7 +264,7 @@ def prepare_source(origin: Origin, read: Callable[[Source], Iterable[tuple[str, 
 def mapped_file_command(description: str, flag_help: dict, no_source: str,
                         example_format: "ExampleFormat | None" = None, required: tuple = ()) -> Callable:
     """The `main` of a script that prepares any file or Hub dataset whose fields --columns renames
-    (scripts/prepare_json.py, prepare_preferences.py), for `run_cli`: its flags are written here once, their help in
+    (scripts/prepare_json.py), for `run_cli`: its flags are written here once, their help in
     the script's words (`flag_help`: data_path, columns, name); the rows become `example_format`, each needing the
     `required` fields."""
     def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,

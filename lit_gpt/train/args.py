@@ -71,6 +71,50 @@ class TrainArgs:
                                                   "written): " + "; ".join(f"{k}: {v}" for k, v in LOGGERS.items()))
 
 
+PREFERENCE_LOSSES = ("dpo", "ipo", "simpo", "orpo")  # lit_gpt.train.preference
+REFERENCE_LOSSES = ("dpo", "ipo")  # the ones that compare with a frozen reference model
+LOSS_BETAS = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}  # --beta None: the papers' and TRL's defaults
+
+
+@dataclass
+class PreferenceArgs:
+    """The preference loss of finetune/dpo.py and its settings (one home of their defaults, as TrainArgs)."""
+
+    method: Literal["lora", "full"] = _hp("lora", "lora: train LoRA tensors, the reference is the same model with "
+                                                  "LoRA off; full: every weight, the reference log-probabilities "
+                                                  "computed once before training")
+    loss: Literal[PREFERENCE_LOSSES] = _hp("dpo", "dpo, ipo, simpo (no reference) or orpo (no reference, the SFT "
+                                                  "loss built in)")
+    beta: Optional[float] = _hp(None, "dpo: scale of the log-ratio (higher: stay closer to the reference); ipo: tau; "
+                                      "simpo: scale of the average log-probability; orpo: lambda, the weight of "
+                                      "the odds-ratio term (None: the loss's usual value, "
+                                      + ", ".join(f"{k} {v}" for k, v in LOSS_BETAS.items()) + ")")
+    label_smoothing: float = _hp(0.0, "dpo: the share of pairs assumed mislabeled (conservative DPO), 0 to 0.5")
+    simpo_gamma: float = _hp(0.5, "simpo: the target reward margin")
+
+    @property
+    def loss_beta(self) -> float:
+        return self.beta if self.beta is not None else LOSS_BETAS[self.loss]
+
+
+def check_preference_args(args: PreferenceArgs, train: TrainArgs) -> None:
+    if args.loss not in PREFERENCE_LOSSES:
+        raise UserError(f"--loss {args.loss!r}: choose from {', '.join(PREFERENCE_LOSSES)}")
+    if args.beta is not None and not args.beta > 0:
+        raise UserError(f"--beta {args.beta}: must be above 0")
+    if not 0 <= args.label_smoothing < 0.5:
+        raise UserError(f"--label_smoothing {args.label_smoothing}: must be in [0, 0.5)")
+    if train.packing:
+        raise UserError("--packing true does not apply to preference pairs (each pair is scored as two rows); "
+                        "use --packing false")
+    if train.neftune_noise_alpha is not None and args.loss in REFERENCE_LOSSES:
+        raise UserError(f"--neftune_noise_alpha with --loss {args.loss}: the noise would make the policy differ "
+                        "from its reference by chance; use --neftune_noise_alpha null")
+    if train.order in ("by_length_asc", "by_length_desc", "curriculum"):
+        raise UserError(f"--order {train.order} is not available for preference pairs; use shuffle, by_source or "
+                        "as_given")
+
+
 LORA_HELP = {"r": "rank of the LoRA update",
              "alpha": "the LoRA update is scaled by alpha / r (rslora: alpha / sqrt(r))",
              "dropout": "dropout on the input of the LoRA path",
@@ -78,10 +122,12 @@ LORA_HELP = {"r": "rank of the LoRA update",
              **{t: f"LoRA on {what}" for t, what in LORA_TARGETS.items()}}
 
 
-def hyperparameter_specs() -> dict:
+def hyperparameter_specs(preference: bool = False) -> dict:
     """Every hyperparameter a script may set as a constant: name -> (type, default, help). The LoRA ones are
-    `lora_r`, `lora_alpha`, `lora_dropout`, `lora_variant` and one switch per target layer (`lora_query`, ...)."""
-    specs = {f.name: (f.type, f.default, f.metadata["help"]) for f in fields(TrainArgs)}
+    `lora_r`, `lora_alpha`, `lora_dropout`, `lora_variant` and one switch per target layer (`lora_query`, ...);
+    `preference` adds PreferenceArgs' (finetune/dpo.py)."""
+    specs = {f.name: (f.type, f.default, f.metadata["help"])
+             for f in (*fields(TrainArgs), *(fields(PreferenceArgs) if preference else ()))}
     default = LoRAConfig()
     for name, annotation in (("r", int), ("alpha", float), ("dropout", float), ("variant", str)):
         specs[f"lora_{name}"] = (annotation, getattr(default, name), LORA_HELP[name])
@@ -114,6 +160,23 @@ def typed_hyperparameters(values: dict, method: Literal["lora", "full"]) -> tupl
         raise UserError(f"--lora_variant dora with --quantize {train.quantize}: DoRA needs the base weights "
                         "themselves (their row norms, at every step); drop one of them")
     return train, lora
+
+
+def typed_preference_hyperparameters(values: dict) -> tuple[PreferenceArgs, TrainArgs, Optional[LoRAConfig]]:
+    """finetune/dpo.py's typed arguments: the preference settings, and the loop's of its --method (with --method
+    full the LoRA flags do not apply and are left out)."""
+    names = {f.name for f in fields(PreferenceArgs)}
+    preference = PreferenceArgs(**{k: v for k, v in values.items() if k in names})
+    if preference.method not in ("lora", "full"):
+        raise UserError(f"--method {preference.method!r}: choose lora or full")
+    full = preference.method == "full"
+    if full and values.get("quantize") is not None:
+        raise UserError("--quantize works only with --method lora: full fine-tuning updates every weight")
+    rest = {k: v for k, v in values.items()
+            if k not in names and not (full and (k.startswith("lora_") or k in LORA_ONLY))}
+    train, lora = typed_hyperparameters(rest, preference.method)
+    check_preference_args(preference, train)
+    return preference, train, lora
 
 
 def lora_config_from_flags(values: dict) -> LoRAConfig:

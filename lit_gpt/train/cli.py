@@ -2,13 +2,15 @@
 the constant's value (edit the constant to change the default; a flag or a `--config` YAML file beats it).
 
     finetune/lora.py:  <constants> ... run_cli(finetune_command("lora", globals()))
+    finetune/dpo.py:   <constants> ... run_cli(preference_command(globals()))
 """
 
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from lit_gpt.train.args import hyperparameter_specs, typed_hyperparameters
+from lit_gpt.train.args import hyperparameter_specs, typed_hyperparameters, typed_preference_hyperparameters
 from lit_gpt.train.loop import finetune
+from lit_gpt.train.preference_step import PreferenceObjective
 from lit_gpt.utils import with_flags
 
 METHOD_DESCRIPTIONS = {"lora": "Fine-tune with LoRA: the base weights stay frozen, low-rank updates are trained.",
@@ -22,11 +24,11 @@ def script_constants(namespace: dict) -> dict:
             if not name.startswith("_") and name.islower() and (value is None or type(value) in CONSTANT_TYPES)}
 
 
-def script_cli(main: Callable, constants: dict) -> Callable:
+def script_cli(main: Callable, constants: dict, preference: bool = False) -> Callable:
     """`main` with one keyword parameter per hyperparameter constant of its script (default: the constant's value),
     for `run_cli`: the CLI shows every constant as a flag, editing a constant changes the default, a flag or a
     `--config` file beats it."""
-    specs = hyperparameter_specs()
+    specs = hyperparameter_specs(preference)
     stray = [name for name in script_constants(constants) if name not in specs]
     if stray:
         raise TypeError(f"{constants.get('__file__')}: constants {stray} are not known hyperparameters "
@@ -55,3 +57,26 @@ def finetune_command(method: Literal["lora", "full"], constants: dict) -> Callab
     """
     return script_cli(main, constants)
 
+
+
+def preference_command(constants: dict) -> Callable:
+    """The `main` of finetune/dpo.py, for `run_cli`: the run's paths plus one flag per constant (the loop's, the
+    LoRA ones and PreferenceArgs')."""
+
+    def main(*, checkpoint_dir: Path, data_dir: Path, out_dir: Optional[Path] = None, resume: Optional[str] = None,
+             **hyperparameters: Any) -> dict:
+        values = {**{name: constants[name] for name in hyperparameter_specs(preference=True) if name in constants},
+                  **hyperparameters}
+        preference, train, lora = typed_preference_hyperparameters(values)
+        return finetune(preference.method, checkpoint_dir, data_dir, out_dir, train, lora, resume,
+                        hyperparameters=values, objective=PreferenceObjective(preference, lora=lora is not None))
+
+    main.__doc__ = """Preference tuning (DPO, IPO, SimPO, ORPO) of a checkpoint on prepared preference pairs.
+
+    Args:
+        checkpoint_dir: the base model (lit_config.json, lit_model.pth, tokenizer files), also the reference model
+        data_dir: pairs prepared by scripts/prepare_preferences.py for this checkpoint's tokenizer
+        out_dir: where weights, checkpoints and logs go (default: out/dpo/<data name>)
+        resume: continue an interrupted run: "auto" (the newest checkpoint in out_dir) or a checkpoint path
+    """
+    return script_cli(main, constants, preference=True)

@@ -1,7 +1,10 @@
-"""The one fine-tuning loop, shared by finetune/lora.py, finetune/full.py and the dataset comparison, on Lightning
-Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resume) and `Trainer.fit()` trains it.
-Fabric itself (strategy, precision plugin, loggers): `lit_gpt.train.fabric`.
+"""The one fine-tuning loop, shared by finetune/lora.py, finetune/full.py, finetune/dpo.py and the dataset
+comparison, on Lightning Fabric: `finetune()` sets a run up (data, model, LoRA, optimizer, schedule, resume) and
+`Trainer.fit()` trains it. Fabric itself (strategy, precision plugin, loggers): `lit_gpt.train.fabric`.
 
+What is trained is an objective the loop calls (its data format and sets, a step, validation metrics):
+`lit_gpt.train.step.TokenObjective` (instruction tuning, the default) or
+`lit_gpt.train.preference_step.PreferenceObjective` (finetune/dpo.py).
 Batches: `lit_gpt.train.dataset` (every epoch visits each example once; length-grouped global batches). A step:
 `lit_gpt.train.step.train_step` (response-token loss, gradient accumulation, clipping, a non-finite step refused).
 Checkpoints and resume: `lit_gpt.train.resume`; torch's RNG (dropout) is re-seeded from (seed, step, rank)
@@ -37,13 +40,13 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, flat_hyperparameters
 from lit_gpt.train.resume import (apply_changed_hyperparameters, remove_unfinished_saves, restore_checkpoint,
                                         save_best_weights, save_step_checkpoint, weights_file_name)
-from lit_gpt.train.dataset import TrainingSet, epoch_batches, training_sets
+from lit_gpt.train.dataset import TrainingSet, epoch_batches
 from lit_gpt.train.packing import Packing
 from lit_gpt.train.fabric import close_loggers, make_fabric
 from lit_gpt.train.reports import overfitting_summary, plot_loss, run_summary, write_run_files
 from lit_gpt.train.state import EpochRecord, TrainPlan, TrainState, checkpoint_steps, find_resume_file, step_dir
 from lit_gpt.train.lock import run_lock
-from lit_gpt.train.step import NonFiniteStep, lr_factor, make_optimizer, train_step, validate
+from lit_gpt.train.step import NonFiniteStep, TokenObjective, lr_factor, make_optimizer
 from lit_gpt.utils import UserError, atomic_write_json, check_output, check_writable_dir, link_or_copy, num_parameters
 
 
@@ -54,18 +57,21 @@ class TrainingDiverged(UserError):
 def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data_dir: "str | Path",
              out_dir: "str | Path | None" = None, train: Optional[TrainArgs] = None,
              lora: Optional[LoRAConfig] = None, resume: Optional[str] = None,
-             hyperparameters: Optional[dict] = None) -> dict:
+             hyperparameters: Optional[dict] = None, objective=None) -> dict:
     """Fine-tunes the checkpoint on the prepared data; returns the run summary (also in out_dir/train_summary.json).
     method "lora" trains only LoRA tensors (config `lora`), "full" every weight. resume: None (a fresh run;
-    refused where out_dir holds checkpoints), "auto" (the newest checkpoint in out_dir, if any) or a path."""
+    refused where out_dir holds checkpoints), "auto" (the newest checkpoint in out_dir, if any) or a path.
+    objective: what is trained (default `TokenObjective()`, instruction tuning; see lit_gpt.train.step)."""
     train = train or TrainArgs()
+    objective = objective or TokenObjective()
+    script = objective.script or method
     lora = (lora or LoRAConfig()) if method == "lora" else None
     check_train_args(train, method)
     checkpoint_dir = check_checkpoint_dir(checkpoint_dir)
     data_dir = Path(data_dir)
     tokenizer = Tokenizer(checkpoint_dir)
-    train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer)
-    out_dir = Path(out_dir) if out_dir is not None else Path("out") / method / (manifest.get("name") or data_dir.name)
+    train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer, format=objective.data_format)
+    out_dir = Path(out_dir) if out_dir is not None else Path("out") / script / (manifest.get("name") or data_dir.name)
     check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--data_dir": data_dir}, "--out_dir")
     with _removed_if_it_fails_early(out_dir), contextlib.ExitStack() as locked:
         check_writable_dir(out_dir)
@@ -79,9 +85,9 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
         locked.enter_context(run_lock(fabric, out_dir))  # one run at a time in out_dir
 
         train_set, val_set, max_seq_length = _training_sets(fabric, train, checkpoint_dir, data_dir, train_raw,
-                                                            test_raw)
+                                                            test_raw, objective)
         hyperparameters = hyperparameters if hyperparameters is not None else flat_hyperparameters(train, lora)
-        _start_run(fabric, out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, method)
+        _start_run(fabric, out_dir, checkpoint_dir, data_dir, manifest, lora, hyperparameters, script)
 
         cuda_devices = [fabric.device] if fabric.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):  # seeds below are the run's; the caller's RNG is restored
@@ -90,6 +96,7 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
             if train.packing:
                 fabric.print(f"packing: examples share rows of up to {max_seq_length} tokens, "
                              f"{train.micro_batch_size} rows per micro-batch")
+            objective.prepare(fabric, model, train_set, val_set, train.micro_batch_size)  # before resuming: the base
             optimizer = fabric.setup_optimizers(make_optimizer(model, train.learning_rate, train.weight_decay))
 
             steps_per_epoch = math.ceil(len(train_set) / train.batch_size)
@@ -104,7 +111,8 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
             trainer = Trainer(fabric=fabric, model=model, optimizer=optimizer, scheduler=scheduler, args=train,
                               epochs=epochs, out_dir=out_dir, train_set=train_set, val_set=val_set, accum=accum,
                               total_steps=total_steps, state=state, lora=lora is not None, tokenizer=tokenizer,
-                              sample_prompt=sample_prompt(tokenizer, manifest, val_set), precision=precision)
+                              sample_prompt=sample_prompt(tokenizer, manifest, val_set), precision=precision,
+                              objective=objective)
             try:
                 trainer.fit()
             finally:
@@ -113,11 +121,11 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
 
 
 def _training_sets(fabric: L.Fabric, train: TrainArgs, checkpoint_dir: Path, data_dir: Path, train_raw: list,
-                   test_raw: list) -> tuple[TrainingSet, TrainingSet, int]:
+                   test_raw: list, objective) -> tuple[TrainingSet, TrainingSet, int]:
     """The training and validation sets and max_seq_length; a warning where there is nothing to validate on."""
     config = Config.from_file(checkpoint_dir / LIT_CONFIG_FILE)
-    train_set, val_set, max_seq_length = training_sets(train_raw, test_raw, data_dir, config,
-                                                       train.override_max_seq_length, print=fabric.print)
+    train_set, val_set, max_seq_length = objective.training_sets(train_raw, test_raw, data_dir, config,
+                                                                 train.override_max_seq_length, fabric.print)
     if not len(val_set):
         fabric.print(f"warning: {data_dir / TEST_FILE} has no examples: no validation"
                      + (", so no early stopping" if train.early_stopping_patience is not None else "")
@@ -210,6 +218,8 @@ def sample_prompt(tokenizer: Tokenizer, manifest: dict, val_set: TrainingSet) ->
     if not len(val_set):
         return None
     example = val_set.raw[0]
+    if example.get("prompt_ids") is not None:  # a preference pair: its prompt
+        return example["prompt_ids"]
     if manifest.get("prompt_style") and example.get("instruction"):
         return encode_prompt(tokenizer, manifest["prompt_style"], example["instruction"], example.get("input") or "")
     first_target = int((val_set.targets[0] != -100).nonzero()[0])
@@ -221,11 +231,13 @@ class Trainer:
 
     def __init__(self, *, fabric, model, optimizer, scheduler, args: TrainArgs, epochs: int, out_dir: Path,
                  train_set: TrainingSet, val_set: TrainingSet, accum: int, total_steps: int, state: TrainState,
-                 lora: bool, tokenizer: Tokenizer, sample_prompt: Optional[torch.Tensor], precision: str) -> None:
+                 lora: bool, tokenizer: Tokenizer, sample_prompt: Optional[torch.Tensor], precision: str,
+                 objective=None) -> None:
         self.fabric, self.model, self.optimizer, self.scheduler = fabric, model, optimizer, scheduler
         self.args, self.epochs, self.out_dir, self.lora, self.precision = args, epochs, out_dir, lora, precision
         self.train_set, self.val_set, self.accum, self.total_steps = train_set, val_set, accum, total_steps
         self.state, self.tokenizer, self.sample_prompt = state, tokenizer, sample_prompt
+        self.objective = objective or TokenObjective()
         self.steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
         self.last_saved_step: Optional[int] = None
         # the order actually trained (after any length grouping), fingerprinted so reruns can be checked to match
@@ -262,7 +274,7 @@ class Trainer:
             step = metrics["iter"]
             last = step >= self.total_steps
             if len(self.val_set) and (step % args.eval_interval == 0 or epoch_done or last):
-                metrics["val_loss"] = self.evaluate()
+                metrics.update(self.evaluate())
             self.fabric.log_dict(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", lr=f"{metrics['lr']:.2e}", refresh=False)
             bar.update(1)
@@ -293,15 +305,15 @@ class Trainer:
         metrics = {"iter": state.step, "epoch": epoch + (state.batch_in_epoch or len(batches)) / len(batches),
                    "train_loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
                    "tokens_per_sec": result.tokens / (time.perf_counter() - t0),
-                   "non_pad_share": result.tokens / result.padded_tokens}
+                   "non_pad_share": result.tokens / result.padded_tokens, **result.metrics}
         return metrics, epoch_done
 
     def step(self, batch: list):
         packing = Packing(self.state.plan.max_seq_length, self.args.micro_batch_size) if self.args.packing else None
         try:
-            return train_step(self.fabric, self.model, self.optimizer, self.scheduler, self.train_set, batch,
-                              accum=self.accum, seed=self.args.seed, step=self.state.step,
-                              grad_clip=self.args.grad_clip, precision=self.precision, packing=packing)
+            return self.objective.train_step(self.fabric, self.model, self.optimizer, self.scheduler, self.train_set,
+                                             batch, accum=self.accum, seed=self.args.seed, step=self.state.step,
+                                             grad_clip=self.args.grad_clip, precision=self.precision, packing=packing)
         except NonFiniteStep as e:
             steps = checkpoint_steps(self.out_dir)
             kept = f"the last good checkpoint is {steps[-1]}" if steps else "no checkpoint was saved yet"
@@ -313,13 +325,17 @@ class Trainer:
                                    f"weights; {kept}; lower --learning_rate (now {self.args.learning_rate}) and "
                                    "start again, or --resume auto (the new learning rate applies from there)") from None
 
-    def evaluate(self) -> float:
-        """Validation + sample answer + early-stopping bookkeeping (best weights are saved as a checkpoint)."""
+    def evaluate(self) -> dict:
+        """Validation + sample answer + early-stopping bookkeeping (best weights are saved as a checkpoint); the
+        validation metrics, by their log names."""
         state, args = self.state, self.args
         t0 = time.perf_counter()
-        val_loss = validate(self.fabric, self.model, self.val_set, args.micro_batch_size, args.eval_iters)
+        metrics = self.objective.validate(self.fabric, self.model, self.val_set, args.micro_batch_size,
+                                          args.eval_iters)
+        val_loss = metrics["val_loss"]
         state.val_losses.append((state.step, val_loss))
-        message = f"step {state.step}: val loss {val_loss:.4f} ({time.perf_counter() - t0:.1f}s)"
+        others = "".join(f", {name[len('val_'):]} {value:.4f}" for name, value in metrics.items() if name != "val_loss")
+        message = f"step {state.step}: val loss {val_loss:.4f}{others} ({time.perf_counter() - t0:.1f}s)"
         if self.sample_prompt is not None and args.sample_max_new_tokens > 0:
             message += f"\n  sample: {self.sample_answer()!r}"
         self.write(message)
@@ -332,7 +348,7 @@ class Trainer:
                 state.stop_reason = "early_stopping"
                 self.write(f"early stopping: no better val loss in {args.early_stopping_patience} validations; "
                            f"best {state.best_val_loss:.4f} at step {state.best_step}")
-        return val_loss
+        return metrics
 
     def keep_best(self, val_loss: float) -> None:
         """A new best validation: recorded, and its weights kept where early stopping or several epochs need them."""

@@ -43,7 +43,7 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tens
     shifted: logits[:, t] predicts targets[:, t]); mask (B, T) is True on the answer tokens. `average` divides by
     their number (SimPO, ORPO, IPO). In float32 at least: bf16 log-softmax sums lose the small differences DPO
     compares."""
-    logps = torch.log_softmax(logits.float(), dim=-1)
+    logps = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     token_logps = torch.gather(logps, -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     total = token_logps.sum(-1)
     return total / mask.sum(-1).clamp(min=1) if average else total

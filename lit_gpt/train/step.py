@@ -8,12 +8,13 @@ or packed into rows (`lit_gpt.train.packing`).
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from lit_gpt.train.dataset import TrainingSet, padding_stats, split_batch
+from lit_gpt.data.prepared import INSTRUCTION_FORMAT
+from lit_gpt.train.dataset import TrainingSet, padding_stats, split_batch, training_sets
 from lit_gpt.train.packing import Packing
 
 
@@ -42,6 +43,7 @@ class StepResult:
     grad_norm: float  # before clipping
     tokens: int  # real (non-padding) tokens of the batch
     padded_tokens: int  # tokens processed, padding included
+    metrics: dict = field(default_factory=dict)  # more to log ("train_accuracy", ...), by the objective
 
 
 class NonFiniteStep(Exception):
@@ -62,8 +64,7 @@ def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: li
         micro_batches = packing.micro_batches(data.lengths, batch, world)
     mine = micro_batches[rank::world]
     n_targets = max(1, sum(data.n_targets[i] for i in batch))
-    # dropout masks and NEFTune noise from (seed, step, rank): a resumed run draws the same ones
-    torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+    seed_step(seed, step, rank)
     loss_sum = torch.zeros((), device=fabric.device, dtype=torch.float64)
     for k, part in enumerate(mine):
         if packing is None:
@@ -77,6 +78,21 @@ def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: li
             fabric.backward(loss * (world / n_targets))
         loss_sum += loss.detach()
     mean_loss = float(fabric.all_reduce(loss_sum, reduce_op="sum")) / n_targets
+    grad_norm = apply_update(fabric, model, optimizer, scheduler, mean_loss, grad_clip, precision)
+    real, padded = (padding_stats if packing is None else packing.padding_stats)(data, micro_batches)
+    return StepResult(mean_loss, grad_norm, real, padded)
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Dropout masks and NEFTune noise from (seed, step, rank): a resumed run draws the same ones."""
+    torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def apply_update(fabric, model, optimizer, scheduler, mean_loss: float, grad_clip: Optional[float],
+                 precision: str) -> float:
+    """The end of a step whose gradients are accumulated: clip, then the optimizer and scheduler step; returns the
+    gradient norm before clipping. Raises NonFiniteStep, with the gradients cleared, instead of applying a
+    non-finite update."""
     # the norm is computed even without clipping: a finite loss can still give non-finite gradients
     grad_norm = float(fabric.clip_gradients(model, optimizer, max_norm=grad_clip or math.inf,
                                             error_if_nonfinite=False))
@@ -89,21 +105,26 @@ def train_step(fabric, model, optimizer, scheduler, data: TrainingSet, batch: li
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    real, padded = (padding_stats if packing is None else packing.padding_stats)(data, micro_batches)
-    return StepResult(mean_loss, grad_norm, real, padded)
+    return grad_norm
+
+
+def validation_batches(lengths: list, micro_batch_size: int, eval_iters: Optional[int], world: int,
+                       rank: int) -> list:
+    """This rank's validation micro-batches (example indices): the first eval_iters x micro_batch_size x world
+    examples (all without eval_iters), grouped by length, every world-th micro-batch."""
+    n = len(lengths) if eval_iters is None else min(len(lengths), eval_iters * micro_batch_size * world)
+    by_length = sorted(range(n), key=lengths.__getitem__)
+    batches = [by_length[s: s + micro_batch_size] for s in range(0, n, micro_batch_size)]
+    per_rank = math.ceil(len(batches) / world)
+    mine = batches[rank::world]
+    return mine + [[]] * (per_rank - len(mine))  # every rank runs as many forwards (FSDP gathers weights in each)
 
 
 @torch.no_grad()
 def validate(fabric, model, data: TrainingSet, micro_batch_size: int, eval_iters: Optional[int] = None) -> float:
     """Mean response-token loss over the test set (or its first eval_iters x micro_batch_size x ranks examples),
     each rank taking every world_size-th micro-batch; sums and token counts are reduced across ranks."""
-    world, rank = fabric.world_size, fabric.global_rank
-    n = len(data) if eval_iters is None else min(len(data), eval_iters * micro_batch_size * world)
-    by_length = sorted(range(n), key=data.lengths.__getitem__)
-    batches = [by_length[s: s + micro_batch_size] for s in range(0, n, micro_batch_size)]
-    per_rank = math.ceil(len(batches) / world)
-    mine = batches[rank::world]
-    mine += [[]] * (per_rank - len(mine))  # every rank runs as many forwards (FSDP gathers weights in each)
+    mine = validation_batches(data.lengths, micro_batch_size, eval_iters, fabric.world_size, fabric.global_rank)
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=fabric.device, dtype=torch.float64)
@@ -114,3 +135,26 @@ def validate(fabric, model, data: TrainingSet, micro_batch_size: int, eval_iters
     totals = fabric.all_reduce(totals, reduce_op="sum")
     model.train(was_training)
     return float(totals[0] / totals[1].clamp(min=1))
+
+
+class TokenObjective:
+    """What the loop trains, as a strategy it calls: instruction tuning's next-token loss on the responses (the
+    default; finetune/lora.py and full.py). `lit_gpt.train.preference_step.PreferenceObjective` is the other
+    (finetune/dpo.py). An objective names its prepared data format and the script of its runs, builds the training
+    and validation sets, prepares anything the steps need once (`prepare`), runs an optimizer step and validates."""
+
+    data_format = INSTRUCTION_FORMAT
+    script: Optional[str] = None  # None: the method's script (finetune/lora.py or full.py)
+
+    def training_sets(self, train_raw: list, test_raw: list, data_dir, config, override_max_seq_length, print):
+        return training_sets(train_raw, test_raw, data_dir, config, override_max_seq_length, print=print)
+
+    def prepare(self, fabric, model, train_set, val_set, micro_batch_size: int) -> None:
+        pass
+
+    def train_step(self, *args, **kwargs) -> StepResult:
+        return train_step(*args, **kwargs)
+
+    def validate(self, fabric, model, data, micro_batch_size: int, eval_iters: Optional[int] = None) -> dict:
+        """{"val_loss": ...} and anything else to log, by its log name."""
+        return {"val_loss": validate(fabric, model, data, micro_batch_size, eval_iters)}

@@ -71,3 +71,21 @@ def test_bad_rows_are_one_line_and_preference_data_is_not_instruction_data(capsy
     with pytest.raises(UserError, match="holds instructions data .*, not preference"):
         load_prepared(tmp_path / "sft", format="preference")
     assert json.loads((tmp_path / "sft" / "manifest.json").read_text()).get("format") is None
+
+
+def test_two_answer_files_make_the_demo_pairs(capsys, smollm2_dir, tmp_path, shared_dir):
+    # the README's demo: GPT-4's answers (chosen) and text-davinci-003's (rejected, Alpaca's own) to the same
+    # Alpaca instructions, from ../shared/ as they are
+    gpt4 = shared_dir / "datasets/alpaca_gpt4/sample_999.json"
+    davinci = shared_dir / "datasets/alpaca/alpaca_random_9k.json"
+    (train, _, manifest), out = prepare(capsys, tmp_path, "--data_path", gpt4, "--rejected_path", davinci,
+                                        "--checkpoint_dir", smollm2_dir)
+    assert manifest["counts"]["rows_in"] == 192  # the instructions (with their input) that both files answer
+    assert manifest["counts"]["dropped"] == {"chosen and rejected are the same answer": 9}
+    assert len(train) == 183 and [f["path"] for f in manifest["source_files"]] == [str(gpt4), str(davinci)]
+    answers = {(r["instruction"], r["input"]): r["output"] for r in json.loads(gpt4.read_text())}
+    first = train[0]
+    assert first["chosen"] == answers[(first["prompt"][0]["content"], first["prompt"][0]["input"])]
+    code, _, err = run_script(capsys, "prepare_preferences", "--rejected_path", davinci, "--checkpoint_dir",
+                              smollm2_dir, "--destination_path", tmp_path / "none")
+    assert_one_line_error(code, err, "--rejected_path goes with --data_path")

@@ -36,3 +36,22 @@ def test_dora_on_a_quantized_base_is_refused():
     assert lora.variant == "rslora" and train.quantize == "bnb.nf4"  # rsLoRA only rescales: QLoRA works
     with pytest.raises(UserError, match="--lora_variant dora with --quantize bnb.nf4: DoRA needs the base weights"):
         typed_hyperparameters({"lora_variant": "dora", "quantize": "bnb.nf4"}, "lora")
+
+
+def test_preference_settings_per_method_and_loss():
+    from lit_gpt.train.args import LOSS_BETAS, typed_preference_hyperparameters
+
+    preference, train, lora = typed_preference_hyperparameters({"method": "full", "loss": "simpo", "lora_r": 4})
+    assert lora is None and preference.loss_beta == LOSS_BETAS["simpo"] == 2.0  # the LoRA flags do not apply
+    preference, train, lora = typed_preference_hyperparameters({"lora_r": 4, "beta": 0.3, "learning_rate": 1e-5})
+    assert preference.method == "lora" and lora.r == 4 and preference.loss_beta == 0.3 and train.learning_rate == 1e-5
+    refused = {"--quantize works only with --method lora": {"method": "full", "quantize": "bnb.nf4"},
+               "--loss 'kto': choose from dpo, ipo, simpo, orpo": {"loss": "kto"},
+               "--beta 0: must be above 0": {"beta": 0},
+               "--packing true does not apply to preference pairs": {"packing": True},
+               "--neftune_noise_alpha with --loss dpo": {"neftune_noise_alpha": 5.0},
+               "--order curriculum is not available for preference pairs": {"order": "curriculum"},
+               "--method 'qlora': choose lora or full": {"method": "qlora"}}
+    for message, values in refused.items():
+        with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            typed_preference_hyperparameters(values)

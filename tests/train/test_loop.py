@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-import lit_gpt.train.loop
+import lit_gpt.train.step
 from helpers import SHARED, capital_pairs, fast_args, make_data, metrics_rows
 from lit_gpt.infer.sampling import generate
 from lit_gpt.lora import LoRAConfig
@@ -89,7 +89,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, checkpoint, capitals
 
 def test_early_stopping_keeps_the_best_weights(tmp_path, checkpoint, capitals_data, monkeypatch):
     scripted = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # best at the 2nd validation, then 2 without improvement
-    monkeypatch.setattr(lit_gpt.train.loop, "validate", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(lit_gpt.train.step, "validate", lambda *args, **kwargs: next(scripted))
     out = tmp_path / "out"
     summary = finetune("full", checkpoint, capitals_data, out,
                        fast_args(batch_size=8, epochs=5, eval_interval=1, early_stopping_patience=2))

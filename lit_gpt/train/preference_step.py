@@ -1,0 +1,270 @@
+"""Preference tuning in the one training loop: `PreferenceObjective` is the objective (see `lit_gpt.train.step`)
+that finetune/dpo.py hands to `lit_gpt.train.loop.finetune`. Its data are prepared pairs (lit_gpt/data/
+preferences.py), its step scores each pair's chosen and rejected answer and applies a loss of
+`lit_gpt.train.preference` (DPO, IPO, SimPO or ORPO).
+
+The reference model of DPO and IPO is the frozen base, and no second copy of it is held: with LoRA it is the model
+being trained with its LoRA layers switched off (`lora_disabled`), one extra forward without gradients per step;
+with full fine-tuning the base model's log-probabilities of every pair are computed once before training
+(`ReferenceLogps`, kept beside the pairs), since the weights themselves change.
+
+Logged besides the loss (per step as train_*, at each validation as val_*): the mean chosen and rejected rewards,
+their difference (reward_margin) and how often the chosen answer's reward is the higher (accuracy).
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from lit_gpt.data.preferences import PREFERENCE_FORMAT
+from lit_gpt.file_names import TEST_FILE, TRAIN_FILE
+from lit_gpt.lora import lora_disabled
+from lit_gpt.train.args import REFERENCE_LOSSES, PreferenceArgs
+from lit_gpt.train.dataset import split_batch
+from lit_gpt.train.preference import PreferenceLoss, dpo_loss, ipo_loss, orpo_loss, simpo_loss
+from lit_gpt.train.step import StepResult, apply_update, seed_step, validation_batches
+from lit_gpt.utils import UserError
+
+PAIR_TENSORS = ("prompt_ids", "chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")
+
+
+@dataclass
+class ReferenceLogps:
+    """The frozen reference model's log-probability of each pair's chosen and rejected answer, (N,) float64 on the
+    CPU (holding the float32 values exactly): summed over the answer's tokens, or their average where the loss uses
+    averages (IPO)."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+@dataclass
+class PairLogps:
+    """Log-probabilities of a micro-batch's answers, (B,) each: summed and averaged over their tokens."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_avg: torch.Tensor
+    rejected_avg: torch.Tensor
+
+
+class PreferenceSet:
+    """Prepared pairs as the loop sees them: per pair the chosen and the rejected sequence (prompt + answer) shifted
+    for next-token prediction (inputs, targets) and the mask of the trained answer tokens, cut to max_seq_length
+    inputs; a pair left without a trained token on either side is dropped (`raw` keeps the others, index-aligned).
+    `lengths` (the longer side) and `raw` serve the loop's batching; `reference` is set by `PreferenceObjective`."""
+
+    def __init__(self, raw: list, max_seq_length: int, source: str, vocab_size: int) -> None:
+        self.raw, self.rows = [], []
+        self.truncated = self.dropped = 0
+        self.reference: Optional[ReferenceLogps] = None
+        for i, pair in enumerate(raw):
+            sides = [_side(pair, answer, max_seq_length, vocab_size, f"{source} pair {i}")
+                     for answer in ("chosen", "rejected")]
+            self.truncated += any(cut for _, _, _, cut in sides)
+            if not all(mask.any() for _, _, mask, _ in sides):
+                self.dropped += 1
+                continue
+            self.raw.append(pair)
+            self.rows.append([side[:3] for side in sides])
+        self.lengths = [max(len(chosen[0]), len(rejected[0])) for chosen, rejected in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def collate(self, indices: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, targets, mask), (2B, T) right-padded: the chosen sequences of the pairs, then their rejected
+        ones. An empty list gives one pair of padding rows without a trained token (a rank with no pair in a
+        micro-batch still runs the forward and backward its peers wait for)."""
+        sides = [side for k in (0, 1) for side in ([self.rows[i][k] for i in indices] or [_PADDING])]
+        T = max(len(inputs) for inputs, _, _ in sides)
+        input_ids = torch.zeros(len(sides), T, dtype=torch.long)
+        targets = torch.zeros(len(sides), T, dtype=torch.long)
+        mask = torch.zeros(len(sides), T, dtype=torch.bool)
+        for row, (inputs, target, trained) in enumerate(sides):
+            input_ids[row, : len(inputs)], targets[row, : len(inputs)], mask[row, : len(inputs)] = \
+                inputs, target, trained
+        return input_ids.to(device), targets.to(device), mask.to(device)
+
+    def tokens(self, micro_batches: list) -> tuple[int, int]:
+        """(real tokens, tokens processed with padding) of the micro-batches, both sides of each pair."""
+        real = sum(len(side[0]) for mb in micro_batches for i in mb for side in self.rows[i])
+        padded = sum(2 * len(mb) * max(self.lengths[i] for i in mb) for mb in micro_batches if mb)
+        return real, padded
+
+
+_PADDING = (torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool))
+
+
+def _side(pair: dict, answer: str, max_seq_length: int, vocab_size: int, where: str):
+    """(inputs, targets, trained mask, truncated) of one side of a pair."""
+    if not isinstance(pair, dict) or not all(isinstance(pair.get(k), torch.Tensor) and pair[k].ndim == 1
+                                             for k in PAIR_TENSORS):
+        raise UserError(f"{where}: needs 1-D tensors {', '.join(PAIR_TENSORS)}; prepare the data again with "
+                        "scripts/prepare_preferences.py")
+    ids = torch.cat([pair["prompt_ids"], pair[f"{answer}_ids"]]).long()
+    trained = torch.cat([torch.zeros(len(pair["prompt_ids"]), dtype=torch.bool), pair[f"{answer}_mask"].bool()])
+    if len(ids) < 2 or len(trained) != len(ids):
+        raise UserError(f"{where}: {answer}_ids and {answer}_mask differ in length or are empty; prepare the data "
+                        "again with scripts/prepare_preferences.py")
+    if int(ids.max()) >= vocab_size or int(ids.min()) < 0:
+        raise UserError(f"{where}: token id {int(ids.max())} is outside the model's vocabulary of {vocab_size}; "
+                        "the data was prepared for another model")
+    cut = len(ids) - 1 > max_seq_length
+    ids, trained = ids[: max_seq_length + 1], trained[: max_seq_length + 1]
+    return ids[:-1], ids[1:], trained[1:], cut
+
+
+def preference_sets(train_raw: list, test_raw: list, data_dir, config, override_max_seq_length: Optional[int],
+                    print=print) -> tuple[PreferenceSet, PreferenceSet, int]:
+    """Train and test PreferenceSet cut to the longest sequence (or the override), at most the model's block_size."""
+    longest = max((len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) - 1
+                   for p in [*train_raw, *test_raw] if isinstance(p, dict) and "prompt_ids" in p), default=1)
+    max_seq_length = min(override_max_seq_length or longest, config.block_size)
+    train_set = PreferenceSet(train_raw, max_seq_length, str(data_dir / TRAIN_FILE), config.vocab_size)
+    val_set = PreferenceSet(test_raw, max_seq_length, str(data_dir / TEST_FILE), config.vocab_size)
+    if not len(train_set):
+        raise UserError(f"{data_dir / TRAIN_FILE}: no pair with trained answer tokens on both sides; prepare it again")
+    for name, pairs in (("train", train_set), ("test", val_set)):
+        if pairs.truncated or pairs.dropped:
+            print(f"{name}: {pairs.truncated} pairs truncated to {max_seq_length} tokens, {pairs.dropped} dropped "
+                  "(an answer with no token left)")
+    return train_set, val_set, max_seq_length
+
+
+def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """(summed, averaged) log-probability of each row's masked targets, (rows,) float32: what
+    `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone."""
+    logits = model(input_ids, output_mask=mask)  # (N, vocab): the answer positions, row by row
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least: see sequence_logps
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    rows = mask.nonzero(as_tuple=True)[0]
+    total = torch.zeros(len(mask), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return total, total / mask.sum(-1).clamp(min=1)
+
+
+def pair_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> PairLogps:
+    """The chosen (first half of the rows) and rejected (second half) answers' log-probabilities."""
+    total, average = answer_logps(model, input_ids, targets, mask)
+    half = len(total) // 2
+    return PairLogps(total[:half], total[half:], average[:half], average[half:])
+
+
+class PreferenceObjective:
+    """The objective of finetune/dpo.py (see the module docstring): `args` names the loss and its settings, `lora`
+    whether LoRA is trained (then the reference is the model with LoRA off)."""
+
+    data_format = PREFERENCE_FORMAT
+    script = "dpo"
+
+    def __init__(self, args: PreferenceArgs, lora: bool) -> None:
+        self.args, self.lora = args, lora
+        self.uses_reference = args.loss in REFERENCE_LOSSES
+
+    def training_sets(self, train_raw: list, test_raw: list, data_dir, config, override_max_seq_length, print):
+        return preference_sets(train_raw, test_raw, data_dir, config, override_max_seq_length, print=print)
+
+    @torch.no_grad()
+    def prepare(self, fabric, model, train_set: PreferenceSet, val_set: PreferenceSet, micro_batch_size: int) -> None:
+        """Full fine-tuning with DPO or IPO: the base model's log-probabilities of every pair, once, before any
+        update. Every rank computes them all (the same forwards on each, as FSDP needs)."""
+        if not self.uses_reference or self.lora:
+            return
+        was_training = model.training
+        model.eval()
+        for pairs in (train_set, val_set):
+            chosen, rejected = (torch.zeros(len(pairs), dtype=torch.float64) for _ in range(2))
+            for start in range(0, len(pairs), micro_batch_size):
+                indices = list(range(start, min(start + micro_batch_size, len(pairs))))
+                logps = pair_logps(model, *pairs.collate(indices, fabric.device))
+                chosen[indices], rejected[indices] = (x.double().cpu() for x in self._reference_form(logps))
+            pairs.reference = ReferenceLogps(chosen, rejected)
+        model.train(was_training)
+        fabric.print(f"reference log-probabilities of the base model: {len(train_set)} + {len(val_set)} pairs")
+
+    def _reference_form(self, logps: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-probabilities the loss compares with the reference's: IPO's are averages, DPO's sums."""
+        return (logps.chosen_avg, logps.rejected_avg) if self.args.loss == "ipo" else (logps.chosen, logps.rejected)
+
+    def reference(self, fabric, model, data: PreferenceSet, indices: list, batch: tuple) -> Optional[tuple]:
+        """The reference log-probabilities of the pairs `indices` (collated as `batch`), or None for a loss
+        without a reference."""
+        if not self.uses_reference:
+            return None
+        if not indices:  # the padding pair of an empty micro-batch
+            return torch.zeros(1, device=fabric.device), torch.zeros(1, device=fabric.device)
+        if data.reference is not None:
+            return data.reference.chosen[indices].to(fabric.device), data.reference.rejected[indices].to(fabric.device)
+        if not self.lora:
+            raise RuntimeError("full fine-tuning needs the reference log-probabilities that prepare() computes")
+        with torch.no_grad(), lora_disabled(model):
+            return self._reference_form(pair_logps(model, *batch))
+
+    def loss(self, policy: PairLogps, reference: Optional[tuple]) -> PreferenceLoss:
+        args, beta = self.args, self.args.loss_beta
+        if args.loss == "dpo":
+            return dpo_loss(policy.chosen, policy.rejected, *reference, beta=beta,
+                            label_smoothing=args.label_smoothing)
+        if args.loss == "ipo":
+            return ipo_loss(policy.chosen_avg, policy.rejected_avg, *reference, tau=beta)
+        if args.loss == "simpo":
+            return simpo_loss(policy.chosen_avg, policy.rejected_avg, beta=beta, gamma=args.simpo_gamma)
+        return orpo_loss(policy.chosen_avg, policy.rejected_avg, -policy.chosen_avg, lam=beta)
+
+    def pair_losses(self, fabric, model, data: PreferenceSet, indices: list) -> PreferenceLoss:
+        batch = data.collate(indices, fabric.device)
+        reference = self.reference(fabric, model, data, indices, batch)  # first: the policy's forward is the last
+        return self.loss(pair_logps(model, *batch), reference)
+
+    def train_step(self, fabric, model, optimizer, scheduler, data: PreferenceSet, batch: list[int], *, accum: int,
+                   seed: int, step: int, grad_clip: Optional[float], precision: str, packing=None) -> StepResult:
+        """One optimizer step on a global batch of pairs, as `lit_gpt.train.step.train_step` runs one on
+        examples: the loss is the mean over the batch's pairs however they are split over micro-batches and ranks."""
+        world, rank = fabric.world_size, fabric.global_rank
+        micro_batches = split_batch(batch, accum * world)
+        mine = micro_batches[rank::world]
+        seed_step(seed, step, rank)
+        sums = torch.zeros(len(SUMS), device=fabric.device, dtype=torch.float64)
+        for k, part in enumerate(mine):
+            with fabric.no_backward_sync(model, enabled=k < len(mine) - 1):
+                out = self.pair_losses(fabric, model, data, part)
+                # ranks' gradients are averaged: scale so the total is the mean over the global batch's pairs
+                fabric.backward(out.losses.sum() * (world / len(batch) if part else 0.0))
+            sums += _sums(out, part)
+        metrics = _metrics(fabric.all_reduce(sums, reduce_op="sum"), "train")
+        mean_loss = metrics.pop("train_loss")
+        grad_norm = apply_update(fabric, model, optimizer, scheduler, mean_loss, grad_clip, precision)
+        return StepResult(mean_loss, grad_norm, *data.tokens(micro_batches), metrics=metrics)
+
+    @torch.no_grad()
+    def validate(self, fabric, model, data: PreferenceSet, micro_batch_size: int,
+                 eval_iters: Optional[int] = None) -> dict:
+        """The val_* metrics over the test pairs (or the first eval_iters micro-batches per rank)."""
+        mine = validation_batches(data.lengths, micro_batch_size, eval_iters, fabric.world_size, fabric.global_rank)
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(len(SUMS), device=fabric.device, dtype=torch.float64)
+        for indices in mine:
+            sums += _sums(self.pair_losses(fabric, model, data, indices), indices)
+        model.train(was_training)
+        return _metrics(fabric.all_reduce(sums, reduce_op="sum"), "val")
+
+
+SUMS = ("loss", "chosen_reward", "rejected_reward", "correct", "pairs")  # summed over micro-batches and ranks
+
+
+def _sums(out: PreferenceLoss, indices: list) -> torch.Tensor:
+    if not indices:  # the padding pair counts for nothing
+        return torch.zeros(len(SUMS), device=out.losses.device, dtype=torch.float64)
+    values = (out.losses.detach().sum(), out.chosen_rewards.sum(), out.rejected_rewards.sum(),
+              (out.chosen_rewards > out.rejected_rewards).sum(), torch.tensor(len(indices)))
+    return torch.stack([v.to(out.losses.device, torch.float64) for v in values])
+
+
+def _metrics(sums: torch.Tensor, prefix: str) -> dict:
+    """{prefix}_loss, _chosen_reward, _rejected_reward, _reward_margin and _accuracy: means over the pairs."""
+    loss, chosen, rejected, correct, pairs = (float(v) for v in sums)
+    n = max(pairs, 1.0)
+    return {f"{prefix}_loss": loss / n, f"{prefix}_chosen_reward": chosen / n,
+            f"{prefix}_rejected_reward": rejected / n, f"{prefix}_reward_margin": (chosen - rejected) / n, f"{prefix}_accuracy": correct / n}
