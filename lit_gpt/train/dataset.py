@@ -29,6 +29,14 @@ class TrainingSet:
     (-100 where there is nothing to learn), truncated to `max_seq_length` inputs. TrainingSet without any target
     token are dropped (`raw` keeps the remaining dicts, index-aligned)."""
 
+    NOUN, EMPTY, DROP_REASON = "examples", "no example with a trained (response) token", "no response token left"
+
+    @staticmethod
+    def raw_length(example) -> Optional[int]:
+        """The inputs of a prepared example (its tokens less the one shifted off); None for a malformed one."""
+        ok = isinstance(example, dict) and isinstance(example.get("input_ids"), torch.Tensor)
+        return example["input_ids"].numel() - 1 if ok else None
+
     def __init__(self, raw: list, max_seq_length: int, source: str, vocab_size: int) -> None:
         self.raw, self.inputs, self.targets = [], [], []
         self.truncated = self.dropped = 0
@@ -106,17 +114,21 @@ def padding_stats(data: TrainingSet, micro_batches: list) -> tuple[int, int]:
 
 
 def training_sets(train_raw: list, test_raw: list, data_dir: Path, config: Config,
-                  override_max_seq_length: Optional[int], print=log) -> tuple[TrainingSet, TrainingSet, int]:
-    """Train and test TrainingSet cut to the longest example (or the override), at most the model's block_size."""
-    longest = max((ex["input_ids"].numel() - 1 for ex in [*train_raw, *test_raw] if isinstance(ex, dict)
-                   and isinstance(ex.get("input_ids"), torch.Tensor)), default=1)
+                  override_max_seq_length: Optional[int], print=log, kind: type = None) -> tuple:
+    """Train and test sets of `kind` (TrainingSet by default; the preference objective's PreferenceSet) cut to the
+    longest sequence (or the override), at most the model's block_size. A kind says how long a raw item's longest
+    input is (`raw_length`, None for a malformed one, which the set's constructor then names) and, in words, what
+    it holds (`NOUN`), what an empty set lacks (`EMPTY`) and why an item is dropped (`DROP_REASON`)."""
+    kind = kind or TrainingSet
+    lengths = (kind.raw_length(item) for item in [*train_raw, *test_raw])
+    longest = max((n for n in lengths if n is not None), default=1)
     max_seq_length = min(override_max_seq_length or longest, config.block_size)
-    train_set = TrainingSet(train_raw, max_seq_length, str(data_dir / TRAIN_FILE), config.vocab_size)
-    val_set = TrainingSet(test_raw, max_seq_length, str(data_dir / TEST_FILE), config.vocab_size)
+    train_set = kind(train_raw, max_seq_length, str(data_dir / TRAIN_FILE), config.vocab_size)
+    val_set = kind(test_raw, max_seq_length, str(data_dir / TEST_FILE), config.vocab_size)
     if not len(train_set):
-        raise UserError(f"{data_dir / TRAIN_FILE}: no example with a trained (response) token; prepare it again")
+        raise UserError(f"{data_dir / TRAIN_FILE}: {kind.EMPTY}; prepare it again")
     for name, ds in (("train", train_set), ("test", val_set)):
         if ds.truncated or ds.dropped:
-            print(f"{name}: {ds.truncated} examples truncated to {max_seq_length} tokens, "
-                         f"{ds.dropped} dropped (no response token left)")
+            print(f"{name}: {ds.truncated} {kind.NOUN} truncated to {max_seq_length} tokens, "
+                  f"{ds.dropped} dropped ({kind.DROP_REASON})")
     return train_set, val_set, max_seq_length

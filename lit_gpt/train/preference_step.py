@@ -18,10 +18,9 @@ from typing import Optional
 import torch
 
 from lit_gpt.data.preferences import PREFERENCE_FORMAT
-from lit_gpt.file_names import TEST_FILE, TRAIN_FILE
 from lit_gpt.lora import lora_disabled
 from lit_gpt.train.args import REFERENCE_LOSSES, PreferenceArgs
-from lit_gpt.train.dataset import split_batch
+from lit_gpt.train.dataset import split_batch, training_sets
 from lit_gpt.train.preference import PreferenceLoss, dpo_loss, ipo_loss, orpo_loss, simpo_loss
 from lit_gpt.train.step import StepResult, apply_update, seed_step, validation_batches
 from lit_gpt.utils import UserError
@@ -54,6 +53,16 @@ class PreferenceSet:
     for next-token prediction (inputs, targets) and the mask of the trained answer tokens, cut to max_seq_length
     inputs; a pair left without a trained token on either side is dropped (`raw` keeps the others, index-aligned).
     `lengths` (the longer side) and `raw` serve the loop's batching; `reference` is set by `PreferenceObjective`."""
+
+    NOUN, EMPTY = "pairs", "no pair with trained answer tokens on both sides"
+    DROP_REASON = "an answer with no token left"
+
+    @staticmethod
+    def raw_length(pair) -> Optional[int]:
+        """The inputs of a prepared pair's longer side (prompt + answer, less the token shifted off)."""
+        if not (isinstance(pair, dict) and "prompt_ids" in pair):
+            return None
+        return len(pair["prompt_ids"]) + max(len(pair["chosen_ids"]), len(pair["rejected_ids"])) - 1
 
     def __init__(self, raw: list, max_seq_length: int, source: str, vocab_size: int) -> None:
         self.raw, self.rows = [], []
@@ -116,23 +125,6 @@ def _side(pair: dict, answer: str, max_seq_length: int, vocab_size: int, where: 
     return ids[:-1], ids[1:], trained[1:], cut
 
 
-def preference_sets(train_raw: list, test_raw: list, data_dir, config, override_max_seq_length: Optional[int],
-                    print=print) -> tuple[PreferenceSet, PreferenceSet, int]:
-    """Train and test PreferenceSet cut to the longest sequence (or the override), at most the model's block_size."""
-    longest = max((len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) - 1
-                   for p in [*train_raw, *test_raw] if isinstance(p, dict) and "prompt_ids" in p), default=1)
-    max_seq_length = min(override_max_seq_length or longest, config.block_size)
-    train_set = PreferenceSet(train_raw, max_seq_length, str(data_dir / TRAIN_FILE), config.vocab_size)
-    val_set = PreferenceSet(test_raw, max_seq_length, str(data_dir / TEST_FILE), config.vocab_size)
-    if not len(train_set):
-        raise UserError(f"{data_dir / TRAIN_FILE}: no pair with trained answer tokens on both sides; prepare it again")
-    for name, pairs in (("train", train_set), ("test", val_set)):
-        if pairs.truncated or pairs.dropped:
-            print(f"{name}: {pairs.truncated} pairs truncated to {max_seq_length} tokens, {pairs.dropped} dropped "
-                  "(an answer with no token left)")
-    return train_set, val_set, max_seq_length
-
-
 def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple:
     """(summed, averaged) log-probability of each row's masked targets, (rows,) float32: what
     `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone."""
@@ -163,7 +155,8 @@ class PreferenceObjective:
         self.uses_reference = args.loss in REFERENCE_LOSSES
 
     def training_sets(self, train_raw: list, test_raw: list, data_dir, config, override_max_seq_length, print):
-        return preference_sets(train_raw, test_raw, data_dir, config, override_max_seq_length, print=print)
+        return training_sets(train_raw, test_raw, data_dir, config, override_max_seq_length, print=print,
+                             kind=PreferenceSet)
 
     @torch.no_grad()
     def prepare(self, fabric, model, train_set: PreferenceSet, val_set: PreferenceSet, micro_batch_size: int) -> None:

@@ -21,7 +21,8 @@ from lit_gpt.lora import LoRAConfig, load_lora_weights, lora_disabled
 from lit_gpt.train.args import PreferenceArgs, hyperparameter_specs
 from lit_gpt.train.cli import script_constants
 from lit_gpt.train.loop import Trainer, finetune
-from lit_gpt.train.preference_step import PreferenceObjective, PreferenceSet, pair_logps, preference_sets
+from lit_gpt.train.dataset import training_sets
+from lit_gpt.train.preference_step import PreferenceObjective, PreferenceSet, pair_logps
 
 # tiny training steps (see conftest.one_thread); slow: the script in a real process, training runs
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -55,7 +56,8 @@ def setup(tmp_path_factory):
 
 def held_out(checkpoint, data) -> PreferenceSet:
     train_raw, test_raw, _ = load_prepared(data, format="preference")
-    return preference_sets(train_raw, test_raw, data, Config.from_file(checkpoint / "lit_config.json"), None)[1]
+    return training_sets(train_raw, test_raw, data, Config.from_file(checkpoint / "lit_config.json"), None,
+                         kind=PreferenceSet)[1]
 
 
 def held_out_metrics(model, val: PreferenceSet) -> dict:
