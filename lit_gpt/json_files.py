@@ -18,6 +18,10 @@ class _JSONValueProblem(ValueError):
     pass
 
 
+class JSONBoundsError(ValueError):
+    """JSON that parses but is crafted (`parse_json`): its one phrase, e.g. "nested more than 64 levels deep"."""
+
+
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > JSON_MAX_DIGITS:
         raise _JSONValueProblem(text, f"a number of {len(text.lstrip('-'))} digits (at most {JSON_MAX_DIGITS})")
@@ -67,17 +71,30 @@ def read_json(path: "str | Path", what: str = "JSON file", fix: str = "", want_o
     except UnicodeDecodeError as e:
         raise refuse(f"not UTF-8 (byte {bom + e.start} is 0x{raw[bom + e.start]:02x})") from None
     try:
-        value = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
+        value = parse_json(text)
     except json.JSONDecodeError as e:
         raise refuse(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except _JSONValueProblem as e:
-        line = text.count("\n", 0, max(text.find(e.args[0]), 0)) + 1
-        raise refuse(f"line {line} holds {e.args[1]}") from None
-    except RecursionError:  # json's parser recurses: far deeper than JSON_MAX_DEPTH
-        raise refuse(f"nested more than {JSON_MAX_DEPTH} levels deep") from None
-    if _json_depth(value) > JSON_MAX_DEPTH:
-        raise refuse(f"nested more than {JSON_MAX_DEPTH} levels deep")
+    except JSONBoundsError as e:
+        raise refuse(str(e)) from None
     if want_object and not isinstance(value, dict):
         kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
         raise refuse(f"it holds {kinds.get(type(value), 'a number')}, not a JSON object")
+    return value
+
+
+def parse_json(text: str, first_line: int = 1, allow_nan: bool = False) -> Any:
+    """json.loads within bounds: a number of more than JSON_MAX_DIGITS digits (Python would refuse one of 4,300 in a
+    traceback), nesting deeper than JSON_MAX_DEPTH (json's parser would overflow the stack) and, unless allow_nan,
+    NaN and Infinity raise JSONBoundsError naming the line (`first_line`: the text's first line in its file); text
+    that is not JSON raises json.JSONDecodeError."""
+    try:
+        value = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
+                           parse_constant=None if allow_nan else _no_constant)
+    except _JSONValueProblem as e:
+        line = text.count("\n", 0, max(text.find(e.args[0]), 0)) + first_line
+        raise JSONBoundsError(f"line {line} holds {e.args[1]}") from None
+    except RecursionError:  # json's parser recurses: far deeper than JSON_MAX_DEPTH
+        raise JSONBoundsError(f"nested more than {JSON_MAX_DEPTH} levels deep") from None
+    if _json_depth(value) > JSON_MAX_DEPTH:
+        raise JSONBoundsError(f"nested more than {JSON_MAX_DEPTH} levels deep")
     return value
