@@ -27,7 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import re
 from pathlib import Path
+
+from sweep_crafted_cases import gguf_cases, json_shape_cases, recipe_cases, recipe_command  # beside this script
 
 HERE = Path(__file__).resolve().parents[2]
 
@@ -232,11 +235,7 @@ def guard_cases(W: Path, CK: Path, FT: list, LORA: Path, PY: str, marker: Path) 
     import torch
 
     def recipe(name, build):
-        path = W / f"{name}.yaml"
-        path.write_text(json.dumps({"question": "Is the door closed?", "build": build,
-                                    "compare": {"data_dirs": ["{data}/built"]}}))
-        return ["scripts/compare_datasets.py", "--recipe", path, "--checkpoint_dir", CK, "--data_root",
-                W / f"{name}_data", "--out_dir", W / f"{name}_out"]
+        return recipe_command(W, CK, name, build)
 
     payload = W / "payload.sh"  # stands in for a program a file names: it must never run
     payload.write_text(f"#!/bin/sh\ntouch {marker}\n")
@@ -349,11 +348,33 @@ def secret_and_crafted_cases(W: Path, CK: Path, inputs: dict) -> list:
     ]
 
 
-def main() -> None:
+def selected(cases: list, only: "str | None") -> list:
+    """The cases whose name the regular expression `only` finds (case-insensitively); all of them without one."""
+    if only is None:
+        return cases
+    chosen = [case for case in cases if re.search(only, case[0], re.IGNORECASE)]
+    if not chosen:
+        sys.exit(f"error: --only {only!r} matches no case; the cases: " + "; ".join(case[0] for case in cases))
+    return chosen
+
+
+def parse_options(argv: "list[str] | None" = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
     parser.add_argument("--out", type=Path, default=None, help="write the outcomes as JSON here")
-    options = parser.parse_args()
+    parser.add_argument("--only", default=None, metavar="NAME_PATTERN",
+                        help="run only the cases whose name this regular expression finds (case-insensitive), e.g. "
+                             "'^convert_gguf|^recipe'; the inputs are built all the same")
+    options = parser.parse_args(argv)
+    try:
+        re.compile(options.only or "")
+    except re.error as e:
+        parser.error(f"--only {options.only!r} is not a regular expression ({e})")
+    return options
+
+
+def main() -> None:
+    options = parse_options()
     SHARED = HERE.parent / "shared"
     W = Path(tempfile.mkdtemp(prefix="sweep-"))
     CK = test_helpers().make_checkpoint(W / "ckpt")  # a tiny checkpoint with the real SmolLM2 tokenizer
@@ -361,7 +382,9 @@ def main() -> None:
     run = python_runner(options.repo.resolve(), ENV)
     inputs = make_inputs(W, CK, SHARED, run)
     cases = [*user_error_cases(W, inputs), *guard_cases(W, CK, inputs["FT"], inputs["LORA"], sys.executable,
-                                                        inputs["marker"]), *secret_and_crafted_cases(W, CK, inputs)]
+                                                        inputs["marker"]), *secret_and_crafted_cases(W, CK, inputs),
+             *gguf_cases(W, test_helpers()), *recipe_cases(W, CK, SECRET), *json_shape_cases(W, CK, inputs)]
+    cases = selected(cases, options.only)
     results = run_cases(cases, run, ENV, inputs["marker"])
     subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}
