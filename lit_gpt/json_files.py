@@ -12,6 +12,8 @@ from lit_gpt.utils import UserError
 JSON_MAX_DEPTH = 64  # of nested objects/lists; our JSON files (configs, manifests, tokenizers) need fewer than 10
 JSON_MAX_DIGITS = 100  # of a number: more is a crafted file (Python would parse a 4,300-digit int, slowly)
 JSON_MAX_BYTES = 1 << 30  # a tokenizer.json of a 256k vocabulary is about 35 MB
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # what an editor's "Unicode" save starts with
+UTF16_PROBLEM = "UTF-16 text, not UTF-8 (it starts with a UTF-16 byte-order mark)"
 
 
 class _JSONValueProblem(ValueError):
@@ -52,8 +54,9 @@ def _json_depth(value: Any) -> int:
 
 def read_json(path: "str | Path", what: str = "JSON file", fix: str = "", want_object: bool = True) -> Any:
     """The JSON value in `path`, read defensively: a file that is not UTF-8 (the byte offset named, also after a
-    BOM), not JSON, nested deeper than JSON_MAX_DEPTH, with a number of more than JSON_MAX_DIGITS digits, NaN or
-    Infinity, or (want_object) not an object becomes one line: `{path}: cannot read this {what}: {problem}; {fix}`."""
+    BOM; UTF-16 named as such), not JSON, nested deeper than JSON_MAX_DEPTH, with a number of more than
+    JSON_MAX_DIGITS digits, NaN or Infinity, or (want_object) not an object becomes one line:
+    `{path}: cannot read this {what}: {problem}; {fix}`."""
     path = Path(path)
     end = f"; {fix}" if fix else ""
     if not path.is_file():
@@ -65,6 +68,8 @@ def read_json(path: "str | Path", what: str = "JSON file", fix: str = "", want_o
     if path.stat().st_size > JSON_MAX_BYTES:
         raise refuse(f"{path.stat().st_size:,} bytes, more than {JSON_MAX_BYTES:,}")
     raw = path.read_bytes()
+    if raw.startswith(UTF16_BOMS):
+        raise refuse(UTF16_PROBLEM)
     bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
         text = raw[bom:].decode("utf-8")

@@ -22,6 +22,8 @@ def test_read_json_reads_objects_also_after_a_bom(tmp_path):
     (b'\xef\xbb\xbf{"a": "\xfe"}', "not UTF-8 (byte 10 is 0xfe)"),  # the offset counts the BOM
     (b'{"a": [' * 65 + b"]}" * 65, "nested more than 64 levels deep"),
     (b"[" * 100000 + b"]" * 100000, "nested more than 64 levels deep"),  # beyond Python's recursion limit
+    ('{"a": 1}'.encode("utf-16"), "UTF-16 text, not UTF-8 (it starts with a UTF-16 byte-order mark)"),
+    (b"\xfe\xff" + '{"a": 1}'.encode("utf-16-be"), "UTF-16 text, not UTF-8 (it starts with a UTF-16 byte-order mark)"),
     (b'{"a": 1,\n "n_layer": ' + b"9" * 101 + b"}", "line 2 holds a number of 101 digits (at most 100)"),
     (b'{"r": 1e999}', "line 1 holds a number too large for a float"),
     (b'{"eps": NaN}', "line 1 holds NaN, which JSON does not allow"),

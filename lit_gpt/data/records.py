@@ -24,14 +24,15 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 from lit_gpt.data.hub_datasets import (HubDataset, dataset_files, dataset_rows, is_dataset_file, load_dataset_file,
                                        load_hub_dataset)
 from lit_gpt.hub.download import download_dataset_file
-from lit_gpt.json_files import JSONBoundsError, parse_json
+from lit_gpt.json_files import UTF16_BOMS, UTF16_PROBLEM, JSONBoundsError, parse_json
 from lit_gpt.utils import UserError, atomic_path
 
 CONVERSATION_KEYS = ("messages", "conversations")
 
 
 def read_text(path: "str | Path") -> str:
-    """The file as text: UTF-8 (a BOM is allowed), .gz decompressed; one-line errors for missing, empty, non-UTF-8."""
+    """The file as text: UTF-8 (a BOM is allowed), .gz decompressed; one-line errors for missing, empty, non-UTF-8
+    (UTF-16 named as such)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -41,6 +42,8 @@ def read_text(path: "str | Path") -> str:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
             raise UserError(f"{path}: not a valid gzip file ({e}); download it again") from None
+    if data.startswith(UTF16_BOMS):
+        raise UserError(f"{path}: {UTF16_PROBLEM}; save the file as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

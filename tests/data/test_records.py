@@ -44,6 +44,8 @@ ROW = '{"instruction": "q", "output": "a"}'
     ("blank.csv", "\n\n", "the file is empty"),
     ("latin1.jsonl", '{"instruction": "caf\xe9"}\n'.encode("latin-1"), "latin1.jsonl:1: not valid UTF-8"),
     ("late.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": "\xff"}\n', "late.jsonl:3: not valid UTF-8"),
+    ("utf16.json", '[{"instruction": "q", "output": "a"}]'.encode("utf-16"),
+     "utf16.json: UTF-16 text, not UTF-8 (it starts with a UTF-16 byte-order mark); save the file as UTF-8"),
     ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n',
      "broken.jsonl:2: not valid JSON"),
     ("list.jsonl", '["q", "a"]\n', "list.jsonl:1: expected a JSON object"),
