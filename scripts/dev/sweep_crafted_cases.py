@@ -105,17 +105,17 @@ def recipe_cases(W: Path, CK: Path, secret: str) -> list:
 
 QA_COLUMNS = '{"instruction": "question", "output": "answer"}'  # the sweep's qa.jsonl
 JSON_SHAPES = {  # name -> (the crafted bytes made from the file's own, what the one-line error says)
-    "nested 100,000 deep": (lambda raw: b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "nested more than 64 levels"),
-    "a 10^6-digit number": (lambda raw: b'{"a": ' + b"9" * 10 ** 6 + b"}", "a number of 1000000 digits"),
+    "nested 100,000 deep": (lambda raw: b"[" * 100_000 + b"]" * 100_000, "nested more than 64 levels"),
+    "a 10^6-digit number": (lambda raw: b'[{"a": ' + b"9" * 10 ** 6 + b"}]", "a number of 1000000 digits"),
     "invalid UTF-8": (lambda raw: raw.replace(b'"', b'"\xff', 1), "UTF-8"),
-    "UTF-16 with a BOM": (lambda raw: codecs.BOM_UTF16_LE + raw.decode("utf-8").encode("utf-16-le"), "UTF-8"),
+    "UTF-16 with a BOM": (lambda raw: codecs.BOM_UTF16_LE + raw.decode("utf-8").encode("utf-16-le"), "UTF-16 text"),
 }
 
 
 def json_shape_cases(W: Path, CK: Path, inputs: dict) -> list:
     """Each JSON file the tools read (data rows as a JSON array and as JSON Lines, a dataset manifest,
-    lit_config.json, tokenizer_config.json, an HF config.json) in each of JSON_SHAPES, read by a tool that needs it:
-    one line naming the file and what is wrong, the file untouched."""
+    lit_config.json, tokenizer_config.json, an HF config.json and shard index) in each of JSON_SHAPES, read by a tool
+    that needs it: one line naming the file and what is wrong, the file untouched."""
     rows = W / "rows.json"
     rows.write_text(json.dumps([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]))
     prepare = ["scripts/prepare_json.py", "--checkpoint_dir", CK, "--destination_path"]
@@ -130,6 +130,8 @@ def json_shape_cases(W: Path, CK: Path, inputs: dict) -> list:
                                              "--destination_path", W / f"{c.name}.out"]),
         "HF config.json": (inputs["hf_dir"], "config.json",
                            lambda c: ["scripts/convert_hf_checkpoint.py", "--checkpoint_dir", c]),
+        "HF shard index": (inputs["hf_dir"], "model.safetensors.index.json",
+                           lambda c: ["scripts/convert_hf_checkpoint.py", "--checkpoint_dir", c]),
     }
     cases = []
     for k, (what, (source, name, command)) in enumerate(kinds.items()):
@@ -139,6 +141,8 @@ def json_shape_cases(W: Path, CK: Path, inputs: dict) -> list:
             copy = W / f"json{k}_{s}{source.suffix}"
             shutil.copytree(source, copy) if source.is_dir() else shutil.copyfile(source, copy)
             file = copy / name if name else copy
+            if not file.exists():  # the shard index of a sharded checkpoint
+                file.write_text(json.dumps({"weight_map": {"lm_head.weight": "model.safetensors"}}))
             file.write_bytes(craft(file.read_bytes()))
             cases.append((f"{what} {shape}", f"error:{fragment}", command(copy), [file], None))
     return cases

@@ -1,6 +1,6 @@
-"""Developer check: 66 user mistakes run against a checkout, each outcome classified.
+"""Developer check: 117 user mistakes run against a checkout, each outcome classified.
 
-    python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json]
+    python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json] [--only NAME_REGEX]
 
 Every case is a real command line (finetune, prepare, score, filter, generate, convert, merge, inspect, mix) with one
 mistake in it: a value that cannot be meant, a path of the wrong kind, an output that is an input, a full or
@@ -8,13 +8,14 @@ read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth; and 
 (`guard_cases`): a study recipe running more than the dataset tools, a --config file naming a program to run, an
 output onto an input, two runs in one directory, LoRA weights on another base's weights; and secrets and crafted
 files (`secret_and_crafted_cases`): a token on the command line, in a file to upload, sizes that would allocate
-without end, JSON nested without end, train/test overlap. Outcomes: `hang` (still running after
-10 minutes), `leaked` (the token in any output), `clear error`
-(exit != 0, the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is
-the right answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
+without end, JSON nested without end, train/test overlap; and (scripts/dev/sweep_crafted_cases.py) crafted GGUF
+files, recipes that leave their box or carry a token, JSON of pathological shapes in each file the tools read.
+Outcomes: `hang` (still running after 10 minutes), `leaked` (the token in any output), `clear error` (exit != 0,
+the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is the right
+answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
 `traceback`, `damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to
-compare (the checkpoint and data are built with this checkout's code; the formats are the same). About 6 minutes on 2
-cores.
+compare (the checkpoint and data are built with this checkout's code; the formats are the same). About 9 minutes on 2
+cores; --only runs the cases whose name a regular expression finds (the inputs, about a minute, are built anyway).
 """
 import argparse
 import hashlib
