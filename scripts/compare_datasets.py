@@ -36,7 +36,9 @@ from jsonargparse import CLI, capture_parser
 
 from lit_gpt.studies.compare import Plan, StudySettings, compare, plan_comparison
 from lit_gpt.studies.report import markdown_table
-from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe
+from lit_gpt.cli.parser import ScriptParser
+from lit_gpt.cli.secrets import redact
+from lit_gpt.studies.recipe import BuildStep, StudyRecipe, load_recipe, recorded_settings
 from lit_gpt.train.args import hyperparameter_specs
 from lit_gpt.utils import UserError, cpu_name, log, output_lock, run_cli, space_separated_lists, with_flags
 
@@ -146,7 +148,7 @@ def build_variants(recipe: StudyRecipe, values: dict) -> dict:
     for i, (step, tool, where) in enumerate(zip(steps, tools, wheres)):
         log(f"=== {recipe.path.name} step {i + 1}/{len(steps)}: {step.command()}")
         run_step(step, tool, where)
-    return {"recipe": str(recipe.path), "question": recipe.question, "settings": values,
+    return {"recipe": str(recipe.path), "question": recipe.question, "settings": recorded_settings(values, steps),
             "build": [s.command() for s in steps], "build_seconds": round(time.perf_counter() - started, 1),
             "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()}}
 
@@ -168,11 +170,13 @@ def load_tool(step: BuildStep, where: str):
 
 
 def run_step(step: BuildStep, module, where: str) -> None:
-    """One build step: the script's main() with its command line, in this process (no interpreter start per step)."""
+    """One build step: the script's main() with its command line, in this process (no interpreter start per step),
+    parsed as run_cli parses a script's: its secrets (--access_token) masked in anything printed."""
     try:
-        CLI(module.main, args=space_separated_lists(step.args, getattr(module, "LIST_FLAGS", ())))
+        CLI(module.main, args=space_separated_lists(step.args, getattr(module, "LIST_FLAGS", ())),
+            parser_class=ScriptParser)
     except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+        raise UserError(f"{where}: {redact(str(e), step.secrets())}") from None
     except SystemExit as e:  # jsonargparse's answer to a bad flag (it has printed why), or --help
         if e.code:
             raise UserError(f"{where}: its command line was refused (see above)") from None

@@ -21,6 +21,7 @@ from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
 from lit_gpt.file_names import LIT_CONFIG_FILE, LIT_WEIGHTS_FILE, LORA_WEIGHTS_FILE, TOKENIZER_FILES
 from lit_gpt.convert.hf_mapping import family_names, hf_config_dict, hf_to_lit, lit_to_hf
+from lit_gpt.json_files import read_json
 from lit_gpt.model import GPT
 from lit_gpt.utils import UserError, atomic_path, atomic_write_text, check_writable_dir, load_state_dict
 
@@ -39,10 +40,10 @@ def hf_weight_files(checkpoint_dir: Path) -> "list[Path]":
         index = checkpoint_dir / index_name
         if not index.is_file():
             continue
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise UserError(f"{index}: not a valid shard index ({type(e).__name__}); download it again") from None
+        weight_map = read_json(index, "shard index", fix="download it again").get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise UserError(f"{index}: not a valid shard index (no weight_map of tensor name -> file name); download "
+                            "it again")
         files = sorted({checkpoint_dir / file for file in weight_map.values()})
         for file in files:
             if not file.is_file():

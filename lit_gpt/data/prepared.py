@@ -133,9 +133,12 @@ def load_prepared(data_dir: "str | Path", tokenizer=None,
     for file in (TRAIN_FILE, TEST_FILE, MANIFEST_FILE):
         if not (data_dir / file).is_file():
             raise UserError(f"{data_dir}: no {file}; {hint}")
-    manifest = read_json(data_dir / MANIFEST_FILE, "dataset manifest", fix=hint)
+    # a damaged manifest: the folder was prepared, so the fix is to prepare it again, over it
+    again = (f"prepare it again: `python scripts/prepare_<source>.py --checkpoint_dir <model> --destination_path "
+             f"{data_dir} --overwrite true`")
+    manifest = read_json(data_dir / MANIFEST_FILE, "dataset manifest", fix=again)
     if not manifest:
-        raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {hint}")
+        raise UserError(f"{data_dir / MANIFEST_FILE}: not a valid manifest; {again}")
     found = manifest.get("format", INSTRUCTION_FORMAT)
     if found != format:
         raise UserError(f"{data_dir}: holds {found} data (manifest.json), not {format}; prepare the data for this "

@@ -24,13 +24,15 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 from lit_gpt.data.hub_datasets import (HubDataset, dataset_files, dataset_rows, is_dataset_file, load_dataset_file,
                                        load_hub_dataset)
 from lit_gpt.hub.download import download_dataset_file
+from lit_gpt.json_files import UTF16_BOMS, UTF16_PROBLEM, JSONBoundsError, parse_json
 from lit_gpt.utils import UserError, atomic_path
 
 CONVERSATION_KEYS = ("messages", "conversations")
 
 
 def read_text(path: "str | Path") -> str:
-    """The file as text: UTF-8 (a BOM is allowed), .gz decompressed; one-line errors for missing, empty, non-UTF-8."""
+    """The file as text: UTF-8 (a BOM is allowed), .gz decompressed; one-line errors for missing, empty, non-UTF-8
+    (UTF-16 named as such)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -40,6 +42,8 @@ def read_text(path: "str | Path") -> str:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
             raise UserError(f"{path}: not a valid gzip file ({e}); download it again") from None
+    if data.startswith(UTF16_BOMS):
+        raise UserError(f"{path}: {UTF16_PROBLEM}; save the file as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -247,9 +251,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
 def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
     text = read_text(path)
     try:
-        data = json.loads(text)
+        data = parse_json(text, allow_nan=True)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix the file") from None
+    except JSONBoundsError as e:  # a crafted file: a number of 10^6 digits, nesting 100,000 deep
+        raise UserError(f"{path}: {e}; fix the file") from None
     if isinstance(data, dict):  # {"data": [...]} / {"train": [...]}: the one list of rows inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -274,9 +280,11 @@ def iter_jsonl(path: "str | Path") -> Iterator[tuple[str, dict]]:
             continue
         where = f"{path}:{line_number}"
         try:
-            row = json.loads(line)
+            row = parse_json(line, first_line=line_number, allow_nan=True)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: not valid JSON ({e.msg}); fix or delete the line") from None
+        except JSONBoundsError as e:  # "line N holds ..." names the line itself
+            raise UserError(f"{path if str(e).startswith('line ') else where}: {e}; fix or delete the line") from None
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, found {type(row).__name__}")
         yield where, row

@@ -34,7 +34,7 @@ KINDS = {"int": (lambda v: type(v) is int, "a whole number"),
 
 
 class _Truncated(Exception):
-    pass
+    """The file ends before what its header announces (the message, if any, says which tensor)."""
 
 
 class GGUFTensor(NamedTuple):
@@ -93,7 +93,8 @@ class GGUFFile:
         try:
             self.metadata, self.tensors = self._parse(data)
         except (_Truncated, ValueError, UnicodeDecodeError) as e:  # ValueError: what _parse found inconsistent
-            problem = "it ends too early" if isinstance(e, _Truncated) else f"{type(e).__name__}: {e}"
+            problem = f"{type(e).__name__}: {e}" if not isinstance(e, _Truncated) else \
+                "it ends too early" + (f": {e}" if str(e) else "")
             raise UserError(f"{self.path}: cannot read the GGUF file ({problem}); it is truncated or corrupt, "
                             "download it again") from None
 
@@ -174,7 +175,7 @@ def _tensor(data: np.ndarray, name: str, dims: tuple, type_id: int, offset: int,
     start = data_start + offset
     end = start + row_bytes * math.prod(dims[1:])  # Python ints: crafted dims cannot overflow
     if end > len(data):
-        raise _Truncated
+        raise _Truncated(f"tensor {name!r} needs bytes {start:,} to {end:,}, the file has {len(data):,}")
     return GGUFTensor(name, dims, tensor_type, data[start:end].reshape(*reversed(dims[1:]), row_bytes)), (start, end)
 
 

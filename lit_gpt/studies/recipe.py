@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from lit_gpt.cli.secrets import redact, secret_values
 from lit_gpt.utils import UserError
 
 RECIPE_KEYS = ("question", "settings", "build", "compare", "gpu_settings")
@@ -57,7 +58,13 @@ class BuildStep:
     args: list[str]
 
     def command(self) -> str:
-        return "python scripts/" + " ".join([self.script] + [shlex.quote(a) for a in self.args])
+        """The step as a command line, each secret (`--access_token hf_...`) shown as SECRET_MASK: the log and the
+        study report show this."""
+        return redact("python scripts/" + " ".join([self.script] + [shlex.quote(a) for a in self.args]), self.secrets())
+
+    def secrets(self) -> list[str]:
+        """The values the step gives its secret flags (--access_token, ...): never printed or stored."""
+        return secret_values(self.args, environ={})
 
     def flag_values(self, flag: str) -> list[str]:
         """Every value given to `flag` (`--flag value` or `--flag=value`)."""
@@ -84,6 +91,13 @@ class BuildStep:
             if not Path(output).resolve().is_relative_to(root):
                 raise UserError(f"{where}: {flag} {output} lies outside the data root {data_root}; a recipe writes "
                                 "only under {data}")
+
+
+def recorded_settings(values: dict[str, Any], steps: list[BuildStep]) -> dict[str, Any]:
+    """The placeholder values as a study report records them: a secret a step was given (through a setting such as
+    `--access_token {token}`) masked."""
+    secrets = [secret for step in steps for secret in step.secrets()]
+    return {k: redact(v, secrets) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def recipe_tool(script: str) -> "str | None":

@@ -1,6 +1,6 @@
-"""Developer check: 66 user mistakes run against a checkout, each outcome classified.
+"""Developer check: 117 user mistakes run against a checkout, each outcome classified.
 
-    python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json]
+    python scripts/dev/sweep_user_errors.py [--repo OTHER_CHECKOUT] [--out results.json] [--only NAME_REGEX]
 
 Every case is a real command line (finetune, prepare, score, filter, generate, convert, merge, inspect, mix) with one
 mistake in it: a value that cannot be meant, a path of the wrong kind, an output that is an input, a full or
@@ -8,13 +8,14 @@ read-only disk (small tmpfs mounts: needs root), a crafted train_state.pth; and 
 (`guard_cases`): a study recipe running more than the dataset tools, a --config file naming a program to run, an
 output onto an input, two runs in one directory, LoRA weights on another base's weights; and secrets and crafted
 files (`secret_and_crafted_cases`): a token on the command line, in a file to upload, sizes that would allocate
-without end, JSON nested without end, train/test overlap. Outcomes: `hang` (still running after
-10 minutes), `leaked` (the token in any output), `clear error`
-(exit != 0, the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is
-the right answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
+without end, JSON nested without end, train/test overlap; and (scripts/dev/sweep_crafted_cases.py) crafted GGUF
+files, recipes that leave their box or carry a token, JSON of pathological shapes in each file the tools read.
+Outcomes: `hang` (still running after 10 minutes), `leaked` (the token in any output), `clear error` (exit != 0,
+the last line "error: ..." naming what to fix, no traceback), `handled` (it works, or warns where that is the right
+answer), `unclear error` (an error that names the wrong flag or fix), `silent` (exit 0 for a mistake),
 `traceback`, `damaged` (an input file changed, or a crafted payload ran). Run it on an older checkout with --repo to
-compare (the checkpoint and data are built with this checkout's code; the formats are the same). About 6 minutes on 2
-cores.
+compare (the checkpoint and data are built with this checkout's code; the formats are the same). About 9 minutes on 2
+cores; --only runs the cases whose name a regular expression finds (the inputs, about a minute, are built anyway).
 """
 import argparse
 import hashlib
@@ -27,7 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import re
 from pathlib import Path
+
+from sweep_crafted_cases import gguf_cases, json_shape_cases, recipe_cases, recipe_command  # beside this script
 
 HERE = Path(__file__).resolve().parents[2]
 
@@ -232,11 +236,7 @@ def guard_cases(W: Path, CK: Path, FT: list, LORA: Path, PY: str, marker: Path) 
     import torch
 
     def recipe(name, build):
-        path = W / f"{name}.yaml"
-        path.write_text(json.dumps({"question": "Is the door closed?", "build": build,
-                                    "compare": {"data_dirs": ["{data}/built"]}}))
-        return ["scripts/compare_datasets.py", "--recipe", path, "--checkpoint_dir", CK, "--data_root",
-                W / f"{name}_data", "--out_dir", W / f"{name}_out"]
+        return recipe_command(W, CK, name, build)
 
     payload = W / "payload.sh"  # stands in for a program a file names: it must never run
     payload.write_text(f"#!/bin/sh\ntouch {marker}\n")
@@ -349,11 +349,33 @@ def secret_and_crafted_cases(W: Path, CK: Path, inputs: dict) -> list:
     ]
 
 
-def main() -> None:
+def selected(cases: list, only: "str | None") -> list:
+    """The cases whose name the regular expression `only` finds (case-insensitively); all of them without one."""
+    if only is None:
+        return cases
+    chosen = [case for case in cases if re.search(only, case[0], re.IGNORECASE)]
+    if not chosen:
+        sys.exit(f"error: --only {only!r} matches no case; the cases: " + "; ".join(case[0] for case in cases))
+    return chosen
+
+
+def parse_options(argv: "list[str] | None" = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=HERE, help="the checkout whose scripts are run (default: this one)")
     parser.add_argument("--out", type=Path, default=None, help="write the outcomes as JSON here")
-    options = parser.parse_args()
+    parser.add_argument("--only", default=None, metavar="NAME_PATTERN",
+                        help="run only the cases whose name this regular expression finds (case-insensitive), e.g. "
+                             "'^convert_gguf|^recipe'; the inputs are built all the same")
+    options = parser.parse_args(argv)
+    try:
+        re.compile(options.only or "")
+    except re.error as e:
+        parser.error(f"--only {options.only!r} is not a regular expression ({e})")
+    return options
+
+
+def main() -> None:
+    options = parse_options()
     SHARED = HERE.parent / "shared"
     W = Path(tempfile.mkdtemp(prefix="sweep-"))
     CK = test_helpers().make_checkpoint(W / "ckpt")  # a tiny checkpoint with the real SmolLM2 tokenizer
@@ -361,7 +383,9 @@ def main() -> None:
     run = python_runner(options.repo.resolve(), ENV)
     inputs = make_inputs(W, CK, SHARED, run)
     cases = [*user_error_cases(W, inputs), *guard_cases(W, CK, inputs["FT"], inputs["LORA"], sys.executable,
-                                                        inputs["marker"]), *secret_and_crafted_cases(W, CK, inputs)]
+                                                        inputs["marker"]), *secret_and_crafted_cases(W, CK, inputs),
+             *gguf_cases(W, test_helpers()), *recipe_cases(W, CK, SECRET), *json_shape_cases(W, CK, inputs)]
+    cases = selected(cases, options.only)
     results = run_cases(cases, run, ENV, inputs["marker"])
     subprocess.run(f"grep -o '{W}/[a-z]*[0-9]*' /proc/mounts | xargs -r -n1 umount -l", shell=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in dict.fromkeys(r["outcome"] for r in results)}

@@ -10,7 +10,7 @@ import torch
 
 from helpers import TOKENS, assert_same_logits, hf_logits, random_hf_model, save_hf
 from lit_gpt.checkpoint import load_model
-from lit_gpt.convert.hf import StateDictWriter, convert_hf_checkpoint
+from lit_gpt.convert.hf import StateDictWriter, convert_hf_checkpoint, hf_weight_files
 from lit_gpt.utils import UserError
 
 transformers = pytest.importorskip("transformers")  # the helpers build random transformers models
@@ -24,6 +24,19 @@ def test_sharded_checkpoints(family, fmt, tmp_path):
     ours = load_model(checkpoint_dir).eval()
     with torch.no_grad():
         assert_same_logits(ours(TOKENS), hf_logits(hf_model))
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"[" * 100_000 + b"]" * 100_000, "cannot read this shard index: nested more than 64 levels deep; download it"),
+    (b'{"weight_map": {"a": ' + b"9" * 10 ** 6 + b"}}", "cannot read this shard index: line 1 holds a number of"),
+    (b'{"a": "\xff"}', "cannot read this shard index: not UTF-8 (byte 7 is 0xff)"),
+    (b'{"weight_map": ["model.safetensors"]}', "not a valid shard index (no weight_map of tensor name -> file name)"),
+])
+def test_a_crafted_shard_index_is_one_line(tmp_path, content, problem):
+    (tmp_path / "model.safetensors.index.json").write_bytes(content)
+    with pytest.raises(UserError) as e:
+        hf_weight_files(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'model.safetensors.index.json'}: {problem}")
 
 
 def test_tied_head_is_dropped_and_file_loads_without_mmap(tmp_path):

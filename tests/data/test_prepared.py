@@ -65,5 +65,6 @@ def test_a_data_file_or_a_crafted_manifest_is_named(tmp_path, monkeypatch):
     write_prepared(tmp_path / "data", [example], [example], {"name": "x"})
     (tmp_path / "data" / "manifest.json").write_text('{"counts": ' * 100 + "1" + "}" * 100)
     with pytest.raises(UserError, match=r"data/manifest.json: cannot read this dataset manifest: nested more than 64 "
-                                        r"levels deep; prepare it first"):
+                                        r"levels deep; prepare it again: `python scripts/prepare_<source>.py "
+                                        r"--checkpoint_dir <model> --destination_path .*data --overwrite true`$"):
         load_prepared(tmp_path / "data")

@@ -36,11 +36,16 @@ def test_iter_jsonl_splits_on_newlines_only(tmp_path):
         list(iter_jsonl(path))
 
 
+ROW = '{"instruction": "q", "output": "a"}'
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("empty.jsonl", "", "the file is empty"),
     ("blank.csv", "\n\n", "the file is empty"),
     ("latin1.jsonl", '{"instruction": "caf\xe9"}\n'.encode("latin-1"), "latin1.jsonl:1: not valid UTF-8"),
     ("late.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": "\xff"}\n', "late.jsonl:3: not valid UTF-8"),
+    ("utf16.json", '[{"instruction": "q", "output": "a"}]'.encode("utf-16"),
+     "utf16.json: UTF-16 text, not UTF-8 (it starts with a UTF-16 byte-order mark); save the file as UTF-8"),
     ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n',
      "broken.jsonl:2: not valid JSON"),
     ("list.jsonl", '["q", "a"]\n', "list.jsonl:1: expected a JSON object"),
@@ -52,6 +57,14 @@ def test_iter_jsonl_splits_on_newlines_only(tmp_path):
     ("nocol.csv", 'question,output\nq,a\n', "no 'instruction' column (found: 'question', 'output')"),
     ("nofield.jsonl", '{"instruction": "q", "answer": "a"}\n', "row 1 has no 'output' field"),
     ("data.txt", "x", "cannot tell the file format"),
+    # crafted: json's parser would overflow the stack, Python would refuse the number in a ValueError traceback
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "deep.json: nested more than 64 levels deep; fix the file"),
+    ("deep.jsonl", ROW + "\n" + '{"a": ' * 100_000 + "1" + "}" * 100_000,
+     "deep.jsonl:2: nested more than 64 levels deep; fix or delete the line"),
+    ("long.json", '[{"instruction": "q",\n "output": ' + "9" * 10 ** 6 + "}]",
+     "long.json: line 2 holds a number of 1000000 digits (at most 100); fix the file"),
+    ("long.jsonl", f"{ROW}\n{ROW}\n" + '{"a": ' + "9" * 10 ** 6 + "}\n",
+     "long.jsonl: line 3 holds a number of 1000000 digits (at most 100); fix or delete the line"),
 ])
 def test_unreadable_files_name_file_and_row(tmp_path, name, content, message):
     path = tmp_path / name
@@ -59,6 +72,12 @@ def test_unreadable_files_name_file_and_row(tmp_path, name, content, message):
     with pytest.raises(UserError) as e:
         load_records(path, required=("instruction", "output"))
     assert str(path) in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_nan_in_a_row_is_still_read(tmp_path):
+    """Rows exported by pandas may hold NaN: only a config (lit_gpt.json_files.read_json) refuses it."""
+    (tmp_path / "nan.json").write_text('[{"instruction": "q", "output": "a", "score": NaN}]')
+    assert str(load_records(tmp_path / "nan.json")[0]["score"]) == "nan"
 
 
 def test_column_mapping_errors(tmp_path):

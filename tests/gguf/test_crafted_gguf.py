@@ -126,7 +126,10 @@ U32, STRING, ARRAY = 4, 8, 9
     ([("a", (16,), F32, 0), ("b", (4, 2), F32, 32)], b"", 0, "ValueError: tensors 'a' and 'b' share bytes of the file"),
     ([("a", (8,), F32, 0), ("b", (8,), F32, 0)], b"", 0, "ValueError: tensors 'a' and 'b' share bytes of the file"),
     ([("a", (1,) * 9, F32, 0)], b"", 0, "ValueError: tensor 'a' has 9 dimensions (GGUF allows 1 to 4)"),
-    ([("a", (1 << 40, 1 << 40), F32, 0)], b"", 0, "it ends too early"),  # a shape the file's bytes cannot hold
+    ([("a", (1 << 40, 1 << 40), F32, 0)], b"", 0,  # a shape the file's bytes cannot hold
+     "it ends too early: tensor 'a' needs bytes 96 to 4,835,703,278,458,516,698,824,800, the file has 352"),
+    ([("a", (4,), F32, 1 << 40)], b"", 0,  # an offset beyond the file's end
+     "it ends too early: tensor 'a' needs bytes 1,099,511,627,840 to 1,099,511,627,856, the file has 320"),
     ([("a", (4,), 99, 0)], b"", 0, "ValueError: tensor 'a' has unknown type 99"),
     ([], _string("x") + struct.pack("<IIQ", ARRAY, U32, 1 << 62), 1, "it ends too early"),  # 2^62 items announced
     ([], _string("x") + struct.pack("<IIQ", ARRAY, STRING, 1 << 62), 1, "it ends too early"),

@@ -160,8 +160,8 @@ def test_truncated_and_unsupported_gguf_files(tiny_model, tmp_path):
     write_llama_gguf(path, tiny_model, gguf.GGMLQuantizationType.F32)
     data = path.read_bytes()
     (tmp_path / "short.gguf").write_bytes(data[:-100])  # the last tensor's data is cut
-    with pytest.raises(UserError, match=r"short\.gguf: cannot read the GGUF file \(it ends too early\); it is "
-                                        "truncated or corrupt"):
+    with pytest.raises(UserError, match=r"short\.gguf: cannot read the GGUF file \(it ends too early: tensor "
+                                        r"'output\.weight' needs bytes .*\); it is truncated or corrupt"):
         GGUFFile(tmp_path / "short.gguf")
     (tmp_path / "v1.gguf").write_bytes(b"GGUF" + (1).to_bytes(4, "little") + data[8:])
     with pytest.raises(UserError, match=r"v1\.gguf: GGUF version 1 is not supported"):

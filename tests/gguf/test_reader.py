@@ -151,7 +151,7 @@ def corrupt(tmp_path, name, **kwargs):
 def test_truncated_files(tmp_path, end):
     path = write(tmp_path / "model.gguf")
     path.write_bytes(path.read_bytes()[:end])  # (the last 24 bytes are the padding after the Q8_0 rows)
-    with pytest.raises(UserError, match=r"model\.gguf: cannot read the GGUF file \(it ends too early\)"):
+    with pytest.raises(UserError, match=r"model\.gguf: cannot read the GGUF file \(it ends too early[:)]"):
         GGUFFile(path)
 
 

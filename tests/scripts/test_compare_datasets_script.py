@@ -18,6 +18,7 @@ from lit_gpt.file_names import LOCK_FILE
 from lit_gpt.data.mixing import mix
 from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
+from lit_gpt.studies.recipe import BuildStep
 from lit_gpt.utils import UserError, run_cli, space_separated_lists
 
 pytestmark = pytest.mark.slow  # real datasets prepared and evaluated end to end
@@ -159,3 +160,21 @@ def test_a_second_comparison_into_a_busy_out_dir_is_refused(variants, tmp_path):
     with pytest.raises(UserError, match="--out_dir .* contains --data_dirs"):
         load_script().main(checkpoint_dir=variants["checkpoint_dir"], data_dirs=[str(variants["clean"])],
                            out_dir=variants["root"])
+
+
+def test_a_steps_token_is_masked_in_its_errors(tiny_checkpoint_dir, tmp_path, capsys):
+    """A build step runs through the scripts' parser: its --access_token (here one not shaped like a Hub token, which
+    only the flag can tell) never shows in what jsonargparse prints for a bad flag value, nor in the step's error."""
+    script = load_script()
+    token = "my-private-token-0123"
+    checkpoint_dir = tiny_checkpoint_dir("smollm2")
+    for args, error in ((["--include_multiturn_conversations", "maybe"], "its command line was refused"),
+                        (["--data_path", str(tmp_path / token)],
+                         f"{tmp_path}/\\*\\*\\*: file not found \\(--data_path\\)")):
+        step = BuildStep("prepare_lima.py", ["--access_token", token, *args, "--checkpoint_dir", str(checkpoint_dir),
+                                             "--destination_path", str(tmp_path / "lima")])
+        where = "recipe.yaml: build step 1 (prepare_lima.py)"
+        with pytest.raises(UserError, match=error) as e:
+            script.run_step(step, script.load_tool(step, where), where)
+        out, err = capsys.readouterr()
+        assert token not in str(e.value) + out + err

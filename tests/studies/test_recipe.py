@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lit_gpt.studies.recipe import BuildStep, fill, fill_value, load_recipe
+from lit_gpt.studies.recipe import BuildStep, fill, fill_value, load_recipe, recorded_settings
 from lit_gpt.utils import UserError
 
 RECIPE = """\
@@ -141,3 +141,16 @@ def test_a_step_gives_only_its_tools_own_flags(tmp_path):
         with pytest.raises(UserError, match=f"^here: {re.escape(args[0].split('=')[0])} is not a flag a recipe may "
                                             r"give mix_datasets.py \(its flags: --destination_path, --inputs\)$"):
             BuildStep("mix_datasets.py", args).check_flags(accepted, "here")
+
+
+def test_a_steps_secret_is_masked_in_its_command_line_and_the_recorded_settings(tmp_path):
+    token = "hf_" + "Secret" * 6
+    recipe = load_recipe(write(tmp_path, "question: Q?\nsettings: {token: x}\nbuild:\n"
+                                         "  - prepare_lima.py --access_token {token} --destination_path {data}/a\n"
+                                         "  - prepare_dolly.py --hf_token=abcdef --destination_path {data}/b\n"))
+    values = recipe.values({"data": "d"}, {"token": token})
+    steps = recipe.steps(values)
+    assert steps[0].args[1] == token  # the tool gets the token itself
+    assert [s.command() for s in steps] == ["python scripts/prepare_lima.py --access_token *** --destination_path d/a",
+                                            "python scripts/prepare_dolly.py --hf_token=*** --destination_path d/b"]
+    assert recorded_settings(values, steps) == {"token": "***", "data": "d"}
