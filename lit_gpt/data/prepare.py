@@ -182,6 +182,7 @@ def _tokenization(checkpoint_dir: Path, prompt_style: Optional[str],
     """The tokenizer, the prompt style (default: the checkpoint's) and max_seq_length (default: its block size)."""
     tokenizer = Tokenizer(checkpoint_dir)
     style = get_prompt_style(prompt_style) if prompt_style else default_prompt_style(checkpoint_dir)
+    style.check_tokenizer(tokenizer)
     if max_seq_length is None:
         max_seq_length = model_block_size(checkpoint_dir)
     if max_seq_length < 2:

@@ -167,3 +167,11 @@ def test_the_destination_is_no_input_and_not_another_dataset(data, tmp_path):
     with pytest.raises(UserError, match=r"holds a dataset of another kind \(prepared, lima\); .* --overwrite true"):
         mix([data["dolly"]], prepared)
     assert mix([data["lima"]], mixed, counts=[2], overwrite=True)["counts"]["train"] == 2
+
+
+def test_a_record_file_is_not_tokenized_in_a_style_its_tokenizer_cannot_work_with(data, tmp_path, tiny_checkpoint_dir):
+    records = tmp_path / "rows.jsonl"
+    records.write_text(json.dumps({"instruction": "Name a prime.", "input": "", "output": "7"}) + "\n")
+    with pytest.raises(UserError, match=r"tokenizer.model: prompt style \S+ needs '<\|im_start\|>' as one special"):
+        mix([data["lima"], records], tmp_path / "mix", checkpoint_dir=tiny_checkpoint_dir("llama-2"))
+    assert not (tmp_path / "mix").exists()

@@ -183,3 +183,14 @@ def test_a_destination_holding_another_dataset_or_a_model_is_not_written_over(ll
     assert run(downloaded, downloaded.parent)["counts"]["train"] == 6
     with pytest.raises(UserError, match="--destination_path .* contains --data_path .*train.pt"):
         run(downloaded.parent / "train.pt", downloaded.parent)
+
+
+def test_a_style_the_tokenizer_cannot_work_with_is_refused_before_any_row_is_read(llama_dir, tmp_path):
+    def rows():
+        raise AssertionError("rows were read")
+        yield
+
+    with pytest.raises(UserError, match=re.escape("prompt style chatml needs '<|im_start|>' as one special token")):
+        prepare(rows(), name="x", source_files=[], checkpoint_dir=llama_dir, destination_path=tmp_path / "out",
+                prompt_style="chatml")
+    assert not (tmp_path / "out").exists()
