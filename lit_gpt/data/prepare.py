@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
-from lit_gpt.data.normalize import BadRecord, normalize
+from lit_gpt.data.normalize import BadRecord, conversation, is_multi_turn, normalize
 from lit_gpt.data.prepared import (DATASET_FILES, INSTRUCTION_FORMAT, check_destination, is_prepared, length_stats,
                                    read_manifest,
                                    settings_fingerprint, trained_token_share, write_prepared)
@@ -49,8 +49,8 @@ class ExampleFormat:
 
 
 def instruction_summary(examples: list[dict]) -> dict:
-    return {"multi_turn": sum(1 for e in examples if e.get("messages")), "token_lengths": length_stats(examples),
-            "trained_token_share": trained_token_share(examples)}
+    return {"multi_turn": sum(is_multi_turn(conversation(e)) for e in examples),
+            "token_lengths": length_stats(examples), "trained_token_share": trained_token_share(examples)}
 
 
 INSTRUCTIONS = ExampleFormat(INSTRUCTION_FORMAT, normalize, tokenize_examples, instruction_summary)
