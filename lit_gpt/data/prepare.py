@@ -27,7 +27,7 @@ from lit_gpt.data.normalize import BadRecord, conversation, is_multi_turn, norma
 from lit_gpt.data.prepared import (DATASET_FILES, INSTRUCTION_FORMAT, check_destination, is_prepared, length_stats,
                                    read_manifest,
                                    settings_fingerprint, trained_token_share, write_prepared)
-from lit_gpt.data.records import Origin, Source, open_source
+from lit_gpt.data.records import Origin, Skipped, Source, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import PromptStyle, default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -267,6 +267,9 @@ def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str,
     rows_in = 0
     for where, record in tqdm(records, desc="reading rows", unit="rows", disable=None, file=sys.stderr):
         rows_in += 1
+        if isinstance(record, Skipped):  # left out by design: counted, never an error
+            dropped[str(record)] += 1
+            continue
         try:
             example = normalize_row(record, source=name)
         except BadRecord as e:
