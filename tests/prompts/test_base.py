@@ -1,5 +1,6 @@
 """lit_gpt/prompts/base.py: what every prompt style is made of. `Special` segments, what `PromptStyle` derives from a
-style's `render` (the prompt, the end tokens, the fingerprint) shown on small styles written here, and the
+style's `render` (the prompt, the end tokens, the fingerprint) shown on small styles written here,
+`check_tokenizer` (the special-token setups a style cannot work with, on the real shared tokenizers) and the
 conversation helpers."""
 
 import copy
