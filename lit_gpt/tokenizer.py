@@ -59,6 +59,7 @@ class Tokenizer:
                             "download the tokenizer with `python scripts/download.py --repo_id ORG/NAME --tokenizer_only`")
 
         _check_generation_config(generation_config, checkpoint_dir / "generation_config.json", self.vocab_size)
+        self._check_named_tokens(config, checkpoint_dir / "tokenizer_config.json")
         self.bos_id = self._special_id(config.get("bos_token"), generation_config.get("bos_token_id"))
         eos = generation_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
@@ -81,6 +82,16 @@ class Tokenizer:
                    for i, entry in added.items() if isinstance(entry, dict) and str(i).isdigit())
 
     # ---- ids of special tokens -------------------------------------------------------------------------------
+    def _check_named_tokens(self, config: dict, path: Path) -> None:
+        """tokenizer_config.json's bos_token/eos_token must be tokens of the vocabulary: a name it lacks would leave
+        the id to generation_config.json (or none) without a word, training and stopping at another token."""
+        for key in ("bos_token", "eos_token"):
+            token = config.get(key)
+            content = token.get("content") if isinstance(token, dict) else token
+            if content and self.token_to_id(content) is None:
+                raise UserError(f"{path}: {key} {content!r} is not a token of {self.model_file.name}; set {key} to "
+                                "one of its tokens (or null) or download the tokenizer again")
+
     def token_to_id(self, token: str) -> Optional[int]:
         if self.backend == "sentencepiece":
             i = self.processor.piece_to_id(token)
@@ -167,8 +178,16 @@ def _check_tokenizer_config(config: dict, path: Path) -> None:
     for key in ("bos_token", "eos_token"):
         token = config.get(key)
         content = token.get("content") if isinstance(token, dict) else token
-        if content is not None and not isinstance(content, str):
-            raise UserError(f"{path}: {key} = {token!r}: must be a token's text; download the tokenizer again")
+        no_content = isinstance(token, dict) and "content" not in token
+        if no_content or (content is not None and not isinstance(content, str)):
+            raise UserError(f"{path}: {key} = {token!r}: must be a token's text (or {{\"content\": text}}); download "
+                            "the tokenizer again")
+    added = config.get("added_tokens_decoder")
+    if added is not None and not (isinstance(added, dict) and all(
+            str(i).isdigit() and isinstance(entry, dict) and isinstance(entry.get("content"), str)
+            for i, entry in added.items())):
+        raise UserError(f"{path}: added_tokens_decoder must map token ids to {{\"content\": text, ...}}; download the "
+                        "tokenizer again")
     for key in ("add_bos_token", "add_eos_token"):
         if key in config and not isinstance(config[key], bool):
             raise UserError(f"{path}: {key} = {config[key]!r}: must be true or false; download the tokenizer again")

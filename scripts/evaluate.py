@@ -77,13 +77,14 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         raise UserError("--batch_size and --max_new_tokens must be at least 1")
     harness = harness_tasks.replace(",", " ").split()
     check_task_inputs(names, reference_data, harness)
-    chosen_style = get_prompt_style(prompt_style) if prompt_style else None
+    if prompt_style:
+        get_prompt_style(prompt_style)  # a wrong name fails before anything is written
     source = Path(lora_path or checkpoint_dir or ".")
     out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
     check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--lora_path": lora_path,
                            "--reference_data": reference_data, "--ifeval_path": ifeval_path}, "--out_dir")
-    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
-    style = chosen_style or loaded.style
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force, prompt_style=prompt_style or None)
+    style = loaded.style
     loaded.print_summary(style)
     with output_lock(out_dir):
         report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,

@@ -91,8 +91,12 @@ def main(
         manifest["score_stats"] = {"all": score_stats(value(r) for r in rows), "kept": score_stats(kept_scores)}
     manifest_path = output.with_name(output.name + ".manifest.json")
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    reasons = ", ".join(f"{k}: {v}" for k, v in manifest["counts"]["dropped_by_reason"].items()) or "none"
-    log(f"kept {len(kept)} of {len(rows)} rows -> {output} (dropped {reasons}); manifest {manifest_path}")
+    counts = manifest["counts"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in counts["dropped_by_reason"].items())
+    if sum(counts["dropped_by_reason"].values()) > counts["dropped"]:
+        reasons += "; a row with several flags counts under each"
+    log(f"kept {counts['kept']} of {counts['input']} rows -> {output} (dropped {counts['dropped']}"
+        + (f": {reasons}" if reasons else "") + f"); manifest {manifest_path}")
     return output
 
 

@@ -164,10 +164,13 @@ def _write_scored_rows(output: Path, rows: list, results: dict, method: str) -> 
     scored_rows = [{**row, **(result_columns(method, results[i]) if i in results else empty)}
                    for i, row in enumerate(rows)]
     write_records(output, scored_rows)
+    # the line says what the file holds: a row the judge answered without a score is written null, not scored
     column = SCORE_COLUMNS[method]
-    stats = score_stats(r["score"] for r in results.values())
-    missing = len(rows) - len(results)
-    log(f"wrote {output}: {len(results)} of {len(rows)} rows scored ({column}: {stats})"
+    written = [row[column] for row in scored_rows]
+    with_score = sum(value is not None for value in written)
+    without, missing = len(results) - with_score, len(rows) - len(results)
+    log(f"wrote {output}: {with_score} of {len(rows)} rows scored ({column}: {score_stats(written)})"
+        + (f"; {without} judged without a score (null; filter_dataset.py drops them as unscored)" if without else "")
         + (f"; {missing} left, run again to finish" if missing else ""))
 
 

@@ -229,6 +229,33 @@ def check_prepared(examples, tokenizer, manifest) -> None:
         assert ids[:-1] == full[: len(ids) - 1] and ids[-1] == eos
 
 
+def check_manifest_is_the_data(data_dir, printed: str, format: str = "instructions") -> dict:
+    """The manifest's counts and statistics are those of the train.pt/test.pt beside it, and so are the numbers of
+    the summary line prepare printed (`printed`: its stdout); returns the manifest."""
+    from collections import Counter
+
+    from lit_gpt.data.preferences import PREFERENCES
+    from lit_gpt.data.prepare import INSTRUCTIONS
+    from lit_gpt.data.prepared import load_prepared
+
+    train, test, manifest = load_prepared(data_dir, format=format)
+    kept, counts = train + test, manifest["counts"]
+    assert (counts["train"], counts["test"], counts["rows_out"]) == (len(train), len(test), len(kept))
+    assert counts["rows_in"] == counts["rows_out"] + sum(counts["dropped"].values())
+    assert counts["truncated"] == sum(bool(e["truncated"]) for e in kept)
+    assert manifest["sources"] == dict(sorted(Counter(e["source"] for e in kept).items()))
+    summary = (PREFERENCES if format == PREFERENCES.name else INSTRUCTIONS).summary(kept)
+    assert summary == {"multi_turn": counts["multi_turn"], "token_lengths": manifest["token_lengths"],
+                       "trained_token_share": manifest["trained_token_share"]}
+    line = re.search(rf"{re.escape(str(data_dir))}: (\d+) train \+ (\d+) test examples from (\d+) rows \(dropped: "
+                     r"(.*); truncated: (\d+)\)", printed)
+    assert line is not None, printed
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(counts["dropped"].items())) or "none"
+    assert line.groups() == (str(len(train)), str(len(test)), str(counts["rows_in"]), dropped,
+                             str(counts["truncated"]))
+    return manifest
+
+
 # ---- inputs of data/test_mixing.py and scripts/test_mix_datasets_script.py -------------------------------------------
 DOLLY_COLUMNS = {"input": "context", "output": "response", "source": "category"}
 

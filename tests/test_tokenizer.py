@@ -165,6 +165,12 @@ def test_tokenizer_json_is_used_when_it_has_tokens_the_sentencepiece_model_lacks
     ("tokenizer_config.json", {"eos_token": 2}, "eos_token = 2: must be a token's text"),
     ("tokenizer_config.json", {"add_bos_token": "yes"}, "add_bos_token = 'yes': must be true or false"),
     ("tokenizer_config.json", {"chat_template": {"a": 1}}, "chat_template must be a template text"),
+    # a named token the vocabulary lacks would leave the id to generation_config.json without a word
+    ("tokenizer_config.json", {"eos_token": "<|nope|>"}, "eos_token '<|nope|>' is not a token of tokenizer.json"),
+    ("tokenizer_config.json", {"bos_token": {"content": "<s>"}}, "bos_token '<s>' is not a token of tokenizer.json"),
+    ("tokenizer_config.json", {"eos_token": {"text": "<|im_end|>"}}, "eos_token = {'text': '<|im_end|>'}: must be"),
+    ("tokenizer_config.json", {"added_tokens_decoder": [1, 2]}, "added_tokens_decoder must map token ids to"),
+    ("tokenizer_config.json", {"added_tokens_decoder": {"2": "<|im_end|>"}}, "added_tokens_decoder must map"),
 ])
 def test_crafted_tokenizer_configs_name_the_file_and_field(tmp_path, shared_dir, file, content, problem):
     folder = tmp_path / "tok"

@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lit_gpt.data.records import Source, iter_records, read_text
+from lit_gpt.data.records import Skipped, Source, iter_records, read_text
 from lit_gpt.utils import UserError
 
 NI_SPLITS = ("train", "test", "all")
@@ -174,22 +174,19 @@ def p3_subset_name(path: Path) -> str:
 
 
 def p3_records(source: Source) -> Iterator[tuple[str, dict]]:
-    """(where, record) for the rows of P3 subset files (or of a Hub dataset: one subset, its config, the source)."""
+    """(where, record) for the rows of P3 subset files (or of a Hub dataset: one subset, its config, the source); a
+    rank-classification row whose answer choice is not the correct one comes as `Skipped`, counted by prepare."""
     if source.hub is not None:
         parts = [(source, source.hub.options.get("subset") or source.name)]
     else:
         parts = [(Path(p), p3_subset_name(Path(p))) for p in source.files]
-    wrong_choices = 0
     for part, subset in parts:
         for where, row in iter_records(part):
             record = p3_record(row, subset, where)
-            if record is None:
-                wrong_choices += 1
-            else:
-                yield where, record
-    if wrong_choices:
-        print(f"skipped {wrong_choices} rows of rank-classification subsets whose answer choice is not the correct "
-              "one (is_correct false)")
+            yield where, record if record is not None else Skipped(P3_WRONG_CHOICE)
+
+
+P3_WRONG_CHOICE = "answer choice not the correct one (is_correct false)"  # rank-classification subsets' other rows
 
 
 def p3_record(row: dict, subset: str, where: str) -> Optional[dict]:

@@ -112,6 +112,8 @@ def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed
     if settings is None or tokenizer is None:
         raise UserError(f"{path}: a record file must be tokenized; pass --checkpoint_dir (its tokenizer) or mix it "
                         "with a prepared dataset whose tokenizer directory still exists")
+    style = get_prompt_style(settings["prompt_style"])
+    style.check_tokenizer(tokenizer)
 
     name = path.name.split(".")[0]
     examples, bad = [], Counter()
@@ -126,7 +128,6 @@ def load_input(path: Path, settings: Optional[dict] = None, tokenizer=None, seed
     if not examples:
         raise UserError(f"{path}: no usable rows ({dict(bad)}); rows need instruction and output fields (or a "
                         "conversation); prepare other layouts with their scripts/prepare_*.py first")
-    style = get_prompt_style(settings["prompt_style"])
     rows_train, rows_test = split_examples(examples, test_split_fraction, seed)
     args = (tokenizer, style, settings["max_seq_length"], settings.get("mask_inputs", True),
             settings.get("truncation", "truncate"))

@@ -117,3 +117,9 @@ def conversation(example: dict) -> list[dict]:
         return example["messages"]
     return [{"role": "user", "content": example["instruction"], "input": example.get("input", "")},
             {"role": "assistant", "content": example["output"]}]
+
+
+def is_multi_turn(messages: list[dict]) -> bool:
+    """More than one user message: what the manifests' multi_turn counts (a system message makes no second turn,
+    though it keeps a single exchange under `messages`)."""
+    return sum(m.get("role") == "user" for m in messages) > 1

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
-from lit_gpt.data.normalize import ROLES, BadRecord, normalize_messages, plain_value
+from lit_gpt.data.normalize import ROLES, BadRecord, is_multi_turn, normalize_messages, plain_value
 from lit_gpt.data.prepare import ExampleFormat
 from lit_gpt.data.prepared import length_stats
 from lit_gpt.data.tokenize import encode_segments, fit_to_length, long_tensor, training_segments, with_bos_and_eos
@@ -216,13 +216,13 @@ def _bool_tensor(flags: list[bool]) -> torch.Tensor:
 
 
 def pair_summary(pairs: list[dict]) -> dict:
-    """The manifest's multi_turn (prompts of several messages), token_lengths (prompt + the longer answer) and
+    """The manifest's multi_turn (prompts of several user turns), token_lengths (prompt + the longer answer) and
     trained_token_share (over both sequences)."""
     lengths = [{"input_ids": range(len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])))}
                for p in pairs]
     total = sum(2 * len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
     trained = sum(int(p["chosen_mask"].sum()) + int(p["rejected_mask"].sum()) for p in pairs)
-    return {"multi_turn": sum(1 for p in pairs if len(p["prompt"]) > 1), "token_lengths": length_stats(lengths),
+    return {"multi_turn": sum(is_multi_turn(p["prompt"]) for p in pairs), "token_lengths": length_stats(lengths),
             "trained_token_share": round(trained / total, 4) if total else 0.0}
 
 

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.config import Config
-from lit_gpt.data.normalize import BadRecord, normalize
+from lit_gpt.data.normalize import BadRecord, conversation, is_multi_turn, normalize
 from lit_gpt.data.prepared import (DATASET_FILES, INSTRUCTION_FORMAT, check_destination, is_prepared, length_stats,
                                    read_manifest,
                                    settings_fingerprint, trained_token_share, write_prepared)
-from lit_gpt.data.records import Origin, Source, iter_records, open_source
+from lit_gpt.data.records import Origin, Skipped, Source, iter_records, open_source
 from lit_gpt.data.tokenize import tokenize_examples
 from lit_gpt.prompts.styles import PromptStyle, default_prompt_style, get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -50,8 +50,8 @@ class ExampleFormat:
 
 
 def instruction_summary(examples: list[dict]) -> dict:
-    return {"multi_turn": sum(1 for e in examples if e.get("messages")), "token_lengths": length_stats(examples),
-            "trained_token_share": trained_token_share(examples)}
+    return {"multi_turn": sum(is_multi_turn(conversation(e)) for e in examples),
+            "token_lengths": length_stats(examples), "trained_token_share": trained_token_share(examples)}
 
 
 INSTRUCTIONS = ExampleFormat(INSTRUCTION_FORMAT, normalize, tokenize_examples, instruction_summary)
@@ -183,6 +183,7 @@ def _tokenization(checkpoint_dir: Path, prompt_style: Optional[str],
     """The tokenizer, the prompt style (default: the checkpoint's) and max_seq_length (default: its block size)."""
     tokenizer = Tokenizer(checkpoint_dir)
     style = get_prompt_style(prompt_style) if prompt_style else default_prompt_style(checkpoint_dir)
+    style.check_tokenizer(tokenizer)
     if max_seq_length is None:
         max_seq_length = model_block_size(checkpoint_dir)
     if max_seq_length < 2:
@@ -293,6 +294,9 @@ def _collect(records: Iterable[tuple[str, dict]], name: str, on_bad_row: str,
     rows_in = 0
     for where, record in tqdm(records, desc="reading rows", unit="rows", disable=None, file=sys.stderr):
         rows_in += 1
+        if isinstance(record, Skipped):  # left out by design: counted, never an error
+            dropped[str(record)] += 1
+            continue
         try:
             example = normalize_row(record, source=name)
         except BadRecord as e:

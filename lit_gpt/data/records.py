@@ -71,6 +71,12 @@ def guess_format(path: "str | Path") -> str:
                     "(or name it .parquet / .arrow)")
 
 
+class Skipped(str):
+    """What a reader yields in place of a record for a row it leaves out by design (P3's wrong answer choices): the
+    reason. prepare counts it among the rows read and the dropped ones (whatever --on_bad_row says), so that the
+    manifest's counts add up to the rows of the files."""
+
+
 @dataclass(frozen=True)
 class Source:
     """What a prepare script reads: local files, or one split of a Hub dataset (`hub`, read with `datasets`).

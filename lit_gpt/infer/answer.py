@@ -109,9 +109,8 @@ def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path
     base; `force`: also into a base with other weights than the ones it was trained on), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
     one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
     check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
-    chosen = get_prompt_style(prompt_style) if prompt_style is not None else None  # a wrong name fails before loading
-    loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
-    style = chosen or loaded.style
+    loaded = load(checkpoint_dir, lora_path, device, precision, force=force, prompt_style=prompt_style)
+    style = loaded.style
     loaded.print_summary(style)
     prompt_ids = encode_prompt(loaded.tokenizer, style, prompt, input, device=loaded.device)
     generate_samples(loaded.model, loaded.tokenizer, prompt_ids, num_samples=num_samples,

@@ -35,6 +35,7 @@ from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.file_names import CHECKPOINTS_DIR, LIT_CONFIG_FILE, TEST_FILE
 from lit_gpt.infer.answer import continue_ids
 from lit_gpt.lora import LoRAConfig, mark_only_lora_as_trainable
+from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.precision import check_precision_for_device, choose_precision, param_dtype, quantization_plugin
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.args import TrainArgs, check_batch_split, check_train_args, flat_hyperparameters
@@ -71,6 +72,9 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
     data_dir = Path(data_dir)
     tokenizer = Tokenizer(checkpoint_dir)
     train_raw, test_raw, manifest = load_prepared(data_dir, tokenizer, format=objective.data_format)
+    if isinstance(manifest.get("prompt_style"), str):  # the style the data was prepared in (a mix: its inputs' one)
+        style = get_prompt_style(manifest["prompt_style"])
+        style.check_tokenizer(tokenizer, Config.from_checkpoint(checkpoint_dir).vocab_size)
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / script / (manifest.get("name") or data_dir.name)
     check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--data_dir": data_dir}, "--out_dir")
     with _removed_if_it_fails_early(out_dir), contextlib.ExitStack() as locked:

@@ -7,12 +7,13 @@ slices of the real LIMA and Dolly files, prepared by the data pipeline with the 
 
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
 from helpers import prepare_slice
 from lit_gpt.data.mixing import content_key, instruction_key, mix
-from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.prepared import length_stats, load_prepared, trained_token_share
 from lit_gpt.data.similarity import NearDuplicateFinder, rouge_l
 from lit_gpt.utils import UserError
 
@@ -167,3 +168,33 @@ def test_the_destination_is_no_input_and_not_another_dataset(data, tmp_path):
     with pytest.raises(UserError, match=r"holds a dataset of another kind \(prepared, lima\); .* --overwrite true"):
         mix([data["dolly"]], prepared)
     assert mix([data["lima"]], mixed, counts=[2], overwrite=True)["counts"]["train"] == 2
+
+
+def test_a_record_file_is_not_tokenized_in_a_style_its_tokenizer_cannot_work_with(data, tmp_path, tiny_checkpoint_dir):
+    records = tmp_path / "rows.jsonl"
+    records.write_text(json.dumps({"instruction": "Name a prime.", "input": "", "output": "7"}) + "\n")
+    with pytest.raises(UserError, match=r"tokenizer.model: prompt style \S+ needs '<\|im_start\|>' as one special"):
+        mix([data["lima"], records], tmp_path / "mix", checkpoint_dir=tiny_checkpoint_dir("llama-2"))
+    assert not (tmp_path / "mix").exists()
+
+
+def test_the_mix_manifest_is_its_written_data(data, tmp_path):
+    inputs = [data["lima"], data["dolly"]]
+    manifest = mix(inputs, tmp_path / "mix", counts=[30, 300], allow_oversample=True, seed=3)
+    train, test, saved = load_prepared(tmp_path / "mix")
+    assert saved == manifest
+    owner = {}  # example id -> the input it came from
+    for path in inputs:
+        input_train, input_test, _ = load_prepared(path)
+        owner.update({e["id"]: str(path) for e in input_train + input_test})
+    for part, examples, key in (("train", train, "taken"), ("test", test, "kept")):
+        assert Counter(owner[e["id"]] for e in examples) == {r["path"]: r[part][key] for r in manifest["per_input"]}
+    for report in manifest["per_input"]:
+        assert report["train"]["unique_taken"] == len({e["id"] for e in train if owner[e["id"]] == report["path"]})
+    assert manifest["counts"] == {"train": len(train), "test": len(test),
+                                  "unique_train": len({content_key(e) for e in train})}
+    assert manifest["counts"]["train"] == 330 > manifest["counts"]["unique_train"]  # Dolly drawn more than once
+    assert manifest["sources"] == dict(sorted(Counter(e["source"] for e in train + test).items()))
+    assert manifest["train_sources"] == dict(sorted(Counter(e["source"] for e in train).items()))
+    assert manifest["token_lengths"] == length_stats(train + test)
+    assert manifest["trained_token_share"] == trained_token_share(train + test)

@@ -2,11 +2,17 @@
 reason), and pairs -> the prompt's ids once plus each answer's ids and mask, equal to what the same conversation
 tokenizes to as instruction data. The script end to end: tests/scripts/test_prepare_preferences_script.py."""
 
+import json
+from collections import Counter
+
 import pytest
 import torch
 
-from lit_gpt.data.normalize import BadRecord
-from lit_gpt.data.preferences import normalize_pair, tokenize_pairs
+from lit_gpt.data.normalize import BadRecord, is_multi_turn
+from lit_gpt.data.preferences import PREFERENCES, normalize_pair, tokenize_pairs
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records
 from lit_gpt.data.tokenize import IGNORE_INDEX, tokenize_examples
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.tokenizer import Tokenizer
@@ -96,3 +102,26 @@ def test_long_answers_are_cut_with_their_eos_and_long_prompts_dropped(shared_dir
     assert not kept and sum(dropped.values()) == 2
     with pytest.raises(UserError, match="--mask_inputs false does not apply to preference pairs"):
         tokenize_pairs(pairs, tokenizer, style, max_seq_length=40, mask_inputs=False)
+
+
+def test_the_manifests_counts_are_those_of_the_written_pairs(tiny_checkpoint_dir, tmp_path):
+    system = {"role": "system", "content": "Answer briefly."}
+    answer = {"role": "assistant", "content": "Dune."}
+    rows = [{"prompt": [system, user("Name a book.")], "chosen": "Dune.", "rejected": "No."},  # one turn
+            {"prompt": [user("Hi?"), {"role": "assistant", "content": "Hey."}, user("Book?")], "chosen": "Dune.",
+             "rejected": "No."},  # two turns
+            {"prompt": "Say yes.", "chosen": "yes " * 50, "rejected": "no", "source": "long"},  # truncated
+            {"prompt": "word " * 100, "chosen": "yes", "rejected": "no"},  # dropped: the prompt alone is too long
+            {"chosen": [user("q"), answer], "rejected": [user("other q"), answer]}]  # dropped: not a pair
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manifest = prepare(iter_records(path), name="pairs", source_files=[path], example_format=PREFERENCES,
+                       checkpoint_dir=tiny_checkpoint_dir("smollm2"), destination_path=tmp_path / "out",
+                       prompt_style="chatml", max_seq_length=40, test_split_fraction=0.0)
+    train, test, _ = load_prepared(tmp_path / "out", format=PREFERENCES.name)
+    kept, counts = train + test, manifest["counts"]
+    assert counts["multi_turn"] == sum(is_multi_turn(p["prompt"]) for p in kept) == 1  # a system message is no turn
+    assert (counts["train"], counts["test"], counts["rows_out"]) == (len(train), len(test), len(kept)) == (3, 0, 3)
+    assert counts["rows_in"] == len(rows) == counts["rows_out"] + sum(counts["dropped"].values())
+    assert counts["truncated"] == sum(p["truncated"] for p in kept) == 1
+    assert manifest["sources"] == dict(Counter(p["source"] for p in kept)) == {"long": 1, "pairs": 2}

@@ -6,15 +6,18 @@ example they produce is checked against the invariants of the prepared-data cont
 """
 
 import itertools
+import json
 import re
 import time
+from collections import Counter
 
 import pytest
 import torch
 
 from helpers import check_prepared
+from lit_gpt.data.normalize import conversation, is_multi_turn
 from lit_gpt.data.prepare import prepare, split_examples
-from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.prepared import length_stats, load_prepared, trained_token_share
 from lit_gpt.data.records import iter_records
 from lit_gpt.data.tokenize import IGNORE_INDEX
 from lit_gpt.tokenizer import Tokenizer
@@ -183,3 +186,39 @@ def test_a_destination_holding_another_dataset_or_a_model_is_not_written_over(ll
     assert run(downloaded, downloaded.parent)["counts"]["train"] == 6
     with pytest.raises(UserError, match="--destination_path .* contains --data_path .*train.pt"):
         run(downloaded.parent / "train.pt", downloaded.parent)
+
+
+def test_a_style_the_tokenizer_cannot_work_with_is_refused_before_any_row_is_read(llama_dir, tmp_path):
+    def rows():
+        raise AssertionError("rows were read")
+        yield
+
+    with pytest.raises(UserError, match=re.escape("prompt style chatml needs '<|im_start|>' as one special token")):
+        prepare(rows(), name="x", source_files=[], checkpoint_dir=llama_dir, destination_path=tmp_path / "out",
+                prompt_style="chatml")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_manifests_counts_are_those_of_the_written_data(smollm2_dir, tmp_path):
+    system = {"role": "system", "content": "Answer briefly."}
+    rows = [{"messages": [system, {"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7"}]},
+            {"messages": [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7"},
+                          {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "11"}]},
+            {"instruction": "Name a colour.", "output": "Blue.", "source": "colours"},
+            {"instruction": "Name a colour.", "output": ""},  # dropped: no answer
+            {"instruction": "Count. " * 100, "output": "1 2 3"}]  # dropped: longer than max_seq_length
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    manifest = prepare(iter_records(path), name="rows", source_files=[path], checkpoint_dir=smollm2_dir,
+                       destination_path=tmp_path / "out", max_seq_length=64, truncation="drop",
+                       test_split_fraction=0.0)
+    train, test, _ = load_prepared(tmp_path / "out")
+    kept, counts = train + test, manifest["counts"]
+    # a system message keeps a single exchange under `messages`, but makes no second turn
+    assert counts["multi_turn"] == sum(is_multi_turn(conversation(e)) for e in kept) == 1
+    assert (counts["train"], counts["test"], counts["rows_out"]) == (len(train), len(test), len(kept)) == (3, 0, 3)
+    assert counts["rows_in"] == len(rows) == counts["rows_out"] + sum(counts["dropped"].values())
+    assert counts["truncated"] == sum(e["truncated"] for e in kept)
+    assert manifest["sources"] == dict(Counter(e["source"] for e in kept)) == {"colours": 1, "rows": 2}
+    assert manifest["token_lengths"] == length_stats(kept)
+    assert manifest["trained_token_share"] == trained_token_share(kept)

@@ -116,6 +116,17 @@ def test_each_mistake_is_one_line(mistake, lora_run, tmp_path):
     assert "\n" not in message and all(f in message for f in fragments), message
 
 
+def test_a_style_or_vocabulary_the_tokenizer_cannot_serve_is_refused_before_the_weights_load(run_setup, tmp_path,
+                                                                                             tiny_checkpoint_dir):
+    checkpoint = shutil.copytree(run_setup[0], tmp_path / "ckpt", ignore=shutil.ignore_patterns("lit_model.pth"))
+    with pytest.raises(UserError, match=r"prompt style llama3 needs '<\|start_header_id\|>' as one special token"):
+        load(checkpoint, device="cpu", prompt_style="llama3")  # no weights: the refusal comes first
+    assert load(run_setup[0], device="cpu", prompt_style="chatml").style.name == "chatml"  # the style asked for
+    small = tiny_checkpoint_dir("gpt2", vocab_size=50000)  # <|endoftext|> (50256) past the embedding
+    with pytest.raises(UserError, match="BOS has id 50256, outside the model's embedding .* of 50000 tokens"):
+        load(small, device="cpu", prompt_style="alpaca")
+
+
 def test_lora_merged_already_is_refused(lora_run, tmp_path):
     merged = save_merged_checkpoint(find_lora(lora_run), tmp_path / "merged")
     with pytest.raises(UserError, match="already merged into") as error:  # the update would be added twice

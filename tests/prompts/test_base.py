@@ -1,13 +1,20 @@
 """lit_gpt/prompts/base.py: what every prompt style is made of. `Special` segments, what `PromptStyle` derives from a
-style's `render` (the prompt, the end tokens, the fingerprint) shown on small styles written here, and the
+style's `render` (the prompt, the end tokens, the fingerprint) shown on small styles written here,
+`check_tokenizer` (the special-token setups a style cannot work with, on the real shared tokenizers) and the
 conversation helpers."""
 
 import copy
+import json
 import pickle
+import re
+import shutil
 
 import pytest
 
 from lit_gpt.prompts.base import BOS, EOS, PromptStyle, Special, split_conversation, user_text, with_system
+from lit_gpt.prompts.styles import get_prompt_style
+from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.utils import UserError
 
 USER = {"role": "user", "content": "Name a colour.", "input": ""}
 ANSWER = {"role": "assistant", "content": "Blue."}
@@ -84,6 +91,81 @@ def test_fingerprint_follows_the_rendering():
 
     assert Renamed().fingerprint != tagged.fingerprint
     assert repr(tagged) == "PromptStyle('tagged')"
+
+
+# ---- check_tokenizer: the special-token setups a style cannot work with, each one line before any work -----------------
+def _tokenizer(shared_dir, tmp_path, name: str, **config_changes) -> Tokenizer:
+    """A copy of a shared tokenizer with tokenizer_config.json's fields changed and no generation_config.json (so
+    that a field set to None leaves the tokenizer without that token)."""
+    folder = tmp_path / name
+    shutil.copytree(shared_dir / "tokenizers" / name, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, **config_changes}))
+    (folder / "generation_config.json").unlink(missing_ok=True)
+    return Tokenizer(folder)
+
+
+def _refusal(style, tokenizer, model_vocab_size=None) -> str:
+    with pytest.raises(UserError) as error:
+        style.check_tokenizer(tokenizer, model_vocab_size)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("tokenizer_name, style, token", [
+    ("llama-2", "chatml", "<|im_start|>"),  # SentencePiece: the ChatML markers would be plain text pieces
+    ("gpt2", "llama3", "<|start_header_id|>"),
+    ("smollm2", "gemma", "<start_of_turn>"),
+    ("mistral-v1", "mistral-instruct-v0.3", "[INST]"),  # v0.3's control tokens are not in the v1 vocabulary
+])
+def test_markers_that_are_not_one_token_are_refused(shared_dir, tmp_path, tokenizer_name, style, token):
+    tokenizer = _tokenizer(shared_dir, tmp_path, tokenizer_name)
+    message = _refusal(get_prompt_style(style), tokenizer)
+    assert message.startswith(f"{tokenizer.model_file}: prompt style {get_prompt_style(style).name} needs {token!r}")
+    assert "--prompt_style" in message
+    with pytest.raises(UserError, match=re.escape("'<|turn_end|>' as one special token")):  # an end marker alike
+        Tagged().check_tokenizer(tokenizer)
+
+
+@pytest.mark.parametrize("tokenizer_name, styles", [
+    ("smollm2", ["chatml", "smollm2", "alpaca", "plain", "llama2-chat", "zephyr"]),
+    ("llama-2", ["alpaca", "plain", "llama2-chat", "mistral-instruct", "zephyr"]),
+    ("gpt2", ["alpaca", "plain"]),
+])
+def test_the_styles_a_tokenizer_can_work_with_pass(shared_dir, tmp_path, tokenizer_name, styles):
+    tokenizer = _tokenizer(shared_dir, tmp_path, tokenizer_name)
+    for style in styles:
+        get_prompt_style(style).check_tokenizer(tokenizer, tokenizer.vocab_size)
+
+
+def test_a_tokenizer_without_eos_is_refused_for_every_style(shared_dir, tmp_path):
+    tokenizer = _tokenizer(shared_dir, tmp_path, "smollm2", bos_token=None, eos_token=None)
+    assert tokenizer.eos_id is None
+    for style in ("alpaca", "plain", "chatml"):
+        assert "the tokenizer has no EOS token" in _refusal(get_prompt_style(style), tokenizer)
+
+
+def test_a_tokenizer_without_bos_is_refused_where_the_style_starts_with_one(shared_dir, tmp_path):
+    tokenizer = _tokenizer(shared_dir, tmp_path, "llama-2", bos_token=None)
+    assert tokenizer.bos_id is None and tokenizer.eos_id == 2
+    for style in ("llama2-chat", "mistral-instruct"):
+        message = _refusal(get_prompt_style(style), tokenizer)
+        assert "starts with a BOS token, but the tokenizer has none" in message and "--prompt_style" in message
+    get_prompt_style("alpaca").check_tokenizer(tokenizer)  # no BOS in its template: fine
+
+
+def test_special_ids_outside_the_models_embedding_are_refused(shared_dir, tmp_path):
+    tokenizer = _tokenizer(shared_dir, tmp_path, "gpt2")  # <|endoftext|> = 50256
+    message = _refusal(get_prompt_style("alpaca"), tokenizer, model_vocab_size=50000)
+    assert message.startswith(f"{tokenizer.model_file}: BOS has id 50256, outside the model's embedding")
+    smollm2 = _tokenizer(shared_dir, tmp_path, "smollm2")  # <|im_start|> = 1, <|im_end|> = 2
+    assert "'<|im_start|>' has id 1, outside the model's embedding" in _refusal(get_prompt_style("chatml"), smollm2, 1)
+
+
+def test_special_ids_outside_the_vocabulary_are_refused(shared_dir, tmp_path):
+    tokenizer = _tokenizer(shared_dir, tmp_path, "smollm2")
+    tokenizer.vocab_size = 2  # as a tokenizer.json whose added tokens lie past its vocabulary would say
+    assert "EOS has id 2, outside the vocabulary of 2 tokens" in _refusal(get_prompt_style("alpaca"), tokenizer)
 
 
 def test_split_conversation():

@@ -46,6 +46,12 @@ def test_clean_data_report(capsys, prepared):
     assert truncated == manifest["counts"]["truncated"] > 0
     assert int(alpaca_row.split()[7]) == 1  # the duplicated row, both times in train (in test too: a defect)
     assert alpaca_row.split()[8] == lima_row.split()[8] == "0"  # defects per source
+    # the (all) row: the manifest's counts and statistics, which prepare took from the same examples
+    every, counts, lengths = next(line for line in lines if line.startswith("(all) ")).split(), manifest["counts"], \
+        manifest["token_lengths"]
+    assert int(every[1]) == counts["train"] + counts["test"] == counts["rows_out"]
+    assert [int(v) for v in every[2:5]] == [lengths["p50"], lengths["p99"], lengths["max"]]
+    assert every[5] == f"{manifest['trained_token_share']:.1%}" and int(every[6]) == counts["truncated"]
     assert "token lengths, lima:" in out and "token lengths, all sources:" in out and "no defects found" in out
     assert (prepared / "token_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

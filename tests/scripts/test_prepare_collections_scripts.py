@@ -111,9 +111,14 @@ P3_SUBSETS = {"ag_news_classify_question_first": 2, "super_glue_boolq_yes_no_que
 def test_p3_subsets_by_pattern(capsys, smollm2_dir, tmp_path):
     train, manifest, out = prepared(capsys, "prepare_p3", tmp_path, "--data_path", P3, "--checkpoint_dir", smollm2_dir,
                                     "--subsets", "super_glue_*,ag_news_classify_question_first")
-    assert manifest["sources"] == P3_SUBSETS and manifest["counts"]["dropped"] == {"empty output": 1}
+    # COPA's wrong answer choice is counted with the rows read and the dropped ones: the counts add up to the files'
+    files = [P3 / subset / "train.jsonl" for subset in P3_SUBSETS]
+    counts = manifest["counts"]
+    assert manifest["sources"] == P3_SUBSETS and counts["rows_in"] == sum(len(f.read_text().splitlines()) for f in files)
+    assert counts["dropped"] == {"answer choice not the correct one (is_correct false)": 1, "empty output": 1}
+    assert counts["rows_in"] == counts["rows_out"] + sum(counts["dropped"].values())
+    assert "1 answer choice not the correct one" in out  # the summary line, from the same counts
     assert manifest["options"] == {"subsets": ["ag_news_classify_question_first", "super_glue_*"]}
-    assert "skipped 1 rows of rank-classification subsets" in out  # COPA's wrong answer choice
     rows = [json.loads(line) for line in (P3 / "super_glue_boolq_yes_no_question" / "train.jsonl").open()]
     boolq = [e for e in train if e["source"] == "super_glue_boolq_yes_no_question"]
     assert boolq[0]["instruction"] == rows[0]["inputs_pretokenized"] and boolq[0]["output"] == "No"  # was "\nNo"

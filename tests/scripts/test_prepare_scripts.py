@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fake_hub import FakeHub
-from helpers import FIXTURES, ROOT, assert_one_line_error, check_prepared, run_script
+from helpers import FIXTURES, ROOT, assert_one_line_error, check_manifest_is_the_data, check_prepared, run_script
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.tokenizer import Tokenizer
 
@@ -423,3 +423,47 @@ def test_parquet_column_mapping_and_errors(capsys, smollm2_dir, tmp_path, datase
     code, _, err = run_script(capsys, "prepare_json", *args, "--split", "test")
     assert_one_line_error(code, err, "--split go(es) with --dataset_id")
     assert not (tmp_path / "typo").exists() and not (tmp_path / "unmapped").exists()
+
+
+# ---- every prepare script: its manifest and summary line are the data it wrote -------------------------------------
+def _head(path, rows: int, tmp_path) -> "Path":
+    """The first rows of a shared dataset, in its own layout (JSON list or JSONL)."""
+    if path.suffix == ".json":
+        rows_of = json.loads(path.read_text())[:rows]
+        out = tmp_path / path.name
+        out.write_text(json.dumps(rows_of))
+        return out
+    out = tmp_path / path.name
+    out.write_text("".join(path.read_text().splitlines(keepends=True)[:rows]))
+    return out
+
+
+SCRIPT_INPUTS = {  # script -> (its input's flags, given tmp_path and the shared dir)
+    "prepare_alpaca": lambda tmp, shared: ["--data_path", _head(shared / "datasets/alpaca/alpaca_random_9k.json", 60,
+                                                                  tmp)],
+    "prepare_dolly": lambda tmp, shared: ["--data_path", _head(shared / "datasets/dolly/dolly_3k.jsonl", 60, tmp)],
+    "prepare_lima": lambda tmp, shared: ["--data_path", _head(shared / "datasets/lima/train.jsonl", 40, tmp),
+                                         "--include_multiturn_conversations", "true"],
+    "prepare_json": lambda tmp, shared: ["--data_path", _head(shared / "datasets/alpaca_gpt4/sample_999.json", 60,
+                                                                tmp)],
+    "prepare_csv": lambda tmp, shared: ["--csv_dir", FIXTURES / "instructions.csv"],
+    "prepare_longform": lambda tmp, shared: ["--data_path", FIXTURES / "longform_sample.json"],
+    "prepare_flan": lambda tmp, shared: ["--data_path", FIXTURES / "flan", "--subsets",
+                                         "aeslc_10templates,cosmos_qa_10templates"],
+    "prepare_oasst": lambda tmp, shared: ["--data_path", FIXTURES / "oasst_messages.jsonl"],
+    "prepare_natural_instructions": lambda tmp, shared: ["--data_path", FIXTURES / "natural_instructions"],
+    "prepare_p3": lambda tmp, shared: ["--data_path", FIXTURES / "p3", "--subsets", "*"],
+    "prepare_preferences": lambda tmp, shared: ["--data_path", FIXTURES / "preferences" / "hh_rlhf.jsonl"],
+}
+
+
+@pytest.mark.parametrize("script", SCRIPT_INPUTS)
+def test_each_scripts_manifest_and_summary_line_are_its_data(capsys, shared_dir, smollm2_dir, tmp_path, script):
+    out = tmp_path / "out"
+    code, stdout, err = run_script(capsys, script, *SCRIPT_INPUTS[script](tmp_path, shared_dir), "--checkpoint_dir",
+                                   smollm2_dir, "--destination_path", out, "--max_seq_length", 160,
+                                   "--test_split_fraction", 0.2)
+    assert code == 0, err
+    format = "preference" if script == "prepare_preferences" else "instructions"
+    manifest = check_manifest_is_the_data(out, stdout, format)
+    assert manifest["counts"]["rows_out"] > 0

@@ -238,3 +238,39 @@ def test_outputs_never_overwrite_inputs_and_empty_results_are_errors(score_datas
     with pytest.raises(UserError, match="no row passes the rule .*refusal 50"):
         filter_dataset.main(scores=all_flagged, method="heuristics", output=tmp_path / "kept.json")
     assert scored.read_bytes() == scores_before and not (tmp_path / "kept.json").exists()
+
+
+def test_the_scored_count_said_is_the_written_scores(score_dataset, judge_dir, alpaca_50, tmp_path, capsys):
+    data_path, rows = alpaca_50
+    output = tmp_path / "scored.json"
+    # a random judge's free-text answers hold no score: every row is judged, none gets a score
+    score_dataset.main(data_path=data_path, method="alpagasus", judge_checkpoint_dir=judge_dir, output=output,
+                       first_rows=6, score_from="generate", device="cpu", precision="32-true")
+    written = [r["score_alpagasus"] for r in json.loads(output.read_text())]
+    with_score = sum(score is not None for score in written)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"wrote {output}: {with_score} of 6 rows scored"), line
+    assert f"{6 - with_score} judged without a score" in line or with_score == 6
+    assert with_score < 6  # the case the line used to count as scored
+
+
+def test_the_filter_manifest_and_line_are_the_written_rows(filter_dataset, tmp_path, capsys):
+    def row(i, passed, flags):
+        return {"instruction": f"Task {i}.", "input": "", "output": f"Answer {i}.", "heuristics_pass": passed,
+                "heuristics_flags": flags}
+
+    rows = [row(0, 1, []), row(1, 0, ["too_short", "refusal"]), row(2, 1, []), row(3, 0, ["refusal"]),
+            row(4, None, None)]
+    scored = tmp_path / "flagged.jsonl"
+    scored.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept_path = filter_dataset.main(scores=scored, method="heuristics")
+    written = [json.loads(line) for line in kept_path.read_text().splitlines()]
+    manifest = json.loads(kept_path.with_name(kept_path.name + ".manifest.json").read_text())
+    counts = manifest["counts"]
+    assert written == [rows[0], rows[2]] and counts["kept"] == len(written)
+    assert counts["input"] == len(rows) and counts["dropped"] == len(rows) - len(written) == 3
+    dropped = {i for indices in manifest["dropped"].values() for i in indices}
+    assert dropped == {1, 3, 4} and counts["dropped_by_reason"] == {"refusal": 2, "too_short": 1, "unscored": 1}
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"kept 2 of 5 rows -> {kept_path} (dropped 3: refusal: 2, too_short: 1, unscored: 1; "
+                           "a row with several flags counts under each)"), line

@@ -6,6 +6,7 @@ The runs use a tiny checkpoint with the real SmolLM2 tokenizer and prepared data
 
 import functools
 import json
+import shutil
 
 import pytest
 import torch
@@ -143,6 +144,16 @@ def test_16_bit_precision_on_a_cpu_is_refused(run_setup, tmp_path):
     with pytest.raises(UserError, match="--precision 16-mixed: float16 training needs a CUDA GPU"):
         finetune("full", checkpoint, data, tmp_path / "run", fast_args(precision="16-mixed"))
     assert not (tmp_path / "run").exists()  # a run that failed before its first checkpoint leaves no out_dir
+
+
+def test_a_model_whose_embedding_lacks_the_special_tokens_is_refused_before_training(run_setup, tmp_path):
+    checkpoint, data = run_setup
+    small = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    config = json.loads((small / "lit_config.json").read_text())
+    (small / "lit_config.json").write_text(json.dumps({**config, "vocab_size": 2}))  # <|im_end|> is 2
+    with pytest.raises(UserError, match=r"'<\|im_end\|>' has id 2, outside the model's embedding"):
+        finetune("lora", small, data, tmp_path / "run", fast_args(), LoRAConfig(r=4, alpha=8, dropout=0.0))
+    assert not (tmp_path / "run").exists()
 
 
 def test_no_test_split_is_said(run_setup, tmp_path, capsys):
