@@ -5,6 +5,7 @@ KV-cached decoding equals full forwards and transformers' greedy generate; the o
 compiled blocks (speed tricks of the training step) change no loss or gradient; an example packed into a row with
 others gets the logits it gets alone, in every family; NEFTune's noise is off by default, training-only and scaled."""
 
+import copy
 import pytest
 import torch
 
@@ -76,6 +77,27 @@ def test_kv_cached_greedy_equals_full_forward(family):
     assert torch.equal(ids, expected_ids)
     for ours, reference in zip(logits, expected_logits):
         torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "gemma3-window-pattern", "gemma2-softcap"])
+@torch.no_grad()
+def test_bf16_model_on_cpu_keeps_a_float32_kv_cache(family):
+    """On CPU a bf16 model's cache holds float32 copies of its bf16 keys and values (PyTorch's CPU attention is
+    several times faster in float32 for one new token over a long cache): the cached decode's logits keep the
+    model's dtype and are on average as close to the float32 computation (same bf16-rounded weights) as the bf16
+    full forward."""
+    model = random_model(tiny_config(**FAMILY_SWITCHES[family])).to(torch.bfloat16)
+    reference_model = copy.deepcopy(model).float()
+    seq = torch.tensor([[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]])
+    reference = reference_model(seq)[0]
+    full_bf16_error = (model(seq)[0].float() - reference).abs().mean()  # bf16's own rounding, on average
+    model.set_kv_cache(batch_size=1, max_seq_length=seq.shape[1])
+    assert all(block.attn.kv_cache.k.dtype == torch.float32 for block in model.blocks)
+    steps = [model(seq[:, :5], input_pos=torch.arange(5))[0]]
+    steps += [model(seq[:, t: t + 1], input_pos=torch.tensor([t]))[0] for t in range(5, seq.shape[1])]
+    cached = torch.cat(steps)
+    assert cached.dtype == torch.bfloat16
+    assert (cached.float() - reference).abs().mean() <= 1.5 * full_bf16_error
 
 
 HF_GENERATE_CASES = {
