@@ -25,6 +25,9 @@ from lit_gpt.config import Config
 from lit_gpt.fused_loss import linear_cross_entropy
 
 
+KV_CACHE_BLOCK_CPU = 512  # positions per block of a KV cache on CPU (see KVCache)
+
+
 class GPT(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -140,15 +143,12 @@ class GPT(nn.Module):
         max_seq_length = min(max_seq_length or self.config.block_size, self.config.block_size)
         device = torch.device(device or self.wte.weight.device)
         dtype = dtype or self.wte.weight.dtype
-        if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            # PyTorch's CPU attention kernels are several times slower in bf16 than in float32 when one new token
-            # reads a long cache (25 vs 4.4 ms a layer for 32 rows x 1,500 keys, torch 2.13, 2 threads): the cache
-            # keeps float32 copies of the bf16 keys and values (exact: bf16 is a subset of float32), so only the
-            # attention's own arithmetic runs in float32
-            dtype = torch.float32
-        for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch_size, self.config.n_query_groups, max_seq_length,
-                                          self.config.head_size, device, dtype)
+        # on CPU the cache is read by `grouped_attention`'s matmuls, block by block (see KVCache); CUDA's SDPA reads
+        # the first positions of one block in place
+        block = KV_CACHE_BLOCK_CPU if device.type == "cpu" else None
+        for layer in self.blocks:
+            layer.attn.kv_cache = KVCache(batch_size, self.config.n_query_groups, max_seq_length,
+                                          self.config.head_size, device, dtype, block)
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -250,58 +250,102 @@ class CausalSelfAttention(nn.Module):
         if input_pos is not None:
             if self.kv_cache is None:
                 raise RuntimeError("input_pos given but no KV cache: call model.set_kv_cache() first")
-            k, v = self.kv_cache(input_pos, k, v, mask.shape[-1])
-            q = q.to(k.dtype)  # a float32 cache on CPU (see GPT.set_kv_cache): attention in float32
-        if self.softcap is None:
-            # each group of n_head // n_query_groups query heads shares one key/value head
+            k, v = self.kv_cache(input_pos, k, v, mask.shape[-1])  # lists of blocks of positions
+            if x.device.type == "cpu":
+                y = grouped_attention(q, k, v, mask, self.scale, self.softcap)
+                return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
+            S = mask.shape[-1]
+            k, v = (k[0][:, :, :S], v[0][:, :, :S]) if len(k) == 1 else (torch.cat(k, 2)[:, :, :S], torch.cat(v, 2)[:, :, :S])
+        if self.softcap is not None:
+            y = grouped_attention(q, k, v, mask, self.scale, self.softcap)
+        else:  # each group of n_head // n_query_groups query heads shares one key/value head
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
                                                enable_gqa=self.n_query_groups != self.n_head)
-        else:
-            y = softcapped_attention(q, k, v, mask, self.scale, self.softcap)
-        return self.proj(y.to(x.dtype).transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
 
 
-def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.Tensor:
-    """Attention with Gemma 2's capped scores, cap * tanh(scores / cap): SDPA cannot transform the scores, so this is
-    the textbook computation. q (B, n_head, T, hs), k/v (B, n_groups, S, hs), mask (T, S) or (B, 1, T, S) bool, or
-    None (causal)."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, S)
-    scores = softcap * torch.tanh(scores / softcap)
+def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = None) -> torch.Tensor:
+    """The textbook computation, softmax(q k^T * scale) v, with each key/value head read once for its whole group of
+    query heads: the group's heads are stacked as one longer query, so it is one plain batched matmul per key/value
+    head. Used where SDPA does not fit: Gemma 2's capped scores, cap * tanh(scores / cap), which SDPA cannot
+    apply; and KV-cached steps on CPU, where a few new tokens read a long cache: there the step's time is reading the
+    cache, and PyTorch's CPU SDPA reads it once per query head (3x for SmolLM2's 9 heads in 3 groups) and is slow in
+    bf16, while these matmuls read each block of it once, in place, in the model's dtype. Scores are in the model's
+    dtype and the softmax in float32, as in transformers' eager attention.
+    q (B, n_head, T, hs); k, v (B, n_groups, S, hs) or lists of blocks (B, n_groups, S_j, hs) of the S positions in
+    order (`KVCache`); mask (T, S') or (B, 1, T, S') bool (True = attend), S' <= S (the positions from S' on are
+    not attended: whole blocks of a cache), or None (causal, T = S). Returns (B, n_head, T, hs)."""
+    keys, values = (k, v) if isinstance(k, list) else ([k], [v])
+    B, n_head, T, hs = q.shape
+    n_groups, S = keys[0].shape[1], sum(block.shape[2] for block in keys)
+    q = q.reshape(B, n_groups, n_head // n_groups * T, hs)  # the heads of a group one after another
+    scores = torch.cat([q @ block.transpose(-2, -1) for block in keys], dim=-1)  # (B, n_groups, heads x T, S)
+    scores = scores.view(B, n_groups, n_head // n_groups, T, S) * scale
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     if mask is None:
-        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    elif mask.ndim == 4:
+        mask = mask[:, :, None]  # (B, 1, 1, T, S): the same for every head
+    if mask.shape[-1] < S:  # whole blocks of a KV cache: the positions past the mask's are not attended
+        mask = F.pad(mask, (0, S - mask.shape[-1]), value=False)
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # float32, or float64 for a float64 model
+    probs = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=softmax_dtype).to(q.dtype)
+    probs = probs.view(B, n_groups, -1, S)
+    y, start = None, 0
+    for block in values:  # the weighted sum over each block of positions
+        part = probs[..., start: start + block.shape[2]] @ block
+        y, start = part if y is None else y + part, start + block.shape[2]
+    return y.view(B, n_head, T, hs)
 
 
 class KVCache(nn.Module):
     """Keys and values of `batch_size` sequences, allocated once at full size: steps write into it in place and
     read views of it, nothing grows or is copied. The model's batch row b is cache row first_row + b, so that
-    continuous batching (`lit_gpt.infer.cache`) can prefill a new prompt alone into a free row."""
+    continuous batching (`lit_gpt.infer.cache`) can prefill a new prompt alone into a free row.
 
-    def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype) -> None:
+    The positions are stored in blocks of `block` (default: all in one), (n_blocks, batch, n_groups, block, hs), so
+    that each block of all rows is one contiguous (batch, n_groups, block, hs) tensor: CPU matmuls read such a
+    tensor in place, while a slice of the first `length` positions of a longer cache has rows `max_seq_length`
+    apart and is copied by every bf16 matmul that reads it (3 ms against 0.4 for 32 rows x 1,000 keys)."""
+
+    def __init__(self, batch_size, n_groups, max_seq_length, head_size, device, dtype,
+                 block: Optional[int] = None) -> None:
         super().__init__()
-        shape = (batch_size, n_groups, max_seq_length, head_size)
+        self.block = min(block or max_seq_length, max_seq_length)
+        self.max_seq_length = max_seq_length
+        shape = (-(-max_seq_length // self.block), batch_size, n_groups, self.block, head_size)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.first_row = 0
 
-    def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int):
+    def forward(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                length: int) -> "tuple[list[torch.Tensor], list[torch.Tensor]]":
         """Writes the new keys/values (B, n_groups, T, hs) at `input_pos`, (T,) or (B, T) per row; returns the
-        rows' first `length` positions (`length` = the newest position + 1, so it also bounds the positions)."""
-        if length > self.k.shape[2]:
-            raise ValueError(f"position {length - 1} is past the KV cache length {self.k.shape[2]}")
-        rows = slice(self.first_row, self.first_row + k.shape[0])
-        cache_k, cache_v = self.k[rows], self.v[rows]  # views: the writes below land in the buffers
-        if input_pos.ndim == 1:
-            cache_k.index_copy_(2, input_pos, k.to(cache_k.dtype))
-            cache_v.index_copy_(2, input_pos, v.to(cache_v.dtype))
-        else:  # row b's t-th keys go to position input_pos[b, t]: indices (B, T) pick (B, T, n_groups, hs) slots
-            batch = torch.arange(k.shape[0], device=k.device)[:, None]
-            cache_k[batch, :, input_pos] = k.transpose(1, 2).to(cache_k.dtype)
-            cache_v[batch, :, input_pos] = v.transpose(1, 2).to(cache_v.dtype)
-        return cache_k[:, :, :length], cache_v[:, :, :length]
+        blocks that hold the rows' first `length` positions (`length` = the newest position + 1, so it also bounds
+        the positions): lists of whole blocks (B, n_groups, block, hs), in order. The last block's positions from
+        `length` on hold zeros or the keys of an earlier sequence of the row: the attention masks them (a slice
+        would be copied by the matmuls that read it, which costs more than reading those positions)."""
+        if length > self.max_seq_length:
+            raise ValueError(f"position {length - 1} is past the KV cache length {self.max_seq_length}")
+        B, T = k.shape[0], k.shape[2]
+        rows = torch.arange(self.first_row, self.first_row + B, device=k.device)[:, None]  # (B, 1)
+        pos = input_pos.expand(B, T)
+        # row b's t-th keys go to slot [pos // block, row b, :, pos % block]: (B, T) indices pick (B, T, n_groups, hs)
+        self.k[pos // self.block, rows, :, pos % self.block] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[pos // self.block, rows, :, pos % self.block] = v.transpose(1, 2).to(self.v.dtype)
+        return self.blocks(self.k, B, length), self.blocks(self.v, B, length)
+
+    def blocks(self, buffer: torch.Tensor, batch_size: int, length: int) -> "list[torch.Tensor]":
+        rows = slice(self.first_row, self.first_row + batch_size)
+        return [buffer[j, rows] for j in range(-(-length // self.block))]
+
+    def move_row(self, source: int, target: int, length: int) -> None:
+        """Copies row `source`'s first `length` positions into row `target`."""
+        for j in range(-(-length // self.block)):
+            n = min(self.block, length - j * self.block)
+            self.k[j, target, :, :n] = self.k[j, source, :, :n]
+            self.v[j, target, :, :n] = self.v[j, source, :, :n]
 
 
 class LLaMAMLP(nn.Module):

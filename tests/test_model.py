@@ -15,7 +15,7 @@ from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
 from lit_gpt.infer.cache import rope_refill_position
 from lit_gpt.infer.sampling import generate
-from lit_gpt.model import GPT, packed_attention_mask, positions_in_segments
+from lit_gpt.model import GPT, KVCache, grouped_attention, packed_attention_mask, positions_in_segments
 from lit_gpt.train.dataset import TrainingSet
 from lit_gpt.train.packing import Packing
 
@@ -68,8 +68,11 @@ def greedy_kv_cache(model: GPT, prompt: torch.Tensor, n: int) -> "tuple[torch.Te
     return ids, step_logits
 
 
+@pytest.mark.parametrize("block", [None, 4])  # 4: the 15 positions span four blocks of the cache
 @pytest.mark.parametrize("family", list(FAMILY_SWITCHES))
-def test_kv_cached_greedy_equals_full_forward(family):
+def test_kv_cached_greedy_equals_full_forward(family, block, monkeypatch):
+    if block is not None:
+        monkeypatch.setattr("lit_gpt.model.KV_CACHE_BLOCK_CPU", block)
     model = random_model(tiny_config(**FAMILY_SWITCHES[family]))
     prompt = torch.tensor([[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]])
     expected_ids, expected_logits = greedy_full_forward(model, prompt, 10)
@@ -81,23 +84,60 @@ def test_kv_cached_greedy_equals_full_forward(family):
 
 @pytest.mark.parametrize("family", ["llama-gqa", "gemma3-window-pattern", "gemma2-softcap"])
 @torch.no_grad()
-def test_bf16_model_on_cpu_keeps_a_float32_kv_cache(family):
-    """On CPU a bf16 model's cache holds float32 copies of its bf16 keys and values (PyTorch's CPU attention is
-    several times faster in float32 for one new token over a long cache): the cached decode's logits keep the
-    model's dtype and are on average as close to the float32 computation (same bf16-rounded weights) as the bf16
-    full forward."""
+def test_bf16_cached_decode_on_cpu_is_as_close_to_float32_as_the_full_forward(family, monkeypatch):
+    """On CPU the cache keeps the model's dtype, in blocks (here of 4 positions), and cached steps run
+    `grouped_attention` with bf16 scores: the cached decode's logits are on average as close to the float32
+    computation (same bf16-rounded weights) as the bf16 full forward (SDPA)."""
+    monkeypatch.setattr("lit_gpt.model.KV_CACHE_BLOCK_CPU", 4)
     model = random_model(tiny_config(**FAMILY_SWITCHES[family])).to(torch.bfloat16)
     reference_model = copy.deepcopy(model).float()
     seq = torch.tensor([[3, 14, 15, 92, 65, 35, 89, 79, 32, 38]])
     reference = reference_model(seq)[0]
     full_bf16_error = (model(seq)[0].float() - reference).abs().mean()  # bf16's own rounding, on average
     model.set_kv_cache(batch_size=1, max_seq_length=seq.shape[1])
-    assert all(block.attn.kv_cache.k.dtype == torch.float32 for block in model.blocks)
+    assert all(block.attn.kv_cache.k.dtype == torch.bfloat16 and block.attn.kv_cache.k.shape[0] == 3
+               for block in model.blocks)
     steps = [model(seq[:, :5], input_pos=torch.arange(5))[0]]
     steps += [model(seq[:, t: t + 1], input_pos=torch.tensor([t]))[0] for t in range(5, seq.shape[1])]
     cached = torch.cat(steps)
     assert cached.dtype == torch.bfloat16
     assert (cached.float() - reference).abs().mean() <= 1.5 * full_bf16_error
+
+
+@pytest.mark.parametrize("mask_kind", ["causal", "per-query", "per-row"])
+@pytest.mark.parametrize("n_groups", [1, 3, 9])
+def test_grouped_attention_equals_sdpa(n_groups, mask_kind):
+    """Each key/value head read once for its group of query heads, from one tensor or from blocks of positions,
+    gives SDPA's result with enable_gqa (float32)."""
+    torch.manual_seed(0)
+    B, n_head, T, S, hs = 2, 9, 3 if mask_kind != "causal" else 7, 7, 8
+    q, k, v = torch.randn(B, n_head, T, hs), torch.randn(B, n_groups, S, hs), torch.randn(B, n_groups, S, hs)
+    mask = {"causal": None, "per-query": torch.rand(T, S) < 0.7, "per-row": torch.rand(B, 1, T, S) < 0.7}[mask_kind]
+    if mask is not None:
+        mask[..., 0] = True  # no query without a key
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                                                scale=0.3, enable_gqa=True)
+    torch.testing.assert_close(grouped_attention(q, k, v, mask, 0.3), expected, rtol=1e-5, atol=1e-5)
+    blocks = lambda x: [x[:, :, :3], x[:, :, 3:6], x[:, :, 6:]]
+    torch.testing.assert_close(grouped_attention(q, blocks(k), blocks(v), mask, 0.3), expected, rtol=1e-5, atol=1e-5)
+    if mask is not None:  # whole blocks past the mask's positions (stale keys, even huge ones) are not attended
+        stale = lambda x: blocks(x) + [torch.full((B, n_groups, 2, hs), 1e4)]
+        torch.testing.assert_close(grouped_attention(q, stale(k), stale(v), mask, 0.3), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_blocks_are_contiguous_and_rows_move():
+    """Each block of all rows is one contiguous tensor (what CPU matmuls read in place), returned whole; move_row
+    copies a row's positions across blocks."""
+    cache = KVCache(batch_size=3, n_groups=2, max_seq_length=10, head_size=4, device="cpu", dtype=torch.float32,
+                    block=4)
+    k = torch.randn(3, 2, 7, 4)
+    keys, _ = cache(torch.arange(7), k, k.clone(), 7)
+    assert [b.shape[2] for b in keys] == [4, 4] and all(b.is_contiguous() for b in keys)
+    torch.testing.assert_close(torch.cat(keys, dim=2)[:, :, :7], k, rtol=0, atol=0)
+    cache.move_row(2, 0, 7)
+    cache.first_row = 0
+    moved, _ = cache.forward(torch.tensor([7]), torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4), 7)
+    torch.testing.assert_close(torch.cat(moved, dim=2)[0, :, :7], k[2], rtol=0, atol=0)
 
 
 HF_GENERATE_CASES = {

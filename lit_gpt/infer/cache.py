@@ -91,9 +91,7 @@ class RowCache:
         if row != last:
             n = self.length[last]
             for block in self.model.blocks:
-                cache = block.attn.kv_cache
-                cache.k[row, :, :n] = cache.k[last, :, :n]
-                cache.v[row, :, :n] = cache.v[last, :, :n]
+                block.attn.kv_cache.move_row(last, row, n)
             self.tokens[row], self.positions[row] = self.tokens[last], self.positions[last]
             self.owner[row], self.length[row] = self.owner[last], n
         self.positions[last] = 0

@@ -32,8 +32,8 @@ def test_chunked_prefill_into_a_row_equals_the_whole_prompt_alone(monkeypatch, o
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(logits, model(prompt[None])[:, -1], rtol=0, atol=1e-12)
     cache = model.blocks[1].attn.kv_cache
-    torch.testing.assert_close(cache.k[1, :, :11], keys[1, :, :11], rtol=0, atol=1e-12)
-    assert not cache.k[0].any() and cache.first_row == 0
+    torch.testing.assert_close(cache.k[0, 1, :, :11], keys[0, 1, :, :11], rtol=0, atol=1e-12)  # one block of 16
+    assert not cache.k[:, 0].any() and cache.first_row == 0
     rows.close()
     prompts = [prompt, prompt[:5], prompt[3:]]
     chunked = generate_batch(model, prompts, 5, batch_size=2, temperature=0.0)

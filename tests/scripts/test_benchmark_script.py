@@ -134,14 +134,15 @@ def test_the_peer_interpreter_is_taken_from_the_command_line_only(tmp_path, root
     assert not marker.exists()
 
 
-def test_kv_cache_benchmark_times_both_caches_and_restores_the_model(tiny_checkpoint_dir):
-    """scripts/dev/benchmark_kv_cache.py on a tiny checkpoint: both caches timed, the library's cache put back."""
+def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir):
+    """scripts/dev/benchmark_attention.py on a tiny checkpoint: both paths timed, the library's path put back."""
     from helpers import load_cached_script
-    from lit_gpt.model import GPT
+    import lit_gpt.model as model_module
 
-    original = GPT.set_kv_cache
+    originals = model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache
     checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
-    report = load_cached_script("dev/benchmark_kv_cache").main(
+    report = load_cached_script("dev/benchmark_attention").main(
         checkpoint_dir=checkpoint, num_prompts=2, max_new_tokens=3, batch_size=2, runs=2, threads=1)
     assert [len(v) for v in report["seconds"].values()] == [2, 2] and len(report["paired_speedup"]) == 2
-    assert report["new_tokens"] == 6 and GPT.set_kv_cache is original
+    assert report["new_tokens"] == 6 and report["answers"] == 2
+    assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache) == originals

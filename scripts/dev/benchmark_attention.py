@@ -1,0 +1,101 @@
+"""KV-cached attention on CPU, in one process, runs interleaved: `grouped_attention` over the model-dtype cache in
+blocks (the library's path) against the path it replaced, SDPA over a float32 cache of one block. Greedy generation
+of the first --num_prompts IFEval prompts, exactly --max_new_tokens each (no EOS stop, so both sides do the same
+work), --batch_size rows in flight; --max_new_tokens 1 times the prefills alone.
+
+    python scripts/dev/benchmark_attention.py --num_prompts 32 --max_new_tokens 384 --batch_size 32 --runs 2
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+import lit_gpt.model as model_module
+from lit_gpt.data.tokenize import encode_prompt
+from lit_gpt.eval import ifeval
+from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
+from lit_gpt.infer.load import load
+from lit_gpt.infer.sampling import generate_batch
+from lit_gpt.utils import run_cli
+
+
+def sdpa_attention(q, k, v, mask, scale, softcap=None):
+    """The replaced path: SDPA with enable_gqa, in the cache's float32, back to the model's dtype."""
+    assert softcap is None, "the SDPA path has no softcapping: use a model without it"
+    S = mask.shape[-1]  # the cache is one block (KV_CACHE_BLOCK_CPU None): its first S positions, as before
+    k, v = k[0][:, :, :S], v[0][:, :, :S]
+    y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask, scale=scale,
+                                       enable_gqa=q.shape[1] != k.shape[1])
+    return y.to(q.dtype)
+
+
+@contextmanager
+def replaced_path():
+    """The cache of one block in float32, read by SDPA, as before `grouped_attention`."""
+    originals = model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache
+
+    def float32_cache(model, batch_size, max_seq_length=None, device=None, dtype=None):
+        originals[2](model, batch_size, max_seq_length, device, torch.float32)
+
+    model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU = sdpa_attention, None
+    model_module.GPT.set_kv_cache = float32_cache
+    try:
+        yield
+    finally:
+        model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache = originals
+
+
+@contextmanager
+def library_path():
+    yield
+
+
+def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_prompts: int = 32,
+         max_new_tokens: int = 384, batch_size: int = 32, runs: int = 2, threads: int = 2) -> dict:
+    """Prints and returns the seconds of each run of each path.
+
+    Args:
+        checkpoint_dir: a converted checkpoint (the packaged SmolLM2-135M-Instruct is converted there if missing)
+        num_prompts: the first N IFEval prompts
+        max_new_tokens: tokens generated per prompt
+        batch_size: rows in flight
+        runs: runs of each path, alternating which goes first
+        threads: torch threads
+    """
+    torch.set_num_threads(threads)
+    if not (checkpoint_dir / "lit_model.pth").is_file():
+        install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
+    loaded = load(checkpoint_dir, device="cpu", precision="bf16-true")
+    prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
+               for p in ifeval.load_prompts()[:num_prompts]]
+    paths = {"grouped_blocked_cache": library_path, "sdpa_float32_cache": replaced_path}
+    seconds, answers = {name: [] for name in paths}, {}
+    load_before = os.getloadavg()
+    for r in range(runs):
+        for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
+            with paths[name]():
+                start = time.perf_counter()
+                answers[name] = generate_batch(loaded.model, prompts, max_new_tokens, batch_size=batch_size,
+                                               temperature=0.0)
+                seconds[name].append(round(time.perf_counter() - start, 2))
+    a, b = answers.values()
+    report = {"seconds": seconds, "new_tokens": num_prompts * max_new_tokens,
+              "paired_speedup": [round(s / g, 3) for g, s in zip(*seconds.values())],
+              "identical_answers": sum(x == y for x, y in zip(a, b)), "answers": len(a),
+              "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)
