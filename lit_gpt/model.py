@@ -68,6 +68,7 @@ class GPT(nn.Module):
         output_mask: Optional[torch.Tensor] = None,
         targets: Optional[torch.Tensor] = None,
         segments: Optional[torch.Tensor] = None,
+        reduction: str = "sum",
     ) -> torch.Tensor:
         """idx: (B, T) token ids. input_pos: positions to write into the KV cache (generation), (T,) for all rows or
         (B, T), each row at its own (continuous batching: rows of different lengths, no padding); else 0..T-1.
@@ -76,6 +77,7 @@ class GPT(nn.Module):
         targets: (B, T) next-token ids, -100 where nothing is trained; when given, returns the summed cross-entropy
         over the trained positions (float32 scalar) instead of logits, via `linear_cross_entropy`: the head runs on
         those positions only and their (N, vocab) logits never exist all at once (training's memory peak).
+        reduction "none": each trained position's cross-entropy instead, (N,) in row-major order.
         segments: (B, T) packed training rows: the example each position belongs to (0, 1, ... in the row; each
         example one contiguous run; padding a run of -1). Positions restart at 0 with each example and attention
         stays inside it, so every example gets the logits (and gradients) it would get alone."""
@@ -114,7 +116,7 @@ class GPT(nn.Module):
         softcap = self.config.final_logit_softcapping
         if targets is not None:
             trained = targets != -100
-            return linear_cross_entropy(x[trained], self.lm_head, targets[trained], softcap)
+            return linear_cross_entropy(x[trained], self.lm_head, targets[trained], softcap, reduction)
         if output_mask is not None:
             x = x[output_mask]
         logits = self.lm_head(x)

@@ -47,6 +47,37 @@ def test_fused_head_loss_equals_full_logits(lora, tied, head_bias, softcap, smal
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("head_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("softcap", [None, 0.05], ids=["plain", "softcap"])
+def test_fused_per_token_loss_equals_full_logits(lora, tied, head_bias, softcap, small_chunks):
+    """reduction "none" (preference training's per-answer log-probabilities): each trained position's loss, and
+    the gradients of any per-position weighting of them, equal the full-logits computation's."""
+    data = TrainingSet(random_examples(6), 64, "test", 256)
+    input_ids, targets = data.collate(list(range(6)), torch.device("cpu"))
+    model = make_model(lora=lora, tie_embeddings=tied, lm_head_bias=head_bias, final_logit_softcapping=softcap)
+    trained = targets != -100
+    weights = torch.linspace(-1.0, 2.0, int(trained.sum()), dtype=torch.float64)  # each row its own upstream grad
+
+    losses_fused = model(input_ids, targets=targets, reduction="none")
+    (losses_fused * weights).sum().backward()
+    grads_fused = grads(model)
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids)
+    if softcap is not None:
+        assert logits.abs().max() > 0.5 * softcap  # the cap bends these logits
+    losses_plain = F.cross_entropy(logits[trained], targets[trained], reduction="none")
+    (losses_plain * weights).sum().backward()
+
+    assert losses_fused.shape == (int(trained.sum()),)
+    torch.testing.assert_close(losses_fused, losses_plain, rtol=1e-12, atol=1e-12)
+    assert_same_grads(grads_fused, grads(model))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids, targets=targets, reduction="none"), losses_plain,
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_fused_head_loss_bf16_as_accurate_as_plain(lora, small_chunks):
     """In bf16-true the fused head + loss is as close to the float64 result as the plain masked-head path is."""
     data = TrainingSet(random_examples(4), 64, "test", 256)
@@ -102,3 +133,14 @@ def test_linear_cross_entropy_plain_path_for_other_heads():
     targets = torch.randint(0, 256, (7,))
     expected = F.cross_entropy(model.lm_head(x), targets, reduction="sum")
     torch.testing.assert_close(linear_cross_entropy(x, model.lm_head, targets).double(), expected)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["frozen-head", "trained-tied-head"])
+def test_fused_per_token_loss_never_holds_all_logits(tied, small_chunks):
+    """reduction "none" (preference training) holds no (positions x vocab) tensor either, also when the head is
+    trained and its gradient is recomputed chunk by chunk in the backward."""
+    model = make_model(dtype=torch.float32, lora=not tied, tie_embeddings=tied)
+    input_ids = torch.randint(0, 256, (4, 20))
+    with MaxAllocation() as fused:
+        (model(input_ids, targets=input_ids, reduction="none") * torch.rand(80)).sum().backward()
+    assert fused.largest <= 256 * 32  # the head weight; a chunk of logits is 3 x 256

@@ -127,10 +127,9 @@ def _side(pair: dict, answer: str, max_seq_length: int, vocab_size: int, where: 
 
 def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple:
     """(summed, averaged) log-probability of each row's masked targets, (rows,) float32: what
-    `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone."""
-    logits = model(input_ids, output_mask=mask)  # (N, vocab): the answer positions, row by row
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least: see sequence_logps
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone and
+    fused with the log-softmax (`lit_gpt.fused_loss`): their (N, vocab) logits never exist all at once."""
+    token_logps = -model(input_ids, targets=targets.masked_fill(~mask, -100), reduction="none")  # (N,) row-major
     rows = mask.nonzero(as_tuple=True)[0]
     total = torch.zeros(len(mask), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     return total, total / mask.sum(-1).clamp(min=1)
