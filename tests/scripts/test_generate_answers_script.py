@@ -1,0 +1,65 @@
+"""generate/answers.py: a dataset's instructions answered in order (the answers of lit_gpt's answer_prompts), usable
+as the rejected side of self-play preference pairs; bad rows and an output onto the input are one-line errors."""
+
+import json
+
+import pytest
+
+from helpers import assert_one_line_error, run_script
+
+pytestmark = pytest.mark.slow  # a model generates
+
+
+ANSWERS = "../generate/answers"  # run_script loads scripts/<name>.py
+
+
+@pytest.fixture
+def instructions(tmp_path, alpaca_rows):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(alpaca_rows[:6]))
+    return path
+
+
+def test_answers_in_order_as_answer_prompts_and_as_rejected_pairs(capsys, tmp_path, instructions, alpaca_rows,
+                                                                   model_dir):
+    from lit_gpt.infer.answer import answer_prompts
+    from lit_gpt.infer.load import load
+
+    output = tmp_path / "answers.json"
+    code, _, err = run_script(capsys, ANSWERS, "--data_path", instructions, "--checkpoint_dir", model_dir,
+                              "--output", output, "--max_new_tokens", "6", "--batch_size", "4", "--device", "cpu",
+                              "--precision", "32-true")
+    assert code == 0, err
+    rows = json.loads(output.read_text())
+    loaded = load(model_dir, device="cpu", precision="32-true")
+    expected = answer_prompts(loaded.model, loaded.tokenizer, loaded.style, alpaca_rows[:6], 6)
+    assert [(r["instruction"], r["input"]) for r in rows] == [(r["instruction"], r["input"]) for r in alpaca_rows[:6]]
+    assert [r["output"] for r in rows] == [a.text for a in expected]
+    assert [r["finished"] for r in rows] == [a.finished for a in expected]
+    assert f"wrote 6 answers to {output}" in err
+
+    # SPIN: the dataset's answers chosen, the model's rejected (empty answers are dropped as bad rows)
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", instructions, "--rejected_path", output,
+                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
+                              "--test_split_fraction", "0")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "pairs" / "manifest.json").read_text())
+    assert manifest["counts"]["rows_in"] == 6
+    assert manifest["counts"]["rows_out"] == sum(bool(r["output"].strip()) and r["output"] != a["output"]
+                                             for r, a in zip(rows, alpaca_rows))
+
+
+def test_a_row_without_instruction_and_an_output_onto_the_input_are_one_line(capsys, tmp_path, instructions,
+                                                                             model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "Say hi."}) + "\n" + json.dumps({"text": "no instruction"}) + "\n")
+    output = tmp_path / "out.json"
+    code, _, err = run_script(capsys, ANSWERS, "--data_path", bad, "--checkpoint_dir", model_dir, "--output", output)
+    assert_one_line_error(code, err, str(bad), "instruction")
+    assert not output.exists()
+
+    before = instructions.read_bytes()
+    code, _, err = run_script(capsys, ANSWERS, "--data_path", instructions, "--checkpoint_dir", model_dir,
+                              "--output", instructions)
+    assert_one_line_error(code, err, "--output", "--data_path")
+    assert instructions.read_bytes() == before
