@@ -295,7 +295,7 @@ def permute_rotary_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def unpermute_rotary_rows(weight: torch.Tensor, n_head: int) -> torch.Tensor:
-    """llama.cpp's interleaved pairs -> HF "rotate half" rows, the layout of `lit_gpt.model.apply_rope`."""
+    """llama.cpp's interleaved pairs -> HF "rotate half" rows, the layout of `lit_gpt.rope.apply_rope`."""
     rows = weight.shape[0]
     head_size = rows // n_head
     return weight.reshape(n_head, head_size // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)

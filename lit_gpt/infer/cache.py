@@ -21,7 +21,7 @@ PREFILL_CHUNK = 512  # prompt tokens per prefill forward: bounds the (T, S) mask
 def rope_refill_position(config) -> Optional[int]:
     """The position whose token makes longrope (Phi-3) switch from its short to its long frequency factors for the
     whole sequence; generation recomputes that row's KV cache there, as transformers' Phi-3 does. None for other
-    models. Each row switches at its own length (`lit_gpt.model.rope_cos_sin` with per-row positions)."""
+    models. Each row switches at its own length (`lit_gpt.rope.rope_cos_sin` with per-row positions)."""
     scaling = config.rope_scaling or {}
     return scaling["original_max_position_embeddings"] if scaling.get("rope_type") == "longrope" else None
 
