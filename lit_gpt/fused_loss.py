@@ -35,7 +35,7 @@ def linear_cross_entropy(x: torch.Tensor, head: nn.Module, targets: torch.Tensor
     return fused.apply(x, head.weight, head.bias, targets, torch.is_grad_enabled(), softcap)
 
 
-def _chunks(x: torch.Tensor, weight: torch.Tensor, bias, targets: torch.Tensor, softcap: Optional[float]):
+def _chunks(x: torch.Tensor, weight: torch.Tensor, bias, softcap: Optional[float]):
     """Yields (rows, logits in float32 at least, their logsumexp, tanh of the capped logits or None), one chunk of
     LOGITS_CHUNK_ELEMENTS logits at a time."""
     rows = max(1, LOGITS_CHUNK_ELEMENTS // weight.shape[0])
@@ -66,7 +66,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # weight gradients are summed over chunks in float32, rounded to the weight's dtype once in the backward
         grad_w = torch.zeros(weight.shape, device=x.device, dtype=acc) if need_w else None
         grad_b = torch.zeros(bias.shape, device=x.device, dtype=acc) if need_b else None
-        for rows, logits, lse, tanh in _chunks(x, weight, bias, targets, softcap):
+        for rows, logits, lse, tanh in _chunks(x, weight, bias, softcap):
             loss += (lse - logits.gather(1, targets[rows, None]).squeeze(1)).sum()
             if not (need_x or need_w or need_b):
                 continue
@@ -103,7 +103,7 @@ class _LinearTokenCrossEntropy(torch.autograd.Function):
         need_x, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
         losses = torch.empty(x.shape[0], device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
         row_grad_x = torch.empty_like(x) if need_x else None
-        for rows, logits, lse, tanh in _chunks(x, weight, bias, targets, softcap):
+        for rows, logits, lse, tanh in _chunks(x, weight, bias, softcap):
             losses[rows] = lse - logits.gather(1, targets[rows, None]).squeeze(1)
             if need_x:
                 torch.mm(_logits_grad(logits, lse, targets[rows], tanh).to(x.dtype), weight, out=row_grad_x[rows])
@@ -122,7 +122,7 @@ class _LinearTokenCrossEntropy(torch.autograd.Function):
             need_w, need_b = ctx.need
             grad_w = torch.zeros(weight.shape, device=x.device, dtype=grad_losses.dtype) if need_w else None
             grad_b = torch.zeros(bias.shape, device=x.device, dtype=grad_losses.dtype) if need_b else None
-            for rows, logits, lse, tanh in _chunks(x, weight, bias, targets, ctx.softcap):
+            for rows, logits, lse, tanh in _chunks(x, weight, bias, ctx.softcap):
                 grad_logits = _logits_grad(logits, lse, targets[rows], tanh) * grad_losses[rows, None]
                 if need_w:
                     grad_w += grad_logits.to(x.dtype).t().to(grad_w.dtype) @ x[rows].to(grad_w.dtype)

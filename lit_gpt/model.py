@@ -251,18 +251,21 @@ class CausalSelfAttention(nn.Module):
         if input_pos is not None:
             if self.kv_cache is None:
                 raise RuntimeError("input_pos given but no KV cache: call model.set_kv_cache() first")
-            k, v = self.kv_cache(input_pos, k, v, mask.shape[-1])  # lists of blocks of positions
-            if x.device.type == "cpu":
-                y = grouped_attention(q, k, v, mask, self.scale, self.softcap)
-                return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
-            S = mask.shape[-1]
-            k, v = (k[0][:, :, :S], v[0][:, :, :S]) if len(k) == 1 else (torch.cat(k, 2)[:, :, :S], torch.cat(v, 2)[:, :, :S])
-        if self.softcap is not None:
+            k, v = self.kv_cache(input_pos, k, v, mask.shape[-1])  # lists of whole blocks of positions
+            if x.device.type != "cpu":  # SDPA reads one tensor: the first mask.shape[-1] positions
+                k, v = (joined_positions(blocks, mask.shape[-1]) for blocks in (k, v))
+        if self.softcap is not None or isinstance(k, list):  # capped scores, or a cached step on CPU
             y = grouped_attention(q, k, v, mask, self.scale, self.softcap)
         else:  # each group of n_head // n_query_groups query heads shares one key/value head
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale,
                                                enable_gqa=self.n_query_groups != self.n_head)
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size))
+
+
+def joined_positions(blocks: "list[torch.Tensor]", length: int) -> torch.Tensor:
+    """The first `length` positions of a KV cache's blocks as one (B, n_groups, length, hs) tensor: a view when
+    they lie in one block (CUDA's single block), a copy otherwise."""
+    return blocks[0][:, :, :length] if len(blocks) == 1 else torch.cat(blocks, dim=2)[:, :, :length]
 
 
 def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = None) -> torch.Tensor:

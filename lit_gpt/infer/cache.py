@@ -1,12 +1,12 @@
 """The rows of continuous batching: a fixed number of KV-cache rows, each holding one prompt's sequence.
 
 `RowCache` allocates the model's KV cache once (`GPT.set_kv_cache`: rows x groups x max_seq_length x head_size
-per layer, in blocks of positions on CPU (`lit_gpt.model.KVCache`), never grown) and keeps what a decode step reads: each row's last token and its length, the position that
-token goes to. Rows 0..active-1 are in use, so a decode step runs the first `active` rows of every buffer (views,
-no copies), each at its own position with its own key mask (`GPT.forward` with (B, T) positions): no padding
-anywhere. A new prompt is prefilled alone into a free row, in chunks; a row whose answer ended is given to the next
-prompt, or, when no prompt waits, the last active row moves into it (one copy per ended row, not per step) so the
-active rows stay contiguous. Which prompt runs when is the caller's business (`lit_gpt.infer.sampling`).
+per layer, in blocks of positions on CPU (`lit_gpt.model.KVCache`), never grown) and keeps what a decode step
+reads: each row's last token and its length, the position that token goes to. Rows 0..active-1 are in use, so a
+decode step runs the first `active` rows of every buffer (views, no copies), each at its own position with its own
+key mask (`GPT.forward` with (B, T) positions): no padding anywhere. A new prompt is prefilled alone into a free
+row, in chunks; a row whose answer ended is given to the next prompt, or, when no prompt waits, the last active row
+moves into it (one copy per ended row, not per step) so the active rows stay contiguous. Which prompt runs when is the caller's business (`lit_gpt.infer.sampling`).
 """
 
 from typing import Optional

@@ -32,8 +32,8 @@ from lit_gpt.utils import run_cli
 def sdpa_attention(q, k, v, mask, scale, softcap=None):
     """The replaced path: SDPA with enable_gqa, in the cache's float32, back to the model's dtype."""
     assert softcap is None, "the SDPA path has no softcapping: use a model without it"
-    S = mask.shape[-1]  # the cache is one block (KV_CACHE_BLOCK_CPU None): its first S positions, as before
-    k, v = k[0][:, :, :S], v[0][:, :, :S]
+    # the cache is one block (KV_CACHE_BLOCK_CPU None): its first positions are a view, as before
+    k, v = (model_module.joined_positions(blocks, mask.shape[-1]) for blocks in (k, v))
     y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask, scale=scale,
                                        enable_gqa=q.shape[1] != k.shape[1])
     return y.to(q.dtype)
