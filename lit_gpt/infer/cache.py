@@ -6,7 +6,8 @@ reads: each row's last token and its length, the position that token goes to. Ro
 decode step runs the first `active` rows of every buffer (views, no copies), each at its own position with its own
 key mask (`GPT.forward` with (B, T) positions): no padding anywhere. A new prompt is prefilled alone into a free
 row, in chunks; a row whose answer ended is given to the next prompt, or, when no prompt waits, the last active row
-moves into it (one copy per ended row, not per step) so the active rows stay contiguous. Which prompt runs when is the caller's business (`lit_gpt.infer.sampling`).
+moves into it (one copy per ended row, not per step) so the active rows stay contiguous. Which prompt runs when is
+the caller's business (`lit_gpt.infer.sampling`).
 """
 
 from typing import Optional
