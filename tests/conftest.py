@@ -13,8 +13,9 @@ from lit_gpt.data.prepare import prepare
 from lit_gpt.data.records import iter_records
 from lit_gpt.model import GPT
 
-# 2-core CI machine: keep intra-op threads bounded so parallel work does not oversubscribe
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# 2-core CI machine: keep intra-op threads bounded so parallel work does not oversubscribe; under pytest-xdist
+# (`-n 2`: one worker a core) each worker keeps to one thread
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -360,6 +360,7 @@ def test_segment_positions_and_mask():
         GPT(tiny_config())(torch.zeros(1, 3, dtype=torch.long), segments=segments[:, :3], input_pos=torch.arange(3))
 
 
+@pytest.mark.slow  # torch.compile
 def test_packed_rows_with_gradient_checkpointing_and_compiled_blocks():
     """The loop's memory and speed switches see packed rows' (B, 1, T, T) masks: same loss and gradients."""
     torch._dynamo.reset()

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +63,7 @@ def reference_loss_in_fixed_micro_batches(model: GPT, examples: list, micro_batc
     return nll
 
 
+@pytest.mark.slow  # 200 real rows scored twice
 def test_token_budget_batches_equal_fixed_micro_batches_on_real_rows(tiny_checkpoint_dir, shared_dir, monkeypatch):
     """Real Dolly rows in SmolLM2's chat format (27-256 tokens) on a float32 tiny model: the same NLLs as the
     fixed micro-batches to 1e-4, from fewer forwards (short examples share bigger batches)."""

@@ -287,6 +287,7 @@ def test_continuous_batching_sampling_is_reproducible_for_a_batch_composition():
     assert all(len(ids) == 8 for ids in run(5, 2))
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_decode_step_gives_the_same_greedy_answers():
     """torch.compile of the decode step (dynamic shapes: rows and key lengths change every step)."""
     model = tiny_model(n_layer=1)

@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from helpers import HF_CONFIGS, ROOT, TOKENS, assert_same_logits, hf_logits, random_hf_model, save_hf
+from helpers import (HF_CONFIGS, ROOT, TOKENS, assert_one_line_error, assert_same_logits, hf_logits, random_hf_model,
+                     run_as_main, save_hf)
 from lit_gpt.checkpoint import load_model
 from lit_gpt.config import Config
 from lit_gpt.convert.hf import convert_hf_checkpoint
@@ -91,22 +92,18 @@ def test_convert_lit_refuses_weights_without_hf_counterpart(tmp_path):
 
 
 # ---- bad input: one line, exit 1, no traceback, the file named -------------------------------------------------------
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-
-
-def assert_user_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert run.returncode == 1, run.stderr
-    assert "Traceback" not in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
-    for fragment in fragments:
-        assert fragment in run.stderr
+def assert_user_error(run: tuple, *fragments: str) -> None:
+    assert_one_line_error(*run[::2], *fragments)  # (exit code, stderr) of run_as_main's (code, stdout, stderr)
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_one_line_errors(tmp_path):
-    """All bad-input cases in one test: each is a subprocess, and a torch import costs seconds."""
-    convert_hf = "scripts/convert_hf_checkpoint.py"
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    """Each script run as `python scripts/<name>.py` would run it (in this process: run_as_main)."""
+    convert_hf, convert_lit = ROOT / "scripts" / "convert_hf_checkpoint.py", ROOT / "scripts" / "convert_lit_checkpoint.py"
+
+    def run_script(script, *args):
+        return run_as_main(capsys, script, *args)
+
     assert_user_error(run_script(convert_hf, "--checkpoint_dir", str(tmp_path / "nope")), "nope", "not found")
 
     no_weights = tmp_path / "no-weights"
@@ -131,12 +128,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     (corrupt_bin / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
     assert_user_error(run_script(convert_hf, "--checkpoint_dir", str(corrupt_bin)), "pytorch_model.bin", "corrupt")
 
-    assert_user_error(run_script("scripts/convert_lit_checkpoint.py", "--checkpoint_dir", str(unknown),
+    assert_user_error(run_script(convert_lit, "--checkpoint_dir", str(unknown),
                                  "--output_dir", str(tmp_path / "out")), "unknown-arch", "no lit_model.pth")
     assert not (tmp_path / "out").exists()
     lora_run = tmp_path / "lora-run"  # a finetune/lora.py output: the fix is to merge first, not to convert
     lora_run.mkdir()
     (lora_run / "lit_model.pth.lora").write_bytes(b"")
-    assert_user_error(run_script("scripts/convert_lit_checkpoint.py", "--checkpoint_dir", str(lora_run),
+    assert_user_error(run_script(convert_lit, "--checkpoint_dir", str(lora_run),
                                  "--output_dir", str(tmp_path / "out")), "holds LoRA weights only",
                       "scripts/merge_lora.py")

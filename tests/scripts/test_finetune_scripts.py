@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, capital_pairs, fast_args, make_data, metrics_rows
+from helpers import ROOT, capital_pairs, fast_args, make_data, metrics_rows, run_as_main
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.train.args import LORA_ONLY, TrainArgs, method_defaults
 from lit_gpt.train.cli import script_constants
@@ -55,24 +55,24 @@ def test_the_constants_are_the_library_defaults(method):
     assert without == (set(LORA_ONLY) if method == "full" else set())  # the documented difference: no --quantize
 
 
-def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint, data):
+def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint, data, capsys):
     script = tmp_path / "my_lora.py"
     source = (ROOT / "finetune" / "lora.py").read_text()
     assert "\nmax_iters = None" in source and "\nlearning_rate = 3e-4" in source
     script.write_text(source.replace("\nmax_iters = None", "\nmax_iters = 2"))
 
-    help_text = run([script, "--help"]).stdout
+    code, help_text, _ = run_as_main(capsys, script, "--help")
     options = help_text[help_text.index("options:"):]
     max_iters_help = options[options.index("--max_iters"):options.index("--epochs")]
-    assert "default: 2" in max_iters_help  # the CLI shows the edited constant
+    assert code == 0 and "default: 2" in max_iters_help  # the CLI shows the edited constant
     assert "--lora_r" in help_text and "--quantize" in help_text
 
     config = tmp_path / "cfg.yaml"
     config.write_text("lora_r: 2\nlearning_rate: 0.005\nbatch_size: 4\n")
     out = tmp_path / "out"
-    result = run([script, "--checkpoint_dir", checkpoint, "--data_dir", data, "--out_dir", out, "--config", config,
-                  "--learning_rate", "0.002", "--micro_batch_size", "2", *QUIET])
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = run_as_main(capsys, script, "--checkpoint_dir", checkpoint, "--data_dir", data, "--out_dir", out,
+                               "--config", config, "--learning_rate", "0.002", "--micro_batch_size", "2", *QUIET)
+    assert code == 0, err[-3000:]
     hparams = yaml.safe_load((out / "hyperparameters.yaml").read_text())
     assert hparams["max_iters"] == 2  # edited constant
     assert hparams["lora_r"] == 2 and hparams["batch_size"] == 4  # config file beats constants
@@ -81,11 +81,12 @@ def test_constants_are_defaults_config_and_flags_beat_them(tmp_path, checkpoint,
     assert LoRAConfig.from_file(out).r == 2
     assert [int(r["iter"]) for r in metrics_rows(out)] == [1, 2]
     assert (out / "lit_model.pth.lora").is_file()
-    again = run([script, "--config", out / "hyperparameters.yaml", "--print_config"])  # the run's settings reload
-    assert again.returncode == 0 and yaml.safe_load(again.stdout)["lora_r"] == 2, again.stderr
+    # the run's settings reload
+    code, printed, err = run_as_main(capsys, script, "--config", out / "hyperparameters.yaml", "--print_config")
+    assert code == 0 and yaml.safe_load(printed)["lora_r"] == 2, err
 
 
-def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data):
+def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data, capsys):
     no_train = tmp_path / "no_train"
     no_train.mkdir()
     (no_train / "manifest.json").write_text("{}")
@@ -105,13 +106,10 @@ def test_bad_input_one_line_exit_1(tmp_path, checkpoint, data):
         f"(a link to {checkpoint.resolve()}) is the same path as --checkpoint_dir": (full, data, tmp_path / "link", []),
         "lies inside --data_dir": (lora, data, data / "run", []),
     }
-    procs = {name: subprocess.Popen([sys.executable, str(script), "--checkpoint_dir", str(checkpoint), "--data_dir",
-                                     str(data_dir), "--out_dir", str(out_dir), *extra], env=ENV, cwd=ROOT,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (script, data_dir, out_dir, extra) in cases.items()}
-    for name, proc in procs.items():
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 1, (name, stderr)
+    for name, (script, data_dir, out_dir, extra) in cases.items():
+        code, _, stderr = run_as_main(capsys, script, "--checkpoint_dir", checkpoint, "--data_dir", data_dir,
+                                      "--out_dir", out_dir, *extra)
+        assert code == 1, (name, stderr)
         assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert name in stderr, stderr
     assert (checkpoint / "lit_model.pth").read_bytes() == base_weights

@@ -7,9 +7,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from helpers import load_cached_script
 
 
+@pytest.mark.slow  # the check's scripts in real processes (~40 s)
 def test_dry_run_checks_wheels_tree_size_cuda_tests_and_speed(tmp_path, root_dir):
     env = {k: v for k, v in os.environ.items() if k != "LIT_GPT_CUDA_TESTS_DEVICE"}
     env.update(PYTHON=sys.executable, PYTHONPATH=str(root_dir))
