@@ -6,6 +6,7 @@
     python scripts/evaluate.py --lora_path out/lora/lima --tasks ifeval --limit 50      # a quick look
     python scripts/evaluate.py --responses gpt4_responses.jsonl --out_dir out/eval/gpt4  # score answers from elsewhere
     python scripts/evaluate.py --checkpoint_dir DIR --tasks harness --harness_tasks "arc_easy hellaswag"
+    python scripts/evaluate.py --lora_path out/dpo/run --tasks ifeval --baseline out/eval/smollm2  # paired tests
 
 IFEval: the 541 prompts (default: ../shared/datasets/eval/ifeval/input_data.jsonl; --ifeval_path for another copy),
 each a single user turn in the model's chat format, answered greedily with lm-eval's budget of 1280 new tokens, in
@@ -15,7 +16,9 @@ prepared dataset dir's test.pt, or a JSON/JSONL/CSV of instructions with referen
 Harness: any lm-eval task through our model (it needs the task's dataset: network access or a local task).
 
 Writes out_dir/results.json (every number, settings, versions), results.md, ifeval_responses.jsonl (the answers
-in IFEval's response format, with verdicts) and reference_loss.jsonl.
+in IFEval's response format, with verdicts) and reference_loss.jsonl. With --baseline (an earlier out_dir on the same
+prompts and answers): comparison.json and comparison.md, each metric's difference tested item by item (exact McNemar
+for IFEval, a paired interval for the reference loss, Holm-adjusted; lit_gpt/eval/paired.py).
 """
 
 import importlib.util
@@ -26,11 +29,12 @@ from typing import Optional
 if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
+from lit_gpt.eval.paired import check_baseline, compare_evaluations, comparison_markdown
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
 from lit_gpt.infer.load import load
 from lit_gpt.prompts.styles import get_prompt_style
-from lit_gpt.utils import UserError, check_output, output_lock, run_cli
+from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text, check_output, output_lock, run_cli
 
 # ---- defaults: edit them here or pass them as flags ----
 tasks = "ifeval"
@@ -43,7 +47,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
          max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
          ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
          prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
-         force: bool = False) -> None:
+         force: bool = False, baseline: Optional[Path] = None) -> None:
     """Evaluates a model and writes results.json, results.md and per-item outputs into --out_dir.
 
     Args:
@@ -62,13 +66,18 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         precision: bf16-true, 16-true or 32-true (default: what this machine runs fastest)
         device: cpu or cuda (default: cuda when available)
         force: load the LoRA weights onto a base whose weights differ from the ones they were trained on
+        baseline: an earlier evaluate.py out_dir of the same prompts/answers: each metric is tested against it
     """
+    if baseline is not None:
+        check_baseline(baseline)
     if responses is not None:
         out_dir = out_dir or Path("out") / "eval" / Path(responses).stem
-        check_output(out_dir, {"--responses": responses, "--ifeval_path": ifeval_path}, "--out_dir")
+        check_output(out_dir, {"--responses": responses, "--ifeval_path": ifeval_path, "--baseline": baseline},
+                     "--out_dir")
         with output_lock(out_dir):
             report = score_responses_file(Path(responses), Path(out_dir), ifeval_path)
-        print((Path(out_dir) / "results.md").read_text())
+            print((Path(out_dir) / "results.md").read_text())
+            compare_with(Path(out_dir), baseline)
         return report
     names = parse_tasks(tasks)
     if limit is not None and limit < 1:
@@ -82,7 +91,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     source = Path(lora_path or checkpoint_dir or ".")
     out_dir = Path(out_dir or Path("out") / "eval" / (source.parent.name if source.is_file() else source.name))
     check_output(out_dir, {"--checkpoint_dir": checkpoint_dir, "--lora_path": lora_path,
-                           "--reference_data": reference_data, "--ifeval_path": ifeval_path}, "--out_dir")
+                           "--reference_data": reference_data, "--ifeval_path": ifeval_path, "--baseline": baseline},
+                 "--out_dir")
     loaded = load(checkpoint_dir, lora_path, device, precision, force=force, prompt_style=prompt_style or None)
     style = loaded.style
     loaded.print_summary(style)
@@ -90,9 +100,20 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
                           batch_size=batch_size, max_new_tokens=max_new_tokens, ifeval_path=ifeval_path,
                           reference_data=reference_data, harness_tasks=harness)
-    print((out_dir / "results.md").read_text())
-    print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
+        print((out_dir / "results.md").read_text())
+        print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
+        compare_with(out_dir, baseline)
     return report
+
+
+def compare_with(out_dir: Path, baseline: Optional[Path]) -> None:
+    if baseline is None:
+        return
+    comparison = compare_evaluations(out_dir, baseline)
+    atomic_write_json(out_dir / "comparison.json", comparison)
+    atomic_write_text(out_dir / "comparison.md", comparison_markdown(comparison))
+    print(comparison_markdown(comparison))
+    print(f"wrote {out_dir}/comparison.json and comparison.md")
 
 
 if __name__ == "__main__":

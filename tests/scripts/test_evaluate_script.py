@@ -57,3 +57,37 @@ def test_user_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     code, _, err = run_script(capsys, "evaluate", "--responses", missing, "--out_dir", tmp_path / "y")
     assert_one_line_error(code, err, str(missing))
+
+
+@pytest.mark.slow
+def test_baseline_comparison_of_two_response_files(shared_dir, tmp_path, capsys):
+    """--baseline: GPT-4's published responses against the same with 40 answers blanked: the blanked prompts that
+    GPT-4 passed are the discordant ones, tested with the exact McNemar test; the baseline folder is left as it was."""
+    responses = shared_dir / "datasets/eval/ifeval/input_response_data_gpt4_20231107_145030.jsonl"
+    rows = [json.loads(line) for line in responses.read_text().splitlines()]
+    blanked = tmp_path / "blanked.jsonl"
+    blanked.write_text("".join(json.dumps({**row, "response": "" if i % 13 == 0 else row["response"]}) + "\n"
+                               for i, row in enumerate(rows)))
+    assert run_script(capsys, "evaluate", "--responses", responses, "--out_dir", tmp_path / "gpt4")[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "gpt4").iterdir()}
+    code, out, err = run_script(capsys, "evaluate", "--responses", blanked, "--out_dir", tmp_path / "blanked",
+                                "--baseline", tmp_path / "gpt4")
+    assert code == 0, err
+    comparison = json.loads((tmp_path / "blanked" / "comparison.json").read_text())
+    base = {r["prompt"]: all(r["strict"]) for r in map(json.loads, (tmp_path / "gpt4" / "ifeval_responses.jsonl")
+                                                           .read_text().splitlines())}
+    lost = sum(base[row["prompt"]] for i, row in enumerate(rows) if i % 13 == 0)
+    strict = comparison["metrics"]["ifeval_prompt_strict"]
+    assert strict["discordant"]["baseline_only"] >= lost - 2 and lost > 20  # a blank answer passes almost nothing
+    assert strict["difference"] < 0 and strict["significant"] and strict["items"] == 541
+    assert "reference_nll" not in comparison["metrics"] and "| ifeval_prompt_strict |" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "gpt4").iterdir()} == before
+
+    code, _, err = run_script(capsys, "evaluate", "--responses", blanked, "--out_dir", tmp_path / "x",
+                              "--baseline", tmp_path / "nowhere")
+    assert_one_line_error(code, err, "--baseline", "nowhere", "results.json")
+    assert not (tmp_path / "x").exists()
+    code, _, err = run_script(capsys, "evaluate", "--responses", blanked, "--out_dir", tmp_path / "gpt4",
+                              "--baseline", tmp_path / "gpt4")
+    assert_one_line_error(code, err, "--baseline")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "gpt4").iterdir()} == before

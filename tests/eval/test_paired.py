@@ -1,0 +1,87 @@
+"""lit_gpt/eval/paired.py: one evaluation folder against another, item by item."""
+
+import json
+import random
+
+import pytest
+
+from lit_gpt.eval.paired import compare_evaluations, comparison_markdown
+from lit_gpt.eval.statistics import compare_arms, holm, mcnemar_exact
+from lit_gpt.utils import UserError
+
+
+def write_eval(folder, ifeval=None, nll=None):
+    """An evaluate.py out_dir: results.json and the per-item files (rows as evaluate.py writes them)."""
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    if ifeval is not None:
+        (folder / "ifeval_responses.jsonl").write_text("".join(
+            json.dumps({"key": i, "prompt": prompt, "response": "...", "strict": strict, "loose": loose}) + "\n"
+            for i, (prompt, strict, loose) in enumerate(ifeval)))
+    if nll is not None:
+        (folder / "reference_loss.jsonl").write_text("".join(
+            json.dumps({"id": f"ref-{i}", "instruction": f"q{i}", "nll": value, "tokens": 10}) + "\n"
+            for i, value in enumerate(nll)))
+    return folder
+
+
+def random_verdicts(rng, n, p):
+    return [[rng.random() < p for _ in range(rng.randint(1, 3))] for _ in range(n)]
+
+
+def test_each_metric_is_tested_item_by_item_and_holm_adjusted(tmp_path):
+    rng = random.Random(0)
+    prompts = [f"prompt {i}" for i in range(60)]
+    base_strict, ours_strict = random_verdicts(rng, 60, 0.5), random_verdicts(rng, 60, 0.8)
+    base_loose, ours_loose = random_verdicts(rng, 60, 0.6), random_verdicts(rng, 60, 0.6)
+    base_nll = [rng.uniform(1, 2) for _ in range(40)]
+    ours_nll = [v - 0.1 + rng.gauss(0, 0.05) for v in base_nll]
+    # the baseline's rows in another order: items are paired by prompt / answer, not by line
+    base_rows = list(zip(prompts, base_strict, base_loose))
+    shuffled = base_rows[30:] + base_rows[:30]
+    baseline = write_eval(tmp_path / "base", shuffled, base_nll)
+    ours = write_eval(tmp_path / "ours", list(zip(prompts, ours_strict, ours_loose)), ours_nll)
+
+    comparison = compare_evaluations(ours, baseline)
+    metrics = comparison["metrics"]
+    assert list(metrics) == ["ifeval_prompt_strict", "ifeval_prompt_loose", "reference_nll"]
+    for kind, base, mine in (("strict", base_strict, ours_strict), ("loose", base_loose, ours_loose)):
+        a, b = [all(v) for v in base], [all(v) for v in mine]
+        expected = mcnemar_exact(a, b)
+        m = metrics[f"ifeval_prompt_{kind}"]
+        assert m["discordant"] == {"this_only": expected["b_only"], "baseline_only": expected["a_only"]}
+        assert m["p_value"] == expected["p_value"] and m["difference"] == pytest.approx(sum(b) / 60 - sum(a) / 60)
+    expected_nll = compare_arms(base_nll, ours_nll)
+    assert metrics["reference_nll"]["difference"] == pytest.approx(expected_nll.difference)
+    assert (metrics["reference_nll"]["low"], metrics["reference_nll"]["high"]) == pytest.approx(
+        (expected_nll.low, expected_nll.high))
+    assert [m["p_holm"] for m in metrics.values()] == holm([m["p_value"] for m in metrics.values()])
+    assert metrics["reference_nll"]["significant"] and metrics["reference_nll"]["difference"] < 0
+    assert metrics["ifeval_prompt_strict"]["significant"]
+    table = comparison_markdown(comparison)
+    assert "| reference_nll |" in table and "item noise only" in table
+
+
+def test_the_same_answers_again_are_no_difference(tmp_path):
+    rng = random.Random(1)
+    rows = list(zip([f"p{i}" for i in range(20)], random_verdicts(rng, 20, 0.5), random_verdicts(rng, 20, 0.5)))
+    nll = [rng.uniform(1, 2) for _ in range(20)]
+    comparison = compare_evaluations(write_eval(tmp_path / "a", rows, nll), write_eval(tmp_path / "b", rows, nll))
+    for m in comparison["metrics"].values():
+        assert m["difference"] == 0 and m["p_value"] == 1.0 and not m["significant"]
+
+
+def test_folders_that_cannot_be_paired_are_refused(tmp_path):
+    rows = [(f"p{i}", [True], [True]) for i in range(5)]
+    ours = write_eval(tmp_path / "ours", rows, [1.0] * 5)
+    with pytest.raises(UserError, match="not an evaluate.py output folder"):
+        compare_evaluations(ours, tmp_path / "nowhere")
+    other_prompts = write_eval(tmp_path / "other", [(f"x{i}", [True], [True]) for i in range(5)])
+    with pytest.raises(UserError, match="hold different items"):
+        compare_evaluations(ours, other_prompts)
+    fewer = write_eval(tmp_path / "fewer", rows[:4])
+    with pytest.raises(UserError, match="hold different items"):
+        compare_evaluations(ours, fewer)
+    nothing_shared = write_eval(tmp_path / "loss-only", None, [1.0] * 5)
+    with pytest.raises(UserError, match="no task in common"):
+        compare_evaluations(write_eval(tmp_path / "ifeval-only", rows), nothing_shared)
