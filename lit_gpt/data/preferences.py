@@ -10,8 +10,8 @@ Layouts that `normalize_pair` reads:
 - chosen / rejected whole transcripts without a prompt (Anthropic HH-RLHF: "\\n\\nHuman: ...\\n\\nAssistant: ..."): the
   shared prefix up to its last "\\n\\nAssistant:" is the prompt, split into its turns;
 - Alpaca-style rows with two answers (AlpacaFarm): instruction, input, output_1, output_2 and preference (1 or 2);
-- two Alpaca-layout files of answers to the same instructions, one preferred (`answer_pairs`): e.g. GPT-4's and
-  text-davinci-003's answers to Alpaca instructions.
+- two Alpaca-layout files of answers to the same instructions (`answer_pairs`), one preferred (e.g. GPT-4's and
+  text-davinci-003's answers to Alpaca instructions) or each answer scored (a judge's rating, `rank_by`).
 
 A normalized pair is {"prompt": [messages ending with a user message], "chosen": str, "rejected": str, "source",
 "id", "metadata"}. Tokenized, it gains "prompt_ids" (once), "chosen_ids" / "rejected_ids" (what follows the prompt)
@@ -37,6 +37,7 @@ PREFERENCE_FORMAT = "preference"
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "messages", "instruction", "input", "output_1", "output_2",
                "preference", "source", "id")
 HH_TURN = re.compile(r"\n\nHuman:|\n\nAssistant:")
+UNRANKED = "_unranked"  # set by answer_pairs(rank_by=...) on a pair whose answers it could not order: dropped
 
 
 def normalize_pair(record: dict, source: Optional[str] = None) -> dict:
@@ -44,6 +45,8 @@ def normalize_pair(record: dict, source: Optional[str] = None) -> dict:
     one."""
     if not isinstance(record, dict):
         raise BadRecord("not a JSON object")
+    if UNRANKED in record:
+        raise BadRecord(record[UNRANKED])
     if "output_1" in record or "output_2" in record:
         prompt, chosen, rejected = _two_answers(record)
     elif isinstance(record.get("chosen"), list) or isinstance(record.get("rejected"), list):
@@ -66,20 +69,40 @@ def normalize_pair(record: dict, source: Optional[str] = None) -> dict:
     return pair
 
 
-def answer_pairs(chosen: Iterable[tuple[str, dict]],
-                 rejected: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+def answer_pairs(chosen: Iterable[tuple[str, dict]], rejected: Iterable[tuple[str, dict]],
+                 rank_by: Optional[str] = None) -> Iterator[tuple[str, dict]]:
     """Rows of two files of answers to instructions (Alpaca layout: instruction, input, output) -> (where, pair
     row) for each instruction + input found in both: the first file's output chosen, the second's rejected (its
-    first answer to that instruction). Rows of the first file without a match in the second are left out."""
+    first answer to that instruction). Rows of the first file without a match in the second are left out.
+    rank_by: a numeric column both files have (a judge's score, e.g. score_dataset.py's score_alpagasus): the
+    answer with the higher value is the chosen one, whichever file it is in; a tie or a missing score drops the
+    pair (counted in the manifest)."""
     others = {}
     for _, row in rejected:
         if isinstance(row, dict):
-            others.setdefault((row.get("instruction"), row.get("input") or ""), row.get("output"))
+            others.setdefault((row.get("instruction"), row.get("input") or ""), row)
     for where, row in chosen:
         key = (row.get("instruction"), row.get("input") or "") if isinstance(row, dict) else None
         if key in others:
-            yield where, {"instruction": key[0], "input": key[1], "chosen": row.get("output"),
-                          "rejected": others[key]}
+            first, second = row, others[key]
+            pair = {"instruction": key[0], "input": key[1], "chosen": first.get("output"),
+                    "rejected": second.get("output")}
+            if rank_by is not None:
+                pair = _ranked(pair, first.get(rank_by), second.get(rank_by), rank_by)
+            yield where, pair
+
+
+def _ranked(pair: dict, first: Any, second: Any, rank_by: str) -> dict:
+    """The pair with its answers ordered by their scores; a row that normalize_pair drops where they cannot be."""
+    scores = [plain_value(v) for v in (first, second)]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in scores):
+        return {**pair, UNRANKED: f"no numeric {rank_by} in both answers"}
+    if scores[0] == scores[1]:
+        return {**pair, UNRANKED: f"tied {rank_by}"}
+    if scores[1] > scores[0]:
+        pair = {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}
+        scores.reverse()
+    return {**pair, f"chosen_{rank_by}": scores[0], f"rejected_{rank_by}": scores[1]}
 
 
 def _answer(record: dict, field: str) -> str:

@@ -63,3 +63,34 @@ def test_a_row_without_instruction_and_an_output_onto_the_input_are_one_line(cap
                               "--output", instructions)
     assert_one_line_error(code, err, "--output", "--data_path")
     assert instructions.read_bytes() == before
+
+
+def test_two_sampled_answers_ranked_by_a_judge_make_pairs(capsys, tmp_path, instructions, model_dir):
+    """The README's judge-ranked pairs: two sampled answers per instruction (two seeds), each rated by a judge
+    checkpoint (score_dataset.py --method alpagasus), the higher-rated one chosen (prepare_preferences --rank_by)."""
+    common = ["--data_path", instructions, "--checkpoint_dir", model_dir, "--max_new_tokens", "8", "--temperature",
+              "1.0", "--device", "cpu", "--precision", "32-true"]
+    for seed in (1, 2):
+        code, _, err = run_script(capsys, ANSWERS, *common, "--seed", seed, "--output", tmp_path / f"s{seed}.json")
+        assert code == 0, err
+        code, _, err = run_script(capsys, "score_dataset", "--data_path", tmp_path / f"s{seed}.json", "--method",
+                                  "alpagasus", "--judge_checkpoint_dir", model_dir, "--device", "cpu",
+                                  "--precision", "32-true")
+        assert code == 0, err
+    scored = [json.loads((tmp_path / f"s{seed}.scored.json").read_text()) for seed in (1, 2)]
+    assert [r["output"] for r in scored[0]] != [r["output"] for r in scored[1]]  # two samples, not one answer twice
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", tmp_path / "s1.scored.json",
+                              "--rejected_path", tmp_path / "s2.scored.json", "--rank_by", "score_alpagasus",
+                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
+                              "--test_split_fraction", "0")
+    assert code == 0, err
+    from lit_gpt.data.prepared import load_prepared
+
+    train, _, manifest = load_prepared(tmp_path / "pairs", format="preference")
+    assert train and manifest["counts"]["rows_in"] == 6
+    for pair in train:
+        scores = pair["metadata"]
+        assert scores["chosen_score_alpagasus"] > scores["rejected_score_alpagasus"]
+        first, second = (next(r for r in rows if r["instruction"] == pair["prompt"][0]["content"]) for rows in scored)
+        better = first if first["score_alpagasus"] > second["score_alpagasus"] else second
+        assert pair["chosen"] == better["output"]

@@ -89,3 +89,35 @@ def test_two_answer_files_make_the_demo_pairs(capsys, smollm2_dir, tmp_path, sha
     code, _, err = run_script(capsys, "prepare_preferences", "--rejected_path", davinci, "--checkpoint_dir",
                               smollm2_dir, "--destination_path", tmp_path / "none")
     assert_one_line_error(code, err, "--rejected_path goes with --data_path")
+
+
+def test_judge_scores_pick_the_chosen_answer(capsys, smollm2_dir, tmp_path):
+    # two sampled answers per instruction, each rated by a judge (score_dataset.py's score_alpagasus column): the
+    # higher-rated one is chosen whichever file holds it; a tie or a missing rating drops the pair, counted
+    first = [{"instruction": "Name a colour.", "output": "Blue.", "score_alpagasus": 4.5},
+             {"instruction": "Add 2 and 2.", "output": "5", "score_alpagasus": 1.0},
+             {"instruction": "Say hi.", "output": "Hi!", "score_alpagasus": 3.0},
+             {"instruction": "Say bye.", "output": "Bye.", "score_alpagasus": None},
+             {"instruction": "Only here.", "output": "x", "score_alpagasus": 5.0}]
+    second = [{"instruction": "Add 2 and 2.", "output": "4", "score_alpagasus": 5.0},
+              {"instruction": "Name a colour.", "output": "Colour.", "score_alpagasus": 2.0},
+              {"instruction": "Say hi.", "output": "Hello.", "score_alpagasus": 3.0},
+              {"instruction": "Say bye.", "output": "Goodbye.", "score_alpagasus": 2.0}]
+    a, b = tmp_path / "sampled_1.json", tmp_path / "sampled_2.json"
+    a.write_text(json.dumps(first))
+    b.write_text(json.dumps(second))
+    sources = {p: p.read_bytes() for p in (a, b)}
+    (train, test, manifest), _ = prepare(capsys, tmp_path / "ranked", "--data_path", a, "--rejected_path", b,
+                                         "--rank_by", "score_alpagasus", "--checkpoint_dir", smollm2_dir)
+    pairs = {p["prompt"][0]["content"]: p for p in train + test}
+    assert {k: (p["chosen"], p["rejected"]) for k, p in pairs.items()} == {
+        "Name a colour.": ("Blue.", "Colour."), "Add 2 and 2.": ("4", "5")}
+    assert pairs["Add 2 and 2."]["metadata"] == {"chosen_score_alpagasus": 5.0, "rejected_score_alpagasus": 1.0}
+    assert manifest["counts"]["dropped"] == {"tied score_alpagasus": 1,
+                                             "no numeric score_alpagasus in both answers": 1}
+    assert manifest["options"]["rank_by"] == "score_alpagasus"
+    assert {p: p.read_bytes() for p in (a, b)} == sources
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", a, "--rank_by", "score_alpagasus",
+                              "--checkpoint_dir", smollm2_dir, "--destination_path", tmp_path / "none")
+    assert_one_line_error(code, err, "--rank_by score_alpagasus", "--rejected_path")
+    assert not (tmp_path / "none").exists()
