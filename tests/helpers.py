@@ -22,6 +22,7 @@ import gguf
 import torch
 import torch.nn.functional as F
 from tokenizers import pre_tokenizers
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -349,6 +350,21 @@ def bf16_errors(loss_fns, input_ids, targets, **overrides):
         for key, g in grads(model).items():
             errors[name][key] = float((g.double() - ref_grads[key]).norm() / ref_grads[key].norm())
     return errors
+
+
+class MaxAllocation(TorchDispatchMode):
+    """`with MaxAllocation() as m:` records the element count of the largest tensor any op creates (m.largest)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
 
 
 # ---- scripts run in this process -------------------------------------------------------------------------------------

@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import lit_gpt.fused_loss
-from helpers import (assert_same_grads, bf16_errors, full_logits_loss, grads, make_model, masked_head_loss,
-                     random_examples)
+from helpers import (MaxAllocation, assert_same_grads, bf16_errors, full_logits_loss, grads, make_model,
+                     masked_head_loss, random_examples)
 from lit_gpt.fused_loss import linear_cross_entropy
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.train.dataset import TrainingSet
@@ -96,19 +95,6 @@ def test_fused_head_loss_without_targets_is_zero_with_zero_grads():
     loss.backward()
     assert loss.item() == 0.0
     assert all(float(g.abs().sum()) == 0.0 for g in grads(model).values())
-
-
-class MaxAllocation(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_fused_head_never_holds_all_logits(small_chunks):

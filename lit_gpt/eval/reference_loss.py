@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from lit_gpt.model import GPT
 
@@ -110,9 +109,10 @@ def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device,
     scored = y != -100
     if not bool(scored.any()):
         return [0.0] * len(inputs), [0.0] * len(inputs)
-    logits = model(x, output_mask=scored)  # (answer tokens, vocab)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
-    token_nll = F.cross_entropy(logits, y[scored], reduction="none").double()
+    # each answer token's NLL, (answer tokens,) in row-major order; the head runs on the answer positions in chunks,
+    # so their (answer tokens, vocab) float32 logits (12 GB for 64 rows of 1,000 tokens at a 49k vocabulary) never
+    # exist at once
+    token_nll = model(x, targets=y, reduction="none").double()
     row_of_token = torch.arange(len(inputs), device=device)[:, None].expand_as(y)[scored]
     text = y[scored] != (-100 if eos_id is None else eos_id)  # -100 is never a scored label: all text
     sums = torch.zeros(2, len(inputs), dtype=torch.float64, device=device)

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import DOLLY_COLUMNS, tiny_config
+from helpers import DOLLY_COLUMNS, MaxAllocation, tiny_config
 from lit_gpt.eval.reference_loss import reference_loss, token_budget_batches
+import lit_gpt.fused_loss
 from lit_gpt.model import GPT
 
 
@@ -92,6 +93,27 @@ def test_token_budget_batches_equal_fixed_micro_batches_on_real_rows(tiny_checkp
                                rtol=1e-4, atol=1e-4)
     assert len(forwards) < len(examples) / 4
     assert max(rows * width for rows, width in forwards) <= 4 * (max(lengths) - 1)
+
+
+def test_the_answer_tokens_logits_never_exist_at_once(monkeypatch):
+    """The head runs on the answer positions in chunks (lit_gpt.fused_loss): no (answer tokens x vocab) tensor,
+    which at 64 rows of 1,000 tokens and a 49k vocabulary would be 12 GB of float32; the NLLs are the plain head's."""
+    monkeypatch.setattr(lit_gpt.fused_loss, "LOGITS_CHUNK_ELEMENTS", 3 * 256)
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()  # vocab 256, n_embd 32
+    examples = [example(torch.randint(0, 256, (40,)).tolist(), 4) for _ in range(4)]
+    with MaxAllocation() as fused:
+        result = reference_loss(model, examples, micro_batch_size=4)
+    answer_logits = 4 * 36 * 256  # 4 rows x 36 answer tokens x vocab
+    assert fused.largest < answer_logits / 3  # the largest left: a (39 x 256) mask or weight; a chunk is 3 x 256
+    with torch.no_grad(), MaxAllocation() as plain_head:  # the plain head: all answer logits at once
+        x = torch.stack([e["input_ids"][:-1] for e in examples])
+        logits = model(x, output_mask=(torch.arange(39) >= 3).expand(4, 39))
+        plain = [float(F.cross_entropy(row_logits, e["input_ids"][4:], reduction="sum"))
+                 for row_logits, e in zip(logits.view(4, 36, 256), examples)]
+    assert plain_head.largest >= answer_logits
+    torch.testing.assert_close(torch.tensor(result.per_example_nll), torch.tensor(plain),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_token_budget_batches_hold_more_short_rows_within_the_budget():
