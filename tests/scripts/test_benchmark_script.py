@@ -146,3 +146,19 @@ def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_chec
     assert [len(v) for v in report["seconds"].values()] == [2, 2] and len(report["paired_speedup"]) == 2
     assert report["new_tokens"] == 6 and report["answers"] == 2
     assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache) == originals
+
+
+def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, shared_dir):
+    """scripts/dev/benchmark_reference_loss.py on a tiny checkpoint: both paths timed on the same answers, the same
+    NLLs (float32), the library's _answer_nll put back."""
+    from helpers import load_cached_script
+    import lit_gpt.eval.reference_loss as reference_module
+
+    original = reference_module._answer_nll
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    report = load_cached_script("dev/benchmark_reference_loss").main(
+        checkpoint_dir=checkpoint, reference_data=shared_dir / "datasets/alpaca_gpt4/sample_999.json", limit=5,
+        batch_size=2, runs=2, threads=1, precision="32-true")
+    assert [len(v) for v in report["seconds"].values()] == [2, 2] and report["answers"] == 5
+    assert report["max_abs_difference_per_answer_mean_nll"] < 1e-4 and report["largest_logits_gb_replaced_path"] > 0
+    assert reference_module._answer_nll is original

@@ -1,0 +1,116 @@
+"""Reference loss (evaluate.py --tasks reference_loss) in one process, runs interleaved: the library's per-token
+loss through the fused head (lit_gpt.fused_loss: the answer positions' logits in chunks) against the path it
+replaced, all answer positions' logits at once in float32 and F.cross_entropy. Same examples, same token-budget
+batches, same model; the per-answer NLLs of the two paths are compared too.
+
+    python scripts/dev/benchmark_reference_loss.py --limit 300 --batch_size 16 --runs 2
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
+    sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
+
+import lit_gpt.eval.reference_loss as reference_module
+from lit_gpt.eval.run import reference_examples
+from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
+from lit_gpt.infer.load import load
+from lit_gpt.utils import run_cli
+
+SHARED_GPT4 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "alpaca_gpt4" / "sample_999.json"
+
+
+def logits_answer_nll(model, inputs, labels, device, eos_id=None):
+    """The replaced `_answer_nll`: the head on the answer positions, all their logits at once, float32."""
+    width = max(x.numel() for x in inputs) - 1
+    x = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
+    y = torch.full((len(inputs), width), -100, dtype=torch.long, device=device)
+    for r, (ids, lab) in enumerate(zip(inputs, labels)):
+        n = ids.numel() - 1
+        x[r, :n], y[r, :n] = ids[:-1], lab[1:]
+    scored = y != -100
+    logits = model(x, output_mask=scored).float()  # (answer tokens, vocab)
+    LARGEST_LOGITS[0] = max(LARGEST_LOGITS[0], logits.numel())
+    token_nll = F.cross_entropy(logits, y[scored], reduction="none").double()
+    row_of_token = torch.arange(len(inputs), device=device)[:, None].expand_as(y)[scored]
+    text = y[scored] != (-100 if eos_id is None else eos_id)
+    sums = torch.zeros(2, len(inputs), dtype=torch.float64, device=device)
+    sums[0].index_add_(0, row_of_token, token_nll)
+    sums[1].index_add_(0, row_of_token[text], token_nll[text])
+    return tuple(sums.tolist())
+
+
+LARGEST_LOGITS = [0]
+
+
+@contextmanager
+def replaced_path():
+    original = reference_module._answer_nll
+    reference_module._answer_nll = logits_answer_nll
+    try:
+        yield
+    finally:
+        reference_module._answer_nll = original
+
+
+@contextmanager
+def library_path():
+    yield
+
+
+def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference_data: Path = SHARED_GPT4,
+         limit: Optional[int] = 300, batch_size: int = 16, runs: int = 2, threads: int = 2,
+         precision: str = "bf16-true") -> dict:
+    """Prints and returns the seconds of each run of each path.
+
+    Args:
+        checkpoint_dir: a converted checkpoint (the packaged SmolLM2-135M-Instruct is converted there if missing)
+        reference_data: answers to score (default: the shared GPT-4 answers to Alpaca instructions)
+        limit: the first N answers (None: all)
+        batch_size: evaluate.py's --batch_size (rows of the longest example per forward)
+        runs: runs of each path, alternating which goes first
+        threads: torch threads
+        precision: bf16-true or 32-true
+    """
+    torch.set_num_threads(threads)
+    if not (checkpoint_dir / "lit_model.pth").is_file():
+        install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
+    loaded = load(checkpoint_dir, device="cpu", precision=precision)
+    examples = reference_examples(reference_data, loaded.tokenizer, loaded.style, loaded.model.config.block_size,
+                                  limit)
+    paths = {"fused_per_token": library_path, "all_answer_logits": replaced_path}
+    seconds, results = {name: [] for name in paths}, {}
+    load_before = os.getloadavg()
+    for r in range(runs):
+        for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
+            with paths[name]():
+                start = time.perf_counter()
+                results[name] = reference_module.reference_loss(loaded.model, examples, micro_batch_size=batch_size)
+                seconds[name].append(round(time.perf_counter() - start, 2))
+    fused, plain = results.values()
+    tokens = fused.tokens
+    report = {"answers": fused.examples, "scored_tokens": tokens, "precision": precision, "batch_size": batch_size,
+              "seconds": seconds,
+              "scored_tokens_per_s": {name: round(tokens / min(s), 1) for name, s in seconds.items()},
+              "paired_speedup": [round(p / f, 3) for f, p in zip(*seconds.values())],
+              "mean_nll": {"fused_per_token": fused.mean_nll, "all_answer_logits": plain.mean_nll},
+              "max_abs_difference_per_answer_mean_nll": max(
+                  abs(a - b) for a, b in zip(fused.per_example_mean(), plain.per_example_mean())),
+              "largest_logits_gb_replaced_path": round(LARGEST_LOGITS[0] * 4 / 1e9, 2),
+              "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)
