@@ -4,8 +4,8 @@ Two models answered the same IFEval prompts and scored the same reference answer
 folders). Each metric's difference (this run minus the baseline) is tested item by item:
 - IFEval prompt-level accuracy, strict and loose: the exact McNemar test (only prompts that one model passes and
   the other fails count; `statistics.mcnemar_exact`), the right test for one run per model on pass/fail items;
-- reference loss: the per-answer NLL differences, with the interval and test of `statistics.compare_arms` (one run
-  per model: it sees item noise only).
+- reference loss: the differences of each answer's mean NLL per token, with the interval and test of
+  `statistics.compare_arms` (one run per model: it sees item noise only).
 The p-values are Holm-adjusted over the metrics compared. One run per model cannot see training-seed noise: a
 difference between two fine-tunes can be a seed's doing (the studies' A/A arms measure that), so the comparison says
 so rather than calling a fine-tuning method better.
@@ -57,7 +57,8 @@ def _ifeval(ours: list, base: list) -> dict:
 
 
 def _reference_loss(ours: list, base: list) -> dict:
-    a, b = [row["nll"] for row in base], [row["nll"] for row in ours]
+    # each answer's mean NLL per token (reference_loss.jsonl holds the sum over its tokens and their count)
+    a, b = ([row["nll"] / row["tokens"] for row in rows] for rows in (base, ours))
     d = compare_arms(a, b)
     return {"reference_nll": {"baseline": sum(a) / len(a), "this": sum(b) / len(b), "difference": d.difference,
                               "low": d.low, "high": d.high, "p_value": d.p_value, "mde": d.mde, "items": d.items,

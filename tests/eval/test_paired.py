@@ -11,7 +11,8 @@ from lit_gpt.utils import UserError
 
 
 def write_eval(folder, ifeval=None, nll=None):
-    """An evaluate.py out_dir: results.json and the per-item files (rows as evaluate.py writes them)."""
+    """An evaluate.py out_dir: results.json and the per-item files (rows as evaluate.py writes them); nll: each
+    answer's mean NLL per token."""
     folder.mkdir(parents=True)
     (folder / "results.json").write_text("{}")
     if ifeval is not None:
@@ -19,8 +20,8 @@ def write_eval(folder, ifeval=None, nll=None):
             json.dumps({"key": i, "prompt": prompt, "response": "...", "strict": strict, "loose": loose}) + "\n"
             for i, (prompt, strict, loose) in enumerate(ifeval)))
     if nll is not None:
-        (folder / "reference_loss.jsonl").write_text("".join(
-            json.dumps({"id": f"ref-{i}", "instruction": f"q{i}", "nll": value, "tokens": 10}) + "\n"
+        (folder / "reference_loss.jsonl").write_text("".join(  # nll: summed over the answer's tokens
+            json.dumps({"id": f"ref-{i}", "instruction": f"q{i}", "nll": value * (5 + i), "tokens": 5 + i}) + "\n"
             for i, value in enumerate(nll)))
     return folder
 
@@ -51,7 +52,7 @@ def test_each_metric_is_tested_item_by_item_and_holm_adjusted(tmp_path):
         m = metrics[f"ifeval_prompt_{kind}"]
         assert m["discordant"] == {"this_only": expected["b_only"], "baseline_only": expected["a_only"]}
         assert m["p_value"] == expected["p_value"] and m["difference"] == pytest.approx(sum(b) / 60 - sum(a) / 60)
-    expected_nll = compare_arms(base_nll, ours_nll)
+    expected_nll = compare_arms(base_nll, ours_nll)  # per answer, per token: not the sums in the files
     assert metrics["reference_nll"]["difference"] == pytest.approx(expected_nll.difference)
     assert (metrics["reference_nll"]["low"], metrics["reference_nll"]["high"]) == pytest.approx(
         (expected_nll.low, expected_nll.high))
