@@ -43,7 +43,8 @@ max_new_tokens = IFEVAL_MAX_NEW_TOKENS
 
 
 def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, tasks: str = tasks,
-         out_dir: Optional[Path] = None, limit: Optional[int] = None, batch_size: int = batch_size,
+         out_dir: Optional[Path] = None, limit: Optional[int] = None, ifeval_sample: Optional[int] = None,
+         batch_size: int = batch_size,
          max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
          ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
          prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
@@ -56,6 +57,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         tasks: space- or comma-separated: ifeval, reference_loss, harness
         out_dir: where the results go (default: out/eval/<model dir name>)
         limit: only the first N prompts / examples of each task (quick runs)
+        ifeval_sample: a seeded random sample of N IFEval prompts (in file order; the same N for every model), a
+            declared subsample where all 541 cost too much
         batch_size: prompts per generation batch, examples per loss batch
         max_new_tokens: IFEval's generation budget (lm-eval: 1280)
         reference_data: for reference_loss: a prepared dataset dir (test.pt) or a JSON/JSONL/CSV file with answers
@@ -82,6 +85,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     names = parse_tasks(tasks)
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1")
+    if ifeval_sample is not None and ifeval_sample < 1:
+        raise UserError(f"--ifeval_sample {ifeval_sample}: must be at least 1 (leave it out for all the prompts)")
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("--batch_size and --max_new_tokens must be at least 1")
     harness = harness_tasks.replace(",", " ").split()
@@ -98,8 +103,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     loaded.print_summary(style)
     with output_lock(out_dir):
         report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
-                          batch_size=batch_size, max_new_tokens=max_new_tokens, ifeval_path=ifeval_path,
-                          reference_data=reference_data, harness_tasks=harness)
+                          ifeval_sample=ifeval_sample, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          ifeval_path=ifeval_path, reference_data=reference_data, harness_tasks=harness)
         print((out_dir / "results.md").read_text())
         print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
         compare_with(out_dir, baseline)

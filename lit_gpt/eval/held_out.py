@@ -4,6 +4,7 @@ MT-bench's {"turns"}. Each row is {instruction, input, output or None, messages}
 as prompts (`lit_gpt.studies.evaluation`'s EOS rate and judge, `lit_gpt.eval.run`'s reference loss skips them).
 """
 
+import random
 from pathlib import Path
 
 from lit_gpt.data.normalize import BadRecord, normalize
@@ -37,3 +38,11 @@ def eval_rows(path: Path) -> list[dict]:
     if not rows:
         raise UserError(f"{path}: no rows")
     return rows
+
+
+def seeded_sample(items: list, count: int, seed) -> list:
+    """`count` of the items, drawn with `seed`, in their order (all of them when there are no more): a declared
+    random sample of a benchmark, the same for every model evaluated with the same seed."""
+    if len(items) <= count:
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), count))]

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.tokenize import encode_prompt, tokenize_examples
 from lit_gpt.eval import ifeval
-from lit_gpt.eval.held_out import eval_rows
+from lit_gpt.eval.held_out import eval_rows, seeded_sample
 from lit_gpt.eval.reference_loss import ReferenceLoss, reference_loss
 from lit_gpt.infer.answer import continue_batch
 from lit_gpt.model import GPT
@@ -32,6 +32,7 @@ from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text
 
 TASKS = ("ifeval", "reference_loss", "harness")
 IFEVAL_MAX_NEW_TOKENS = 1280  # lm-eval's ifeval task: max_gen_toks
+IFEVAL_SAMPLE_SEED = 0  # evaluate.py --ifeval_sample N: the same N prompts for every model
 
 
 @dataclass
@@ -144,13 +145,13 @@ def write_reference_outputs(path: Path, examples: Sequence[dict], result: Refere
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: str, tasks: Sequence[str],
-             out_dir: Path, *, limit: Optional[int] = None, batch_size: int = 16,
-             max_new_tokens: int = IFEVAL_MAX_NEW_TOKENS, ifeval_path: Optional[Path] = None,
+             out_dir: Path, *, limit: Optional[int] = None, ifeval_sample: Optional[int] = None,
+             batch_size: int = 16, max_new_tokens: int = IFEVAL_MAX_NEW_TOKENS, ifeval_path: Optional[Path] = None,
              reference_data: Optional[Path] = None, harness_tasks: Sequence[str] = (),
              harness_kwargs: Optional[dict] = None) -> EvalReport:
     """Runs `tasks` and writes results.json, results.md and the per-item files into out_dir."""
-    settings = dict(limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, greedy=True,
-                    ifeval_path=str(ifeval_path) if ifeval_path else None,
+    settings = dict(limit=limit, ifeval_sample=ifeval_sample, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    greedy=True, ifeval_path=str(ifeval_path) if ifeval_path else None,
                     reference_data=str(reference_data) if reference_data else None,
                     harness_tasks=list(harness_tasks), dtype=str(next(model.parameters()).dtype),
                     device=str(next(model.parameters()).device))
@@ -159,7 +160,9 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if "ifeval" in tasks:
         start = time.perf_counter()
-        prompts = ifeval.load_prompts(ifeval_path)[:limit] if limit else ifeval.load_prompts(ifeval_path)
+        prompts = ifeval.load_prompts(ifeval_path)
+        prompts = seeded_sample(prompts, ifeval_sample, IFEVAL_SAMPLE_SEED) if ifeval_sample else prompts
+        prompts = prompts[:limit] if limit else prompts
         answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
         write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, [a.text for a in answers], result,
                              [a.finished for a in answers])

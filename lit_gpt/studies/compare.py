@@ -97,7 +97,7 @@ class StudySettings:
     eval_prompts: int = _setting(40, "held-out prompts answered greedily (EOS rate, judge)")
     eval_examples: int = _setting(200, "answers with a reference scored for the loss, per answer style")
     max_new_tokens: int = _setting(128, "answer length limit for the EOS rate")
-    ifeval_prompts: int = _setting(0, "IFEval prompts each run answers (0: no IFEval; -1: all 541)")
+    ifeval_prompts: int = _setting(0, "IFEval prompts each run answers, a seeded random sample (0: none; -1: all 541)")
     ifeval_max_new_tokens: int = _setting(1280, "IFEval's answer budget (1280 as lm-eval)")
     eval_batch_size: int = _setting(16, "prompts generated together, examples per loss batch")
     resume: bool = _setting(False, "reuse finished runs (and their evaluations) in out_dir, continue unfinished ones")

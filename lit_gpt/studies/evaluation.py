@@ -15,7 +15,6 @@ Held-out prompts that near-duplicate a variant's training instructions (ROUGE-L 
 counted per set and warned about: they flatter that variant.
 """
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,7 +26,7 @@ from lit_gpt.data.prepared import load_prepared, settings_fingerprint
 from lit_gpt.data.tokenize import IGNORE_INDEX, tokenize_examples
 from lit_gpt.eval import ifeval
 from lit_gpt.eval.echo import echo_flags
-from lit_gpt.eval.held_out import eval_rows
+from lit_gpt.eval.held_out import eval_rows, seeded_sample
 from lit_gpt.eval.reference_loss import reference_loss
 from lit_gpt.eval.run import reference_examples, run_ifeval
 from lit_gpt.infer.answer import answer_prompts
@@ -100,27 +99,20 @@ class HeldOut:
             "ifeval_max_new_tokens": settings.ifeval_max_new_tokens})
 
 
-def _sample(items: list, count: int, seed) -> list:
-    """`count` of the items, drawn with `seed`, in their order (all of them when there are no more)."""
-    if len(items) <= count:
-        return items
-    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), count))]
-
-
 def held_out_set(settings, tokenizer: Tokenizer, prompt_style: str, max_seq_length: int,
                  variant_tests: dict) -> HeldOut:
     """The held-out set, the reference sets and the seeded samples of them that are answered and scored."""
     ifeval_set = ifeval.load_prompts() if settings.ifeval_prompts else []
     if settings.ifeval_prompts > 0:
-        ifeval_set = ifeval_set[:settings.ifeval_prompts]
+        ifeval_set = seeded_sample(ifeval_set, settings.ifeval_prompts, f"{settings.seed}/ifeval")
     style = get_prompt_style(prompt_style)
     eval_set = build_eval_set(settings.eval_path, tokenizer, prompt_style, max_seq_length, variant_tests)
-    prompts = _sample(eval_set.prompts, settings.eval_prompts, settings.seed)
-    references = {HELD_OUT: _sample(eval_set.scored, settings.eval_examples, settings.seed + 1)}
+    prompts = seeded_sample(eval_set.prompts, settings.eval_prompts, settings.seed)
+    references = {HELD_OUT: seeded_sample(eval_set.scored, settings.eval_examples, settings.seed + 1)}
     descriptions = {HELD_OUT: eval_set.description}
     for name, path in settings.reference_sets.items():
         examples = reference_examples(path, tokenizer, style, max_seq_length)
-        references[name] = _sample(examples, settings.eval_examples, f"{settings.seed}/{name}")
+        references[name] = seeded_sample(examples, settings.eval_examples, f"{settings.seed}/{name}")
         descriptions[name] = str(path)
     references = {name: kept for name, examples in references.items()
                   if (kept := [e for e in examples if _scorable(e, tokenizer.eos_id)])}

@@ -170,6 +170,25 @@ def test_ifeval_run_answers_and_scores_every_prompt(model_and_tokenizer, ifeval_
     assert "| ifeval | prompts | 2 |" in (tmp_path / "eval" / "results.md").read_text()
 
 
+def test_a_declared_ifeval_sample_is_the_same_random_prompts_for_every_model(model_and_tokenizer, shared_dir,
+                                                                             tmp_path, monkeypatch):
+    """--ifeval_sample N: N of the 541 prompts drawn with a fixed seed, in file order, recorded in the settings;
+    not the first N (their instruction types are not a sample of the benchmark's)."""
+    import lit_gpt.eval.run as run_module
+
+    model, tokenizer = model_and_tokenizer
+    every = ifeval.load_prompts()
+    asked = []
+    monkeypatch.setattr(run_module, "run_ifeval", lambda model, tokenizer, style, prompts, *args: asked.append(
+        [p.key for p in prompts]) or ([], ifeval.score(prompts, [""] * len(prompts))))
+    for _ in range(2):
+        report = evaluate(model, tokenizer, get_prompt_style("smollm2"), "tiny", ["ifeval"], tmp_path / "eval",
+                          ifeval_sample=20)
+    assert asked[0] == asked[1] and len(asked[0]) == 20 and asked[0] != [p.key for p in every[:20]]
+    positions = [[p.key for p in every].index(key) for key in asked[0]]
+    assert positions == sorted(positions) and report.settings["ifeval_sample"] == 20
+
+
 def test_responses_from_elsewhere_are_scored(ifeval_file, tmp_path):
     responses = write_jsonl(tmp_path / "responses.jsonl", [
         {"prompt": IFEVAL_PROMPTS[1]["prompt"], "response": "The sky is Blue."},  # not lowercase

@@ -54,6 +54,9 @@ def test_user_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys):
     code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--tasks", "reference_loss",
                               "--out_dir", tmp_path / "x")
     assert_one_line_error(code, err, "--reference_data")
+    code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--ifeval_sample", "0",
+                              "--out_dir", tmp_path / "z")
+    assert_one_line_error(code, err, "--ifeval_sample 0")
     missing = tmp_path / "nope.jsonl"
     code, _, err = run_script(capsys, "evaluate", "--responses", missing, "--out_dir", tmp_path / "y")
     assert_one_line_error(code, err, str(missing))

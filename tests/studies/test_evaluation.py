@@ -42,7 +42,9 @@ def test_answer_losses_token_weighted_and_per_answer_with_and_without_eos():
     eos_labels = sum(int((e["labels"][1:] == EOS).sum()) for e in examples)
     result = answer_losses(model, examples, EOS, batch_size=2)
     full = reference_loss(model, examples)
-    assert result["token_nll"] == pytest.approx(full.mean_nll) and result["answer_nll"] == full.per_example_mean()
+    # float32 sums over other chunks of the head (batches of 2 here, 8 there): equal to rounding
+    assert result["token_nll"] == pytest.approx(full.mean_nll)
+    assert result["answer_nll"] == pytest.approx(full.per_example_mean(), rel=1e-6)
     assert result["tokens_no_eos"] == result["tokens"] - eos_labels
     assert len(result["answer_nll_no_eos"]) == len(result["answer_nll"]) == result["answers"] == len(examples)
     assert result["cut"] == 1
