@@ -96,16 +96,22 @@ def token_budget_batches(widths: Sequence[int], rows_of_longest: int) -> "list[l
     return batches
 
 
-def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device,
-                eos_id: Optional[int] = None) -> tuple[list, list]:
-    """Each sequence's summed NLL of its answer tokens (labels != -100), and of those that are not `eos_id`, from one
-    right-padded forward."""
+def padded_batch(inputs: list, labels: list, device: torch.device) -> "tuple[torch.Tensor, torch.Tensor]":
+    """(x, y), (rows, longest - 1): each sequence's input ids and next-token labels, right-padded (0 and -100)."""
     width = max(x.numel() for x in inputs) - 1
     x = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
     y = torch.full((len(inputs), width), -100, dtype=torch.long, device=device)
     for r, (ids, lab) in enumerate(zip(inputs, labels)):
         n = ids.numel() - 1
         x[r, :n], y[r, :n] = ids[:-1], lab[1:]
+    return x, y
+
+
+def _answer_nll(model: GPT, inputs: list, labels: list, device: torch.device,
+                eos_id: Optional[int] = None) -> tuple[list, list]:
+    """Each sequence's summed NLL of its answer tokens (labels != -100), and of those that are not `eos_id`, from one
+    right-padded forward."""
+    x, y = padded_batch(inputs, labels, device)
     scored = y != -100
     if not bool(scored.any()):
         return [0.0] * len(inputs), [0.0] * len(inputs)

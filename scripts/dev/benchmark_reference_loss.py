@@ -32,12 +32,7 @@ SHARED_GPT4 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "alp
 
 def logits_answer_nll(model, inputs, labels, device, eos_id=None):
     """The replaced `_answer_nll`: the head on the answer positions, all their logits at once, float32."""
-    width = max(x.numel() for x in inputs) - 1
-    x = torch.zeros(len(inputs), width, dtype=torch.long, device=device)
-    y = torch.full((len(inputs), width), -100, dtype=torch.long, device=device)
-    for r, (ids, lab) in enumerate(zip(inputs, labels)):
-        n = ids.numel() - 1
-        x[r, :n], y[r, :n] = ids[:-1], lab[1:]
+    x, y = reference_module.padded_batch(inputs, labels, device)
     scored = y != -100
     logits = model(x, output_mask=scored).float()  # (answer tokens, vocab)
     LARGEST_LOGITS[0] = max(LARGEST_LOGITS[0], logits.numel())
