@@ -29,12 +29,12 @@ from typing import Optional
 if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
-from lit_gpt.eval.paired import check_baseline, compare_evaluations, comparison_markdown
+from lit_gpt.eval.paired import check_baseline, write_comparison
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
 from lit_gpt.infer.load import load
 from lit_gpt.prompts.styles import get_prompt_style
-from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text, check_output, output_lock, run_cli
+from lit_gpt.utils import UserError, check_output, output_lock, run_cli
 
 # ---- defaults: edit them here or pass them as flags ----
 tasks = "ifeval"
@@ -114,10 +114,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
 def compare_with(out_dir: Path, baseline: Optional[Path]) -> None:
     if baseline is None:
         return
-    comparison = compare_evaluations(out_dir, baseline)
-    atomic_write_json(out_dir / "comparison.json", comparison)
-    atomic_write_text(out_dir / "comparison.md", comparison_markdown(comparison))
-    print(comparison_markdown(comparison))
+    print(write_comparison(out_dir, baseline))
     print(f"wrote {out_dir}/comparison.json and comparison.md")
 
 

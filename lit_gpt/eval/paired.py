@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from lit_gpt.eval.statistics import ALPHA, compare_arms, holm, mcnemar_exact
-from lit_gpt.utils import UserError
+from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text
 
 IFEVAL_FILE, REFERENCE_FILE = "ifeval_responses.jsonl", "reference_loss.jsonl"
 SEED_NOTE = ("one run per model: the tests see item noise only; another training seed can move a fine-tune's "
@@ -102,3 +102,12 @@ def comparison_markdown(comparison: dict) -> str:
         lines.append(f"| {name} | {scale * m['baseline']:.4g} | {scale * m['this']:.4g} | "
                      f"{scale * m['difference']:+.4g}{unit} | {m['test']}: {detail} | {m['p_holm']:.3g} | {verdict} |")
     return "\n".join(lines + ["", comparison["note"]]) + "\n"
+
+
+def write_comparison(out_dir: Path, baseline_dir: Path) -> str:
+    """compare_evaluations written into out_dir (comparison.json, comparison.md); returns the markdown."""
+    comparison = compare_evaluations(out_dir, baseline_dir)
+    markdown = comparison_markdown(comparison)
+    atomic_write_json(Path(out_dir) / "comparison.json", comparison)
+    atomic_write_text(Path(out_dir) / "comparison.md", markdown)
+    return markdown
