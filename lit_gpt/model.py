@@ -274,33 +274,58 @@ def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = No
     head. Used where SDPA does not fit: Gemma 2's capped scores, cap * tanh(scores / cap), which SDPA cannot
     apply; and KV-cached steps on CPU, where a few new tokens read a long cache: there the step's time is reading the
     cache, and PyTorch's CPU SDPA reads it once per query head (3x for SmolLM2's 9 heads in 3 groups) and is slow in
-    bf16, while these matmuls read each block of it once, in place, in the model's dtype. Scores are in the model's
-    dtype and the softmax in float32, as in transformers' eager attention.
+    bf16, while these matmuls read each block of it once, in place, in the model's dtype, and only for the rows
+    that attend it (`rows_attending`). Scores in the model's dtype, softmax in float32 (transformers' eager way).
     q (B, n_head, T, hs); k, v (B, n_groups, S, hs) or lists of blocks (B, n_groups, S_j, hs) of the S positions in
     order (`KVCache`); mask (T, S') or (B, 1, T, S') bool (True = attend), S' <= S (the positions from S' on are
     not attended: whole blocks of a cache), or None (causal, T = S). Returns (B, n_head, T, hs)."""
     keys, values = (k, v) if isinstance(k, list) else ([k], [v])
     B, n_head, T, hs = q.shape
-    n_groups, S = keys[0].shape[1], sum(block.shape[2] for block in keys)
+    sizes = [block.shape[2] for block in keys]
+    n_groups, S = keys[0].shape[1], sum(sizes)
+    if mask is None:
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    if mask.shape[-1] < S:  # whole blocks of a KV cache: the positions past the mask's are not attended
+        mask = F.pad(mask, (0, S - mask.shape[-1]), value=False)
+    rows = rows_attending(mask, B, sizes) if len(keys) > 1 else [(0, B)]
     q = q.reshape(B, n_groups, n_head // n_groups * T, hs)  # the heads of a group one after another
-    scores = torch.cat([q @ block.transpose(-2, -1) for block in keys], dim=-1)  # (B, n_groups, heads x T, S)
+    # (b - a, n_groups, heads x T, S_j) for each block: its rows a..b-1 only
+    parts = [q[a:b] @ block[a:b].transpose(-2, -1) for (a, b), block in zip(rows, keys)]
+    if all(ab == (0, B) for ab in rows):
+        scores = torch.cat(parts, dim=-1)  # (B, n_groups, heads x T, S)
+    else:  # the positions of rows that skipped a block stay 0 until the mask removes them
+        scores, start = q.new_zeros(B, n_groups, q.shape[2], S), 0
+        for (a, b), part, n in zip(rows, parts, sizes):
+            scores[a:b, ..., start: start + n], start = part, start + n
     scores = scores.view(B, n_groups, n_head // n_groups, T, S) * scale
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
-    if mask is None:
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
-    elif mask.ndim == 4:
-        mask = mask[:, :, None]  # (B, 1, 1, T, S): the same for every head
-    if mask.shape[-1] < S:  # whole blocks of a KV cache: the positions past the mask's are not attended
-        mask = F.pad(mask, (0, S - mask.shape[-1]), value=False)
+    mask = mask[:, :, None] if mask.ndim == 4 else mask  # (B, 1, 1, T, S): the same for every head
     softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # float32, or float64 for a float64 model
     probs = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=softmax_dtype).to(q.dtype)
     probs = probs.view(B, n_groups, -1, S)
-    y, start = None, 0
-    for block in values:  # the weighted sum over each block of positions
-        part = probs[..., start: start + block.shape[2]] @ block
-        y, start = part if y is None else y + part, start + block.shape[2]
+    if len(values) == 1:
+        return (probs @ values[0]).view(B, n_head, T, hs)
+    y, start = q.new_zeros(B, n_groups, q.shape[2], hs), 0
+    for (a, b), block, n in zip(rows, values, sizes):  # the weighted sum over each block of positions
+        y[a:b] += probs[a:b, ..., start: start + n] @ block[a:b]
+        start += n
     return y.view(B, n_head, T, hs)
+
+
+def rows_attending(mask: torch.Tensor, B: int, sizes: "list[int]") -> "list[tuple[int, int]]":
+    """For each block of `sizes` positions in order, the rows (first, last + 1) that attend any of its positions
+    (rows in between that do not are masked); (0, 0) where none does: rows that are shorter, or whose sliding
+    window has passed the block, skip it. mask (T, S) (every row alike) or (B, 1, T, S)."""
+    attended = mask.reshape(-1, mask.shape[-2], mask.shape[-1]).any(dim=1)  # (B or 1, S)
+    counts = F.pad(attended.cumsum(dim=-1), (1, 0))  # counts[:, s] = attended positions before s
+    ends = torch.tensor(sizes, device=mask.device).cumsum(0)
+    in_block = (counts[:, ends] - counts[:, ends - torch.tensor(sizes, device=mask.device)]) > 0  # (B or 1, blocks)
+    rows = []
+    for column in in_block.T.tolist():
+        hits = [b for b, hit in enumerate(column) if hit]
+        rows.append((0, 0) if not hits else (0, B) if attended.shape[0] == 1 else (hits[0], hits[-1] + 1))
+    return rows
 
 
 class KVCache(nn.Module):
@@ -350,6 +375,12 @@ class KVCache(nn.Module):
             n = min(self.block, length - j * self.block)
             self.k[j, target, :, :n] = self.k[j, source, :, :n]
             self.v[j, target, :, :n] = self.v[j, source, :, :n]
+
+    def swap_rows(self, i: int, j: int, length: int) -> None:
+        """Exchanges rows `i` and `j`'s first `length` positions (whole blocks)."""
+        blocks = slice(0, -(-length // self.block))
+        for buffer in (self.k, self.v):
+            buffer[blocks, [i, j]] = buffer[blocks, [j, i]]
 
 
 class LLaMAMLP(nn.Module):

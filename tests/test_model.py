@@ -15,7 +15,8 @@ from lit_gpt.config import Config
 from lit_gpt.convert.hf_mapping import hf_state_dict_to_lit
 from lit_gpt.infer.cache import rope_refill_position
 from lit_gpt.infer.sampling import generate
-from lit_gpt.model import GPT, KVCache, grouped_attention, packed_attention_mask, positions_in_segments
+from lit_gpt.model import (GPT, KVCache, grouped_attention, packed_attention_mask, positions_in_segments,
+                           rows_attending)
 from lit_gpt.train.dataset import TrainingSet
 from lit_gpt.train.packing import Packing
 
@@ -123,6 +124,27 @@ def test_grouped_attention_equals_sdpa(n_groups, mask_kind):
     if mask is not None:  # whole blocks past the mask's positions (stale keys, even huge ones) are not attended
         stale = lambda x: blocks(x) + [torch.full((B, n_groups, 2, hs), 1e4)]
         torch.testing.assert_close(grouped_attention(q, stale(k), stale(v), mask, 0.3), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_are_read_only_by_the_rows_that_attend_them():
+    """Blocks of 3, 3 and 2 positions; row 0 attends all 8 positions, row 1 the first 4, row 2 the first 2, row 3
+    (a sliding window) positions 4-7. `rows_attending` gives each block's rows (first, last + 1), and grouped
+    attention, which reads each block for those rows only, equals SDPA over all positions (float32)."""
+    torch.manual_seed(0)
+    B, n_head, n_groups, hs, S = 4, 6, 2, 8, 8
+    q, k, v = torch.randn(B, n_head, 1, hs), torch.randn(B, n_groups, S, hs), torch.randn(B, n_groups, S, hs)
+    positions = torch.arange(S)
+    first, last = torch.tensor([0, 0, 0, 4]), torch.tensor([7, 3, 1, 7])
+    mask = ((positions >= first[:, None]) & (positions <= last[:, None]))[:, None, None]  # (B, 1, 1, S)
+    assert rows_attending(mask, B, [3, 3, 2]) == [(0, 3), (0, 4), (0, 4)]
+    assert rows_attending(mask[1:3], 2, [3, 3, 2]) == [(0, 2), (0, 1), (0, 0)]  # block 2: no row attends it
+    assert rows_attending(mask[3:], 1, [3, 3, 2]) == [(0, 0), (0, 1), (0, 1)]  # the window has passed block 0
+    assert rows_attending(torch.arange(6)[None] < 3, 3, [3, 3]) == [(0, 3), (0, 0)]  # a (T, S) mask: rows alike
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3, enable_gqa=True)
+    for rows in ([0, 1, 2], [1, 2], [3], [1, 0, 3]):
+        blocks = lambda x: [x[rows][:, :, :3], x[rows][:, :, 3:6], x[rows][:, :, 6:]]
+        got = grouped_attention(q[rows], blocks(k), blocks(v), mask[rows], 0.3)
+        torch.testing.assert_close(got, expected[rows], rtol=1e-5, atol=1e-5)
 
 
 def test_kv_cache_blocks_are_contiguous_and_rows_move():

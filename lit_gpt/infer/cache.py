@@ -4,10 +4,16 @@
 per layer, in blocks of positions on CPU (`lit_gpt.model.KVCache`), never grown) and keeps what a decode step
 reads: each row's last token and its length, the position that token goes to. Rows 0..active-1 are in use, so a
 decode step runs the first `active` rows of every buffer (views, no copies), each at its own position with its own
-key mask (`GPT.forward` with (B, T) positions): no padding anywhere. A new prompt is prefilled alone into a free
-row, in chunks; a row whose answer ended is given to the next prompt, or, when no prompt waits, the last active row
-moves into it (one copy per ended row, not per step) so the active rows stay contiguous. Which prompt runs when is
-the caller's business (`lit_gpt.infer.sampling`).
+key mask (`GPT.forward` with (B, T) positions): no padding anywhere. A new prompt is prefilled alone into the
+first free row, in chunks.
+
+On CPU the cache is stored in blocks of positions (`lit_gpt.model.KVCache`), and a decode step reads a block only for
+the rows from the first to the last that attend it (`lit_gpt.model.rows_attending`). So the rows are kept in order
+of the blocks their next step reads, most first: then the rows that read a block are always the first ones, and a
+row that is shorter than the longest reads only its own blocks, not the longest row's. The order costs a few row
+copies when a row grows into a new block (it swaps with the first row of its old group) or ends (the hole it leaves
+passes to the end, one move per group behind it), never a copy per step. Which prompt runs when is the caller's
+business (`lit_gpt.infer.sampling`).
 """
 
 from typing import Optional
@@ -34,6 +40,7 @@ class RowCache:
         shapes (the batch and key lengths change every step; one graph serves them); prefills stay eager."""
         model.set_kv_cache(rows, max_seq_length, device=device)
         self.model, self.capacity = model, rows
+        self.block = model.blocks[0].attn.kv_cache.block  # positions per block of the cache
         self.decode = torch.compile(model, dynamic=True) if compile else model
         self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=device)  # each row's next input
         self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)  # where it goes: the row's length
@@ -62,17 +69,18 @@ class RowCache:
         return logits
 
     def put(self, row: int, owner: int, token: torch.Tensor, length: int) -> None:
-        """Row `row` (a freed row or the next free one) now holds prompt `owner`, prefilled to `length` tokens;
-        `token` (its newest) is the row's next input."""
+        """Row `row` (the next free one) now holds prompt `owner`, prefilled to `length` tokens; `token` (its
+        newest) is the row's next input."""
+        if row != self.active:
+            raise ValueError(f"row {row} is not the first free row ({self.active})")
         self.tokens[row], self.positions[row] = token.view(1), length
-        if row == self.active:
-            self.owner.append(owner)
-            self.length.append(length)
-        else:
-            self.owner[row], self.length[row] = owner, length
+        self.owner.append(owner)
+        self.length.append(length)
 
     def step(self) -> torch.Tensor:
-        """One decode step: every active row's token at its position. Returns the next logits (active, vocab)."""
+        """One decode step: every active row's token at its position. Returns the next logits (active, vocab), in
+        the rows' order after `_order_rows` (owner and length say which prompt each row is)."""
+        self._order_rows()
         n = self.active
         # compiled, the step runs a power of two of rows (free rows sit at position 0, where their writes are
         # overwritten by the next prefill): a few batch shapes, so a few graphs, as the rows dwindle at the end
@@ -87,17 +95,46 @@ class RowCache:
         self.tokens[:self.active] = tokens
 
     def leave(self, row: int) -> None:
-        """Frees `row`: the last active row moves into it (its cache up to its length, its token and position)."""
-        last = self.active - 1
-        if row != last:
-            n = self.length[last]
-            for block in self.model.blocks:
-                block.attn.kv_cache.move_row(last, row, n)
-            self.tokens[row], self.positions[row] = self.tokens[last], self.positions[last]
-            self.owner[row], self.length[row] = self.owner[last], n
-        self.positions[last] = 0
+        """Frees `row`; the rows behind it move up, one move per group of rows that read the same number of blocks
+        (the group's last row fills the hole), so the rows stay in order and contiguous."""
+        blocks, last, hole = self._blocks_read(), self.active - 1, row
+        while hole < last:
+            end = max(r for r in range(hole + 1, last + 1) if blocks[r] == blocks[hole + 1])  # the next group's last
+            self._move(end, hole)
+            blocks[hole], hole = blocks[end], end
+        self.positions[last] = 0  # a free row's writes land at position 0, overwritten by its next prefill
         self.owner.pop()
         self.length.pop()
+
+    def _blocks_read(self) -> "list[int]":
+        """For each active row, the number of cache blocks its next step reads (up to its next position)."""
+        return [length // self.block + 1 for length in self.length]
+
+    def _order_rows(self) -> None:
+        """Rows in order of the blocks they read, most first: each row that reads more than the one before it swaps
+        with the first row that reads fewer (one swap per row that grew into a new block; more only for a long
+        prompt just put at the end)."""
+        blocks = self._blocks_read()
+        for r in range(1, len(blocks)):
+            while blocks[r] > blocks[r - 1]:
+                first = next(i for i in range(r) if blocks[i] < blocks[r])
+                self._swap(first, r)
+                blocks[first], blocks[r] = blocks[r], blocks[first]
+
+    def _move(self, source: int, target: int) -> None:
+        """Row `source` (its cache up to its length, token, position, owner) into row `target`."""
+        for layer in self.model.blocks:
+            layer.attn.kv_cache.move_row(source, target, self.length[source])
+        self.tokens[target], self.positions[target] = self.tokens[source], self.positions[source]
+        self.owner[target], self.length[target] = self.owner[source], self.length[source]
+
+    def _swap(self, i: int, j: int) -> None:
+        for layer in self.model.blocks:
+            layer.attn.kv_cache.swap_rows(i, j, max(self.length[i], self.length[j]))
+        for values in (self.tokens, self.positions):
+            values[[i, j]] = values[[j, i]]
+        for values in (self.owner, self.length):
+            values[i], values[j] = values[j], values[i]
 
     def close(self) -> None:
         self.model.clear_kv_cache()

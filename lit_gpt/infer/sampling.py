@@ -146,30 +146,27 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     rows = RowCache(model, min(batch_size or len(waiting), len(waiting)),
                     max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile)
 
-    def start_next(row: int) -> bool:
-        """Gives `row` to the next waiting prompt whose answer does not end at its first token."""
-        while waiting:
+    def fill_free_rows() -> None:
+        """Prefills waiting prompts into the free rows (after the active ones); a prompt whose answer ends at its
+        first token takes no row."""
+        while waiting and rows.active < rows.capacity:
             i = waiting.popleft()
-            token = sample(rows.prefill(prompts[i], row), temperature, top_k, top_p, generator)
+            token = sample(rows.prefill(prompts[i], rows.active), temperature, top_k, top_p, generator)
             if answers.goes_on(i, int(token)):
-                rows.put(row, i, token, prompts[i].numel())
-                return True
-        return False
+                rows.put(rows.active, i, token, prompts[i].numel())
 
     try:
-        while rows.active < rows.capacity and start_next(rows.active):
-            pass
+        fill_free_rows()
         while rows.active:
-            fed_at = list(rows.length)
             logits = rows.step()
-            _refill_longrope(rows, logits, fed_at, prompts, answers.ids)
+            _refill_longrope(rows, logits, [length - 1 for length in rows.length], prompts, answers.ids)
             tokens = sample(logits, temperature, top_k, top_p, generator)
             rows.set_next(tokens)
             ended = [row for row, (i, t) in enumerate(zip(rows.owner, tokens.flatten().tolist()))
                      if not answers.goes_on(i, t)]
             for row in reversed(ended):  # from the last, so that leave() moves only rows that go on
-                if not start_next(row):
-                    rows.leave(row)
+                rows.leave(row)
+            fill_free_rows()
     finally:
         rows.close()
     return answers.ids

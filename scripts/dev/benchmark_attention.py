@@ -1,9 +1,14 @@
-"""KV-cached attention on CPU, in one process, runs interleaved: `grouped_attention` over the model-dtype cache in
-blocks (the library's path) against the path it replaced, SDPA over a float32 cache of one block. Greedy generation
-of the first --num_prompts IFEval prompts, exactly --max_new_tokens each (no EOS stop, so both sides do the same
-work), --batch_size rows in flight; --max_new_tokens 1 times the prefills alone.
+"""KV-cached attention on CPU, in one process, runs interleaved: the library's path against one it replaced
+(--baseline): `sdpa_float32_cache`, SDPA over a float32 cache of one block (before `grouped_attention`), or
+`all_rows`, every row reading every block up to the longest row's, in no order (before `rows_attending` and the
+rows' order in `RowCache`). Greedy generation of the first --num_prompts IFEval prompts, no EOS stop, so both sides
+do the same work: exactly --max_new_tokens each, or, with --min_new_tokens, a budget drawn for each prompt between
+the two (seeded: the same for both sides), so that rows of different lengths run together as in a real evaluation;
+--batch_size rows in flight; --max_new_tokens 1 times the prefills alone.
 
     python scripts/dev/benchmark_attention.py --num_prompts 32 --max_new_tokens 384 --batch_size 32 --runs 2
+    python scripts/dev/benchmark_attention.py --baseline all_rows --num_prompts 64 --min_new_tokens 64 \
+        --max_new_tokens 1280 --batch_size 32 --runs 2
 """
 
 import importlib.util
@@ -13,6 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +30,10 @@ import lit_gpt.model as model_module
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.eval import ifeval
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
+from lit_gpt.infer.cache import RowCache
 from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate_batch
-from lit_gpt.utils import run_cli
+from lit_gpt.utils import UserError, run_cli
 
 
 def sdpa_attention(q, k, v, mask, scale, softcap=None):
@@ -56,40 +63,72 @@ def replaced_path():
 
 
 @contextmanager
+def all_rows_path():
+    """Every row reads every block up to the longest row's; rows stay where they are, and an ended row is filled by
+    the last one (one move), as before the rows were kept in order."""
+    originals = model_module.rows_attending, RowCache._order_rows, RowCache.leave
+
+    def leave(rows, row):
+        last = rows.active - 1
+        if row != last:
+            rows._move(last, row)
+        rows.positions[last] = 0
+        rows.owner.pop()
+        rows.length.pop()
+
+    model_module.rows_attending = lambda mask, B, sizes: [(0, B)] * len(sizes)
+    RowCache._order_rows, RowCache.leave = lambda rows: None, leave
+    try:
+        yield
+    finally:
+        model_module.rows_attending, RowCache._order_rows, RowCache.leave = originals
+
+
+@contextmanager
 def library_path():
     yield
 
 
+BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path}
+
+
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_prompts: int = 32,
-         max_new_tokens: int = 384, batch_size: int = 32, runs: int = 2, threads: int = 2) -> dict:
+         max_new_tokens: int = 384, min_new_tokens: Optional[int] = None, batch_size: int = 32, runs: int = 2,
+         threads: int = 2, baseline: str = "sdpa_float32_cache") -> dict:
     """Prints and returns the seconds of each run of each path.
 
     Args:
         checkpoint_dir: a converted checkpoint (the packaged SmolLM2-135M-Instruct is converted there if missing)
         num_prompts: the first N IFEval prompts
-        max_new_tokens: tokens generated per prompt
+        max_new_tokens: tokens generated per prompt (the largest budget with --min_new_tokens)
+        min_new_tokens: the smallest budget: each prompt's is drawn uniformly between the two (seed 0)
         batch_size: rows in flight
         runs: runs of each path, alternating which goes first
         threads: torch threads
+        baseline: the replaced path: sdpa_float32_cache or all_rows
     """
+    if baseline not in BASELINES:
+        raise UserError(f"--baseline {baseline}: choose one of {', '.join(BASELINES)}")
     torch.set_num_threads(threads)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
     loaded = load(checkpoint_dir, device="cpu", precision="bf16-true")
     prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
                for p in ifeval.load_prompts()[:num_prompts]]
-    paths = {"grouped_blocked_cache": library_path, "sdpa_float32_cache": replaced_path}
+    budgets = max_new_tokens if min_new_tokens is None else torch.randint(
+        min_new_tokens, max_new_tokens + 1, (num_prompts,), generator=torch.Generator().manual_seed(0)).tolist()
+    paths = {"library": library_path, baseline: BASELINES[baseline]}
     seconds, answers = {name: [] for name in paths}, {}
     load_before = os.getloadavg()
     for r in range(runs):
         for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
             with paths[name]():
                 start = time.perf_counter()
-                answers[name] = generate_batch(loaded.model, prompts, max_new_tokens, batch_size=batch_size,
+                answers[name] = generate_batch(loaded.model, prompts, budgets, batch_size=batch_size,
                                                temperature=0.0)
                 seconds[name].append(round(time.perf_counter() - start, 2))
     a, b = answers.values()
-    report = {"seconds": seconds, "new_tokens": num_prompts * max_new_tokens,
+    report = {"seconds": seconds, "new_tokens": sum(len(ids) for ids in a),
               "paired_speedup": [round(s / g, 3) for g, s in zip(*seconds.values())],
               "identical_answers": sum(x == y for x, y in zip(a, b)), "answers": len(a),
               "load_average_before": load_before, "load_average_after": os.getloadavg()}

@@ -64,3 +64,41 @@ def test_a_row_moved_by_leave_decodes_on_as_before():
     torch.testing.assert_close(moved, in_place[[2, 1]], rtol=0, atol=1e-12)
     rows.close()
     assert model.blocks[0].attn.kv_cache is None
+
+
+@torch.inference_mode()
+def test_rows_stay_in_order_of_the_blocks_they_read(monkeypatch):
+    """Blocks of 4 positions, four rows of 2-9 tokens: before every step the rows are ordered by the blocks they
+    read, most first, so the rows that read a block are the first ones (what `rows_attending` turns into skipped
+    reads); rows that grow into a new block, end, or join long keep that order, and each row's logits are its
+    prompt's own (the full forward of its tokens so far) whatever moved it."""
+    monkeypatch.setattr("lit_gpt.model.KV_CACHE_BLOCK_CPU", 4)
+    model = tiny_model()
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 256, (n,), generator=g) for n in (9, 2, 5, 3, 11)]
+    rows = RowCache(model, rows=4, max_seq_length=24, device=torch.device("cpu"))
+    assert rows.block == 4
+    seqs = {}
+    for i, p in enumerate(prompts[:4]):
+        token = rows.prefill(p, rows.active).argmax(-1, keepdim=True)
+        rows.put(rows.active, i, token, p.numel())
+        seqs[i] = torch.cat((p, token.view(1)))
+    seen_orders = set()
+    for step in range(8):
+        if step == 3:  # the row of prompt 0 (the longest) ends; the long prompt 4 joins at the end
+            rows.leave(rows.owner.index(0))
+            token = rows.prefill(prompts[4], rows.active).argmax(-1, keepdim=True)
+            rows.put(rows.active, 4, token, prompts[4].numel())
+            seqs[4] = torch.cat((prompts[4], token.view(1)))
+        logits = rows.step()
+        blocks = [(length - 1) // 4 + 1 for length in rows.length]  # the blocks this step read, row by row
+        assert blocks == sorted(blocks, reverse=True)
+        seen_orders.add(tuple(rows.owner))
+        for row, owner in enumerate(rows.owner):
+            torch.testing.assert_close(logits[row], model(seqs[owner][None])[0, -1], rtol=0, atol=1e-10)
+        tokens = logits.argmax(-1, keepdim=True)
+        rows.set_next(tokens)
+        for owner, token in zip(rows.owner, tokens.flatten()):
+            seqs[owner] = torch.cat((seqs[owner], token.view(1)))
+    assert len(seen_orders) > 2  # rows did move
+    rows.close()

@@ -237,12 +237,17 @@ def early_stops(model: GPT, prompts: list, n: int) -> "tuple[int, list]":
     return eos, expected
 
 
+@pytest.mark.parametrize("block", [None, 4], ids=["one-block", "blocks-of-4"])
 @pytest.mark.parametrize("arch", [*BATCH_ARCHITECTURES, "phi3-longrope"])
 @pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_continuous_batching_greedy_equals_one_prompt_at_a_time(arch, batch_size):
-    """Seven prompts of 1-12 tokens through 1-3 rows: rows end early (EOS, a stop rule, a smaller budget) and are
-    given to the next prompt or filled by moving the last row; each answer is its prompt's own, in input order.
-    Longrope rows cross the factor switch (position 8) at different steps, each recomputing its own cache."""
+def test_continuous_batching_greedy_equals_one_prompt_at_a_time(arch, batch_size, block, monkeypatch):
+    """Seven prompts of 1-12 tokens through 1-3 rows: rows end early (EOS, a stop rule, a smaller budget), the rows
+    behind them move up and the next prompt joins at the end; each answer is its prompt's own, in input order.
+    Longrope rows cross the factor switch (position 8) at different steps, each recomputing its own cache. With
+    cache blocks of 4 positions rows grow into new blocks at different steps and are reordered (swapped), and a
+    long prompt joins behind shorter rows."""
+    if block is not None:
+        monkeypatch.setattr("lit_gpt.model.KV_CACHE_BLOCK_CPU", block)
     model = tiny_model(**(LONGROPE if arch == "phi3-longrope" else BATCH_ARCHITECTURES[arch]))
     g = torch.Generator().manual_seed(4)
     prompts = mixed_prompts() + [torch.randint(0, 256, (n,), generator=g) for n in (3, 10)]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import tiny_config
 
@@ -134,18 +135,29 @@ def test_the_peer_interpreter_is_taken_from_the_command_line_only(tmp_path, root
     assert not marker.exists()
 
 
-def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir):
-    """scripts/dev/benchmark_attention.py on a tiny checkpoint: both paths timed, the library's path put back."""
+@pytest.mark.parametrize("baseline", ["sdpa_float32_cache", "all_rows"])
+def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, baseline):
+    """scripts/dev/benchmark_attention.py on a tiny checkpoint: both paths timed on the same budgets (drawn between
+    --min_new_tokens and --max_new_tokens), the same greedy answers (float32), the library's path put back."""
     from helpers import load_cached_script
     import lit_gpt.model as model_module
+    from lit_gpt.infer.cache import RowCache
 
-    originals = model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache
+    originals = (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache,
+                 model_module.rows_attending, RowCache._order_rows, RowCache.leave)
     checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
-    report = load_cached_script("dev/benchmark_attention").main(
-        checkpoint_dir=checkpoint, num_prompts=2, max_new_tokens=3, batch_size=2, runs=2, threads=1)
+    script = load_cached_script("dev/benchmark_attention")
+    report = script.main(checkpoint_dir=checkpoint, num_prompts=2, max_new_tokens=3, batch_size=2, runs=2, threads=1,
+                         baseline=baseline)
+    assert list(report["seconds"]) == ["library", baseline]
     assert [len(v) for v in report["seconds"].values()] == [2, 2] and len(report["paired_speedup"]) == 2
     assert report["new_tokens"] == 6 and report["answers"] == 2
-    assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache) == originals
+    drawn = script.main(checkpoint_dir=checkpoint, num_prompts=3, min_new_tokens=1, max_new_tokens=6, batch_size=2,
+                        runs=1, threads=1, baseline=baseline)
+    expected = torch.randint(1, 7, (3,), generator=torch.Generator().manual_seed(0)).tolist()
+    assert drawn["new_tokens"] == sum(expected) and drawn["identical_answers"] == 3
+    assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache,
+            model_module.rows_attending, RowCache._order_rows, RowCache.leave) == originals
 
 
 def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, shared_dir):
