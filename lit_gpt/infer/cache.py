@@ -129,6 +129,7 @@ class RowCache:
         self.owner[target], self.length[target] = self.owner[source], self.length[source]
 
     def _swap(self, i: int, j: int) -> None:
+        """Rows `i` and `j` trade places: caches (up to the longer length), tokens, positions, owners, lengths."""
         for layer in self.model.blocks:
             layer.attn.kv_cache.swap_rows(i, j, max(self.length[i], self.length[j]))
         for values in (self.tokens, self.positions):
