@@ -377,10 +377,15 @@ def load_script(root_dir, name):
 
 @lru_cache(maxsize=None)
 def load_cached_script(name: str):
-    spec = importlib.util.spec_from_file_location("script_" + name.replace("/", "_"), ROOT / "scripts" / f"{name}.py")
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location("script_" + name.replace("/", "_"), path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # jsonargparse reads the source to resolve the **kwargs handed to prepare()
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))  # as `python scripts/<name>.py` has it: modules beside the script import
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

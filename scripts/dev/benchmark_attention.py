@@ -31,6 +31,7 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 import lit_gpt.model as model_module
+from ab_runs import interleaved, library_path  # beside this script (sys.path[0])
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.eval import ifeval
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
@@ -88,11 +89,6 @@ def all_rows_path():
         model_module.rows_attending, RowCache._order_rows, RowCache.leave = originals
 
 
-@contextmanager
-def library_path():
-    yield
-
-
 BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path}
 
 
@@ -147,19 +143,6 @@ def spread_lengths(step_lengths: str, rows: int) -> torch.Tensor:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 0 < int(parts[0]) <= int(parts[1]):
         raise UserError(f"--step_lengths {step_lengths}: give SHORTEST,LONGEST, two positive numbers, e.g. 150,1400")
     return torch.linspace(int(parts[1]), int(parts[0]), rows).round().long()
-
-
-def interleaved(paths: dict, runs: int, work) -> "tuple[dict, dict]":
-    """`work()` under each path `runs` times, alternating which path goes first: the seconds of each run and what
-    each run returned, per path."""
-    seconds, results = {name: [] for name in paths}, {name: [] for name in paths}
-    for r in range(runs):
-        for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
-            with paths[name]():
-                start = time.perf_counter()
-                results[name].append(work())
-                seconds[name].append(round(time.perf_counter() - start, 2))
-    return seconds, results
 
 
 @torch.inference_mode()

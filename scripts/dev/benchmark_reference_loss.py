@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -22,6 +21,7 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 import lit_gpt.eval.reference_loss as reference_module
+from ab_runs import interleaved, library_path  # beside this script (sys.path[0])
 from lit_gpt.eval.run import reference_examples
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.load import load
@@ -63,11 +63,6 @@ def replaced_path():
         reference_module._answer_nll = original
 
 
-@contextmanager
-def library_path():
-    yield
-
-
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference_data: Path = SHARED_GPT4,
          limit: Optional[int] = 300, batch_size: int = 16, runs: int = 2, threads: int = 2,
          precision: str = "bf16-true") -> dict:
@@ -89,15 +84,10 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference
     examples = reference_examples(reference_data, loaded.tokenizer, loaded.style, loaded.model.config.block_size,
                                   limit)
     paths = {"fused_per_token": library_path, "all_answer_logits": replaced_path}
-    seconds, results = {name: [] for name in paths}, {}
     load_before = os.getloadavg()
-    for r in range(runs):
-        for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
-            with paths[name]():
-                start = time.perf_counter()
-                results[name] = reference_module.reference_loss(loaded.model, examples, micro_batch_size=batch_size)
-                seconds[name].append(round(time.perf_counter() - start, 2))
-    fused, plain = results.values()
+    seconds, results = interleaved(paths, runs, lambda: reference_module.reference_loss(
+        loaded.model, examples, micro_batch_size=batch_size))
+    fused, plain = (results[name][-1] for name in paths)
     tokens = fused.tokens
     report = {"answers": fused.examples, "scored_tokens": tokens, "precision": precision, "batch_size": batch_size,
               "seconds": seconds,
