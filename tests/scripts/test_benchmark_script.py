@@ -1,6 +1,7 @@
 """scripts/dev/benchmark.py: the harness end to end on a tiny model, and its one-line errors."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -109,6 +110,39 @@ def test_generation_benchmark_ifeval_workload_quick(tiny_checkpoint_dir, capsys)
     assert lm_eval["same_prompts_as_ours"] == lm_eval["same_answers_as_ours"] == 1.0
     assert lm_eval["ifeval"] == ours["ifeval"]
     assert json.loads(capsys.readouterr().out)["ours"] == ours
+
+
+def test_generation_benchmark_times_llama_cpp_beside_ours_at_batch_1(tiny_checkpoint_dir, tmp_path, capsys,
+                                                                    root_dir):
+    """--llama_bench: batch 1 runs llama.cpp's llama-bench (here a stand-in that records what it was given) on a GGUF
+    of the same weights, one repetition per run, interleaved with ours; its tokens/s and the ratio are reported, the
+    GGUF is removed after. A --config file may not name the program."""
+    from helpers import run_as_main
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    seen, program = tmp_path / "seen.txt", tmp_path / "llama-bench"
+    program.write_text(f"#!/bin/sh\necho \"$@\" >> {seen}\nhead -c 4 \"$2\" >> {seen}\necho >> {seen}\n"
+                       "echo '[{\"avg_ts\": 40.0, \"n_gen\": 3}]'\n")
+    program.chmod(0o755)
+    script = root_dir / "scripts" / "dev" / "benchmark_generate.py"
+    common = ["--checkpoint_dir", checkpoint, "--batch_sizes", "1", "--num_prompts", 2, "--batch1_prompts", 2,
+              "--max_new_tokens", 3, "--runs", 2, "--threads", 1, "--compare_transformers", "false"]
+    code, out, err = run_as_main(capsys, script, *common, "--llama_bench", program)
+    assert code == 0, err
+    row = json.loads(out)["results"][0]
+    assert row["llama_cpp_tokens_per_s"] == 40.0 and row["ours_tokens_per_s"] > 0
+    assert row["ours_vs_llama_cpp"] == round(row["ours_tokens_per_s"] / 40.0, 2)
+    calls = seen.read_text().splitlines()
+    assert len(calls) == 4 and calls[1] == calls[3] == "GGUF"  # two runs, each given a GGUF file
+    gguf_file = Path(calls[0].split()[1])
+    assert calls[0] == f"-m {gguf_file} -t 1 -p 0 -n 3 -r 1 -o json" and not gguf_file.parent.exists()
+
+    seen.unlink()
+    config = tmp_path / "benchmark.yaml"
+    config.write_text(f"llama_bench: {program}\n")
+    code, out, err = run_as_main(capsys, script, *common, "--config", config)
+    assert code == 1 and "Traceback" not in err and not seen.exists()
+    assert f"--llama_bench {program}: names a program to run, so it is taken from the command line" in err
 
 
 def test_generation_benchmark_user_errors(capsys):
