@@ -7,7 +7,8 @@ Each row (instruction + input, or the first user turn of a conversation; any lay
 answered in the checkpoint's prompt style, greedily unless --temperature says otherwise, by continuous batching
 (--batch_size rows in flight), until the tokenizer's stop ids, the style's stop strings or --max_new_tokens. The
 output has one row per input row, in order: {"instruction", "input", "output": the model's answer, "finished":
-false where the budget cut it, "source": "model"}.
+false where the budget cut it, "source": "model"} (and the row's "constraints", when it has them: rows of
+scripts/add_constraints.py, scored by scripts/score_dataset.py --method constraints).
 
 Self-play preference pairs (SPIN, Chen et al. 2024): the dataset's own answers chosen, the model's rejected —
 
@@ -24,28 +25,11 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
 
 import torch
 
-from lit_gpt.data.normalize import BadRecord, normalize
-from lit_gpt.data.records import iter_records, write_records
+from lit_gpt.data.normalize import read_instructions
+from lit_gpt.data.records import write_records
 from lit_gpt.infer.answer import answer_prompts, check_sampling_args
 from lit_gpt.infer.load import LOAD_FLAGS, load
 from lit_gpt.utils import UserError, check_output, log, run_cli, with_flags
-
-
-def read_prompts(data_path: Path, limit: Optional[int]) -> list[dict]:
-    """{"instruction", "input"} of each row, in order; a row that is no instruction stops with one line naming it."""
-    prompts = []
-    for label, record in iter_records(data_path):
-        if limit is not None and len(prompts) >= limit:
-            break
-        record = dict(record, output=record.get("output") or "-")  # only the prompt is needed here
-        try:
-            example = normalize(record)
-        except BadRecord as e:
-            raise UserError(f"{data_path}: {label}: {e}; each row needs an instruction (or a conversation)") from None
-        prompts.append({"instruction": example["instruction"], "input": example["input"]})
-    if not prompts:
-        raise UserError(f"{data_path}: no rows")
-    return prompts
 
 
 def main(*, data_path: Path, output: Path, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None,
@@ -72,7 +56,8 @@ def main(*, data_path: Path, output: Path, checkpoint_dir: Optional[Path] = None
         raise UserError("give --checkpoint_dir or --lora_path: the model that answers")
     check_output(output, {"--data_path": data_path, "--checkpoint_dir": checkpoint_dir, "--lora_path": lora_path},
                  "--output")
-    prompts = read_prompts(data_path, limit)
+    # rows of scripts/add_constraints.py keep their checks with the answers
+    prompts = read_instructions(data_path, limit, keep=("constraints",))
     loaded = load(checkpoint_dir, lora_path, **load_flags)
     log(f"{loaded.description}: answering {len(prompts)} rows of {data_path}")
     generator = torch.Generator(loaded.model.wte.weight.device).manual_seed(seed)

@@ -7,6 +7,8 @@
     python scripts/score_dataset.py --data_path data/alpaca.json --method ifd --checkpoint_dir checkpoints/gpt2
     # rule-based flags -> heuristics_flags, heuristics_pass
     python scripts/score_dataset.py --data_path data/alpaca.json --method heuristics
+    # answers to prompts with constraints (scripts/add_constraints.py): the share followed -> score_constraints
+    python scripts/score_dataset.py --data_path data/answers.json --method constraints
 
 The output (default `<name>.scored.json[l]` beside the input; pass it as --data_path again to add another method's
 column) keeps every row and column of the input. Scores are appended batch by batch to a sidecar
@@ -25,6 +27,7 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
 
 from lit_gpt.data.records import load_records, write_records
 from lit_gpt.infer.load import load
+from lit_gpt.quality.constraints import ConstraintScorer
 from lit_gpt.quality.heuristics import HeuristicConfig, HeuristicScorer
 from lit_gpt.quality.ifd import IFDScorer
 from lit_gpt.quality.judge import Judge
@@ -37,7 +40,7 @@ from lit_gpt.utils import UserError, check_output, log, run_cli
 def main(
     *,
     data_path: Path,
-    method: Literal["alpagasus", "ifd", "heuristics"],
+    method: Literal["alpagasus", "ifd", "heuristics", "constraints"],
     judge_checkpoint_dir: Optional[Path] = None,
     checkpoint_dir: Optional[Path] = None,
     output: Optional[Path] = None,
@@ -57,7 +60,8 @@ def main(
 
     Args:
         data_path: JSON or JSONL dataset (Alpaca, Dolly, ShareGPT/messages, LIMA conversations, ...)
-        method: alpagasus (LLM judge, 0-5), ifd (instruction-following difficulty), heuristics (rule flags)
+        method: alpagasus (LLM judge, 0-5), ifd (instruction-following difficulty), heuristics (rule flags),
+            constraints (the share of a row's constraints, from scripts/add_constraints.py, that its output follows)
         judge_checkpoint_dir: the judge for alpagasus (an instruct model is best; any checkpoint works)
         checkpoint_dir: the language model for ifd (GPT-2-sized is enough); also accepted as the judge
         output: where to write the scored rows (default: <data_path stem>.scored.<suffix> beside it; a file this
@@ -87,7 +91,7 @@ def main(
     already = sum(cache.get(e) is not None for e in examples)
     log(f"{data_path}: {len(rows)} rows, {already} already scored in {cache.path}")
     results = score_examples(examples, scorer, cache, batch_size=batch_size, limit=limit,
-                             sort_by_length=method != "heuristics", progress=_progress_logger())
+                             sort_by_length=method in ("alpagasus", "ifd"), progress=_progress_logger())
     _write_scored_rows(output, rows, results, method)
     return output
 
@@ -131,6 +135,8 @@ def _make_scorer(method: str, judge_checkpoint_dir: Optional[Path], checkpoint_d
         scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,
                                                  max_response_words=max_response_words))
         return scorer, {"method": method, **scorer.settings}
+    if method == "constraints":
+        return ConstraintScorer(), {"method": method, **ConstraintScorer().settings}
     model_dir = (judge_checkpoint_dir or checkpoint_dir) if method == "alpagasus" else (checkpoint_dir or judge_checkpoint_dir)
     if model_dir is None:
         flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"

@@ -7,9 +7,11 @@ with the short reason that the manifest counts.
 """
 
 import json
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
-from lit_gpt.data.records import CONVERSATION_KEYS
+from lit_gpt.data.records import CONVERSATION_KEYS, iter_records
+from lit_gpt.utils import UserError
 
 FIELDS = ("instruction", "input", "output", "source", "messages", "id", "score")
 ROLES = {"user": "user", "human": "user", "prompter": "user", "assistant": "assistant", "gpt": "assistant",
@@ -123,3 +125,22 @@ def is_multi_turn(messages: list[dict]) -> bool:
     """More than one user message: what the manifests' multi_turn counts (a system message makes no second turn,
     though it keeps a single exchange under `messages`)."""
     return sum(m.get("role") == "user" for m in messages) > 1
+
+
+def read_instructions(data_path: Path, limit: Optional[int] = None, keep: Sequence[str] = ()) -> list[dict]:
+    """{"instruction", "input"} of each row of a file in any layout `normalize` reads (the first user turn of a
+    conversation), and the row's fields named in `keep` where it has them; in order, the first `limit` rows. Only
+    the prompt matters: a row needs no answer. A row that is no instruction stops with one line naming it."""
+    rows = []
+    for label, record in iter_records(data_path):
+        if limit is not None and len(rows) >= limit:
+            break
+        try:
+            example = normalize(dict(record, output=record.get("output") or "-"))
+        except BadRecord as e:
+            raise UserError(f"{label}: {e}; each row needs an instruction (or a conversation)") from None
+        kept = {k: record[k] for k in keep if k in record}
+        rows.append({"instruction": example["instruction"], "input": example["input"], **kept})
+    if not rows:
+        raise UserError(f"{data_path}: no rows")
+    return rows

@@ -261,6 +261,28 @@ def score(prompts: Sequence[IFEvalPrompt], responses: Sequence[str]) -> IFEvalRe
         punkt_tab=_PUNKT["dir"])
 
 
+def strict_verdicts(instruction_ids: Sequence[str], kwargs: Sequence[dict], prompt: str, response: str,
+                    key: int = 0) -> list[bool]:
+    """The strict verdict on each of a response's instructions (kinds of `instruction_registry`, with their
+    arguments), as `score` gives it: IFEval's own checks, `random` seeded with `key`, langdetect with 0."""
+    checks = _lm_eval_ifeval()
+    example = checks.InputExample(key=key, instruction_id_list=list(instruction_ids), prompt=prompt,
+                                  kwargs=[dict(k) for k in kwargs])
+    with _deterministic():
+        random.seed(key)
+        return list(checks.test_instruction_following_strict(example, response).follow_instruction_list)
+
+
+def instruction_registry() -> "tuple[dict, dict]":
+    """lm-eval's IFEval instruction kinds: {kind id: its class} (each writes its own description with drawn
+    arguments, `build_description`, and checks a response) and {kind id: kinds it conflicts with} (as lm-eval
+    lists them: not every conflict is listed both ways)."""
+    _lm_eval_ifeval()
+    from lm_eval.tasks.ifeval import instructions_registry
+
+    return instructions_registry.INSTRUCTION_DICT, instructions_registry.INSTRUCTION_CONFLICTS
+
+
 def score_file(responses_path: "str | Path", prompts_path: "Optional[str | Path]" = None) -> IFEvalResult:
     """Scores a response file in IFEval's format against the prompt file (default: the shared copy)."""
     prompts = load_prompts(prompts_path)

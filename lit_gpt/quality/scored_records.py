@@ -5,21 +5,24 @@ for building their inputs. The records are read and written by lit_gpt.data.reco
 `write_records`).
 
 Scoring methods (one column each, added to every record): `alpagasus` (a judge model's 0-5 rating,
-`lit_gpt.quality.judge`), `ifd` (Instruction-Following Difficulty, `lit_gpt.quality.ifd`) and `heuristics`
-(rule-based flags, `lit_gpt.quality.heuristics`).
+`lit_gpt.quality.judge`), `ifd` (Instruction-Following Difficulty, `lit_gpt.quality.ifd`), `heuristics`
+(rule-based flags, `lit_gpt.quality.heuristics`) and `constraints` (the share of a row's verifiable constraints its
+answer follows, `lit_gpt.quality.constraints`).
 """
 
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from lit_gpt.data.normalize import BadRecord, normalize
 
-METHODS = ("alpagasus", "ifd", "heuristics")
-SCORE_COLUMNS = {"alpagasus": "score_alpagasus", "ifd": "score_ifd", "heuristics": "heuristics_pass"}
+METHODS = ("alpagasus", "ifd", "heuristics", "constraints")
+SCORE_COLUMNS = {"alpagasus": "score_alpagasus", "ifd": "score_ifd", "heuristics": "heuristics_pass",
+                 "constraints": "score_constraints"}
 FLAGS_COLUMN = "heuristics_flags"
 # ======================================================================================================================
 # Model-based scoring
@@ -31,10 +34,12 @@ class ScoringExample:
     instruction: str
     input: str
     output: str
+    constraints: Optional[list] = None  # the record's verifiable constraints (`lit_gpt.quality.constraints`), if any
 
     @property
     def content_hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.instruction, self.input, self.output]).encode()).hexdigest()[:16]
+        scored = [self.instruction, self.input, self.output] + ([self.constraints] if self.constraints else [])
+        return hashlib.sha256(json.dumps(scored).encode()).hexdigest()[:16]
 
 
 def fit_ids(ids: list[int], max_len: int, head_fraction: float = 0.3) -> tuple[list[int], bool]:
@@ -72,7 +77,8 @@ def scoring_example(index: int, record: dict) -> ScoringExample:
         text = normalize(record)
     except BadRecord:
         text = {k: record.get(k) if isinstance(record.get(k), str) else "" for k in ("instruction", "input", "output")}
-    return ScoringExample(index, text.get("instruction") or "", text.get("input") or "", text.get("output") or "")
+    return ScoringExample(index, text.get("instruction") or "", text.get("input") or "", text.get("output") or "",
+                          record.get("constraints") if isinstance(record, dict) else None)
 
 
 def default_output(data_path: Path, tag: str) -> Path:

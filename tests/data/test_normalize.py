@@ -1,5 +1,7 @@
 """lit_gpt/data/normalize.py: the record layouts (Alpaca, LIMA, ShareGPT, messages) and the reasons a row is bad."""
 
+import json
+
 import pytest
 
 from lit_gpt.data.normalize import BadRecord, normalize
@@ -38,3 +40,20 @@ def test_normalize_layouts():
 def test_bad_records(record, reason):
     with pytest.raises(BadRecord, match=reason):
         normalize(record)
+
+
+def test_read_instructions_takes_the_prompts_of_any_layout_and_the_fields_asked_for(tmp_path):
+    from lit_gpt.data.normalize import read_instructions
+    from lit_gpt.utils import UserError
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"instruction": "Add.", "input": "1 2", "constraints": [1]},
+            {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]},
+            {"instruction": "No answer yet."}, {"instruction": "Fourth."}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert read_instructions(path, limit=3, keep=("constraints",)) == [
+        {"instruction": "Add.", "input": "1 2", "constraints": [1]}, {"instruction": "Hi?", "input": ""},
+        {"instruction": "No answer yet.", "input": ""}]
+    path.write_text(json.dumps({"instruction": "Fine."}) + "\n" + json.dumps({"output": "no instruction"}))
+    with pytest.raises(UserError, match=f"^{path}:2: missing instruction; each row needs an instruction"):
+        read_instructions(path)

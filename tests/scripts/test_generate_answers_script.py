@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow  # a model generates
 
 
 ANSWERS = "../generate/answers"  # run_script loads scripts/<name>.py
+LOWERCASE_ANSWER = "this answer is written in plain english words and all of them are in lowercase"
 
 
 @pytest.fixture
@@ -94,3 +95,45 @@ def test_two_sampled_answers_ranked_by_a_judge_make_pairs(capsys, tmp_path, inst
         first, second = (next(r for r in rows if r["instruction"] == pair["prompt"][0]["content"]) for rows in scored)
         better = first if first["score_alpagasus"] > second["score_alpagasus"] else second
         assert pair["chosen"] == better["output"]
+
+
+def test_two_sampled_answers_ranked_by_constraint_checks_make_pairs(capsys, tmp_path, instructions, model_dir):
+    """The README's checker-ranked pairs: constraints added to the instructions (add_constraints.py), two sampled
+    answers that keep the rows' constraints (answers.py), each scored by the share it follows (score_dataset.py
+    --method constraints), the better one chosen (prepare_preferences --rank_by score_constraints)."""
+    constrained = tmp_path / "constrained.json"
+    code, _, err = run_script(capsys, "add_constraints", "--data_path", instructions, "--output", constrained,
+                              "--count", "2", "--seed", "3")
+    assert code == 0 and "wrote 6 rows with 2 constraint(s) each" in err, err
+    rows = json.loads(constrained.read_text())
+    common = ["--data_path", constrained, "--checkpoint_dir", model_dir, "--max_new_tokens", "8", "--temperature",
+              "1.0", "--device", "cpu", "--precision", "32-true"]
+    for seed in (1, 2):
+        code, _, err = run_script(capsys, ANSWERS, *common, "--seed", seed, "--output", tmp_path / f"s{seed}.json")
+        assert code == 0, err
+        answers = json.loads((tmp_path / f"s{seed}.json").read_text())
+        assert [a["constraints"] for a in answers] == [r["constraints"] for r in rows]
+        # the tiny model's answers follow little: make one row of each file follow all of its checks or none
+        answers[0]["output"] = (LOWERCASE_ANSWER if seed == 1 else "Capitals, And Commas, Here")
+        answers[0]["constraints"] = [{"id": "change_case:english_lowercase", "kwargs": {}},
+                                     {"id": "punctuation:no_comma", "kwargs": {}}]
+        (tmp_path / f"s{seed}.json").write_text(json.dumps(answers))
+        code, _, err = run_script(capsys, "score_dataset", "--data_path", tmp_path / f"s{seed}.json", "--method",
+                                  "constraints")
+        assert code == 0, err
+    scored = [json.loads((tmp_path / f"s{seed}.scored.json").read_text()) for seed in (1, 2)]
+    assert scored[0][0]["score_constraints"] == 1.0 and scored[1][0]["score_constraints"] == 0.0
+    assert all(r["score_constraints"] in (0.0, 0.5, 1.0) for rows_ in scored for r in rows_)
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", tmp_path / "s1.scored.json",
+                              "--rejected_path", tmp_path / "s2.scored.json", "--rank_by", "score_constraints",
+                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
+                              "--test_split_fraction", "0")
+    assert code == 0, err
+    from lit_gpt.data.prepared import load_prepared
+
+    train, _, manifest = load_prepared(tmp_path / "pairs", format="preference")
+    assert train and manifest["counts"]["rows_in"] == 6
+    first = next(p for p in train if p["prompt"][0]["content"] == rows[0]["instruction"])
+    assert first["chosen"] == LOWERCASE_ANSWER
+    for pair in train:
+        assert pair["metadata"]["chosen_score_constraints"] > pair["metadata"]["rejected_score_constraints"]
