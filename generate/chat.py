@@ -39,7 +39,7 @@ def read_message() -> Optional[str]:
 def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, system: Optional[str] = None,
          max_new_tokens: int = 256, temperature: float = 0.7, top_k: Optional[int] = 50,
          top_p: Optional[float] = None, precision: Optional[str] = None, seed: int = 1234,
-         device: Optional[str] = None, force: bool = False) -> None:
+         device: Optional[str] = None, force: bool = False, compile: bool = False) -> None:
     """Chat with a model.
 
     Args:
@@ -54,6 +54,8 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         seed: random seed, for reproducible answers
         device: cpu, cuda, cuda:1, ...; default cuda when available
         force: merge the LoRA weights even into a base whose weights differ from the ones they were trained on
+        compile: the decode step through torch.compile: faster tokens after a one-off compile in the first answer
+            (about a minute on a CPU; needs a C++ compiler there)
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
@@ -93,7 +95,7 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         sys.stdout.write(">> Assistant: ")
         sys.stdout.flush()
         _, answer = stream_answer(model, tokenizer, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, stop_strings=style.stop_strings)
+                                  top_p=top_p, stop_strings=style.stop_strings, compile=compile)
         print(flush=True)
         messages = kept + [{"role": "assistant", "content": answer}]
 

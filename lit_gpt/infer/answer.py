@@ -104,7 +104,7 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
                      *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
                      num_samples: int, precision: Optional[str], seed: int, device: Optional[str],
-                     prompt_style: Optional[str] = None, force: bool = False) -> None:
+                     prompt_style: Optional[str] = None, force: bool = False, compile: bool = False) -> None:
     """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
     base; `force`: also into a base with other weights than the ones it was trained on), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
     one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
@@ -115,7 +115,7 @@ def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path
     prompt_ids = encode_prompt(loaded.tokenizer, style, prompt, input, device=loaded.device)
     generate_samples(loaded.model, loaded.tokenizer, prompt_ids, num_samples=num_samples,
                      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     stop_strings=style.stop_strings, seed=seed)
+                     stop_strings=style.stop_strings, seed=seed, compile=compile)
 
 
 def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list[dict], max_tokens: int,
@@ -136,8 +136,10 @@ def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list
 
 def generate_samples(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, *, num_samples: int = 1,
                      max_new_tokens: int = 100, temperature: float = 0.8, top_k: Optional[int] = 50,
-                     top_p: Optional[float] = None, stop_strings: Iterable[str] = (), seed: int = 1234) -> list[str]:
-    """The generate scripts' output: each sample streamed to stdout (a blank line between samples), speed to stderr."""
+                     top_p: Optional[float] = None, stop_strings: Iterable[str] = (), seed: int = 1234,
+                     compile: bool = False) -> list[str]:
+    """The generate scripts' output: each sample streamed to stdout (a blank line between samples), speed to stderr.
+    compile: the decode step through torch.compile (the first sample pays the compile)."""
     torch.manual_seed(seed)
     texts = []
     for i in range(num_samples):
@@ -145,7 +147,7 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor,
             print()
         t0 = time.perf_counter()
         n, text = stream_answer(model, tokenizer, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, stop_strings=stop_strings)
+                                top_p=top_p, stop_strings=stop_strings, compile=compile)
         seconds = time.perf_counter() - t0
         print(flush=True)
         print(f"Sample {i + 1}: {n} tokens in {seconds:.2f} s ({n / seconds:.1f} tokens/s)", file=sys.stderr)

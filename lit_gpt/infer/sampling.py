@@ -65,15 +65,16 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None,
              eos_id: Union[int, Iterable[int], None] = None, stream: Optional[Callable[[int], None]] = None,
-             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None, compile: bool = False) -> torch.Tensor:
     """Samples up to `max_new_tokens` tokens after `prompt_ids` (1D) and returns them (1D, without the prompt).
 
     Generation stops at the first token in `eos_id`; that token is neither returned nor streamed. `stream` is
-    called with each new token id as soon as it is sampled. A batch of one of `generate_batch`."""
+    called with each new token id as soon as it is sampled. A batch of one of `generate_batch` (compile: its decode
+    step through torch.compile)."""
     if prompt_ids.ndim != 1 or prompt_ids.numel() == 0:
         raise ValueError(f"prompt_ids must be a non-empty 1D tensor, got shape {tuple(prompt_ids.shape)}")
     new_ids = generate_batch(model, [prompt_ids], max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             eos_id=eos_id, generator=generator,
+                             eos_id=eos_id, generator=generator, compile=compile,
                              stream=None if stream is None else lambda row, token: stream(token))[0]
     return torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
 
@@ -255,13 +256,14 @@ class StopStringStreamer(TextStreamer):
 
 def stream_answer(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, *,
                   temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                  stop_strings: Iterable[str] = (), file: Optional[TextIO] = None) -> tuple[int, str]:
+                  stop_strings: Iterable[str] = (), file: Optional[TextIO] = None,
+                  compile: bool = False) -> tuple[int, str]:
     """Generates and prints the answer as it arrives, until a stop id of the tokenizer, a stop string or
-    max_new_tokens; returns (tokens generated, answer text)."""
+    max_new_tokens; returns (tokens generated, answer text). compile: the decode step through torch.compile."""
     streamer = StopStringStreamer(tokenizer, stop_strings, file)
     try:
         generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                 eos_id=tokenizer.stop_ids, stream=streamer)
+                 eos_id=tokenizer.stop_ids, stream=streamer, compile=compile)
     except _StopStringReached:
         pass
     return len(streamer.token_ids), streamer.end()

@@ -105,32 +105,36 @@ def llama_bench_run(llama_bench: Path, gguf_file: Path, threads: int, max_new_to
 
 
 def fixed_workload(model, hf_model, prompts: list, sizes: list, batch1_prompts: int, max_new_tokens: int,
-                   runs: int, compile: bool = False, llama_cpp: Optional[tuple] = None) -> list:
-    """Rows of tokens/s per batch size; llama_cpp: (llama-bench, GGUF file, threads), timed at batch 1."""
+                   runs: int, compile: bool = False, llama_cpp: Optional[tuple] = None,
+                   compare_compiled: bool = False) -> list:
+    """Rows of tokens/s per batch size, each side's median over `runs` interleaved runs: ours (compiled with
+    `compile`), ours compiled too (`compare_compiled`), transformers (`hf_model`), llama.cpp at batch 1 (`llama_cpp`:
+    llama-bench, GGUF file, threads); the ratios of ours to each."""
     results = []
     for batch_size in sizes:
         chunk = prompts[:batch1_prompts] if batch_size == 1 else prompts
         tokens = len(chunk) * max_new_tokens
+        sides = {"ours": lambda: ours_run(model, chunk, batch_size, max_new_tokens, compile)}
+        if compare_compiled:
+            sides["ours_compiled"] = lambda: ours_run(model, chunk, batch_size, max_new_tokens, True)
+        if hf_model is not None:
+            sides["transformers"] = lambda: transformers_run(hf_model, chunk, batch_size, max_new_tokens)
+        if llama_cpp is not None and batch_size == 1:
+            sides["llama_cpp"] = lambda: tokens / llama_bench_run(*llama_cpp, max_new_tokens)  # its seconds
         # warm-up: allocator, kernels; compiled, the whole length (a longer cache may compile once more)
-        ours_run(model, chunk[:batch_size], batch_size, max_new_tokens if compile else 2, compile)
+        for compiled in {compile, compile or compare_compiled}:
+            ours_run(model, chunk[:batch_size], batch_size, max_new_tokens if compiled else 2, compiled)
         if hf_model is not None:
             transformers_run(hf_model, chunk[:batch_size], batch_size, 2)
-        times = {"ours": [], "transformers": []}
-        llama_cpp_rates = []
+        seconds = {name: [] for name in sides}
         for _ in range(runs):
-            times["ours"].append(ours_run(model, chunk, batch_size, max_new_tokens, compile))
-            if hf_model is not None:
-                times["transformers"].append(transformers_run(hf_model, chunk, batch_size, max_new_tokens))
-            if llama_cpp is not None and batch_size == 1:
-                llama_cpp_rates.append(llama_bench_run(*llama_cpp, max_new_tokens))
-        row = {"batch_size": batch_size, "prompts": len(chunk), "new_tokens": tokens,
-               "ours_tokens_per_s": round(tokens / statistics.median(times["ours"]), 1)}
-        if hf_model is not None:
-            row["transformers_tokens_per_s"] = round(tokens / statistics.median(times["transformers"]), 1)
-            row["speedup_vs_transformers"] = round(row["ours_tokens_per_s"] / row["transformers_tokens_per_s"], 2)
-        if llama_cpp_rates:
-            row["llama_cpp_tokens_per_s"] = round(statistics.median(llama_cpp_rates), 1)
-            row["ours_vs_llama_cpp"] = round(row["ours_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
+            for name, run in sides.items():
+                seconds[name].append(run())
+        row = {"batch_size": batch_size, "prompts": len(chunk), "new_tokens": tokens}
+        row.update({f"{name}_tokens_per_s": round(tokens / statistics.median(s), 1) for name, s in seconds.items()})
+        for name in sides:
+            if name != "ours":
+                row[f"ours_vs_{name}"] = round(row["ours_tokens_per_s"] / row[f"{name}_tokens_per_s"], 2)
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
     batch1 = next((r["ours_tokens_per_s"] for r in results if r["batch_size"] == 1), None)
@@ -284,7 +288,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
          max_new_tokens: Optional[int] = None, runs: int = 3, limit: Optional[int] = None, batch_size: int = 64,
          hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
          device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
-         compare_transformers: bool = True, llama_bench: Optional[Path] = None) -> dict:
+         compare_transformers: bool = True, llama_bench: Optional[Path] = None,
+         compare_compiled: bool = False) -> dict:
     """Prints and returns the speed of ours and of the peers.
 
     Args:
@@ -305,6 +310,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
         dtype: float32 or bfloat16
         compare_transformers: fixed: also time transformers' generate on the same weights
         llama_bench: fixed: llama.cpp's llama-bench binary; batch 1 also times llama.cpp on our GGUF export
+        compare_compiled: fixed: also time our decode step through torch.compile, interleaved with the eager one
     """
     if workload not in WORKLOADS or dtype not in DTYPES:
         raise UserError(f"--workload is one of {', '.join(WORKLOADS)}; --dtype one of {', '.join(DTYPES)}")
@@ -346,7 +352,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
                 export_gguf(checkpoint_dir, scratch / "model.gguf", "bf16" if dtype == "bfloat16" else "f32")
                 llama_cpp = (llama_bench, scratch / "model.gguf", torch.get_num_threads())
             report["results"] = fixed_workload(loaded.model, hf_model, prompts, sizes, batch1_prompts,
-                                               max_new_tokens, runs, compile, llama_cpp)
+                                               max_new_tokens, runs, compile, llama_cpp, compare_compiled)
         else:
             report.update(ifeval_workload(loaded, hf_model, peer_list, limit, max_new_tokens, batch_size,
                                           hf_sizes, compile, dtype, hf_dir))

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import assert_one_line_error
 from lit_gpt.checkpoint import load_model
@@ -16,9 +17,9 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import run_cli
 
 SAMPLING = ["prompt", "input", "prompt_style", "max_new_tokens", "temperature", "top_k", "top_p", "num_samples",
-            "precision", "seed", "device"]
+            "precision", "seed", "device", "compile"]
 SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=None, num_samples=1, precision=None,
-                         seed=1234, device=None, prompt_style=None)
+                         seed=1234, device=None, prompt_style=None, compile=False)
 
 
 def run(capsys, kind: str, *args) -> tuple:
@@ -64,6 +65,22 @@ def test_the_parsed_flags_reach_generate_answers(monkeypatch, capsys, kind, args
     extra = {"force": False} if kind == "lora" else {}  # --force: a LoRA on a base with other weights
     assert calls == [((*model, "Sum these.", "2, 3"),
                       {**extra, **SAMPLING_DEFAULTS, "temperature": 0.0, "top_p": 0.9})]
+
+
+def test_compile_reaches_the_decode_step(monkeypatch, capsys):
+    """--compile true goes from the command line through generate_answers to each sample's stream_answer (on to
+    generate_batch: tests/scripts/test_end_to_end.py's chat test; its compiled step: tests/infer/test_sampling.py)."""
+    import lit_gpt.infer.answer as answer
+
+    calls = []
+    monkeypatch.setattr(cli, "generate_answers", lambda *a, **kw: calls.append(kw["compile"]))
+    assert run(capsys, "base", "--compile", "true")[0] == 0 and run(capsys, "base")[0] == 0
+    assert calls == [True, False]
+    seen = []
+    monkeypatch.setattr(answer, "stream_answer", lambda *a, **kw: seen.append(kw["compile"]) or (2, "ab"))
+    texts = answer.generate_samples(None, None, torch.tensor([1, 2]), num_samples=2, max_new_tokens=2, compile=True)
+    assert seen == [True, True] and texts == ["ab", "ab"]
+    capsys.readouterr()
 
 
 def test_a_greedy_run_prints_the_models_continuation(base, capsys):

@@ -88,6 +88,18 @@ def test_generation_benchmark_runs_ours_and_transformers(tiny_checkpoint_dir, ca
     assert json.loads(capsys.readouterr().out)["results"] == report["results"]
 
 
+def test_generation_benchmark_times_the_compiled_decode_beside_the_eager_one(tiny_checkpoint_dir):
+    from helpers import load_cached_script
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    report = load_cached_script("dev/benchmark_generate").main(
+        checkpoint_dir=checkpoint, batch_sizes="1", num_prompts=2, batch1_prompts=2, max_new_tokens=3, runs=2,
+        threads=1, compare_transformers=False, compare_compiled=True)
+    row = report["results"][0]
+    assert row["ours_tokens_per_s"] > 0 and row["ours_compiled_tokens_per_s"] > 0
+    assert row["ours_vs_ours_compiled"] == round(row["ours_tokens_per_s"] / row["ours_compiled_tokens_per_s"], 2)
+
+
 def test_generation_benchmark_ifeval_workload_quick(tiny_checkpoint_dir, capsys):
     """--workload ifeval on 3 prompts, 4 tokens each: ours (continuous batching, 2 rows), transformers' static
     batches and lm-eval's hf backend answer the same prompts identically (greedy, float32); scores, speeds in JSON."""

@@ -263,6 +263,18 @@ def test_chat_ends_at_end_of_input(merged, monkeypatch, capsys):
     assert out.count(">> Assistant: ") == 1 and out.endswith(">> User: \n")
 
 
+def test_chat_compile_reaches_the_decode_step(merged, monkeypatch, capsys):
+    """--compile true: every answer's decode step through torch.compile (generate_batch's compile)."""
+    import lit_gpt.infer.sampling as sampling
+
+    chat, seen = load_script("generate/chat.py"), []
+    real = sampling.generate_batch
+    monkeypatch.setattr(sampling, "generate_batch", lambda *a, **kw: seen.append(kw["compile"]) or real(*a, **kw))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello there\nAnd again\n"))
+    chat.main(checkpoint_dir=merged, temperature=0.0, max_new_tokens=2, precision="32-true", compile=True)
+    assert seen == [True, True] and capsys.readouterr().out.count(">> Assistant: ") == 2
+
+
 # ---- bad input: one line naming the file, exit 1 ----------------------------------------------------------------
 def test_missing_lora_file(work, base):
     missing = work / "nowhere" / "lit_model.pth.lora"
