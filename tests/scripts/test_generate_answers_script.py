@@ -80,15 +80,7 @@ def test_two_sampled_answers_ranked_by_a_judge_make_pairs(capsys, tmp_path, inst
         assert code == 0, err
     scored = [json.loads((tmp_path / f"s{seed}.scored.json").read_text()) for seed in (1, 2)]
     assert [r["output"] for r in scored[0]] != [r["output"] for r in scored[1]]  # two samples, not one answer twice
-    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", tmp_path / "s1.scored.json",
-                              "--rejected_path", tmp_path / "s2.scored.json", "--rank_by", "score_alpagasus",
-                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
-                              "--test_split_fraction", "0")
-    assert code == 0, err
-    from lit_gpt.data.prepared import load_prepared
-
-    train, _, manifest = load_prepared(tmp_path / "pairs", format="preference")
-    assert train and manifest["counts"]["rows_in"] == 6
+    train = ranked_pairs(capsys, tmp_path, model_dir, "score_alpagasus")
     for pair in train:
         scores = pair["metadata"]
         assert scores["chosen_score_alpagasus"] > scores["rejected_score_alpagasus"]
@@ -124,16 +116,22 @@ def test_two_sampled_answers_ranked_by_constraint_checks_make_pairs(capsys, tmp_
     scored = [json.loads((tmp_path / f"s{seed}.scored.json").read_text()) for seed in (1, 2)]
     assert scored[0][0]["score_constraints"] == 1.0 and scored[1][0]["score_constraints"] == 0.0
     assert all(r["score_constraints"] in (0.0, 0.5, 1.0) for rows_ in scored for r in rows_)
-    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", tmp_path / "s1.scored.json",
-                              "--rejected_path", tmp_path / "s2.scored.json", "--rank_by", "score_constraints",
-                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
-                              "--test_split_fraction", "0")
-    assert code == 0, err
-    from lit_gpt.data.prepared import load_prepared
-
-    train, _, manifest = load_prepared(tmp_path / "pairs", format="preference")
-    assert train and manifest["counts"]["rows_in"] == 6
+    train = ranked_pairs(capsys, tmp_path, model_dir, "score_constraints")
     first = next(p for p in train if p["prompt"][0]["content"] == rows[0]["instruction"])
     assert first["chosen"] == LOWERCASE_ANSWER
     for pair in train:
         assert pair["metadata"]["chosen_score_constraints"] > pair["metadata"]["rejected_score_constraints"]
+
+
+def ranked_pairs(capsys, tmp_path, model_dir, rank_by: str) -> list:
+    """The training pairs prepare_preferences.py makes of s1.scored.json and s2.scored.json, ranked by `rank_by`."""
+    from lit_gpt.data.prepared import load_prepared
+
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", tmp_path / "s1.scored.json",
+                              "--rejected_path", tmp_path / "s2.scored.json", "--rank_by", rank_by,
+                              "--checkpoint_dir", model_dir, "--destination_path", tmp_path / "pairs",
+                              "--test_split_fraction", "0")
+    assert code == 0, err
+    train, _, manifest = load_prepared(tmp_path / "pairs", format="preference")
+    assert train and manifest["counts"]["rows_in"] == 6
+    return train
