@@ -109,8 +109,12 @@ class ConstraintScorer:
         results = []
         for e in examples:
             constraints = checked_constraints(e.constraints, f"row {e.index + 1}")
-            verdicts = ifeval.strict_verdicts([c["id"] for c in constraints],
-                                              [c.get("kwargs", {}) for c in constraints],
-                                              e.instruction, e.output, key=e.index)
+            try:
+                verdicts = ifeval.strict_verdicts([c["id"] for c in constraints],
+                                                  [c.get("kwargs", {}) for c in constraints],
+                                                  e.instruction, e.output, key=e.index)
+            except Exception as error:  # arguments the kind's class cannot take (a hand-edited file)
+                raise UserError(f"row {e.index + 1}: its constraints cannot be checked ({type(error).__name__}: "
+                                f"{str(error)[:120]}); write them with scripts/add_constraints.py") from None
             results.append({"score": sum(verdicts) / len(verdicts)})
         return results

@@ -92,3 +92,11 @@ def test_a_row_without_valid_constraints_is_one_line_naming_it(bad):
         checked_constraints(bad, "row 4")
     with pytest.raises(UserError, match="^row 8: "):
         ConstraintScorer().score([ScoringExample(7, "Say it.", "", "ok", bad)])
+
+
+@pytest.mark.parametrize("kwargs", [{"shout": True}, {"num_words": "many", "relation": "at least"},
+                                    {"num_words": 5, "relation": "roughly"}])
+def test_arguments_a_kind_cannot_take_are_one_line_naming_the_row(kwargs):
+    bad = [{"id": "length_constraints:number_words", "kwargs": kwargs}]
+    with pytest.raises(UserError, match="^row 3: its constraints cannot be checked"):
+        ConstraintScorer().score([ScoringExample(2, "Say it.", "", "ok", bad)])
