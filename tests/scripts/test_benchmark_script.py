@@ -149,7 +149,13 @@ def test_generation_benchmark_times_llama_cpp_beside_ours_at_batch_1(tiny_checkp
     gguf_file = Path(calls[0].split()[1])
     assert calls[0] == f"-m {gguf_file} -t 1 -p 0 -n 3 -r 1 -o json" and not gguf_file.parent.exists()
 
+    program.write_text("#!/bin/sh\necho 'error: unknown model architecture' >&2\nexit 1\n")
+    code, out, err = run_as_main(capsys, script, *common, "--llama_bench", program)
+    assert code == 1 and "Traceback" not in err
+    assert f"--llama_bench {program}: exit code 1, no result (error: unknown model architecture)" in err
+
     seen.unlink()
+    program.write_text(f"#!/bin/sh\necho \"$@\" >> {seen}\n")
     config = tmp_path / "benchmark.yaml"
     config.write_text(f"llama_bench: {program}\n")
     code, out, err = run_as_main(capsys, script, *common, "--config", config)
