@@ -23,8 +23,8 @@ from lit_gpt.config import Config
 from lit_gpt.fused_loss import linear_cross_entropy
 from lit_gpt.rope import apply_rope, rope_cos_sin
 
-
 KV_CACHE_BLOCK_CPU = 512  # positions per block of a KV cache on CPU (see KVCache)
+_LAST_ROWS: list = [None]  # rows_attending's last (mask, B, sizes, rows): every layer of a kind gets the same mask
 
 
 class GPT(nn.Module):
@@ -126,9 +126,8 @@ class GPT(nn.Module):
                         segments: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """None means plain causal attention (SDPA's fast path). A bool mask (True = attend), (T, S), is built for
         KV-cached steps, which attend over the cache up to the newest position, and for windowed layers past the
-        window; (B, 1, T, S) with per-row positions (B, T),
-        where each row attends to its own keys up to its own position (its cache row holds nothing else); and for
-        packed rows (segments)."""
+        window; (B, 1, T, S) with per-row positions (B, T), where each row attends to its own keys up to its own
+        position (its cache row holds nothing else); and for packed rows (segments)."""
         if segments is not None:
             return packed_attention_mask(segments, window)
         if not cached and (window is None or T <= window):
@@ -269,13 +268,12 @@ def joined_positions(blocks: "list[torch.Tensor]", length: int) -> torch.Tensor:
 
 
 def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = None) -> torch.Tensor:
-    """The textbook computation, softmax(q k^T * scale) v, with each key/value head read once for its whole group of
-    query heads: the group's heads are stacked as one longer query, so it is one plain batched matmul per key/value
-    head. Used where SDPA does not fit: Gemma 2's capped scores, cap * tanh(scores / cap), which SDPA cannot
-    apply; and KV-cached steps on CPU, where a few new tokens read a long cache: there the step's time is reading the
-    cache, and PyTorch's CPU SDPA reads it once per query head (3x for SmolLM2's 9 heads in 3 groups) and is slow in
-    bf16, while these matmuls read each block of it once, in place, in the model's dtype, and only for the rows
-    that attend it (`rows_attending`). Scores in the model's dtype, softmax in float32 (transformers' eager way).
+    """The textbook softmax(q k^T * scale) v, each key/value head read once for its whole group of query heads
+    (stacked as one longer query: one batched matmul per key/value head). Used where SDPA does not fit: Gemma 2's
+    capped scores, cap * tanh(scores / cap); and KV-cached steps on CPU, where reading the cache is the step's time:
+    PyTorch's CPU SDPA reads it once per query head (3x for SmolLM2's 9 heads in 3 groups) and is slow in bf16, while
+    these matmuls read each block once, in place, in the model's dtype, for the rows that attend it only
+    (`rows_attending`). Scores in the model's dtype, softmax in float32 (transformers' eager way).
     q (B, n_head, T, hs); k, v (B, n_groups, S, hs) or lists of blocks (B, n_groups, S_j, hs) of the S positions in
     order (`KVCache`); mask (T, S') or (B, 1, T, S') bool (True = attend), S' <= S (the positions from S' on are
     not attended: whole blocks of a cache), or None (causal, T = S). Returns (B, n_head, T, hs)."""
@@ -285,9 +283,9 @@ def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = No
     n_groups, S = keys[0].shape[1], sum(sizes)
     if mask is None:
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    rows = rows_attending(mask, B, sizes) if len(keys) > 1 else [(0, B)]  # before the pad: the same mask per layer
     if mask.shape[-1] < S:  # whole blocks of a KV cache: the positions past the mask's are not attended
         mask = F.pad(mask, (0, S - mask.shape[-1]), value=False)
-    rows = rows_attending(mask, B, sizes) if len(keys) > 1 else [(0, B)]
     q = q.reshape(B, n_groups, n_head // n_groups * T, hs)  # the heads of a group one after another
     # (b - a, n_groups, heads x T, S_j) for each block: its rows a..b-1 only
     parts = [q[a:b] @ block[a:b].transpose(-2, -1) for (a, b), block in zip(rows, keys)]
@@ -314,17 +312,19 @@ def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = No
 
 
 def rows_attending(mask: torch.Tensor, B: int, sizes: "list[int]") -> "list[tuple[int, int]]":
-    """For each block of `sizes` positions in order, the rows (first, last + 1) that attend any of its positions
-    (rows in between that do not are masked); (0, 0) where none does: rows that are shorter, or whose sliding
-    window has passed the block, skip it. mask (T, S) (every row alike) or (B, 1, T, S)."""
-    attended = mask.reshape(-1, mask.shape[-2], mask.shape[-1]).any(dim=1)  # (B or 1, S)
+    """For each block of `sizes` positions, the rows (first, last + 1) that attend any of its positions, (0, 0) if none:
+    shorter rows and passed sliding windows skip blocks. mask (T, S) (rows alike) or (B, 1, T, S), S <= sum(sizes)
+    (later positions unattended). Worked out once per mask object: the step's other layers reuse the answer."""
+    last = _LAST_ROWS[0]
+    if last is not None and last[0] is mask and last[1:3] == (B, list(sizes)) and not torch.compiler.is_compiling():
+        return last[3]
+    attended = F.pad(mask.reshape(-1, mask.shape[-2], mask.shape[-1]).any(dim=1), (0, sum(sizes) - mask.shape[-1]))
     counts = F.pad(attended.cumsum(dim=-1), (1, 0))  # counts[:, s] = attended positions before s
     ends = torch.tensor(sizes, device=mask.device).cumsum(0)
     in_block = (counts[:, ends] - counts[:, ends - torch.tensor(sizes, device=mask.device)]) > 0  # (B or 1, blocks)
-    rows = []
-    for column in in_block.T.tolist():
-        hits = [b for b, hit in enumerate(column) if hit]
-        rows.append((0, 0) if not hits else (0, B) if attended.shape[0] == 1 else (hits[0], hits[-1] + 1))
+    hits = [[b for b, hit in enumerate(column) if hit] for column in in_block.T.tolist()]
+    rows = [(0, 0) if not h else (0, B) if attended.shape[0] == 1 else (h[0], h[-1] + 1) for h in hits]
+    _LAST_ROWS[0] = (mask, B, list(sizes), rows)
     return rows
 
 

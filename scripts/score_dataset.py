@@ -131,12 +131,10 @@ def _make_scorer(method: str, judge_checkpoint_dir: Optional[Path], checkpoint_d
                  device: Optional[str], precision: Optional[str], max_seq_length: Optional[int], score_from: str,
                  min_response_chars: int, max_response_words: int) -> tuple[object, dict]:
     """The method's scorer (the model loaded for alpagasus and ifd) and the settings its scores depend on."""
-    if method == "heuristics":
-        scorer = HeuristicScorer(HeuristicConfig(min_response_chars=min_response_chars,
-                                                 max_response_words=max_response_words))
+    if method in ("heuristics", "constraints"):  # rules, no model
+        scorer = ConstraintScorer() if method == "constraints" else HeuristicScorer(HeuristicConfig(
+            min_response_chars=min_response_chars, max_response_words=max_response_words))
         return scorer, {"method": method, **scorer.settings}
-    if method == "constraints":
-        return ConstraintScorer(), {"method": method, **ConstraintScorer().settings}
     model_dir = (judge_checkpoint_dir or checkpoint_dir) if method == "alpagasus" else (checkpoint_dir or judge_checkpoint_dir)
     if model_dir is None:
         flag = "--judge_checkpoint_dir" if method == "alpagasus" else "--checkpoint_dir"

@@ -147,6 +147,17 @@ def test_blocks_are_read_only_by_the_rows_that_attend_them():
         torch.testing.assert_close(got, expected[rows], rtol=1e-5, atol=1e-5)
 
 
+def test_rows_attending_is_worked_out_once_per_mask():
+    """Every layer of a step gets the same mask object: the first works the rows out, the others reuse them; another
+    mask (even an equal one), batch or block layout is worked out anew."""
+    mask = (torch.arange(8) <= torch.tensor([7, 3])[:, None])[:, None, None]  # (2, 1, 1, 8)
+    first = rows_attending(mask, 2, [4, 4])
+    assert first == [(0, 2), (0, 1)] and rows_attending(mask, 2, [4, 4]) is first
+    assert rows_attending(mask.clone(), 2, [4, 4]) is not first
+    assert rows_attending(mask, 2, [4, 2, 2]) == [(0, 2), (0, 1), (0, 1)]
+    assert rows_attending(mask[:, :, :, :5], 2, [4, 4]) == [(0, 2), (0, 1)]  # narrower than the blocks
+
+
 def test_kv_cache_blocks_are_contiguous_and_rows_move():
     """Each block of all rows is one contiguous tensor (what CPU matmuls read in place), returned whole; move_row
     copies a row's positions across blocks."""
