@@ -240,3 +240,13 @@ def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny
     assert [len(v) for v in report["seconds"].values()] == [2, 2] and report["answers"] == 5
     assert report["max_abs_difference_per_answer_mean_nll"] < 1e-4 and report["largest_logits_gb_replaced_path"] > 0
     assert reference_module._answer_nll is original
+
+
+def test_matvec_benchmark_reports_each_way_of_reading_the_weights(capsys):
+    from helpers import load_cached_script
+
+    report = load_cached_script("dev/benchmark_matvec").main(rows=64, cols=32, weights=3, runs=1, threads=1)
+    ways = ["linear", "mv", "linear_via_float32", "float32_sum_read"]
+    assert all(report[way] > 0 for way in ways) and report["shape"] == [64, 32]
+    assert report.get("linear_prepacked_onednn", 1) > 0  # where PyTorch has the private operator
+    assert json.loads(capsys.readouterr().out) == report
