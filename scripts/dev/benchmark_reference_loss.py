@@ -4,6 +4,11 @@ replaced, all answer positions' logits at once in float32 and F.cross_entropy. S
 batches, same model; the per-answer NLLs of the two paths are compared too.
 
     python scripts/dev/benchmark_reference_loss.py --limit 300 --batch_size 16 --runs 2
+    python scripts/dev/benchmark_reference_loss.py --limit 100 --runs 1 --profile true   # where the time goes
+
+--profile true adds one more run of the library's path under torch's profiler: each operator's share of the time and
+the matmuls' rate by a count of their work (every padded position through the blocks' weights, the head on the
+answer tokens).
 """
 
 import importlib.util
@@ -53,6 +58,31 @@ def largest_logits(examples: list, model, batch_size: int) -> int:
     return max(sum(int((labels[i] != -100).sum()) for i in rows) for rows in batches) * model.config.vocab_size
 
 
+def matmul_flops(examples: list, model, batch_size: int) -> float:
+    """The weight matmuls' FLOPs of one reference_loss pass: 2 x the blocks' matrix weights per padded position of
+    its token-budget batches, 2 x n_embd x vocab per answer token (the head)."""
+    block = model.config.block_size
+    widths = [e["input_ids"][:block + 1].numel() - 1 for e in examples]
+    padded = sum(len(rows) * max(widths[i] for i in rows)
+                 for rows in reference_module.token_budget_batches(widths, batch_size))
+    weights = sum(p.numel() for name, p in model.named_parameters() if name.startswith("blocks") and p.dim() == 2)
+    answer_tokens = sum(int((e["labels"][1:block + 1] != -100).sum()) for e in examples)
+    return 2.0 * weights * padded + 2.0 * model.config.n_embd * model.config.vocab_size * answer_tokens
+
+
+def profiled(run, flops: float) -> dict:
+    """The top operators' shares of the profiled time of run(), and aten::mm's rate by `flops`."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        run()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    mm_seconds = sum(e.self_cpu_time_total for e in ops if e.key == "aten::mm") / 1e6
+    return {"shares": {e.key: round(e.self_cpu_time_total / total, 3) for e in ops[:8]},
+            "mm_seconds": round(mm_seconds, 2), "mm_tflops": round(flops / mm_seconds / 1e12, 3) if mm_seconds else None}
+
+
 @contextmanager
 def replaced_path():
     original = reference_module._answer_nll
@@ -65,7 +95,7 @@ def replaced_path():
 
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference_data: Path = SHARED_GPT4,
          limit: Optional[int] = 300, batch_size: int = 16, runs: int = 2, threads: int = 2,
-         precision: str = "bf16-true") -> dict:
+         precision: str = "bf16-true", profile: bool = False) -> dict:
     """Prints and returns the seconds of each run of each path.
 
     Args:
@@ -76,6 +106,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference
         runs: runs of each path, alternating which goes first
         threads: torch threads
         precision: bf16-true or 32-true
+        profile: one more run of the library's path, profiled (operator shares, the matmuls' TFLOP/s)
     """
     torch.set_num_threads(threads)
     if not (checkpoint_dir / "lit_model.pth").is_file():
@@ -98,6 +129,9 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, reference
                   abs(a - b) for a, b in zip(fused.per_example_mean(), plain.per_example_mean())),
               "largest_logits_gb_replaced_path": round(largest_logits(examples, loaded.model, batch_size) * 4e-9, 2),
               "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    if profile:
+        report["profile"] = profiled(lambda: reference_module.reference_loss(
+            loaded.model, examples, micro_batch_size=batch_size), matmul_flops(examples, loaded.model, batch_size))
     print(json.dumps(report, indent=2))
     return report
 

@@ -242,6 +242,32 @@ def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny
     assert reference_module._answer_nll is original
 
 
+def test_reference_loss_benchmark_profile_counts_the_matmuls_work(tiny_checkpoint_dir, shared_dir):
+    """--profile true: operator shares of one more profiled run and aten::mm's rate by the counted FLOPs (2 x the
+    blocks' weights per padded position + the head per answer token)."""
+    from helpers import load_cached_script
+    import lit_gpt.eval.reference_loss as reference_module
+    from lit_gpt.eval.run import reference_examples
+    from lit_gpt.infer.load import load
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
+    script, data = load_cached_script("dev/benchmark_reference_loss"), shared_dir / "datasets/alpaca_gpt4/sample_999.json"
+    report = script.main(checkpoint_dir=checkpoint, reference_data=data, limit=3, batch_size=2, runs=1, threads=1,
+                         precision="32-true", profile=True)["profile"]
+    assert "aten::mm" in report["shares"] and 0 < sum(report["shares"].values()) <= 1.001
+    assert report["mm_seconds"] > 0 and report["mm_tflops"] > 0
+    loaded = load(checkpoint, device="cpu", precision="32-true")
+    examples = reference_examples(data, loaded.tokenizer, loaded.style, 512, 3)
+    model, config = loaded.model, loaded.model.config
+    widths = [e["input_ids"].numel() - 1 for e in examples]
+    padded = sum(len(r) * max(widths[i] for i in r) for r in reference_module.token_budget_batches(widths, 2))
+    per_position = sum(l.weight.numel() for l in model.modules() if isinstance(l, torch.nn.Linear)) - (
+        model.lm_head.weight.numel())
+    answers = sum(int((e["labels"][1:] != -100).sum()) for e in examples)
+    assert script.matmul_flops(examples, model, 2) == 2.0 * per_position * padded + 2.0 * config.n_embd * (
+        config.vocab_size * answers)
+
+
 def test_matvec_benchmark_reports_each_way_of_reading_the_weights(capsys):
     from helpers import load_cached_script
 
