@@ -80,7 +80,8 @@ def profiled(run, flops: float) -> dict:
     total = sum(e.self_cpu_time_total for e in ops)
     mm_seconds = sum(e.self_cpu_time_total for e in ops if e.key == "aten::mm") / 1e6
     return {"shares": {e.key: round(e.self_cpu_time_total / total, 3) for e in ops[:8]},
-            "mm_seconds": round(mm_seconds, 2), "mm_tflops": round(flops / mm_seconds / 1e12, 3) if mm_seconds else None}
+            "mm_seconds": round(mm_seconds, 2),
+            "mm_tflops": round(flops / mm_seconds / 1e12, 3) if mm_seconds else None}
 
 
 @contextmanager

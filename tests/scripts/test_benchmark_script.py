@@ -251,7 +251,8 @@ def test_reference_loss_benchmark_profile_counts_the_matmuls_work(tiny_checkpoin
     from lit_gpt.infer.load import load
 
     checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=512)
-    script, data = load_cached_script("dev/benchmark_reference_loss"), shared_dir / "datasets/alpaca_gpt4/sample_999.json"
+    script = load_cached_script("dev/benchmark_reference_loss")
+    data = shared_dir / "datasets/alpaca_gpt4/sample_999.json"
     report = script.main(checkpoint_dir=checkpoint, reference_data=data, limit=3, batch_size=2, runs=1, threads=1,
                          precision="32-true", profile=True)["profile"]
     assert "aten::mm" in report["shares"] and 0 < sum(report["shares"].values()) <= 1.001
