@@ -20,6 +20,7 @@ import torch
 
 from lit_gpt.infer.answer import check_sampling_args, encode_conversation
 from lit_gpt.infer.load import load
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.infer.sampling import stream_answer
 from lit_gpt.utils import UserError, run_cli
 
@@ -39,7 +40,8 @@ def read_message() -> Optional[str]:
 def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, system: Optional[str] = None,
          max_new_tokens: int = 256, temperature: float = 0.7, top_k: Optional[int] = 50,
          top_p: Optional[float] = None, precision: Optional[str] = None, seed: int = 1234,
-         device: Optional[str] = None, force: bool = False, compile: bool = False) -> None:
+         device: Optional[str] = None, force: bool = False, compile: bool = False,
+         prompt_lookup: int = DRAFT_TOKENS) -> None:
     """Chat with a model.
 
     Args:
@@ -56,8 +58,10 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         force: merge the LoRA weights even into a base whose weights differ from the ones they were trained on
         compile: the decode step through torch.compile: faster tokens after a one-off compile in the first answer
             (about a minute on a CPU; needs a C++ compiler there)
+        prompt_lookup: greedy (--temperature 0) only: up to this many draft tokens per step, copied from earlier in
+            the conversation and kept where greedy decoding agrees (the answer is the same); 0 = one token per step
     """
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, prompt_lookup=prompt_lookup)
     loaded = load(checkpoint_dir, lora_path, device, precision, force=force)
     loaded.print_summary()
     model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
@@ -95,7 +99,8 @@ def main(*, checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = N
         sys.stdout.write(">> Assistant: ")
         sys.stdout.flush()
         _, answer = stream_answer(model, tokenizer, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, stop_strings=style.stop_strings, compile=compile)
+                                  top_p=top_p, stop_strings=style.stop_strings, compile=compile,
+                                  prompt_lookup=prompt_lookup)
         print(flush=True)
         messages = kept + [{"role": "assistant", "content": answer}]
 

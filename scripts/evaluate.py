@@ -33,6 +33,7 @@ from lit_gpt.eval.paired import check_baseline, write_comparison
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
 from lit_gpt.infer.load import load
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.utils import UserError, check_output, output_lock, run_cli
 
@@ -40,6 +41,7 @@ from lit_gpt.utils import UserError, check_output, output_lock, run_cli
 tasks = "ifeval"
 batch_size = 16  # prompts generated together (one KV cache); lower it if memory is short
 max_new_tokens = IFEVAL_MAX_NEW_TOKENS
+prompt_lookup = DRAFT_TOKENS  # draft tokens per step copied from earlier in each answer; 0 = one token per step
 
 
 def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None, tasks: str = tasks,
@@ -48,7 +50,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
          max_new_tokens: int = max_new_tokens, reference_data: Optional[Path] = None,
          ifeval_path: Optional[Path] = None, responses: Optional[Path] = None, harness_tasks: str = "",
          prompt_style: Optional[str] = None, precision: Optional[str] = None, device: Optional[str] = None,
-         force: bool = False, baseline: Optional[Path] = None) -> None:
+         force: bool = False, baseline: Optional[Path] = None, prompt_lookup: int = prompt_lookup) -> None:
     """Evaluates a model and writes results.json, results.md and per-item outputs into --out_dir.
 
     Args:
@@ -70,6 +72,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         device: cpu or cuda (default: cuda when available)
         force: load the LoRA weights onto a base whose weights differ from the ones they were trained on
         baseline: an earlier evaluate.py out_dir of the same prompts/answers: each metric is tested against it
+        prompt_lookup: IFEval's greedy answers take up to this many draft tokens per step, copied from earlier in
+            the answer and kept where greedy decoding agrees (the same answers, fewer steps); 0 = one token per step
     """
     if baseline is not None:
         check_baseline(baseline)
@@ -89,6 +93,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         raise UserError(f"--ifeval_sample {ifeval_sample}: must be at least 1 (leave it out for all the prompts)")
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("--batch_size and --max_new_tokens must be at least 1")
+    if prompt_lookup < 0:
+        raise UserError(f"--prompt_lookup {prompt_lookup}: must be 0 (one token per step) or more")
     harness = harness_tasks.replace(",", " ").split()
     check_task_inputs(names, reference_data, harness)
     if prompt_style:
@@ -104,7 +110,8 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
     with output_lock(out_dir):
         report = evaluate(loaded.model, loaded.tokenizer, style, loaded.description, names, out_dir, limit=limit,
                           ifeval_sample=ifeval_sample, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                          ifeval_path=ifeval_path, reference_data=reference_data, harness_tasks=harness)
+                          ifeval_path=ifeval_path, reference_data=reference_data, harness_tasks=harness,
+                          prompt_lookup=prompt_lookup)
         print((out_dir / "results.md").read_text())
         print(f"wrote {out_dir}/results.json, results.md and the per-item outputs")
         compare_with(out_dir, baseline)

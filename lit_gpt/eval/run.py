@@ -25,6 +25,7 @@ from lit_gpt.eval import ifeval
 from lit_gpt.eval.held_out import eval_rows, seeded_sample
 from lit_gpt.eval.reference_loss import ReferenceLoss, reference_loss
 from lit_gpt.infer.answer import continue_batch
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle
 from lit_gpt.tokenizer import Tokenizer
@@ -83,19 +84,19 @@ def versions() -> dict:
 
 # ---- ifeval -------------------------------------------------------------------------------------------------------
 def ifeval_answers(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts: Sequence, max_new_tokens: int,
-                   batch_size: int) -> list:
+                   batch_size: int, prompt_lookup: int = DRAFT_TOKENS) -> list:
     """The model's greedy answer (`Answer`: text, and whether it ended before the budget) to each IFEval prompt, a
-    single user turn in its chat format."""
+    single user turn in its chat format (prompt_lookup: draft tokens per step, `lit_gpt.infer.lookup`)."""
     device = next(model.parameters()).device
     ids = [encode_prompt(tokenizer, style, p.prompt, device=device) for p in prompts]
     return continue_batch(model, tokenizer, ids, max_new_tokens, batch_size=batch_size,
-                          stop_strings=style.stop_strings, progress="ifeval")
+                          stop_strings=style.stop_strings, progress="ifeval", prompt_lookup=prompt_lookup)
 
 
 def run_ifeval(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts: Sequence, max_new_tokens: int,
-               batch_size: int) -> "tuple[list, ifeval.IFEvalResult]":
+               batch_size: int, prompt_lookup: int = DRAFT_TOKENS) -> "tuple[list, ifeval.IFEvalResult]":
     """The model's answers to IFEval prompts and their scores (what evaluate.py and compare_datasets.py run)."""
-    answers = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+    answers = ifeval_answers(model, tokenizer, style, prompts, max_new_tokens, batch_size, prompt_lookup)
     return answers, ifeval.score(prompts, [a.text for a in answers])
 
 
@@ -148,10 +149,10 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
              out_dir: Path, *, limit: Optional[int] = None, ifeval_sample: Optional[int] = None,
              batch_size: int = 16, max_new_tokens: int = IFEVAL_MAX_NEW_TOKENS, ifeval_path: Optional[Path] = None,
              reference_data: Optional[Path] = None, harness_tasks: Sequence[str] = (),
-             harness_kwargs: Optional[dict] = None) -> EvalReport:
+             harness_kwargs: Optional[dict] = None, prompt_lookup: int = DRAFT_TOKENS) -> EvalReport:
     """Runs `tasks` and writes results.json, results.md and the per-item files into out_dir."""
     settings = dict(limit=limit, ifeval_sample=ifeval_sample, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    greedy=True, ifeval_path=str(ifeval_path) if ifeval_path else None,
+                    greedy=True, prompt_lookup=prompt_lookup, ifeval_path=str(ifeval_path) if ifeval_path else None,
                     reference_data=str(reference_data) if reference_data else None,
                     harness_tasks=list(harness_tasks), dtype=str(next(model.parameters()).dtype),
                     device=str(next(model.parameters()).device))
@@ -163,7 +164,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
         prompts = ifeval.load_prompts(ifeval_path)
         prompts = seeded_sample(prompts, ifeval_sample, IFEVAL_SAMPLE_SEED) if ifeval_sample else prompts
         prompts = prompts[:limit] if limit else prompts
-        answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size)
+        answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size, prompt_lookup)
         write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, [a.text for a in answers], result,
                              [a.finished for a in answers])
         report.ifeval = {**result.to_dict(), "cut_at_budget": sum(not a.finished for a in answers)}

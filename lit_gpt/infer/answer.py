@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.load import load
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.infer.sampling import generate_batch, sampling_error, stream_answer
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, get_prompt_style
@@ -40,11 +41,12 @@ def continue_batch(model: GPT, tokenizer: Tokenizer, prompts: Sequence["torch.Te
                    max_new_tokens: int, *, batch_size: int = 16, temperature: float = 0.0, top_k: Optional[int] = None,
                    top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
                    stop_strings: Iterable[str] = (), progress: Optional[str] = None,
-                   compile: bool = False) -> list[Answer]:
+                   compile: bool = False, prompt_lookup: int = DRAFT_TOKENS) -> list[Answer]:
     """`continue_ids` for many prompts, `batch_size` in flight at a time through `generate_batch` (continuous
     batching: a prompt whose answer ends makes room for the next at once); answers in the prompts' order.
     `progress`: a tqdm bar with that label (and ETA). compile: the decode step through torch.compile
-    (`lit_gpt.infer.cache.RowCache`)."""
+    (`lit_gpt.infer.cache.RowCache`). prompt_lookup: greedy answers take draft tokens copied from earlier in their
+    text, as many per step (`lit_gpt.infer.lookup`; 0: one token per step); sampling ignores it."""
     device = next(model.parameters()).device
     prompts = [p.to(device) if isinstance(p, torch.Tensor) else torch.tensor(list(p), dtype=torch.long, device=device)
                for p in prompts]
@@ -65,7 +67,7 @@ def continue_batch(model: GPT, tokenizer: Tokenizer, prompts: Sequence["torch.Te
     new = generate_batch(model, prompts, [max(b, 0) for b in budgets], batch_size=batch_size,
                          temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.stop_ids,
                          generator=generator, stop=at_stop_string if stop_strings else None,
-                         done=lambda i: bar.update(1), compile=compile)
+                         done=lambda i: bar.update(1), compile=compile, prompt_lookup=prompt_lookup)
     bar.close()
     answers = []
     for i, ids in enumerate(new):
@@ -91,9 +93,11 @@ def answer_prompts(model: GPT, tokenizer: Tokenizer, style: "str | PromptStyle",
 
 
 def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
-                        num_samples: int = 1) -> None:
+                        num_samples: int = 1, prompt_lookup: int = 0) -> None:
     if max_new_tokens < 1:
         raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
+    if prompt_lookup < 0:
+        raise UserError(f"--prompt_lookup {prompt_lookup}: must be 0 (one token per step) or more")
     error = sampling_error(temperature, top_k, top_p)
     if error is not None:
         raise UserError(error)
@@ -104,18 +108,19 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
 def generate_answers(checkpoint_dir: "str | Path | None", lora_path: "str | Path | None", prompt: str, input: str = "",
                      *, max_new_tokens: int, temperature: float, top_k: Optional[int], top_p: Optional[float],
                      num_samples: int, precision: Optional[str], seed: int, device: Optional[str],
-                     prompt_style: Optional[str] = None, force: bool = False, compile: bool = False) -> None:
+                     prompt_style: Optional[str] = None, force: bool = False, compile: bool = False,
+                     prompt_lookup: int = DRAFT_TOKENS) -> None:
     """What generate/base.py, full.py and lora.py run: check the flags, load the checkpoint (LoRA merged into its
     base; `force`: also into a base with other weights than the ones it was trained on), prompt it in the style it was trained with (or `prompt_style`: `plain` feeds BOS, if the tokenizer uses
     one, and the prompt text as it is) and stream `num_samples` answers to stdout."""
-    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p, num_samples, prompt_lookup)
     loaded = load(checkpoint_dir, lora_path, device, precision, force=force, prompt_style=prompt_style)
     style = loaded.style
     loaded.print_summary(style)
     prompt_ids = encode_prompt(loaded.tokenizer, style, prompt, input, device=loaded.device)
     generate_samples(loaded.model, loaded.tokenizer, prompt_ids, num_samples=num_samples,
                      max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     stop_strings=style.stop_strings, seed=seed, compile=compile)
+                     stop_strings=style.stop_strings, seed=seed, compile=compile, prompt_lookup=prompt_lookup)
 
 
 def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list[dict], max_tokens: int,
@@ -137,9 +142,10 @@ def encode_conversation(tokenizer: Tokenizer, style: PromptStyle, messages: list
 def generate_samples(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, *, num_samples: int = 1,
                      max_new_tokens: int = 100, temperature: float = 0.8, top_k: Optional[int] = 50,
                      top_p: Optional[float] = None, stop_strings: Iterable[str] = (), seed: int = 1234,
-                     compile: bool = False) -> list[str]:
+                     compile: bool = False, prompt_lookup: int = 0) -> list[str]:
     """The generate scripts' output: each sample streamed to stdout (a blank line between samples), speed to stderr.
-    compile: the decode step through torch.compile (the first sample pays the compile)."""
+    compile: the decode step through torch.compile (the first sample pays the compile); prompt_lookup: draft tokens
+    per step when greedy (`lit_gpt.infer.lookup`)."""
     torch.manual_seed(seed)
     texts = []
     for i in range(num_samples):
@@ -147,7 +153,8 @@ def generate_samples(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor,
             print()
         t0 = time.perf_counter()
         n, text = stream_answer(model, tokenizer, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, stop_strings=stop_strings, compile=compile)
+                                top_p=top_p, stop_strings=stop_strings, compile=compile,
+                                prompt_lookup=prompt_lookup)
         seconds = time.perf_counter() - t0
         print(flush=True)
         print(f"Sample {i + 1}: {n} tokens in {seconds:.2f} s ({n / seconds:.1f} tokens/s)", file=sys.stderr)

@@ -35,12 +35,14 @@ def rope_refill_position(config) -> Optional[int]:
 
 class RowCache:
     def __init__(self, model: GPT, rows: int, max_seq_length: int, device: torch.device,
-                 compile: bool = False) -> None:
-        """`rows` rows of `max_seq_length` positions. compile: the decode step through torch.compile with dynamic
-        shapes (the batch and key lengths change every step; one graph serves them); prefills stay eager."""
-        model.set_kv_cache(rows, max_seq_length, device=device)
-        self.model, self.capacity = model, rows
+                 compile: bool = False, lookahead: int = 0) -> None:
+        """`rows` rows of `max_seq_length` positions, and `lookahead` more for the draft tokens a step may feed
+        after a row's token (`step`). compile: the decode step through torch.compile with dynamic shapes (the
+        batch and key lengths change every step; one graph serves them); prefills stay eager."""
+        model.set_kv_cache(rows, max_seq_length + lookahead, device=device)
+        self.model, self.capacity, self.lookahead = model, rows, lookahead
         self.block = model.blocks[0].attn.kv_cache.block  # positions per block of the cache
+        self.positions_held = model.blocks[0].attn.kv_cache.max_seq_length  # at most the model's block_size
         self.decode = torch.compile(model, dynamic=True) if compile else model
         self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=device)  # each row's next input
         self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)  # where it goes: the row's length
@@ -77,22 +79,38 @@ class RowCache:
         self.owner.append(owner)
         self.length.append(length)
 
-    def step(self) -> torch.Tensor:
-        """One decode step: every active row's token at its position. Returns the next logits (active, vocab), in
-        the rows' order after `_order_rows` (owner and length say which prompt each row is)."""
+    def step(self, drafts: Optional[dict] = None) -> torch.Tensor:
+        """One decode step: every active row's token at its position, followed by the draft tokens `drafts` gives
+        for the row's prompt (owner -> list of ids, at most `lookahead`; none for rows it lacks). Returns the logits
+        after each fed token, (active, T, vocab) with T = 1 + the longest draft, in the rows' order after
+        `_order_rows` (owner and length say which prompt each row is). A row with a shorter draft feeds copies of
+        its token after it: their logits mean nothing, and whatever they write lies past what the row keeps.
+        `advance` then says how many of the fed tokens each row keeps."""
+        drafts = drafts or {}
         self._order_rows()
         n = self.active
+        # T is bounded by the positions the cache holds: only near the model's block_size is a draft shortened
+        T = 1 + min(max((len(drafts.get(owner, ())) for owner in self.owner), default=0), self.lookahead,
+                    self.positions_held - 1 - max(self.length))
         # compiled, the step runs a power of two of rows (free rows sit at position 0, where their writes are
         # overwritten by the next prefill): a few batch shapes, so a few graphs, as the rows dwindle at the end
         rows = n if self.decode is self.model else min(self.capacity, 1 << (n - 1).bit_length())
-        logits = self.decode(self.tokens[:rows], input_pos=self.positions[:rows])[:n, -1]
-        self.positions[:n] += 1
-        self.length = [length + 1 for length in self.length]
-        return logits
+        tokens, positions = self.tokens[:rows], self.positions[:rows]
+        if T > 1:
+            tokens = tokens.repeat(1, T)
+            for row, owner in enumerate(self.owner):
+                draft = drafts.get(owner, ())[:T - 1]
+                tokens[row, 1:1 + len(draft)] = torch.tensor(draft, dtype=torch.long)
+            positions = positions + torch.arange(T, device=positions.device)
+        return self.decode(tokens, input_pos=positions)[:n]
 
-    def set_next(self, tokens: torch.Tensor) -> None:
-        """The tokens (active, 1) just sampled are the rows' next inputs."""
-        self.tokens[:self.active] = tokens
+    def advance(self, kept: "list[int]", tokens: torch.Tensor) -> None:
+        """After a step: each active row keeps its first `kept[row]` fed tokens (its token and the draft tokens that
+        greedy decoding confirmed), and `tokens` (active, 1), just sampled, are the rows' next inputs."""
+        n = self.active
+        self.positions[:n] += torch.tensor(kept, dtype=torch.long, device=self.positions.device)[:, None]
+        self.length = [length + k for length, k in zip(self.length, kept)]
+        self.tokens[:n] = tokens
 
     def leave(self, row: int) -> None:
         """Frees `row`; the rows behind it move up, one move per group of rows that read the same number of blocks
@@ -107,8 +125,10 @@ class RowCache:
         self.length.pop()
 
     def _blocks_read(self) -> "list[int]":
-        """For each active row, the number of cache blocks its next step reads (up to its next position)."""
-        return [length // self.block + 1 for length in self.length]
+        """For each active row, the number of cache blocks its next step reads (up to its next position and the
+        draft tokens after it: counted at the most, so that a row does not swap back and forth when its drafts
+        come and go)."""
+        return [(length + self.lookahead) // self.block + 1 for length in self.length]
 
     def _order_rows(self) -> None:
         """Rows in order of the blocks they read, most first: each row that reads more than the one before it swaps

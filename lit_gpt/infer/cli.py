@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from lit_gpt.infer.answer import generate_answers
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.utils import with_flags
 
 MODEL_FLAGS = {  # name -> (annotation, default, help); inspect.Parameter.empty = required
@@ -43,6 +44,9 @@ SAMPLING_FLAGS = [
     ("device", Optional[str], None, "cpu, cuda, cuda:1, ...; default cuda when available"),
     ("compile", bool, False, "the decode step through torch.compile: faster tokens after a one-off compile (about "
                              "a minute on a CPU; needs a C++ compiler there)"),
+    ("prompt_lookup", int, DRAFT_TOKENS, "greedy (--temperature 0) only: up to this many draft tokens per step, "
+                                         "copied from earlier in the text and kept where greedy decoding agrees "
+                                         "(the answer is the same); 0 = one token per step"),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional, Sequence, TextIO, Union
 import torch
 
 from lit_gpt.infer.cache import RowCache, rope_refill_position
+from lit_gpt.infer.lookup import PromptLookup
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import UserError
@@ -65,16 +66,17 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def generate(model: GPT, prompt_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None,
              eos_id: Union[int, Iterable[int], None] = None, stream: Optional[Callable[[int], None]] = None,
-             generator: Optional[torch.Generator] = None, compile: bool = False) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None, compile: bool = False,
+             prompt_lookup: int = 0) -> torch.Tensor:
     """Samples up to `max_new_tokens` tokens after `prompt_ids` (1D) and returns them (1D, without the prompt).
 
     Generation stops at the first token in `eos_id`; that token is neither returned nor streamed. `stream` is
     called with each new token id as soon as it is sampled. A batch of one of `generate_batch` (compile: its decode
-    step through torch.compile)."""
+    step through torch.compile; prompt_lookup: its draft tokens, greedy only)."""
     if prompt_ids.ndim != 1 or prompt_ids.numel() == 0:
         raise ValueError(f"prompt_ids must be a non-empty 1D tensor, got shape {tuple(prompt_ids.shape)}")
     new_ids = generate_batch(model, [prompt_ids], max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             eos_id=eos_id, generator=generator, compile=compile,
+                             eos_id=eos_id, generator=generator, compile=compile, prompt_lookup=prompt_lookup,
                              stream=None if stream is None else lambda row, token: stream(token))[0]
     return torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
 
@@ -124,7 +126,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
                    top_p: Optional[float] = None, eos_id: Union[int, Iterable[int], None] = None,
                    stop: Optional[Callable[[int, list], bool]] = None,
                    stream: Optional[Callable[[int, int], None]] = None, done: Optional[Callable[[int], None]] = None,
-                   generator: Optional[torch.Generator] = None, compile: bool = False) -> "list[list[int]]":
+                   generator: Optional[torch.Generator] = None, compile: bool = False,
+                   prompt_lookup: int = 0) -> "list[list[int]]":
     """The new token ids of each prompt (1D tensors of any lengths), by continuous batching: `batch_size` rows
     (default: all prompts) are in flight, each prompt in its own KV-cache row at its own positions
     (`lit_gpt.infer.cache.RowCache`), one token per row per step. A row ends at a token in `eos_id` (not
@@ -133,6 +136,10 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     alone and joins the batch, so one long answer never holds up the others. Prompts start longest first (rows of
     similar lengths run together); results come in the prompts' order. `stream` gets (prompt index, token id) as
     each is sampled, `done` a prompt's index when its answer is complete. compile: `RowCache`'s.
+
+    prompt_lookup: greedy decoding only (temperature 0 or top_k 1; ignored otherwise and for longrope models): each
+    step also feeds up to that many draft tokens per row, copied from earlier in its sequence
+    (`lit_gpt.infer.lookup`), and keeps those that greedy decoding confirms, so a step can emit several tokens.
 
     Each row attends to its own keys only, so greedy (temperature 0) answers equal those of each prompt alone (up
     to float rounding of the batched matmuls); sampling with a seeded `generator` is reproducible for the same
@@ -144,8 +151,11 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     waiting = deque(sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: -prompts[i].numel()))
     if not waiting:
         return answers.ids
+    greedy = temperature == 0.0 or top_k == 1
+    lookup = PromptLookup(prompt_lookup) if prompt_lookup > 0 and greedy and rope_refill_position(model.config) is None else None
     rows = RowCache(model, min(batch_size or len(waiting), len(waiting)),
-                    max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile)
+                    max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile,
+                    lookahead=lookup.tokens if lookup else 0)
 
     def fill_free_rows() -> None:
         """Prefills waiting prompts into the free rows (after the active ones); a prompt whose answer ends at its
@@ -155,22 +165,47 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
             token = sample(rows.prefill(prompts[i], rows.active), temperature, top_k, top_p, generator)
             if answers.goes_on(i, int(token)):
                 rows.put(rows.active, i, token, prompts[i].numel())
+                if lookup:
+                    lookup.start(i, [*prompts[i].tolist(), int(token)])
 
     try:
         fill_free_rows()
         while rows.active:
-            logits = rows.step()
-            _refill_longrope(rows, logits, [length - 1 for length in rows.length], prompts, answers.ids)
-            tokens = sample(logits, temperature, top_k, top_p, generator)
-            rows.set_next(tokens)
-            ended = [row for row, (i, t) in enumerate(zip(rows.owner, tokens.flatten().tolist()))
-                     if not answers.goes_on(i, t)]
+            drafts = {} if lookup is None else {
+                i: lookup.draft(i, budgets[i] - len(answers.ids[i]) - 1) for i in rows.owner}
+            logits = rows.step(drafts)  # (active, 1 + longest draft, vocab)
+            _refill_longrope(rows, logits, rows.length, prompts, answers.ids)
+            tokens = sample(logits, temperature, top_k, top_p, generator)[..., 0]  # (active, T)
+            kept, ended = _keep_confirmed(rows.owner, tokens.tolist(), drafts, answers, lookup)
+            rows.advance(kept, tokens.gather(1, torch.tensor(kept, device=tokens.device)[:, None] - 1))
             for row in reversed(ended):  # from the last, so that leave() moves only rows that go on
+                if lookup:
+                    lookup.drop(rows.owner[row])
                 rows.leave(row)
             fill_free_rows()
     finally:
         rows.close()
     return answers.ids
+
+
+def _keep_confirmed(owners: list, tokens: list, drafts: dict, answers: _Answers,
+                    lookup: Optional[PromptLookup]) -> "tuple[list[int], list[int]]":
+    """Each row's new tokens of a step, in order: the token after its fed token, then after each draft token as
+    long as the draft token was the one sampled (so the logits that follow it are the ones a step without drafts
+    would have given). Returns how many fed tokens each row keeps, and the rows whose answer ended."""
+    kept, ended = [], []
+    for row, (i, row_tokens) in enumerate(zip(owners, tokens)):
+        draft = drafts.get(i, ())
+        for t, token in enumerate(row_tokens):
+            if not answers.goes_on(i, token):
+                ended.append(row)
+                break
+            if lookup:
+                lookup.extend(i, [token])
+            if t >= len(draft) or draft[t] != token:
+                break
+        kept.append(t + 1)
+    return kept, ended
 
 
 def _refill_longrope(rows: RowCache, logits: torch.Tensor, fed_at: list, prompts: Sequence[torch.Tensor],
@@ -181,7 +216,7 @@ def _refill_longrope(rows: RowCache, logits: torch.Tensor, fed_at: list, prompts
     for row in (r for r, position in enumerate(fed_at) if position == refill_at):
         i = rows.owner[row]
         ids = torch.cat((prompts[i], logits.new_tensor(new_ids[i], dtype=torch.long)))
-        logits[row] = rows.prefill(ids, row)[0]
+        logits[row, 0] = rows.prefill(ids, row)[0]
 
 
 class TextStreamer:
@@ -257,13 +292,14 @@ class StopStringStreamer(TextStreamer):
 def stream_answer(model: GPT, tokenizer: Tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int, *,
                   temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                   stop_strings: Iterable[str] = (), file: Optional[TextIO] = None,
-                  compile: bool = False) -> tuple[int, str]:
+                  compile: bool = False, prompt_lookup: int = 0) -> tuple[int, str]:
     """Generates and prints the answer as it arrives, until a stop id of the tokenizer, a stop string or
-    max_new_tokens; returns (tokens generated, answer text). compile: the decode step through torch.compile."""
+    max_new_tokens; returns (tokens generated, answer text). compile: the decode step through torch.compile;
+    prompt_lookup: `generate_batch`'s draft tokens (greedy only)."""
     streamer = StopStringStreamer(tokenizer, stop_strings, file)
     try:
         generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                 eos_id=tokenizer.stop_ids, stream=streamer, compile=compile)
+                 eos_id=tokenizer.stop_ids, stream=streamer, compile=compile, prompt_lookup=prompt_lookup)
     except _StopStringReached:
         pass
     return len(streamer.token_ids), streamer.end()

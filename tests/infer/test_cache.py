@@ -56,11 +56,11 @@ def test_a_row_moved_by_leave_decodes_on_as_before():
             rows.put(row, row, token, p.numel())
         return rows
 
-    in_place = filled().step()
+    in_place = filled().step()[:, 0]
     rows = filled()
     rows.leave(0)
     assert rows.owner == [2, 1] and rows.length == [5, 7] and rows.positions.flatten().tolist() == [5, 7, 0]
-    moved = rows.step()
+    moved = rows.step()[:, 0]
     torch.testing.assert_close(moved, in_place[[2, 1]], rtol=0, atol=1e-12)
     rows.close()
     assert model.blocks[0].attn.kv_cache is None
@@ -90,14 +90,14 @@ def test_rows_stay_in_order_of_the_blocks_they_read(monkeypatch):
             token = rows.prefill(prompts[4], rows.active).argmax(-1, keepdim=True)
             rows.put(rows.active, 4, token, prompts[4].numel())
             seqs[4] = torch.cat((prompts[4], token.view(1)))
-        logits = rows.step()
-        blocks = [(length - 1) // 4 + 1 for length in rows.length]  # the blocks this step read, row by row
+        logits = rows.step()[:, 0]
+        blocks = [length // 4 + 1 for length in rows.length]  # the blocks this step reads, row by row
         assert blocks == sorted(blocks, reverse=True)
         seen_orders.add(tuple(rows.owner))
         for row, owner in enumerate(rows.owner):
             torch.testing.assert_close(logits[row], model(seqs[owner][None])[0, -1], rtol=0, atol=1e-10)
         tokens = logits.argmax(-1, keepdim=True)
-        rows.set_next(tokens)
+        rows.advance([1] * rows.active, tokens)
         for owner, token in zip(rows.owner, tokens.flatten()):
             seqs[owner] = torch.cat((seqs[owner], token.view(1)))
     assert len(seen_orders) > 2  # rows did move

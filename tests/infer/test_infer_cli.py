@@ -17,9 +17,9 @@ from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.utils import run_cli
 
 SAMPLING = ["prompt", "input", "prompt_style", "max_new_tokens", "temperature", "top_k", "top_p", "num_samples",
-            "precision", "seed", "device", "compile"]
+            "precision", "seed", "device", "compile", "prompt_lookup"]
 SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=None, num_samples=1, precision=None,
-                         seed=1234, device=None, prompt_style=None, compile=False)
+                         seed=1234, device=None, prompt_style=None, compile=False, prompt_lookup=4)
 
 
 def run(capsys, kind: str, *args) -> tuple:
@@ -83,6 +83,30 @@ def test_compile_reaches_the_decode_step(monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_prompt_lookup_reaches_the_generation_loop(monkeypatch, capsys):
+    """--prompt_lookup goes from the command line through generate_answers and each sample's stream_answer to
+    generate_batch (what it does there: tests/infer/test_sampling.py)."""
+    import lit_gpt.infer.answer as answer
+    import lit_gpt.infer.sampling as sampling
+
+    calls = []
+    monkeypatch.setattr(cli, "generate_answers", lambda *a, **kw: calls.append(kw["prompt_lookup"]))
+    assert run(capsys, "base", "--prompt_lookup", "7")[0] == 0 and run(capsys, "base")[0] == 0
+    assert calls == [7, 4]
+    seen = []
+    monkeypatch.setattr(sampling, "generate_batch", lambda *a, **kw: seen.append(kw["prompt_lookup"]) or [[]])
+    answer.generate_samples(None, _NoTokenizer(), torch.tensor([1, 2]), max_new_tokens=2, prompt_lookup=3)
+    assert seen == [3]
+    capsys.readouterr()
+
+
+class _NoTokenizer:
+    stop_ids = ()
+
+    def decode(self, ids, **kwargs) -> str:
+        return ""
+
+
 def test_a_greedy_run_prints_the_models_continuation(base, capsys):
     prompt = "Q: What is the capital of France?\nA:"
     code, out, err = run(capsys, "base", "--checkpoint_dir", base, "--prompt", prompt, "--prompt_style", "plain",
@@ -97,6 +121,7 @@ def test_a_greedy_run_prints_the_models_continuation(base, capsys):
 @pytest.mark.parametrize("flags, fragments", [
     (["--max_new_tokens", "0"], ["--max_new_tokens 0: must be at least 1"]),
     (["--num_samples", "0"], ["--num_samples 0: must be at least 1"]),
+    (["--prompt_lookup", "-1"], ["--prompt_lookup -1: must be 0"]),
     (["--prompt_style", "nope"], ["unknown prompt style 'nope'", "chatml"]),
 ])
 def test_flag_mistakes_are_one_line_errors_before_any_loading(capsys, tmp_path, flags, fragments):

@@ -273,7 +273,7 @@ def test_rows_are_never_idle_while_prompts_wait(monkeypatch):
     budgets = [2, 2, 12, 2, 2, 2]
     rows_per_step = []
     step = RowCache.step
-    monkeypatch.setattr(RowCache, "step", lambda self: rows_per_step.append(self.active) or step(self))
+    monkeypatch.setattr(RowCache, "step", lambda self, drafts: rows_per_step.append(self.active) or step(self, drafts))
     got = generate_batch(model, prompts, budgets, batch_size=2, temperature=0.0)
     assert [len(ids) for ids in got] == budgets
     assert len(rows_per_step) == 11  # the long answer's 12 tokens: 1 from its prefill, 11 decode steps
@@ -290,6 +290,50 @@ def test_continuous_batching_sampling_is_reproducible_for_a_batch_composition():
 
     assert run(5, 2) == run(5, 2) != run(6, 2)
     assert all(len(ids) == 8 for ids in run(5, 2))
+
+
+@pytest.mark.parametrize("block", [None, 4], ids=["one-block", "blocks-of-4"])
+@pytest.mark.parametrize("arch", BATCH_ARCHITECTURES)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_prompt_lookup_keeps_the_greedy_answers(arch, batch_size, block, monkeypatch):
+    """Draft tokens copied from earlier in each sequence, fed with the row's token and kept as far as greedy decoding
+    confirms them: the answers are those of one token per step (rows ending at EOS, a stop rule or a smaller budget
+    inside a draft included), and the steps are fewer. Prompts with repeats, so drafts exist from the start."""
+    if block is not None:
+        monkeypatch.setattr("lit_gpt.model.KV_CACHE_BLOCK_CPU", block)
+    model = tiny_model(**BATCH_ARCHITECTURES[arch])
+    g = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(0, 256, (n,), generator=g).repeat(3) for n in (2, 4, 1, 3, 5)] + mixed_prompts(2)
+    eos, expected = early_stops(model, prompts, 16)
+    budgets = [16, 16, 16, 6, 16, 16, 16]
+    expected[3] = expected[3][:6]
+    expected[4] = expected[4][:7]  # the stop rule ends prompt 4 after seven tokens
+    from lit_gpt.infer.cache import RowCache
+
+    steps, step = [], RowCache.step
+    monkeypatch.setattr(RowCache, "step", lambda self, drafts: steps.append(self.active) or step(self, drafts))
+
+    def run(lookup: int) -> list:
+        return generate_batch(model, prompts, budgets, batch_size=batch_size, temperature=0.0, eos_id=eos,
+                              stop=lambda i, ids: i == 4 and len(ids) == 7, prompt_lookup=lookup)
+
+    assert run(0) == expected
+    plain_steps = len(steps)
+    assert run(4) == expected
+    assert len(steps) - plain_steps < plain_steps  # drafts were kept: fewer steps
+
+
+def test_prompt_lookup_is_for_greedy_decoding_only():
+    """With sampling the drafts are not used (a sampled token is not confirmed by a draft's logits alone): the
+    answers are those without prompt_lookup, draw for draw."""
+    model = tiny_model()
+    prompts = [p.repeat(2) for p in mixed_prompts(3)]
+
+    def run(lookup: int) -> list:
+        return generate_batch(model, prompts, 8, temperature=1.0, generator=torch.Generator().manual_seed(5),
+                              prompt_lookup=lookup)
+
+    assert run(4) == run(0)
 
 
 @pytest.mark.slow  # torch.compile
@@ -322,3 +366,6 @@ def test_batched_greedy_equals_one_at_a_time_on_the_real_smollm2(packaged_smollm
     # continuous batching, two rows: the answers that end at EOS (before 16 tokens) make room for the next prompt
     assert any(len(ids) < 16 for ids in alone) and any(len(ids) == 16 for ids in alone)
     assert generate_batch(model, prompts, 16, batch_size=2, temperature=0.0, eos_id=tokenizer.stop_ids) == alone
+    # with draft tokens copied from the prompts (prompt lookup): the same answers
+    assert generate_batch(model, prompts, 16, batch_size=2, temperature=0.0, eos_id=tokenizer.stop_ids,
+                          prompt_lookup=4) == alone

@@ -22,6 +22,7 @@ def test_ifeval_and_reference_loss_on_a_checkpoint(checkpoint, shared_dir, tmp_p
     assert code == 0, err
     results = json.loads((out_dir / "results.json").read_text())
     assert results["tasks"] == ["ifeval", "reference_loss"] and results["settings"]["limit"] == 3
+    assert results["settings"]["prompt_lookup"] == 4  # greedy answers with draft tokens (the default)
     for metric in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
                    "inst_level_loose_acc"):
         assert 0.0 <= results["ifeval"][metric] <= 1.0
@@ -57,6 +58,10 @@ def test_user_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys):
     code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--ifeval_sample", "0",
                               "--out_dir", tmp_path / "z")
     assert_one_line_error(code, err, "--ifeval_sample 0")
+    code, _, err = run_script(capsys, "evaluate", "--checkpoint_dir", checkpoint, "--prompt_lookup", "-2",
+                              "--out_dir", tmp_path / "w")
+    assert_one_line_error(code, err, "--prompt_lookup -2")
+    assert not (tmp_path / "w").exists()
     missing = tmp_path / "nope.jsonl"
     code, _, err = run_script(capsys, "evaluate", "--responses", missing, "--out_dir", tmp_path / "y")
     assert_one_line_error(code, err, str(missing))
