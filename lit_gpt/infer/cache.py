@@ -23,6 +23,10 @@ import torch
 from lit_gpt.model import GPT
 
 PREFILL_CHUNK = 512  # prompt tokens per prefill forward: bounds the (T, S) masks and activations of long prompts
+# rows x T of a CPU decode step with draft tokens: past about this many positions the step's matmuls are bound by
+# compute on the 2-core CPU measured (README, Evaluation), so more draft positions cost more than they save; on
+# CUDA a step of a few hundred positions is still bound by reading the weights, and drafts are not capped
+DRAFT_POSITIONS_CPU = 192
 
 
 def rope_refill_position(config) -> Optional[int]:
@@ -43,6 +47,7 @@ class RowCache:
         self.model, self.capacity, self.lookahead = model, rows, lookahead
         self.block = model.blocks[0].attn.kv_cache.block  # positions per block of the cache
         self.positions_held = model.blocks[0].attn.kv_cache.max_seq_length  # at most the model's block_size
+        self.draft_positions = DRAFT_POSITIONS_CPU if device.type == "cpu" else rows * (1 + lookahead)
         self.decode = torch.compile(model, dynamic=True) if compile else model
         self.tokens = torch.zeros(rows, 1, dtype=torch.long, device=device)  # each row's next input
         self.positions = torch.zeros(rows, 1, dtype=torch.long, device=device)  # where it goes: the row's length
@@ -89,9 +94,10 @@ class RowCache:
         drafts = drafts or {}
         self._order_rows()
         n = self.active
-        # T is bounded by the positions the cache holds: only near the model's block_size is a draft shortened
+        # T is bounded by the positions the cache holds (only near the model's block_size is a draft shortened)
+        # and, on CPU, by the positions a step may run
         T = 1 + min(max((len(drafts.get(owner, ())) for owner in self.owner), default=0), self.lookahead,
-                    self.positions_held - 1 - max(self.length))
+                    self.positions_held - 1 - max(self.length), max(self.draft_positions // n - 1, 0))
         # compiled, the step runs a power of two of rows (free rows sit at position 0, where their writes are
         # overwritten by the next prefill): a few batch shapes, so a few graphs, as the rows dwindle at the end
         rows = n if self.decode is self.model else min(self.capacity, 1 << (n - 1).bit_length())

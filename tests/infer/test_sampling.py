@@ -323,6 +323,24 @@ def test_prompt_lookup_keeps_the_greedy_answers(arch, batch_size, block, monkeyp
     assert len(steps) - plain_steps < plain_steps  # drafts were kept: fewer steps
 
 
+def test_a_step_with_drafts_runs_at_most_the_cpu_positions(monkeypatch):
+    """On CPU rows x T of a step stays within DRAFT_POSITIONS_CPU (here 4): three rows take no drafts, two rows at
+    most one draft token each, one row at most three; the answers stay the greedy ones."""
+    from lit_gpt.infer.cache import RowCache
+
+    monkeypatch.setattr("lit_gpt.infer.cache.DRAFT_POSITIONS_CPU", 4)
+    model = tiny_model()
+    prompts = [p.repeat(3) for p in mixed_prompts(3)]
+    budgets = [4, 10, 16]
+    expected = generate_batch(model, prompts, budgets, batch_size=3, temperature=0.0)
+    shapes, step = [], RowCache.step
+    monkeypatch.setattr(RowCache, "step", lambda self, drafts: shapes.append(step(self, drafts).shape[:2]) or
+                        step(self, drafts))
+    assert generate_batch(model, prompts, budgets, batch_size=3, temperature=0.0, prompt_lookup=4) == expected
+    assert {T for rows, T in shapes if rows == 3} == {1} and all(rows * T <= 4 for rows, T in shapes)
+    assert max(T for rows, T in shapes) > 1  # drafts ran where the rows left room
+
+
 def test_prompt_lookup_is_for_greedy_decoding_only():
     """With sampling the drafts are not used (a sampled token is not confirmed by a draft's logits alone): the
     answers are those without prompt_lookup, draw for draw."""
