@@ -14,6 +14,11 @@ row that is shorter than the longest reads only its own blocks, not the longest 
 copies when a row grows into a new block (it swaps with the first row of its old group) or ends (the hole it leaves
 passes to the end, one move per group behind it), never a copy per step. Which prompt runs when is the caller's
 business (`lit_gpt.infer.sampling`).
+
+A step may feed each row's token followed by draft tokens (`lit_gpt.infer.lookup`), T positions per row at the
+row's next positions: the cache holds `lookahead` positions more for them, the causal mask keeps each position to
+the keys before it, and `advance` moves each row on by the tokens it keeps; what the others wrote lies past the
+row's length, masked, and is overwritten by its next step.
 """
 
 from typing import Optional

@@ -130,11 +130,11 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
                    prompt_lookup: int = 0) -> "list[list[int]]":
     """The new token ids of each prompt (1D tensors of any lengths), by continuous batching: `batch_size` rows
     (default: all prompts) are in flight, each prompt in its own KV-cache row at its own positions
-    (`lit_gpt.infer.cache.RowCache`), one token per row per step. A row ends at a token in `eos_id` (not
-    returned), when `stop(prompt index, its ids so far)` says so (e.g. a stop string), or after its budget
-    (`max_new_tokens`: one for all, or one per prompt); its row goes at once to the next prompt, whose prefill runs
-    alone and joins the batch, so one long answer never holds up the others. Prompts start longest first (rows of
-    similar lengths run together); results come in the prompts' order. `stream` gets (prompt index, token id) as
+    (`lit_gpt.infer.cache.RowCache`), one token per row per step (or more: prompt_lookup). A row ends at a token in
+    `eos_id` (not returned), when `stop(prompt index, its ids so far)` says so (e.g. a stop string), or after its
+    budget (`max_new_tokens`: one for all, or one per prompt); its row goes at once to the next prompt, whose prefill
+    runs alone and joins the batch, so one long answer never holds up the others. Prompts start longest first (rows
+    of similar lengths run together); results come in the prompts' order. `stream` gets (prompt index, token id) as
     each is sampled, `done` a prompt's index when its answer is complete. compile: `RowCache`'s.
 
     prompt_lookup: greedy decoding only (temperature 0 or top_k 1; ignored otherwise and for longrope models): each
@@ -151,8 +151,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     waiting = deque(sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: -prompts[i].numel()))
     if not waiting:
         return answers.ids
-    greedy = temperature == 0.0 or top_k == 1
-    lookup = PromptLookup(prompt_lookup) if prompt_lookup > 0 and greedy and rope_refill_position(model.config) is None else None
+    drafting = prompt_lookup > 0 and (temperature == 0.0 or top_k == 1) and rope_refill_position(model.config) is None
+    lookup = PromptLookup(prompt_lookup) if drafting else None
     rows = RowCache(model, min(batch_size or len(waiting), len(waiting)),
                     max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile,
                     lookahead=lookup.tokens if lookup else 0)

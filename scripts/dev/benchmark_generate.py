@@ -52,6 +52,7 @@ from lit_gpt.eval import ifeval
 from lit_gpt.gguf.export_model import export_gguf
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.load import load
+from lit_gpt.infer.lookup import DRAFT_TOKENS
 from lit_gpt.infer.sampling import generate_batch
 from lit_gpt.utils import UserError, check_typed_on_command_line, run_cli
 
@@ -330,7 +331,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
          hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
          device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
          compare_transformers: bool = True, llama_bench: Optional[Path] = None,
-         compare_compiled: bool = False, prompt_lookup: int = 0, compare_lookup: Optional[int] = None) -> dict:
+         compare_compiled: bool = False, prompt_lookup: int = DRAFT_TOKENS,
+         compare_lookup: Optional[int] = None) -> dict:
     """Prints and returns the speed of ours and of the peers.
 
     Args:
@@ -352,7 +354,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
         compare_transformers: fixed: also time transformers' generate on the same weights
         llama_bench: fixed: llama.cpp's llama-bench binary; batch 1 also times llama.cpp on our GGUF export
         compare_compiled: fixed: also time our decode step through torch.compile, interleaved with the eager one
-        prompt_lookup: ifeval: our draft tokens per step, copied from earlier in each sequence (0: none)
+        prompt_lookup: ifeval: our draft tokens per step, copied from earlier in each sequence (0: none; the
+            default is evaluate.py's)
         compare_lookup: ifeval: instead of the peers, ours with this --prompt_lookup value and with --prompt_lookup,
             in turn, --runs times each (paired ratios)
     """

@@ -90,6 +90,10 @@ def test_cuda_batched_greedy_equals_one_prompt_at_a_time(arch, full_float32_matm
     alone = [generate(model, p, 10, temperature=0.0).tolist() for p in prompts]
     assert len({tuple(ids) for ids in alone}) == len(prompts)  # the rows differ: a mix-up of rows would show
     assert generate_batch(model, prompts, 10, temperature=0.0) == alone
+    # draft tokens (prompt lookup) on CUDA: one cache block, SDPA with the (B, 1, T, S) mask; prompts that repeat
+    repeated = [p.repeat(3) for p in prompts]
+    alone_repeated = [generate(model, p, 10, temperature=0.0).tolist() for p in repeated]
+    assert generate_batch(model, repeated, 10, batch_size=3, temperature=0.0, prompt_lookup=4) == alone_repeated
 
     model = model.to(torch.bfloat16)
     alone = [generate(model, p, 10, temperature=0.0).tolist() for p in prompts]
