@@ -330,9 +330,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
          max_new_tokens: Optional[int] = None, runs: int = 3, limit: Optional[int] = None, batch_size: int = 64,
          hf_batch_sizes: str = "16 32 64", peers: Optional[str] = None, compile: bool = False,
          device: str = "cpu", threads: Optional[int] = None, dtype: str = "float32",
-         compare_transformers: bool = True, llama_bench: Optional[Path] = None,
-         compare_compiled: bool = False, prompt_lookup: int = DRAFT_TOKENS,
-         compare_lookup: Optional[int] = None) -> dict:
+         compare_transformers: bool = True, llama_bench: Optional[Path] = None, compare_compiled: bool = False,
+         prompt_lookup: int = DRAFT_TOKENS, compare_lookup: Optional[int] = None) -> dict:
     """Prints and returns the speed of ours and of the peers.
 
     Args:
