@@ -137,7 +137,8 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     of similar lengths run together); results come in the prompts' order. `stream` gets (prompt index, token id) as
     each is sampled, `done` a prompt's index when its answer is complete. compile: `RowCache`'s.
 
-    prompt_lookup: greedy decoding only (temperature 0 or top_k 1; ignored otherwise and for longrope models): each
+    prompt_lookup: greedy decoding only (temperature 0 or top_k 1; ignored otherwise, with compile and for longrope
+    models): each
     step also feeds up to that many draft tokens per row, copied from earlier in its sequence
     (`lit_gpt.infer.lookup`), and keeps those that greedy decoding confirms, so a step can emit several tokens.
 
@@ -151,8 +152,10 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     waiting = deque(sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: -prompts[i].numel()))
     if not waiting:
         return answers.ids
-    drafting = prompt_lookup > 0 and (temperature == 0.0 or top_k == 1) and rope_refill_position(model.config) is None
-    lookup = PromptLookup(prompt_lookup) if drafting else None
+    # drafts need greedy decoding; a compiled step would be recompiled for the step shapes they bring (a 64-prompt
+    # IFEval run took 4.3x as long), and longrope rows recompute their cache one token at a time
+    drafting = prompt_lookup > 0 and (temperature == 0.0 or top_k == 1) and not compile
+    lookup = PromptLookup(prompt_lookup) if drafting and rope_refill_position(model.config) is None else None
     rows = RowCache(model, min(batch_size or len(waiting), len(waiting)),
                     max(prompts[i].numel() + budgets[i] for i in waiting), prompts[0].device, compile,
                     lookahead=lookup.tokens if lookup else 0)

@@ -341,6 +341,21 @@ def test_a_step_with_drafts_runs_at_most_the_cpu_positions(monkeypatch):
     assert max(T for rows, T in shapes) > 1  # drafts ran where the rows left room
 
 
+def test_a_compiled_step_takes_no_drafts(monkeypatch):
+    """compile=True: the decode step runs one token per row (drafts would bring new step shapes to recompile)."""
+    from lit_gpt.infer.cache import RowCache
+
+    lookaheads, init = [], RowCache.__init__
+    monkeypatch.setattr(RowCache, "__init__", lambda self, *a, lookahead: lookaheads.append(lookahead) or
+                        init(self, *a[:4], False, lookahead=lookahead))  # compile asked for, eager run
+    model = tiny_model()
+    prompts = [p.repeat(2) for p in mixed_prompts(2)]
+    expected = generate_batch(model, prompts, 6, temperature=0.0)
+    assert generate_batch(model, prompts, 6, temperature=0.0, prompt_lookup=4, compile=True) == expected
+    assert generate_batch(model, prompts, 6, temperature=0.0, prompt_lookup=4) == expected
+    assert lookaheads == [0, 0, 4]
+
+
 def test_prompt_lookup_is_for_greedy_decoding_only():
     """With sampling the drafts are not used (a sampled token is not confirmed by a draft's logits alone): the
     answers are those without prompt_lookup, draw for draw."""
