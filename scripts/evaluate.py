@@ -33,7 +33,7 @@ from lit_gpt.eval.paired import check_baseline, write_comparison
 from lit_gpt.eval.run import (IFEVAL_MAX_NEW_TOKENS, check_task_inputs, evaluate, parse_tasks,
                               score_responses_file)
 from lit_gpt.infer.load import load
-from lit_gpt.infer.lookup import DRAFT_TOKENS
+from lit_gpt.infer.lookup import DRAFT_TOKENS, check_draft_tokens
 from lit_gpt.prompts.styles import get_prompt_style
 from lit_gpt.utils import UserError, check_output, output_lock, run_cli
 
@@ -93,8 +93,7 @@ def main(checkpoint_dir: Optional[Path] = None, lora_path: Optional[Path] = None
         raise UserError(f"--ifeval_sample {ifeval_sample}: must be at least 1 (leave it out for all the prompts)")
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("--batch_size and --max_new_tokens must be at least 1")
-    if prompt_lookup < 0:
-        raise UserError(f"--prompt_lookup {prompt_lookup}: must be 0 (one token per step) or more")
+    check_draft_tokens(prompt_lookup)
     harness = harness_tasks.replace(",", " ").split()
     check_task_inputs(names, reference_data, harness)
     if prompt_style:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from lit_gpt.data.tokenize import encode_prompt
 from lit_gpt.infer.load import load
-from lit_gpt.infer.lookup import DRAFT_TOKENS
+from lit_gpt.infer.lookup import DRAFT_TOKENS, check_draft_tokens
 from lit_gpt.infer.sampling import generate_batch, sampling_error, stream_answer
 from lit_gpt.model import GPT
 from lit_gpt.prompts.styles import PromptStyle, get_prompt_style
@@ -96,8 +96,7 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: Optional
                         num_samples: int = 1, prompt_lookup: int = 0) -> None:
     if max_new_tokens < 1:
         raise UserError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
-    if prompt_lookup < 0:
-        raise UserError(f"--prompt_lookup {prompt_lookup}: must be 0 (one token per step) or more")
+    check_draft_tokens(prompt_lookup)
     error = sampling_error(temperature, top_k, top_p)
     if error is not None:
         raise UserError(error)

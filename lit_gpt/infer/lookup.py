@@ -17,7 +17,15 @@ so a loop with a period shorter than the draft still gives a draft of full lengt
 
 from typing import Iterable
 
+from lit_gpt.utils import UserError
+
 DRAFT_TOKENS = 4  # draft tokens per step where greedy answers are generated (evaluation, answers, --temperature 0)
+
+
+def check_draft_tokens(value: int, flag: str = "--prompt_lookup") -> None:
+    """The one-line error of a negative number of draft tokens, named as the flag that gave it."""
+    if value < 0:
+        raise UserError(f"{flag} {value}: must be 0 (one token per step) or more")
 
 
 class PromptLookup:

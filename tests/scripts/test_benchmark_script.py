@@ -170,6 +170,8 @@ def test_generation_benchmark_user_errors(capsys):
     assert_one_line_error(code, err, "--workload")
     code, _, err = run_script(capsys, "dev/benchmark_generate", "--workload", "ifeval", "--peers", "vllm")
     assert_one_line_error(code, err, "--peers vllm")
+    code, _, err = run_script(capsys, "dev/benchmark_generate", "--workload", "ifeval", "--compare_lookup", "-1")
+    assert_one_line_error(code, err, "--compare_lookup -1: must be 0")
 
 
 def test_the_peer_interpreter_is_taken_from_the_command_line_only(tmp_path, root_dir):
