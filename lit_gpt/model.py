@@ -273,7 +273,7 @@ def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = No
     capped scores, cap * tanh(scores / cap); and KV-cached steps on CPU, where reading the cache is the step's time:
     PyTorch's CPU SDPA reads it once per query head (3x for SmolLM2's 9 heads in 3 groups) and is slow in bf16, while
     these matmuls read each block once, in place, in the model's dtype, for the rows that attend it only
-    (`rows_attending`). Scores in the model's dtype, softmax in float32 (transformers' eager way).
+    (`rows_attending`). Scores in the model's dtype, the softmax summed in float32 (as transformers' eager).
     q (B, n_head, T, hs); k, v (B, n_groups, S, hs) or lists of blocks (B, n_groups, S_j, hs) of the S positions in
     order (`KVCache`); mask (T, S') or (B, 1, T, S') bool (True = attend), S' <= S (the positions from S' on are
     not attended: whole blocks of a cache), or None (causal, T = S). Returns (B, n_head, T, hs)."""
@@ -286,27 +286,27 @@ def grouped_attention(q, k, v, mask, scale: float, softcap: Optional[float] = No
     rows = rows_attending(mask, B, sizes) if len(keys) > 1 else [(0, B)]  # before the pad: the same mask per layer
     if mask.shape[-1] < S:  # whole blocks of a KV cache: the positions past the mask's are not attended
         mask = F.pad(mask, (0, S - mask.shape[-1]), value=False)
-    q = q.reshape(B, n_groups, n_head // n_groups * T, hs)  # the heads of a group one after another
+    # the scale on the queries (a few numbers) rather than on the scores; the heads of a group one after another
+    q = (q * scale).reshape(B, n_groups, n_head // n_groups * T, hs)
     # (b - a, n_groups, heads x T, S_j) for each block: its rows a..b-1 only
     parts = [q[a:b] @ block[a:b].transpose(-2, -1) for (a, b), block in zip(rows, keys)]
     if all(ab == (0, B) for ab in rows):
-        scores = torch.cat(parts, dim=-1)  # (B, n_groups, heads x T, S)
+        scores = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (B, n_groups, heads x T, S)
     else:  # the positions of rows that skipped a block stay 0 until the mask removes them
         scores, start = q.new_zeros(B, n_groups, q.shape[2], S), 0
         for (a, b), part, n in zip(rows, parts, sizes):
             scores[a:b, ..., start: start + n], start = part, start + n
-    scores = scores.view(B, n_groups, n_head // n_groups, T, S) * scale
+    scores = scores.view(B, n_groups, n_head // n_groups, T, S)
     if softcap is not None:
         scores = softcap * torch.tanh(scores / softcap)
     mask = mask[:, :, None] if mask.ndim == 4 else mask  # (B, 1, 1, T, S): the same for every head
-    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)  # float32, or float64 for a float64 model
-    probs = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=softmax_dtype).to(q.dtype)
-    probs = probs.view(B, n_groups, -1, S)
+    # masked in place (the scores are this function's own); a bf16/fp16 softmax sums in float32 and rounds once
+    probs = F.softmax(scores.masked_fill_(~mask, float("-inf")), dim=-1).view(B, n_groups, -1, S)
     if len(values) == 1:
         return (probs @ values[0]).view(B, n_head, T, hs)
     y, start = q.new_zeros(B, n_groups, q.shape[2], hs), 0
-    for (a, b), block, n in zip(rows, values, sizes):  # the weighted sum over each block of positions
-        y[a:b] += probs[a:b, ..., start: start + n] @ block[a:b]
+    for (a, b), block, n in zip(rows, values, sizes):  # the weighted sum over each block, added in place
+        y[a:b].flatten(0, 1).baddbmm_(probs[a:b, ..., start: start + n].flatten(0, 1), block[a:b].flatten(0, 1))
         start += n
     return y.view(B, n_head, T, hs)
 

@@ -37,9 +37,9 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] 
     error = sampling_error(temperature, top_k, top_p)
     if error is not None:
         raise ValueError(error)
-    logits = logits.float()  # softmax and cumulative sums of bf16/fp16 logits are too coarse
-    if temperature == 0.0 or top_k == 1:
+    if temperature == 0.0 or top_k == 1:  # the same argmax in any dtype: no float32 copy of the logits
         return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float()  # softmax and cumulative sums of bf16/fp16 logits are too coarse
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]

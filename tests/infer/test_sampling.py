@@ -71,6 +71,18 @@ def test_top_k_1_equals_greedy():
     assert torch.equal(sample(logits, temperature=0.7, top_k=1), logits.argmax(-1, keepdim=True))
 
 
+def test_greedy_picks_in_the_logits_dtype_without_a_float32_copy(monkeypatch):
+    logits = torch.randn(2, 3, 50).to(torch.bfloat16)
+    logits[0, 0, [4, 9]] = logits[0, 0].max() + 1  # a tie: the first of the two, as float32's argmax picks
+    floats = []
+    monkeypatch.setattr(torch.Tensor, "float", lambda self: floats.append(self) or self.to(torch.float32))
+    picked = sample(logits, temperature=0.0)
+    assert not floats and picked.dtype == torch.long
+    assert torch.equal(picked, logits.to(torch.float32).argmax(-1, keepdim=True)) and picked[0, 0, 0] == 4
+    sample(logits, temperature=0.7, top_k=5)
+    assert len(floats) == 1  # sampling still draws from float32 probabilities
+
+
 def test_top_k_samples_only_the_k_most_likely():
     logits = torch.tensor([0.0, 3.0, 1.0, 2.9, -1.0, 2.8])
     generator = torch.Generator().manual_seed(0)

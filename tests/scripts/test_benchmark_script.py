@@ -189,7 +189,7 @@ def test_the_peer_interpreter_is_taken_from_the_command_line_only(tmp_path, root
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("baseline", ["sdpa_float32_cache", "all_rows"])
+@pytest.mark.parametrize("baseline", ["sdpa_float32_cache", "all_rows", "float32_softmax"])
 def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, baseline):
     """scripts/dev/benchmark_attention.py on a tiny checkpoint: both paths timed on the same budgets (drawn between
     --min_new_tokens and --max_new_tokens), the same greedy answers (float32), the library's path put back."""
@@ -207,7 +207,7 @@ def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_chec
     assert [len(v) for v in report["seconds"].values()] == [2, 2] and len(report["paired_speedup"]) == 2
     assert report["new_tokens"] == 6 and report["answers"] == 2
     drawn = script.main(checkpoint_dir=checkpoint, num_prompts=3, min_new_tokens=1, max_new_tokens=6, batch_size=2,
-                        runs=1, threads=1, baseline=baseline)
+                        runs=1, threads=1, baseline=baseline, prompt_lookup=2)
     expected = torch.randint(1, 7, (3,), generator=torch.Generator().manual_seed(0)).tolist()
     assert drawn["new_tokens"] == sum(expected) and drawn["identical_answers"] == 3
     steps = script.main(checkpoint_dir=checkpoint, batch_size=3, runs=2, threads=1, baseline=baseline,
@@ -226,6 +226,8 @@ def test_attention_benchmark_refuses_bad_step_lengths():
     for bad in ("150", "x,5", "9,3", "0,4"):
         with pytest.raises(UserError, match=f"--step_lengths {bad}: give SHORTEST,LONGEST"):
             script.spread_lengths(bad, 4)
+    with pytest.raises(UserError, match="--prompt_lookup -1: must be 0"):
+        script.main(prompt_lookup=-1)
 
 
 def test_reference_loss_benchmark_times_both_paths_and_restores_the_library(tiny_checkpoint_dir, shared_dir):
