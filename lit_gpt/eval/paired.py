@@ -9,6 +9,11 @@ folders). Each metric's difference (this run minus the baseline) is tested item 
 The p-values are Holm-adjusted over the metrics compared. One run per model cannot see training-seed noise: a
 difference between two fine-tunes can be a seed's doing (the studies' A/A arms measure that), so the comparison says
 so rather than calling a fine-tuning method better.
+
+Several runs of each (training seeds: `scripts/compare_evaluations.py`): each metric's scores form a (runs, items)
+matrix per side, and `statistics.compare_arms` tests the difference with both the seed noise (how far the runs'
+means scatter) and the item noise, the studies' test (at most ~5% of same-condition comparisons significant, checked
+by simulation in tests/eval/test_statistics.py); Holm-adjusted over the metrics.
 """
 
 import json
@@ -18,6 +23,15 @@ from lit_gpt.eval.statistics import ALPHA, compare_arms, holm, mcnemar_exact
 from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text
 
 IFEVAL_FILE, REFERENCE_FILE = "ifeval_responses.jsonl", "reference_loss.jsonl"
+# metric -> (per-item file, an item's key, its score); IFEval: a prompt passes when all its instructions do;
+# reference loss: each answer's mean NLL per token (the file holds the sum over its tokens and their count)
+ITEM_SCORES = {
+    "ifeval_prompt_strict": (IFEVAL_FILE, lambda row: row["prompt"], lambda row: float(all(row["strict"]))),
+    "ifeval_prompt_loose": (IFEVAL_FILE, lambda row: row["prompt"], lambda row: float(all(row["loose"]))),
+    "reference_nll": (REFERENCE_FILE, lambda row: (row["id"], row["instruction"]), lambda row: row["nll"] / row["tokens"]),
+}
+RUNS_NOTE = ("the tests see seed noise (the spread of the runs' means; none on a side of one run, e.g. a base model's "
+             "greedy evaluation) and item noise")
 SEED_NOTE = ("one run per model: the tests see item noise only; another training seed can move a fine-tune's "
              "scores by more (see the studies' A/A arms)")
 
@@ -44,6 +58,14 @@ def _paired(ours_dir: Path, baseline_dir: Path, name: str, key) -> "tuple[list, 
     return ours, [by_key[key(row)] for row in ours]
 
 
+def _aligned(dirs: list, name: str, key) -> "list[list] | None":
+    """Each folder's rows of one per-item file, all in the first folder's item order; None where any lacks it."""
+    pairs = [_paired(dirs[0], other, name, key) for other in dirs[1:]]
+    if any(pair is None for pair in pairs) or not (dirs[0] / name).is_file():
+        return None
+    return [_rows(dirs[0] / name)] + [rows for _, rows in pairs]
+
+
 def _ifeval(ours: list, base: list) -> dict:
     out = {}
     for kind in ("strict", "loose"):
@@ -57,47 +79,84 @@ def _ifeval(ours: list, base: list) -> dict:
 
 
 def _reference_loss(ours: list, base: list) -> dict:
-    # each answer's mean NLL per token (reference_loss.jsonl holds the sum over its tokens and their count)
-    a, b = ([row["nll"] / row["tokens"] for row in rows] for rows in (base, ours))
+    score = ITEM_SCORES["reference_nll"][2]
+    a, b = ([score(row) for row in rows] for rows in (base, ours))
     d = compare_arms(a, b)
     return {"reference_nll": {"baseline": sum(a) / len(a), "this": sum(b) / len(b), "difference": d.difference,
                               "low": d.low, "high": d.high, "p_value": d.p_value, "mde": d.mde, "items": d.items,
                               "test": "paired t over answers (mean per-answer NLL, nats/token)"}}
 
 
-def check_baseline(baseline_dir: Path) -> None:
+def check_baseline(baseline_dir: Path, flag: str = "--baseline") -> None:
     if not (Path(baseline_dir) / "results.json").is_file():
-        raise UserError(f"--baseline {baseline_dir}: not an evaluate.py output folder (no results.json); evaluate "
-                        "the baseline model first, with the same --ifeval_path/--limit/--reference_data")
+        raise UserError(f"{flag} {baseline_dir}: not an evaluate.py output folder (no results.json); evaluate "
+                        "the model first, with the same --ifeval_path/--limit/--reference_data")
 
 
 def compare_evaluations(ours_dir: Path, baseline_dir: Path) -> dict:
     """This evaluation (ours_dir) minus the baseline's, per metric both folders have, Holm-adjusted."""
     check_baseline(baseline_dir)
     metrics = {}
-    ifeval_rows = _paired(Path(ours_dir), Path(baseline_dir), IFEVAL_FILE, key=lambda row: row["prompt"])
+    ifeval_rows = _paired(Path(ours_dir), Path(baseline_dir), IFEVAL_FILE, ITEM_SCORES["ifeval_prompt_strict"][1])
     if ifeval_rows:
         metrics.update(_ifeval(*ifeval_rows))
-    reference_rows = _paired(Path(ours_dir), Path(baseline_dir), REFERENCE_FILE,
-                             key=lambda row: (row["id"], row["instruction"]))
+    reference_rows = _paired(Path(ours_dir), Path(baseline_dir), REFERENCE_FILE, ITEM_SCORES["reference_nll"][1])
     if reference_rows:
         metrics.update(_reference_loss(*reference_rows))
     if not metrics:
         raise UserError(f"--baseline {baseline_dir}: no task in common with this evaluation (IFEval answers or "
                         "reference losses in both)")
-    for metric, p_adjusted in zip(metrics.values(), holm([m["p_value"] for m in metrics.values()])):
-        metric["p_holm"] = p_adjusted
-        metric["significant"] = p_adjusted < ALPHA
+    _adjust(metrics)
     return {"baseline": str(baseline_dir), "alpha": ALPHA, "note": SEED_NOTE, "metrics": metrics}
 
 
+def _adjust(metrics: dict) -> None:
+    for metric, p_adjusted in zip(metrics.values(), holm([m["p_value"] for m in metrics.values()])):
+        metric["p_holm"] = p_adjusted
+        metric["significant"] = p_adjusted < ALPHA
+
+
+def compare_runs(run_dirs: list, baseline_dirs: list) -> dict:
+    """Several evaluations of one model (e.g. one per training seed) against several (or one) of a baseline, every
+    folder on the same items: per metric all folders have, the difference of the means with seed and item noise
+    (`statistics.compare_arms`), Holm-adjusted."""
+    for flag, folders in (("--baseline", baseline_dirs), ("--runs", run_dirs)):
+        for folder in folders:
+            check_baseline(folder, flag)
+    dirs = [Path(d) for d in [*baseline_dirs, *run_dirs]]
+    metrics = {}
+    for name, (file_name, key, score) in ITEM_SCORES.items():
+        rows = _aligned(dirs, file_name, key)
+        if rows is None:
+            continue
+        scores = [[score(row) for row in folder] for folder in rows]
+        a, b = scores[:len(baseline_dirs)], scores[len(baseline_dirs):]
+        d = compare_arms(a, b)
+        means = [[sum(run) / len(run) for run in side] for side in (a, b)]  # each run's mean
+        metrics[name] = {"baseline": sum(means[0]) / len(a), "this": sum(means[1]) / len(b),
+                         "difference": d.difference, "low": d.low, "high": d.high, "p_value": d.p_value, "mde": d.mde,
+                         "items": d.items, "run_means": means,
+                         "test": "t over runs and items (seed and item noise)"}
+    if not metrics:
+        raise UserError("the folders share no task (IFEval answers or reference losses in every one)")
+    _adjust(metrics)
+    return {"baseline": [str(d) for d in baseline_dirs], "runs": [str(d) for d in run_dirs], "alpha": ALPHA,
+            "note": RUNS_NOTE, "metrics": metrics}
+
+
 def comparison_markdown(comparison: dict) -> str:
-    lines = [f"## Compared with {comparison['baseline']}", "", "| metric | baseline | this | difference | test | "
-             "p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
+    runs = comparison.get("runs")  # several runs a side (compare_runs), or one
+    title = (f"{len(runs)} runs ({', '.join(runs)}) compared with {', '.join(comparison['baseline'])}" if runs
+             else f"Compared with {comparison['baseline']}")
+    lines = [f"## {title}", "", "| metric | baseline | this | difference | test | p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in comparison["metrics"].items():
         scale, unit = (100, " pp") if name.startswith("ifeval") else (1, "")
         detail = (f"{m['discordant']['this_only']} vs {m['discordant']['baseline_only']} discordant"
-                  if "discordant" in m else f"[{m['low']:+.4f}, {m['high']:+.4f}], MDE {m['mde']:.4f}")
+                  if "discordant" in m else f"[{scale * m['low']:+.4g}, {scale * m['high']:+.4g}], MDE "
+                  f"{scale * m['mde']:.4g}")
+        if "run_means" in m:
+            detail += "; run means " + " / ".join(", ".join(f"{scale * v:.4g}" for v in side) for side in m["run_means"])
         verdict = "significant" if m["significant"] else "no detectable difference"
         lines.append(f"| {name} | {scale * m['baseline']:.4g} | {scale * m['this']:.4g} | "
                      f"{scale * m['difference']:+.4g}{unit} | {m['test']}: {detail} | {m['p_holm']:.3g} | {verdict} |")

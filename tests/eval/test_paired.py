@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from lit_gpt.eval.paired import compare_evaluations, comparison_markdown
+from lit_gpt.eval.paired import compare_evaluations, compare_runs, comparison_markdown
 from lit_gpt.eval.statistics import compare_arms, holm, mcnemar_exact
 from lit_gpt.utils import UserError
 
@@ -86,3 +86,47 @@ def test_folders_that_cannot_be_paired_are_refused(tmp_path):
     nothing_shared = write_eval(tmp_path / "loss-only", None, [1.0] * 5)
     with pytest.raises(UserError, match="no task in common"):
         compare_evaluations(write_eval(tmp_path / "ifeval-only", rows), nothing_shared)
+
+
+def test_several_runs_a_side_are_tested_with_seed_and_item_noise(tmp_path):
+    """compare_runs: each metric's (runs, items) matrices, aligned by item whatever the line order, through
+    statistics.compare_arms (seed + item noise), Holm-adjusted; each run's mean kept."""
+    rng = random.Random(2)
+    prompts = [f"prompt {i}" for i in range(30)]
+    base_rows = list(zip(prompts, random_verdicts(rng, 30, 0.5), random_verdicts(rng, 30, 0.6)))
+    base_nll = [rng.uniform(1, 2) for _ in range(25)]
+    baseline = write_eval(tmp_path / "base", base_rows[10:] + base_rows[:10], base_nll)
+    runs, strict, nll = [], [], []
+    for seed in range(3):
+        rows = list(zip(prompts, random_verdicts(rng, 30, 0.7), random_verdicts(rng, 30, 0.7)))
+        values = [v + 0.05 * seed + rng.gauss(0, 0.02) for v in base_nll]
+        runs.append(write_eval(tmp_path / f"run{seed}", rows, values))
+        strict.append([float(all(v)) for _, v, _ in rows])
+        nll.append(values)
+    comparison = compare_runs(runs, [baseline])
+    metrics = comparison["metrics"]
+    assert list(metrics) == ["ifeval_prompt_strict", "ifeval_prompt_loose", "reference_nll"]
+    expected = compare_arms([[float(all(v)) for _, v, _ in base_rows]], strict)
+    m = metrics["ifeval_prompt_strict"]
+    assert (m["difference"], m["low"], m["high"], m["p_value"]) == pytest.approx(
+        (expected.difference, expected.low, expected.high, expected.p_value))
+    assert m["run_means"][1] == pytest.approx([sum(run) / 30 for run in strict]) and len(m["run_means"][0]) == 1
+    expected_nll = compare_arms([base_nll], nll)
+    assert metrics["reference_nll"]["p_value"] == pytest.approx(expected_nll.p_value)
+    assert metrics["reference_nll"]["mde"] == pytest.approx(expected_nll.mde)
+    assert [m["p_holm"] for m in metrics.values()] == holm([m["p_value"] for m in metrics.values()])
+    table = comparison_markdown(comparison)
+    assert table.startswith("## 3 runs") and "seed noise" in table and "run means" in table
+
+
+def test_several_runs_that_cannot_be_compared_are_refused(tmp_path):
+    rows = [(f"p{i}", [True], [False]) for i in range(6)]
+    base = write_eval(tmp_path / "base", rows)
+    runs = [write_eval(tmp_path / f"run{i}", rows) for i in range(2)]
+    with pytest.raises(UserError, match=f"--runs {tmp_path / 'nowhere'}: not an evaluate.py output folder"):
+        compare_runs([*runs, tmp_path / "nowhere"], [base])
+    other = write_eval(tmp_path / "other", [(f"x{i}", [True], [False]) for i in range(6)])
+    with pytest.raises(UserError, match="hold different items"):
+        compare_runs([*runs, other], [base])
+    with pytest.raises(UserError, match="share no task"):
+        compare_runs(runs, [write_eval(tmp_path / "loss-only", None, [1.0] * 6)])
