@@ -14,7 +14,11 @@ the two (seeded: the same for both sides), so that rows of different lengths run
     python scripts/dev/benchmark_attention.py --baseline all_rows --step_lengths 150,1400 --batch_size 64 --runs 4
 
 --step_lengths times single decode steps instead (no generation): rows whose caches hold lengths spread between
-the two, as the rows of a long evaluation are at any moment.
+the two, as the rows of a long evaluation are at any moment; --step_positions 3 feeds 3 positions a row, as a step
+with 2 draft tokens does; --profile_step true adds where each path's step spends its time, by operator:
+
+    python scripts/dev/benchmark_attention.py --baseline float32_softmax --step_lengths 600,800 --batch_size 64 \
+        --step_positions 3 --runs 4 --profile_step true
 """
 
 import importlib.util
@@ -29,6 +33,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed package
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
@@ -133,7 +138,7 @@ BASELINES = {"sdpa_float32_cache": replaced_path, "all_rows": all_rows_path, "fl
 def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_prompts: int = 32,
          max_new_tokens: int = 384, min_new_tokens: Optional[int] = None, batch_size: int = 32, runs: int = 2,
          threads: int = 2, baseline: str = "sdpa_float32_cache", step_lengths: Optional[str] = None,
-         prompt_lookup: int = 0) -> dict:
+         step_positions: int = 1, profile_step: bool = False, prompt_lookup: int = 0) -> dict:
     """Prints and returns the seconds of each run of each path.
 
     Args:
@@ -147,6 +152,8 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
         baseline: the replaced path: sdpa_float32_cache, all_rows or float32_softmax
         step_lengths: "SHORTEST,LONGEST": time single decode steps instead of generation, --batch_size rows whose
             caches hold lengths spread evenly between the two, longest first (the order RowCache keeps)
+        step_positions: with --step_lengths, the positions each row feeds a step (1 + a step's draft tokens)
+        profile_step: with --step_lengths, also each path's step by operator (shares of its time, torch.profiler)
         prompt_lookup: draft tokens per step (`generate_batch`'s, as evaluation runs; 0: one token per step)
     """
     if baseline not in BASELINES:
@@ -160,8 +167,11 @@ def main(checkpoint_dir: Path = Path("checkpoints") / SMOLLM2_REPO_ID, num_promp
     load_before = os.getloadavg()
     if step_lengths is not None:
         lengths = spread_lengths(step_lengths, batch_size)
-        _, ms = interleaved(paths, runs, lambda: decode_step_ms(loaded.model, lengths))
+        _, ms = interleaved(paths, runs, lambda: decode_step_ms(loaded.model, lengths, step_positions))
         report = {"ms_per_step": ms, "paired_speedup": [round(s / g, 3) for g, s in zip(*ms.values())]}
+        if profile_step:
+            report["operator_shares"] = {name: profiled_under(path, loaded.model, lengths, step_positions)
+                                         for name, path in paths.items()}
     else:
         prompts = [encode_prompt(loaded.tokenizer, loaded.style, p.prompt, device=loaded.device)
                    for p in ifeval.load_prompts()[:num_prompts]]
@@ -186,18 +196,46 @@ def spread_lengths(step_lengths: str, rows: int) -> torch.Tensor:
     return torch.linspace(int(parts[1]), int(parts[0]), rows).round().long()
 
 
+@contextmanager
+def cached_rows(model, lengths: torch.Tensor, positions: int, steps: int):
+    """A KV cache of rows whose caches hold `lengths` positions (zeros: the same reads and matmuls as real keys) and
+    room for `steps` more steps; yields the step's tokens (rows, positions) and the first step's input positions."""
+    model.set_kv_cache(len(lengths), int(lengths.max()) + (steps + 1) * positions, device=torch.device("cpu"))
+    try:
+        yield torch.zeros(len(lengths), positions, dtype=torch.long), lengths[:, None] + torch.arange(positions)
+    finally:
+        model.clear_kv_cache()
+
+
 @torch.inference_mode()
-def decode_step_ms(model, lengths: torch.Tensor, steps: int = 6) -> float:
-    """Milliseconds per decode step (the mean of `steps` after one untimed) of rows whose caches hold `lengths`
-    positions (zeros: the same reads and matmuls as real keys)."""
-    model.set_kv_cache(len(lengths), int(lengths.max()) + steps + 1, device=torch.device("cpu"))
-    tokens, positions = torch.zeros(len(lengths), 1, dtype=torch.long), lengths[:, None]
-    model(tokens, input_pos=positions)
-    start = time.perf_counter()
-    for i in range(1, steps + 1):
-        model(tokens, input_pos=positions + i)
-    model.clear_kv_cache()
-    return round((time.perf_counter() - start) / steps * 1000, 1)
+def decode_step_ms(model, lengths: torch.Tensor, positions: int = 1, steps: int = 6) -> float:
+    """Milliseconds per decode step (the mean of `steps` after one untimed) of `positions` tokens a row (1 + the
+    draft tokens of a step with drafts)."""
+    with cached_rows(model, lengths, positions, steps) as (tokens, at):
+        model(tokens, input_pos=at)
+        start = time.perf_counter()
+        for i in range(1, steps + 1):
+            model(tokens, input_pos=at + i * positions)
+        return round((time.perf_counter() - start) / steps * 1000, 1)
+
+
+def profiled_under(path, model, lengths: torch.Tensor, positions: int) -> dict:
+    with path():
+        return step_profile(model, lengths, positions)
+
+
+@torch.inference_mode()
+def step_profile(model, lengths: torch.Tensor, positions: int, steps: int = 3, top: int = 8) -> dict:
+    """The `top` operators' shares (%) of the self CPU time of `steps` decode steps (torch.profiler), one untimed
+    step first."""
+    with cached_rows(model, lengths, positions, steps) as (tokens, at):
+        model(tokens, input_pos=at)
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            for i in range(1, steps + 1):
+                model(tokens, input_pos=at + i * positions)
+    events = sorted(profiled.key_averages(), key=lambda event: -event.self_cpu_time_total)
+    total = sum(event.self_cpu_time_total for event in events)
+    return {event.key: round(100 * event.self_cpu_time_total / total, 1) for event in events[:top]}
 
 
 if __name__ == "__main__":

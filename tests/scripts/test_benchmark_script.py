@@ -211,8 +211,12 @@ def test_attention_benchmark_times_both_paths_and_restores_the_library(tiny_chec
     expected = torch.randint(1, 7, (3,), generator=torch.Generator().manual_seed(0)).tolist()
     assert drawn["new_tokens"] == sum(expected) and drawn["identical_answers"] == 3
     steps = script.main(checkpoint_dir=checkpoint, batch_size=3, runs=2, threads=1, baseline=baseline,
-                        step_lengths="5,40")
+                        step_lengths="5,40", step_positions=3, profile_step=baseline == "float32_softmax")
     assert [len(ms) for ms in steps["ms_per_step"].values()] == [2, 2] and len(steps["paired_speedup"]) == 2
+    if baseline == "float32_softmax":  # each path's step profiled: its matmuls among the operators
+        for shares in steps["operator_shares"].values():
+            assert 0 < sum(shares.values()) <= 100.1 and any(name in shares for name in ("aten::mm", "aten::bmm"))
+        assert list(steps["operator_shares"]) == ["library", "float32_softmax"]
     assert script.spread_lengths("5,40", 3).tolist() == [40, 22, 5]
     assert (model_module.grouped_attention, model_module.KV_CACHE_BLOCK_CPU, model_module.GPT.set_kv_cache,
             model_module.rows_attending, RowCache._order_rows, RowCache.leave) == originals
