@@ -28,7 +28,8 @@ IFEVAL_FILE, REFERENCE_FILE = "ifeval_responses.jsonl", "reference_loss.jsonl"
 ITEM_SCORES = {
     "ifeval_prompt_strict": (IFEVAL_FILE, lambda row: row["prompt"], lambda row: float(all(row["strict"]))),
     "ifeval_prompt_loose": (IFEVAL_FILE, lambda row: row["prompt"], lambda row: float(all(row["loose"]))),
-    "reference_nll": (REFERENCE_FILE, lambda row: (row["id"], row["instruction"]), lambda row: row["nll"] / row["tokens"]),
+    "reference_nll": (REFERENCE_FILE, lambda row: (row["id"], row["instruction"]),
+                      lambda row: row["nll"] / row["tokens"]),
 }
 RUNS_NOTE = ("the tests see seed noise (the spread of the runs' means; none on a side of one run, e.g. a base model's "
              "greedy evaluation) and item noise")
@@ -156,7 +157,8 @@ def comparison_markdown(comparison: dict) -> str:
                   if "discordant" in m else f"[{scale * m['low']:+.4g}, {scale * m['high']:+.4g}], MDE "
                   f"{scale * m['mde']:.4g}")
         if "run_means" in m:
-            detail += "; run means " + " / ".join(", ".join(f"{scale * v:.4g}" for v in side) for side in m["run_means"])
+            sides = (", ".join(f"{scale * v:.4g}" for v in side) for side in m["run_means"])
+            detail += "; run means " + " / ".join(sides)
         verdict = "significant" if m["significant"] else "no detectable difference"
         lines.append(f"| {name} | {scale * m['baseline']:.4g} | {scale * m['this']:.4g} | "
                      f"{scale * m['difference']:+.4g}{unit} | {m['test']}: {detail} | {m['p_holm']:.3g} | {verdict} |")
