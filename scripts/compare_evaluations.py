@@ -8,8 +8,9 @@ and --reference_data). For each metric that every folder has (IFEval prompt-leve
 reference loss per answer), the difference of the runs' mean from the baseline's is tested with both noises a
 fine-tune has: another training seed moves a run's mean (seen in how far the runs scatter), and the items are a
 sample of prompts (`lit_gpt.eval.statistics.compare_arms`, the studies' test: at most ~5% of same-condition
-comparisons called significant); Holm-adjusted over the metrics. A greedy evaluation of a base model has no seed: one
-folder. For one run a side, `evaluate.py --baseline` gives the item-only tests (exact McNemar). Writes
+comparisons called significant), its p-value taken at the worst split of the variance between seeds and items (valid
+with few seeds: `statistics.worst_case_p`); Holm-adjusted over the metrics. A greedy evaluation of a base model has
+no seed: one folder. For one run a side, `evaluate.py --baseline` gives the item-only tests (exact McNemar). Writes
 out_dir/comparison.json and comparison.md and prints the table.
 """
 
