@@ -145,6 +145,13 @@ def worst_case_p(p_value: float, seed_df: int, item_df: int) -> float:
     return float(max(np.searchsorted(row, p_value, side="right") for row in nulls) / NULL_DRAWS)
 
 
+def worst_case_level(seed_df: int, item_df: int, alpha: float = ALPHA) -> float:
+    """The level at which compare_arms' own p-value must be read for `worst_case_p` to stay within `alpha`: the
+    largest p whose worst case is at most `alpha` (for intervals and detectable effects that agree with it)."""
+    nulls = _null_p_values((max(seed_df, 1), max(item_df, 1)))
+    return float(min(row[max(int(alpha * NULL_DRAWS) - 1, 0)] for row in nulls))
+
+
 def minimum_detectable_effect(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true difference that a two-sided test at `alpha` detects with probability `power`, for a
     difference estimated with standard error `se` on `df` degrees of freedom."""

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from lit_gpt.eval.statistics import (ALPHA, adjust_study, compare_arms, holm, mcnemar_exact, minimum_detectable_effect,
-                                     power_of, residual_variance, seeds_needed, sign_test_p, worst_case_p)
+                                     power_of, residual_variance, seeds_needed, sign_test_p, worst_case_level,
+                                     worst_case_p)
 
 
 def simulate_binary(rng, seeds: int, items: int, effect_logit: float, seed_sd: float = 0.25, interaction_sd: float = 0.3,
@@ -145,6 +146,8 @@ def test_worst_case_p_is_at_least_the_p_value_and_grows_with_it():
     assert all(w >= p for w, p in zip(ps, (0.001, 0.01, 0.02, 0.05, 0.2, 0.5)))
     assert 0.07 < worst_case_p(0.05, 2, 127) < 0.09  # 3 seeds: the t test's 5% is ~8% at its worst
     assert worst_case_p(0.05, 8, 127) < worst_case_p(0.05, 2, 127)  # more seeds, less to correct
+    level = worst_case_level(2, 127)  # the t test's own p must be below this for a worst case within 5%
+    assert 0.015 < level < 0.04 and worst_case_p(level, 2, 127) <= ALPHA < worst_case_p(level * 1.05, 2, 127)
 
 
 def test_stated_power_matches_achieved_power():
