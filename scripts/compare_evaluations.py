@@ -44,6 +44,11 @@ def main(runs: Optional[list[Path]] = None, baseline: Optional[list[Path]] = Non
     if len(run_dirs) + len(baseline_dirs) < 3:
         raise UserError("one run a side has no seed noise to measure: use scripts/evaluate.py --baseline DIR (item-"
                         "by-item tests), or give several --runs")
+    seen: dict = {}
+    for folder in [*baseline_dirs, *run_dirs]:
+        if seen.setdefault(folder.resolve(), folder) is not folder:
+            raise UserError(f"{folder} is given twice (as {seen[folder.resolve()]} too): each run counts once, or "
+                            "the seeds' noise looks smaller than it is")
     check_output(out_dir, {"--runs": run_dirs, "--baseline": baseline_dirs}, "--out_dir",
                  writes=["comparison.json", "comparison.md"])
     comparison = compare_runs(run_dirs, baseline_dirs)

@@ -43,6 +43,8 @@ def test_user_mistakes_are_one_line_and_leave_the_folders_alone(tmp_path, capsys
         (["--baseline", base, "--runs", runs[0], "--out_dir", tmp_path / "x"], "use scripts/evaluate.py --baseline"),
         (["--baseline", base, "--runs", *runs], "give --runs and --baseline"),
         (["--baseline", base, "--runs", *runs, "--out_dir", runs[0]], "--out_dir", "is the same path as --runs"),
+        (["--baseline", base, "--runs", runs[0], runs[1], runs[0], "--out_dir", tmp_path / "z"],
+         f"{runs[0]} is given twice"),
         (["--baseline", base, "--runs", *runs, tmp_path / "none", "--out_dir", tmp_path / "y"],
          f"--runs {tmp_path / 'none'}: not an evaluate.py output folder"),
     ]
