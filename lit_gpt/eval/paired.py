@@ -49,27 +49,24 @@ def _rows(path: Path) -> list:
         raise UserError(f"{path}: not an evaluate.py per-item file ({e})") from None
 
 
-def _paired(ours_dir: Path, baseline_dir: Path, name: str, key) -> "tuple[list, list] | None":
-    """The two folders' rows of one per-item file, in the same item order; None where either lacks the file."""
-    ours_path, base_path = ours_dir / name, baseline_dir / name
-    if not (ours_path.is_file() and base_path.is_file()):
-        return None
-    ours, base = _rows(ours_path), _rows(base_path)
-    by_key = {key(row): row for row in base}
-    missing = [key(row) for row in ours if key(row) not in by_key]
-    if missing or len(by_key) != len(ours):
-        raise UserError(f"{base_path} and {ours_path} hold different items ({len(base)} and {len(ours)} rows, "
-                        f"e.g. {str(missing[:1])[:80]} only in the second); evaluate both on the same prompts "
-                        "(--ifeval_path, --limit, --reference_data)")
-    return ours, [by_key[key(row)] for row in ours]
-
-
 def _aligned(dirs: list, name: str, key) -> "list[list] | None":
-    """Each folder's rows of one per-item file, all in the first folder's item order; None where any lacks it."""
-    pairs = [_paired(dirs[0], other, name, key) for other in dirs[1:]]
-    if any(pair is None for pair in pairs) or not (dirs[0] / name).is_file():
+    """Each folder's rows of one per-item file (read once), all in the first folder's item order; None where any
+    folder lacks the file."""
+    paths = [Path(d) / name for d in dirs]
+    if not all(path.is_file() for path in paths):
         return None
-    return [_rows(dirs[0] / name)] + [rows for _, rows in pairs]
+    first = _rows(paths[0])
+    aligned = [first]
+    for path in paths[1:]:
+        rows = _rows(path)
+        by_key = {key(row): row for row in rows}
+        missing = [key(row) for row in first if key(row) not in by_key]
+        if missing or len(by_key) != len(first):
+            raise UserError(f"{path} and {paths[0]} hold different items ({len(rows)} and {len(first)} rows, "
+                            f"e.g. {str(missing[:1])[:80]} only in the second); evaluate both on the same prompts "
+                            "(--ifeval_path, --limit, --reference_data)")
+        aligned.append([by_key[key(row)] for row in first])
+    return aligned
 
 
 def _ifeval(ours: list, base: list) -> dict:
@@ -103,10 +100,10 @@ def compare_evaluations(ours_dir: Path, baseline_dir: Path) -> dict:
     """This evaluation (ours_dir) minus the baseline's, per metric both folders have, Holm-adjusted."""
     check_baseline(baseline_dir)
     metrics = {}
-    ifeval_rows = _paired(Path(ours_dir), Path(baseline_dir), IFEVAL_FILE, ITEM_SCORES["ifeval_prompt_strict"][1])
+    ifeval_rows = _aligned([ours_dir, baseline_dir], IFEVAL_FILE, ITEM_SCORES["ifeval_prompt_strict"][1])
     if ifeval_rows:
         metrics.update(_ifeval(*ifeval_rows))
-    reference_rows = _paired(Path(ours_dir), Path(baseline_dir), REFERENCE_FILE, ITEM_SCORES["reference_nll"][1])
+    reference_rows = _aligned([ours_dir, baseline_dir], REFERENCE_FILE, ITEM_SCORES["reference_nll"][1])
     if reference_rows:
         metrics.update(_reference_loss(*reference_rows))
     if not metrics:
@@ -130,9 +127,11 @@ def compare_runs(run_dirs: list, baseline_dirs: list) -> dict:
         for folder in folders:
             check_baseline(folder, flag)
     dirs = [Path(d) for d in [*baseline_dirs, *run_dirs]]
-    metrics = {}
+    metrics, read = {}, {}
     for name, (file_name, key, score) in ITEM_SCORES.items():
-        rows = _aligned(dirs, file_name, key)
+        if file_name not in read:  # strict and loose IFEval share one file
+            read[file_name] = _aligned(dirs, file_name, key)
+        rows = read[file_name]
         if rows is None:
             continue
         scores = [[score(row) for row in folder] for folder in rows]

@@ -138,8 +138,7 @@ def generate_batch(model: GPT, prompts: Sequence[torch.Tensor], max_new_tokens: 
     each is sampled, `done` a prompt's index when its answer is complete. compile: `RowCache`'s.
 
     prompt_lookup: greedy decoding only (temperature 0 or top_k 1; ignored otherwise, with compile and for longrope
-    models): each
-    step also feeds up to that many draft tokens per row, copied from earlier in its sequence
+    models): each step also feeds up to that many draft tokens per row, copied from earlier in its sequence
     (`lit_gpt.infer.lookup`), and keeps those that greedy decoding confirms, so a step can emit several tokens.
 
     Each row attends to its own keys only, so greedy (temperature 0) answers equal those of each prompt alone (up
