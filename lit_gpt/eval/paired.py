@@ -21,10 +21,7 @@ tests/eval/test_statistics.py). Holm-adjusted over the metrics.
 import json
 from pathlib import Path
 
-from scipy import stats
-
-from lit_gpt.eval.statistics import (ALPHA, compare_arms, holm, mcnemar_exact, minimum_detectable_effect,
-                                  worst_case_level, worst_case_p)
+from lit_gpt.eval.statistics import ALPHA, compare_arms, holm, mcnemar_exact
 from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text
 
 IFEVAL_FILE, REFERENCE_FILE = "ifeval_responses.jsonl", "reference_loss.jsonl"
@@ -145,17 +142,13 @@ def compare_runs(run_dirs: list, baseline_dirs: list) -> dict:
 
 
 def _runs_difference(a: list, b: list) -> dict:
-    """compare_arms' difference of two (runs, items) score lists, its p-value, interval and detectable effect read
-    at the level that keeps the worst split of seed and item noise within ALPHA (`statistics.worst_case_p`)."""
-    d, seed_df = compare_arms(a, b), sum(len(side) - 1 for side in (a, b))
-    level = worst_case_level(seed_df, d.items - 1) if seed_df else ALPHA
-    half = float(stats.t.ppf(1 - level / 2, d.df)) * d.se
+    """compare_arms' difference of two (runs, items) score lists: its p-value valid for any split of seed and item
+    noise, the interval and detectable effect read at the level that matches it (`statistics.worst_case_p`)."""
+    d = compare_arms(a, b)
     means = [[sum(run) / len(run) for run in side] for side in (a, b)]  # each run's mean
     return {"baseline": sum(means[0]) / len(a), "this": sum(means[1]) / len(b), "difference": d.difference,
-            "low": d.difference - half, "high": d.difference + half, "level": level,
-            "p_value": worst_case_p(d.p_value, seed_df, d.items - 1) if seed_df else d.p_value,
-            "p_satterthwaite": d.p_value, "mde": minimum_detectable_effect(d.se, d.df, alpha=level),
-            "items": d.items, "run_means": means,
+            "low": d.low, "high": d.high, "level": d.level, "p_value": d.p_value, "p_satterthwaite": d.p_t_test,
+            "mde": d.mde, "items": d.items, "run_means": means,
             "test": "t over runs and items (seed and item noise), valid for any split of the two"}
 
 

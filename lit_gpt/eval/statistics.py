@@ -16,9 +16,14 @@ score = item + arm + arm x item + seed(arm) + residual):
     V_item    = var_i(d_i) / n                  d_i = B[:, i].mean() - A[:, i].mean() (arm x item + residual)
     V         = V_seed + V_item - residual / n * (1 / n_A + 1 / n_B)  (the residual is in both terms: count it once)
 and a t test with Satterthwaite's degrees of freedom, which are few when seeds are few (3 + 3 seeds: about 4),
-so its intervals widen where a normal or bootstrap interval would be too narrow. `tests/eval/test_statistics.py`
-simulates thousands of studies with no true effect and checks that the test calls at most ~5% of them significant,
-and that its stated power matches what it achieves with a planted effect.
+so its intervals widen where a normal or bootstrap interval would be too narrow. Those degrees of freedom are
+themselves estimated, and where one arm's seed noise (3 runs: 2 df) dominates the variance the t test calls up to ~8%
+of no-differences significant at 5%. So the p-value reported is its worst case over every split of the variance
+among the arms' seeds and the items (`worst_case_p`, a seeded Monte Carlo), and the interval and the minimum
+detectable effect are read at the matching level (`worst_case_level`: ~0.02 for 3 seeds an arm).
+`tests/eval/test_statistics.py` simulates thousands of studies with no true effect (equal and unequal seed noise, a
+fixed baseline) and checks that at most ~5% are called significant, and that the stated power matches what the test
+achieves with a planted effect.
 
 For one run per arm with pass/fail items, the exact McNemar test (`mcnemar_exact`) is the right test; with several
 comparisons in a study, `holm` adjusts the p-values (family-wise error at 5%).
@@ -30,7 +35,7 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 ALPHA = 0.05  # significance level of every test, after Holm's correction within a study
 POWER = 0.8  # the power that minimum detectable effects and sample sizes are stated for
@@ -42,7 +47,7 @@ class ArmDifference:
     difference: float  # mean(B) - mean(A)
     low: float  # (1 - ALPHA) interval of the difference
     high: float
-    p_value: float  # two-sided t test (before any correction for multiple comparisons)
+    p_value: float  # two-sided, valid for any split of seed and item noise (before Holm's correction)
     se: float  # standard error of the difference
     df: float  # Satterthwaite degrees of freedom
     seeds_a: int
@@ -50,8 +55,10 @@ class ArmDifference:
     items: int
     seed_sd_a: float  # between-seed standard deviation of run means, arm A (NaN for one seed)
     seed_sd_b: float
-    mde: float  # minimum detectable effect of this design: POWER to detect it at ALPHA
+    mde: float  # minimum detectable effect of this design: POWER to detect it at the test's level
     p_adjusted: Optional[float] = None  # after Holm's correction within the study (set by `adjust_study`)
+    p_t_test: Optional[float] = None  # the Satterthwaite t test's own p (p_value is its worst case)
+    level: float = ALPHA  # the level the t test's p is read at for a worst case of ALPHA (interval, mde)
 
     @property
     def significant(self) -> bool:
@@ -106,49 +113,65 @@ def compare_arms(a, b) -> ArmDifference:
     parts.append((v_item, n - 1))
     denominator = sum(term ** 2 / dof for term, dof in parts)
     df = float(v ** 2 / denominator) if denominator > 0 else float(n - 1)
-    if se == 0.0:  # identical answers everywhere: no difference, nothing to detect it with
-        p, low, high = (1.0 if diff == 0.0 else 0.0), diff, diff
-    else:
-        p = float(2 * stats.t.sf(abs(diff) / se, df))
-        half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
-        low, high = diff - half, diff + half
+    seed_dfs = [len(run) - 1 for run in (run_a, run_b)]
     sd = [float(run.std(ddof=1)) if len(run) > 1 else float("nan") for run in (run_a, run_b)]
-    return ArmDifference(diff, low, high, p, se, df, n_a, n_b, n, sd[0], sd[1], minimum_detectable_effect(se, df))
+    if se == 0.0:  # identical answers everywhere: no difference, nothing to detect it with
+        p = 1.0 if diff == 0.0 else 0.0
+        return ArmDifference(diff, diff, diff, p, se, df, n_a, n_b, n, sd[0], sd[1], 0.0, p_t_test=p)
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    level = worst_case_level(seed_dfs, n - 1) if any(seed_dfs) else ALPHA
+    half = float(stats.t.ppf(1 - level / 2, df)) * se
+    valid_p = worst_case_p(p, seed_dfs, n - 1) if any(seed_dfs) else p
+    return ArmDifference(diff, diff - half, diff + half, valid_p, se, df, n_a, n_b, n, sd[0], sd[1],
+                         minimum_detectable_effect(se, df, alpha=level), p_t_test=p, level=level)
 
 
-NULL_DRAWS, SPLITS = 20000, 21  # worst_case_p's Monte Carlo: draws per split, splits of the variance tried
+NULL_DRAWS, STEPS = 20000, 20  # worst_case_p's Monte Carlo: draws per split, steps of the variance shares tried
+
+
+def _splits(components: int, steps: int = STEPS) -> list:
+    """Every way to share a variance among `components` parts in multiples of 1/STEPS (a grid on the simplex):
+    the compositions of `steps` into that many parts, as shares."""
+    if components == 1:
+        return [(steps / STEPS,)]
+    return [(k / STEPS, *rest) for k in range(steps + 1) for rest in _splits(components - 1, steps - k)]
 
 
 @lru_cache(maxsize=None)
 def _null_p_values(dfs: tuple) -> np.ndarray:
-    """For each split of the variance between two components of `dfs` degrees of freedom (each variance estimated
-    as chi^2/df), the sorted p-values of compare_arms' Satterthwaite t test under no difference: (SPLITS, NULL_DRAWS).
+    """For each split of the variance among components of `dfs` degrees of freedom (each variance estimated as
+    chi^2/df), the sorted p-values of compare_arms' Satterthwaite t test under no difference: (splits, NULL_DRAWS).
     Seeded: the same answer every time."""
     rng = np.random.default_rng(0)
     out = []
-    for share in np.linspace(0.0, 1.0, SPLITS):
-        parts = [w * rng.chisquare(df, NULL_DRAWS) / df for w, df in zip((share, 1.0 - share), dfs)]
-        v = np.maximum(parts[0] + parts[1], 1e-300)
+    for split in _splits(len(dfs)):
+        parts = [w * rng.chisquare(df, NULL_DRAWS) / df for w, df in zip(split, dfs)]
+        v = np.maximum(sum(parts), 1e-300)
         df = v ** 2 / np.maximum(sum(part ** 2 / d for part, d in zip(parts, dfs)), 1e-300)
         t = rng.standard_normal(NULL_DRAWS) / np.sqrt(v)
-        out.append(np.sort(2 * stats.t.sf(np.abs(t), df)))
+        out.append(np.sort(2 * special.stdtr(df, -np.abs(t))))  # stats.t.sf's ufunc, without its checks
     return np.stack(out)
 
 
-def worst_case_p(p_value: float, seed_df: int, item_df: int) -> float:
-    """A p-value valid however the variance splits between the seeds and the items. compare_arms' t test takes its
-    degrees of freedom from estimated variances; where one arm's seed noise is estimated from 3 runs (2 df) and
-    dominates, it calls up to ~8% of no-differences significant at 5% (a base model's single greedy evaluation
-    against a fine-tune's seeds: simulated in tests/eval/test_statistics.py). This is the largest chance, over every
-    split of the variance, that the test gives a p-value at most `p_value` when there is no difference."""
-    nulls = _null_p_values((max(seed_df, 1), max(item_df, 1)))
+def _dfs(seed_dfs: Sequence[int], item_df: int) -> tuple:
+    return (*sorted(max(int(d), 1) for d in seed_dfs if d > 0), max(int(item_df), 1))
+
+
+def worst_case_p(p_value: float, seed_dfs: Sequence[int], item_df: int) -> float:
+    """A p-value valid however the variance splits among each arm's seeds and the items. compare_arms' t test takes
+    its degrees of freedom from estimated variances; where one arm's seed noise is estimated from 3 runs (2 df) and
+    dominates, it calls up to ~8% of no-differences significant at 5% (simulated in tests/eval/test_statistics.py:
+    3 seeds against a single greedy evaluation, or against 3 seeds of an arm whose seeds vary less). This is the
+    largest chance, over every split of the variance, that the test gives a p-value at most `p_value` when there is
+    no difference. seed_dfs: each arm's seeds - 1 (an arm of one run has no seed noise to estimate: 0)."""
+    nulls = _null_p_values(_dfs(seed_dfs, item_df))
     return float(max(np.searchsorted(row, p_value, side="right") for row in nulls) / NULL_DRAWS)
 
 
-def worst_case_level(seed_df: int, item_df: int, alpha: float = ALPHA) -> float:
-    """The level at which compare_arms' own p-value must be read for `worst_case_p` to stay within `alpha`: the
-    largest p whose worst case is at most `alpha` (for intervals and detectable effects that agree with it)."""
-    nulls = _null_p_values((max(seed_df, 1), max(item_df, 1)))
+def worst_case_level(seed_dfs: Sequence[int], item_df: int, alpha: float = ALPHA) -> float:
+    """The level at which compare_arms' t test's own p-value must be read for `worst_case_p` to stay within `alpha`:
+    the largest p whose worst case is at most `alpha` (for intervals and detectable effects that agree with it)."""
+    nulls = _null_p_values(_dfs(seed_dfs, item_df))
     return float(min(row[max(int(alpha * NULL_DRAWS) - 1, 0)] for row in nulls))
 
 
@@ -174,9 +197,14 @@ def seeds_needed(effect: float, difference: ArmDifference, power: float = POWER,
     seed_part = (difference.seed_sd_a ** 2 if difference.seeds_a > 1 else 0.0) + \
                 (difference.seed_sd_b ** 2 if difference.seeds_b > 1 else 0.0)
     item_part = max(difference.se ** 2 - seed_part / seeds, 0.0)
+    if power_of(effect, math.sqrt(item_part), difference.items - 1) < power:
+        return None  # not even with the seed noise gone
     for k in range(2, most + 1):
         se = math.sqrt(seed_part / k + item_part)
-        if power_of(effect, se, 2 * k - 2) >= power:
+        # the test's level at k seeds an arm; its worst case lies where one arm's seeds dominate, so the one-seed-
+        # component grid gives it at a tenth of the cost (and from 30 seeds on, 30's: a little conservative)
+        level = worst_case_level((min(k, 30) - 1,), difference.items - 1)
+        if power_of(effect, se, 2 * k - 2, alpha=level) >= power:
             return k
     return None
 

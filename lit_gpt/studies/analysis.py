@@ -104,7 +104,8 @@ def difference(a: np.ndarray, b: np.ndarray, pass_fail: bool) -> tuple[ArmDiffer
     """(B - A, the test that gave its p-value)."""
     result = compare_arms(a, b)
     if a.shape[0] > 1 and b.shape[0] > 1:
-        return result, f"t test over seeds and items (Satterthwaite df {result.df:.1f})"
+        return result, (f"t test over seeds and items (Satterthwaite df {result.df:.1f}), p valid for any split of "
+                        f"seed and item noise (t test's own p {result.p_t_test:.3g})")
     if pass_fail and a.shape[0] == 1 and b.shape[0] == 1:
         result.p_value = mcnemar_exact(a[0] > 0.5, b[0] > 0.5)["p_value"]
         return result, "exact McNemar test (one seed: item noise only)"

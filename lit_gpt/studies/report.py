@@ -254,7 +254,9 @@ def method_notes(comparison: dict) -> list[str]:
     notes = [f"Test: every arm against {stats['baseline']} on the primary metric, declared before the runs "
              f"({stats['primary_metric']}): the variance of the difference from the spread of the run means over "
              "seeds and of the per-item differences (`lit_gpt.eval.statistics.compare_arms`), a t test with "
-             f"Satterthwaite's degrees of freedom; p-values Holm-corrected over the study's {k} comparison(s) "
+             "Satterthwaite's degrees of freedom whose p is taken at its worst over every split of the variance "
+             "among the arms' seeds and the items (`worst_case_p`; intervals at the matching level); p-values "
+             f"Holm-corrected over the study's {k} comparison(s) "
              "(family-wise 5%). Everything else: mean ± between-seed SD, untested; no claims are made about it."]
     if len(comparison["seeds"]) == 1:
         notes.append("One seed per arm: item noise only (what another seed would change is not seen); pass/fail "

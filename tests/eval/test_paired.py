@@ -4,9 +4,11 @@ import json
 import random
 
 import pytest
+from scipy import stats
 
 from lit_gpt.eval.paired import compare_evaluations, compare_runs, comparison_markdown
-from lit_gpt.eval.statistics import compare_arms, holm, mcnemar_exact, worst_case_level, worst_case_p
+from lit_gpt.eval.statistics import (compare_arms, holm, mcnemar_exact, minimum_detectable_effect, worst_case_level,
+                                     worst_case_p)
 from lit_gpt.utils import UserError
 
 
@@ -108,15 +110,18 @@ def test_several_runs_a_side_are_tested_with_seed_and_item_noise(tmp_path):
     assert list(metrics) == ["ifeval_prompt_strict", "ifeval_prompt_loose", "reference_nll"]
     expected = compare_arms([[float(all(v)) for _, v, _ in base_rows]], strict)
     m = metrics["ifeval_prompt_strict"]
-    assert (m["difference"], m["p_satterthwaite"]) == pytest.approx((expected.difference, expected.p_value))
-    assert m["p_value"] == worst_case_p(expected.p_value, 2, 29) >= expected.p_value  # 3 runs: 2 seed df
-    # the interval and the detectable effect at the level the worst case allows: wider, and agreeing with the p-value
-    assert m["level"] == worst_case_level(2, 29) < 0.05 and m["mde"] > expected.mde
-    assert m["low"] < expected.low and m["high"] > expected.high
+    assert (m["difference"], m["p_satterthwaite"]) == pytest.approx((expected.difference, expected.p_t_test))
+    assert m["p_value"] == worst_case_p(expected.p_t_test, (2,), 29) >= expected.p_t_test  # 3 runs: 2 seed df
+    # the interval and the detectable effect at the level the worst case allows: wider than the t test's own at 5%,
+    # and agreeing with the p-value
+    assert m["level"] == worst_case_level((2,), 29) < 0.05
+    assert m["mde"] > minimum_detectable_effect(expected.se, expected.df)
+    t_half = stats.t.ppf(0.975, expected.df) * expected.se
+    assert m["low"] < expected.difference - t_half and m["high"] > expected.difference + t_half
     assert m["run_means"][1] == pytest.approx([sum(run) / 30 for run in strict]) and len(m["run_means"][0]) == 1
     expected_nll = compare_arms([base_nll], nll)
-    assert metrics["reference_nll"]["p_value"] == worst_case_p(expected_nll.p_value, 2, 24)
-    assert metrics["reference_nll"]["mde"] > expected_nll.mde
+    assert metrics["reference_nll"]["p_value"] == worst_case_p(expected_nll.p_t_test, (2,), 24)
+    assert metrics["reference_nll"]["mde"] > minimum_detectable_effect(expected_nll.se, expected_nll.df)
     assert [m["p_holm"] for m in metrics.values()] == holm([m["p_value"] for m in metrics.values()])
     for m in metrics.values():
         assert (m["low"] > 0 or m["high"] < 0) == (m["p_value"] < 0.05)
