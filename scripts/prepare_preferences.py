@@ -37,7 +37,7 @@ from lit_gpt.utils import UserError, run_cli
 def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
          format: Optional[Literal["json", "jsonl"]] = None, name: Optional[str] = None,
          destination_path: Optional[Path] = None, rejected_path: Optional[Path] = None, rank_by: Optional[str] = None,
-         **kwargs) -> dict:
+         reverse: bool = False, **kwargs) -> dict:
     """Prepare preference pairs from a JSON/JSONL, Parquet or Arrow file or a Hub dataset.
 
     Args:
@@ -52,18 +52,25 @@ def main(data_path: Optional[Path] = None, columns: Optional[dict] = None,
         rank_by: with --rejected_path, a score column of both files (e.g. score_alpagasus, written by
             scripts/score_dataset.py): the higher-scored answer of each instruction is the chosen one, whichever file
             it is in; ties and unscored answers are dropped and counted
+        reverse: with --rejected_path, prefer its answers instead: the same pairs, in the same order and train/test
+            split, the other way round (a reversed-preference control arm for a study)
     """
     if rejected_path is not None and data_path is None:
         raise UserError("--rejected_path goes with --data_path (the file of the chosen answers)")
     if rank_by is not None and rejected_path is None:
         raise UserError(f"--rank_by {rank_by} ranks the answers of two files: give the second with --rejected_path")
+    if reverse and (rejected_path is None or rank_by is not None):
+        raise UserError("--reverse true prefers --rejected_path's answers over --data_path's: give --rejected_path "
+                        "(and no --rank_by, which orders each pair by its scores)")
     origin = Origin(data_path if rejected_path is None else [data_path, rejected_path], destination_path,
                     no_source="--data_path is required: the file of preference pairs (or --dataset_id ORG/NAME)")
     read = partial(iter_records, format=format, columns=columns)
     if rejected_path is not None:  # both files are the source: the fingerprint covers them
         read_one = read
-        read = lambda source: answer_pairs(*(read_one(file) for file in source.files), rank_by=rank_by)  # noqa: E731
-    options = {"columns": columns or {}, "format": format, **({"rank_by": rank_by} if rank_by else {})}
+        read = lambda source: answer_pairs(*(read_one(file) for file in source.files), rank_by=rank_by,  # noqa: E731
+                                           reverse=reverse)
+    options = {"columns": columns or {}, "format": format, **({"rank_by": rank_by} if rank_by else {}),
+               **({"reverse": True} if reverse else {})}
     return prepare_source(origin, read, PREFERENCES, name=name, options=options, **kwargs)
 
 

@@ -30,7 +30,8 @@ import torch
 from lit_gpt.data.normalize import ROLES, BadRecord, is_multi_turn, normalize_messages, plain_value
 from lit_gpt.data.prepare import ExampleFormat
 from lit_gpt.data.prepared import length_stats
-from lit_gpt.data.tokenize import encode_segments, fit_to_length, long_tensor, training_segments, with_bos_and_eos
+from lit_gpt.data.tokenize import (IGNORE_INDEX, encode_segments, fit_to_length, long_tensor, training_segments,
+                                   with_bos_and_eos)
 from lit_gpt.utils import UserError
 
 PREFERENCE_FORMAT = "preference"
@@ -70,13 +71,14 @@ def normalize_pair(record: dict, source: Optional[str] = None) -> dict:
 
 
 def answer_pairs(chosen: Iterable[tuple[str, dict]], rejected: Iterable[tuple[str, dict]],
-                 rank_by: Optional[str] = None) -> Iterator[tuple[str, dict]]:
+                 rank_by: Optional[str] = None, reverse: bool = False) -> Iterator[tuple[str, dict]]:
     """Rows of two files of answers to instructions (Alpaca layout: instruction, input, output) -> (where, pair
     row) for each instruction + input found in both: the first file's output chosen, the second's rejected (its
     first answer to that instruction). Rows of the first file without a match in the second are left out.
     rank_by: a numeric column both files have (a judge's score, e.g. score_dataset.py's score_alpagasus): the
     answer with the higher value is the chosen one, whichever file it is in; a tie or a missing score drops the
-    pair (counted in the manifest)."""
+    pair (counted in the manifest). reverse: the second file's answers are the chosen ones, the pairs still in the
+    first file's order (the same pairs and train/test split as without it: a reversed-preference control)."""
     others = {}
     for _, row in rejected:
         if isinstance(row, dict):
@@ -84,7 +86,7 @@ def answer_pairs(chosen: Iterable[tuple[str, dict]], rejected: Iterable[tuple[st
     for where, row in chosen:
         key = (row.get("instruction"), row.get("input") or "") if isinstance(row, dict) else None
         if key in others:
-            first, second = row, others[key]
+            first, second = (others[key], row) if reverse else (row, others[key])
             pair = {"instruction": key[0], "input": key[1], "chosen": first.get("output"),
                     "rejected": second.get("output")}
             if rank_by is not None:
@@ -250,3 +252,22 @@ def pair_summary(pairs: list[dict]) -> dict:
 
 
 PREFERENCES = ExampleFormat(PREFERENCE_FORMAT, normalize_pair, tokenize_pairs, pair_summary)
+
+
+def pair_as_instruction(pair: dict, answer: str = "chosen") -> dict:
+    """A tokenized pair seen as the instruction example of one of its answers (what a study scores and checks for
+    contamination): instruction and input of its last user turn (the whole conversation under messages when the
+    prompt has several turns), the answer as output, input_ids = the prompt's ids + the answer's, labels where the
+    answer is trained, and pair_tokens: both rows' tokens, what training the pair reads."""
+    user = next(m for m in reversed(pair["prompt"]) if m["role"] == "user")
+    ids = torch.cat([pair["prompt_ids"], pair[f"{answer}_ids"]])
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    start = len(pair["prompt_ids"])
+    labels[start:] = torch.where(pair[f"{answer}_mask"], pair[f"{answer}_ids"], IGNORE_INDEX)
+    example = {"instruction": user["content"], "input": user.get("input", ""), "output": pair[answer],
+               "source": pair.get("source"), "id": pair.get("id"), "input_ids": ids, "labels": labels,
+               "truncated": pair["truncated"],
+               "pair_tokens": 2 * start + len(pair["chosen_ids"]) + len(pair["rejected_ids"])}
+    if is_multi_turn(pair["prompt"]):
+        example["messages"] = [*pair["prompt"], {"role": "assistant", "content": pair[answer]}]
+    return example

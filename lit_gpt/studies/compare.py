@@ -34,7 +34,8 @@ import torch
 from lit_gpt.checkpoint import check_checkpoint_dir
 from lit_gpt.data.mixing import mix
 from lit_gpt.data.order import check_order
-from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.preferences import PREFERENCE_FORMAT, pair_as_instruction
+from lit_gpt.data.prepared import INSTRUCTION_FORMAT, load_prepared
 from lit_gpt.infer.load import load
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.precision import device_and_dtype
@@ -43,8 +44,10 @@ from lit_gpt.studies.evaluation import HeldOut, evaluate_model, held_out_set, wa
 from lit_gpt.studies.pairwise import judge_arms
 from lit_gpt.studies.report import markdown_report, plot_comparison
 from lit_gpt.tokenizer import Tokenizer
-from lit_gpt.train.args import TrainArgs, check_train_args, typed_hyperparameters
+from lit_gpt.train.args import (PREFERENCE_LOSSES, PreferenceArgs, TrainArgs, check_train_args, typed_hyperparameters,
+                                typed_preference_hyperparameters)
 from lit_gpt.train.loop import finetune
+from lit_gpt.train.preference_step import PreferenceObjective
 from lit_gpt.train.state import checkpoint_steps
 from lit_gpt.utils import UserError, atomic_write_json, atomic_write_text, check_output, log
 
@@ -94,6 +97,10 @@ class StudySettings:
                                                           "the first variant)")
     method: Literal["lora", "full"] = _setting("lora", "lora or full fine-tuning (finetune/lora.py or "
                                                        "finetune/full.py defaults)")
+    preference_loss: Optional[str] = _setting(None, "train on preference pairs (data dirs from "
+                                                    "scripts/prepare_preferences.py) with this loss of "
+                                                    "finetune/dpo.py: dpo, ipo, simpo or orpo; None: instruction "
+                                                    "tuning")
     eval_prompts: int = _setting(40, "held-out prompts answered greedily (EOS rate, judge)")
     eval_examples: int = _setting(200, "answers with a reference scored for the loss, per answer style")
     max_new_tokens: int = _setting(128, "answer length limit for the EOS rate")
@@ -122,7 +129,22 @@ class StudySettings:
             raise UserError(f"--token_budget {self.token_budget}: must be >= 1 (tokens per run)")
         if any(n < 0 for n in self.draw_rows):
             raise UserError(f"--draw_rows {self.draw_rows}: must be >= 0 (0: all rows)")
+        self._check_preference()
         check_primary_metric(self.primary_metric, self.ifeval_prompts, self.eval_examples, list(self.reference_sets))
+
+    def _check_preference(self) -> None:
+        if self.preference_loss is None:
+            return
+        if self.preference_loss not in PREFERENCE_LOSSES:
+            raise UserError(f"--preference_loss {self.preference_loss!r}: choose from {', '.join(PREFERENCE_LOSSES)}")
+        for flag, value in (("draw_rows", self.draw_rows), ("token_budget", self.token_budget)):
+            if value:
+                raise UserError(f"--{flag} is for instruction data; a preference study trains on every pair of its "
+                                "data dirs (prepare smaller sets of pairs to compare sizes)")
+
+    @property
+    def data_format(self) -> str:
+        return INSTRUCTION_FORMAT if self.preference_loss is None else PREFERENCE_FORMAT
 
     def aa_seeds(self) -> list[int]:
         """The A/A arm's seeds: as many as --seeds, none of them."""
@@ -182,6 +204,7 @@ class Plan:
     train: TrainArgs  # every variant's, but its order, epochs, seed (and steps under a token budget)
     lora: Optional[LoRAConfig]  # None: full fine-tuning
     hyperparameters: dict  # what the study sets (the report lists them); the rest are finetune/<method>.py's
+    preference: Optional[PreferenceArgs] = None  # the preference loss (finetune/dpo.py's); None: instruction tuning
 
 
 # ---- checks: every setting, before any data is loaded -------------------------------------------------------------
@@ -197,7 +220,7 @@ def plan_comparison(checkpoint_dir: "str | Path", data_dirs: Sequence["str | Pat
     if settings.aa_control:
         variants.append(replace(variants[0], name=f"{variants[0].name}-aa", role="aa_control",
                                 seeds=settings.aa_seeds()))
-    train, lora, chosen = study_training(settings.method, hyperparameters or {})
+    train, lora, chosen, preference = study_training(settings.method, hyperparameters or {}, settings.preference_loss)
     if settings.token_budget is not None and ("max_iters" in chosen or settings.epochs != [None]):
         raise UserError("--token_budget sets every run's steps: leave out --max_iters and --epochs")
     for flag in ("judge_checkpoint_dir", "reference_checkpoint_dir"):
@@ -216,21 +239,30 @@ def plan_comparison(checkpoint_dir: "str | Path", data_dirs: Sequence["str | Pat
                     raise UserError(f"{run_dir(settings, variant, seed)}: holds a run of an earlier comparison; "
                                     "pass --resume true to reuse finished runs (and continue unfinished ones), or "
                                     "choose another --out_dir")
-    return Plan(checkpoint_dir, variants, settings, train, lora, chosen)
+    return Plan(checkpoint_dir, variants, settings, train, lora, chosen, preference)
 
 
-def study_training(method: str, hyperparameters: dict) -> tuple[TrainArgs, Optional[LoRAConfig], dict]:
-    """(TrainArgs, LoRAConfig, what the study sets): STUDY_TRAIN_ARGS' changes to the defaults, then
-    `hyperparameters` (names of finetune/<method>.py's constants), checked as finetune() checks them."""
+def study_training(method: str, hyperparameters: dict, preference_loss: Optional[str] = None) -> tuple:
+    """(TrainArgs, LoRAConfig, what the study sets, PreferenceArgs or None): STUDY_TRAIN_ARGS' changes to the
+    defaults, then `hyperparameters` (names of finetune/<method>.py's constants; with a preference loss also
+    finetune/dpo.py's, e.g. beta), checked as finetune() and finetune/dpo.py check them."""
     for fixed, flag in (("order", "--orders"), ("epochs", "--epochs"), ("seed", "--seeds")):
         if fixed in hyperparameters:
             raise UserError(f"{fixed!r} is set per run: use {flag} instead of --hyperparameters")
     defaults, study = asdict(TrainArgs()), asdict(STUDY_TRAIN_ARGS)
     chosen = {name: value for name, value in study.items() if value != defaults[name]}
     chosen.update(hyperparameters)
+    if preference_loss is not None:
+        if "loss" in chosen or "method" in chosen:
+            raise UserError("set the preference loss with --preference_loss and the method with --method, not in "
+                            "--hyperparameters")
+        preference, train, lora = typed_preference_hyperparameters({**chosen, "method": method,
+                                                                    "loss": preference_loss})
+        check_train_args(train, method)
+        return train, lora, chosen, preference
     train, lora = typed_hyperparameters(chosen, method)
     check_train_args(train, method)
-    return train, lora, chosen
+    return train, lora, chosen, None
 
 
 # ---- training -------------------------------------------------------------------------------------------------------
@@ -261,8 +293,9 @@ def train_run(plan: Plan, variant: Variant, seed: int, data_dir: Path, examples:
         train = replace(train, epochs=variant.epochs)
     if plan.settings.token_budget is not None:
         train = replace(train, max_iters=budget_steps(plan.settings.token_budget, train.batch_size, examples))
+    objective = None if plan.preference is None else PreferenceObjective(plan.preference, lora=plan.lora is not None)
     return finetune(plan.settings.method, plan.checkpoint_dir, data_dir, run_dir(plan.settings, variant, seed), train,
-                    plan.lora, "auto" if plan.settings.resume else None)
+                    plan.lora, "auto" if plan.settings.resume else None, objective=objective)
 
 
 def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: torch.device, precision: Optional[str]):
@@ -272,12 +305,26 @@ def load_finetuned(checkpoint_dir: Path, run_dir: Path, method: str, device: tor
     return load(checkpoint_dir, lora_path=run_dir, device=device, precision=precision).model
 
 
-def load_variant_data(variants: Sequence[Variant], tokenizer: Tokenizer) -> dict[Path, tuple]:
+def load_examples(data_dir: Path, tokenizer: Optional[Tokenizer], format: str) -> tuple[list, list, dict]:
+    """(train, test, manifest) of prepared data as instruction examples: preference pairs as their chosen answers'
+    (`pair_as_instruction`: the held-out set, contamination and token counts see them so)."""
+    train, test, manifest = load_prepared(data_dir, tokenizer, format=format)
+    if format == PREFERENCE_FORMAT:
+        train, test = ([pair_as_instruction(pair) for pair in pairs] for pairs in (train, test))
+    return train, test, manifest
+
+
+def example_tokens(example: dict) -> int:
+    """Tokens that training on the example reads (a pair: both its rows)."""
+    return example.get("pair_tokens", len(example["input_ids"]))
+
+
+def load_variant_data(variants: Sequence[Variant], tokenizer: Tokenizer, format: str) -> dict[Path, tuple]:
     """data dir -> (train, test, manifest) of the variants' prepared data (each read once), in one prompt style."""
     data = {}
     for variant in variants:
         if variant.data_dir not in data:
-            data[variant.data_dir] = load_prepared(variant.data_dir, tokenizer)
+            data[variant.data_dir] = load_examples(variant.data_dir, tokenizer, format)
     styles = {str(d): m.get("prompt_style") for d, (_, _, m) in data.items()}
     if len(set(styles.values())) > 1:
         raise UserError("the variants use different prompt styles (" + ", ".join(f"{d}: {s}" for d, s in
@@ -289,7 +336,7 @@ def load_variant_data(variants: Sequence[Variant], tokenizer: Tokenizer) -> dict
 def train_and_evaluate(plan: Plan, variant: Variant, seed: int, held_out: HeldOut, device: torch.device) -> dict:
     """Trains one run of a variant into out_dir/<variant>/seed-<seed>, evaluates it: its record in the comparison."""
     data_dir = run_data(plan, variant, seed)
-    examples = load_prepared(data_dir)[0]
+    examples = load_examples(data_dir, None, plan.settings.data_format)[0]
     log(f"=== {variant.name} seed {seed}: training on {data_dir} (order {variant.order}"
         + (f", {variant.epochs} epoch(s))" if variant.epochs is not None else ")"))
     clock = time.perf_counter()
@@ -304,7 +351,7 @@ def train_and_evaluate(plan: Plan, variant: Variant, seed: int, held_out: HeldOu
         evaluation = evaluate_model(model, held_out, plan.settings)
         del model
         atomic_write_json(directory / EVALUATION_FILE, {"key": key, "evaluation": evaluation})
-    mean_tokens = sum(len(e["input_ids"]) for e in examples) / max(len(examples), 1)
+    mean_tokens = sum(example_tokens(e) for e in examples) / max(len(examples), 1)
     steps = summary.get("steps") or 0
     return {
         "seed": seed, "run_dir": str(directory), "data_dir": str(data_dir), "train_examples": len(examples),
@@ -370,7 +417,7 @@ def compare(plan: Plan, study: Optional[dict] = None, started: Optional[float] =
         if not path.exists():
             raise UserError(f"--reference_sets {name}: {path}: no such file or directory")
     tokenizer = Tokenizer(plan.checkpoint_dir)
-    data = load_variant_data(plan.variants, tokenizer)
+    data = load_variant_data(plan.variants, tokenizer, settings.data_format)
     manifests = [m for _, _, m in data.values()]
     prompt_style = manifests[0].get("prompt_style") or "alpaca"
     max_seq_length = max(m.get("max_seq_length") or 0 for m in manifests) or 2048
@@ -391,6 +438,7 @@ def compare(plan: Plan, study: Optional[dict] = None, started: Optional[float] =
     if settings.judge_checkpoint_dir is not None and len(arms) > 1 and held_out.prompts:
         judge_info = judge_arms(settings.judge_checkpoint_dir, arms, held_out.prompts, device)
     comparison = {"checkpoint_dir": str(plan.checkpoint_dir), "method": settings.method,
+                  "preference": asdict(plan.preference) if plan.preference is not None else None,
                   "hyperparameters": plan.hyperparameters, "seeds": settings.seeds,
                   "token_budget": settings.token_budget, "batch_size": plan.train.batch_size,
                   "max_seq_length": max_seq_length, "eval_set": held_out.eval_set.description,

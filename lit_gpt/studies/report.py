@@ -271,9 +271,15 @@ def setting_notes(comparison: dict) -> list[str]:
     steps = (f"every run trained about {budget} tokens: steps = budget / ({comparison['batch_size']} examples x the "
              "mean example length of its data), equal tokens, not equal examples" if budget else
              "every run trained the same steps (examples), not the same tokens: see tokens read")
-    notes = [f"Model: `{comparison['checkpoint_dir']}` ({comparison['method']}), the same hyperparameters for every "
+    preference = comparison.get("preference")
+    training = (f"preference pairs, {preference['loss']} loss ({comparison['method']}; beta "
+                f"{preference['beta'] if preference['beta'] is not None else 'the loss default'}), finetune/dpo.py's "
+                "loop; a pair's two rows count in tokens read, its chosen answer is what the held-out set scores"
+                if preference else comparison["method"])
+    script = "dpo" if preference else comparison["method"]
+    notes = [f"Model: `{comparison['checkpoint_dir']}` ({training}), the same hyperparameters for every "
              f"run: `{json.dumps(comparison['hyperparameters'])}` (the rest: the defaults "
-             f"finetune/{comparison['method']}.py ships with); seeds {', '.join(map(str, comparison['seeds']))} "
+             f"finetune/{script}.py ships with); seeds {', '.join(map(str, comparison['seeds']))} "
              f"(one run per arm per seed: LoRA init, dropout, data order, drawn rows); {steps}. Cut at "
              f"max_seq_length: the share of training examples cut at {comparison['max_seq_length']} tokens."]
     styles = "; ".join(f"{name}: {'its answers' if name == HELD_OUT else where}"

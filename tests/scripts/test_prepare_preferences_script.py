@@ -89,6 +89,20 @@ def test_two_answer_files_make_the_demo_pairs(capsys, smollm2_dir, tmp_path, sha
     code, _, err = run_script(capsys, "prepare_preferences", "--rejected_path", davinci, "--checkpoint_dir",
                               smollm2_dir, "--destination_path", tmp_path / "none")
     assert_one_line_error(code, err, "--rejected_path goes with --data_path")
+    # --reverse: the same pairs the other way round, in the same order and the same train/test split (a control arm)
+    split = ("--test_split_fraction", 0.25, "--checkpoint_dir", smollm2_dir)
+    (train, test, _), _ = prepare(capsys, tmp_path / "split", "--data_path", gpt4, "--rejected_path", davinci, *split)
+    (reversed_train, reversed_test, reversed_manifest), _ = prepare(
+        capsys, tmp_path / "reversed", "--data_path", gpt4, "--rejected_path", davinci, "--reverse", "true", *split)
+    assert (len(train), len(test)) == (137, 46)  # the README's demo split
+    for kept, turned in ((train, reversed_train), (test, reversed_test)):
+        assert [(p["prompt"], p["chosen"], p["rejected"]) for p in kept] == \
+            [(p["prompt"], p["rejected"], p["chosen"]) for p in turned]
+    assert reversed_manifest["options"]["reverse"] is True and "reverse" not in manifest["options"]
+    code, _, err = run_script(capsys, "prepare_preferences", "--data_path", gpt4, "--reverse", "true",
+                              "--checkpoint_dir", smollm2_dir, "--destination_path", tmp_path / "none")
+    assert_one_line_error(code, err, "--reverse true prefers --rejected_path's answers")
+    assert not (tmp_path / "none").exists()
 
 
 def test_judge_scores_pick_the_chosen_answer(capsys, smollm2_dir, tmp_path):

@@ -9,13 +9,16 @@ import json
 import pytest
 
 from helpers import ROOT, load_cached_script
+from lit_gpt.data.prepared import load_prepared
 from lit_gpt.utils import run_cli, space_separated_lists
 
 pytestmark = pytest.mark.slow  # every study recipe end to end
 
 RECIPES = sorted((ROOT / "scripts" / "studies").glob("*.yaml"))
 SLICES = {"lima/train.jsonl": 80, "alpaca/alpaca_random_9k.json": 60, "alpagasus/alpaca_claude_t45.json": 40,
-          "dolly/dolly_3k.jsonl": 40, "eval/sinstruct_test_set.jsonl": 12, "alpaca_gpt4/sample_999.json": 12}
+          "dolly/dolly_3k.jsonl": 40, "eval/sinstruct_test_set.jsonl": 12, "alpaca_gpt4/sample_999.json": 40}
+IFEVAL = ("ifeval_prompt_loose", "ifeval_prompt_strict")
+PAIRED = ("alpaca/alpaca_random_9k.json", "alpaca_gpt4/sample_999.json")  # study 6 pairs their answers
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +33,25 @@ def tiny_shared(shared_dir, tmp_path_factory):
         else:
             with source.open() as f:
                 target.write_text("".join(itertools.islice(f, rows)))
+    # the 9k rows that answer the GPT-4 slice's instructions (12 of its 40), so that the two files make pairs
+    davinci, gpt4 = (json.loads((root / "datasets" / name).read_text()) for name in PAIRED)
+    wanted = {(r["instruction"], r["input"]) for r in gpt4}
+    matched = [r for r in json.loads((shared_dir / "datasets" / PAIRED[0]).read_text())[SLICES[PAIRED[0]]:]
+               if (r["instruction"], r["input"]) in wanted]
+    (root / "datasets" / PAIRED[0]).write_text(json.dumps(davinci + matched))
     return root
 
 
-def test_the_five_questions_have_recipes():
+def test_the_five_questions_and_the_preference_study_have_recipes():
     from lit_gpt.studies.recipe import load_recipe
 
     assert [r.name for r in RECIPES] == ["1_quality_vs_quantity.yaml", "2_judge_filtered.yaml", "3_merging.yaml",
-                                         "4_ordering.yaml", "5_epochs.yaml"]
-    for path in RECIPES:  # what a reviewer needs declared before any run
+                                         "4_ordering.yaml", "5_epochs.yaml", "6_preference_direction.yaml"]
+    preference = load_recipe(RECIPES[-1])
+    assert preference.compare["preference_loss"] == "dpo" and preference.compare["primary_metric"] in IFEVAL
+    assert preference.compare["seeds"] == [1337, 1338, 1339] and preference.compare["aa_control"] is True
+    assert preference.compare["base_row"] is True and preference.for_gpu().compare["ifeval_prompts"] == -1
+    for path in RECIPES[:5]:  # what a reviewer needs declared before any run
         recipe = load_recipe(path)
         compare, full = recipe.compare, recipe.for_gpu()
         assert compare["primary_metric"] in ("ifeval_prompt_loose", "answer_nll"), path
@@ -59,7 +72,7 @@ def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tm
     settings = {k: v for k, v in small.items() if k in load_recipe(recipe).settings}
     out_dir = tmp_path / "out"
     # two seeds keep it quick; the A/A arm only where the study is smallest
-    with_aa = recipe.stem in ("1_quality_vs_quantity", "2_judge_filtered")
+    with_aa = recipe.stem in ("1_quality_vs_quantity", "2_judge_filtered", "6_preference_direction")
     argv = ["--recipe", str(recipe), "--checkpoint_dir", str(checkpoint_dir), "--shared_dir", str(tiny_shared),
             "--data_root", str(tmp_path / "data"), "--out_dir", str(out_dir), "--settings", json.dumps(settings),
             "--batch_size", "2", "--micro_batch_size", "2", "--ifeval_prompts", "2", "--ifeval_max_new_tokens", "4",
@@ -67,6 +80,8 @@ def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tm
             "--reference_checkpoint_dir", str(checkpoint_dir)]
     if "max_iters" in load_recipe(recipe).compare:  # 4 and 5 train whole epochs, 1 a token budget instead
         argv += ["--max_iters", "2"]
+    if recipe.stem == "6_preference_direction":  # 3 epochs of the ~8 pairs the slices make, 2 pairs a step
+        argv += ["--epochs", "1"]
     script = load_cached_script("compare_datasets")
     run_cli(script.main, args=space_separated_lists(argv, script.LIST_FLAGS))
     comparison = json.loads((out_dir / "comparison.json").read_text())
@@ -100,6 +115,10 @@ def test_recipe_runs_at_a_tiny_size(recipe, tiny_checkpoint_dir, tiny_shared, tm
         assert steps["lima"] <= steps["alpaca_9k-draw8"]
     if recipe.stem == "4_ordering":
         assert [a["order"] for a in arms] == ["shuffle", "by_source", "by_length_asc", "curriculum"]
+    if recipe.stem == "6_preference_direction":  # the reversed arm: the same prompts, the answers swapped
+        pairs = [load_prepared(arm["data_dir"], format="preference")[0] for arm in arms[:2]]
+        assert [(p["chosen"], p["rejected"]) for p in pairs[0]] == [(p["rejected"], p["chosen"]) for p in pairs[1]]
+        assert comparison["preference"]["loss"] == "dpo" and "preference pairs, dpo loss" in report
     if recipe.stem == "5_epochs":
         assert [a["epochs"] for a in arms] == [1, 3, 5]
         for arm in arms:

@@ -6,7 +6,11 @@ import json
 
 import pytest
 
-from helpers import prepare_slice
+from helpers import CAPITALS, SHARED, metrics_rows, prepare_slice
+from lit_gpt.data.prepare import prepare
+from lit_gpt.data.preferences import PREFERENCES
+from lit_gpt.data.prepared import load_prepared
+from lit_gpt.data.records import iter_records
 from lit_gpt.lora import LoRAConfig
 from lit_gpt.studies.compare import StudySettings, budget_steps, compare, make_variants, plan_comparison, study_training
 from lit_gpt.train.args import TrainArgs
@@ -29,13 +33,14 @@ def test_variant_names():
 
 
 def test_study_training_is_typed_and_records_what_the_study_sets():
-    train, lora, chosen = study_training("lora", {"eval_interval": 50, "lora_r": 4, "learning_rate": 1e-3})
+    train, lora, chosen, preference = study_training("lora", {"eval_interval": 50, "lora_r": 4,
+                                                             "learning_rate": 1e-3})
     # the study's own default first, then the given ones, in their order (the report prints this dict)
     assert chosen == {"sample_max_new_tokens": 0, "eval_interval": 50, "lora_r": 4, "learning_rate": 1e-3}
     assert list(chosen) == ["sample_max_new_tokens", "eval_interval", "lora_r", "learning_rate"]
     assert train == TrainArgs(sample_max_new_tokens=0, eval_interval=50, learning_rate=1e-3)
-    assert lora == LoRAConfig(r=4)
-    train, lora, _ = study_training("full", {})
+    assert lora == LoRAConfig(r=4) and preference is None
+    train, lora, _, _ = study_training("full", {})
     assert lora is None and train.sample_max_new_tokens == 0
     with pytest.raises(UserError, match="not constants of finetune/full.py"):
         study_training("full", {"lora_r": 4})
@@ -126,3 +131,65 @@ def test_a_tiny_study_reports_its_claims(tiny_checkpoint_dir, shared_dir, tmp_pa
                                                                                       "resume": True}),
                                     hyperparameters))
     assert again["statistics"] == stats and stored.stat().st_mtime_ns == written
+
+
+def prepare_pairs(rows: list, name: str, checkpoint_dir, tmp_path):
+    source = tmp_path / f"{name}.jsonl"
+    source.write_text("\n".join(json.dumps(row) for row in rows))
+    prepare(iter_records(source), name=name, source_files=[source], checkpoint_dir=checkpoint_dir,
+            destination_path=tmp_path / name, test_split_fraction=0.25, example_format=PREFERENCES)
+    return tmp_path / name
+
+
+def test_a_preference_study_is_checked_before_it_runs(tiny_checkpoint_dir, tmp_path):
+    checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True)
+    with pytest.raises(UserError, match="--preference_loss 'kto': choose from dpo, ipo, simpo, orpo"):
+        StudySettings(preference_loss="kto")
+    with pytest.raises(UserError, match="--draw_rows is for instruction data"):
+        StudySettings(preference_loss="dpo", draw_rows=[10])
+    settings = StudySettings(preference_loss="ipo", out_dir=tmp_path / "out")
+    plan = plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"beta": 0.3, "max_iters": 2})
+    assert (plan.preference.loss, plan.preference.beta, plan.preference.method) == ("ipo", 0.3, "lora")
+    assert plan.train.max_iters == 2 and plan.hyperparameters == {"sample_max_new_tokens": 0, "beta": 0.3,
+                                                                  "max_iters": 2}
+    with pytest.raises(UserError, match="set the preference loss with --preference_loss"):
+        plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"loss": "dpo"})
+    with pytest.raises(UserError, match="--packing true does not apply to preference pairs"):
+        plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"packing": True})
+    with pytest.raises(UserError, match="beta"):  # a preference setting is no constant of finetune/lora.py
+        plan_comparison(checkpoint_dir, [tmp_path / "pairs"], StudySettings(out_dir=tmp_path / "out"), {"beta": 0.3})
+    sft = prepare_slice(SHARED / "datasets/alpaca/alpaca_random_9k.json", "alpaca", checkpoint_dir,
+                        tmp_path / "alpaca", 8, max_seq_length=64)
+    with pytest.raises(UserError, match="holds instructions data .* not preference"):
+        compare(plan_comparison(checkpoint_dir, [sft], settings, {"max_iters": 1}))
+
+
+@pytest.mark.slow  # six tiny preference runs trained and evaluated
+def test_a_tiny_preference_study(tiny_checkpoint_dir, tmp_path):
+    """Which direction of a preference teaches what: the same pairs, and the same pairs swapped, each trained with
+    DPO (2 seeds, and the A/A arm), scored on the held-out pairs' chosen answers."""
+    checkpoint_dir = tiny_checkpoint_dir("smollm2", weights=True, block_size=64)
+    rows = [{"prompt": f"What is the capital of {country}?", "chosen": f"The capital of {country} is {city}.",
+             "rejected": "I do not know."} for country, city in CAPITALS]
+    full = prepare_pairs(rows, "full_answers", checkpoint_dir, tmp_path)
+    swapped = prepare_pairs([{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows], "idk",
+                            checkpoint_dir, tmp_path)
+    settings = StudySettings(out_dir=tmp_path / "out", seeds=[1, 2], preference_loss="dpo", eval_examples=4,
+                             eval_prompts=0)
+    hyperparameters = {"max_iters": 2, "batch_size": 4, "micro_batch_size": 2, "learning_rate": 1e-2,
+                       "eval_interval": 100, "eval_iters": 1}
+    comparison = compare(plan_comparison(checkpoint_dir, [full, swapped], settings, hyperparameters))
+    arms = {arm["name"]: arm for arm in comparison["arms"]}
+    assert list(arms) == ["full_answers", "idk", "full_answers-aa"]
+    run = arms["full_answers"]["runs"][0]
+    pairs = load_prepared(full, format="preference")[0]
+    both_rows = sum(2 * len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
+    assert run["train_examples"] == len(pairs) and run["tokens_read"] == round(2 * 4 * both_rows / len(pairs))
+    rows_logged = metrics_rows(tmp_path / "out" / "full_answers" / "seed-1")
+    assert any(r.get("train_accuracy") for r in rows_logged)  # trained by the preference objective
+    assert comparison["preference"]["loss"] == "dpo" and "union of the variants' test sets" in comparison["eval_set"]
+    assert run["evaluation"]["losses"]["held_out"]["answers"] == 4  # the held-out pairs' chosen answers
+    stats = comparison["statistics"]
+    assert [d["arm"] for d in stats["comparisons"]] == ["idk"] and stats["aa_control"]["seeds_b"] == 2
+    report = (settings.out_dir / "comparison.md").read_text()
+    assert "preference pairs, dpo loss (lora; beta the loss default), finetune/dpo.py's loop" in report
