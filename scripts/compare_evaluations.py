@@ -23,6 +23,7 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
     sys.exit("lit_gpt is not installed: run `pip install -e .` in the project root (see README.md)")
 
 from lit_gpt.eval.paired import compare_runs, comparison_markdown
+from lit_gpt.eval.run import ifeval_sample_prompts
 from lit_gpt.utils import (UserError, atomic_write_json, atomic_write_text, check_output, output_lock, run_cli,
                            space_separated_lists)
 
@@ -30,13 +31,15 @@ LIST_FLAGS = ("runs", "baseline")
 
 
 def main(runs: Optional[list[Path]] = None, baseline: Optional[list[Path]] = None,
-         out_dir: Optional[Path] = None) -> dict:
+         out_dir: Optional[Path] = None, without_ifeval_sample: Optional[int] = None) -> dict:
     """Prints and writes the comparison.
 
     Args:
         runs: evaluate.py out_dirs of the model compared, one per training seed
         baseline: evaluate.py out_dirs of the baseline (one for a deterministic base model's greedy evaluation)
         out_dir: where comparison.json and comparison.md go (apart from every input folder)
+        without_ifeval_sample: leave out the IFEval prompts that `evaluate.py --ifeval_sample N` draws: a
+            confirmation on the prompts an earlier look at that sample did not see (the folders hold all of them)
     """
     run_dirs, baseline_dirs = [Path(p) for p in runs or []], [Path(p) for p in baseline or []]
     if not run_dirs or not baseline_dirs or out_dir is None:
@@ -51,7 +54,10 @@ def main(runs: Optional[list[Path]] = None, baseline: Optional[list[Path]] = Non
                             "the seeds' noise looks smaller than it is")
     check_output(out_dir, {"--runs": run_dirs, "--baseline": baseline_dirs}, "--out_dir",
                  writes=["comparison.json", "comparison.md"])
-    comparison = compare_runs(run_dirs, baseline_dirs)
+    left_out = frozenset()
+    if without_ifeval_sample is not None:
+        left_out = ifeval_sample_prompts(baseline_dirs[0], without_ifeval_sample)
+    comparison = compare_runs(run_dirs, baseline_dirs, left_out)
     markdown = comparison_markdown(comparison)
     with output_lock(out_dir):
         atomic_write_json(out_dir / "comparison.json", comparison)

@@ -116,10 +116,11 @@ def _adjust(metrics: dict) -> None:
         metric["significant"] = p_adjusted < ALPHA
 
 
-def compare_runs(run_dirs: list, baseline_dirs: list) -> dict:
+def compare_runs(run_dirs: list, baseline_dirs: list, left_out_prompts: frozenset = frozenset()) -> dict:
     """Several evaluations of one model (e.g. one per training seed) against several (or one) of a baseline, every
     folder on the same items: per metric all folders have, the difference of the means with seed and item noise
-    (`statistics.compare_arms`), Holm-adjusted."""
+    (`statistics.compare_arms`), Holm-adjusted. left_out_prompts: IFEval prompts not counted (e.g. a sample an
+    earlier look was taken on, for a confirmation on the others)."""
     for flag, folders in (("--baseline", baseline_dirs), ("--runs", run_dirs)):
         for folder in folders:
             check_baseline(folder, flag)
@@ -131,14 +132,30 @@ def compare_runs(run_dirs: list, baseline_dirs: list) -> dict:
         rows = read[file_name]
         if rows is None:
             continue
+        if file_name == IFEVAL_FILE and left_out_prompts:
+            rows = _leave_out(rows, left_out_prompts)
         scores = [[score(row) for row in folder] for folder in rows]
         a, b = scores[:len(baseline_dirs)], scores[len(baseline_dirs):]
         metrics[name] = _runs_difference(a, b)
     if not metrics:
         raise UserError("the folders share no task (IFEval answers or reference losses in every one)")
     _adjust(metrics)
+    note = RUNS_NOTE + (f"; {len(left_out_prompts)} IFEval prompts left out (--without_ifeval_sample)"
+                        if left_out_prompts else "")
     return {"baseline": [str(d) for d in baseline_dirs], "runs": [str(d) for d in run_dirs], "alpha": ALPHA,
-            "note": RUNS_NOTE, "metrics": metrics}
+            "note": note, "metrics": metrics}
+
+
+def _leave_out(rows: list, prompts: frozenset) -> list:
+    """Every folder's IFEval rows (aligned) without those of `prompts`, which must all be there."""
+    keep = [i for i, row in enumerate(rows[0]) if row["prompt"] not in prompts]
+    if len(rows[0]) - len(keep) != len(prompts):
+        raise UserError(f"--without_ifeval_sample: {len(prompts) - (len(rows[0]) - len(keep))} of its "
+                        f"{len(prompts)} prompts are not in these evaluations; give the N of the sample they "
+                        "were evaluated on, with all the prompts evaluated now")
+    if len(keep) < 2:
+        raise UserError("--without_ifeval_sample leaves fewer than 2 IFEval prompts to compare")
+    return [[folder[i] for i in keep] for folder in rows]
 
 
 def _runs_difference(a: list, b: list) -> dict:

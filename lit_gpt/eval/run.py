@@ -93,6 +93,22 @@ def ifeval_answers(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts
                           stop_strings=style.stop_strings, progress="ifeval", prompt_lookup=prompt_lookup)
 
 
+def ifeval_sample_of(prompts: Sequence, n: int) -> list:
+    """evaluate.py --ifeval_sample N: a seeded random sample of N prompts, in file order, the same for every model."""
+    return seeded_sample(prompts, n, IFEVAL_SAMPLE_SEED)
+
+
+def ifeval_sample_prompts(eval_dir: Path, n: int) -> frozenset:
+    """The prompt texts that --ifeval_sample n draws from the IFEval file the evaluation in `eval_dir` read."""
+    if n < 1:
+        raise UserError(f"--without_ifeval_sample {n}: must be at least 1")
+    try:
+        path = json.loads((Path(eval_dir) / "results.json").read_text())["settings"].get("ifeval_path")
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{eval_dir}/results.json: not readable as an evaluate.py result ({error})") from None
+    return frozenset(p.prompt for p in ifeval_sample_of(ifeval.load_prompts(path and Path(path)), n))
+
+
 def run_ifeval(model: GPT, tokenizer: Tokenizer, style: PromptStyle, prompts: Sequence, max_new_tokens: int,
                batch_size: int, prompt_lookup: int = DRAFT_TOKENS) -> "tuple[list, ifeval.IFEvalResult]":
     """The model's answers to IFEval prompts and their scores (what evaluate.py and compare_datasets.py run)."""
@@ -162,7 +178,7 @@ def evaluate(model: GPT, tokenizer: Tokenizer, style: PromptStyle, description: 
     if "ifeval" in tasks:
         start = time.perf_counter()
         prompts = ifeval.load_prompts(ifeval_path)
-        prompts = seeded_sample(prompts, ifeval_sample, IFEVAL_SAMPLE_SEED) if ifeval_sample else prompts
+        prompts = ifeval_sample_of(prompts, ifeval_sample) if ifeval_sample else prompts
         prompts = prompts[:limit] if limit else prompts
         answers, result = run_ifeval(model, tokenizer, style, prompts, max_new_tokens, batch_size, prompt_lookup)
         write_ifeval_outputs(out_dir / "ifeval_responses.jsonl", prompts, [a.text for a in answers], result,
