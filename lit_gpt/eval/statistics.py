@@ -45,7 +45,7 @@ POWER = 0.8  # the power that minimum detectable effects and sample sizes are st
 class ArmDifference:
     """B - A on one metric, with the interval, test and design numbers a report needs."""
     difference: float  # mean(B) - mean(A)
-    low: float  # (1 - ALPHA) interval of the difference
+    low: float  # the interval of the difference at `level` (a 1 - ALPHA interval in the worst case)
     high: float
     p_value: float  # two-sided, valid for any split of seed and item noise (before Holm's correction)
     se: float  # standard error of the difference
