@@ -104,9 +104,6 @@ def check_preference_args(args: PreferenceArgs, train: TrainArgs) -> None:
         raise UserError(f"--beta {args.beta}: must be above 0")
     if not 0 <= args.label_smoothing < 0.5:
         raise UserError(f"--label_smoothing {args.label_smoothing}: must be in [0, 0.5)")
-    if train.packing:
-        raise UserError("--packing true does not apply to preference pairs (each pair is scored as two rows); "
-                        "use --packing false")
     if train.neftune_noise_alpha is not None and args.loss in REFERENCE_LOSSES:
         raise UserError(f"--neftune_noise_alpha with --loss {args.loss}: the noise would make the policy differ "
                         "from its reference by chance; use --neftune_noise_alpha null")

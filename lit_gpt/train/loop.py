@@ -98,8 +98,7 @@ def finetune(method: Literal["lora", "full"], checkpoint_dir: "str | Path", data
             torch.manual_seed(train.seed)  # the LoRA init (identical on every rank)
             model = _setup_model(fabric, method, checkpoint_dir, train, lora, plugin, precision, accum)
             if train.packing:
-                fabric.print(f"packing: examples share rows of up to {max_seq_length} tokens, "
-                             f"{train.micro_batch_size} rows per micro-batch")
+                fabric.print(objective.packing_note(max_seq_length, train.micro_batch_size))
             objective.prepare(fabric, model, train_set, val_set, train.micro_batch_size)  # before resuming: the base
             optimizer = fabric.setup_optimizers(make_optimizer(model, train.learning_rate, train.weight_decay))
 

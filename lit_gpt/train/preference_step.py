@@ -8,6 +8,11 @@ being trained with its LoRA layers switched off (`lora_disabled`), one extra for
 with full fine-tuning the base model's log-probabilities of every pair are computed once before training
 (`ReferenceLogps`, kept beside the pairs), since the weights themselves change.
 
+With --packing true a training micro-batch's sequences (chosen and rejected sides alike) share rows, best-fit
+decreasing into rows as long as its longest sequence (so no row is longer than without packing, and memory never
+grows), kept apart by `segments` as packed instruction examples are: each sequence gets the log-probabilities it
+gets alone, with fewer padding positions through the model.
+
 Logged besides the loss (per step as train_*, at each validation as val_*): the mean chosen and rejected rewards,
 their difference (reward_margin) and how often the chosen answer's reward is the higher (accuracy).
 """
@@ -21,6 +26,7 @@ from lit_gpt.data.preferences import PREFERENCE_FORMAT
 from lit_gpt.lora import lora_disabled
 from lit_gpt.train.args import REFERENCE_LOSSES, PreferenceArgs
 from lit_gpt.train.dataset import split_batch, training_sets
+from lit_gpt.train.packing import best_fit_decreasing
 from lit_gpt.train.preference import PreferenceLoss, dpo_loss, ipo_loss, orpo_loss, simpo_loss
 from lit_gpt.train.step import StepResult, apply_update, seed_step, validation_batches
 from lit_gpt.utils import UserError
@@ -96,9 +102,35 @@ class PreferenceSet:
                 inputs, target, trained
         return input_ids.to(device), targets.to(device), mask.to(device)
 
-    def tokens(self, micro_batches: list) -> tuple[int, int]:
+    def collate_packed(self, indices: list, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(input_ids, targets, mask, segments, sequence), (rows, T): the sequences `collate` would give (chosen
+        sides, then rejected) packed best-fit decreasing into rows of at most the longest one's length; segments
+        0, 1, ... per sequence in its row and -1 on padding; sequence: each position's index in collate's order."""
+        sides, rows, T = self._packed_rows(indices)
+        input_ids, targets = (torch.zeros(len(rows), T, dtype=torch.long) for _ in range(2))
+        mask = torch.zeros(len(rows), T, dtype=torch.bool)
+        segments, sequence = (torch.full((len(rows), T), -1, dtype=torch.long) for _ in range(2))
+        for r, row in enumerate(rows):
+            start = 0
+            for segment, k in enumerate(row):
+                inputs, target, trained = sides[k]
+                end = start + len(inputs)
+                input_ids[r, start:end], targets[r, start:end], mask[r, start:end] = inputs, target, trained
+                segments[r, start:end], sequence[r, start:end] = segment, k
+                start = end
+        return tuple(t.to(device) for t in (input_ids, targets, mask, segments, sequence))
+
+    def _packed_rows(self, indices: list) -> tuple[list, list, int]:
+        """(the sequences in collate's order, the rows of positions into them, the row length)."""
+        sides = [side for k in (0, 1) for side in ([self.rows[i][k] for i in indices] or [_PADDING])]
+        T = max(len(inputs) for inputs, _, _ in sides)
+        return sides, best_fit_decreasing([len(inputs) for inputs, _, _ in sides], T), T
+
+    def tokens(self, micro_batches: list, packed: bool = False) -> tuple[int, int]:
         """(real tokens, tokens processed with padding) of the micro-batches, both sides of each pair."""
         real = sum(len(side[0]) for mb in micro_batches for i in mb for side in self.rows[i])
+        if packed:
+            return real, sum(len(rows) * T for _, rows, T in map(self._packed_rows, filter(None, micro_batches)))
         padded = sum(2 * len(mb) * max(self.lengths[i] for i in mb) for mb in micro_batches if mb)
         return real, padded
 
@@ -125,19 +157,25 @@ def _side(pair: dict, answer: str, max_seq_length: int, vocab_size: int, where: 
     return ids[:-1], ids[1:], trained[1:], cut
 
 
-def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple:
-    """(summed, averaged) log-probability of each row's masked targets, (rows,) float32: what
-    `lit_gpt.train.preference.sequence_logps` computes, with the LM head run on the masked positions alone and
-    fused with the log-softmax (`lit_gpt.fused_loss`): their (N, vocab) logits never exist all at once."""
-    token_logps = -model(input_ids, targets=targets.masked_fill(~mask, -100), reduction="none")  # (N,) row-major
-    rows = mask.nonzero(as_tuple=True)[0]
-    total = torch.zeros(len(mask), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-    return total, total / mask.sum(-1).clamp(min=1)
+def answer_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                 segments: Optional[torch.Tensor] = None, sequence: Optional[torch.Tensor] = None) -> tuple:
+    """(summed, averaged) log-probability of each sequence's masked targets, float32: one a row, or with packed
+    rows (`PreferenceSet.collate_packed`) one per index of `sequence`. What `lit_gpt.train.preference.
+    sequence_logps` computes, with the LM head run on the masked positions alone and fused with the log-softmax
+    (`lit_gpt.fused_loss`): their (N, vocab) logits never exist all at once."""
+    token_logps = -model(input_ids, targets=targets.masked_fill(~mask, -100), reduction="none",
+                         segments=segments)  # (N,) row-major
+    owner = mask.nonzero(as_tuple=True)[0] if sequence is None else sequence[mask]
+    count = len(mask) if sequence is None else int(sequence.max()) + 1
+    total = torch.zeros(count, dtype=token_logps.dtype, device=token_logps.device).index_add(0, owner, token_logps)
+    tokens = torch.zeros(count, device=mask.device).index_add(0, owner, torch.ones_like(owner, dtype=torch.float))
+    return total, total / tokens.clamp(min=1).to(total.dtype)
 
 
-def pair_logps(model, input_ids: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> PairLogps:
-    """The chosen (first half of the rows) and rejected (second half) answers' log-probabilities."""
-    total, average = answer_logps(model, input_ids, targets, mask)
+def pair_logps(model, *batch: torch.Tensor) -> PairLogps:
+    """The chosen (first half of the sequences) and rejected (second half) answers' log-probabilities of a batch
+    as `PreferenceSet.collate` or `collate_packed` makes it."""
+    total, average = answer_logps(model, *batch)
     half = len(total) // 2
     return PairLogps(total[:half], total[half:], average[:half], average[half:])
 
@@ -204,8 +242,13 @@ class PreferenceObjective:
             return simpo_loss(policy.chosen_avg, policy.rejected_avg, beta=beta, gamma=args.simpo_gamma)
         return orpo_loss(policy.chosen_avg, policy.rejected_avg, -policy.chosen_avg, lam=beta)
 
-    def pair_losses(self, fabric, model, data: PreferenceSet, indices: list) -> PreferenceLoss:
-        batch = data.collate(indices, fabric.device)
+    @staticmethod
+    def packing_note(max_seq_length: int, micro_batch_size: int) -> str:
+        return (f"packing: each micro-batch's {2 * micro_batch_size} sequences ({micro_batch_size} pairs) share rows "
+                "as long as its longest sequence")
+
+    def pair_losses(self, fabric, model, data: PreferenceSet, indices: list, packed: bool = False) -> PreferenceLoss:
+        batch = (data.collate_packed if packed else data.collate)(indices, fabric.device)
         reference = self.reference(fabric, model, data, indices, batch)  # first: the policy's forward is the last
         return self.loss(pair_logps(model, *batch), reference)
 
@@ -220,14 +263,15 @@ class PreferenceObjective:
         sums = torch.zeros(len(SUMS), device=fabric.device, dtype=torch.float64)
         for k, part in enumerate(mine):
             with fabric.no_backward_sync(model, enabled=k < len(mine) - 1):
-                out = self.pair_losses(fabric, model, data, part)
+                out = self.pair_losses(fabric, model, data, part, packed=packing is not None)
                 # ranks' gradients are averaged: scale so the total is the mean over the global batch's pairs
                 fabric.backward(out.losses.sum() * (world / len(batch) if part else 0.0))
             sums += _sums(out, part)
         metrics = _metrics(fabric.all_reduce(sums, reduce_op="sum"), "train")
         mean_loss = metrics.pop("train_loss")
         grad_norm = apply_update(fabric, model, optimizer, scheduler, mean_loss, grad_clip, precision)
-        return StepResult(mean_loss, grad_norm, *data.tokens(micro_batches), metrics=metrics)
+        return StepResult(mean_loss, grad_norm, *data.tokens(micro_batches, packed=packing is not None),
+                          metrics=metrics)
 
     @torch.no_grad()
     def validate(self, fabric, model, data: PreferenceSet, micro_batch_size: int,

@@ -152,6 +152,11 @@ class TokenObjective:
     def prepare(self, fabric, model, train_set, val_set, micro_batch_size: int) -> None:
         pass
 
+    @staticmethod
+    def packing_note(max_seq_length: int, micro_batch_size: int) -> str:
+        return (f"packing: examples share rows of up to {max_seq_length} tokens, {micro_batch_size} rows per "
+                "micro-batch")
+
     def train_step(self, *args, **kwargs) -> StepResult:
         return train_step(*args, **kwargs)
 

@@ -152,6 +152,22 @@ def test_full_run_resumes_like_an_uninterrupted_run_with_epochs_and_best_weights
     assert (tmp_path / "whole" / "hyperparameters.yaml").read_text().startswith("# finetune/dpo.py settings")
 
 
+def test_a_packed_run_trains_as_an_unpacked_one(setup, tmp_path, capsys):
+    """--packing true: the same steps (sequences sharing rows, kept apart), so the same LoRA weights and metrics."""
+    checkpoint, data = setup
+    summaries, weights = [], []
+    for packing in (False, True):
+        args = fast_args(batch_size=4, micro_batch_size=4, max_iters=3, learning_rate=1e-2, packing=packing)
+        out = tmp_path / f"packing_{packing}"
+        summaries.append(finetune("lora", checkpoint, data, out, args, LoRAConfig(r=4, alpha=8, dropout=0.0),
+                                  objective=PreferenceObjective(PreferenceArgs(), lora=True)))
+        weights.append(torch.load(out / "lit_model.pth.lora", weights_only=True))
+    assert "packing: each micro-batch's 8 sequences (4 pairs) share rows" in capsys.readouterr().out
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], atol=1e-5, rtol=1e-4)
+    assert summaries[1]["final_val_loss"] == pytest.approx(summaries[0]["final_val_loss"], abs=1e-5)
+
+
 def test_ddp_two_processes_equal_one_process(setup, tmp_path):
     # 12 pairs, batch 4: each rank scores 2 pairs a step (its own reference forward with LoRA off), sums reduced
     checkpoint, data = setup

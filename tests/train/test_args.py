@@ -48,7 +48,6 @@ def test_preference_settings_per_method_and_loss():
     refused = {"--quantize works only with --method lora": {"method": "full", "quantize": "bnb.nf4"},
                "--loss 'kto': choose from dpo, ipo, simpo, orpo": {"loss": "kto"},
                "--beta 0: must be above 0": {"beta": 0},
-               "--packing true does not apply to preference pairs": {"packing": True},
                "--neftune_noise_alpha with --loss dpo": {"neftune_noise_alpha": 5.0},
                "--order curriculum is not available for preference pairs": {"order": "curriculum"},
                "--method 'qlora': choose lora or full": {"method": "qlora"}}

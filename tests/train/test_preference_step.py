@@ -234,6 +234,45 @@ def test_a_step_is_the_same_however_the_batch_is_split():
                                     for p in data.raw)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"sliding_window": 4, "final_logit_softcapping": 30.0}],
+                         ids=["plain", "windows_softcap"])
+def test_packed_pairs_have_the_log_probabilities_of_unpacked_ones(overrides):
+    """collate_packed: the micro-batch's sequences share rows no longer than its longest; each keeps its
+    log-probabilities (windows shorter than the rows, softcapped logits)."""
+    model = make_model(**overrides)
+    data = PreferenceSet(pairs(6), max_seq_length=64, source="train.pt", vocab_size=256)
+    indices = [0, 2, 3, 5]
+    plain = answer_logps(model, *data.collate(indices, torch.device("cpu")))
+    input_ids, targets, mask, segments, sequence = data.collate_packed(indices, torch.device("cpu"))
+    assert input_ids.shape[0] < 2 * len(indices) and input_ids.shape[1] == max(data.lengths[i] for i in indices)
+    assert sorted(set(sequence[sequence >= 0].tolist())) == list(range(2 * len(indices)))
+    packed = answer_logps(model, input_ids, targets, mask, segments, sequence)
+    for a, b in zip(packed, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_a_packed_step_is_the_unpacked_step_with_less_padding():
+    data = PreferenceSet(pairs(6), max_seq_length=64, source="train.pt", vocab_size=256)
+    objective = PreferenceObjective(PreferenceArgs(loss="dpo"), lora=True)
+    results, weights = [], []
+    for packing in (None, object()):  # the step packs when the loop hands it a packing plan
+        model = make_model(seed=0, lora=True)
+        optimizer = make_optimizer(model, 1e-2, 0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        # micro-batches [5, 0, 1] and [4, 2, 3]: sequences of 6 to 16 tokens, some of which share a row
+        results.append(objective.train_step(OneProcess(), model, optimizer, scheduler, data, [5, 0, 1, 4, 2, 3],
+                                            accum=2, seed=0, step=0, grad_clip=None, precision="64-true",
+                                            packing=packing))
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    plain, packed = results
+    assert packed.loss == pytest.approx(plain.loss, abs=1e-12)
+    assert packed.metrics == pytest.approx(plain.metrics, abs=1e-12)
+    assert packed.grad_norm == pytest.approx(plain.grad_norm, rel=1e-9)
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name])
+    assert packed.tokens == plain.tokens and packed.padded_tokens < plain.padded_tokens
+
+
 def test_long_pairs_are_cut_and_bad_pairs_refused():
     raw = pairs(3)
     raw[1]["chosen_mask"][:] = False  # nothing trained on one side: the pair is dropped
