@@ -285,3 +285,29 @@ def test_matvec_benchmark_reports_each_way_of_reading_the_weights(capsys):
     assert all(report[way] > 0 for way in ways) and report["shape"] == [64, 32]
     assert report.get("linear_prepacked_onednn", 1) > 0  # where PyTorch has the private operator
     assert json.loads(capsys.readouterr().out) == report
+
+
+def test_dpo_benchmark_times_packed_and_unpacked_runs_of_the_same_steps(tiny_checkpoint_dir, tmp_path, capsys):
+    """scripts/dev/benchmark_dpo.py on a tiny checkpoint and pairs of very different lengths: both paths run the
+    same steps (the same final loss), the packed one with less padding."""
+    from helpers import load_cached_script
+    from lit_gpt.data.preferences import PREFERENCES
+    from lit_gpt.data.prepare import prepare
+    from lit_gpt.data.records import iter_records
+    from lit_gpt.utils import UserError
+
+    checkpoint = tiny_checkpoint_dir("smollm2", weights=True, block_size=256)
+    rows = [{"prompt": f"Question {i}?", "chosen": "Yes. " * (1 + 7 * (i % 4)), "rejected": "No."} for i in range(16)]
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("\n".join(json.dumps(row) for row in rows))
+    prepare(iter_records(source), name="pairs", source_files=[source], checkpoint_dir=checkpoint,
+            destination_path=tmp_path / "pairs", test_split_fraction=0.25, example_format=PREFERENCES)
+    script = load_cached_script("dev/benchmark_dpo")
+    report = script.main(data_dir=tmp_path / "pairs", checkpoint_dir=checkpoint, max_iters=2, batch_size=4,
+                         micro_batch_size=4, runs=2, threads=1)
+    assert [len(v) for v in report["seconds"].values()] == [2, 2]
+    losses = report["final_train_loss"]
+    assert losses["packed"] == pytest.approx(losses["unpacked"], abs=1e-3)
+    assert min(report["not_padding"]["packed"]) > max(report["not_padding"]["unpacked"])
+    with pytest.raises(UserError, match="no prepared pairs"):
+        script.main(data_dir=tmp_path / "nothing", checkpoint_dir=checkpoint)
