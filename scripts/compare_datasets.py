@@ -34,7 +34,8 @@ if importlib.util.find_spec("lit_gpt") is None:  # the scripts use the installed
 
 from jsonargparse import CLI, capture_parser
 
-from lit_gpt.studies.compare import Plan, StudySettings, compare, plan_comparison
+from lit_gpt.studies.compare import Plan, compare, plan_comparison
+from lit_gpt.studies.settings import StudySettings
 from lit_gpt.studies.report import markdown_table
 from lit_gpt.cli.parser import ScriptParser
 from lit_gpt.cli.secrets import redact

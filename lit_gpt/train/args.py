@@ -73,6 +73,7 @@ class TrainArgs:
 
 PREFERENCE_LOSSES = ("dpo", "ipo", "simpo", "orpo")  # lit_gpt.train.preference
 REFERENCE_LOSSES = ("dpo", "ipo")  # the ones that compare with a frozen reference model
+NOT_FOR_PAIRS = ("by_length_asc", "by_length_desc", "curriculum")  # orders of instruction examples only
 LOSS_BETAS = {"dpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}  # --beta None: the papers' and TRL's defaults
 
 
@@ -107,7 +108,7 @@ def check_preference_args(args: PreferenceArgs, train: TrainArgs) -> None:
     if train.neftune_noise_alpha is not None and args.loss in REFERENCE_LOSSES:
         raise UserError(f"--neftune_noise_alpha with --loss {args.loss}: the noise would make the policy differ "
                         "from its reference by chance; use --neftune_noise_alpha null")
-    if train.order in ("by_length_asc", "by_length_desc", "curriculum"):
+    if train.order in NOT_FOR_PAIRS:
         raise UserError(f"--order {train.order} is not available for preference pairs; use shuffle, by_source or "
                         "as_given")
 

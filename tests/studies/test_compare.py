@@ -12,7 +12,8 @@ from lit_gpt.data.preferences import PREFERENCES
 from lit_gpt.data.prepared import load_prepared
 from lit_gpt.data.records import iter_records
 from lit_gpt.lora import LoRAConfig
-from lit_gpt.studies.compare import StudySettings, budget_steps, compare, make_variants, plan_comparison, study_training
+from lit_gpt.studies.compare import budget_steps, compare, make_variants, plan_comparison, study_training
+from lit_gpt.studies.settings import StudySettings
 from lit_gpt.train.args import TrainArgs
 from lit_gpt.utils import UserError
 
@@ -154,8 +155,9 @@ def test_a_preference_study_is_checked_before_it_runs(tiny_checkpoint_dir, tmp_p
                                                                   "max_iters": 2}
     with pytest.raises(UserError, match="set the preference loss with --preference_loss"):
         plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"loss": "dpo"})
-    with pytest.raises(UserError, match="--packing true does not apply to preference pairs"):
-        plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"packing": True})
+    assert plan_comparison(checkpoint_dir, [tmp_path / "pairs"], settings, {"packing": True}).train.packing
+    with pytest.raises(UserError, match="--orders curriculum is not available for preference pairs"):
+        StudySettings(preference_loss="dpo", orders=["shuffle", "curriculum"])
     with pytest.raises(UserError, match="beta"):  # a preference setting is no constant of finetune/lora.py
         plan_comparison(checkpoint_dir, [tmp_path / "pairs"], StudySettings(out_dir=tmp_path / "out"), {"beta": 0.3})
     sft = prepare_slice(SHARED / "datasets/alpaca/alpaca_random_9k.json", "alpaca", checkpoint_dir,
