@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lit_gpt.config import Config
 from lit_gpt.fused_loss import linear_cross_entropy
+from lit_gpt.layers import GemmaMLP, GptNeoxMLP, LLaMAMLP, RMSNorm, make_norm
 from lit_gpt.rope import apply_rope, rope_cos_sin
 
 KV_CACHE_BLOCK_CPU = 512  # positions per block of a KV cache on CPU (see KVCache)
@@ -381,61 +382,6 @@ class KVCache(nn.Module):
         blocks = slice(0, -(-length // self.block))
         for buffer in (self.k, self.v):
             buffer[blocks, [i, j]] = buffer[blocks, [j, i]]
-
-
-class LLaMAMLP(nn.Module):
-    """SwiGLU: proj(silu(fc_1(x)) * fc_2(x)); fc_1 is HF's gate_proj, fc_2 its up_proj."""
-
-    def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.fc_1 = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.fc_2 = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
-
-    def forward(self, x):
-        return self.proj(F.silu(self.fc_1(x)) * self.fc_2(x))
-
-
-class GemmaMLP(LLaMAMLP):
-    """GeGLU: proj(gelu_tanh(fc_1(x)) * fc_2(x)), Gemma's gated MLP."""
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc_1(x), approximate="tanh") * self.fc_2(x))
-
-
-class GptNeoxMLP(nn.Module):
-    def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.fc = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
-        self.approximate = config.gelu_approximate
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc(x), approximate=self.approximate))
-
-
-class RMSNorm(nn.Module):
-    """Normalizes in float32. Llama casts back before the weight; Gemma (unit_offset) scales by 1 + weight in float32
-    and casts after, and starts its weights at 0."""
-
-    def __init__(self, size: int, eps: float, unit_offset: bool = False) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(size) if unit_offset else torch.ones(size))
-        self.eps, self.unit_offset = eps, unit_offset
-
-    def forward(self, x):
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.unit_offset:
-            return (x * (1.0 + self.weight.float())).to(dtype)
-        return self.weight * x.to(dtype)
-
-
-def make_norm(config: Config) -> nn.Module:
-    if config.norm_class_name == "RMSNorm":
-        return RMSNorm(config.n_embd, config.norm_eps, config.norm_unit_offset)
-    return nn.LayerNorm(config.n_embd, eps=config.norm_eps)
 
 
 def flops_per_token(config: Config, seq_len: int) -> float:

@@ -209,6 +209,7 @@ def main(
     gradient_checkpointing: bool = False,
     compile: bool = False,
     compare_eager: bool = False,
+    compare_autograd_layers: bool = False,
     seed: int = 1337,
     compare_litgpt: bool = False,
     litgpt_compile: bool = False,
@@ -247,6 +248,9 @@ def main(
         gradient_checkpointing: recompute activations in backward (ours only)
         compile: run ours with --compile true (torch.compile'd blocks; compile time shows in warmup_seconds)
         compare_eager: with --compile, also run ours without it ("ours_eager")
+        compare_autograd_layers: also run ours with RMSNorm and the gated MLP as plain autograd ops
+            ("ours_autograd_layers"), i.e. without lit_gpt.layers' lean backward passes: an A/B of their speed and
+            peak memory
         seed: seed of the weights, LoRA init, data order
         compare_litgpt: also run LitGPT's GPT + LoRA on the same examples (needs its venv, see the module docstring)
         litgpt_compile: torch.compile LitGPT's blocks too (its best case; `litgpt finetune` itself does not compile)
@@ -289,6 +293,8 @@ def run_benchmark(s: SimpleNamespace) -> dict:
                         **memory_traffic(result, plan["stats"][f"timed_passes_{side}"], bandwidth)}
     if s.compare_litgpt:
         report.update(litgpt_comparison(report, results))
+    if s.compare_autograd_layers:
+        report["lean_layers_vs_autograd"] = paired_comparison(report, results, "ours", "ours_autograd_layers")
     report["machine"]["load_average_after"] = os.getloadavg()
     # other processes on the cores make wall-clock numbers meaningless: say so in the report itself
     report["machine"]["quiet_before_start"] = report["machine"]["load_average_before"][0] < 0.75 * (os.cpu_count() or 1)
@@ -366,11 +372,24 @@ def run_implementations(s: SimpleNamespace, spec: dict, plan: dict) -> tuple[dic
         implementations = {"ours": (sys.executable, {**spec, "implementation": "ours"})}
         if s.compile and s.compare_eager:
             implementations["ours_eager"] = (sys.executable, {**spec, "implementation": "ours", "compile": False})
+        if s.compare_autograd_layers:
+            implementations["ours_autograd_layers"] = (sys.executable, {**spec, "implementation": "ours",
+                                                                        "autograd_layers": True})
         if s.compare_litgpt:
             implementations["litgpt"] = (s.litgpt_python, {**spec, "implementation": "litgpt",
                                                            "compile": s.litgpt_compile})
         interleave = s.accelerator == "cpu" if s.interleave is None else s.interleave
         return implementations, run_all(implementations, workdir, s.runs, interleave)
+
+
+def paired_comparison(report: dict, results: dict, name: str, baseline: str) -> dict:
+    """`name` against `baseline` (two of our variants on the same batches): the speedup from each interleaved pair
+    of runs (their median) and the peak memory ratio."""
+    return {"speedup_paired_median": round(statistics.median(
+                b / a for a, b in zip(results[name]["run_seconds"], results[baseline]["run_seconds"])), 3),
+            "speedups_paired": [round(b / a, 3) for a, b in zip(results[name]["run_seconds"],
+                                                                 results[baseline]["run_seconds"])],
+            "peak_memory_ratio": round(report[name]["peak_memory_gb"] / report[baseline]["peak_memory_gb"], 3)}
 
 
 def litgpt_comparison(report: dict, results: dict) -> dict:

@@ -14,13 +14,14 @@ pytestmark = pytest.mark.slow  # the benchmark harness in real processes
 
 
 def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
-    """The harness end to end on a 2-layer model: real Dolly lengths, JSON with throughput, memory and MFU."""
+    """The harness end to end on a 2-layer model: real Dolly lengths, JSON with throughput, memory and MFU; the
+    A/B of lit_gpt.layers' lean backward passes against plain autograd (same steps, the same first loss)."""
     config = tiny_config(vocab_size=512, block_size=256, n_embd=64, intermediate_size=128)
     config.save(tmp_path / "lit_config.json")
     cmd = [sys.executable, str(root_dir / "scripts" / "dev" / "benchmark.py"), "--model", str(tmp_path / "lit_config.json"),
            "--method", "lora", "--precision", "32-true", "--dataset", "dolly", "--max_examples", "200",
            "--max_seq_length", "128", "--micro_batch_size", "4", "--batch_size", "8", "--steps_per_run", "2",
-           "--warmup_steps", "1", "--runs", "2", "--threads", "1"]
+           "--warmup_steps", "1", "--runs", "2", "--threads", "1", "--compare_autograd_layers", "true"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -33,6 +34,9 @@ def test_benchmark_script_runs_our_step(tmp_path, root_dir, shared_dir):
     data = report["data"]
     assert 0 < data["non_padding_share_epoch_plain_batching"] < data["non_padding_share_epoch_loop_batching"] <= 1
     assert data["prepare_seconds"] > 0 and report["setting"]["method"] == "lora"
+    baseline, ab = report["ours_autograd_layers"], report["lean_layers_vs_autograd"]
+    assert baseline["first_step_losses"][0] == ours["first_step_losses"][0]  # the forward math is the same
+    assert len(ab["speedups_paired"]) == 2 and ab["speedup_paired_median"] > 0 and ab["peak_memory_ratio"] > 0
 
 
 def test_benchmark_script_packs_profiles_and_reports_the_memory_ceiling(tmp_path, root_dir, shared_dir):

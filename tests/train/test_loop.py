@@ -60,8 +60,10 @@ def test_lora_loss_falls_and_out_dir_layout(tmp_path, checkpoint):
 
 def test_full_finetune_memorizes_16_examples(tmp_path, checkpoint, capitals_data):
     out = tmp_path / "out"
+    # lr 1e-2: at 3e-2 the run was chaotic, float32 rounding alone (RMSNorm's backward in another order of
+    # operations, gradients equal to 1e-6) moved its final loss from 0.006 to 0.052; at 1e-2 both end at 0.012
     summary = finetune("full", checkpoint, capitals_data, out,
-                       fast_args(batch_size=16, micro_batch_size=16, epochs=150, learning_rate=3e-2, warmup_steps=3,
+                       fast_args(batch_size=16, micro_batch_size=16, epochs=150, learning_rate=1e-2, warmup_steps=3,
                                  weight_decay=0.0, eval_interval=1000))
     assert summary["final_train_loss"] < 0.05, summary
     # out_dir is a checkpoint directory: load it and check the model answers from memory (greedy)
