@@ -55,6 +55,26 @@ def pack_batch(lengths: Sequence[int], batch: list[int], capacity: int) -> list[
     return [rows[r] for r in sorted(range(len(rows)), key=lambda r: -tokens[r])]  # stable: ties keep BFD's order
 
 
+def lay_out_rows(rows: list[list[int]], sequence, fills: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
+    """Packed rows as tensors. rows[r] lists the keys (ints) of row r's sequences, in order; sequence(key) gives that
+    sequence's equally long 1-D tensors (ids, targets, ...) and `fills` a (padding value, dtype) for each. Returns one
+    (rows, T) tensor per fill (T the longest row), then `segments` (0, 1, ... per sequence in its row) and `key`
+    (each position's key), both -1 on the right padding."""
+    sequences = [[sequence(key) for key in row] for row in rows]
+    T = max(1, max(sum(len(parts[0]) for parts in row) for row in sequences))
+    out = [torch.full((len(rows), T), fill, dtype=dtype) for fill, dtype in fills]
+    segments, keys = (torch.full((len(rows), T), -1, dtype=torch.long) for _ in range(2))
+    for r, (row, row_keys) in enumerate(zip(sequences, rows)):
+        start = 0
+        for segment, (parts, key) in enumerate(zip(row, row_keys)):
+            end = start + len(parts[0])
+            for tensor, part in zip(out, parts):
+                tensor[r, start:end] = part
+            segments[r, start:end], keys[r, start:end] = segment, key
+            start = end
+    return (*out, segments, keys)
+
+
 @dataclass(frozen=True)
 class Packing:
     """How a step packs: rows of `capacity` tokens (the run's max_seq_length), `rows_per_micro_batch` rows per
@@ -76,17 +96,8 @@ class Packing:
         segments 0, 1, ... per example and -1 on the right padding (targets -100 there)."""
         if not rows:
             rows = [[]]  # one padding token, no target: the pass a rank without rows still runs for its peers
-        T = max(1, max(sum(data.lengths[i] for i in row) for row in rows))
-        input_ids = torch.zeros(len(rows), T, dtype=torch.long)
-        targets = torch.full((len(rows), T), -100, dtype=torch.long)
-        segments = torch.full((len(rows), T), -1, dtype=torch.long)
-        for r, row in enumerate(rows):
-            start = 0
-            for segment, i in enumerate(row):
-                end = start + data.lengths[i]
-                input_ids[r, start:end], targets[r, start:end] = data.inputs[i], data.targets[i]
-                segments[r, start:end] = segment
-                start = end
+        input_ids, targets, segments, _ = lay_out_rows(rows, lambda i: (data.inputs[i], data.targets[i]),
+                                                       ((0, torch.long), (-100, torch.long)))
         return input_ids.to(device), targets.to(device), segments.to(device)
 
     @staticmethod

@@ -26,7 +26,7 @@ from lit_gpt.data.preferences import PREFERENCE_FORMAT
 from lit_gpt.lora import lora_disabled
 from lit_gpt.train.args import REFERENCE_LOSSES, PreferenceArgs
 from lit_gpt.train.dataset import split_batch, training_sets
-from lit_gpt.train.packing import best_fit_decreasing
+from lit_gpt.train.packing import best_fit_decreasing, lay_out_rows
 from lit_gpt.train.preference import PreferenceLoss, dpo_loss, ipo_loss, orpo_loss, simpo_loss
 from lit_gpt.train.step import StepResult, apply_update, seed_step, validation_batches
 from lit_gpt.utils import UserError
@@ -106,19 +106,9 @@ class PreferenceSet:
         """(input_ids, targets, mask, segments, sequence), (rows, T): the sequences `collate` would give (chosen
         sides, then rejected) packed best-fit decreasing into rows of at most the longest one's length; segments
         0, 1, ... per sequence in its row and -1 on padding; sequence: each position's index in collate's order."""
-        sides, rows, T = self._packed_rows(indices)
-        input_ids, targets = (torch.zeros(len(rows), T, dtype=torch.long) for _ in range(2))
-        mask = torch.zeros(len(rows), T, dtype=torch.bool)
-        segments, sequence = (torch.full((len(rows), T), -1, dtype=torch.long) for _ in range(2))
-        for r, row in enumerate(rows):
-            start = 0
-            for segment, k in enumerate(row):
-                inputs, target, trained = sides[k]
-                end = start + len(inputs)
-                input_ids[r, start:end], targets[r, start:end], mask[r, start:end] = inputs, target, trained
-                segments[r, start:end], sequence[r, start:end] = segment, k
-                start = end
-        return tuple(t.to(device) for t in (input_ids, targets, mask, segments, sequence))
+        sides, rows, _ = self._packed_rows(indices)
+        batch = lay_out_rows(rows, sides.__getitem__, ((0, torch.long), (0, torch.long), (False, torch.bool)))
+        return tuple(t.to(device) for t in batch)
 
     def _packed_rows(self, indices: list) -> tuple[list, list, int]:
         """(the sequences in collate's order, the rows of positions into them, the row length)."""

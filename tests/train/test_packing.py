@@ -13,7 +13,7 @@ from helpers import assert_grads_close_by_norm, fast_args, grads, make_model, me
 from lit_gpt.data.order import ORDERS
 from lit_gpt.train.dataset import TrainingSet, epoch_batches
 from lit_gpt.train.loop import finetune
-from lit_gpt.train.packing import Packing, best_fit_decreasing, pack_batch
+from lit_gpt.train.packing import Packing, best_fit_decreasing, lay_out_rows, pack_batch
 from lit_gpt.train.step import train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny training steps: see conftest.one_thread
@@ -87,6 +87,20 @@ def test_collate_puts_examples_one_after_the_other_with_their_segments():
     empty = Packing.collate(data, [], CPU)  # a rank without rows still runs a pass: one padding token
     assert [t.tolist() for t in empty] == [[[0]], [[-100]], [[-1]]]
     assert Packing.padding_stats(data, [[[0, 2], [1]], []]) == (a + b + c, 2 * max(a + c, b))
+
+
+def test_lay_out_rows_places_each_sequences_tensors_with_its_key_and_segment():
+    pieces = [(torch.tensor([1, 2, 3]), torch.tensor([True, False, True])),
+              (torch.tensor([4]), torch.tensor([True])), (torch.tensor([5, 6]), torch.tensor([False, True]))]
+    ids, flags, segments, keys = lay_out_rows([[2, 1], [0]], pieces.__getitem__,
+                                              ((-7, torch.long), (False, torch.bool)))
+    assert ids.tolist() == [[5, 6, 4], [1, 2, 3]] and flags.dtype == torch.bool
+    assert flags.tolist() == [[False, True, True], [True, False, True]]
+    assert segments.tolist() == [[0, 0, 1], [0, 0, 0]] and keys.tolist() == [[2, 2, 1], [0, 0, 0]]
+    ids, flags, segments, keys = lay_out_rows([[0], [1, 1]], lambda k: (torch.tensor([9] * (k + 1)),) * 2,
+                                              ((-7, torch.long), (0, torch.long)))
+    assert ids.tolist() == [[9, -7, -7, -7], [9, 9, 9, 9]]  # padded on the right to the longest row
+    assert segments.tolist() == [[0, -1, -1, -1], [0, 0, 1, 1]] and keys.tolist() == [[0, -1, -1, -1], [1] * 4]
 
 
 class OneRank:
