@@ -3,15 +3,13 @@
 In training, RMSNorm and the gated MLP's activation keep less for the backward pass than autograd would. Autograd
 saves every intermediate its backward formulas name: RMSNorm's float32 copy of its input (twice the size of a bf16
 input) and the gated product's activation act(a) beside a and b. Both are cheap to recompute, so here each is an
-autograd Function that saves only its inputs (and RMSNorm's per-row scale) and recomputes the rest in backward. On a
-SmolLM2-135M LoRA step of 4 x 512 tokens that is about a sixth of the saved activations (scripts/dev/benchmark.py
-reports peak memory). The forward math is the same operations as before; the gated product's gradients are bit for
+autograd Function that saves only its inputs (and RMSNorm's per-row scale) and recomputes the rest in backward. In a
+SmolLM2-135M LoRA step of 4 x 512 tokens a block's saved activations fall from ~43 to ~33 MB
+(scripts/dev/benchmark.py --compare_autograd_layers times it and reports peak memory). The forward math is the same operations as before; the gated product's gradients are bit for
 bit autograd's (the same operations on the same values), RMSNorm's the same formula in float32 (tests/test_layers.py).
 Without gradients (generation) and inside torch.compile (whose own partitioner chooses what to save), the plain
 math runs.
 """
-
-from typing import Optional
 
 import torch
 import torch.nn as nn
