@@ -1,8 +1,8 @@
 """lit_gpt/layers.py: RMSNorm and the gated MLP product keep less for backward, with autograd's gradients.
 
 The gated product's gradients are autograd's bit for bit (bf16 too) and it saves a and b only; RMSNorm's gradients
-equal autograd's through the plain math to float32 rounding (both variants, per-head norms included) and it saves its input in
-its own dtype, not a float32 copy. Without gradients the plain math runs."""
+equal autograd's through the plain math to float32 rounding (both variants, per-head norms included) and it saves
+its input in its own dtype, not a float32 copy. Without gradients the plain math runs."""
 
 import pytest
 import torch
@@ -28,13 +28,13 @@ def saved_bytes(fn, *inputs) -> tuple[torch.Tensor, int]:
 
 def graph_nodes(out: torch.Tensor) -> set:
     """The names of the backward nodes behind `out`."""
-    names, todo = set(), [out.grad_fn]
+    seen, todo = set(), [out.grad_fn]
     while todo:
         node = todo.pop()
-        if node is not None and type(node).__name__ not in names:
-            names.add(type(node).__name__)
+        if node is not None and node not in seen:
+            seen.add(node)
             todo.extend(next_node for next_node, _ in node.next_functions)
-    return names
+    return {type(node).__name__ for node in seen}
 
 
 @pytest.mark.parametrize("gelu", [False, True])
