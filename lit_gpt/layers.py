@@ -122,13 +122,10 @@ class RMSNormFunction(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight, scale = ctx.saved_tensors
         normed = x.float() * scale  # x̂, recomputed
-        if ctx.unit_offset:  # y = (x̂ (1 + w)).to(dtype)
-            grad = grad.float()
-            grad_normed = grad * (1.0 + weight.float())
-        else:  # y = w x̂.to(dtype)
-            grad_normed = (grad * weight).float()
+        grad = grad.float() if ctx.unit_offset else grad  # Gemma: y = (x̂ (1 + w)).to(dtype); Llama: y = w x̂.to(dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
+            grad_normed = grad * (1.0 + weight.float()) if ctx.unit_offset else (grad * weight).float()
             # x̂ = x s with s = (mean(x²) + eps)^-1/2, so dx = s (dx̂ - x̂ mean(dx̂ x̂)) over the last dimension
             grad_x = (scale * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))).to(x.dtype)
         if ctx.needs_input_grad[1]:  # summed over every row the weight scaled

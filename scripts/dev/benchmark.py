@@ -398,13 +398,11 @@ def litgpt_comparison(report: dict, results: dict) -> dict:
     litgpt, comparison = report["litgpt"], {}
     for name in (n for n in results if n != "litgpt"):
         suffix = name[len("ours"):]
+        paired = paired_comparison(report, results, name, "litgpt")  # drift-robust: the median over pairs of runs
         comparison["speedup_vs_litgpt" + suffix] = round(report[name]["non_padding_tokens_per_s"]
                                                          / litgpt["non_padding_tokens_per_s"], 3)
-        # drift-robust: the same ratio from each interleaved pair of runs, then the median
-        comparison["speedup_vs_litgpt_paired_median" + suffix] = round(statistics.median(
-            litgpt_s / ours_s for ours_s, litgpt_s in zip(results[name]["run_seconds"], results["litgpt"]["run_seconds"])), 3)
-        comparison["peak_memory_ratio_vs_litgpt" + suffix] = round(report[name]["peak_memory_gb"]
-                                                                   / litgpt["peak_memory_gb"], 3)
+        comparison["speedup_vs_litgpt_paired_median" + suffix] = paired["speedup_paired_median"]
+        comparison["peak_memory_ratio_vs_litgpt" + suffix] = paired["peak_memory_ratio"]
     return comparison
 
 
